@@ -1,0 +1,83 @@
+use core::fmt;
+
+use crate::format::SectionKind;
+use crate::fst::FstError;
+
+/// Why a snapshot was refused by [`Snapshot::from_bytes`](crate::Snapshot::from_bytes).
+///
+/// A refused snapshot is never partly used: the caller keeps whatever it
+/// served before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// Fewer bytes than a header and a checksum.
+    TooShort { len: usize },
+    /// Not a snapshot: the magic bytes are wrong.
+    BadMagic,
+    /// The endian marker does not read as little-endian `0x01020304`.
+    BadEndianness,
+    /// Written for another format version.
+    UnsupportedVersion { found: u32 },
+    /// The trailing CRC-32C does not match: truncated or corrupted in transit.
+    BadChecksum { stored: u32, computed: u32 },
+    /// Larger than 4 GiB, which 32-bit offsets cannot address.
+    TooLarge,
+    /// Reserved header fields are not zero, or the section table is not the
+    /// expected sections laid end to end.
+    BadHeader,
+    /// The FST section is malformed.
+    BadFst(FstError),
+    /// The FST's key count differs from the header's route count.
+    RouteCountMismatch { header: u32, fst: u64 },
+    /// A route record is malformed or points outside its section.
+    BadRoute { id: u32 },
+    /// A string reference does not decode to UTF-8 inside the pool.
+    BadString { offset: u32 },
+    /// A site record is malformed, points outside its section, or its Assets
+    /// are not strictly sorted.
+    BadSite { offset: u32 },
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SnapshotError::TooShort { len } => {
+                write!(f, "snapshot is truncated: {len} bytes is shorter than any snapshot")
+            }
+            SnapshotError::BadMagic => f.write_str("not an edgeroute snapshot (bad magic bytes)"),
+            SnapshotError::BadEndianness => f.write_str("snapshot endian marker is wrong"),
+            SnapshotError::UnsupportedVersion { found } => write!(
+                f,
+                "snapshot format version {found} is not supported (this build reads version {})",
+                crate::format::FORMAT_VERSION
+            ),
+            SnapshotError::BadChecksum { stored, computed } => write!(
+                f,
+                "snapshot checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): \
+                 the file is truncated or corrupt"
+            ),
+            SnapshotError::TooLarge => f.write_str("snapshot is larger than 4 GiB"),
+            SnapshotError::BadHeader => f.write_str("snapshot header or section table is malformed"),
+            SnapshotError::BadFst(e) => write!(f, "snapshot {} section is malformed: {e:?}", SectionKind::Fst.name()),
+            SnapshotError::RouteCountMismatch { header, fst } => {
+                write!(f, "snapshot header says {header} routes but its index holds {fst}")
+            }
+            SnapshotError::BadRoute { id } => write!(f, "snapshot route record {id} is malformed"),
+            SnapshotError::BadString { offset } => {
+                write!(f, "snapshot string at offset {offset} is malformed")
+            }
+            SnapshotError::BadSite { offset } => {
+                write!(f, "snapshot site record at offset {offset} is malformed")
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for SnapshotError {}
+
+impl From<FstError> for SnapshotError {
+    fn from(e: FstError) -> Self {
+        SnapshotError::BadFst(e)
+    }
+}

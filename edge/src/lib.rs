@@ -1,0 +1,40 @@
+//! `edgeroute-edge` owns the snapshot format and resolves requests against it.
+//!
+//! A snapshot is one immutable file compiled from a routing table (see
+//! `docs/snapshot-format.md`): an FST from hostnames to route ids, fixed-size
+//! route records, a string pool and the static sites' asset lists, closed by
+//! a CRC-32C. [`Snapshot::from_bytes`] validates a snapshot once, in
+//! O(file size), and never panics whatever the bytes; then
+//! [`Snapshot::resolve`] turns a `Host` header and a request path into a
+//! [`Resolution`] by the rules of `docs/resolve.md`, zero-copy, without
+//! allocating and without panicking. The crate is `no_std` (the `std` feature
+//! only adds `std::error::Error`), has no dependencies and no `unsafe`, and
+//! builds for `wasm32-unknown-unknown` as it is.
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(any(feature = "std", test))]
+extern crate std;
+
+mod crc32c;
+mod error;
+pub mod format;
+mod fst;
+mod host;
+mod json;
+mod path;
+mod resolve;
+mod snapshot;
+
+pub use crate::crc32c::crc32c;
+pub use crate::error::SnapshotError;
+pub use crate::fst::{FstError, MAX_KEY_LEN};
+pub use crate::host::{HostName, MAX_HOST_LEN, MAX_LABEL_LEN};
+pub use crate::json::Json;
+pub use crate::resolve::{Domain, Key, Location, NoTrace, Reason, Resolution, Trace};
+pub use crate::snapshot::{Assets, Origin, Route, Scheme, SectionInfo, Snapshot, StaticSite};
+
+/// Applies resolve rule 1 alone; the compiler uses it to check Domains.
+pub fn check_host(value: &[u8]) -> Result<HostName<'_>, Reason> {
+    HostName::parse(value)
+}

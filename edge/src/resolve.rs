@@ -1,0 +1,406 @@
+//! The resolve rules (`docs/resolve.md`): host + path to a [`Resolution`].
+
+use core::fmt;
+
+use crate::format::{KEY_LABEL_SEPARATOR, KEY_WILDCARD};
+use crate::host::HostName;
+use crate::path::{self, Decoded};
+use crate::snapshot::{Route, Scheme, Snapshot};
+
+/// Why a request is a `bad_request`: the rule-1 host checks and the rule-4
+/// path checks, in the order they are applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    HostBadPort,
+    HostEmpty,
+    HostTooLong,
+    HostBadChar,
+    HostBadLabel,
+    PathNotAbsolute,
+    PathBadEscape,
+    PathBadChar,
+    PathDotSegment,
+    PathEmptySegment,
+}
+
+impl Reason {
+    /// Every reason, in check order.
+    pub const ALL: [Reason; 10] = [
+        Reason::HostBadPort,
+        Reason::HostEmpty,
+        Reason::HostTooLong,
+        Reason::HostBadChar,
+        Reason::HostBadLabel,
+        Reason::PathNotAbsolute,
+        Reason::PathBadEscape,
+        Reason::PathBadChar,
+        Reason::PathDotSegment,
+        Reason::PathEmptySegment,
+    ];
+
+    /// The code used in JSON answers, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::HostBadPort => "host_bad_port",
+            Reason::HostEmpty => "host_empty",
+            Reason::HostTooLong => "host_too_long",
+            Reason::HostBadChar => "host_bad_char",
+            Reason::HostBadLabel => "host_bad_label",
+            Reason::PathNotAbsolute => "path_not_absolute",
+            Reason::PathBadEscape => "path_bad_escape",
+            Reason::PathBadChar => "path_bad_char",
+            Reason::PathDotSegment => "path_dot_segment",
+            Reason::PathEmptySegment => "path_empty_segment",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer for one request. `'s` borrows from the snapshot, `'r` from the
+/// request; building one allocates nothing, and the strings that exist only
+/// in pieces (a key made from the request path, a redirect location) are
+/// rendered on demand through [`fmt::Display`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution<'s, 'r> {
+    /// Serve `key` from `bucket` with `status` (200, or 404 for a site's 404.html).
+    Static {
+        domain: Domain<'r>,
+        bucket: &'s str,
+        key: Key<'s, 'r>,
+        status: u16,
+        /// For sites without an Assets list, whose bucket decides whether
+        /// `key` exists: the Fallback to serve when it does not.
+        fallback: Option<Key<'s, 'r>>,
+    },
+    /// Answer with a redirect (301) to `location`.
+    Redirect { domain: Domain<'r>, location: Location<'r>, status: u16 },
+    /// Proxy to a load balancer or a direct origin.
+    Balancer { domain: Domain<'r>, origin: &'s str, port: u16, scheme: Scheme },
+    /// No table entry matches the host, or the site has no such page.
+    NotFound,
+    /// The host or path breaks a rule.
+    BadRequest(Reason),
+}
+
+impl Resolution<'_, '_> {
+    /// `static`, `redirect`, `balancer`, `not_found` or `bad_request`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resolution::Static { .. } => "static",
+            Resolution::Redirect { .. } => "redirect",
+            Resolution::Balancer { .. } => "balancer",
+            Resolution::NotFound => "not_found",
+            Resolution::BadRequest(_) => "bad_request",
+        }
+    }
+
+    /// The table entry that matched, if any.
+    pub fn domain(&self) -> Option<Domain<'_>> {
+        match *self {
+            Resolution::Static { domain, .. }
+            | Resolution::Redirect { domain, .. }
+            | Resolution::Balancer { domain, .. } => Some(domain),
+            _ => None,
+        }
+    }
+}
+
+/// The Domain of the matched entry, as stored: the request's host for an
+/// exact entry, `*.` + the matched suffix for a wildcard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Domain<'r> {
+    name: HostName<'r>,
+    wildcard: bool,
+}
+
+impl Domain<'_> {
+    pub fn is_wildcard(&self) -> bool {
+        self.wildcard
+    }
+
+    /// The Domain's bytes (lowercase ASCII).
+    pub fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        let star: &[u8] = if self.wildcard { b"*." } else { b"" };
+        star.iter().copied().chain(self.name.bytes())
+    }
+}
+
+impl fmt::Display for Domain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.wildcard {
+            f.write_str("*.")?;
+        }
+        fmt::Display::fmt(&self.name, f)
+    }
+}
+
+impl PartialEq<str> for Domain<'_> {
+    fn eq(&self, other: &str) -> bool {
+        self.bytes().eq(other.bytes())
+    }
+}
+
+/// An object key: the site's prefix, `/`, then a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key<'s, 'r> {
+    prefix: &'s str,
+    name: KeyName<'s, 'r>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyName<'s, 'r> {
+    /// A key stored in the snapshot (an asset, the Fallback, `404.html`).
+    Stored(&'s str),
+    /// The request path without its leading `/` (still escaped), then
+    /// `index.html` when it is empty or ends in `/`.
+    Request { path: &'r [u8], index: bool },
+}
+
+impl Key<'_, '_> {
+    /// The key's bytes, decoded.
+    pub fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        let sep: &[u8] = if self.prefix.is_empty() { b"" } else { b"/" };
+        let (stored, path, index): (&[u8], &[u8], &[u8]) = match self.name {
+            KeyName::Stored(s) => (s.as_bytes(), b"", b""),
+            KeyName::Request { path, index } => (b"", path, if index { b"index.html" } else { b"" }),
+        };
+        self.prefix
+            .bytes()
+            .chain(sep.iter().copied())
+            .chain(stored.iter().copied())
+            .chain(Decoded::new(path))
+            .chain(index.iter().copied())
+    }
+}
+
+impl fmt::Display for Key<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.prefix)?;
+        if !self.prefix.is_empty() {
+            f.write_str("/")?;
+        }
+        match self.name {
+            KeyName::Stored(s) => f.write_str(s),
+            KeyName::Request { path, index } => {
+                path::write_decoded(f, path)?;
+                if index {
+                    f.write_str("index.html")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl PartialEq<str> for Key<'_, '_> {
+    fn eq(&self, other: &str) -> bool {
+        self.bytes().eq(other.bytes())
+    }
+}
+
+/// A redirect target: the request path + `/`, then the query if there was one.
+/// Rendered as URL-safe ASCII (anything else percent-encoded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location<'r> {
+    path: &'r [u8],
+    query: Option<&'r [u8]>,
+}
+
+impl fmt::Display for Location<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        path::write_url_bytes(f, self.path)?;
+        f.write_str("/")?;
+        if let Some(q) = self.query {
+            f.write_str("?")?;
+            path::write_url_bytes(f, q)?;
+        }
+        Ok(())
+    }
+}
+
+/// Watches a resolve step by step, for `edgeroute resolve --explain`.
+/// Every method defaults to doing nothing; [`NoTrace`] compiles away.
+pub trait Trace {
+    /// Report candidates even after the index walk has proven them absent.
+    const EXHAUSTIVE: bool = false;
+    /// Rule 1 accepted the host; this is its normalized form.
+    fn host(&mut self, _host: HostName<'_>) {}
+    /// A table entry was looked up in the index.
+    fn entry(&mut self, _domain: Domain<'_>, _route: Option<u32>) {}
+    /// A static key name (relative to the prefix) was looked up in Assets.
+    fn asset(&mut self, _name: &dyn fmt::Display, _found: bool) {}
+}
+
+/// The [`Trace`] that records nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoTrace;
+
+impl Trace for NoTrace {}
+
+/// Displays decoded path bytes (plus a suffix) for tracing.
+struct AssetName<'a> {
+    path: &'a [u8],
+    suffix: &'a str,
+}
+
+impl fmt::Display for AssetName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        path::write_decoded(f, self.path)?;
+        f.write_str(self.suffix)
+    }
+}
+
+impl<D: AsRef<[u8]>> Snapshot<D> {
+    /// Resolves a request: `host` is the `Host` header value, `target` the
+    /// request target (path, optionally `?query` and `#fragment`).
+    ///
+    /// Allocates nothing and never panics.
+    #[inline]
+    pub fn resolve<'s, 'r>(&'s self, host: &'r [u8], target: &'r [u8]) -> Resolution<'s, 'r> {
+        self.resolve_traced(host, target, &mut NoTrace)
+    }
+
+    /// [`resolve`](Self::resolve), reporting each step to `trace`.
+    pub fn resolve_traced<'s, 'r, T: Trace>(
+        &'s self,
+        host: &'r [u8],
+        target: &'r [u8],
+        trace: &mut T,
+    ) -> Resolution<'s, 'r> {
+        let host = match HostName::parse(host) {
+            Ok(h) => h,
+            Err(reason) => return Resolution::BadRequest(reason),
+        };
+        trace.host(host);
+        let Some((id, domain)) = self.lookup(host, trace) else {
+            return Resolution::NotFound;
+        };
+        match self.route(id) {
+            Some(Route::Balancer(o)) => {
+                Resolution::Balancer { domain, origin: o.host, port: o.port, scheme: o.scheme }
+            }
+            Some(Route::Static(site)) => {
+                let (path, query) = path::split_target(target);
+                if let Err(reason) = path::check(path) {
+                    return Resolution::BadRequest(reason);
+                }
+                // `check` guarantees the leading `/`.
+                let p = path.get(1..).unwrap_or_default();
+                let index = p.is_empty() || p.ends_with(b"/");
+                let serve = |name, status| Resolution::Static {
+                    domain,
+                    bucket: site.bucket,
+                    key: Key { prefix: site.prefix, name },
+                    status,
+                    fallback: None,
+                };
+                let Some(assets) = site.assets else {
+                    let mut r = serve(KeyName::Request { path: p, index }, 200);
+                    if let Resolution::Static { fallback, .. } = &mut r {
+                        *fallback = site.fallback.map(|f| Key { prefix: site.prefix, name: KeyName::Stored(f) });
+                    }
+                    return r;
+                };
+                let suffix = if index { "index.html" } else { "" };
+                let found = assets.find(Decoded::new(p).chain(suffix.bytes()));
+                trace.asset(&AssetName { path: p, suffix }, found.is_some());
+                if let Some(asset) = found {
+                    return serve(KeyName::Stored(asset), 200);
+                }
+                if !index {
+                    let dir = assets.find(Decoded::new(p).chain(*b"/index.html"));
+                    trace.asset(&AssetName { path: p, suffix: "/index.html" }, dir.is_some());
+                    if dir.is_some() {
+                        return Resolution::Redirect { domain, location: Location { path, query }, status: 301 };
+                    }
+                }
+                if let Some(fallback) = site.fallback {
+                    trace.asset(&fallback, true);
+                    return serve(KeyName::Stored(fallback), 200);
+                }
+                let not_found_page = assets.find(b"404.html".iter().copied());
+                trace.asset(&"404.html", not_found_page.is_some());
+                match not_found_page {
+                    Some(page) => serve(KeyName::Stored(page), 404),
+                    None => Resolution::NotFound,
+                }
+            }
+            // Unreachable after validation: every id has a valid record.
+            None => Resolution::NotFound,
+        }
+    }
+
+    /// Rule 2 in one walk of the index: labels are fed right to left; after
+    /// each complete label that is not the host's first, `.*` is tried for a
+    /// wildcard (the last one found has the longest suffix); at the end of
+    /// the host, an exact entry wins.
+    fn lookup<'r, T: Trace>(&self, host: HostName<'r>, trace: &mut T) -> Option<(u32, Domain<'r>)> {
+        let fst = self.fst();
+        let raw = host.raw();
+        let mut node = fst.root()?;
+        let mut out = 0u64;
+        let mut best: Option<(u64, usize)> = None;
+        let mut end = raw.len();
+        let mut walking = true;
+        loop {
+            let start = raw[..end].iter().rposition(|&b| b == b'.').map_or(0, |dot| dot + 1);
+            if walking {
+                for &b in &raw[start..end] {
+                    match fst.step(&node, b.to_ascii_lowercase()).and_then(|t| Some((t.out, fst.node(t.addr)?))) {
+                        Some((o, next)) => {
+                            out = out.wrapping_add(o);
+                            node = next;
+                        }
+                        None => {
+                            walking = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            if start == 0 {
+                let exact = (walking && node.is_final()).then(|| out.wrapping_add(node.final_output()));
+                trace.entry(Domain { name: host, wildcard: false }, exact.and_then(|id| u32::try_from(id).ok()));
+                let (id, domain) = match (exact, best) {
+                    (Some(id), _) => (id, Domain { name: host, wildcard: false }),
+                    (None, Some((id, s))) => (id, Domain { name: host.suffix(s), wildcard: true }),
+                    (None, None) => return None,
+                };
+                return u32::try_from(id).ok().map(|id| (id, domain));
+            }
+            // Another label follows: try `.*` below the suffix walked so far.
+            let mut wildcard = None;
+            if walking {
+                match fst.step(&node, KEY_LABEL_SEPARATOR).and_then(|t| Some((t.out, fst.node(t.addr)?))) {
+                    Some((o, dot)) => {
+                        out = out.wrapping_add(o);
+                        node = dot;
+                        if let Some(t) = fst.step(&node, KEY_WILDCARD) {
+                            if let Some(star) = fst.node(t.addr).filter(|n| n.is_final()) {
+                                let id = out.wrapping_add(t.out).wrapping_add(star.final_output());
+                                wildcard = Some(id);
+                                best = Some((id, start));
+                            }
+                        }
+                    }
+                    None => walking = false,
+                }
+            }
+            if walking || T::EXHAUSTIVE {
+                let domain = Domain { name: host.suffix(start), wildcard: true };
+                trace.entry(domain, wildcard.and_then(|id| u32::try_from(id).ok()));
+            }
+            if !walking && !T::EXHAUSTIVE {
+                // Nothing longer can match; only the best wildcard so far.
+                let (id, s) = best?;
+                return u32::try_from(id).ok().map(|id| (id, Domain { name: host.suffix(s), wildcard: true }));
+            }
+            end = start - 1;
+        }
+    }
+}
