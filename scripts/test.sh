@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Every test of the workspace. Installs what the tests need first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --workspace --locked "$@"
