@@ -59,7 +59,11 @@ impl Progress for () {}
 /// Every bad item is reported, all in one run. Two items that normalize to
 /// the same Domain are both errors (and both left out under `skip_invalid`),
 /// so that the result never depends on the order of the input.
-pub fn compile(items: Vec<SourceItem>, options: Options, progress: &dyn Progress) -> Result<Compiled, CompileError> {
+pub fn compile(
+    items: Vec<SourceItem>,
+    options: Options,
+    progress: &dyn Progress,
+) -> Result<Compiled, CompileError> {
     let total = items.len();
     let mut errors = Vec::new();
     let mut routes: Vec<(crate::item::Location, Route)> = Vec::with_capacity(total);
@@ -75,7 +79,8 @@ pub fn compile(items: Vec<SourceItem>, options: Options, progress: &dyn Progress
     progress.validated(total, total);
 
     // Duplicates: every item of a Domain given more than once is an error.
-    let mut first_seen: HashMap<&str, (crate::item::Location, usize)> = HashMap::with_capacity(routes.len());
+    let mut first_seen: HashMap<&str, (crate::item::Location, usize)> =
+        HashMap::with_capacity(routes.len());
     let mut dup = vec![false; routes.len()];
     for (i, (loc, r)) in routes.iter().enumerate() {
         if let Some(&(other_loc, other)) = first_seen.get(r.domain.as_str()) {
@@ -84,14 +89,20 @@ pub fn compile(items: Vec<SourceItem>, options: Options, progress: &dyn Progress
                 errors.push(ItemError {
                     location: other_loc,
                     domain: Some(r.domain.clone()),
-                    kind: ItemErrorKind::Duplicate { domain: r.domain.clone(), other: *loc },
+                    kind: ItemErrorKind::Duplicate {
+                        domain: r.domain.clone(),
+                        other: *loc,
+                    },
                 });
             }
             dup[i] = true;
             errors.push(ItemError {
                 location: *loc,
                 domain: Some(r.domain.clone()),
-                kind: ItemErrorKind::Duplicate { domain: r.domain.clone(), other: other_loc },
+                kind: ItemErrorKind::Duplicate {
+                    domain: r.domain.clone(),
+                    other: other_loc,
+                },
             });
         } else {
             first_seen.insert(&r.domain, (*loc, i));
@@ -102,18 +113,33 @@ pub fn compile(items: Vec<SourceItem>, options: Options, progress: &dyn Progress
     if !errors.is_empty() && !options.skip_invalid {
         return Err(CompileError::Invalid(errors));
     }
-    let routes: Vec<Route> =
-        routes.into_iter().zip(dup).filter(|(_, d)| !d).map(|((_, r), _)| r).collect();
+    let routes: Vec<Route> = routes
+        .into_iter()
+        .zip(dup)
+        .filter(|(_, d)| !d)
+        .map(|((_, r), _)| r)
+        .collect();
 
     progress.writing();
     let bytes = write_snapshot(&routes)?;
     let stats = Stats {
         routes: routes.len(),
-        static_sites: routes.iter().filter(|r| matches!(r.target, Target::Static { .. })).count(),
-        balancers: routes.iter().filter(|r| matches!(r.target, Target::Balancer { .. })).count(),
+        static_sites: routes
+            .iter()
+            .filter(|r| matches!(r.target, Target::Static { .. }))
+            .count(),
+        balancers: routes
+            .iter()
+            .filter(|r| matches!(r.target, Target::Balancer { .. }))
+            .count(),
         wildcards: routes.iter().filter(|r| r.is_wildcard()).count(),
     };
-    Ok(Compiled { id: snapshot_id(&bytes), bytes, stats, skipped: errors })
+    Ok(Compiled {
+        id: snapshot_id(&bytes),
+        bytes,
+        stats,
+        skipped: errors,
+    })
 }
 
 /// A snapshot's id: the lowercase hex SHA-256 of its bytes.

@@ -97,7 +97,10 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::List(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+        while map
+            .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+            .is_some()
+        {}
         Ok(Value::Other("object"))
     }
 }
@@ -141,25 +144,46 @@ impl<'de> Visitor<'de> for ItemVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawItem, A::Error> {
         ValueVisitor.visit_seq(seq)?;
-        Ok(RawItem { not_an_object: Some("list"), ..RawItem::default() })
+        Ok(RawItem {
+            not_an_object: Some("list"),
+            ..RawItem::default()
+        })
     }
     fn visit_str<E>(self, _: &str) -> Result<RawItem, E> {
-        Ok(RawItem { not_an_object: Some("string"), ..RawItem::default() })
+        Ok(RawItem {
+            not_an_object: Some("string"),
+            ..RawItem::default()
+        })
     }
     fn visit_bool<E>(self, _: bool) -> Result<RawItem, E> {
-        Ok(RawItem { not_an_object: Some("boolean"), ..RawItem::default() })
+        Ok(RawItem {
+            not_an_object: Some("boolean"),
+            ..RawItem::default()
+        })
     }
     fn visit_i64<E>(self, _: i64) -> Result<RawItem, E> {
-        Ok(RawItem { not_an_object: Some("number"), ..RawItem::default() })
+        Ok(RawItem {
+            not_an_object: Some("number"),
+            ..RawItem::default()
+        })
     }
     fn visit_u64<E>(self, _: u64) -> Result<RawItem, E> {
-        Ok(RawItem { not_an_object: Some("number"), ..RawItem::default() })
+        Ok(RawItem {
+            not_an_object: Some("number"),
+            ..RawItem::default()
+        })
     }
     fn visit_f64<E>(self, _: f64) -> Result<RawItem, E> {
-        Ok(RawItem { not_an_object: Some("number"), ..RawItem::default() })
+        Ok(RawItem {
+            not_an_object: Some("number"),
+            ..RawItem::default()
+        })
     }
     fn visit_unit<E>(self) -> Result<RawItem, E> {
-        Ok(RawItem { not_an_object: Some("null"), ..RawItem::default() })
+        Ok(RawItem {
+            not_an_object: Some("null"),
+            ..RawItem::default()
+        })
     }
 }
 

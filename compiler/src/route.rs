@@ -27,7 +27,11 @@ pub enum Target {
         assets: Option<Vec<String>>,
         fallback: Option<String>,
     },
-    Balancer { host: String, port: u16, scheme: Scheme },
+    Balancer {
+        host: String,
+        port: u16,
+        scheme: Scheme,
+    },
 }
 
 impl Route {
@@ -62,7 +66,11 @@ pub enum ItemErrorKind {
     #[error("attribute {0} is missing")]
     Missing(&'static str),
     #[error("attribute {attribute} must be a {expected}, not a {found}")]
-    WrongType { attribute: &'static str, expected: &'static str, found: &'static str },
+    WrongType {
+        attribute: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error("Domain {domain:?}: {why}")]
     BadDomain { domain: String, why: String },
     #[error("Target {target:?}: {why}")]
@@ -76,7 +84,11 @@ pub enum ItemErrorKind {
     #[error("{0} is only allowed on static sites (s3:// Targets)")]
     StaticOnly(&'static str),
     #[error("Assets item {index} {asset:?}: {why}")]
-    BadAsset { index: usize, asset: String, why: String },
+    BadAsset {
+        index: usize,
+        asset: String,
+        why: String,
+    },
     #[error("Fallback {fallback:?}: {why}")]
     BadFallback { fallback: String, why: String },
     #[error("Fallback {0:?} is not one of the Assets")]
@@ -110,7 +122,11 @@ impl std::error::Error for ItemError {}
 fn string<'v>(attribute: &'static str, v: &'v Value) -> Result<&'v str, ItemErrorKind> {
     match v {
         Value::Str(s) => Ok(s),
-        other => Err(ItemErrorKind::WrongType { attribute, expected: "string", found: other.type_name() }),
+        other => Err(ItemErrorKind::WrongType {
+            attribute,
+            expected: "string",
+            found: other.type_name(),
+        }),
     }
 }
 
@@ -121,7 +137,11 @@ pub fn validate(location: Location, item: &RawItem) -> Result<Route, ItemError> 
         Some(Value::Str(s)) => Some(s.clone()),
         _ => None,
     };
-    let err = |kind| ItemError { location, domain: raw_domain.clone(), kind };
+    let err = |kind| ItemError {
+        location,
+        domain: raw_domain.clone(),
+        kind,
+    };
     validate_inner(item).map_err(err)
 }
 
@@ -132,10 +152,22 @@ fn validate_inner(item: &RawItem) -> Result<Route, ItemErrorKind> {
     if let Some(a) = item.duplicate_attribute {
         return Err(ItemErrorKind::DuplicateAttribute(a));
     }
-    let domain = string("Domain", item.domain.as_ref().ok_or(ItemErrorKind::Missing("Domain"))?)?;
-    let domain = normalize_domain(domain)
-        .map_err(|why| ItemErrorKind::BadDomain { domain: domain.to_owned(), why })?;
-    let target = string("Target", item.target.as_ref().ok_or(ItemErrorKind::Missing("Target"))?)?;
+    let domain = string(
+        "Domain",
+        item.domain
+            .as_ref()
+            .ok_or(ItemErrorKind::Missing("Domain"))?,
+    )?;
+    let domain = normalize_domain(domain).map_err(|why| ItemErrorKind::BadDomain {
+        domain: domain.to_owned(),
+        why,
+    })?;
+    let target = string(
+        "Target",
+        item.target
+            .as_ref()
+            .ok_or(ItemErrorKind::Missing("Target"))?,
+    )?;
     let target = parse_target(target, item)?;
     Ok(Route { domain, target })
 }
@@ -150,13 +182,17 @@ pub fn normalize_domain(raw: &str) -> Result<String, String> {
         None => (false, raw),
     };
     if name.contains('*') {
-        return Err("`*` is only allowed as the whole first label of a wildcard (`*.example.com`)".into());
+        return Err(
+            "`*` is only allowed as the whole first label of a wildcard (`*.example.com`)".into(),
+        );
     }
     let ascii = idna::domain_to_ascii(name)
         .map_err(|_| "not a valid domain name (UTS #46 / IDNA processing refuses it)".to_owned())?;
     let ascii = ascii.strip_suffix('.').unwrap_or(&ascii);
     if ascii.contains('*') {
-        return Err("`*` is only allowed as the whole first label of a wildcard (`*.example.com`)".into());
+        return Err(
+            "`*` is only allowed as the whole first label of a wildcard (`*.example.com`)".into(),
+        );
     }
     // Rule 1 would take a `:` for a port and strip another trailing dot:
     // neither belongs in a Domain.
@@ -164,17 +200,30 @@ pub fn normalize_domain(raw: &str) -> Result<String, String> {
         return Err(format!("{}: a Domain has no port", Reason::HostBadChar));
     }
     if ascii.ends_with('.') || ascii.is_empty() {
-        return Err(format!("{}: empty label", if ascii.is_empty() { Reason::HostEmpty } else { Reason::HostBadLabel }));
+        return Err(format!(
+            "{}: empty label",
+            if ascii.is_empty() {
+                Reason::HostEmpty
+            } else {
+                Reason::HostBadLabel
+            }
+        ));
     }
     let host = check_host(ascii.as_bytes()).map_err(|r| format!("{r}: {}", explain(r)))?;
     debug_assert_eq!(host.len(), ascii.len());
     if wildcard {
         if !ascii.contains('.') {
-            return Err("a wildcard needs a suffix of at least two labels (`*.example.com`, not `*.com`)".into());
+            return Err(
+                "a wildcard needs a suffix of at least two labels (`*.example.com`, not `*.com`)"
+                    .into(),
+            );
         }
         // A host under the wildcard has one more label and must still fit.
         if ascii.len() + 2 > MAX_HOST_LEN {
-            return Err(format!("{}: no host under this wildcard fits in {MAX_HOST_LEN} bytes", Reason::HostTooLong));
+            return Err(format!(
+                "{}: no host under this wildcard fits in {MAX_HOST_LEN} bytes",
+                Reason::HostTooLong
+            ));
         }
         Ok(format!("*.{ascii}"))
     } else {
@@ -194,7 +243,10 @@ fn explain(r: Reason) -> &'static str {
 }
 
 fn parse_target(target: &str, item: &RawItem) -> Result<Target, ItemErrorKind> {
-    let bad = |why: &str| ItemErrorKind::BadTarget { target: target.to_owned(), why: why.to_owned() };
+    let bad = |why: &str| ItemErrorKind::BadTarget {
+        target: target.to_owned(),
+        why: why.to_owned(),
+    };
     if let Some(rest) = target.strip_prefix("s3://") {
         if item.origin.is_some() {
             return Err(ItemErrorKind::OriginNotAllowed);
@@ -217,7 +269,11 @@ fn parse_target(target: &str, item: &RawItem) -> Result<Target, ItemErrorKind> {
                             why: format!("must be a string, not a {}", v.type_name()),
                         });
                     };
-                    check_asset(asset).map_err(|why| ItemErrorKind::BadAsset { index, asset: asset.clone(), why })?;
+                    check_asset(asset).map_err(|why| ItemErrorKind::BadAsset {
+                        index,
+                        asset: asset.clone(),
+                        why,
+                    })?;
                     keys.push(asset.clone());
                 }
                 keys.sort_unstable();
@@ -225,14 +281,21 @@ fn parse_target(target: &str, item: &RawItem) -> Result<Target, ItemErrorKind> {
                 Some(keys)
             }
             Some(other) => {
-                return Err(ItemErrorKind::WrongType { attribute: "Assets", expected: "list of strings", found: other.type_name() })
+                return Err(ItemErrorKind::WrongType {
+                    attribute: "Assets",
+                    expected: "list of strings",
+                    found: other.type_name(),
+                })
             }
         };
         let fallback = match &item.fallback {
             None => None,
             Some(v) => {
                 let f = string("Fallback", v)?;
-                check_asset(f).map_err(|why| ItemErrorKind::BadFallback { fallback: f.to_owned(), why })?;
+                check_asset(f).map_err(|why| ItemErrorKind::BadFallback {
+                    fallback: f.to_owned(),
+                    why,
+                })?;
                 if let Some(assets) = &assets {
                     if assets.binary_search_by(|a| a.as_str().cmp(f)).is_err() {
                         return Err(ItemErrorKind::FallbackNotInAssets(f.to_owned()));
@@ -241,7 +304,12 @@ fn parse_target(target: &str, item: &RawItem) -> Result<Target, ItemErrorKind> {
                 Some(f.to_owned())
             }
         };
-        return Ok(Target::Static { bucket: bucket.to_owned(), prefix: prefix.to_owned(), assets, fallback });
+        return Ok(Target::Static {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            assets,
+            fallback,
+        });
     }
     if item.assets.is_some() {
         return Err(ItemErrorKind::StaticOnly("Assets"));
@@ -255,7 +323,10 @@ fn parse_target(target: &str, item: &RawItem) -> Result<Target, ItemErrorKind> {
             None => return Err(ItemErrorKind::ArnWithoutOrigin),
             Some(v) => string("Origin", v)?,
         };
-        let bad_origin = |why: String| ItemErrorKind::BadOrigin { origin: origin.to_owned(), why };
+        let bad_origin = |why: String| ItemErrorKind::BadOrigin {
+            origin: origin.to_owned(),
+            why,
+        };
         let (scheme, rest) = if let Some(r) = origin.strip_prefix("http://") {
             (Scheme::Http, r)
         } else if let Some(r) = origin.strip_prefix("https://") {
@@ -312,7 +383,9 @@ fn parse_authority(s: &str, scheme: Scheme) -> Result<(String, u16), String> {
 /// S3 bucket naming rules (general purpose buckets).
 fn check_bucket(b: &str) -> Result<(), String> {
     let ok_len = (3..=63).contains(&b.len());
-    let ok_chars = b.bytes().all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'));
+    let ok_chars = b
+        .bytes()
+        .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'));
     let ok_ends = b.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && b.bytes().last().is_some_and(|c| c.is_ascii_alphanumeric());
     if ok_len && ok_chars && ok_ends && !b.contains("..") {
@@ -331,7 +404,10 @@ fn check_key(key: &str) -> Result<(), String> {
     }
     let segments: Vec<&str> = key.split('/').collect();
     if segments.iter().any(|s| *s == "." || *s == "..") {
-        return Err(format!("{}: `.` and `..` segments are not allowed", Reason::PathDotSegment));
+        return Err(format!(
+            "{}: `.` and `..` segments are not allowed",
+            Reason::PathDotSegment
+        ));
     }
     if segments.iter().any(|s| s.is_empty()) {
         return Err(format!("{}: empty segment", Reason::PathEmptySegment));
@@ -353,13 +429,20 @@ fn check_asset(a: &str) -> Result<(), String> {
 fn check_elb_arn(arn: &str) -> Result<(), String> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     let ok = parts.len() == 6
-        && matches!(parts[1], "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b")
+        && matches!(
+            parts[1],
+            "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b"
+        )
         && parts[2] == "elasticloadbalancing"
         && !parts[3].is_empty()
-        && parts[3].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && parts[3]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && parts[4].len() == 12
         && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && parts[5].strip_prefix("loadbalancer/").is_some_and(|r| !r.is_empty());
+        && parts[5]
+            .strip_prefix("loadbalancer/")
+            .is_some_and(|r| !r.is_empty());
     if ok {
         Ok(())
     } else {
@@ -376,24 +459,56 @@ mod tests {
         let n = |s: &str| normalize_domain(s);
         assert_eq!(n("Env-123.Example.COM."), Ok("env-123.example.com".into()));
         assert_eq!(n("bücher.example"), Ok("xn--bcher-kva.example".into()));
-        assert_eq!(n("*.Previews.Example.com"), Ok("*.previews.example.com".into()));
+        assert_eq!(
+            n("*.Previews.Example.com"),
+            Ok("*.previews.example.com".into())
+        );
         assert_eq!(n("*.bücher.example"), Ok("*.xn--bcher-kva.example".into()));
         assert_eq!(n("ＡＢＣ.example"), Ok("abc.example".into()));
         assert_eq!(n("under_score.example"), Ok("under_score.example".into()));
-        for bad in ["", ".", "a..b", "*.com", "*.*.x.dev", "a.*.x.dev", "*x.dev", "*", "*.", "x.dev:80", "a b.dev",
-            "a/b.dev", "xn--zz.dev", "example.com..", "a@b.dev"]
-        {
-            assert!(n(bad).is_err(), "{bad:?} should be refused, got {:?}", n(bad));
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "*.com",
+            "*.*.x.dev",
+            "a.*.x.dev",
+            "*x.dev",
+            "*",
+            "*.",
+            "x.dev:80",
+            "a b.dev",
+            "a/b.dev",
+            "xn--zz.dev",
+            "example.com..",
+            "a@b.dev",
+        ] {
+            assert!(
+                n(bad).is_err(),
+                "{bad:?} should be refused, got {:?}",
+                n(bad)
+            );
         }
         assert!(n(&format!("{}.dev", "a".repeat(64))).is_err());
     }
 
     #[test]
     fn authority_ports() {
-        assert_eq!(parse_authority("h.example:8080", Scheme::Http), Ok(("h.example".into(), 8080)));
-        assert_eq!(parse_authority("H.example/", Scheme::Https), Ok(("h.example".into(), 443)));
-        assert_eq!(parse_authority("127.0.0.1", Scheme::Http), Ok(("127.0.0.1".into(), 80)));
-        for bad in ["h:0", "h:65536", "h:+80", "h:", "h/x", "u@h", "h?x", "[::1]:80", "h.:80"] {
+        assert_eq!(
+            parse_authority("h.example:8080", Scheme::Http),
+            Ok(("h.example".into(), 8080))
+        );
+        assert_eq!(
+            parse_authority("H.example/", Scheme::Https),
+            Ok(("h.example".into(), 443))
+        );
+        assert_eq!(
+            parse_authority("127.0.0.1", Scheme::Http),
+            Ok(("127.0.0.1".into(), 80))
+        );
+        for bad in [
+            "h:0", "h:65536", "h:+80", "h:", "h/x", "u@h", "h?x", "[::1]:80", "h.:80",
+        ] {
             assert!(parse_authority(bad, Scheme::Http).is_err(), "{bad}");
         }
     }

@@ -13,15 +13,27 @@ pub type SourceItem = (Location, Result<RawItem, ItemError>);
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not valid JSON: {source}")]
-    Json { path: String, source: serde_json::Error },
+    Json {
+        path: String,
+        source: serde_json::Error,
+    },
 }
 
 /// Reads a JSON table file.
 pub fn read_json_file(path: &Path) -> Result<Vec<SourceItem>, SourceError> {
-    let bytes = std::fs::read(path).map_err(|source| SourceError::Io { path: path.display().to_string(), source })?;
-    parse_json(&bytes).map_err(|source| SourceError::Json { path: path.display().to_string(), source })
+    let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_json(&bytes).map_err(|source| SourceError::Json {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Parses a table in either JSON form: one array of items, or JSON Lines
@@ -33,7 +45,11 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<SourceItem>, serde_json::Error> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
         let items: Vec<RawItem> = serde_json::from_slice(bytes)?;
-        return Ok(items.into_iter().enumerate().map(|(i, item)| (Location::Index(i), Ok(item))).collect());
+        return Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| (Location::Index(i), Ok(item)))
+            .collect());
     }
     let mut out = Vec::new();
     for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {

@@ -73,7 +73,12 @@ pub fn write_snapshot(routes: &[Route]) -> Result<Vec<u8>, WriteError> {
         index.insert(key, id as u64)?;
         let mut rec = [0u8; ROUTE_LEN];
         match &route.target {
-            Target::Static { bucket, prefix, assets, fallback } => {
+            Target::Static {
+                bucket,
+                prefix,
+                assets,
+                fallback,
+            } => {
                 rec[0] = ROUTE_STATIC;
                 rec[4..8].copy_from_slice(&strings.intern(bucket)?.to_le_bytes());
                 rec[8..12].copy_from_slice(&strings.intern(prefix)?.to_le_bytes());
@@ -86,7 +91,11 @@ pub fn write_snapshot(routes: &[Route]) -> Result<Vec<u8>, WriteError> {
                     };
                     let refs = match assets {
                         // Already sorted by bytes; keep that order for binary search.
-                        Some(list) => Some(list.iter().map(|a| strings.intern(a)).collect::<Result<Vec<_>, _>>()?),
+                        Some(list) => Some(
+                            list.iter()
+                                .map(|a| strings.intern(a))
+                                .collect::<Result<Vec<_>, _>>()?,
+                        ),
                         None => None,
                     };
                     site_offset(&mut sites, fallback, refs)?
@@ -95,7 +104,11 @@ pub fn write_snapshot(routes: &[Route]) -> Result<Vec<u8>, WriteError> {
             }
             Target::Balancer { host, port, scheme } => {
                 rec[0] = ROUTE_BALANCER;
-                rec[1] = if *scheme == Scheme::Https { FLAG_HTTPS } else { 0 };
+                rec[1] = if *scheme == Scheme::Https {
+                    FLAG_HTTPS
+                } else {
+                    0
+                };
                 rec[2..4].copy_from_slice(&port.to_le_bytes());
                 rec[4..8].copy_from_slice(&strings.intern(host)?.to_le_bytes());
             }
@@ -114,7 +127,13 @@ pub fn write_snapshot(routes: &[Route]) -> Result<Vec<u8>, WriteError> {
     u32::try_from(total).map_err(|_| WriteError::TooLarge)?;
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&MAGIC);
-    for field in [ENDIAN_MARKER, FORMAT_VERSION, route_count, 0, sections.len() as u32] {
+    for field in [
+        ENDIAN_MARKER,
+        FORMAT_VERSION,
+        route_count,
+        0,
+        sections.len() as u32,
+    ] {
         out.extend_from_slice(&field.to_le_bytes());
     }
     let mut offset = HEADER_LEN;
@@ -133,7 +152,11 @@ pub fn write_snapshot(routes: &[Route]) -> Result<Vec<u8>, WriteError> {
     Ok(out)
 }
 
-fn site_offset(sites: &mut Sites, fallback: u32, refs: Option<Vec<u32>>) -> Result<u32, WriteError> {
+fn site_offset(
+    sites: &mut Sites,
+    fallback: u32,
+    refs: Option<Vec<u32>>,
+) -> Result<u32, WriteError> {
     let key = (fallback, refs);
     if let Some(&off) = sites.offsets.get(&key) {
         return Ok(off);

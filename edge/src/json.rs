@@ -53,20 +53,35 @@ impl<T: Display> Display for JsonStr<T> {
 impl Display for Json<'_, '_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Resolution::Static { domain, bucket, key, status, .. } => write!(
+            Resolution::Static {
+                domain,
+                bucket,
+                key,
+                status,
+                ..
+            } => write!(
                 f,
                 r#"{{"kind":"static","domain":{},"bucket":{},"key":{},"status":{status}}}"#,
                 JsonStr(domain),
                 JsonStr(bucket),
                 JsonStr(key)
             ),
-            Resolution::Redirect { domain, location, status } => write!(
+            Resolution::Redirect {
+                domain,
+                location,
+                status,
+            } => write!(
                 f,
                 r#"{{"kind":"redirect","domain":{},"location":{},"status":{status}}}"#,
                 JsonStr(domain),
                 JsonStr(location)
             ),
-            Resolution::Balancer { domain, origin, port, scheme } => write!(
+            Resolution::Balancer {
+                domain,
+                origin,
+                port,
+                scheme,
+            } => write!(
                 f,
                 r#"{{"kind":"balancer","domain":{},"origin":{},"port":{port},"scheme":"{}"}}"#,
                 JsonStr(domain),
@@ -74,7 +89,9 @@ impl Display for Json<'_, '_, '_> {
                 scheme.as_str()
             ),
             Resolution::NotFound => f.write_str(r#"{"kind":"not_found"}"#),
-            Resolution::BadRequest(reason) => write!(f, r#"{{"kind":"bad_request","reason":"{reason}"}}"#),
+            Resolution::BadRequest(reason) => {
+                write!(f, r#"{{"kind":"bad_request","reason":"{reason}"}}"#)
+            }
         }
     }
 }

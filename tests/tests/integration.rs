@@ -1,0 +1,13 @@
+//! Cross-crate tests, in one binary (one link, one process) to keep CI fast.
+
+mod integration {
+    pub mod alloc;
+    pub mod corruption;
+    pub mod determinism;
+    pub mod golden;
+    pub mod rules;
+    pub mod table;
+}
+
+#[global_allocator]
+static ALLOCATOR: integration::alloc::Counting = integration::alloc::Counting;
