@@ -1,12 +1,13 @@
 //! Compiling a table: validate every item, resolve duplicates, write.
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 
+use crate::item::Location;
 use crate::route::{self, ItemError, ItemErrorKind, Route, Target};
 use crate::source::SourceItem;
-use crate::writer::{write_snapshot, WriteError};
+use crate::writer::{write_sorted, WriteError};
 
 /// How to compile.
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,7 +46,8 @@ pub enum CompileError {
 }
 
 /// Progress callbacks, so a CLI can draw a bar; the library draws nothing.
-pub trait Progress {
+/// Called from worker threads.
+pub trait Progress: Sync {
     /// `done` of `total` items have been validated.
     fn validated(&self, _done: usize, _total: usize) {}
     /// Validation is over; the snapshot is being written.
@@ -54,92 +56,136 @@ pub trait Progress {
 
 impl Progress for () {}
 
+/// A valid item with its index key.
+struct Keyed<'a> {
+    key: Vec<u8>,
+    location: Location,
+    route: Route<'a>,
+}
+
+/// How many threads to validate on.
+fn threads(items: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Below a few thousand items a thread costs more than it saves.
+    cores.min(items / 4096).clamp(1, 16)
+}
+
 /// Validates every item and writes the snapshot.
 ///
 /// Every bad item is reported, all in one run. Two items that normalize to
 /// the same Domain are both errors (and both left out under `skip_invalid`),
 /// so that the result never depends on the order of the input.
 pub fn compile(
-    items: Vec<SourceItem>,
+    items: Vec<SourceItem<'_>>,
     options: Options,
     progress: &dyn Progress,
 ) -> Result<Compiled, CompileError> {
     let total = items.len();
-    let mut errors = Vec::new();
-    let mut routes: Vec<(crate::item::Location, Route)> = Vec::with_capacity(total);
-    for (n, (location, item)) in items.into_iter().enumerate() {
-        match item.and_then(|item| route::validate(location, &item)) {
-            Ok(r) => routes.push((location, r)),
-            Err(e) => errors.push(e),
-        }
-        if n % 65_536 == 0 {
-            progress.validated(n, total);
-        }
+    let done = AtomicUsize::new(0);
+    // Validate in chunks on all cores; each chunk comes back sorted by key.
+    let mut chunks = Vec::new();
+    let mut items = items;
+    let n = threads(total);
+    for i in (1..n).rev() {
+        chunks.push(items.split_off(total * i / n));
     }
+    chunks.push(items);
+    let results: Vec<(Vec<Keyed<'_>>, Vec<ItemError>)> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            chunks.into_iter().map(|chunk| s.spawn(|| validate_chunk(chunk, &done, total, progress))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
     progress.validated(total, total);
+    let mut errors = Vec::new();
+    let mut runs = Vec::with_capacity(results.len());
+    for (run, errs) in results {
+        runs.push(run);
+        errors.extend(errs);
+    }
+    let keyed = merge_runs(&runs);
 
-    // Duplicates: every item of a Domain given more than once is an error.
-    let mut first_seen: HashMap<&str, (crate::item::Location, usize)> =
-        HashMap::with_capacity(routes.len());
-    let mut dup = vec![false; routes.len()];
-    for (i, (loc, r)) in routes.iter().enumerate() {
-        if let Some(&(other_loc, other)) = first_seen.get(r.domain.as_str()) {
-            if !dup[other] {
-                dup[other] = true;
+    // Duplicates are adjacent now: every member of a run of equal keys is an error.
+    let mut unique: Vec<&Keyed<'_>> = Vec::with_capacity(keyed.len());
+    let mut i = 0;
+    while i < keyed.len() {
+        let mut j = i + 1;
+        while j < keyed.len() && keyed[j].key == keyed[i].key {
+            j += 1;
+        }
+        if j - i == 1 {
+            unique.push(keyed[i]);
+        } else {
+            for k in i..j {
+                let other = if k == i { keyed[i + 1].location } else { keyed[i].location };
+                let domain = keyed[k].route.domain.to_string();
                 errors.push(ItemError {
-                    location: other_loc,
-                    domain: Some(r.domain.clone()),
-                    kind: ItemErrorKind::Duplicate {
-                        domain: r.domain.clone(),
-                        other: *loc,
-                    },
+                    location: keyed[k].location,
+                    domain: Some(domain.clone()),
+                    kind: ItemErrorKind::Duplicate { domain, other },
                 });
             }
-            dup[i] = true;
-            errors.push(ItemError {
-                location: *loc,
-                domain: Some(r.domain.clone()),
-                kind: ItemErrorKind::Duplicate {
-                    domain: r.domain.clone(),
-                    other: other_loc,
-                },
-            });
-        } else {
-            first_seen.insert(&r.domain, (*loc, i));
         }
+        i = j;
     }
-    drop(first_seen);
     errors.sort_by_key(|e| e.location);
     if !errors.is_empty() && !options.skip_invalid {
         return Err(CompileError::Invalid(errors));
     }
-    let routes: Vec<Route> = routes
-        .into_iter()
-        .zip(dup)
-        .filter(|(_, d)| !d)
-        .map(|((_, r), _)| r)
-        .collect();
 
     progress.writing();
-    let bytes = write_snapshot(&routes)?;
+    let keys: Vec<&[u8]> = unique.iter().map(|k| k.key.as_slice()).collect();
+    let routes: Vec<&Route<'_>> = unique.iter().map(|k| &k.route).collect();
+    let bytes = write_sorted(&keys, &routes)?;
     let stats = Stats {
         routes: routes.len(),
-        static_sites: routes
-            .iter()
-            .filter(|r| matches!(r.target, Target::Static { .. }))
-            .count(),
-        balancers: routes
-            .iter()
-            .filter(|r| matches!(r.target, Target::Balancer { .. }))
-            .count(),
+        static_sites: routes.iter().filter(|r| matches!(r.target, Target::Static { .. })).count(),
+        balancers: routes.iter().filter(|r| matches!(r.target, Target::Balancer { .. })).count(),
         wildcards: routes.iter().filter(|r| r.is_wildcard()).count(),
     };
-    Ok(Compiled {
-        id: snapshot_id(&bytes),
-        bytes,
-        stats,
-        skipped: errors,
-    })
+    Ok(Compiled { id: snapshot_id(&bytes), bytes, stats, skipped: errors })
+}
+
+fn validate_chunk<'a>(
+    chunk: Vec<SourceItem<'a>>,
+    done: &AtomicUsize,
+    total: usize,
+    progress: &dyn Progress,
+) -> (Vec<Keyed<'a>>, Vec<ItemError>) {
+    let mut routes = Vec::with_capacity(chunk.len());
+    let mut errors = Vec::new();
+    for (n, (location, item)) in chunk.into_iter().enumerate() {
+        match item.and_then(|item| route::validate(location, &item)) {
+            Ok(route) => routes.push(Keyed { key: route.key(), location, route }),
+            Err(e) => errors.push(e),
+        }
+        if n % 16_384 == 16_383 {
+            progress.validated(done.fetch_add(16_384, Ordering::Relaxed) + 16_384, total);
+        }
+    }
+    // Ties (duplicates) keep source order, so messages are stable.
+    routes.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.location.cmp(&b.location)));
+    (routes, errors)
+}
+
+/// Merges runs sorted by (key, location) into one sorted list of
+/// references (moving the routes themselves would cost more than the merge).
+fn merge_runs<'k, 'a>(runs: &'k [Vec<Keyed<'a>>]) -> Vec<&'k Keyed<'a>> {
+    let mut merged: Vec<&Keyed<'a>> = Vec::new();
+    for run in runs {
+        let mut out = Vec::with_capacity(merged.len() + run.len());
+        let (mut a, mut b) = (merged.into_iter().peekable(), run.iter().peekable());
+        loop {
+            let take_a = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => (&x.key, x.location) <= (&y.key, y.location),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            out.extend(if take_a { a.next() } else { b.next() });
+        }
+        merged = out;
+    }
+    merged
 }
 
 /// A snapshot's id: the lowercase hex SHA-256 of its bytes.

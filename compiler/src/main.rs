@@ -63,24 +63,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Compile {
-            from,
-            out,
-            skip_invalid,
-        } => cmd_compile(&from, &out, skip_invalid),
-        Command::Resolve {
-            snapshot,
-            host,
-            path,
-            json,
-            explain,
-        } => cmd_resolve(
-            &snapshot,
-            host.as_encoded_bytes(),
-            path.as_encoded_bytes(),
-            json,
-            explain,
-        ),
+        Command::Compile { from, out, skip_invalid } => cmd_compile(&from, &out, skip_invalid),
+        Command::Resolve { snapshot, host, path, json, explain } => {
+            cmd_resolve(&snapshot, host.as_encoded_bytes(), path.as_encoded_bytes(), json, explain)
+        }
         Command::Inspect { snapshot, json } => cmd_inspect(&snapshot, json),
     };
     match result {
@@ -105,18 +91,13 @@ impl Progress for Bar {
 }
 
 fn cmd_compile(from: &Path, out: &Path, skip_invalid: bool) -> Result<()> {
-    let items = source::read_json_file(from)?;
+    let bytes = source::read_file(from)?;
+    let items = source::parse_json_file(from, &bytes)?;
     // Only long compiles get a bar; indicatif hides it when stderr is not a terminal.
-    let bar = if items.len() >= 50_000 {
-        ProgressBar::new(items.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = if items.len() >= 50_000 { ProgressBar::new(items.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} validating {pos}/{len} items [{bar:30}] {per_sec} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{spinner} validating {pos}/{len} items [{bar:30}] {per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let compiled = match compile(items, Options { skip_invalid }, &Bar(bar.clone())) {
         Ok(c) => c,
@@ -144,10 +125,7 @@ fn cmd_compile(from: &Path, out: &Path, skip_invalid: bool) -> Result<()> {
         s.wildcards,
         out.display()
     );
-    println!(
-        "  size    {} bytes ({per_route:.1} bytes/route)",
-        compiled.bytes.len()
-    );
+    println!("  size    {} bytes ({per_route:.1} bytes/route)", compiled.bytes.len());
     println!("  id      {}", compiled.id);
     if !compiled.skipped.is_empty() {
         println!("  skipped {} invalid items", compiled.skipped.len());
@@ -175,8 +153,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn load(path: &Path) -> Result<Snapshot<Vec<u8>>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read snapshot {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read snapshot {}", path.display()))?;
     Snapshot::from_bytes(bytes).with_context(|| format!("cannot use snapshot {}", path.display()))
 }
 
@@ -207,39 +184,18 @@ fn key_of(domain: &str) -> String {
 
 fn describe(r: &Resolution<'_, '_>) -> String {
     match r {
-        Resolution::Static {
-            domain,
-            bucket,
-            key,
-            status,
-            fallback,
-        } => {
+        Resolution::Static { domain, bucket, key, status, fallback } => {
             let mut s = format!("static   {status}  s3://{bucket}/{key}   (entry {domain})");
             if let Some(f) = fallback {
-                let _ = write!(
-                    s,
-                    "\n         if the bucket has no such object: s3://{bucket}/{f}"
-                );
+                let _ = write!(s, "\n         if the bucket has no such object: s3://{bucket}/{f}");
             }
             s
         }
-        Resolution::Redirect {
-            domain,
-            location,
-            status,
-        } => {
+        Resolution::Redirect { domain, location, status } => {
             format!("redirect {status}  Location: {location}   (entry {domain})")
         }
-        Resolution::Balancer {
-            domain,
-            origin,
-            port,
-            scheme,
-        } => {
-            format!(
-                "balancer {}://{origin}:{port}   (entry {domain})",
-                scheme.as_str()
-            )
+        Resolution::Balancer { domain, origin, port, scheme } => {
+            format!("balancer {}://{origin}:{port}   (entry {domain})", scheme.as_str())
         }
         Resolution::NotFound => "not found".to_owned(),
         Resolution::BadRequest(reason) => format!("bad request: {reason}"),
@@ -260,12 +216,7 @@ fn cmd_resolve(snapshot: &Path, host: &[u8], path: &[u8], json: bool, explain: b
     let r = snap.resolve_traced(host, path, &mut trace);
     let mut out = String::new();
     let shown = |b: &[u8]| String::from_utf8_lossy(b).escape_debug().to_string();
-    let _ = writeln!(
-        out,
-        "request   Host \"{}\"  path \"{}\"",
-        shown(host),
-        shown(path)
-    );
+    let _ = writeln!(out, "request   Host \"{}\"  path \"{}\"", shown(host), shown(path));
     match &trace.host {
         None => {
             let _ = writeln!(out, "host      refused by rule 1");
@@ -278,38 +229,22 @@ fn cmd_resolve(snapshot: &Path, host: &[u8], path: &[u8], json: bool, explain: b
                     Some(id) => format!("present, route {id}"),
                     None => "absent".to_owned(),
                 };
-                let _ = writeln!(
-                    out,
-                    "          {domain:<40} key {:<40} {state}",
-                    key_of(domain)
-                );
+                let _ = writeln!(out, "          {domain:<40} key {:<40} {state}", key_of(domain));
             }
             match r.domain() {
                 Some(d) if d.is_wildcard() => {
-                    let _ = writeln!(
-                        out,
-                        "matched   {d} (no exact entry; the wildcard with the longest suffix)"
-                    );
+                    let _ = writeln!(out, "matched   {d} (no exact entry; the wildcard with the longest suffix)");
                 }
                 Some(d) => {
                     let _ = writeln!(out, "matched   {d} (exact entry)");
                 }
-                None if matches!(r, Resolution::NotFound)
-                    && trace.entries.iter().all(|e| e.1.is_none()) =>
-                {
-                    let _ = writeln!(
-                        out,
-                        "matched   nothing: no exact entry and no wildcard covers this host"
-                    );
+                None if matches!(r, Resolution::NotFound) && trace.entries.iter().all(|e| e.1.is_none()) => {
+                    let _ = writeln!(out, "matched   nothing: no exact entry and no wildcard covers this host");
                 }
                 None => {}
             }
             let matched = r.domain().and_then(|d| {
-                trace
-                    .entries
-                    .iter()
-                    .find(|(name, id)| id.is_some() && d == *name.as_str())
-                    .and_then(|e| e.1)
+                trace.entries.iter().find(|(name, id)| id.is_some() && d == *name.as_str()).and_then(|e| e.1)
             });
             match matched.and_then(|id| snap.route(id)) {
                 Some(Route::Static(site)) => {
@@ -337,19 +272,11 @@ fn cmd_resolve(snapshot: &Path, host: &[u8], path: &[u8], json: bool, explain: b
                 None => {}
             }
             for (name, found) in &trace.assets {
-                let _ = writeln!(
-                    out,
-                    "asset     {name:<40} {}",
-                    if *found { "present" } else { "absent" }
-                );
+                let _ = writeln!(out, "asset     {name:<40} {}", if *found { "present" } else { "absent" });
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "answer    {}",
-        describe(&r).replace('\n', "\n          ")
-    );
+    let _ = writeln!(out, "answer    {}", describe(&r).replace('\n', "\n          "));
     print!("{out}");
     Ok(())
 }
@@ -358,8 +285,7 @@ fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
     let snap = load(path)?;
     let bytes = snap.as_bytes();
     let id = snapshot_id(bytes);
-    let (mut statics, mut with_assets, mut balancers, mut wildcards) =
-        (0usize, 0usize, 0usize, 0usize);
+    let (mut statics, mut with_assets, mut balancers, mut wildcards) = (0usize, 0usize, 0usize, 0usize);
     snap.for_each_route(|domain, route| {
         if domain.starts_with("*.") {
             wildcards += 1;
@@ -375,11 +301,8 @@ fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
     let routes = snap.route_count() as usize;
     let per_route = bytes.len() as f64 / routes.max(1) as f64;
     if json {
-        let sections: serde_json::Map<String, serde_json::Value> = snap
-            .sections()
-            .iter()
-            .map(|s| (s.kind.name().to_owned(), s.len.into()))
-            .collect();
+        let sections: serde_json::Map<String, serde_json::Value> =
+            snap.sections().iter().map(|s| (s.kind.name().to_owned(), s.len.into())).collect();
         let v = serde_json::json!({
             "format_version": snap.format_version(),
             "id": id,
@@ -400,10 +323,7 @@ fn cmd_inspect(path: &Path, json: bool) -> Result<()> {
     println!("snapshot  {}", path.display());
     println!("format    version {}", snap.format_version());
     println!("id        {id}");
-    println!(
-        "size      {} bytes ({per_route:.1} bytes/route)",
-        bytes.len()
-    );
+    println!("size      {} bytes ({per_route:.1} bytes/route)", bytes.len());
     println!(
         "routes    {routes}: {statics} static sites ({with_assets} with an Assets list), {balancers} balancers; {wildcards} wildcards"
     );

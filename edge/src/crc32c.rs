@@ -16,11 +16,7 @@ const fn build_tables() -> [[u32; 256]; 8] {
         let mut crc = i as u32;
         let mut k = 0;
         while k < 8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ POLY
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 == 1 { (crc >> 1) ^ POLY } else { crc >> 1 };
             k += 1;
         }
         t[0][i] = crc;
@@ -83,11 +79,7 @@ mod tests {
             for &b in &data[..len] {
                 crc ^= b as u32;
                 for _ in 0..8 {
-                    crc = if crc & 1 == 1 {
-                        (crc >> 1) ^ super::POLY
-                    } else {
-                        crc >> 1
-                    };
+                    crc = if crc & 1 == 1 { (crc >> 1) ^ super::POLY } else { crc >> 1 };
                 }
             }
             assert_eq!(crc32c(&data[..len]), !crc, "length {len}");

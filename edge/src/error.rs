@@ -42,10 +42,7 @@ impl fmt::Display for SnapshotError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             SnapshotError::TooShort { len } => {
-                write!(
-                    f,
-                    "snapshot is truncated: {len} bytes is shorter than any snapshot"
-                )
+                write!(f, "snapshot is truncated: {len} bytes is shorter than any snapshot")
             }
             SnapshotError::BadMagic => f.write_str("not an edgeroute snapshot (bad magic bytes)"),
             SnapshotError::BadEndianness => f.write_str("snapshot endian marker is wrong"),
@@ -60,19 +57,10 @@ impl fmt::Display for SnapshotError {
                  the file is truncated or corrupt"
             ),
             SnapshotError::TooLarge => f.write_str("snapshot is larger than 4 GiB"),
-            SnapshotError::BadHeader => {
-                f.write_str("snapshot header or section table is malformed")
-            }
-            SnapshotError::BadFst(e) => write!(
-                f,
-                "snapshot {} section is malformed: {e:?}",
-                SectionKind::Fst.name()
-            ),
+            SnapshotError::BadHeader => f.write_str("snapshot header or section table is malformed"),
+            SnapshotError::BadFst(e) => write!(f, "snapshot {} section is malformed: {e:?}", SectionKind::Fst.name()),
             SnapshotError::RouteCountMismatch { header, fst } => {
-                write!(
-                    f,
-                    "snapshot header says {header} routes but its index holds {fst}"
-                )
+                write!(f, "snapshot header says {header} routes but its index holds {fst}")
             }
             SnapshotError::BadRoute { id } => write!(f, "snapshot route record {id} is malformed"),
             SnapshotError::BadString { offset } => {

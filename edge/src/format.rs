@@ -36,12 +36,7 @@ pub enum SectionKind {
 
 impl SectionKind {
     /// Every section, in file order.
-    pub const ALL: [SectionKind; 4] = [
-        SectionKind::Fst,
-        SectionKind::Routes,
-        SectionKind::Strings,
-        SectionKind::Sites,
-    ];
+    pub const ALL: [SectionKind; 4] = [SectionKind::Fst, SectionKind::Routes, SectionKind::Strings, SectionKind::Sites];
 
     pub fn name(self) -> &'static str {
         match self {

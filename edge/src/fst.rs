@@ -105,8 +105,7 @@ fn unpack(data: &[u8], at: usize, n: usize) -> Option<u64> {
 }
 
 fn common_input(idx: u8) -> Option<u8> {
-    idx.checked_sub(1)
-        .and_then(|i| COMMON_INPUTS.get(i as usize).copied())
+    idx.checked_sub(1).and_then(|i| COMMON_INPUTS.get(i as usize).copied())
 }
 
 impl<'a> Fst<'a> {
@@ -235,11 +234,7 @@ impl<'a> Fst<'a> {
                     .checked_sub(trans_size)?
                     .checked_sub(ntrans * osize)?
                     .checked_sub(final_osize)?;
-                let final_output = if is_final && osize > 0 {
-                    unpack(data, end, osize)?
-                } else {
-                    0
-                };
+                let final_output = if is_final && osize > 0 { unpack(data, end, osize)? } else { 0 };
                 Some(Node {
                     start: addr,
                     end,
@@ -262,23 +257,11 @@ impl<'a> Fst<'a> {
         let data = self.data;
         match node.kind {
             Kind::EmptyFinal => None,
-            Kind::OneTransNext { input } => Some(Transition {
-                input,
-                out: 0,
-                addr: node.end.checked_sub(1)?,
-            }),
+            Kind::OneTransNext { input } => Some(Transition { input, out: 0, addr: node.end.checked_sub(1)? }),
             Kind::OneTrans { input } => {
-                let out = if node.osize == 0 {
-                    0
-                } else {
-                    unpack(data, node.end, node.osize)?
-                };
+                let out = if node.osize == 0 { 0 } else { unpack(data, node.end, node.osize)? };
                 let delta = unpack(data, node.end + node.osize, node.tsize)?;
-                Some(Transition {
-                    input,
-                    out,
-                    addr: self.delta_addr(node, delta)?,
-                })
+                Some(Transition { input, out, addr: self.delta_addr(node, delta)? })
             }
             Kind::AnyTrans { ntrans_len, index } => {
                 let index_size = if index { 256 } else { 0 };
@@ -291,17 +274,9 @@ impl<'a> Fst<'a> {
                     0
                 } else {
                     let outs_end = addrs_end.checked_sub(node.ntrans * node.tsize)?;
-                    unpack(
-                        data,
-                        outs_end.checked_sub((i + 1) * node.osize)?,
-                        node.osize,
-                    )?
+                    unpack(data, outs_end.checked_sub((i + 1) * node.osize)?, node.osize)?
                 };
-                Some(Transition {
-                    input,
-                    out,
-                    addr: self.delta_addr(node, delta)?,
-                })
+                Some(Transition { input, out, addr: self.delta_addr(node, delta)? })
             }
         }
     }
@@ -391,11 +366,7 @@ impl<'a> Fst<'a> {
             out: u64,
         }
         let root = self.root().ok_or(FstError::BadNode)?;
-        let empty = Frame {
-            node: root,
-            next: 0,
-            out: 0,
-        };
+        let empty = Frame { node: root, next: 0, out: 0 };
         let mut stack = [empty; MAX_KEY_LEN + 1];
         let mut key = [0u8; MAX_KEY_LEN];
         let mut depth = 0usize;
@@ -442,19 +413,13 @@ impl<'a> Fst<'a> {
             key[depth] = t.input;
             depth += 1;
             if child.is_final {
-                let total = out
-                    .checked_add(child.final_output)
-                    .ok_or(FstError::BadOutput)?;
+                let total = out.checked_add(child.final_output).ok_or(FstError::BadOutput)?;
                 f(&key[..depth], total)?;
             } else if child.ntrans == 0 {
                 // A dead end that is not a key: the builder never writes one.
                 return Err(FstError::BadNode.into());
             }
-            stack[depth] = Frame {
-                node: child,
-                next: 0,
-                out,
-            };
+            stack[depth] = Frame { node: child, next: 0, out };
         }
     }
 }
@@ -506,25 +471,11 @@ mod tests {
         for b in 0u8..=255 {
             owned.push((vec![b'x', b], 1000 + b as u64));
         }
-        for (i, w) in [
-            "a",
-            "ab",
-            "abc",
-            "b~",
-            "com.example",
-            "com.example.*",
-            "com.example.api",
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (i, w) in ["a", "ab", "abc", "b~", "com.example", "com.example.*", "com.example.api"].iter().enumerate() {
             owned.push((w.as_bytes().to_vec(), i as u64 * 13));
         }
         for i in 0..2000u64 {
-            owned.push((
-                format!("k{:x}q{}", i * 7919, i % 17).into_bytes(),
-                i * 31 % 997,
-            ));
+            owned.push((format!("k{:x}q{}", i * 7919, i % 17).into_bytes(), i * 31 % 997));
         }
         owned.sort();
         owned.dedup_by(|a, b| a.0 == b.0);
@@ -555,24 +506,15 @@ mod tests {
         let good = build(&[(b"a", 0), (b"b", 1), (b"c", 2)]);
         assert_eq!(Fst::new(&good).unwrap().validate(|_| true), Ok(()));
         let gap = build(&[(b"a", 0), (b"b", 2), (b"c", 3)]);
-        assert_eq!(
-            Fst::new(&gap).unwrap().validate(|_| true),
-            Err(FstError::BadOutput)
-        );
-        assert_eq!(
-            Fst::new(&good).unwrap().validate(|k| k != b"b"),
-            Err(FstError::BadKey)
-        );
+        assert_eq!(Fst::new(&gap).unwrap().validate(|_| true), Err(FstError::BadOutput));
+        assert_eq!(Fst::new(&good).unwrap().validate(|k| k != b"b"), Err(FstError::BadKey));
     }
 
     #[test]
     fn header_and_footer_are_checked() {
         let good = build(&[(b"a", 0)]);
         assert!(Fst::new(&good[..35]).is_err());
-        assert_eq!(
-            Fst::new(&good[..good.len() - 1]).unwrap_err(),
-            FstError::Truncated
-        );
+        assert_eq!(Fst::new(&good[..good.len() - 1]).unwrap_err(), FstError::Truncated);
         let mut v2 = good.clone();
         v2[0] = 2;
         assert_eq!(Fst::new(&v2).unwrap_err(), FstError::Version);
@@ -584,9 +526,8 @@ mod tests {
 
     #[test]
     fn corrupt_nodes_never_panic() {
-        let mut keys: Vec<(Vec<u8>, u64)> = (0..300u64)
-            .map(|i| (format!("com.example.h{i:03}-{}", i % 7).into_bytes(), 0))
-            .collect();
+        let mut keys: Vec<(Vec<u8>, u64)> =
+            (0..300u64).map(|i| (format!("com.example.h{i:03}-{}", i % 7).into_bytes(), 0)).collect();
         keys.sort();
         for (i, k) in keys.iter_mut().enumerate() {
             k.1 = i as u64;

@@ -53,35 +53,20 @@ impl<T: Display> Display for JsonStr<T> {
 impl Display for Json<'_, '_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Resolution::Static {
-                domain,
-                bucket,
-                key,
-                status,
-                ..
-            } => write!(
+            Resolution::Static { domain, bucket, key, status, .. } => write!(
                 f,
                 r#"{{"kind":"static","domain":{},"bucket":{},"key":{},"status":{status}}}"#,
                 JsonStr(domain),
                 JsonStr(bucket),
                 JsonStr(key)
             ),
-            Resolution::Redirect {
-                domain,
-                location,
-                status,
-            } => write!(
+            Resolution::Redirect { domain, location, status } => write!(
                 f,
                 r#"{{"kind":"redirect","domain":{},"location":{},"status":{status}}}"#,
                 JsonStr(domain),
                 JsonStr(location)
             ),
-            Resolution::Balancer {
-                domain,
-                origin,
-                port,
-                scheme,
-            } => write!(
+            Resolution::Balancer { domain, origin, port, scheme } => write!(
                 f,
                 r#"{{"kind":"balancer","domain":{},"origin":{},"port":{port},"scheme":"{}"}}"#,
                 JsonStr(domain),

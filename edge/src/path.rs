@@ -7,10 +7,7 @@ use crate::Reason;
 /// Splits a request target into the path and the query (without `?`);
 /// a fragment is dropped.
 pub fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
-    let end = target
-        .iter()
-        .position(|&b| b == b'#')
-        .unwrap_or(target.len());
+    let end = target.iter().position(|&b| b == b'#').unwrap_or(target.len());
     let target = &target[..end];
     match target.iter().position(|&b| b == b'?') {
         Some(q) => (&target[..q], Some(&target[q + 1..])),
@@ -37,10 +34,7 @@ pub fn check(path: &[u8]) -> Result<(), Reason> {
     let mut i = 0;
     while i < path.len() {
         if path[i] == b'%' {
-            let decoded = match (
-                path.get(i + 1).and_then(|&b| hex(b)),
-                path.get(i + 2).and_then(|&b| hex(b)),
-            ) {
+            let decoded = match (path.get(i + 1).and_then(|&b| hex(b)), path.get(i + 2).and_then(|&b| hex(b))) {
                 (Some(h), Some(l)) => h << 4 | l,
                 _ => return Err(Reason::PathBadEscape),
             };
@@ -61,10 +55,7 @@ pub fn check(path: &[u8]) -> Result<(), Reason> {
         return Err(Reason::PathDotSegment);
     }
     let last = segments().count() - 1;
-    if segments()
-        .enumerate()
-        .any(|(n, s)| s.is_empty() && n != last)
-    {
+    if segments().enumerate().any(|(n, s)| s.is_empty() && n != last) {
         return Err(Reason::PathEmptySegment);
     }
     Ok(())
@@ -198,28 +189,10 @@ mod tests {
         assert_eq!(check(b"a/b"), Err(Reason::PathNotAbsolute));
         assert_eq!(check(b"/"), Ok(()));
         assert_eq!(check(b"/a/b/"), Ok(()));
-        for bad in [
-            &b"/%"[..],
-            b"/%4",
-            b"/%zz",
-            b"/a%2f",
-            b"/%2F",
-            b"/%5c",
-            b"/%2e",
-            b"/%00",
-        ] {
+        for bad in [&b"/%"[..], b"/%4", b"/%zz", b"/a%2f", b"/%2F", b"/%5c", b"/%2e", b"/%00"] {
             assert_eq!(check(bad), Err(Reason::PathBadEscape), "{bad:?}");
         }
-        for bad in [
-            &b"/a\\b"[..],
-            b"/%0a",
-            b"/%7F",
-            b"/\x01",
-            b"/%ff",
-            b"/%C3",
-            b"/%C3%28",
-            b"/\xC3",
-        ] {
+        for bad in [&b"/a\\b"[..], b"/%0a", b"/%7F", b"/\x01", b"/%ff", b"/%C3", b"/%C3%28", b"/\xC3"] {
             assert_eq!(check(bad), Err(Reason::PathBadChar), "{bad:?}");
         }
         assert_eq!(check("/caf%C3%A9/é".as_bytes()), Ok(()));

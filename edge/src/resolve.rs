@@ -78,18 +78,9 @@ pub enum Resolution<'s, 'r> {
         fallback: Option<Key<'s, 'r>>,
     },
     /// Answer with a redirect (301) to `location`.
-    Redirect {
-        domain: Domain<'r>,
-        location: Location<'r>,
-        status: u16,
-    },
+    Redirect { domain: Domain<'r>, location: Location<'r>, status: u16 },
     /// Proxy to a load balancer or a direct origin.
-    Balancer {
-        domain: Domain<'r>,
-        origin: &'s str,
-        port: u16,
-        scheme: Scheme,
-    },
+    Balancer { domain: Domain<'r>, origin: &'s str, port: u16, scheme: Scheme },
     /// No table entry matches the host, or the site has no such page.
     NotFound,
     /// The host or path breaks a rule.
@@ -176,9 +167,7 @@ impl Key<'_, '_> {
         let sep: &[u8] = if self.prefix.is_empty() { b"" } else { b"/" };
         let (stored, path, index): (&[u8], &[u8], &[u8]) = match self.name {
             KeyName::Stored(s) => (s.as_bytes(), b"", b""),
-            KeyName::Request { path, index } => {
-                (b"", path, if index { b"index.html" } else { b"" })
-            }
+            KeyName::Request { path, index } => (b"", path, if index { b"index.html" } else { b"" }),
         };
         self.prefix
             .bytes()
@@ -292,12 +281,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             return Resolution::NotFound;
         };
         match self.route(id) {
-            Some(Route::Balancer(o)) => Resolution::Balancer {
-                domain,
-                origin: o.host,
-                port: o.port,
-                scheme: o.scheme,
-            },
+            Some(Route::Balancer(o)) => Resolution::Balancer { domain, origin: o.host, port: o.port, scheme: o.scheme },
             Some(Route::Static(site)) => {
                 let (path, query) = path::split_target(target);
                 if let Err(reason) = path::check(path) {
@@ -309,20 +293,14 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
                 let serve = |name, status| Resolution::Static {
                     domain,
                     bucket: site.bucket,
-                    key: Key {
-                        prefix: site.prefix,
-                        name,
-                    },
+                    key: Key { prefix: site.prefix, name },
                     status,
                     fallback: None,
                 };
                 let Some(assets) = site.assets else {
                     let mut r = serve(KeyName::Request { path: p, index }, 200);
                     if let Resolution::Static { fallback, .. } = &mut r {
-                        *fallback = site.fallback.map(|f| Key {
-                            prefix: site.prefix,
-                            name: KeyName::Stored(f),
-                        });
+                        *fallback = site.fallback.map(|f| Key { prefix: site.prefix, name: KeyName::Stored(f) });
                     }
                     return r;
                 };
@@ -334,19 +312,9 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
                 }
                 if !index {
                     let dir = assets.find(Decoded::new(p).chain(*b"/index.html"));
-                    trace.asset(
-                        &AssetName {
-                            path: p,
-                            suffix: "/index.html",
-                        },
-                        dir.is_some(),
-                    );
+                    trace.asset(&AssetName { path: p, suffix: "/index.html" }, dir.is_some());
                     if dir.is_some() {
-                        return Resolution::Redirect {
-                            domain,
-                            location: Location { path, query },
-                            status: 301,
-                        };
+                        return Resolution::Redirect { domain, location: Location { path, query }, status: 301 };
                     }
                 }
                 if let Some(fallback) = site.fallback {
@@ -378,16 +346,10 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         let mut end = raw.len();
         let mut walking = true;
         loop {
-            let start = raw[..end]
-                .iter()
-                .rposition(|&b| b == b'.')
-                .map_or(0, |dot| dot + 1);
+            let start = raw[..end].iter().rposition(|&b| b == b'.').map_or(0, |dot| dot + 1);
             if walking {
                 for &b in &raw[start..end] {
-                    match fst
-                        .step(&node, b.to_ascii_lowercase())
-                        .and_then(|t| Some((t.out, fst.node(t.addr)?)))
-                    {
+                    match fst.step(&node, b.to_ascii_lowercase()).and_then(|t| Some((t.out, fst.node(t.addr)?))) {
                         Some((o, next)) => {
                             out = out.wrapping_add(o);
                             node = next;
@@ -400,30 +362,11 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
                 }
             }
             if start == 0 {
-                let exact =
-                    (walking && node.is_final()).then(|| out.wrapping_add(node.final_output()));
-                trace.entry(
-                    Domain {
-                        name: host,
-                        wildcard: false,
-                    },
-                    exact.and_then(|id| u32::try_from(id).ok()),
-                );
+                let exact = (walking && node.is_final()).then(|| out.wrapping_add(node.final_output()));
+                trace.entry(Domain { name: host, wildcard: false }, exact.and_then(|id| u32::try_from(id).ok()));
                 let (id, domain) = match (exact, best) {
-                    (Some(id), _) => (
-                        id,
-                        Domain {
-                            name: host,
-                            wildcard: false,
-                        },
-                    ),
-                    (None, Some((id, s))) => (
-                        id,
-                        Domain {
-                            name: host.suffix(s),
-                            wildcard: true,
-                        },
-                    ),
+                    (Some(id), _) => (id, Domain { name: host, wildcard: false }),
+                    (None, Some((id, s))) => (id, Domain { name: host.suffix(s), wildcard: true }),
                     (None, None) => return None,
                 };
                 return u32::try_from(id).ok().map(|id| (id, domain));
@@ -431,10 +374,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             // Another label follows: try `.*` below the suffix walked so far.
             let mut wildcard = None;
             if walking {
-                match fst
-                    .step(&node, KEY_LABEL_SEPARATOR)
-                    .and_then(|t| Some((t.out, fst.node(t.addr)?)))
-                {
+                match fst.step(&node, KEY_LABEL_SEPARATOR).and_then(|t| Some((t.out, fst.node(t.addr)?))) {
                     Some((o, dot)) => {
                         out = out.wrapping_add(o);
                         node = dot;
@@ -450,24 +390,13 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
                 }
             }
             if walking || T::EXHAUSTIVE {
-                let domain = Domain {
-                    name: host.suffix(start),
-                    wildcard: true,
-                };
+                let domain = Domain { name: host.suffix(start), wildcard: true };
                 trace.entry(domain, wildcard.and_then(|id| u32::try_from(id).ok()));
             }
             if !walking && !T::EXHAUSTIVE {
                 // Nothing longer can match; only the best wildcard so far.
                 let (id, s) = best?;
-                return u32::try_from(id).ok().map(|id| {
-                    (
-                        id,
-                        Domain {
-                            name: host.suffix(s),
-                            wildcard: true,
-                        },
-                    )
-                });
+                return u32::try_from(id).ok().map(|id| (id, Domain { name: host.suffix(s), wildcard: true }));
             }
             end = start - 1;
         }

@@ -161,20 +161,10 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         let fst_bytes = &bytes[fst.clone()];
         let parsed = Fst::new(fst_bytes)?;
         if parsed.len() != route_count as u64 {
-            return Err(SnapshotError::RouteCountMismatch {
-                header: route_count,
-                fst: parsed.len(),
-            });
+            return Err(SnapshotError::RouteCountMismatch { header: route_count, fst: parsed.len() });
         }
         let fst_root = parsed.root_addr();
-        Ok(Layout {
-            route_count,
-            fst,
-            routes,
-            strings,
-            sites,
-            fst_root,
-        })
+        Ok(Layout { route_count, fst, routes, strings, sites, fst_root })
     }
 
     fn check_body(&self) -> Result<(), SnapshotError> {
@@ -212,8 +202,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         let bad = SnapshotError::BadRoute { id };
         let rec = self.record(id).ok_or(bad)?;
         let strings = self.section(&self.layout.strings);
-        let string =
-            |off: u32| string_at(strings, off).ok_or(SnapshotError::BadString { offset: off });
+        let string = |off: u32| string_at(strings, off).ok_or(SnapshotError::BadString { offset: off });
         let (kind, flags, port) = (rec[0], rec[1], u16_at(rec, 2).unwrap_or(0));
         let [a, b, c] = [4, 8, 12].map(|i| u32_at(rec, i).unwrap_or(0));
         match kind {
@@ -268,11 +257,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
     }
 
     pub(crate) fn fst(&self) -> Fst<'_> {
-        Fst::from_parts(
-            self.section(&self.layout.fst),
-            self.layout.fst_root,
-            self.layout.route_count as u64,
-        )
+        Fst::from_parts(self.section(&self.layout.fst), self.layout.fst_root, self.layout.route_count as u64)
     }
 
     fn record(&self, id: u32) -> Option<&[u8]> {
@@ -290,15 +275,9 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         } else {
             let start = at + 8;
             let refs = sites.get(start..start.checked_add((count as usize).checked_mul(4)?)?)?;
-            Some(Assets {
-                strings: self.section(&self.layout.strings),
-                refs,
-            })
+            Some(Assets { strings: self.section(&self.layout.strings), refs })
         };
-        Some(Site {
-            fallback_ref: (fallback != NONE).then_some(fallback),
-            assets,
-        })
+        Some(Site { fallback_ref: (fallback != NONE).then_some(fallback), assets })
     }
 
     /// The route with id `id` (ids are `0..route_count`, in key order).
@@ -323,11 +302,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             ROUTE_BALANCER => Some(Route::Balancer(Origin {
                 host: string_at(strings, a)?,
                 port: u16_at(rec, 2)?,
-                scheme: if rec[1] & FLAG_HTTPS != 0 {
-                    Scheme::Https
-                } else {
-                    Scheme::Http
-                },
+                scheme: if rec[1] & FLAG_HTTPS != 0 { Scheme::Https } else { Scheme::Http },
             })),
             _ => None,
         }
@@ -351,11 +326,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
     /// The sections, in file order.
     pub fn sections(&self) -> [SectionInfo; 4] {
         let l = &self.layout;
-        let info = |kind, r: &Range<usize>| SectionInfo {
-            kind,
-            offset: r.start,
-            len: r.len(),
-        };
+        let info = |kind, r: &Range<usize>| SectionInfo { kind, offset: r.start, len: r.len() };
         [
             info(SectionKind::Fst, &l.fst),
             info(SectionKind::Routes, &l.routes),
@@ -371,9 +342,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         let _ = self.fst().walk::<FstError>(|key, id| {
             let mut buf = [0u8; MAX_KEY_LEN];
             let domain = key_to_domain(key, &mut buf);
-            if let (Some(domain), Some(route)) =
-                (domain, u32::try_from(id).ok().and_then(|id| self.route(id)))
-            {
+            if let (Some(domain), Some(route)) = (domain, u32::try_from(id).ok().and_then(|id| self.route(id))) {
                 f(domain, route);
             }
             Ok(())
@@ -383,9 +352,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
 
 impl<D> fmt::Debug for Snapshot<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Snapshot")
-            .field("layout", &self.layout)
-            .finish_non_exhaustive()
+        f.debug_struct("Snapshot").field("layout", &self.layout).finish_non_exhaustive()
     }
 }
 
@@ -403,9 +370,7 @@ fn valid_key(key: &[u8]) -> bool {
     };
     !host.is_empty()
         && host.iter().all(|&b| is_host_byte(b))
-        && host
-            .split(|&b| b == b'.')
-            .all(|l| !l.is_empty() && l.len() <= MAX_LABEL_LEN)
+        && host.split(|&b| b == b'.').all(|l| !l.is_empty() && l.len() <= MAX_LABEL_LEN)
 }
 
 /// Turns a routing key (`com.example.*`) back into a Domain (`*.example.com`).

@@ -26,9 +26,7 @@ pub fn snapshot(text: &str) -> Snapshot<Vec<u8>> {
 
 /// Resolves and renders the JSON answer.
 pub fn resolve_json<D: AsRef<[u8]>>(snap: &Snapshot<D>, host: &str, path: &str) -> String {
-    snap.resolve(host.as_bytes(), path.as_bytes())
-        .json()
-        .to_string()
+    snap.resolve(host.as_bytes(), path.as_bytes()).json().to_string()
 }
 
 /// Recomputes the trailing CRC-32C, so that structural corruption reaches
@@ -73,19 +71,8 @@ impl Rng {
     }
 }
 
-const SERVICES: &[&str] = &[
-    "api", "web", "admin", "docs", "auth", "worker", "app", "graphql", "static", "ws",
-];
-const APPS: &[&str] = &[
-    "portal",
-    "shop",
-    "billing",
-    "search",
-    "mobile",
-    "crm",
-    "blog",
-    "analytics",
-];
+const SERVICES: &[&str] = &["api", "web", "admin", "docs", "auth", "worker", "app", "graphql", "static", "ws"];
+const APPS: &[&str] = &["portal", "shop", "billing", "search", "mobile", "crm", "blog", "analytics"];
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// A generated table: JSON Lines text and the hostnames in it.
@@ -113,9 +100,7 @@ pub fn generate_table(n: usize, seed: u64) -> GeneratedTable {
             )
         })
         .collect();
-    let random = |rng: &mut Rng, len: usize| -> String {
-        (0..len).map(|_| *rng.pick(ALPHABET) as char).collect()
-    };
+    let random = |rng: &mut Rng, len: usize| -> String { (0..len).map(|_| *rng.pick(ALPHABET) as char).collect() };
     let wildcards = (n / 10_000).max(1);
     for i in 0..wildcards {
         jsonl.push_str(&format!(
@@ -125,11 +110,7 @@ pub fn generate_table(n: usize, seed: u64) -> GeneratedTable {
     }
     while hosts.len() + wildcards < n {
         let env = random(&mut rng, 7);
-        let host = format!(
-            "{}-{env}-{}.example.com",
-            rng.pick(SERVICES),
-            rng.pick(APPS)
-        );
+        let host = format!("{}-{env}-{}.example.com", rng.pick(SERVICES), rng.pick(APPS));
         if !seen.insert(host.clone()) {
             continue;
         }
@@ -137,13 +118,7 @@ pub fn generate_table(n: usize, seed: u64) -> GeneratedTable {
             0..=4 => {
                 let hash = random(&mut rng, 8);
                 let mut assets = vec!["index.html".to_owned(), format!("app.{hash}.js")];
-                let extra = [
-                    "404.html",
-                    "favicon.ico",
-                    "robots.txt",
-                    "docs/index.html",
-                    "styles.css",
-                ];
+                let extra = ["404.html", "favicon.ico", "robots.txt", "docs/index.html", "styles.css"];
                 let count = 3 + rng.below(5);
                 while assets.len() < count {
                     let pick = match rng.below(3) {
@@ -155,11 +130,7 @@ pub fn generate_table(n: usize, seed: u64) -> GeneratedTable {
                     }
                 }
                 let assets: Vec<String> = assets.iter().map(|a| format!("\"{a}\"")).collect();
-                let fallback = if rng.below(2) == 0 {
-                    ",\"Fallback\":\"index.html\""
-                } else {
-                    ""
-                };
+                let fallback = if rng.below(2) == 0 { ",\"Fallback\":\"index.html\"" } else { "" };
                 format!(
                     "{{\"Domain\":\"{host}\",\"Target\":\"s3://acme-static-sites/{env}\",\"Assets\":[{}]{fallback}}}",
                     assets.join(",")

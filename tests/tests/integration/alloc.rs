@@ -46,10 +46,7 @@ struct Fixed {
 impl Write for Fixed {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         let end = self.len + s.len();
-        self.buf
-            .get_mut(self.len..end)
-            .ok_or(std::fmt::Error)?
-            .copy_from_slice(s.as_bytes());
+        self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
         self.len = end;
         Ok(())
     }
@@ -57,9 +54,7 @@ impl Write for Fixed {
 
 #[test]
 fn resolving_allocates_nothing() {
-    let demo =
-        std::fs::read_to_string(edgeroute_tests::workspace_root().join("snapshots/demo.jsonl"))
-            .unwrap();
+    let demo = std::fs::read_to_string(edgeroute_tests::workspace_root().join("snapshots/demo.jsonl")).unwrap();
     let table = generate_table(2_000, 77);
     let snap = snapshot(&format!("{demo}\n{}", table.jsonl));
     let requests: Vec<(Vec<u8>, Vec<u8>)> = [
@@ -81,18 +76,9 @@ fn resolving_allocates_nothing() {
     ]
     .iter()
     .map(|(h, p)| (h.as_bytes().to_vec(), p.as_bytes().to_vec()))
-    .chain(
-        table
-            .hosts
-            .iter()
-            .take(500)
-            .map(|h| (h.as_bytes().to_vec(), b"/index.html".to_vec())),
-    )
+    .chain(table.hosts.iter().take(500).map(|h| (h.as_bytes().to_vec(), b"/index.html".to_vec())))
     .collect();
-    let mut out = Fixed {
-        buf: [0; 2048],
-        len: 0,
-    };
+    let mut out = Fixed { buf: [0; 2048], len: 0 };
     let before = allocations();
     let mut kinds = 0usize;
     for (host, path) in &requests {
@@ -104,12 +90,7 @@ fn resolving_allocates_nothing() {
     }
     let after = allocations();
     assert!(kinds > 0);
-    assert_eq!(
-        after - before,
-        0,
-        "the resolve path allocated {} times",
-        after - before
-    );
+    assert_eq!(after - before, 0, "the resolve path allocated {} times", after - before);
     // The counter works: an allocation is seen.
     let before = allocations();
     let v = std::hint::black_box(vec![1u8; 16]);

@@ -45,14 +45,8 @@ fn truncated_snapshots_are_refused() {
         let r = Snapshot::from_bytes(&bytes[..len]);
         assert!(r.is_err(), "accepted a snapshot truncated to {len} bytes");
     }
-    assert!(matches!(
-        Snapshot::from_bytes(&bytes[..10]),
-        Err(SnapshotError::TooShort { .. })
-    ));
-    assert!(matches!(
-        Snapshot::from_bytes(&bytes[..bytes.len() - 1]),
-        Err(SnapshotError::BadChecksum { .. })
-    ));
+    assert!(matches!(Snapshot::from_bytes(&bytes[..10]), Err(SnapshotError::TooShort { .. })));
+    assert!(matches!(Snapshot::from_bytes(&bytes[..bytes.len() - 1]), Err(SnapshotError::BadChecksum { .. })));
 }
 
 #[test]
@@ -61,10 +55,7 @@ fn every_single_bit_flip_is_refused() {
     for i in 0..bytes.len() * 8 {
         let mut m = bytes.clone();
         m[i / 8] ^= 1 << (i % 8);
-        assert!(
-            Snapshot::from_bytes(m.as_slice()).is_err(),
-            "accepted a flip of bit {i}"
-        );
+        assert!(Snapshot::from_bytes(m.as_slice()).is_err(), "accepted a flip of bit {i}");
     }
 }
 
@@ -86,23 +77,14 @@ fn wrong_magic_version_and_endianness_are_named() {
     let bytes = demo();
     let mut m = bytes.clone();
     m[0] = b'X';
-    assert_eq!(
-        Snapshot::from_bytes(m.as_slice()).unwrap_err(),
-        SnapshotError::BadMagic
-    );
+    assert_eq!(Snapshot::from_bytes(m.as_slice()).unwrap_err(), SnapshotError::BadMagic);
     let mut m = bytes.clone();
     m[8..12].copy_from_slice(&0x0102_0304u32.to_be_bytes());
-    assert_eq!(
-        Snapshot::from_bytes(m.as_slice()).unwrap_err(),
-        SnapshotError::BadEndianness
-    );
+    assert_eq!(Snapshot::from_bytes(m.as_slice()).unwrap_err(), SnapshotError::BadEndianness);
     let mut m = bytes.clone();
     m[12..16].copy_from_slice(&2u32.to_le_bytes());
     fix_checksum(&mut m);
-    assert_eq!(
-        Snapshot::from_bytes(m.as_slice()).unwrap_err(),
-        SnapshotError::UnsupportedVersion { found: 2 }
-    );
+    assert_eq!(Snapshot::from_bytes(m.as_slice()).unwrap_err(), SnapshotError::UnsupportedVersion { found: 2 });
     let mut m = bytes;
     m[16..20].copy_from_slice(&13u32.to_le_bytes());
     fix_checksum(&mut m);
@@ -111,19 +93,13 @@ fn wrong_magic_version_and_endianness_are_named() {
 
 /// Byte ranges of the sections of a valid snapshot.
 fn sections(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
-    Snapshot::from_bytes(bytes)
-        .unwrap()
-        .sections()
-        .iter()
-        .map(|s| s.offset..s.offset + s.len)
-        .collect()
+    Snapshot::from_bytes(bytes).unwrap().sections().iter().map(|s| s.offset..s.offset + s.len).collect()
 }
 
 #[test]
 fn targeted_structural_corruption_is_refused() {
     let bytes = demo();
-    let [fst, routes, strings, sites]: [std::ops::Range<usize>; 4] =
-        sections(&bytes).try_into().unwrap();
+    let [fst, routes, strings, sites]: [std::ops::Range<usize>; 4] = sections(&bytes).try_into().unwrap();
     let refuse = |what: &str, edit: &dyn Fn(&mut Vec<u8>)| {
         let mut m = bytes.clone();
         edit(&mut m);
@@ -134,34 +110,19 @@ fn targeted_structural_corruption_is_refused() {
     };
     // Route records.
     let rec = |id: usize| routes.start + id * ROUTE_LEN;
-    assert!(matches!(
-        refuse("bad route kind", &|m| m[rec(0)] = 9),
-        SnapshotError::BadRoute { id: 0 }
-    ));
-    let e = refuse("string ref out of bounds", &|m| {
-        m[rec(1) + 4..rec(1) + 8].copy_from_slice(&u32::MAX.to_le_bytes())
-    });
-    assert!(
-        matches!(
-            e,
-            SnapshotError::BadString { .. } | SnapshotError::BadRoute { .. }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(refuse("bad route kind", &|m| m[rec(0)] = 9), SnapshotError::BadRoute { id: 0 }));
+    let e = refuse("string ref out of bounds", &|m| m[rec(1) + 4..rec(1) + 8].copy_from_slice(&u32::MAX.to_le_bytes()));
+    assert!(matches!(e, SnapshotError::BadString { .. } | SnapshotError::BadRoute { .. }), "{e:?}");
     refuse("balancer with port 0", &|m| {
         let id = (0..14).find(|&i| m[rec(i)] == 2).unwrap();
         m[rec(id) + 2..rec(id) + 4].copy_from_slice(&0u16.to_le_bytes());
     });
     refuse("site ref out of bounds", &|m| {
-        let id = (0..14)
-            .find(|&i| m[rec(i)] == 1 && m[rec(i) + 12..rec(i) + 16] != [0xFF; 4])
-            .unwrap();
+        let id = (0..14).find(|&i| m[rec(i)] == 1 && m[rec(i) + 12..rec(i) + 16] != [0xFF; 4]).unwrap();
         m[rec(id) + 12..rec(id) + 16].copy_from_slice(&(sites.len() as u32).to_le_bytes());
     });
     // Sites: an asset count far past the section.
-    refuse("huge asset count", &|m| {
-        m[sites.start + 4..sites.start + 8].copy_from_slice(&0x0FFF_FFFFu32.to_le_bytes())
-    });
+    refuse("huge asset count", &|m| m[sites.start + 4..sites.start + 8].copy_from_slice(&0x0FFF_FFFFu32.to_le_bytes()));
     // Strings: a length prefix past the end, invalid UTF-8.
     // A two-byte length of 16383 from a one-byte one: past the end of the pool.
     refuse("string length past the end", &|m| {
@@ -202,9 +163,7 @@ fn section_mutations_with_recomputed_checksum_never_panic() {
     let base = {
         let table = generate_table(300, 5);
         let demo = std::fs::read_to_string(workspace_root().join("snapshots/demo.jsonl")).unwrap();
-        snapshot(&format!("{demo}\n{}", table.jsonl))
-            .as_bytes()
-            .to_vec()
+        snapshot(&format!("{demo}\n{}", table.jsonl)).as_bytes().to_vec()
     };
     let secs = sections(&base);
     let mut rng = Rng::new(11);
@@ -242,8 +201,5 @@ fn snapshot_from_bytes_checksum_verified_still_checks_structure() {
     let routes = sections(&m)[1].clone();
     m[routes.start] = 77;
     // The checksum is now wrong, but the caller says it checked: structure still refuses.
-    assert!(matches!(
-        Snapshot::from_bytes_checksum_verified(m.as_slice()),
-        Err(SnapshotError::BadRoute { id: 0 })
-    ));
+    assert!(matches!(Snapshot::from_bytes_checksum_verified(m.as_slice()), Err(SnapshotError::BadRoute { id: 0 })));
 }

@@ -31,11 +31,7 @@ fn golden_demo_snapshot_is_reproduced_byte_for_byte() {
 
 #[test]
 fn golden_demo_snapshot_from_the_array_form() {
-    let lines: Vec<String> = demo_table()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect();
+    let lines: Vec<String> = demo_table().lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect();
     let array = format!("[{}]", lines.join(","));
     let compiled = compile_text(&array, Options::default()).unwrap();
     let golden = std::fs::read(workspace_root().join("snapshots/demo.snap")).unwrap();

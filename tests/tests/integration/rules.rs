@@ -29,9 +29,7 @@ fn bad(reason: &str) -> String {
 }
 
 fn static_(domain: &str, key: &str, status: u16) -> String {
-    format!(
-        r#"{{"kind":"static","domain":"{domain}","bucket":"bucket","key":"{key}","status":{status}}}"#
-    )
+    format!(r#"{{"kind":"static","domain":"{domain}","bucket":"bucket","key":"{key}","status":{status}}}"#)
 }
 
 // ---- Rule 1: the host ----
@@ -39,46 +37,20 @@ fn static_(domain: &str, key: &str, status: u16) -> String {
 #[test]
 fn rule1_port_is_dropped_and_must_be_digits() {
     let s = snap();
-    assert_eq!(
-        resolve_json(&s, "open.example.com:8443", "/"),
-        static_("open.example.com", "open/index.html", 200)
-    );
-    assert_eq!(
-        resolve_json(&s, "open.example.com:", "/"),
-        bad("host_bad_port")
-    );
-    assert_eq!(
-        resolve_json(&s, "open.example.com:123456", "/"),
-        bad("host_bad_port")
-    );
-    assert_eq!(
-        resolve_json(&s, "open.example.com:http", "/"),
-        bad("host_bad_port")
-    );
-    assert_eq!(
-        resolve_json(&s, "open.example.com:80:80", "/"),
-        bad("host_bad_char")
-    );
+    assert_eq!(resolve_json(&s, "open.example.com:8443", "/"), static_("open.example.com", "open/index.html", 200));
+    assert_eq!(resolve_json(&s, "open.example.com:", "/"), bad("host_bad_port"));
+    assert_eq!(resolve_json(&s, "open.example.com:123456", "/"), bad("host_bad_port"));
+    assert_eq!(resolve_json(&s, "open.example.com:http", "/"), bad("host_bad_port"));
+    assert_eq!(resolve_json(&s, "open.example.com:80:80", "/"), bad("host_bad_char"));
 }
 
 #[test]
 fn rule1_trailing_dot_and_case_are_normalized() {
     let s = snap();
-    for host in [
-        "OPEN.Example.Com",
-        "open.example.com.",
-        "Open.Example.COM.:80",
-    ] {
-        assert_eq!(
-            resolve_json(&s, host, "/"),
-            static_("open.example.com", "open/index.html", 200),
-            "{host}"
-        );
+    for host in ["OPEN.Example.Com", "open.example.com.", "Open.Example.COM.:80"] {
+        assert_eq!(resolve_json(&s, host, "/"), static_("open.example.com", "open/index.html", 200), "{host}");
     }
-    assert_eq!(
-        resolve_json(&s, "open.example.com..", "/"),
-        bad("host_bad_label")
-    );
+    assert_eq!(resolve_json(&s, "open.example.com..", "/"), bad("host_bad_label"));
 }
 
 #[test]
@@ -114,8 +86,7 @@ fn rule1_every_host_reason() {
 #[test]
 fn rule2_exact_beats_wildcard() {
     let s = snap();
-    assert!(resolve_json(&s, "exact.a.pr.example.com", "/")
-        .contains(r#""domain":"exact.a.pr.example.com""#));
+    assert!(resolve_json(&s, "exact.a.pr.example.com", "/").contains(r#""domain":"exact.a.pr.example.com""#));
     assert!(resolve_json(&s, "lb.example.com", "/").contains(r#""domain":"lb.example.com""#));
 }
 
@@ -127,53 +98,26 @@ fn rule2_longest_wildcard_suffix_wins() {
         r.domain().map(|d| d.to_string())
     };
     assert_eq!(domain("x.example.com").as_deref(), Some("*.example.com"));
-    assert_eq!(
-        domain("x.pr.example.com").as_deref(),
-        Some("*.pr.example.com")
-    );
-    assert_eq!(
-        domain("y.x.pr.example.com").as_deref(),
-        Some("*.pr.example.com")
-    );
-    assert_eq!(
-        domain("x.a.pr.example.com").as_deref(),
-        Some("*.a.pr.example.com")
-    );
-    assert_eq!(
-        domain("z.y.a.pr.example.com").as_deref(),
-        Some("*.a.pr.example.com")
-    );
+    assert_eq!(domain("x.pr.example.com").as_deref(), Some("*.pr.example.com"));
+    assert_eq!(domain("y.x.pr.example.com").as_deref(), Some("*.pr.example.com"));
+    assert_eq!(domain("x.a.pr.example.com").as_deref(), Some("*.a.pr.example.com"));
+    assert_eq!(domain("z.y.a.pr.example.com").as_deref(), Some("*.a.pr.example.com"));
     // `a.pr.example.com` itself is under `*.pr.example.com`, not `*.a.pr…`.
-    assert_eq!(
-        domain("a.pr.example.com").as_deref(),
-        Some("*.pr.example.com")
-    );
+    assert_eq!(domain("a.pr.example.com").as_deref(), Some("*.pr.example.com"));
     // Longer exact names below an exact entry fall back to a wildcard.
-    assert_eq!(
-        domain("deeper.exact.a.pr.example.com").as_deref(),
-        Some("*.a.pr.example.com")
-    );
+    assert_eq!(domain("deeper.exact.a.pr.example.com").as_deref(), Some("*.a.pr.example.com"));
 }
 
 #[test]
 fn rule2_wildcard_needs_one_more_label() {
     let s = snap();
-    assert_eq!(
-        resolve_json(&s, "example.com", "/"),
-        r#"{"kind":"not_found"}"#
-    );
+    assert_eq!(resolve_json(&s, "example.com", "/"), r#"{"kind":"not_found"}"#);
     assert_eq!(
         resolve_json(&s, "pr.example.com", "/"),
         r#"{"kind":"balancer","domain":"*.example.com","origin":"catchall.example.net","port":443,"scheme":"https"}"#
     );
-    assert_eq!(
-        resolve_json(&s, "example.org", "/"),
-        r#"{"kind":"not_found"}"#
-    );
-    assert_eq!(
-        resolve_json(&s, "x.example.net", "/"),
-        r#"{"kind":"not_found"}"#
-    );
+    assert_eq!(resolve_json(&s, "example.org", "/"), r#"{"kind":"not_found"}"#);
+    assert_eq!(resolve_json(&s, "x.example.net", "/"), r#"{"kind":"not_found"}"#);
     assert_eq!(resolve_json(&s, "com", "/"), r#"{"kind":"not_found"}"#);
 }
 
@@ -189,15 +133,9 @@ fn rule2_idn_entries_match_punycode_hosts() {
 fn rule2_domain_is_reported_as_stored() {
     let s = snap();
     let r = s.resolve(b"Deep.A.PR.Example.com", b"/");
-    assert_eq!(
-        r.domain().map(|d| d.to_string()).as_deref(),
-        Some("*.a.pr.example.com")
-    );
+    assert_eq!(r.domain().map(|d| d.to_string()).as_deref(), Some("*.a.pr.example.com"));
     let r = s.resolve(b"SITE.example.com", b"/");
-    assert_eq!(
-        r.domain().map(|d| d.to_string()).as_deref(),
-        Some("site.example.com")
-    );
+    assert_eq!(r.domain().map(|d| d.to_string()).as_deref(), Some("site.example.com"));
 }
 
 // ---- Rule 3: balancers ----
@@ -252,25 +190,12 @@ fn rule4_every_path_reason() {
         ("//etc/passwd", "path_empty_segment"),
     ];
     for (path, reason) in cases {
-        assert_eq!(
-            resolve_json(&s, "site.example.com", path),
-            bad(reason),
-            "{path:?}"
-        );
+        assert_eq!(resolve_json(&s, "site.example.com", path), bad(reason), "{path:?}");
     }
     // First failing check wins.
-    assert_eq!(
-        resolve_json(&s, "site.example.com", "/a//../%zz"),
-        bad("path_bad_escape")
-    );
-    assert_eq!(
-        resolve_json(&s, "site.example.com", "/a//..\\"),
-        bad("path_bad_char")
-    );
-    assert_eq!(
-        resolve_json(&s, "site.example.com", "/a//.."),
-        bad("path_dot_segment")
-    );
+    assert_eq!(resolve_json(&s, "site.example.com", "/a//../%zz"), bad("path_bad_escape"));
+    assert_eq!(resolve_json(&s, "site.example.com", "/a//..\\"), bad("path_bad_char"));
+    assert_eq!(resolve_json(&s, "site.example.com", "/a//.."), bad("path_dot_segment"));
     let all: Vec<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
     assert_eq!(all.len(), 10);
 }
@@ -278,27 +203,18 @@ fn rule4_every_path_reason() {
 #[test]
 fn rule4_index_html_is_appended() {
     let s = snap();
-    assert_eq!(
-        resolve_json(&s, "site.example.com", "/"),
-        static_("site.example.com", "sites/one/index.html", 200)
-    );
+    assert_eq!(resolve_json(&s, "site.example.com", "/"), static_("site.example.com", "sites/one/index.html", 200));
     assert_eq!(
         resolve_json(&s, "site.example.com", "/about/"),
         static_("site.example.com", "sites/one/about/index.html", 200)
     );
-    assert_eq!(
-        resolve_json(&s, "open.example.com", "/x/y/"),
-        static_("open.example.com", "open/x/y/index.html", 200)
-    );
+    assert_eq!(resolve_json(&s, "open.example.com", "/x/y/"), static_("open.example.com", "open/x/y/index.html", 200));
 }
 
 #[test]
 fn rule4_assets_are_served_by_decoded_path() {
     let s = snap();
-    assert_eq!(
-        resolve_json(&s, "site.example.com", "/app.js"),
-        static_("site.example.com", "sites/one/app.js", 200)
-    );
+    assert_eq!(resolve_json(&s, "site.example.com", "/app.js"), static_("site.example.com", "sites/one/app.js", 200));
     assert_eq!(
         resolve_json(&s, "site.example.com", "/app.js?v=2#top"),
         static_("site.example.com", "sites/one/app.js", 200)
@@ -320,10 +236,7 @@ fn rule4_assets_are_served_by_decoded_path() {
         static_("site.example.com", "sites/one/docs/guide.html", 200)
     );
     // Keys are case-sensitive, like S3's.
-    assert_eq!(
-        resolve_json(&s, "site.example.com", "/APP.js"),
-        static_("site.example.com", "sites/one/404.html", 404)
-    );
+    assert_eq!(resolve_json(&s, "site.example.com", "/APP.js"), static_("site.example.com", "sites/one/404.html", 404));
 }
 
 #[test]
@@ -351,15 +264,9 @@ fn rule4_fallback_serves_unknown_paths() {
         resolve_json(&s, "spa.example.com", "/settings/profile"),
         static_("spa.example.com", "spa/index.html", 200)
     );
-    assert_eq!(
-        resolve_json(&s, "spa.example.com", "/main.js"),
-        static_("spa.example.com", "spa/main.js", 200)
-    );
+    assert_eq!(resolve_json(&s, "spa.example.com", "/main.js"), static_("spa.example.com", "spa/main.js", 200));
     // A Fallback wins over the site's 404.html.
-    assert_eq!(
-        resolve_json(&s, "spa.example.com", "/missing.png"),
-        static_("spa.example.com", "spa/index.html", 200)
-    );
+    assert_eq!(resolve_json(&s, "spa.example.com", "/missing.png"), static_("spa.example.com", "spa/index.html", 200));
 }
 
 #[test]
@@ -369,19 +276,10 @@ fn rule4_site_404_page_then_not_found() {
         resolve_json(&s, "site.example.com", "/missing"),
         static_("site.example.com", "sites/one/404.html", 404)
     );
-    assert_eq!(
-        resolve_json(&s, "bare.example.com", "/missing"),
-        r#"{"kind":"not_found"}"#
-    );
+    assert_eq!(resolve_json(&s, "bare.example.com", "/missing"), r#"{"kind":"not_found"}"#);
     // An empty Assets list is a list: nothing exists.
-    assert_eq!(
-        resolve_json(&s, "empty.example.com", "/"),
-        r#"{"kind":"not_found"}"#
-    );
-    assert_eq!(
-        resolve_json(&s, "empty.example.com", "/index.html"),
-        r#"{"kind":"not_found"}"#
-    );
+    assert_eq!(resolve_json(&s, "empty.example.com", "/"), r#"{"kind":"not_found"}"#);
+    assert_eq!(resolve_json(&s, "empty.example.com", "/index.html"), r#"{"kind":"not_found"}"#);
 }
 
 #[test]
@@ -392,17 +290,9 @@ fn rule4_without_assets_the_bucket_decides() {
         static_("open.example.com", "open/anything/at/all.txt", 200)
     );
     match s.resolve(b"free.example.com", b"/x") {
-        Resolution::Static {
-            key,
-            fallback,
-            status: 200,
-            ..
-        } => {
+        Resolution::Static { key, fallback, status: 200, .. } => {
             assert_eq!(key.to_string(), "free/x");
-            assert_eq!(
-                fallback.map(|f| f.to_string()).as_deref(),
-                Some("free/index.html")
-            );
+            assert_eq!(fallback.map(|f| f.to_string()).as_deref(), Some("free/index.html"));
         }
         other => panic!("{other:?}"),
     }
@@ -411,14 +301,8 @@ fn rule4_without_assets_the_bucket_decides() {
 #[test]
 fn rule4_key_is_prefix_slash_name_or_just_name() {
     let s = snap();
-    assert_eq!(
-        resolve_json(&s, "bare.example.com", "/"),
-        static_("bare.example.com", "index.html", 200)
-    );
-    assert_eq!(
-        resolve_json(&s, "free.example.com", "/a"),
-        static_("free.example.com", "free/a", 200)
-    );
+    assert_eq!(resolve_json(&s, "bare.example.com", "/"), static_("bare.example.com", "index.html", 200));
+    assert_eq!(resolve_json(&s, "free.example.com", "/a"), static_("free.example.com", "free/a", 200));
 }
 
 #[test]
@@ -426,10 +310,8 @@ fn rule4_hostile_paths_never_leave_the_prefix() {
     // Whatever the path, a static answer's key is under the entry's prefix.
     let s = snap();
     let mut rng = edgeroute_tests::Rng::new(7);
-    let pieces = [
-        "/", "..", ".", "%2e", "%2f", "%5c", "\\", "%00", "%25", "a", "%C3%A9", "?", "#", "%",
-        "//", "~", "\u{e9}",
-    ];
+    let pieces =
+        ["/", "..", ".", "%2e", "%2f", "%5c", "\\", "%00", "%25", "a", "%C3%A9", "?", "#", "%", "//", "~", "\u{e9}"];
     for _ in 0..20_000 {
         let mut path = String::from("/");
         for _ in 0..rng.below(8) {
@@ -445,10 +327,7 @@ fn rule4_hostile_paths_never_leave_the_prefix() {
                     "site.example.com" => key.starts_with("sites/one/"),
                     _ => !key.starts_with('/'),
                 };
-                assert!(
-                    ok && !key.split('/').any(|seg| seg == ".." || seg == "."),
-                    "{host} {path:?} -> {key}"
-                );
+                assert!(ok && !key.split('/').any(|seg| seg == ".." || seg == "."), "{host} {path:?} -> {key}");
             }
         }
     }

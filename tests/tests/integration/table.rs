@@ -5,10 +5,7 @@ use edgeroute_tests::{compile_text, resolve_json, snapshot};
 
 fn errors(text: &str) -> Vec<(Location, Option<String>, ItemErrorKind)> {
     match compile_text(text, Options::default()) {
-        Err(CompileError::Invalid(errors)) => errors
-            .into_iter()
-            .map(|e| (e.location, e.domain, e.kind))
-            .collect(),
+        Err(CompileError::Invalid(errors)) => errors.into_iter().map(|e| (e.location, e.domain, e.kind)).collect(),
         Ok(_) => panic!("expected the table to be refused: {text}"),
         Err(e) => panic!("{e}"),
     }
@@ -33,12 +30,7 @@ fn domains_are_normalized() {
     domains.sort();
     assert_eq!(
         domains,
-        [
-            "*.wild.example.com",
-            "ab.example.com",
-            "mixed.case.example.com",
-            "xn--mnchen-3ya.example.com"
-        ]
+        ["*.wild.example.com", "ab.example.com", "mixed.case.example.com", "xn--mnchen-3ya.example.com"]
     );
     assert!(resolve_json(&s, "x.wild.example.com", "/").contains("w/index.html"));
 }
@@ -58,36 +50,22 @@ fn bad_domains_are_named_with_their_reason() {
         ("a/b.example.com", "Domain"),
         ("example.com..", "Domain"),
     ] {
-        let item = format!(
-            r#"{{"Domain":{},"Target":"s3://bucket"}}"#,
-            serde_json::to_string(domain).unwrap()
-        );
+        let item = format!(r#"{{"Domain":{},"Target":"s3://bucket"}}"#, serde_json::to_string(domain).unwrap());
         let e = errors(&item);
         assert_eq!(e.len(), 1, "{domain:?}");
-        assert_eq!(
-            e[0].1.as_deref(),
-            Some(domain),
-            "the error names the Domain"
-        );
+        assert_eq!(e[0].1.as_deref(), Some(domain), "the error names the Domain");
         let msg = e[0].2.to_string();
-        assert!(
-            matches!(e[0].2, ItemErrorKind::BadDomain { .. }),
-            "{domain:?}: {msg}"
-        );
+        assert!(matches!(e[0].2, ItemErrorKind::BadDomain { .. }), "{domain:?}: {msg}");
         assert!(msg.contains(needle), "{domain:?}: {msg}");
     }
     let long = format!("{}.example.com", "a".repeat(64));
-    assert!(
-        one_error(&format!(r#"{{"Domain":"{long}","Target":"s3://bucket"}}"#))
-            .to_string()
-            .contains("host_bad_label")
-    );
+    assert!(one_error(&format!(r#"{{"Domain":"{long}","Target":"s3://bucket"}}"#))
+        .to_string()
+        .contains("host_bad_label"));
     let too_long = format!("{}example.com", "abcdefghi.".repeat(25));
-    assert!(one_error(&format!(
-        r#"{{"Domain":"{too_long}","Target":"s3://bucket"}}"#
-    ))
-    .to_string()
-    .contains("host_too_long"));
+    assert!(one_error(&format!(r#"{{"Domain":"{too_long}","Target":"s3://bucket"}}"#))
+        .to_string()
+        .contains("host_too_long"));
 }
 
 #[test]
@@ -97,19 +75,41 @@ fn every_kind_of_bad_item() {
     let cases: Vec<(String, fn(&K) -> bool)> = vec![
         (r#"{"Target":"s3://bucket"}"#.into(), |k| matches!(k, K::Missing("Domain"))),
         (r#"{"Domain":"a.dev"}"#.into(), |k| matches!(k, K::Missing("Target"))),
-        (r#"{"Domain":7,"Target":"s3://bucket"}"#.into(), |k| matches!(k, K::WrongType { attribute: "Domain", found: "number", .. })),
-        (r#"{"Domain":"a.dev","Target":["s3://bucket"]}"#.into(), |k| matches!(k, K::WrongType { attribute: "Target", found: "list", .. })),
-        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":"index.html"}"#.into(), |k| matches!(k, K::WrongType { attribute: "Assets", .. })),
-        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":[1]}"#.into(), |k| matches!(k, K::BadAsset { index: 0, .. })),
-        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":["ok.html","/abs.html"]}"#.into(), |k| matches!(k, K::BadAsset { index: 1, .. })),
-        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":["a/../b"]}"#.into(), |k| k.to_string().contains("path_dot_segment")),
-        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":["a//b"]}"#.into(), |k| k.to_string().contains("path_empty_segment")),
-        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":["a\\b"]}"#.into(), |k| k.to_string().contains("path_bad_char")),
+        (r#"{"Domain":7,"Target":"s3://bucket"}"#.into(), |k| {
+            matches!(k, K::WrongType { attribute: "Domain", found: "number", .. })
+        }),
+        (r#"{"Domain":"a.dev","Target":["s3://bucket"]}"#.into(), |k| {
+            matches!(k, K::WrongType { attribute: "Target", found: "list", .. })
+        }),
+        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":"index.html"}"#.into(), |k| {
+            matches!(k, K::WrongType { attribute: "Assets", .. })
+        }),
+        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":[1]}"#.into(), |k| {
+            matches!(k, K::BadAsset { index: 0, .. })
+        }),
+        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":["ok.html","/abs.html"]}"#.into(), |k| {
+            matches!(k, K::BadAsset { index: 1, .. })
+        }),
+        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":["a/../b"]}"#.into(), |k| {
+            k.to_string().contains("path_dot_segment")
+        }),
+        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":["a//b"]}"#.into(), |k| {
+            k.to_string().contains("path_empty_segment")
+        }),
+        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":["a\\b"]}"#.into(), |k| {
+            k.to_string().contains("path_bad_char")
+        }),
         (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":["dir/"]}"#.into(), |k| matches!(k, K::BadAsset { .. })),
         (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":[""]}"#.into(), |k| matches!(k, K::BadAsset { .. })),
-        (r#"{"Domain":"a.dev","Target":"s3://bucket","Fallback":3}"#.into(), |k| matches!(k, K::WrongType { attribute: "Fallback", .. })),
-        (r#"{"Domain":"a.dev","Target":"s3://bucket","Fallback":"/index.html"}"#.into(), |k| matches!(k, K::BadFallback { .. })),
-        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":["a.html"],"Fallback":"index.html"}"#.into(), |k| matches!(k, K::FallbackNotInAssets(_))),
+        (r#"{"Domain":"a.dev","Target":"s3://bucket","Fallback":3}"#.into(), |k| {
+            matches!(k, K::WrongType { attribute: "Fallback", .. })
+        }),
+        (r#"{"Domain":"a.dev","Target":"s3://bucket","Fallback":"/index.html"}"#.into(), |k| {
+            matches!(k, K::BadFallback { .. })
+        }),
+        (r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":["a.html"],"Fallback":"index.html"}"#.into(), |k| {
+            matches!(k, K::FallbackNotInAssets(_))
+        }),
         (r#"{"Domain":"a.dev","Target":"s3://B"}"#.into(), |k| matches!(k, K::BadTarget { .. })),
         (r#"{"Domain":"a.dev","Target":"s3://bucket/a/../b"}"#.into(), |k| matches!(k, K::BadTarget { .. })),
         (r#"{"Domain":"a.dev","Target":"s4://bucket"}"#.into(), |k| matches!(k, K::BadTarget { .. })),
@@ -119,14 +119,22 @@ fn every_kind_of_bad_item() {
         (r#"{"Domain":"a.dev","Target":"https://h.dev:0"}"#.into(), |k| matches!(k, K::BadTarget { .. })),
         (r#"{"Domain":"a.dev","Target":"https://h.dev:70000"}"#.into(), |k| matches!(k, K::BadTarget { .. })),
         (r#"{"Domain":"a.dev","Target":"http://h.dev","Assets":[]}"#.into(), |k| matches!(k, K::StaticOnly("Assets"))),
-        (r#"{"Domain":"a.dev","Target":"http://h.dev","Fallback":"index.html"}"#.into(), |k| matches!(k, K::StaticOnly("Fallback"))),
+        (r#"{"Domain":"a.dev","Target":"http://h.dev","Fallback":"index.html"}"#.into(), |k| {
+            matches!(k, K::StaticOnly("Fallback"))
+        }),
         (r#"{"Domain":"a.dev","Target":"http://h.dev","Origin":"h.dev"}"#.into(), |k| matches!(k, K::OriginNotAllowed)),
         (r#"{"Domain":"a.dev","Target":"s3://bucket","Origin":"h.dev"}"#.into(), |k| matches!(k, K::OriginNotAllowed)),
         (format!(r#"{{"Domain":"a.dev","Target":"{arn}"}}"#), |k| matches!(k, K::ArnWithoutOrigin)),
         (format!(r#"{{"Domain":"a.dev","Target":"{arn}","Origin":"h.dev/x"}}"#), |k| matches!(k, K::BadOrigin { .. })),
-        (format!(r#"{{"Domain":"a.dev","Target":"{arn}","Origin":7}}"#), |k| matches!(k, K::WrongType { attribute: "Origin", .. })),
-        (r#"{"Domain":"a.dev","Target":"arn:aws:s3:::bucket","Origin":"h.dev"}"#.into(), |k| matches!(k, K::BadTarget { .. })),
-        (r#"{"Domain":"a.dev","Target":"s3://bucket","Domain":"b.dev"}"#.into(), |k| matches!(k, K::DuplicateAttribute("Domain"))),
+        (format!(r#"{{"Domain":"a.dev","Target":"{arn}","Origin":7}}"#), |k| {
+            matches!(k, K::WrongType { attribute: "Origin", .. })
+        }),
+        (r#"{"Domain":"a.dev","Target":"arn:aws:s3:::bucket","Origin":"h.dev"}"#.into(), |k| {
+            matches!(k, K::BadTarget { .. })
+        }),
+        (r#"{"Domain":"a.dev","Target":"s3://bucket","Domain":"b.dev"}"#.into(), |k| {
+            matches!(k, K::DuplicateAttribute("Domain"))
+        }),
         (r#""just a string""#.into(), |k| matches!(k, K::NotAnObject("string"))),
         (r#"{"Domain": "a.dev", "Target": "#.into(), |k| matches!(k, K::Json(_))),
     ];
@@ -149,10 +157,7 @@ not json at all
 "#;
     let e = errors(text);
     let lines: Vec<_> = e.iter().map(|e| e.0).collect();
-    assert_eq!(
-        lines,
-        [Location::Line(2), Location::Line(5), Location::Line(6)]
-    );
+    assert_eq!(lines, [Location::Line(2), Location::Line(5), Location::Line(6)]);
     assert_eq!(e[1].1.as_deref(), Some("bad-target.dev"));
     // With --skip-invalid the good ones compile and the bad ones are counted.
     let c = compile_text(text, Options { skip_invalid: true }).unwrap();
@@ -170,21 +175,11 @@ fn duplicates_are_errors_and_both_are_left_out() {
     let e = errors(text);
     assert_eq!(e.len(), 4, "{e:?}");
     for (loc, domain, kind) in &e {
-        assert!(
-            matches!(kind, ItemErrorKind::Duplicate { .. }),
-            "{loc}: {kind}"
-        );
+        assert!(matches!(kind, ItemErrorKind::Duplicate { .. }), "{loc}: {kind}");
         assert!(domain.as_deref() == Some("same.dev") || domain.as_deref() == Some("*.w.dev"));
     }
-    let shown = e
-        .iter()
-        .map(|e| e.2.to_string())
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(
-        shown.contains("line 3") && shown.contains("line 1"),
-        "{shown}"
-    );
+    let shown = e.iter().map(|e| e.2.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(shown.contains("line 3") && shown.contains("line 1"), "{shown}");
     let c = compile_text(text, Options { skip_invalid: true }).unwrap();
     assert_eq!(c.stats.routes, 1);
     let s = edgeroute_edge::Snapshot::from_bytes(c.bytes).unwrap();
@@ -200,8 +195,7 @@ fn extra_attributes_are_ignored_and_assets_deduplicated() {
     let a = snapshot(
         r#"{"Domain":"a.dev","Target":"s3://bucket","Owner":"team-x","Assets":["x.html","index.html","x.html"],"TTL":3600}"#,
     );
-    let b =
-        snapshot(r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":["index.html","x.html"]}"#);
+    let b = snapshot(r#"{"Domain":"a.dev","Target":"s3://bucket","Assets":["index.html","x.html"]}"#);
     assert_eq!(a.as_bytes(), b.as_bytes());
 }
 
