@@ -152,6 +152,7 @@ impl<'a> Fst<'a> {
     }
 
     /// Decodes the node whose last byte is at `addr`.
+    #[inline]
     pub fn node(&self, addr: usize) -> Option<Node> {
         let data = self.data;
         if addr == EMPTY_ADDRESS {
@@ -250,6 +251,7 @@ impl<'a> Fst<'a> {
     }
 
     /// The `i`th transition of `node`, in ascending input order.
+    #[inline]
     pub fn transition(&self, node: &Node, i: usize) -> Option<Transition> {
         if i >= node.ntrans {
             return None;
@@ -288,6 +290,51 @@ impl<'a> Fst<'a> {
         } else {
             node.end.checked_sub(delta)
         }
+    }
+
+    /// The lookup fast path: follows input `b` from the node at `addr`,
+    /// returning the output and the next node's address. The one-transition
+    /// kinds, which make up most of a hostname FST, are decoded in place
+    /// without building a [`Node`]. [`Fst::validate`] proves it agrees with
+    /// [`Fst::step`] on every transition.
+    #[inline]
+    pub fn step_addr(&self, addr: usize, b: u8) -> Option<(u64, usize)> {
+        let data = self.data;
+        let v = *data.get(addr)?;
+        if addr == EMPTY_ADDRESS || addr < 16 {
+            return None;
+        }
+        let kind = v >> 6;
+        if kind >= 0b10 {
+            let (input, input_len) = match common_input(v & 0b11_1111) {
+                Some(c) => (c, 0),
+                None => (*data.get(addr - 1)?, 1),
+            };
+            if input != b {
+                return None;
+            }
+            if kind == 0b11 {
+                return Some((0, addr.checked_sub(input_len + 1)?));
+            }
+        }
+        let node = self.node(addr)?;
+        let t = self.step(&node, b)?;
+        Some((t.out, t.addr))
+    }
+
+    /// If the node at `addr` is final, its final output.
+    #[inline]
+    pub fn accept(&self, addr: usize) -> Option<u64> {
+        if addr == EMPTY_ADDRESS {
+            return Some(0);
+        }
+        // Only the any-transitions kind (top bit clear; the next bit is its
+        // final flag) can be final.
+        if *self.data.get(addr)? >> 7 != 0 {
+            return None;
+        }
+        let node = self.node(addr)?;
+        node.is_final.then_some(node.final_output)
     }
 
     /// Follows the transition for input byte `b`, if there is one.
@@ -397,7 +444,7 @@ impl<'a> Fst<'a> {
             }
             // `step` must find every transition the enumeration finds (this
             // also checks the 256-byte index of wide nodes).
-            if self.step(&node, t.input) != Some(t) {
+            if self.step(&node, t.input) != Some(t) || self.step_addr(node.start, t.input) != Some((t.out, t.addr)) {
                 return Err(FstError::BadNode.into());
             }
             // Children are written before parents: forward or self pointers
@@ -406,6 +453,9 @@ impl<'a> Fst<'a> {
                 return Err(FstError::BadNode.into());
             }
             let child = self.node(t.addr).ok_or(FstError::BadNode)?;
+            if self.accept(t.addr) != child.is_final.then_some(child.final_output) {
+                return Err(FstError::BadNode.into());
+            }
             let out = out_here.checked_add(t.out).ok_or(FstError::BadOutput)?;
             if depth == MAX_KEY_LEN {
                 return Err(FstError::KeyTooLong.into());

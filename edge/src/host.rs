@@ -44,10 +44,19 @@ impl<'r> HostName<'r> {
         if host.len() > MAX_HOST_LEN {
             return Err(Reason::HostTooLong);
         }
-        if !host.iter().all(|&b| is_host_byte(b.to_ascii_lowercase())) {
-            return Err(Reason::HostBadChar);
+        // One pass for both remaining checks; a bad byte outranks a bad label.
+        let (mut bad_label, mut label) = (false, 0usize);
+        for &b in host {
+            match HOST_BYTES[b as usize] {
+                BYTE_LABEL => label += 1,
+                BYTE_DOT => {
+                    bad_label |= label == 0 || label > MAX_LABEL_LEN;
+                    label = 0;
+                }
+                _ => return Err(Reason::HostBadChar),
+            }
         }
-        if host.split(|&b| b == b'.').any(|l| l.is_empty() || l.len() > MAX_LABEL_LEN) {
+        if bad_label || label == 0 || label > MAX_LABEL_LEN {
             return Err(Reason::HostBadLabel);
         }
         Ok(HostName { raw: host })
@@ -78,8 +87,26 @@ impl<'r> HostName<'r> {
     }
 }
 
+const BYTE_BAD: u8 = 0;
+const BYTE_LABEL: u8 = 1;
+const BYTE_DOT: u8 = 2;
+
+/// Classes of the bytes of a `Host` value (before lowercasing).
+static HOST_BYTES: [u8; 256] = {
+    let mut t = [BYTE_BAD; 256];
+    let mut b = 0;
+    while b < 256 {
+        let lower = (b as u8).to_ascii_lowercase();
+        if is_host_byte(lower) {
+            t[b] = if lower == b'.' { BYTE_DOT } else { BYTE_LABEL };
+        }
+        b += 1;
+    }
+    t
+};
+
 /// Bytes a normalized hostname may hold.
-pub fn is_host_byte(b: u8) -> bool {
+pub const fn is_host_byte(b: u8) -> bool {
     matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_')
 }
 

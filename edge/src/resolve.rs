@@ -340,7 +340,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
     fn lookup<'r, T: Trace>(&self, host: HostName<'r>, trace: &mut T) -> Option<(u32, Domain<'r>)> {
         let fst = self.fst();
         let raw = host.raw();
-        let mut node = fst.root()?;
+        let mut node = fst.root_addr();
         let mut out = 0u64;
         let mut best: Option<(u64, usize)> = None;
         let mut end = raw.len();
@@ -349,7 +349,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             let start = raw[..end].iter().rposition(|&b| b == b'.').map_or(0, |dot| dot + 1);
             if walking {
                 for &b in &raw[start..end] {
-                    match fst.step(&node, b.to_ascii_lowercase()).and_then(|t| Some((t.out, fst.node(t.addr)?))) {
+                    match fst.step_addr(node, b.to_ascii_lowercase()) {
                         Some((o, next)) => {
                             out = out.wrapping_add(o);
                             node = next;
@@ -362,7 +362,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
                 }
             }
             if start == 0 {
-                let exact = (walking && node.is_final()).then(|| out.wrapping_add(node.final_output()));
+                let exact = if walking { fst.accept(node).map(|f| out.wrapping_add(f)) } else { None };
                 trace.entry(Domain { name: host, wildcard: false }, exact.and_then(|id| u32::try_from(id).ok()));
                 let (id, domain) = match (exact, best) {
                     (Some(id), _) => (id, Domain { name: host, wildcard: false }),
@@ -374,13 +374,13 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             // Another label follows: try `.*` below the suffix walked so far.
             let mut wildcard = None;
             if walking {
-                match fst.step(&node, KEY_LABEL_SEPARATOR).and_then(|t| Some((t.out, fst.node(t.addr)?))) {
+                match fst.step_addr(node, KEY_LABEL_SEPARATOR) {
                     Some((o, dot)) => {
                         out = out.wrapping_add(o);
                         node = dot;
-                        if let Some(t) = fst.step(&node, KEY_WILDCARD) {
-                            if let Some(star) = fst.node(t.addr).filter(|n| n.is_final()) {
-                                let id = out.wrapping_add(t.out).wrapping_add(star.final_output());
+                        if let Some((o, star)) = fst.step_addr(node, KEY_WILDCARD) {
+                            if let Some(f) = fst.accept(star) {
+                                let id = out.wrapping_add(o).wrapping_add(f);
                                 wildcard = Some(id);
                                 best = Some((id, start));
                             }

@@ -59,6 +59,12 @@ fn leb128_len(n: usize) -> usize {
 
 /// Reads the string at `offset` in the pool: a LEB128 length, then UTF-8.
 pub(crate) fn string_at(pool: &[u8], offset: u32) -> Option<&str> {
+    core::str::from_utf8(bytes_at(pool, offset)?).ok()
+}
+
+/// The bytes of the string at `offset`, without the UTF-8 check.
+#[inline]
+fn bytes_at(pool: &[u8], offset: u32) -> Option<&[u8]> {
     let mut at = offset as usize;
     let mut len: u64 = 0;
     for shift in (0..35).step_by(7) {
@@ -70,8 +76,7 @@ pub(crate) fn string_at(pool: &[u8], offset: u32) -> Option<&str> {
                 return None; // not the shortest encoding: never written
             }
             let len = usize::try_from(len).ok()?;
-            let bytes = pool.get(at..at.checked_add(len)?)?;
-            return core::str::from_utf8(bytes).ok();
+            return pool.get(at..at.checked_add(len)?);
         }
     }
     None
@@ -480,9 +485,9 @@ impl<'s> Assets<'s> {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let asset = self.get(mid)?;
-            match asset.bytes().cmp(name.clone()) {
-                Ordering::Equal => return Some(asset),
+            let asset = bytes_at(self.strings, self.ref_at(mid)?)?;
+            match asset.iter().copied().cmp(name.clone()) {
+                Ordering::Equal => return self.get(mid),
                 Ordering::Less => lo = mid + 1,
                 Ordering::Greater => hi = mid,
             }
