@@ -474,16 +474,6 @@ impl<'a> Fst<'a> {
     }
 }
 
-impl Node {
-    pub fn is_final(&self) -> bool {
-        self.is_final
-    }
-
-    pub fn final_output(&self) -> u64 {
-        self.final_output
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,7 +498,7 @@ mod tests {
             out += t.out;
             node = f.node(t.addr)?;
         }
-        node.is_final().then(|| out + node.final_output())
+        node.is_final.then(|| out + node.final_output)
     }
 
     #[test]

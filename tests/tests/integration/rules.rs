@@ -315,7 +315,8 @@ fn rule4_hostile_paths_never_leave_the_prefix() {
     for _ in 0..20_000 {
         let mut path = String::from("/");
         for _ in 0..rng.below(8) {
-            path.push_str(*rng.pick(&pieces[..]));
+            let piece: &&str = rng.pick(&pieces);
+            path.push_str(piece);
         }
         for host in ["open.example.com", "site.example.com", "bare.example.com"] {
             let json = resolve_json(&s, host, &path);

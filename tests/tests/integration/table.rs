@@ -72,7 +72,8 @@ fn bad_domains_are_named_with_their_reason() {
 fn every_kind_of_bad_item() {
     use ItemErrorKind as K;
     let arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1";
-    let cases: Vec<(String, fn(&K) -> bool)> = vec![
+    type Check = fn(&K) -> bool;
+    let cases: Vec<(String, Check)> = vec![
         (r#"{"Target":"s3://bucket"}"#.into(), |k| matches!(k, K::Missing("Domain"))),
         (r#"{"Domain":"a.dev"}"#.into(), |k| matches!(k, K::Missing("Target"))),
         (r#"{"Domain":7,"Target":"s3://bucket"}"#.into(), |k| {
