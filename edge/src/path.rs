@@ -138,12 +138,14 @@ pub(crate) fn write_url_bytes(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::
     Ok(())
 }
 
-/// Writes decoded path bytes that are known to be UTF-8.
+/// Writes decoded path bytes. They are UTF-8 once [`check`] passed; should
+/// they not be, invalid sequences become U+FFFD instead of an error, so a
+/// `Display` built on this never fails (`to_string` would panic).
 pub(crate) fn write_decoded(f: &mut fmt::Formatter<'_>, raw: &[u8]) -> fmt::Result {
     let mut buf = [0u8; 64];
     let mut len = 0;
     let mut bytes = Decoded::new(raw).peekable();
-    while bytes.peek().is_some() {
+    loop {
         while len < buf.len() {
             match bytes.next() {
                 Some(b) => {
@@ -153,22 +155,36 @@ pub(crate) fn write_decoded(f: &mut fmt::Formatter<'_>, raw: &[u8]) -> fmt::Resu
                 None => break,
             }
         }
-        let valid = match core::str::from_utf8(&buf[..len]) {
-            Ok(s) => s.len(),
-            Err(e) => e.valid_up_to(),
-        };
-        // SAFETY-free: `valid` bytes are UTF-8 by `from_utf8`'s own report.
-        f.write_str(core::str::from_utf8(&buf[..valid]).unwrap_or_default())?;
-        buf.copy_within(valid..len, 0);
-        len -= valid;
-        if valid == 0 && len == buf.len() {
-            return Err(fmt::Error); // not UTF-8 at all: `check` was skipped
+        let done = bytes.peek().is_none();
+        // Write what is valid; replace what is invalid; stop before an
+        // incomplete sequence at the end, which the next chunk completes.
+        let mut start = 0;
+        while start < len {
+            match core::str::from_utf8(&buf[start..len]) {
+                Ok(s) => {
+                    f.write_str(s)?;
+                    start = len;
+                }
+                Err(e) => {
+                    let valid = start + e.valid_up_to();
+                    f.write_str(core::str::from_utf8(&buf[start..valid]).unwrap_or_default())?;
+                    start = valid;
+                    match e.error_len() {
+                        Some(bad) => {
+                            f.write_str("\u{FFFD}")?;
+                            start += bad;
+                        }
+                        None => break,
+                    }
+                }
+            }
         }
+        if done {
+            return if start < len { f.write_str("\u{FFFD}") } else { Ok(()) };
+        }
+        buf.copy_within(start..len, 0);
+        len -= start;
     }
-    if len != 0 {
-        return Err(fmt::Error);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -220,6 +236,25 @@ mod tests {
             p.pop();
             assert_eq!(check(&p), Err(Reason::PathBadChar), "pad {pad}");
         }
+    }
+
+    #[test]
+    fn decoded_display_is_lossy_never_an_error() {
+        struct D<'a>(&'a [u8]);
+        impl fmt::Display for D<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_decoded(f, self.0)
+            }
+        }
+        assert_eq!(D(b"caf%C3%A9").to_string(), "café");
+        assert_eq!(D(b"a%FFb").to_string(), "a\u{FFFD}b");
+        assert_eq!(D(b"a%C3").to_string(), "a\u{FFFD}");
+        // A sequence split across the 64-byte chunk boundary survives.
+        let mut long = "x".repeat(63);
+        long.push('€');
+        assert_eq!(D(long.as_bytes()).to_string(), long);
+        let long: String = "€".repeat(100);
+        assert_eq!(D(long.as_bytes()).to_string(), long);
     }
 
     #[test]

@@ -290,19 +290,23 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
                 // `check` guarantees the leading `/`.
                 let p = path.get(1..).unwrap_or_default();
                 let index = p.is_empty() || p.ends_with(b"/");
+                let key = |name| Key { prefix: site.prefix, name };
                 let serve = |name, status| Resolution::Static {
                     domain,
                     bucket: site.bucket,
-                    key: Key { prefix: site.prefix, name },
+                    key: key(name),
                     status,
                     fallback: None,
                 };
                 let Some(assets) = site.assets else {
-                    let mut r = serve(KeyName::Request { path: p, index }, 200);
-                    if let Resolution::Static { fallback, .. } = &mut r {
-                        *fallback = site.fallback.map(|f| Key { prefix: site.prefix, name: KeyName::Stored(f) });
-                    }
-                    return r;
+                    // The bucket decides; the Fallback travels along for when it has no such object.
+                    return Resolution::Static {
+                        domain,
+                        bucket: site.bucket,
+                        key: key(KeyName::Request { path: p, index }),
+                        status: 200,
+                        fallback: site.fallback.map(|f| key(KeyName::Stored(f))),
+                    };
                 };
                 let suffix = if index { "index.html" } else { "" };
                 let found = assets.find(Decoded::new(p).chain(suffix.bytes()));
