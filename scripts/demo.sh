@@ -3,6 +3,7 @@
 # resolve a few requests against it. Needs nothing but the Rust toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/setup.sh
 
 cargo build --release --locked -q -p edgeroute-compiler
 bin=target/release/edgeroute

@@ -1,0 +1,325 @@
+//! The module's ABI (`docs/wasm-abi.md`). All multi-byte fields are
+//! little-endian; every pointer is an offset into the module's memory.
+#![allow(unsafe_code)] // the three shared-memory accessors below; see each SAFETY note
+
+use core::cell::UnsafeCell;
+use core::fmt::{self, Write};
+
+use edgeroute_edge::{Reason, Resolution, Scheme, Snapshot, SnapshotError};
+
+/// Bumped on any change to this ABI.
+pub const ABI_VERSION: u32 = 1;
+/// Bytes of `Host` + path one `resolve` accepts.
+pub const INPUT_CAPACITY: usize = 16 * 1024;
+/// The fixed part of the output record.
+pub const OUTPUT_HEADER: usize = 64;
+/// Room for the strings an answer builds (domain, key, location, fallback):
+/// enough for three times the input (percent-encoding) plus long prefixes.
+pub const OUTPUT_DATA: usize = 64 * 1024;
+
+/// `kind` byte of the output record.
+pub mod kind {
+    /// No answer: see the `error` byte.
+    pub const ERROR: u8 = 0;
+    pub const STATIC: u8 = 1;
+    pub const REDIRECT: u8 = 2;
+    pub const BALANCER: u8 = 3;
+    pub const NOT_FOUND: u8 = 4;
+    pub const BAD_REQUEST: u8 = 5;
+}
+
+/// `error` byte of an output record of kind `ERROR`.
+pub mod error {
+    /// No snapshot has been committed.
+    pub const NO_SNAPSHOT: u8 = 1;
+    /// `host_len + path_len` exceeds [`INPUT_CAPACITY`](super::INPUT_CAPACITY).
+    pub const INPUT_TOO_LONG: u8 = 2;
+    /// The answer's strings do not fit the output data area.
+    pub const OUTPUT_OVERFLOW: u8 = 3;
+}
+
+/// Status codes of `edgeroute_commit`.
+pub mod commit {
+    pub const OK: u32 = 0;
+    /// Nothing was reserved, or the region was already committed.
+    pub const NO_REGION: u32 = 1;
+    pub const TOO_SHORT: u32 = 2;
+    pub const BAD_MAGIC: u32 = 3;
+    pub const BAD_ENDIANNESS: u32 = 4;
+    pub const UNSUPPORTED_VERSION: u32 = 5;
+    pub const BAD_CHECKSUM: u32 = 6;
+    pub const TOO_LARGE: u32 = 7;
+    /// The header, FST, a route, a string or a site record is malformed.
+    pub const BAD_STRUCTURE: u32 = 8;
+}
+
+/// Output record field offsets.
+pub mod out {
+    pub const KIND: usize = 0;
+    /// bad_request: 1 + index in `Reason::ALL`; balancer: 1 = http, 2 = https; error: an `error` code.
+    pub const DETAIL: usize = 1;
+    /// static/redirect: HTTP status; balancer: port.
+    pub const STATUS_OR_PORT: usize = 2;
+    /// (offset from the output record's start, length) of the matched Domain.
+    pub const DOMAIN: usize = 4;
+    /// (guest pointer into the snapshot, length): static bucket, balancer origin host.
+    pub const TARGET: usize = 12;
+    /// (offset, length): static key, redirect location.
+    pub const KEY: usize = 20;
+    /// (offset, length) of a static site's Fallback key, or offset `u32::MAX`.
+    pub const FALLBACK: usize = 28;
+}
+
+struct State {
+    input: [u8; INPUT_CAPACITY],
+    output: [u8; OUTPUT_HEADER + OUTPUT_DATA],
+    /// The region last reserved and not yet committed: (pointer, length).
+    region: Option<(usize, usize)>,
+    snapshot: Option<Snapshot<&'static [u8]>>,
+}
+
+struct Global(UnsafeCell<State>);
+
+// SAFETY: the module runs single-threaded (wasm32 without the threads
+// feature), so the cell is never reached from two threads. Native builds
+// exist only to be linked by tools and must not call the exports from two
+// threads at once.
+unsafe impl Sync for Global {}
+
+static GLOBAL: Global = Global(UnsafeCell::new(State {
+    input: [0; INPUT_CAPACITY],
+    output: [0; OUTPUT_HEADER + OUTPUT_DATA],
+    region: None,
+    snapshot: None,
+}));
+
+fn state() -> &'static mut State {
+    // SAFETY: exports do not call each other and are not re-entered (the
+    // module has no imports to call back through), so each export holds the
+    // only reference for its duration.
+    unsafe { &mut *GLOBAL.0.get() }
+}
+
+/// The bytes of a reserved region. `pub` for the native tests.
+fn region_bytes(ptr: usize, len: usize) -> &'static mut [u8] {
+    // SAFETY: `ptr..ptr + len` was handed out by `grow`, which gives each
+    // region fresh memory that is never shrunk, freed or handed out again.
+    // The host writes it only before committing (the ABI's rule); should a
+    // host break that rule, the reader's checked accesses still keep every
+    // read in bounds.
+    unsafe { core::slice::from_raw_parts_mut(ptr as *mut u8, len) }
+}
+
+/// Fresh memory for `len` bytes; its address, or `None`.
+#[cfg(target_arch = "wasm32")]
+fn grow(len: usize) -> Option<usize> {
+    let pages = len.div_ceil(65536).max(1);
+    let old = core::arch::wasm32::memory_grow(0, pages);
+    (old != usize::MAX).then(|| old * 65536)
+}
+
+/// Native stand-in for `memory.grow`, for tests: a bump arena.
+#[cfg(not(target_arch = "wasm32"))]
+fn grow(len: usize) -> Option<usize> {
+    const ARENA: usize = 8 << 20;
+    struct Arena(UnsafeCell<([u8; ARENA], usize)>);
+    // SAFETY: as for `Global`.
+    unsafe impl Sync for Arena {}
+    static A: Arena = Arena(UnsafeCell::new(([0; ARENA], 0)));
+    // SAFETY: as for `state`.
+    let a = unsafe { &mut *A.0.get() };
+    let start = a.1;
+    let end = start.checked_add(len.max(1))?;
+    if end > ARENA {
+        return None;
+    }
+    a.1 = end;
+    Some(a.0[start..].as_mut_ptr() as usize)
+}
+
+/// The ABI version this module speaks.
+#[cfg_attr(target_arch = "wasm32", no_mangle)]
+pub extern "C" fn edgeroute_abi_version() -> u32 {
+    ABI_VERSION
+}
+
+/// Reserves `len` bytes of fresh memory for a snapshot and returns its
+/// address (0 if memory cannot grow). The host writes the snapshot there,
+/// then calls [`edgeroute_commit`]. A snapshot committed earlier keeps
+/// answering until a new commit succeeds.
+#[cfg_attr(target_arch = "wasm32", no_mangle)]
+pub extern "C" fn edgeroute_reserve(len: u32) -> u32 {
+    let s = state();
+    s.region = None;
+    match grow(len as usize) {
+        Some(ptr) => {
+            s.region = Some((ptr, len as usize));
+            ptr as u32
+        }
+        None => 0,
+    }
+}
+
+/// Validates the reserved region as a snapshot and, if it is valid, makes
+/// it the one `resolve` answers from. `verify_checksum = 0` skips only the
+/// CRC-32C, for hosts that checked it natively; the structure is always
+/// validated. On failure the previous snapshot keeps answering.
+#[cfg_attr(target_arch = "wasm32", no_mangle)]
+pub extern "C" fn edgeroute_commit(verify_checksum: u32) -> u32 {
+    let s = state();
+    let Some((ptr, len)) = s.region.take() else {
+        return commit::NO_REGION;
+    };
+    let bytes: &'static [u8] = region_bytes(ptr, len);
+    let parsed =
+        if verify_checksum != 0 { Snapshot::from_bytes(bytes) } else { Snapshot::from_bytes_checksum_verified(bytes) };
+    match parsed {
+        Ok(snap) => {
+            s.snapshot = Some(snap);
+            commit::OK
+        }
+        Err(e) => match e {
+            SnapshotError::TooShort { .. } => commit::TOO_SHORT,
+            SnapshotError::BadMagic => commit::BAD_MAGIC,
+            SnapshotError::BadEndianness => commit::BAD_ENDIANNESS,
+            SnapshotError::UnsupportedVersion { .. } => commit::UNSUPPORTED_VERSION,
+            SnapshotError::BadChecksum { .. } => commit::BAD_CHECKSUM,
+            SnapshotError::TooLarge => commit::TOO_LARGE,
+            _ => commit::BAD_STRUCTURE,
+        },
+    }
+}
+
+/// Routes in the committed snapshot (0 without one).
+#[cfg_attr(target_arch = "wasm32", no_mangle)]
+pub extern "C" fn edgeroute_route_count() -> u32 {
+    state().snapshot.as_ref().map_or(0, |s| s.route_count())
+}
+
+/// Address of the input buffer ([`INPUT_CAPACITY`] bytes).
+#[cfg_attr(target_arch = "wasm32", no_mangle)]
+pub extern "C" fn edgeroute_input() -> u32 {
+    state().input.as_ptr() as usize as u32
+}
+
+/// Address of the output record ([`OUTPUT_HEADER`] + [`OUTPUT_DATA`] bytes).
+#[cfg_attr(target_arch = "wasm32", no_mangle)]
+pub extern "C" fn edgeroute_output() -> u32 {
+    state().output.as_ptr() as usize as u32
+}
+
+/// Writes into the output data area, remembering where each string went.
+struct Cursor<'a> {
+    data: &'a mut [u8],
+    len: usize,
+}
+
+impl Cursor<'_> {
+    fn push(&mut self, b: u8) -> fmt::Result {
+        *self.data.get_mut(self.len).ok_or(fmt::Error)? = b;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Writes `bytes`; returns (offset from the record's start, length).
+    fn put(&mut self, bytes: impl Iterator<Item = u8>) -> Result<(u32, u32), fmt::Error> {
+        let start = self.len;
+        for b in bytes {
+            self.push(b)?;
+        }
+        Ok(((OUTPUT_HEADER + start) as u32, (self.len - start) as u32))
+    }
+
+    fn put_display(&mut self, d: &dyn fmt::Display) -> Result<(u32, u32), fmt::Error> {
+        let start = self.len;
+        write!(self, "{d}")?;
+        Ok(((OUTPUT_HEADER + start) as u32, (self.len - start) as u32))
+    }
+}
+
+impl Write for Cursor<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
+        self.data.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+fn put_u16(out: &mut [u8], at: usize, v: u16) {
+    out[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_pair(out: &mut [u8], at: usize, (a, b): (u32, u32)) {
+    out[at..at + 4].copy_from_slice(&a.to_le_bytes());
+    out[at + 4..at + 8].copy_from_slice(&b.to_le_bytes());
+}
+
+/// Resolves the request whose `Host` value is the first `host_len` input
+/// bytes and whose target (path, `?query`) is the next `path_len`. Fills the
+/// output record and returns its `kind`. Allocates nothing.
+#[cfg_attr(target_arch = "wasm32", no_mangle)]
+pub extern "C" fn edgeroute_resolve(host_len: u32, path_len: u32) -> u32 {
+    let s = state();
+    let (header, data) = s.output.split_at_mut(OUTPUT_HEADER);
+    header.fill(0);
+    put_pair(header, out::FALLBACK, (u32::MAX, 0));
+    let fail = |header: &mut [u8], code: u8| {
+        header[out::KIND] = kind::ERROR;
+        header[out::DETAIL] = code;
+        kind::ERROR as u32
+    };
+    let Some(snap) = s.snapshot.as_ref() else {
+        return fail(header, error::NO_SNAPSHOT);
+    };
+    let (host_len, path_len) = (host_len as usize, path_len as usize);
+    let Some(end) = host_len.checked_add(path_len).filter(|&e| e <= INPUT_CAPACITY) else {
+        return fail(header, error::INPUT_TOO_LONG);
+    };
+    let (host, path) = s.input[..end].split_at(host_len);
+    let answer = snap.resolve(host, path);
+    let mut cursor = Cursor { data, len: 0 };
+    match encode(&answer, header, &mut cursor) {
+        Ok(k) => k as u32,
+        Err(fmt::Error) => fail(header, error::OUTPUT_OVERFLOW),
+    }
+}
+
+fn encode(answer: &Resolution<'_, '_>, header: &mut [u8], c: &mut Cursor<'_>) -> Result<u8, fmt::Error> {
+    let target = |s: &str| (s.as_ptr() as usize as u32, s.len() as u32);
+    let k = match answer {
+        Resolution::Static { domain, bucket, key, status, fallback } => {
+            put_u16(header, out::STATUS_OR_PORT, *status);
+            put_pair(header, out::DOMAIN, c.put(domain.bytes())?);
+            put_pair(header, out::TARGET, target(bucket));
+            put_pair(header, out::KEY, c.put(key.bytes())?);
+            if let Some(f) = fallback {
+                put_pair(header, out::FALLBACK, c.put(f.bytes())?);
+            }
+            kind::STATIC
+        }
+        Resolution::Redirect { domain, location, status } => {
+            put_u16(header, out::STATUS_OR_PORT, *status);
+            put_pair(header, out::DOMAIN, c.put(domain.bytes())?);
+            put_pair(header, out::KEY, c.put_display(location)?);
+            kind::REDIRECT
+        }
+        Resolution::Balancer { domain, origin, port, scheme } => {
+            header[out::DETAIL] = match scheme {
+                Scheme::Http => 1,
+                Scheme::Https => 2,
+            };
+            put_u16(header, out::STATUS_OR_PORT, *port);
+            put_pair(header, out::DOMAIN, c.put(domain.bytes())?);
+            put_pair(header, out::TARGET, target(origin));
+            kind::BALANCER
+        }
+        Resolution::NotFound => kind::NOT_FOUND,
+        Resolution::BadRequest(reason) => {
+            header[out::DETAIL] = 1 + Reason::ALL.iter().position(|r| r == reason).unwrap_or(0) as u8;
+            kind::BAD_REQUEST
+        }
+    };
+    header[out::KIND] = k;
+    Ok(k)
+}

@@ -1,0 +1,23 @@
+//! `edgeroute-host` is the data plane: it runs the edge module
+//! (`edgeroute-edge-wasm`, built by this crate's build script and embedded
+//! as [`MODULE`]) in wasmtime, hot-swaps snapshots, and measures it all
+//! against the native resolver. It never links the DynamoDB SDK.
+
+/// The edge module: `wasm32-unknown-unknown`, no imports, ABI version 1
+/// (`docs/wasm-abi.md`).
+pub const MODULE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/edgeroute_edge.wasm"));
+
+/// Exports of the module, all of them: the ABI's functions, its memory, and
+/// two symbols the linker always adds.
+pub const EXPORTS: &[&str] = &[
+    "memory",
+    "edgeroute_abi_version",
+    "edgeroute_reserve",
+    "edgeroute_commit",
+    "edgeroute_route_count",
+    "edgeroute_input",
+    "edgeroute_output",
+    "edgeroute_resolve",
+    "__data_end",
+    "__heap_base",
+];
