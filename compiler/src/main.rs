@@ -182,26 +182,6 @@ fn key_of(domain: &str) -> String {
     domain.rsplit('.').collect::<Vec<_>>().join(".")
 }
 
-fn describe(r: &Resolution<'_, '_>) -> String {
-    match r {
-        Resolution::Static { domain, bucket, key, status, fallback } => {
-            let mut s = format!("static   {status}  s3://{bucket}/{key}   (entry {domain})");
-            if let Some(f) = fallback {
-                let _ = write!(s, "\n         if the bucket has no such object: s3://{bucket}/{f}");
-            }
-            s
-        }
-        Resolution::Redirect { domain, location, status } => {
-            format!("redirect {status}  Location: {location}   (entry {domain})")
-        }
-        Resolution::Balancer { domain, origin, port, scheme } => {
-            format!("balancer {}://{origin}:{port}   (entry {domain})", scheme.as_str())
-        }
-        Resolution::NotFound => "not found".to_owned(),
-        Resolution::BadRequest(reason) => format!("bad request: {reason}"),
-    }
-}
-
 fn cmd_resolve(snapshot: &Path, host: &[u8], path: &[u8], json: bool, explain: bool) -> Result<()> {
     let snap = load(snapshot)?;
     if json {
@@ -209,7 +189,7 @@ fn cmd_resolve(snapshot: &Path, host: &[u8], path: &[u8], json: bool, explain: b
         return Ok(());
     }
     if !explain {
-        println!("{}", describe(&snap.resolve(host, path)));
+        println!("{}", snap.resolve(host, path));
         return Ok(());
     }
     let mut trace = Explain::default();
@@ -276,7 +256,7 @@ fn cmd_resolve(snapshot: &Path, host: &[u8], path: &[u8], json: bool, explain: b
             }
         }
     }
-    let _ = writeln!(out, "answer    {}", describe(&r).replace('\n', "\n          "));
+    let _ = writeln!(out, "answer    {}", r.to_string().replace('\n', "\n          "));
     print!("{out}");
     Ok(())
 }

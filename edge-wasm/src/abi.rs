@@ -38,7 +38,18 @@ pub mod error {
     pub const OUTPUT_OVERFLOW: u8 = 3;
 }
 
-/// Status codes of `edgeroute_commit`.
+/// `mode` argument of `edgeroute_commit`.
+pub mod mode {
+    /// Validate the structure; the host has checked the CRC-32C natively.
+    pub const STRUCTURE: u32 = 0;
+    /// Validate everything, the CRC-32C included.
+    pub const FULL: u32 = 1;
+    /// Check the header only: these exact bytes (the same memory image)
+    /// were validated by another instance of this module already.
+    pub const TRUSTED: u32 = 2;
+}
+
+/// Status codes of `edgeroute_commit` and `edgeroute_attach`.
 pub mod commit {
     pub const OK: u32 = 0;
     /// Nothing was reserved, or the region was already committed.
@@ -51,6 +62,10 @@ pub mod commit {
     pub const TOO_LARGE: u32 = 7;
     /// The header, FST, a route, a string or a site record is malformed.
     pub const BAD_STRUCTURE: u32 = 8;
+    /// `edgeroute_attach` was given a region outside free memory.
+    pub const BAD_REGION: u32 = 9;
+    /// Unknown commit mode.
+    pub const BAD_MODE: u32 = 10;
 }
 
 /// Output record field offsets.
@@ -100,10 +115,12 @@ fn state() -> &'static mut State {
     unsafe { &mut *GLOBAL.0.get() }
 }
 
-/// The bytes of a reserved region. `pub` for the native tests.
+/// The bytes of a reserved or attached region.
 fn region_bytes(ptr: usize, len: usize) -> &'static mut [u8] {
     // SAFETY: `ptr..ptr + len` was handed out by `grow`, which gives each
-    // region fresh memory that is never shrunk, freed or handed out again.
+    // region fresh memory that is never shrunk, freed or handed out again,
+    // or was checked by `edgeroute_attach` to lie inside the memory and
+    // above every static the module uses.
     // The host writes it only before committing (the ABI's rule); should a
     // host break that rule, the reader's checked accesses still keep every
     // read in bounds.
@@ -160,19 +177,50 @@ pub extern "C" fn edgeroute_reserve(len: u32) -> u32 {
     }
 }
 
-/// Validates the reserved region as a snapshot and, if it is valid, makes
-/// it the one `resolve` answers from. `verify_checksum = 0` skips only the
-/// CRC-32C, for hosts that checked it natively; the structure is always
-/// validated. On failure the previous snapshot keeps answering.
+/// Names a snapshot that is already in memory (baked into the module's data
+/// by the host, so that instances share it copy-on-write) as the region to
+/// commit. It must lie within the memory and above the module's own
+/// statics, or `BAD_REGION` comes back.
 #[cfg_attr(target_arch = "wasm32", no_mangle)]
-pub extern "C" fn edgeroute_commit(verify_checksum: u32) -> u32 {
+pub extern "C" fn edgeroute_attach(ptr: u32, len: u32) -> u32 {
+    let s = state();
+    s.region = None;
+    let (ptr, len) = (ptr as usize, len as usize);
+    let statics_end = s.output.as_ptr() as usize + s.output.len();
+    let fits = ptr >= statics_end && ptr.checked_add(len).is_some_and(|end| end <= memory_len());
+    if !fits {
+        return commit::BAD_REGION;
+    }
+    s.region = Some((ptr, len));
+    commit::OK
+}
+
+#[cfg(target_arch = "wasm32")]
+fn memory_len() -> usize {
+    core::arch::wasm32::memory_size(0) * 65536
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn memory_len() -> usize {
+    0 // natively, only `edgeroute_reserve` hands out regions
+}
+
+/// Validates the reserved or attached region as a snapshot (see [`mode`])
+/// and, if it is valid, makes it the one `resolve` answers from. On failure
+/// the previous snapshot keeps answering.
+#[cfg_attr(target_arch = "wasm32", no_mangle)]
+pub extern "C" fn edgeroute_commit(mode: u32) -> u32 {
     let s = state();
     let Some((ptr, len)) = s.region.take() else {
         return commit::NO_REGION;
     };
     let bytes: &'static [u8] = region_bytes(ptr, len);
-    let parsed =
-        if verify_checksum != 0 { Snapshot::from_bytes(bytes) } else { Snapshot::from_bytes_checksum_verified(bytes) };
+    let parsed = match mode {
+        mode::FULL => Snapshot::from_bytes(bytes),
+        mode::STRUCTURE => Snapshot::from_bytes_checksum_verified(bytes),
+        mode::TRUSTED => Snapshot::from_bytes_trusted(bytes),
+        _ => return commit::BAD_MODE,
+    };
     match parsed {
         Ok(snap) => {
             s.snapshot = Some(snap);

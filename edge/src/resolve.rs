@@ -110,6 +110,30 @@ impl Resolution<'_, '_> {
     }
 }
 
+/// The readable one-line form (`edgeroute resolve` without `--json`); a
+/// static answer without an Assets list adds a second line for its Fallback.
+impl fmt::Display for Resolution<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resolution::Static { domain, bucket, key, status, fallback } => {
+                write!(f, "static   {status}  s3://{bucket}/{key}   (entry {domain})")?;
+                if let Some(fb) = fallback {
+                    write!(f, "\n         if the bucket has no such object: s3://{bucket}/{fb}")?;
+                }
+                Ok(())
+            }
+            Resolution::Redirect { domain, location, status } => {
+                write!(f, "redirect {status}  Location: {location}   (entry {domain})")
+            }
+            Resolution::Balancer { domain, origin, port, scheme } => {
+                write!(f, "balancer {}://{origin}:{port}   (entry {domain})", scheme.as_str())
+            }
+            Resolution::NotFound => f.write_str("not found"),
+            Resolution::BadRequest(reason) => write!(f, "bad request: {reason}"),
+        }
+    }
+}
+
 /// The Domain of the matched entry, as stored: the request's host for an
 /// exact entry, `*.` + the matched suffix for a wildcard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +142,19 @@ pub struct Domain<'r> {
     wildcard: bool,
 }
 
-impl Domain<'_> {
+impl<'r> Domain<'r> {
+    /// Parses a Domain as stored (`api.example.com`, `*.example.com`), e.g.
+    /// from an answer computed elsewhere. `None` unless it is normalized.
+    pub fn from_stored(domain: &'r str) -> Option<Domain<'r>> {
+        let (wildcard, name) = match domain.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, domain),
+        };
+        let parsed = HostName::parse(name.as_bytes()).ok()?;
+        let normalized = parsed.len() == name.len() && !name.bytes().any(|b| b.is_ascii_uppercase());
+        normalized.then_some(Domain { name: parsed, wildcard })
+    }
+
     pub fn is_wildcard(&self) -> bool {
         self.wildcard
     }
@@ -159,6 +195,13 @@ enum KeyName<'s, 'r> {
     /// The request path without its leading `/` (still escaped), then
     /// `index.html` when it is empty or ends in `/`.
     Request { path: &'r [u8], index: bool },
+}
+
+impl<'s> Key<'s, '_> {
+    /// A whole key, e.g. from an answer computed elsewhere.
+    pub fn whole(key: &'s str) -> Self {
+        Key { prefix: "", name: KeyName::Stored(key) }
+    }
 }
 
 impl Key<'_, '_> {
@@ -207,19 +250,40 @@ impl PartialEq<str> for Key<'_, '_> {
 /// Rendered as URL-safe ASCII (anything else percent-encoded).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Location<'r> {
-    path: &'r [u8],
-    query: Option<&'r [u8]>,
+    inner: LocationInner<'r>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LocationInner<'r> {
+    Parts {
+        path: &'r [u8],
+        query: Option<&'r [u8]>,
+    },
+    /// Already rendered (decoded from an answer computed elsewhere).
+    Rendered(&'r str),
+}
+
+impl<'r> Location<'r> {
+    /// A location rendered already, e.g. by the WebAssembly module.
+    pub fn rendered(location: &'r str) -> Location<'r> {
+        Location { inner: LocationInner::Rendered(location) }
+    }
 }
 
 impl fmt::Display for Location<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        path::write_url_bytes(f, self.path)?;
-        f.write_str("/")?;
-        if let Some(q) = self.query {
-            f.write_str("?")?;
-            path::write_url_bytes(f, q)?;
+        match self.inner {
+            LocationInner::Rendered(s) => f.write_str(s),
+            LocationInner::Parts { path, query } => {
+                path::write_url_bytes(f, path)?;
+                f.write_str("/")?;
+                if let Some(q) = query {
+                    f.write_str("?")?;
+                    path::write_url_bytes(f, q)?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 }
 
@@ -318,7 +382,11 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
                     let dir = assets.find(Decoded::new(p).chain(*b"/index.html"));
                     trace.asset(&AssetName { path: p, suffix: "/index.html" }, dir.is_some());
                     if dir.is_some() {
-                        return Resolution::Redirect { domain, location: Location { path, query }, status: 301 };
+                        return Resolution::Redirect {
+                            domain,
+                            location: Location { inner: LocationInner::Parts { path, query } },
+                            status: 301,
+                        };
                     }
                 }
                 if let Some(fallback) = site.fallback {

@@ -108,6 +108,17 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         Ok(snap)
     }
 
+    /// Wraps bytes that [`from_bytes`](Self::from_bytes) has already accepted
+    /// (for example another WebAssembly instance over the same immutable
+    /// memory image), checking only the header and section table, O(1).
+    ///
+    /// Reads stay bounds-checked, so bytes that were *not* validated can
+    /// give wrong answers but never read out of bounds.
+    pub fn from_bytes_trusted(data: D) -> Result<Snapshot<D>, SnapshotError> {
+        let layout = Self::check_header(data.as_ref(), false)?;
+        Ok(Snapshot { data, layout })
+    }
+
     fn check_header(bytes: &[u8], verify_checksum: bool) -> Result<Layout, SnapshotError> {
         let len = bytes.len();
         if len < HEADER_LEN + CHECKSUM_LEN {

@@ -1,7 +1,19 @@
 //! `edgeroute-host` is the data plane: it runs the edge module
 //! (`edgeroute-edge-wasm`, built by this crate's build script and embedded
-//! as [`MODULE`]) in wasmtime, hot-swaps snapshots, and measures it all
-//! against the native resolver. It never links the DynamoDB SDK.
+//! as [`MODULE`]) in wasmtime. Each snapshot is baked into the module's data,
+//! so every worker thread's instance shares its pages copy-on-write; a
+//! [`Router`] swaps snapshots atomically, validating each in a fresh instance
+//! first; epoch interruption bounds every call. It never links the DynamoDB
+//! SDK.
+
+pub mod answer;
+pub mod bake;
+pub mod engine;
+pub mod router;
+
+pub use crate::answer::Answer;
+pub use crate::engine::{EdgeEngine, EdgeInstance, EngineError, SnapshotModule};
+pub use crate::router::{Live, Router, Worker};
 
 /// The edge module: `wasm32-unknown-unknown`, no imports, ABI version 1
 /// (`docs/wasm-abi.md`).
@@ -13,6 +25,7 @@ pub const EXPORTS: &[&str] = &[
     "memory",
     "edgeroute_abi_version",
     "edgeroute_reserve",
+    "edgeroute_attach",
     "edgeroute_commit",
     "edgeroute_route_count",
     "edgeroute_input",

@@ -1,0 +1,236 @@
+//! The wasmtime side: one engine, snapshot modules (the edge module with a
+//! snapshot baked in), and instances of them that answer requests.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgeroute_edge::format::{CHECKSUM_LEN, HEADER_LEN};
+use wasmtime::{Config, Engine, Instance, Memory, Module, Store, TypedFunc};
+
+use crate::answer::{Answer, OUTPUT_LEN};
+use crate::bake::{bake, BakeError};
+use crate::MODULE;
+
+/// The epoch advances this often; a call's deadline is counted in ticks.
+pub const TICK: Duration = Duration::from_millis(10);
+/// Ticks a `resolve` call may run (a resolve takes about a microsecond).
+const RESOLVE_TICKS: u64 = 10;
+/// Ticks a full validation may run, per MiB of snapshot, plus a floor.
+const COMMIT_TICKS_PER_MIB: u64 = 100;
+const COMMIT_TICKS_MIN: u64 = 500;
+
+const INPUT_CAPACITY: usize = 16 * 1024;
+
+/// What can go wrong running the module.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("snapshot checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): truncated or corrupt")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("snapshot is truncated: {len} bytes")]
+    TooShort { len: usize },
+    #[error(transparent)]
+    Bake(#[from] BakeError),
+    #[error("the edge module refused the snapshot: {0}")]
+    Refused(&'static str),
+    #[error("the edge module trapped or ran out of time: {0}")]
+    Trap(String),
+    #[error("the edge module does not speak ABI version 1")]
+    Abi,
+    #[error("the request is longer than the module's {INPUT_CAPACITY}-byte input buffer")]
+    InputTooLong,
+    #[error("the module's answer is malformed")]
+    BadAnswer,
+}
+
+fn trap(e: wasmtime::Error) -> EngineError {
+    EngineError::Trap(format!("{e:#}"))
+}
+
+/// The engine, with its epoch ticker (stopped when the last clone drops).
+#[derive(Clone)]
+pub struct EdgeEngine {
+    engine: Engine,
+    _ticker: Arc<Ticker>,
+}
+
+struct Ticker(Arc<AtomicBool>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for EdgeEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EdgeEngine")
+    }
+}
+
+impl EdgeEngine {
+    pub fn new() -> Result<EdgeEngine, EngineError> {
+        let mut config = Config::new();
+        // Bound every call: a guest that loops is interrupted at its deadline.
+        config.epoch_interruption(true);
+        // Snapshot pages are shared by every instance (copy-on-write).
+        config.memory_init_cow(true);
+        let engine = Engine::new(&config).map_err(trap)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (weak, flag) = (engine.weak(), stop.clone());
+        std::thread::Builder::new()
+            .name("edgeroute-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })
+            .map_err(|e| EngineError::Trap(e.to_string()))?;
+        Ok(EdgeEngine { engine, _ticker: Arc::new(Ticker(stop)) })
+    }
+
+    /// Checks the snapshot's CRC-32C natively (hardware where there is
+    /// one), bakes it into the module, compiles the result, and validates
+    /// the snapshot's structure in a first instance. The result can be
+    /// instantiated on any number of threads, sharing the snapshot.
+    pub fn load(&self, snapshot: &[u8]) -> Result<(SnapshotModule, EdgeInstance), EngineError> {
+        let len = snapshot.len();
+        if len < HEADER_LEN + CHECKSUM_LEN {
+            return Err(EngineError::TooShort { len });
+        }
+        let body = len - CHECKSUM_LEN;
+        let stored = u32::from_le_bytes(snapshot[body..].try_into().map_err(|_| EngineError::TooShort { len })?);
+        let computed = crc32c::crc32c(&snapshot[..body]);
+        if stored != computed {
+            return Err(EngineError::Checksum { stored, computed });
+        }
+        let baked = bake(MODULE, snapshot)?;
+        let module = Module::new(&self.engine, &baked.module).map_err(trap)?;
+        let sm = SnapshotModule { engine: self.clone(), module, ptr: baked.ptr, len: baked.len };
+        let instance = sm.instantiate(Commit::Structure)?;
+        Ok((sm, instance))
+    }
+}
+
+/// The edge module with one snapshot baked in.
+#[derive(Clone)]
+pub struct SnapshotModule {
+    engine: EdgeEngine,
+    module: Module,
+    ptr: u32,
+    len: u32,
+}
+
+impl std::fmt::Debug for SnapshotModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotModule").field("ptr", &self.ptr).field("len", &self.len).finish()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// Validate the structure (the checksum was checked natively).
+    Structure,
+    /// The same bytes were validated by an earlier instance of this module.
+    Trusted,
+}
+
+impl SnapshotModule {
+    /// A new instance answering from the baked snapshot. After the first
+    /// (validating) instance, instances skip validation: they map the very
+    /// same memory image.
+    pub fn instance(&self) -> Result<EdgeInstance, EngineError> {
+        self.instantiate(Commit::Trusted)
+    }
+
+    pub(crate) fn instantiate(&self, commit: Commit) -> Result<EdgeInstance, EngineError> {
+        let mut store = Store::new(&self.engine.engine, ());
+        store.set_epoch_deadline(COMMIT_TICKS_MIN + COMMIT_TICKS_PER_MIB * (self.len as u64 >> 20));
+        let instance = Instance::new(&mut store, &self.module, &[]).map_err(trap)?;
+        let mut call = |name: &str| {
+            instance.get_typed_func::<(), u32>(&mut store, name).and_then(|f| f.call(&mut store, ())).map_err(trap)
+        };
+        if call("edgeroute_abi_version")? != 1 {
+            return Err(EngineError::Abi);
+        }
+        let input = call("edgeroute_input")? as usize;
+        let output = call("edgeroute_output")? as usize;
+        let attach = instance.get_typed_func::<(u32, u32), u32>(&mut store, "edgeroute_attach").map_err(trap)?;
+        let commit_fn = instance.get_typed_func::<u32, u32>(&mut store, "edgeroute_commit").map_err(trap)?;
+        let status = attach.call(&mut store, (self.ptr, self.len)).map_err(trap)?;
+        if status != 0 {
+            return Err(EngineError::Refused(commit_status(status)));
+        }
+        let mode = match commit {
+            Commit::Structure => 0,
+            Commit::Trusted => 2,
+        };
+        let status = commit_fn.call(&mut store, mode).map_err(trap)?;
+        if status != 0 {
+            return Err(EngineError::Refused(commit_status(status)));
+        }
+        let resolve = instance.get_typed_func::<(u32, u32), u32>(&mut store, "edgeroute_resolve").map_err(trap)?;
+        let memory = instance.get_memory(&mut store, "memory").ok_or(EngineError::Abi)?;
+        // The fixed buffers must lie inside the memory.
+        let size = memory.data_size(&store);
+        if input.checked_add(INPUT_CAPACITY).is_none_or(|e| e > size)
+            || output.checked_add(OUTPUT_LEN).is_none_or(|e| e > size)
+        {
+            return Err(EngineError::Abi);
+        }
+        Ok(EdgeInstance { store, memory, resolve, input, output })
+    }
+}
+
+fn commit_status(status: u32) -> &'static str {
+    match status {
+        1 => "no region to commit",
+        2 => "truncated",
+        3 => "not an edgeroute snapshot (bad magic bytes)",
+        4 => "wrong endian marker",
+        5 => "unsupported format version",
+        6 => "checksum mismatch",
+        7 => "larger than 4 GiB",
+        8 => "malformed structure (header, index, route, string or site record)",
+        9 => "snapshot region outside free memory",
+        10 => "unknown commit mode",
+        _ => "unknown status",
+    }
+}
+
+/// One instance of a snapshot module, owned by one thread at a time.
+pub struct EdgeInstance {
+    store: Store<()>,
+    memory: Memory,
+    resolve: TypedFunc<(u32, u32), u32>,
+    input: usize,
+    output: usize,
+}
+
+impl std::fmt::Debug for EdgeInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeInstance").finish_non_exhaustive()
+    }
+}
+
+impl EdgeInstance {
+    /// Resolves one request in the guest and copies the answer into
+    /// `answer`. Bounds-checked writes in, bounds-checked reads out.
+    pub fn resolve_into(&mut self, host: &[u8], target: &[u8], answer: &mut Answer) -> Result<(), EngineError> {
+        let n = host.len() + target.len();
+        if n > INPUT_CAPACITY {
+            return Err(EngineError::InputTooLong);
+        }
+        let mem = self.memory.data_mut(&mut self.store);
+        let input = mem.get_mut(self.input..self.input + n).ok_or(EngineError::Abi)?;
+        input[..host.len()].copy_from_slice(host);
+        input[host.len()..].copy_from_slice(target);
+        self.store.set_epoch_deadline(RESOLVE_TICKS);
+        self.resolve.call(&mut self.store, (host.len() as u32, target.len() as u32)).map_err(trap)?;
+        answer.read(self.memory.data(&self.store), self.output)
+    }
+}

@@ -1,0 +1,132 @@
+//! [`Router`]: the live snapshot, swapped atomically, and the per-thread
+//! [`Worker`]s that answer from it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use edgeroute_edge::Resolution;
+use sha2::{Digest, Sha256};
+
+use crate::answer::Answer;
+use crate::engine::{EdgeEngine, EdgeInstance, EngineError, SnapshotModule};
+
+/// Everything about the snapshot being served, swapped as one value so
+/// that nothing is ever seen half-swapped.
+#[derive(Debug)]
+pub struct Live {
+    /// Increases by one with every successful swap.
+    pub generation: u64,
+    /// Lowercase hex SHA-256 of the snapshot: its id.
+    pub id: String,
+    pub route_count: u32,
+    pub size: usize,
+    /// Checksum, bake, compile and validation.
+    pub load_time: Duration,
+    module: SnapshotModule,
+    /// The instance that validated the snapshot, for the first worker.
+    spare: Mutex<Option<EdgeInstance>>,
+}
+
+/// Serves one snapshot at a time and swaps it atomically.
+#[derive(Debug)]
+pub struct Router {
+    engine: EdgeEngine,
+    live: ArcSwap<Live>,
+    generations: AtomicU64,
+}
+
+impl Router {
+    /// Loads the first snapshot.
+    pub fn new(engine: EdgeEngine, snapshot: &[u8]) -> Result<Router, EngineError> {
+        let live = Self::load(&engine, snapshot, 1)?;
+        Ok(Router { engine, live: ArcSwap::from_pointee(live), generations: AtomicU64::new(1) })
+    }
+
+    fn load(engine: &EdgeEngine, snapshot: &[u8], generation: u64) -> Result<Live, EngineError> {
+        let start = Instant::now();
+        let (module, instance) = engine.load(snapshot)?;
+        let route_count = route_count(snapshot);
+        Ok(Live {
+            generation,
+            id: Sha256::digest(snapshot).iter().map(|b| format!("{b:02x}")).collect(),
+            route_count,
+            size: snapshot.len(),
+            load_time: start.elapsed(),
+            module,
+            spare: Mutex::new(Some(instance)),
+        })
+    }
+
+    /// Validates `snapshot` in a fresh instance and, only if it is good,
+    /// makes it the live one. Lookups in flight finish on the old one; a
+    /// refused snapshot leaves the old one serving and comes back as the error.
+    pub fn swap(&self, snapshot: &[u8]) -> Result<Arc<Live>, EngineError> {
+        let generation = self.generations.load(Ordering::Relaxed) + 1;
+        let live = Arc::new(Self::load(&self.engine, snapshot, generation)?);
+        self.generations.store(generation, Ordering::Relaxed);
+        self.live.store(live.clone());
+        Ok(live)
+    }
+
+    /// The snapshot being served now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// A worker for the calling thread.
+    pub fn worker(&self) -> Worker<'_> {
+        Worker { router: self, current: None, answer: Answer::default() }
+    }
+}
+
+/// The header's route count (the snapshot was validated before this is read).
+fn route_count(snapshot: &[u8]) -> u32 {
+    snapshot.get(16..20).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// One thread's instance of the live snapshot module. It follows swaps
+/// lazily: the first lookup after a swap instantiates the new module
+/// (cheap: the snapshot's pages are mapped, not copied).
+pub struct Worker<'r> {
+    router: &'r Router,
+    current: Option<(u64, EdgeInstance)>,
+    answer: Answer,
+}
+
+impl std::fmt::Debug for Worker<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("generation", &self.current.as_ref().map(|c| c.0)).finish()
+    }
+}
+
+impl Worker<'_> {
+    /// Resolves through the WebAssembly module. A trap (or a call that runs
+    /// out of time) discards this worker's instance, so the next lookup
+    /// starts from a fresh one, and comes back as an error.
+    pub fn resolve(&mut self, host: &[u8], target: &[u8]) -> Result<Resolution<'_, '_>, EngineError> {
+        let live = self.router.live.load();
+        if self.current.as_ref().map(|c| c.0) != Some(live.generation) {
+            let spare = live.spare.lock().ok().and_then(|mut s| s.take());
+            let instance = match spare {
+                Some(i) => i,
+                None => live.module.instance()?,
+            };
+            self.current = Some((live.generation, instance));
+        }
+        let Some((_, instance)) = self.current.as_mut() else { return Err(EngineError::BadAnswer) };
+        if let Err(e) = instance.resolve_into(host, target, &mut self.answer) {
+            if matches!(e, EngineError::Trap(_) | EngineError::BadAnswer) {
+                self.current = None;
+            }
+            return Err(e);
+        }
+        self.answer.resolution()
+    }
+
+    /// The generation this worker answered from last.
+    pub fn generation(&self) -> Option<u64> {
+        self.current.as_ref().map(|c| c.0)
+    }
+}
