@@ -125,6 +125,15 @@ impl Worker<'_> {
         self.answer.resolution()
     }
 
+    /// Makes this worker's next lookup trap (see
+    /// [`EdgeInstance::expire_next_call`]). For tests of trap recovery.
+    #[doc(hidden)]
+    pub fn expire_next_call(&mut self) {
+        if let Some((_, instance)) = self.current.as_mut() {
+            instance.expire_next_call();
+        }
+    }
+
     /// The generation this worker answered from last.
     pub fn generation(&self) -> Option<u64> {
         self.current.as_ref().map(|c| c.0)

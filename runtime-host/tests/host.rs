@@ -35,3 +35,148 @@ mod module {
         wasmparser::Validator::new().validate_all(MODULE).expect("the module validates");
     }
 }
+
+mod conformance {
+    use edgeroute_host::{EdgeEngine, Router};
+    use edgeroute_tests::{conformance, resolve_json, snapshot};
+
+    #[test]
+    fn conformance_corpus_through_wasm_matches_native() {
+        let (table, cases) = conformance();
+        let snap = snapshot(&table);
+        let router = Router::new(EdgeEngine::new().unwrap(), snap.as_bytes()).unwrap();
+        let mut worker = router.worker();
+        for case in &cases {
+            let native = resolve_json(&snap, &case.host, &case.path);
+            let wasm = worker.resolve(case.host.as_bytes(), case.path.as_bytes()).unwrap();
+            assert_eq!(wasm.json().to_string(), native, "host {:?} path {:?}", case.host, case.path);
+            let expect: serde_json::Value = serde_json::from_str(case.expect.as_deref().unwrap()).unwrap();
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&native).unwrap(), expect);
+        }
+    }
+
+    #[test]
+    fn readable_answers_agree_too() {
+        let (table, cases) = conformance();
+        let snap = snapshot(&table);
+        let router = Router::new(EdgeEngine::new().unwrap(), snap.as_bytes()).unwrap();
+        let mut worker = router.worker();
+        for case in cases.iter().step_by(3) {
+            let native = snap.resolve(case.host.as_bytes(), case.path.as_bytes()).to_string();
+            let wasm = worker.resolve(case.host.as_bytes(), case.path.as_bytes()).unwrap().to_string();
+            assert_eq!(wasm, native);
+        }
+    }
+}
+
+mod swap {
+    use edgeroute_host::{EdgeEngine, EngineError, Router};
+    use edgeroute_tests::{fix_checksum, snapshot};
+
+    const A: &str = r#"{"Domain":"a.example.com","Target":"s3://bucket/one"}
+{"Domain":"*.w.example.com","Target":"http://10.0.0.1:8080"}"#;
+    const B: &str = r#"{"Domain":"a.example.com","Target":"s3://bucket/two"}
+{"Domain":"b.example.com","Target":"https://b.example.net"}"#;
+
+    fn key(router: &Router, host: &str) -> String {
+        router.worker().resolve(host.as_bytes(), b"/").unwrap().json().to_string()
+    }
+
+    #[test]
+    fn a_valid_swap_replaces_the_snapshot_and_workers_follow() {
+        let (a, b) = (snapshot(A), snapshot(B));
+        let router = Router::new(EdgeEngine::new().unwrap(), a.as_bytes()).unwrap();
+        let first = router.live();
+        assert_eq!((first.generation, first.route_count), (1, 2));
+        let mut worker = router.worker();
+        assert!(worker.resolve(b"a.example.com", b"/").unwrap().json().to_string().contains("one/index.html"));
+        let live = router.swap(b.as_bytes()).unwrap();
+        assert_eq!(live.generation, 2);
+        assert_eq!(live.id, edgeroute_compiler::snapshot_id(b.as_bytes()));
+        // The same worker follows the swap on its next lookup.
+        assert!(worker.resolve(b"a.example.com", b"/").unwrap().json().to_string().contains("two/index.html"));
+        assert_eq!(worker.generation(), Some(2));
+        assert!(key(&router, "b.example.com").contains("b.example.net"));
+        assert_eq!(key(&router, "x.w.example.com"), r#"{"kind":"not_found"}"#);
+        // The old snapshot's metadata stays consistent for whoever holds it.
+        assert_eq!(first.id, edgeroute_compiler::snapshot_id(a.as_bytes()));
+    }
+
+    #[test]
+    fn corrupt_or_truncated_snapshots_are_refused_and_the_old_one_keeps_answering() {
+        let a = snapshot(A);
+        let router = Router::new(EdgeEngine::new().unwrap(), a.as_bytes()).unwrap();
+        let b = snapshot(B);
+        let bytes = b.as_bytes();
+        // Truncated: caught by the native checksum.
+        let e = router.swap(&bytes[..bytes.len() - 7]).unwrap_err();
+        assert!(matches!(e, EngineError::Checksum { .. }), "{e}");
+        let e = router.swap(&bytes[..10]).unwrap_err();
+        assert!(matches!(e, EngineError::TooShort { .. }), "{e}");
+        // Bit flip: checksum.
+        let mut flipped = bytes.to_vec();
+        flipped[100] ^= 4;
+        assert!(matches!(router.swap(&flipped).unwrap_err(), EngineError::Checksum { .. }));
+        // Structural corruption with a correct checksum: refused by the guest.
+        let mut broken = bytes.to_vec();
+        let routes = b.sections()[1].offset;
+        broken[routes] = 9;
+        fix_checksum(&mut broken);
+        let e = router.swap(&broken).unwrap_err();
+        assert!(matches!(e, EngineError::Refused(_)), "{e}");
+        assert!(e.to_string().contains("malformed"), "{e}");
+        // Not a snapshot at all.
+        let mut junk = vec![0u8; 200];
+        fix_checksum(&mut junk);
+        assert!(matches!(router.swap(&junk).unwrap_err(), EngineError::Refused(_)));
+        // Through all of it, the first snapshot answered and still does.
+        assert_eq!(router.live().generation, 1);
+        assert!(key(&router, "a.example.com").contains("one/index.html"));
+        assert!(key(&router, "x.w.example.com").contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_trap_is_an_error_and_the_worker_recovers() {
+        let a = snapshot(A);
+        let router = Router::new(EdgeEngine::new().unwrap(), a.as_bytes()).unwrap();
+        let mut worker = router.worker();
+        assert!(worker.resolve(b"a.example.com", b"/").is_ok());
+        worker.expire_next_call();
+        let e = worker.resolve(b"a.example.com", b"/").unwrap_err();
+        assert!(matches!(e, EngineError::Trap(_)), "{e}");
+        // The next lookup runs on a fresh instance of the same snapshot.
+        let answer = worker.resolve(b"a.example.com", b"/").unwrap().json().to_string();
+        assert!(answer.contains("one/index.html"), "{answer}");
+        assert_eq!(router.live().generation, 1);
+    }
+
+    #[test]
+    fn many_threads_share_one_router() {
+        let a = snapshot(A);
+        let b = snapshot(B);
+        let router = Router::new(EdgeEngine::new().unwrap(), a.as_bytes()).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let mut worker = router.worker();
+                    for _ in 0..200 {
+                        let answer = worker.resolve(b"a.example.com", b"/").unwrap().json().to_string();
+                        // Always one snapshot or the other, never a mix.
+                        assert!(answer.contains("one/index.html") || answer.contains("two/index.html"), "{answer}");
+                    }
+                });
+            }
+            s.spawn(|| router.swap(b.as_bytes()).unwrap());
+        });
+        assert_eq!(router.live().generation, 2);
+    }
+
+    #[test]
+    fn oversized_requests_are_errors_not_traps() {
+        let router = Router::new(EdgeEngine::new().unwrap(), snapshot(A).as_bytes()).unwrap();
+        let mut worker = router.worker();
+        let long = vec![b'a'; 20_000];
+        assert!(matches!(worker.resolve(b"a.example.com", &long).unwrap_err(), EngineError::InputTooLong));
+        assert!(worker.resolve(b"a.example.com", b"/").is_ok());
+    }
+}

@@ -152,3 +152,44 @@ pub fn generate_table(n: usize, seed: u64) -> GeneratedTable {
     }
     GeneratedTable { jsonl, hosts }
 }
+
+/// One request of the conformance corpus and the answer it must get.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub host: String,
+    pub path: String,
+    /// The `--json` answer, compact, or `None` before expectations are written.
+    pub expect: Option<String>,
+}
+
+/// The conformance corpus (`tests/conformance/`): its table and cases.
+pub fn conformance() -> (String, Vec<Case>) {
+    let dir = workspace_root().join("tests/conformance");
+    let table = std::fs::read_to_string(dir.join("table.jsonl")).expect("conformance table");
+    let cases = std::fs::read_to_string(dir.join("cases.jsonl")).expect("conformance cases");
+    let cases = cases
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a case is JSON");
+            Case {
+                host: v["host"].as_str().expect("host").to_owned(),
+                path: v["path"].as_str().expect("path").to_owned(),
+                expect: v.get("expect").map(|e| e.to_string()),
+            }
+        })
+        .collect();
+    (table, cases)
+}
+
+/// Rewrites the corpus's cases with the given answers (for `UPDATE_CONFORMANCE`).
+pub fn write_conformance(cases: &[Case], answers: &[String]) {
+    let mut out = String::new();
+    for (case, answer) in cases.iter().zip(answers) {
+        let expect: serde_json::Value = serde_json::from_str(answer).expect("answers are JSON");
+        let line = serde_json::json!({ "host": case.host, "path": case.path, "expect": expect });
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    std::fs::write(workspace_root().join("tests/conformance/cases.jsonl"), out).expect("write cases");
+}

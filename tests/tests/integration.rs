@@ -2,6 +2,7 @@
 
 mod integration {
     pub mod alloc;
+    pub mod conformance;
     pub mod corruption;
     pub mod determinism;
     pub mod golden;
