@@ -8,6 +8,7 @@
 
 pub mod answer;
 pub mod bake;
+pub mod bench;
 pub mod engine;
 pub mod router;
 

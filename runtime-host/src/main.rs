@@ -30,6 +30,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time lookups through Wasm, the native resolver, fst and a HashMap.
+    Bench {
+        #[arg(long, value_name = "FILE")]
+        snapshot: PathBuf,
+        /// One `HOST PATH` per line (see `benches/src/bin/generate.rs`).
+        #[arg(long, value_name = "FILE")]
+        queries: PathBuf,
+        /// Wasm worker threads, each resolving every query.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +69,21 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", answer.json());
             } else {
                 println!("{answer}");
+            }
+            Ok(())
+        }
+        Command::Bench { snapshot, queries, threads, json } => {
+            let bytes =
+                std::fs::read(&snapshot).with_context(|| format!("cannot read snapshot {}", snapshot.display()))?;
+            let text =
+                std::fs::read_to_string(&queries).with_context(|| format!("cannot read {}", queries.display()))?;
+            let queries = edgeroute_host::bench::parse_queries(&text);
+            let report = edgeroute_host::bench::run(&bytes, &queries, threads)
+                .with_context(|| format!("cannot bench snapshot {}", snapshot.display()))?;
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.text());
             }
             Ok(())
         }
