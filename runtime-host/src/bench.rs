@@ -94,6 +94,10 @@ pub struct Report {
     pub wasm_load_ms: f64,
     /// Resident set after every worker thread has its instance.
     pub rss_bytes: u64,
+    /// Proportional set size then (shared pages counted once).
+    pub pss_bytes: u64,
+    /// Private anonymous memory then.
+    pub anon_bytes: u64,
     pub peak_rss_bytes: u64,
 }
 
@@ -109,6 +113,21 @@ pub fn rss() -> (u64, u64) {
             .map_or(0, |kb| kb * 1024)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Memory by kind, from `/proc/self/smaps_rollup`: (proportional set size,
+/// private anonymous pages). Shared snapshot pages count once in PSS and not
+/// at all as anonymous; copies made per instance would show in both.
+pub fn memory_breakdown() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("Pss:"), field("Anonymous:"))
 }
 
 /// The cores this process may run on (`Cpus_allowed_list`).
@@ -141,7 +160,7 @@ pub fn run(snapshot: &[u8], queries: &[Query], threads: usize) -> Result<Report,
     let router = Router::new(EdgeEngine::new()?, snapshot)?;
     let wasm_load_ms = router.live().load_time.as_secs_f64() * 1e3;
     let ready = std::sync::Barrier::new(threads + 1);
-    let (wasm, (rss_bytes, _)) = std::thread::scope(|s| -> Result<_, EngineError> {
+    let (wasm, (rss_bytes, (pss_bytes, anon_bytes))) = std::thread::scope(|s| -> Result<_, EngineError> {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| -> Result<Vec<f64>, EngineError> {
@@ -161,7 +180,7 @@ pub fn run(snapshot: &[u8], queries: &[Query], threads: usize) -> Result<Report,
             })
             .collect();
         ready.wait();
-        let rss_all_ready = rss();
+        let rss_all_ready = (rss().0, memory_breakdown());
         let mut results = handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         let first = results.next().unwrap_or(Ok(Vec::new()))?;
         for r in results {
@@ -206,6 +225,8 @@ pub fn run(snapshot: &[u8], queries: &[Query], threads: usize) -> Result<Report,
         load_ms,
         wasm_load_ms,
         rss_bytes,
+        pss_bytes,
+        anon_bytes,
         peak_rss_bytes: rss().1,
     })
 }
@@ -229,6 +250,8 @@ impl Report {
             "load_ms": self.load_ms,
             "wasm_load_ms": self.wasm_load_ms,
             "rss_bytes": self.rss_bytes,
+            "pss_bytes": self.pss_bytes,
+            "anon_bytes": self.anon_bytes,
             "peak_rss_bytes": self.peak_rss_bytes,
         })
     }
@@ -259,9 +282,11 @@ impl Report {
             self.load_ms, self.wasm_load_ms
         ));
         s.push_str(&format!(
-            "  RSS with {} worker(s) ready: {:.1} MiB; peak {:.1} MiB\n",
+            "  memory with {} worker(s) ready: RSS {:.1} MiB, PSS {:.1} MiB, private anonymous {:.1} MiB; peak RSS {:.1} MiB\n",
             self.threads,
             self.rss_bytes as f64 / 1048576.0,
+            self.pss_bytes as f64 / 1048576.0,
+            self.anon_bytes as f64 / 1048576.0,
             self.peak_rss_bytes as f64 / 1048576.0
         ));
         s
