@@ -180,3 +180,77 @@ mod swap {
         assert!(worker.resolve(b"a.example.com", b"/").is_ok());
     }
 }
+
+mod cli {
+    use std::process::Command;
+
+    use edgeroute_tests::{conformance, snapshot};
+
+    fn host_cli(args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_edgeroute-host")).args(args).output().expect("runs")
+    }
+
+    #[test]
+    fn resolve_prints_what_edgeroute_resolve_prints() {
+        let (table, cases) = conformance();
+        let snap = snapshot(&table);
+        let dir = std::env::temp_dir().join(format!("edgeroute-host-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.snap");
+        std::fs::write(&file, snap.as_bytes()).unwrap();
+        let file = file.to_str().unwrap();
+        for case in cases.iter().filter(|c| !c.host.contains('\0')).step_by(9) {
+            let native = snap.resolve(case.host.as_bytes(), case.path.as_bytes());
+            let o = host_cli(&["resolve", "--snapshot", file, "--json", "--", &case.host, &case.path]);
+            assert!(o.status.success());
+            assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{}\n", native.json()), "{case:?}");
+            let o = host_cli(&["resolve", "--snapshot", file, "--", &case.host, &case.path]);
+            assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{native}\n"), "{case:?}");
+        }
+        // An unusable snapshot: a clear message and a failing exit code.
+        std::fs::write(dir.join("bad.snap"), &snap.as_bytes()[..100]).unwrap();
+        let o = host_cli(&["resolve", "--snapshot", dir.join("bad.snap").to_str().unwrap(), "a.dev"]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("cannot use snapshot") && err.contains("checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn bench_prints_the_documented_json_keys() {
+        let table = edgeroute_tests::generate_table(2_000, 3);
+        let snap = snapshot(&table.jsonl);
+        let dir = std::env::temp_dir().join(format!("edgeroute-host-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("b.snap"), snap.as_bytes()).unwrap();
+        let queries: String = table.hosts.iter().take(500).map(|h| format!("{h} /\n")).collect();
+        std::fs::write(dir.join("q.txt"), queries).unwrap();
+        let o = host_cli(&[
+            "bench",
+            "--snapshot",
+            dir.join("b.snap").to_str().unwrap(),
+            "--queries",
+            dir.join("q.txt").to_str().unwrap(),
+            "--threads",
+            "2",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        for key in [
+            "wasm_p50_ns",
+            "wasm_p99_ns",
+            "wasm_mean_ns",
+            "native_p50_ns",
+            "native_p99_ns",
+            "fst_p50_ns",
+            "hashmap_p50_ns",
+            "load_ms",
+            "peak_rss_bytes",
+        ] {
+            assert!(v[key].as_f64().is_some_and(|x| x >= 0.0), "{key} missing in {v}");
+        }
+        assert_eq!(v["queries"], 500);
+        assert_eq!(v["threads"], 2);
+        assert_eq!(v["routes"], 2_000);
+    }
+}
