@@ -28,15 +28,15 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn demo_snap(dir: &Path) -> String {
+/// Compiles the demo table into `dir/demo.snap`.
+fn compile_demo(dir: &Path) -> (Output, PathBuf) {
     let out = dir.join("demo.snap");
-    let o = edgeroute(&[
-        "compile",
-        "--from",
-        root().join("snapshots/demo.jsonl").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let demo = root().join("snapshots/demo.jsonl");
+    (edgeroute(&["compile", "--from", demo.to_str().unwrap(), "--out", out.to_str().unwrap()]), out)
+}
+
+fn demo_snap(dir: &Path) -> String {
+    let (o, out) = compile_demo(dir);
     assert!(o.status.success(), "{}", stderr(&o));
     out.to_str().unwrap().to_owned()
 }
@@ -44,14 +44,7 @@ fn demo_snap(dir: &Path) -> String {
 #[test]
 fn compile_reports_counts_size_and_id_and_matches_the_golden_file() {
     let dir = scratch("compile");
-    let out = dir.join("demo.snap");
-    let o = edgeroute(&[
-        "compile",
-        "--from",
-        root().join("snapshots/demo.jsonl").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (o, out) = compile_demo(&dir);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("compiled 14 routes (8 static sites, 6 balancers; 3 wildcards)"), "{text}");

@@ -66,6 +66,24 @@ pub mod commit {
     pub const BAD_REGION: u32 = 9;
     /// Unknown commit mode.
     pub const BAD_MODE: u32 = 10;
+
+    /// What a status means, for hosts' error messages.
+    pub fn describe(status: u32) -> &'static str {
+        match status {
+            OK => "ok",
+            NO_REGION => "no region to commit",
+            TOO_SHORT => "truncated",
+            BAD_MAGIC => "not an edgeroute snapshot (bad magic bytes)",
+            BAD_ENDIANNESS => "wrong endian marker",
+            UNSUPPORTED_VERSION => "unsupported format version",
+            BAD_CHECKSUM => "checksum mismatch",
+            TOO_LARGE => "larger than 4 GiB",
+            BAD_STRUCTURE => "malformed structure (header, index, route, string or site record)",
+            BAD_REGION => "snapshot region outside free memory",
+            BAD_MODE => "unknown commit mode",
+            _ => "unknown status",
+        }
+    }
 }
 
 /// Output record field offsets.
@@ -135,23 +153,11 @@ fn grow(len: usize) -> Option<usize> {
     (old != usize::MAX).then(|| old * 65536)
 }
 
-/// Native stand-in for `memory.grow`, for tests: a bump arena.
+/// Natively there is no `memory.grow`: the native build exists for its
+/// constants (hosts link it to decode answers) and never hands out regions.
 #[cfg(not(target_arch = "wasm32"))]
-fn grow(len: usize) -> Option<usize> {
-    const ARENA: usize = 8 << 20;
-    struct Arena(UnsafeCell<([u8; ARENA], usize)>);
-    // SAFETY: as for `Global`.
-    unsafe impl Sync for Arena {}
-    static A: Arena = Arena(UnsafeCell::new(([0; ARENA], 0)));
-    // SAFETY: as for `state`.
-    let a = unsafe { &mut *A.0.get() };
-    let start = a.1;
-    let end = start.checked_add(len.max(1))?;
-    if end > ARENA {
-        return None;
-    }
-    a.1 = end;
-    Some(a.0[start..].as_mut_ptr() as usize)
+fn grow(_len: usize) -> Option<usize> {
+    None
 }
 
 /// The ABI version this module speaks.

@@ -2,12 +2,12 @@
 //! [`Resolution`] type the native resolver returns.
 
 use edgeroute_edge::{Domain, Key, Location, Reason, Resolution, Scheme};
+use edgeroute_edge_wasm::{error, kind, out, OUTPUT_DATA, OUTPUT_HEADER};
 
 use crate::engine::EngineError;
 
-const OUTPUT_HEADER: usize = 64;
-const OUTPUT_DATA: usize = 64 * 1024;
 pub(crate) const OUTPUT_LEN: usize = OUTPUT_HEADER + OUTPUT_DATA;
+const NONE: usize = u32::MAX as usize;
 
 /// A copy of one answer, reused across lookups (no allocation once its
 /// buffer has grown to the largest answer seen).
@@ -41,10 +41,10 @@ impl Answer {
         let record = mem.get(output..output + OUTPUT_LEN).ok_or(EngineError::BadAnswer)?;
         self.header.copy_from_slice(&record[..OUTPUT_HEADER]);
         // Only the prefix of the data area that the answer's strings use.
-        let end = [4, 20, 28]
+        let end = [out::DOMAIN, out::KEY, out::FALLBACK]
             .iter()
             .map(|&at| (u32_at(&self.header, at), u32_at(&self.header, at + 4)))
-            .filter(|&(off, _)| off != u32::MAX as usize && off >= OUTPUT_HEADER)
+            .filter(|&(off, _)| off != NONE && off >= OUTPUT_HEADER)
             .map(|(off, len)| off - OUTPUT_HEADER + len)
             .max()
             .unwrap_or(0);
@@ -52,7 +52,7 @@ impl Answer {
         self.strings.clear();
         self.strings.extend_from_slice(data);
         self.used = end;
-        let (ptr, len) = (u32_at(&self.header, 12), u32_at(&self.header, 16));
+        let (ptr, len) = (u32_at(&self.header, out::TARGET), u32_at(&self.header, out::TARGET + 4));
         if len > 0 {
             let target = mem.get(ptr..ptr + len).ok_or(EngineError::BadAnswer)?;
             self.strings.extend_from_slice(target);
@@ -77,37 +77,41 @@ impl Answer {
     /// The answer as the native resolver's type.
     pub fn resolution(&self) -> Result<Resolution<'_, '_>, EngineError> {
         let h = &self.header;
-        let domain = || self.string(4).and_then(|d| Domain::from_stored(d).ok_or(EngineError::BadAnswer));
-        Ok(match h[0] {
-            1 => Resolution::Static {
+        let domain = || self.string(out::DOMAIN).and_then(|d| Domain::from_stored(d).ok_or(EngineError::BadAnswer));
+        Ok(match h[out::KIND] {
+            kind::STATIC => Resolution::Static {
                 domain: domain()?,
                 bucket: self.target()?,
-                key: Key::whole(self.string(20)?),
-                status: u16_at(h, 2),
-                fallback: if u32_at(h, 28) == u32::MAX as usize { None } else { Some(Key::whole(self.string(28)?)) },
+                key: Key::whole(self.string(out::KEY)?),
+                status: u16_at(h, out::STATUS_OR_PORT),
+                fallback: if u32_at(h, out::FALLBACK) == NONE {
+                    None
+                } else {
+                    Some(Key::whole(self.string(out::FALLBACK)?))
+                },
             },
-            2 => Resolution::Redirect {
+            kind::REDIRECT => Resolution::Redirect {
                 domain: domain()?,
-                location: Location::rendered(self.string(20)?),
-                status: u16_at(h, 2),
+                location: Location::rendered(self.string(out::KEY)?),
+                status: u16_at(h, out::STATUS_OR_PORT),
             },
-            3 => Resolution::Balancer {
+            kind::BALANCER => Resolution::Balancer {
                 domain: domain()?,
                 origin: self.target()?,
-                port: u16_at(h, 2),
-                scheme: match h[1] {
+                port: u16_at(h, out::STATUS_OR_PORT),
+                scheme: match h[out::DETAIL] {
                     1 => Scheme::Http,
                     2 => Scheme::Https,
                     _ => return Err(EngineError::BadAnswer),
                 },
             },
             4 => Resolution::NotFound,
-            5 => {
-                Resolution::BadRequest(*Reason::ALL.get((h[1] as usize).wrapping_sub(1)).ok_or(EngineError::BadAnswer)?)
-            }
-            0 => {
-                return Err(match h[1] {
-                    2 => EngineError::InputTooLong,
+            5 => Resolution::BadRequest(
+                *Reason::ALL.get((h[out::DETAIL] as usize).wrapping_sub(1)).ok_or(EngineError::BadAnswer)?,
+            ),
+            kind::ERROR => {
+                return Err(match h[out::DETAIL] {
+                    error::INPUT_TOO_LONG => EngineError::InputTooLong,
                     _ => EngineError::BadAnswer,
                 })
             }

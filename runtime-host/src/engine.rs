@@ -8,6 +8,8 @@ use std::time::Duration;
 use edgeroute_edge::format::{CHECKSUM_LEN, HEADER_LEN};
 use wasmtime::{Config, Engine, Instance, Memory, Module, Store, TypedFunc};
 
+use edgeroute_edge_wasm::{self as abi, INPUT_CAPACITY};
+
 use crate::answer::{Answer, OUTPUT_LEN};
 use crate::bake::{bake, BakeError};
 use crate::MODULE;
@@ -19,8 +21,6 @@ const RESOLVE_TICKS: u64 = 10;
 /// Ticks a full validation may run, per MiB of snapshot, plus a floor.
 const COMMIT_TICKS_PER_MIB: u64 = 100;
 const COMMIT_TICKS_MIN: u64 = 500;
-
-const INPUT_CAPACITY: usize = 16 * 1024;
 
 /// What can go wrong running the module.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +154,7 @@ impl SnapshotModule {
         let mut call = |name: &str| {
             instance.get_typed_func::<(), u32>(&mut store, name).and_then(|f| f.call(&mut store, ())).map_err(trap)
         };
-        if call("edgeroute_abi_version")? != 1 {
+        if call("edgeroute_abi_version")? != abi::ABI_VERSION {
             return Err(EngineError::Abi);
         }
         let input = call("edgeroute_input")? as usize;
@@ -162,16 +162,16 @@ impl SnapshotModule {
         let attach = instance.get_typed_func::<(u32, u32), u32>(&mut store, "edgeroute_attach").map_err(trap)?;
         let commit_fn = instance.get_typed_func::<u32, u32>(&mut store, "edgeroute_commit").map_err(trap)?;
         let status = attach.call(&mut store, (self.ptr, self.len)).map_err(trap)?;
-        if status != 0 {
-            return Err(EngineError::Refused(commit_status(status)));
+        if status != abi::commit::OK {
+            return Err(EngineError::Refused(abi::commit::describe(status)));
         }
         let mode = match commit {
-            Commit::Structure => 0,
-            Commit::Trusted => 2,
+            Commit::Structure => abi::mode::STRUCTURE,
+            Commit::Trusted => abi::mode::TRUSTED,
         };
         let status = commit_fn.call(&mut store, mode).map_err(trap)?;
-        if status != 0 {
-            return Err(EngineError::Refused(commit_status(status)));
+        if status != abi::commit::OK {
+            return Err(EngineError::Refused(abi::commit::describe(status)));
         }
         let resolve = instance.get_typed_func::<(u32, u32), u32>(&mut store, "edgeroute_resolve").map_err(trap)?;
         let memory = instance.get_memory(&mut store, "memory").ok_or(EngineError::Abi)?;
@@ -183,22 +183,6 @@ impl SnapshotModule {
             return Err(EngineError::Abi);
         }
         Ok(EdgeInstance { store, memory, resolve, input, output, expire_next: false })
-    }
-}
-
-fn commit_status(status: u32) -> &'static str {
-    match status {
-        1 => "no region to commit",
-        2 => "truncated",
-        3 => "not an edgeroute snapshot (bad magic bytes)",
-        4 => "wrong endian marker",
-        5 => "unsupported format version",
-        6 => "checksum mismatch",
-        7 => "larger than 4 GiB",
-        8 => "malformed structure (header, index, route, string or site record)",
-        9 => "snapshot region outside free memory",
-        10 => "unknown commit mode",
-        _ => "unknown status",
     }
 }
 
