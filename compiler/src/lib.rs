@@ -13,4 +13,4 @@ pub mod writer;
 pub use crate::compile::{compile, snapshot_id, CompileError, Compiled, Options, Progress, Stats};
 pub use crate::item::{Location, RawItem, Value};
 pub use crate::route::{normalize_domain, ItemError, ItemErrorKind, Route, Target};
-pub use crate::writer::{write_snapshot, WriteError};
+pub use crate::writer::{write_sorted, WriteError};

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use edgeroute_edge::{check_host, Reason, Scheme, MAX_HOST_LEN};
+use edgeroute_edge::{HostName, Reason, Scheme, MAX_HOST_LEN};
 
 use crate::item::{Location, RawItem, Value};
 
@@ -198,7 +198,7 @@ pub fn normalize_domain(raw: &str) -> Result<Cow<'_, str>, String> {
             if ascii.is_empty() { Reason::HostEmpty } else { Reason::HostBadLabel }
         ));
     }
-    let host = check_host(ascii.as_bytes()).map_err(|r| format!("{r}: {}", explain(r)))?;
+    let host = HostName::parse(ascii.as_bytes()).map_err(|r| format!("{r}: {}", explain(r)))?;
     debug_assert_eq!(host.len(), ascii.len());
     if wildcard {
         if !ascii.contains('.') {
@@ -353,7 +353,7 @@ fn parse_authority<'a>(source: &Cow<'a, str>, s: &str, scheme: Scheme) -> Result
     } else {
         piece(source, host)
     };
-    match check_host(host.as_bytes()) {
+    match HostName::parse(host.as_bytes()) {
         Ok(h) if h.len() == host.len() => Ok((host, port)),
         Ok(_) => Err("host has a trailing dot".into()),
         Err(r) => Err(format!("host: {r}: {}", explain(r))),

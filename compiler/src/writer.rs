@@ -15,8 +15,6 @@ use crate::route::{Route, Target};
 /// Why a table cannot become a snapshot at all.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("two routes share the key of Domain {0:?}")]
-    DuplicateKey(String),
     #[error("the snapshot would exceed 4 GiB, which 32-bit offsets cannot address")]
     TooLarge,
     #[error("building the index failed: {0}")]
@@ -95,21 +93,11 @@ impl Sites {
     }
 }
 
-/// Writes a snapshot of `routes` (in any order; keys must be unique).
-pub fn write_snapshot(routes: &[Route<'_>]) -> Result<Vec<u8>, WriteError> {
-    let mut keyed: Vec<(Vec<u8>, &Route<'_>)> = routes.iter().map(|r| (r.key(), r)).collect();
-    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    if let Some(w) = keyed.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(WriteError::DuplicateKey(w[0].1.domain.to_string()));
-    }
-    let keys: Vec<&[u8]> = keyed.iter().map(|k| k.0.as_slice()).collect();
-    let routes: Vec<&Route<'_>> = keyed.iter().map(|k| k.1).collect();
-    write_sorted(&keys, &routes)
-}
-
 /// Writes routes already sorted by strictly ascending key (`keys[i]` is
-/// `routes[i].key()`). The index is built on a second thread meanwhile.
-pub(crate) fn write_sorted(keys: &[&[u8]], routes: &[&Route<'_>]) -> Result<Vec<u8>, WriteError> {
+/// `routes[i].key()`), as [`compile`](crate::compile) leaves them; keys out
+/// of order or repeated come back as the index builder's error. The index
+/// is built on a second thread meanwhile.
+pub fn write_sorted(keys: &[&[u8]], routes: &[&Route<'_>]) -> Result<Vec<u8>, WriteError> {
     debug_assert_eq!(keys.len(), routes.len());
     let route_count = u32::try_from(routes.len()).map_err(|_| WriteError::TooLarge)?;
     let (fst_bytes, body) = std::thread::scope(|s| {

@@ -33,8 +33,3 @@ pub use crate::host::{HostName, MAX_HOST_LEN, MAX_LABEL_LEN};
 pub use crate::json::Json;
 pub use crate::resolve::{Domain, Key, Location, NoTrace, Reason, Resolution, Trace};
 pub use crate::snapshot::{Assets, Origin, Route, Scheme, SectionInfo, Snapshot, StaticSite};
-
-/// Applies resolve rule 1 alone; the compiler uses it to check Domains.
-pub fn check_host(value: &[u8]) -> Result<HostName<'_>, Reason> {
-    HostName::parse(value)
-}
