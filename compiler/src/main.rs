@@ -206,7 +206,7 @@ fn cmd_resolve(snapshot: &Path, host: &[u8], path: &[u8], json: bool, explain: b
             let _ = writeln!(out, "entries   (index keys have their labels reversed)");
             for (domain, route) in &trace.entries {
                 let state = match route {
-                    Some(id) => format!("present, route {id}"),
+                    Some(at) => format!("present, record {at}"),
                     None => "absent".to_owned(),
                 };
                 let _ = writeln!(out, "          {domain:<40} key {:<40} {state}", key_of(domain));
@@ -226,7 +226,7 @@ fn cmd_resolve(snapshot: &Path, host: &[u8], path: &[u8], json: bool, explain: b
             let matched = r.domain().and_then(|d| {
                 trace.entries.iter().find(|(name, id)| id.is_some() && d == *name.as_str()).and_then(|e| e.1)
             });
-            match matched.and_then(|id| snap.route(id)) {
+            match matched.and_then(|at| snap.route_at(at)) {
                 Some(Route::Static(site)) => {
                     let _ = writeln!(
                         out,

@@ -1,14 +1,22 @@
 //! The snapshot writer: routes in, the bytes of `docs/snapshot-format.md` out.
 //!
-//! Deterministic by construction: routes are ordered by key, ids follow that
-//! order, and strings and site records are interned in the order the routes
-//! first use them. Nothing else (time, host, hash-map order) reaches the file.
+//! The layout puts what one lookup reads next to each other: a route's
+//! record holds its strings and its site in place, except those an earlier
+//! record already holds, which it refers back to (so a string used by many
+//! routes, like `index.html`, is stored once and stays hot in the cache).
+//! One pass writes the records; the index, which maps each key to its
+//! record's offset, is built on a second thread as the offsets come.
+//!
+//! Deterministic by construction: routes are ordered by key and written in
+//! that order; every back reference names the first occurrence. Nothing
+//! else (time, host, hash-map order) reaches the file.
 
-use std::hash::BuildHasher;
+use std::borrow::Cow;
+use std::sync::mpsc;
 
 use edgeroute_edge::format::*;
 use edgeroute_edge::{crc32c, Scheme};
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxHashMap;
 
 use crate::route::{Route, Target};
 
@@ -21,75 +29,166 @@ pub enum WriteError {
     Fst(#[from] fst::Error),
 }
 
-/// The string pool: LEB128 length + UTF-8 bytes per distinct string.
-#[derive(Default)]
-struct Strings<'a> {
-    pool: Vec<u8>,
-    offsets: FxHashMap<&'a str, u32>,
+/// Record offsets are handed to the index builder in batches of this many.
+const BATCH: usize = 8192;
+
+/// A static site's (Fallback, Assets), compared by content.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SiteKey<'r> {
+    fallback: Option<&'r str>,
+    assets: Option<&'r [Cow<'r, str>]>,
 }
 
-impl<'a> Strings<'a> {
-    fn intern(&mut self, s: &'a str) -> Result<u32, WriteError> {
-        if let Some(&off) = self.offsets.get(s) {
-            return Ok(off);
-        }
-        let off = u32::try_from(self.pool.len()).map_err(|_| WriteError::TooLarge)?;
-        let mut len = s.len();
-        loop {
-            let byte = (len & 0x7F) as u8;
-            len >>= 7;
-            if len == 0 {
-                self.pool.push(byte);
-                break;
+impl<'r> SiteKey<'r> {
+    fn of(target: &'r Target<'_>) -> Option<SiteKey<'r>> {
+        match target {
+            Target::Static { assets, fallback, .. } if assets.is_some() || fallback.is_some() => {
+                Some(SiteKey { fallback: fallback.as_deref(), assets: assets.as_deref() })
             }
-            self.pool.push(byte | 0x80);
+            _ => None,
         }
-        self.pool.extend_from_slice(s.as_bytes());
-        self.offsets.insert(s, off);
-        Ok(off)
     }
 }
 
-/// Site records, deduplicated by content without allocating a key per site:
-/// a record is appended, hashed, and taken back if an equal one exists.
-#[derive(Default)]
-struct Sites {
-    bytes: Vec<u8>,
-    by_hash: FxHashMap<u64, u32>,
+fn push_leb(out: &mut Vec<u8>, mut n: u32) {
+    loop {
+        let byte = (n & 0x7F) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
-impl Sites {
-    fn add(&mut self, fallback: u32, assets: Option<&[u32]>) -> Result<u32, WriteError> {
-        let start = self.bytes.len();
-        let off = u32::try_from(start).map_err(|_| WriteError::TooLarge)?;
-        self.bytes.extend_from_slice(&fallback.to_le_bytes());
-        match assets {
-            None => self.bytes.extend_from_slice(&NONE.to_le_bytes()),
-            Some(list) => {
-                let n = u32::try_from(list.len()).map_err(|_| WriteError::TooLarge)?;
-                self.bytes.extend_from_slice(&n.to_le_bytes());
-                for r in list {
-                    self.bytes.extend_from_slice(&r.to_le_bytes());
+fn leb_len(n: u32) -> usize {
+    (32 - (n | 1).leading_zeros()).div_ceil(7) as usize
+}
+
+/// An offset or length that fits a string field's tag (31 bits).
+fn tag_value(n: usize) -> Result<u32, WriteError> {
+    u32::try_from(n).ok().filter(|&n| n < 1 << 31).ok_or(WriteError::TooLarge)
+}
+
+fn u32_len(n: usize) -> Result<u32, WriteError> {
+    u32::try_from(n).map_err(|_| WriteError::TooLarge)
+}
+
+/// The routes section as it is written, with where each string and site
+/// first appears in it.
+#[derive(Default)]
+struct Records<'r> {
+    out: Vec<u8>,
+    strings: FxHashMap<&'r str, u32>,
+    sites: FxHashMap<SiteKey<'r>, u32>,
+    /// Scratch space for an Assets list's entries and their offsets, and
+    /// the strings that first appear among them.
+    entries: Vec<u8>,
+    offsets: Vec<u32>,
+    first: Vec<(&'r str, u32)>,
+}
+
+impl<'r> Records<'r> {
+    /// Writes a string field to `out` (the routes section, or the entries
+    /// scratch, whose offset in the section will be `base`): a reference to
+    /// the string's first field when there is one and it is shorter, else
+    /// the bytes in place.
+    fn string(&mut self, to_scratch: bool, s: &'r str) -> Result<(), WriteError> {
+        let inline_tag = (tag_value(s.len())? << 1) | STRING_INLINE;
+        let known = self.strings.get(s).map(|&field| field << 1);
+        let out = if to_scratch { &mut self.entries } else { &mut self.out };
+        match known {
+            Some(tag) if leb_len(tag) < leb_len(inline_tag) + s.len() => push_leb(out, tag),
+            _ => {
+                let field = tag_value(out.len())?;
+                push_leb(out, inline_tag);
+                out.extend_from_slice(s.as_bytes());
+                if known.is_none() {
+                    if to_scratch {
+                        self.first.push((s, field));
+                    } else {
+                        self.strings.insert(s, field);
+                    }
                 }
             }
         }
-        let record = &self.bytes[start..];
-        let hash = FxBuildHasher.hash_one(record);
-        match self.by_hash.get(&hash) {
-            Some(&prev) => {
-                let p = prev as usize;
-                if self.bytes.get(p..p + record.len()) == Some(record) && p + record.len() <= start {
-                    self.bytes.truncate(start);
-                    return Ok(prev);
-                }
-                // A 64-bit hash collision: keep both records (still deterministic).
-                Ok(off)
+        Ok(())
+    }
+
+    /// Writes a site record in place: flags, Fallback, then the Assets
+    /// offset table and entries. Assets are sorted by bytes already: that
+    /// order is what the resolver's binary search relies on.
+    fn site(&mut self, site: SiteKey<'r>) -> Result<(), WriteError> {
+        let flags_at = self.out.len();
+        self.out.push(0);
+        let mut flags = 0;
+        if let Some(f) = site.fallback {
+            flags |= SITE_FALLBACK;
+            self.string(false, f)?;
+        }
+        if let Some(assets) = site.assets {
+            flags |= SITE_ASSETS;
+            self.entries.clear();
+            self.offsets.clear();
+            self.first.clear();
+            for a in assets {
+                self.offsets.push(u32_len(self.entries.len())?);
+                self.string(true, a)?;
             }
-            None => {
-                self.by_hash.insert(hash, off);
-                Ok(off)
+            let wide = self.offsets.last().is_some_and(|&o| o > u16::MAX as u32);
+            if wide {
+                flags |= SITE_WIDE_OFFSETS;
+            }
+            push_leb(&mut self.out, u32_len(self.offsets.len())?);
+            for &o in &self.offsets {
+                if wide {
+                    self.out.extend_from_slice(&o.to_le_bytes());
+                } else {
+                    self.out.extend_from_slice(&(o as u16).to_le_bytes());
+                }
+            }
+            push_leb(&mut self.out, u32_len(self.entries.len())?);
+            let base = tag_value(self.out.len())?;
+            self.out.extend_from_slice(&self.entries);
+            for &(s, field) in &self.first {
+                self.strings.insert(s, tag_value(base as usize + field as usize)?);
             }
         }
+        self.out[flags_at] = flags;
+        Ok(())
+    }
+
+    fn record(&mut self, route: &'r Route<'_>) -> Result<(), WriteError> {
+        match &route.target {
+            Target::Static { bucket, prefix, .. } => {
+                let site = SiteKey::of(&route.target);
+                let earlier = site.and_then(|key| self.sites.get(&key).copied());
+                self.out.push(ROUTE_STATIC);
+                self.out.push(match (site, earlier) {
+                    (None, _) => 0,
+                    (Some(_), None) => STATIC_HAS_SITE,
+                    (Some(_), Some(_)) => STATIC_HAS_SITE | STATIC_SITE_REF,
+                });
+                self.string(false, bucket)?;
+                self.string(false, prefix)?;
+                match (site, earlier) {
+                    (None, _) => {}
+                    (Some(key), None) => {
+                        self.sites.insert(key, u32_len(self.out.len())?);
+                        self.site(key)?;
+                    }
+                    (Some(_), Some(at)) => push_leb(&mut self.out, at),
+                }
+            }
+            Target::Balancer { host, port, scheme } => {
+                self.out.push(ROUTE_BALANCER);
+                self.out.push(if *scheme == Scheme::Https { FLAG_HTTPS } else { 0 });
+                self.out.extend_from_slice(&port.to_le_bytes());
+                self.string(false, host)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -100,26 +199,33 @@ impl Sites {
 pub fn write_sorted(keys: &[&[u8]], routes: &[&Route<'_>]) -> Result<Vec<u8>, WriteError> {
     debug_assert_eq!(keys.len(), routes.len());
     let route_count = u32::try_from(routes.len()).map_err(|_| WriteError::TooLarge)?;
+    // The index maps each key to its record's offset, so it is built as the
+    // records are written, on a second thread, fed offsets in batches.
     let (fst_bytes, body) = std::thread::scope(|s| {
-        let index = s.spawn(|| -> Result<Vec<u8>, WriteError> {
+        let (offsets, batches) = mpsc::sync_channel::<Vec<u32>>(16);
+        let index = s.spawn(move || -> Result<Vec<u8>, WriteError> {
             let mut b = fst::MapBuilder::memory();
-            for (id, key) in keys.iter().enumerate() {
-                b.insert(key, id as u64)?;
+            let mut keys = keys.iter();
+            for batch in batches {
+                for offset in batch {
+                    let key = keys.next().expect("one record offset per key");
+                    b.insert(key, offset as u64)?;
+                }
             }
             Ok(b.into_inner()?)
         });
-        let body = write_records(routes);
+        let body = write_records(routes, |batch| {
+            // A closed channel means the index failed; its error is reported below.
+            let _ = offsets.send(batch);
+        });
+        drop(offsets);
         let fst_bytes = index.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         (fst_bytes, body)
     });
-    let (fst_bytes, (records, strings, sites)) = (fst_bytes?, body?);
+    let records = body?;
+    let fst_bytes = fst_bytes?;
 
-    let sections: [(SectionKind, &[u8]); 4] = [
-        (SectionKind::Fst, &fst_bytes),
-        (SectionKind::Routes, &records),
-        (SectionKind::Strings, &strings),
-        (SectionKind::Sites, &sites),
-    ];
+    let sections: [(SectionKind, &[u8]); 2] = [(SectionKind::Fst, &fst_bytes), (SectionKind::Routes, &records)];
     let total = HEADER_LEN + sections.iter().map(|s| s.1.len()).sum::<usize>() + CHECKSUM_LEN;
     u32::try_from(total).map_err(|_| WriteError::TooLarge)?;
     let mut out = Vec::with_capacity(total);
@@ -143,48 +249,18 @@ pub fn write_sorted(keys: &[&[u8]], routes: &[&Route<'_>]) -> Result<Vec<u8>, Wr
     Ok(out)
 }
 
-type Body = (Vec<u8>, Vec<u8>, Vec<u8>);
-
-/// The route records, string pool and site records, in route order.
-fn write_records<'r>(routes: &[&'r Route<'_>]) -> Result<Body, WriteError> {
-    // The maps grow as they go: pre-sizing them measured slower (more
-    // memory touched at once while the index is built on the other core).
-    let mut strings: Strings<'r> = Strings::default();
-    let mut sites = Sites::default();
-    let mut records = Vec::with_capacity(routes.len() * ROUTE_LEN);
-    let mut refs = Vec::new();
+/// The routes section, in route order; `emit` receives the records'
+/// offsets in batches, in order.
+fn write_records(routes: &[&Route<'_>], mut emit: impl FnMut(Vec<u32>)) -> Result<Vec<u8>, WriteError> {
+    let mut records = Records { out: Vec::with_capacity(routes.len() * 56), ..Records::default() };
+    let mut batch = Vec::with_capacity(BATCH);
     for route in routes {
-        let mut rec = [0u8; ROUTE_LEN];
-        match &route.target {
-            Target::Static { bucket, prefix, assets, fallback } => {
-                rec[0] = ROUTE_STATIC;
-                rec[4..8].copy_from_slice(&strings.intern(bucket)?.to_le_bytes());
-                rec[8..12].copy_from_slice(&strings.intern(prefix)?.to_le_bytes());
-                let site = if assets.is_none() && fallback.is_none() {
-                    NONE
-                } else {
-                    let fallback = match fallback {
-                        Some(f) => strings.intern(f)?,
-                        None => NONE,
-                    };
-                    refs.clear();
-                    // Assets are sorted by bytes already: that order is what
-                    // the resolver's binary search relies on.
-                    for a in assets.iter().flatten() {
-                        refs.push(strings.intern(a)?);
-                    }
-                    sites.add(fallback, assets.as_ref().map(|_| refs.as_slice()))?
-                };
-                rec[12..16].copy_from_slice(&site.to_le_bytes());
-            }
-            Target::Balancer { host, port, scheme } => {
-                rec[0] = ROUTE_BALANCER;
-                rec[1] = if *scheme == Scheme::Https { FLAG_HTTPS } else { 0 };
-                rec[2..4].copy_from_slice(&port.to_le_bytes());
-                rec[4..8].copy_from_slice(&strings.intern(host)?.to_le_bytes());
-            }
+        batch.push(u32_len(records.out.len())?);
+        if batch.len() == BATCH {
+            emit(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
         }
-        records.extend_from_slice(&rec);
+        records.record(route)?;
     }
-    Ok((records, strings.pool, sites.bytes))
+    emit(batch);
+    Ok(records.out)
 }

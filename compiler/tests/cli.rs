@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use edgeroute_edge::format::{CHECKSUM_LEN, FORMAT_VERSION, HEADER_LEN};
+
 fn edgeroute(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_edgeroute")).args(args).output().expect("runs")
 }
@@ -207,15 +209,15 @@ fn inspect_text_and_json() {
     let o = edgeroute(&["inspect", &snap]);
     assert!(o.status.success());
     let text = stdout(&o);
-    assert!(text.contains("format    version 1"), "{text}");
+    assert!(text.contains(&format!("format    version {FORMAT_VERSION}")), "{text}");
     assert!(text.contains("routes    14: 8 static sites (6 with an Assets list), 6 balancers; 3 wildcards"), "{text}");
     let o = edgeroute(&["inspect", "--json", &snap]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["format_version"], FORMAT_VERSION);
     assert_eq!(v["routes"]["total"], 14);
     assert_eq!(v["routes"]["wildcard"], 3);
     assert_eq!(v["id"], edgeroute_compiler::snapshot_id(&std::fs::read(&snap).unwrap()));
     let sections = v["sections"].as_object().unwrap();
     let total: u64 = sections.values().map(|s| s.as_u64().unwrap()).sum();
-    assert_eq!(total + 76 + 4, v["size"].as_u64().unwrap());
+    assert_eq!(total + (HEADER_LEN + CHECKSUM_LEN) as u64, v["size"].as_u64().unwrap());
 }

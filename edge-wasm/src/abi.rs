@@ -78,7 +78,7 @@ pub mod commit {
             UNSUPPORTED_VERSION => "unsupported format version",
             BAD_CHECKSUM => "checksum mismatch",
             TOO_LARGE => "larger than 4 GiB",
-            BAD_STRUCTURE => "malformed structure (header, index, route, string or site record)",
+            BAD_STRUCTURE => "malformed structure (header, index or route record)",
             BAD_REGION => "snapshot region outside free memory",
             BAD_MODE => "unknown commit mode",
             _ => "unknown status",
@@ -269,19 +269,12 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
-    fn push(&mut self, b: u8) -> fmt::Result {
-        *self.data.get_mut(self.len).ok_or(fmt::Error)? = b;
-        self.len += 1;
-        Ok(())
-    }
-
-    /// Writes `bytes`; returns (offset from the record's start, length).
-    fn put(&mut self, bytes: impl Iterator<Item = u8>) -> Result<(u32, u32), fmt::Error> {
+    /// Lets `copy` fill the free space in bulk; returns where its bytes went.
+    fn put_with(&mut self, copy: impl FnOnce(&mut [u8]) -> Option<usize>) -> Result<(u32, u32), fmt::Error> {
         let start = self.len;
-        for b in bytes {
-            self.push(b)?;
-        }
-        Ok(((OUTPUT_HEADER + start) as u32, (self.len - start) as u32))
+        let n = copy(self.data.get_mut(start..).ok_or(fmt::Error)?).ok_or(fmt::Error)?;
+        self.len += n;
+        Ok(((OUTPUT_HEADER + start) as u32, n as u32))
     }
 
     fn put_display(&mut self, d: &dyn fmt::Display) -> Result<(u32, u32), fmt::Error> {
@@ -344,17 +337,17 @@ fn encode(answer: &Resolution<'_, '_>, header: &mut [u8], c: &mut Cursor<'_>) ->
     let k = match answer {
         Resolution::Static { domain, bucket, key, status, fallback } => {
             put_u16(header, out::STATUS_OR_PORT, *status);
-            put_pair(header, out::DOMAIN, c.put(domain.bytes())?);
+            put_pair(header, out::DOMAIN, c.put_with(|out| domain.copy_to(out))?);
             put_pair(header, out::TARGET, target(bucket));
-            put_pair(header, out::KEY, c.put(key.bytes())?);
+            put_pair(header, out::KEY, c.put_with(|out| key.copy_to(out))?);
             if let Some(f) = fallback {
-                put_pair(header, out::FALLBACK, c.put(f.bytes())?);
+                put_pair(header, out::FALLBACK, c.put_with(|out| f.copy_to(out))?);
             }
             kind::STATIC
         }
         Resolution::Redirect { domain, location, status } => {
             put_u16(header, out::STATUS_OR_PORT, *status);
-            put_pair(header, out::DOMAIN, c.put(domain.bytes())?);
+            put_pair(header, out::DOMAIN, c.put_with(|out| domain.copy_to(out))?);
             put_pair(header, out::KEY, c.put_display(location)?);
             kind::REDIRECT
         }
@@ -364,7 +357,7 @@ fn encode(answer: &Resolution<'_, '_>, header: &mut [u8], c: &mut Cursor<'_>) ->
                 Scheme::Https => 2,
             };
             put_u16(header, out::STATUS_OR_PORT, *port);
-            put_pair(header, out::DOMAIN, c.put(domain.bytes())?);
+            put_pair(header, out::DOMAIN, c.put_with(|out| domain.copy_to(out))?);
             put_pair(header, out::TARGET, target(origin));
             kind::BALANCER
         }

@@ -29,13 +29,10 @@ pub enum SnapshotError {
     BadFst(FstError),
     /// The FST's key count differs from the header's route count.
     RouteCountMismatch { header: u32, fst: u64 },
-    /// A route record is malformed or points outside its section.
-    BadRoute { id: u32 },
-    /// A string reference does not decode to UTF-8 inside the pool.
-    BadString { offset: u32 },
-    /// A site record is malformed, points outside its section, or its Assets
-    /// are not strictly sorted.
-    BadSite { offset: u32 },
+    /// The route record at this offset of the routes section is malformed
+    /// (its strings, its site, its Assets order), refers to something that
+    /// is not an earlier string or site, or bytes follow the last record.
+    BadRoute { offset: u32 },
 }
 
 impl fmt::Display for SnapshotError {
@@ -62,12 +59,8 @@ impl fmt::Display for SnapshotError {
             SnapshotError::RouteCountMismatch { header, fst } => {
                 write!(f, "snapshot header says {header} routes but its index holds {fst}")
             }
-            SnapshotError::BadRoute { id } => write!(f, "snapshot route record {id} is malformed"),
-            SnapshotError::BadString { offset } => {
-                write!(f, "snapshot string at offset {offset} is malformed")
-            }
-            SnapshotError::BadSite { offset } => {
-                write!(f, "snapshot site record at offset {offset} is malformed")
+            SnapshotError::BadRoute { offset } => {
+                write!(f, "snapshot route record at offset {offset} is malformed")
             }
         }
     }

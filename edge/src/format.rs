@@ -11,7 +11,7 @@ pub const MAGIC: [u8; 8] = *b"EDGROUTE";
 pub const ENDIAN_MARKER: u32 = 0x0102_0304;
 /// The exact format version this crate reads and the compiler writes.
 /// Any change to the layout below, however small, bumps it.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Fixed header: magic, endian marker, version, route count, flags, section count.
 pub const FIXED_HEADER_LEN: usize = 8 + 4 * 5;
@@ -20,30 +20,24 @@ pub const SECTION_ENTRY_LEN: usize = 12;
 /// The trailing CRC-32C over every byte before it.
 pub const CHECKSUM_LEN: usize = 4;
 
-/// The sections of format version 1, in the order they appear in the file.
+/// The sections of format version 2, in the order they appear in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u32)]
 pub enum SectionKind {
-    /// An `fst` map from routing key to route id.
+    /// An `fst` map from routing key to the offset of its route record.
     Fst = 1,
-    /// `route_count` fixed-size route records.
+    /// The route records, in key order, end to end.
     Routes = 2,
-    /// The deduplicated string pool.
-    Strings = 3,
-    /// Deduplicated (Fallback, Assets) records of static sites.
-    Sites = 4,
 }
 
 impl SectionKind {
     /// Every section, in file order.
-    pub const ALL: [SectionKind; 4] = [SectionKind::Fst, SectionKind::Routes, SectionKind::Strings, SectionKind::Sites];
+    pub const ALL: [SectionKind; 2] = [SectionKind::Fst, SectionKind::Routes];
 
     pub fn name(self) -> &'static str {
         match self {
             SectionKind::Fst => "fst",
             SectionKind::Routes => "routes",
-            SectionKind::Strings => "strings",
-            SectionKind::Sites => "sites",
         }
     }
 }
@@ -51,17 +45,27 @@ impl SectionKind {
 /// Total header length: the fixed part and the section table.
 pub const HEADER_LEN: usize = FIXED_HEADER_LEN + SECTION_ENTRY_LEN * SectionKind::ALL.len();
 
-/// Size of one route record.
-pub const ROUTE_LEN: usize = 16;
 /// Route record `kind` byte of a static site.
 pub const ROUTE_STATIC: u8 = 1;
 /// Route record `kind` byte of a load balancer or direct origin.
 pub const ROUTE_BALANCER: u8 = 2;
 /// Balancer `flags` bit: connect with TLS.
 pub const FLAG_HTTPS: u8 = 1;
-/// "No such reference": a static site without a Sites record, a Sites record
-/// without Fallback or without an Assets list.
-pub const NONE: u32 = u32::MAX;
+/// Static `flags` bit: the route has a site record (Assets or Fallback).
+pub const STATIC_HAS_SITE: u8 = 1;
+/// Static `flags` bit: the site record is an earlier route's; a LEB128
+/// offset (in the routes section) of that site record follows instead.
+pub const STATIC_SITE_REF: u8 = 2;
+/// Site `flags` bit: a Fallback string follows.
+pub const SITE_FALLBACK: u8 = 1;
+/// Site `flags` bit: an Assets list follows.
+pub const SITE_ASSETS: u8 = 2;
+/// Site `flags` bit: the Assets offset table has 4-byte entries, not 2-byte.
+pub const SITE_WIDE_OFFSETS: u8 = 4;
+/// Low bit of a string field's LEB128 tag: 1 = the string's bytes follow
+/// in place (tag >> 1 is the length); 0 = tag >> 1 is the offset, in the
+/// routes section, of an earlier in-place field with the same string.
+pub const STRING_INLINE: u32 = 1;
 
 /// Separator of labels in a routing key (`com.example.api`).
 pub const KEY_LABEL_SEPARATOR: u8 = b'.';

@@ -34,7 +34,8 @@ pub enum FstError {
     BadNode,
     /// A key is not a normalized routing key, or the key count is wrong.
     BadKey,
-    /// The route ids are not exactly `0..route_count` in key order.
+    /// An output overflows, or is not the offset of the key's route record
+    /// (records lie in key order, end to end).
     BadOutput,
     /// A key is longer than [`MAX_KEY_LEN`].
     KeyTooLong,
@@ -376,26 +377,23 @@ impl<'a> Fst<'a> {
 
     /// Proves the whole map sound, allocating nothing: every node reachable
     /// from the root decodes inside the section and only points backwards,
-    /// each node's inputs ascend, every key passes `valid_key`, and the
-    /// outputs are exactly `0, 1, 2, …` in key order, `len` of them.
+    /// each node's inputs ascend, the lookup fast path agrees with the
+    /// enumeration, and there are exactly `len` keys. `check(key, output)`
+    /// sees every key in ascending order and judges the keys and outputs.
     ///
     /// The walk visits every key once (a depth-first search with a fixed
     /// stack of [`MAX_KEY_LEN`] frames), so it costs O(total key bytes).
-    pub fn validate(&self, valid_key: impl FnMut(&[u8]) -> bool) -> Result<(), FstError> {
-        let mut next_id = 0u64;
-        let mut valid_key = valid_key;
+    pub fn validate<E>(&self, mut check: impl FnMut(&[u8], u64) -> Result<(), E>) -> Result<(), E>
+    where
+        E: From<FstError>,
+    {
+        let mut keys = 0u64;
         self.walk(|key, out| {
-            if !valid_key(key) {
-                return Err(FstError::BadKey);
-            }
-            if out != next_id {
-                return Err(FstError::BadOutput);
-            }
-            next_id += 1;
-            Ok(())
+            keys += 1;
+            check(key, out)
         })?;
-        if next_id != self.len {
-            return Err(FstError::BadKey);
+        if keys != self.len {
+            return Err(FstError::BadKey.into());
         }
         Ok(())
     }
@@ -542,12 +540,22 @@ mod tests {
     }
 
     #[test]
-    fn validate_demands_dense_ids_in_key_order() {
-        let good = build(&[(b"a", 0), (b"b", 1), (b"c", 2)]);
-        assert_eq!(Fst::new(&good).unwrap().validate(|_| true), Ok(()));
-        let gap = build(&[(b"a", 0), (b"b", 2), (b"c", 3)]);
-        assert_eq!(Fst::new(&gap).unwrap().validate(|_| true), Err(FstError::BadOutput));
-        assert_eq!(Fst::new(&good).unwrap().validate(|k| k != b"b"), Err(FstError::BadKey));
+    fn validate_passes_keys_and_outputs_in_order() {
+        let good = build(&[(b"a", 0), (b"b", 5), (b"c", 9)]);
+        let mut seen = std::vec::Vec::new();
+        let r: Result<(), FstError> = Fst::new(&good).unwrap().validate(|k, o| {
+            seen.push((k.to_vec(), o));
+            Ok(())
+        });
+        assert_eq!(r, Ok(()));
+        assert_eq!(seen, [(b"a".to_vec(), 0), (b"b".to_vec(), 5), (b"c".to_vec(), 9)]);
+        let refuse_b = |k: &[u8], _| if k == b"b" { Err(FstError::BadKey) } else { Ok(()) };
+        assert_eq!(Fst::new(&good).unwrap().validate(refuse_b), Err(FstError::BadKey));
+        // The footer's key count must match the keys reachable from the root.
+        let mut lying = good.clone();
+        let at = lying.len() - 20;
+        lying[at] = 4;
+        assert!(Fst::new(&lying).unwrap().validate(|_, _| Ok::<(), FstError>(())).is_err());
     }
 
     #[test]
@@ -561,7 +569,7 @@ mod tests {
         let empty = build(&[]);
         let f = Fst::new(&empty).unwrap();
         assert_eq!(f.len(), 0);
-        assert_eq!(f.validate(|_| true), Ok(()));
+        assert_eq!(f.validate(|_, _| Ok::<(), FstError>(())), Ok(()));
     }
 
     #[test]
@@ -583,7 +591,7 @@ mod tests {
             let at = 16 + (state as usize % (m.len() - 36));
             m[at] ^= 1 << ((state >> 32) % 8);
             if let Ok(f) = Fst::new(&m) {
-                let _ = f.validate(|_| true);
+                let _ = f.validate(|_, _| Ok::<(), FstError>(()));
                 for (k, _) in keys.iter().step_by(37) {
                     let _ = get(&f, k);
                 }

@@ -1,9 +1,9 @@
 //! `edgeroute-edge` owns the snapshot format and resolves requests against it.
 //!
 //! A snapshot is one immutable file compiled from a routing table (see
-//! `docs/snapshot-format.md`): an FST from hostnames to route ids, fixed-size
-//! route records, a string pool and the static sites' asset lists, closed by
-//! a CRC-32C. [`Snapshot::from_bytes`] validates a snapshot once, in
+//! `docs/snapshot-format.md`): an FST from hostnames to the offsets of their
+//! route records, which hold their strings and asset lists in place (or
+//! refer back to an earlier record's), closed by a CRC-32C. [`Snapshot::from_bytes`] validates a snapshot once, in
 //! O(file size), and never panics whatever the bytes; then
 //! [`Snapshot::resolve`] turns a `Host` header and a request path into a
 //! [`Resolution`] by the rules of `docs/resolve.md`, zero-copy, without

@@ -15,7 +15,7 @@ pub fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
-fn hex(b: u8) -> Option<u8> {
+pub(crate) fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

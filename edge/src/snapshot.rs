@@ -28,8 +28,6 @@ struct Layout {
     route_count: u32,
     fst: Range<usize>,
     routes: Range<usize>,
-    strings: Range<usize>,
-    sites: Range<usize>,
     fst_root: usize,
 }
 
@@ -46,50 +44,91 @@ fn u32_at(data: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.try_into().ok()?))
 }
 
-fn u16_at(data: &[u8], at: usize) -> Option<u16> {
-    let b = data.get(at..at.checked_add(2)?)?;
-    Some(u16::from_le_bytes(b.try_into().ok()?))
+/// A cursor over one section; every read is bounds-checked and a failed
+/// read is `None`, never a panic.
+#[derive(Clone, Copy)]
+struct Reader<'s> {
+    data: &'s [u8],
+    at: usize,
 }
 
-/// Bytes of the LEB128 encoding of `n`.
-fn leb128_len(n: usize) -> usize {
-    let bits = usize::BITS - (n | 1).leading_zeros();
-    bits.div_ceil(7) as usize
-}
-
-/// Reads the string at `offset` in the pool: a LEB128 length, then UTF-8.
-pub(crate) fn string_at(pool: &[u8], offset: u32) -> Option<&str> {
-    core::str::from_utf8(bytes_at(pool, offset)?).ok()
-}
-
-/// The bytes of the string at `offset`, without the UTF-8 check.
-#[inline]
-fn bytes_at(pool: &[u8], offset: u32) -> Option<&[u8]> {
-    let mut at = offset as usize;
-    let mut len: u64 = 0;
-    for shift in (0..35).step_by(7) {
-        let b = *pool.get(at)?;
-        at += 1;
-        len |= ((b & 0x7F) as u64) << shift;
-        if b & 0x80 == 0 {
-            if b == 0 && shift > 0 {
-                return None; // not the shortest encoding: never written
-            }
-            let len = usize::try_from(len).ok()?;
-            return pool.get(at..at.checked_add(len)?);
-        }
+impl<'s> Reader<'s> {
+    fn new(data: &'s [u8], at: usize) -> Self {
+        Reader { data, at }
     }
-    None
+
+    #[inline]
+    fn u8(&mut self) -> Option<u8> {
+        let b = *self.data.get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+
+    #[inline]
+    fn bytes(&mut self, n: usize) -> Option<&'s [u8]> {
+        let b = self.data.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(b)
+    }
+
+    /// An unsigned LEB128 number of at most 32 bits, shortest encoding.
+    #[inline]
+    fn leb(&mut self) -> Option<u32> {
+        let first = self.u8()?;
+        if first < 0x80 {
+            return Some(first as u32);
+        }
+        let mut value = (first & 0x7F) as u32;
+        for shift in [7, 14, 21, 28] {
+            let b = self.u8()?;
+            if shift == 28 && b > 0x0F {
+                return None; // more than 32 bits
+            }
+            value |= ((b & 0x7F) as u32) << shift;
+            if b & 0x80 == 0 {
+                // A zero last byte means a longer encoding than needed.
+                return (b != 0).then_some(value);
+            }
+        }
+        None
+    }
+
+    /// A string field: its bytes in place, or a reference to an earlier
+    /// field that has them in place (see [`STRING_INLINE`]). UTF-8 is not
+    /// checked here.
+    #[inline]
+    fn string(&mut self) -> Option<&'s [u8]> {
+        self.string_field().map(|(bytes, _)| bytes)
+    }
+
+    /// [`string`](Self::string), and for a reference, where the field it
+    /// refers to ends.
+    #[inline]
+    fn string_field(&mut self) -> Option<(&'s [u8], Option<usize>)> {
+        let tag = self.leb()?;
+        if tag & STRING_INLINE != 0 {
+            return Some((self.bytes((tag >> 1) as usize)?, None));
+        }
+        let mut r = Reader::new(self.data, (tag >> 1) as usize);
+        let tag = r.leb()?;
+        (tag & STRING_INLINE != 0).then_some(())?;
+        Some((r.bytes((tag >> 1) as usize)?, Some(r.at)))
+    }
+}
+
+fn utf8(b: &[u8]) -> Option<&str> {
+    core::str::from_utf8(b).ok()
 }
 
 impl<D: AsRef<[u8]>> Snapshot<D> {
     /// Validates `data` and wraps it.
     ///
     /// Checks, in order: length, magic, endian marker, format version, the
-    /// CRC-32C over the whole file, the section table, the FST (every key a
-    /// normalized routing key, route ids dense and in key order), every route
-    /// record, every string it references, every site record and its sorted
-    /// Assets. Any failure refuses the whole snapshot.
+    /// CRC-32C over the whole file, the section table, then the FST (every
+    /// key a normalized routing key) together with the route records it
+    /// points to, which must lie in key order, end to end, each well formed
+    /// with only backward references. Any failure refuses the whole
+    /// snapshot.
     pub fn from_bytes(data: D) -> Result<Snapshot<D>, SnapshotError> {
         let layout = Self::check_header(data.as_ref(), true)?;
         let snap = Snapshot { data, layout };
@@ -152,7 +191,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         }
         // The sections must be exactly the known kinds, in order, end to end,
         // from the end of the header to the checksum.
-        let mut ranges = [0..0, 0..0, 0..0, 0..0];
+        let mut ranges = [0..0, 0..0];
         let mut expect_offset = HEADER_LEN;
         for (i, kind) in SectionKind::ALL.iter().enumerate() {
             let entry = FIXED_HEADER_LEN + i * SECTION_ENTRY_LEN;
@@ -170,104 +209,74 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         if expect_offset != len - CHECKSUM_LEN {
             return Err(SnapshotError::BadHeader);
         }
-        let [fst, routes, strings, sites] = ranges;
-        if routes.len() != route_count as usize * ROUTE_LEN {
-            return Err(SnapshotError::BadHeader);
-        }
+        let [fst, routes] = ranges;
         let fst_bytes = &bytes[fst.clone()];
         let parsed = Fst::new(fst_bytes)?;
         if parsed.len() != route_count as u64 {
             return Err(SnapshotError::RouteCountMismatch { header: route_count, fst: parsed.len() });
         }
         let fst_root = parsed.root_addr();
-        Ok(Layout { route_count, fst, routes, strings, sites, fst_root })
+        Ok(Layout { route_count, fst, routes, fst_root })
     }
 
     fn check_body(&self) -> Result<(), SnapshotError> {
-        self.fst().validate(valid_key)?;
-        self.check_pools()?;
-        for id in 0..self.layout.route_count {
-            self.check_route(id)?;
+        // Each key's output must be the offset where the previous record
+        // ended: the records are then exactly one per key, in key order,
+        // with nothing between or after them.
+        let routes = self.section(&self.layout.routes);
+        let mut next = 0usize;
+        self.fst().validate(|key, out| -> Result<(), SnapshotError> {
+            if !valid_key(key) {
+                return Err(FstError::BadKey.into());
+            }
+            if out != next as u64 {
+                return Err(FstError::BadOutput.into());
+            }
+            next = self.check_route(next).ok_or(SnapshotError::BadRoute { offset: next as u32 })?;
+            Ok(())
+        })?;
+        if next != routes.len() {
+            return Err(SnapshotError::BadRoute { offset: next as u32 });
         }
         Ok(())
     }
 
-    /// The string pool and the sites section must each be an exact sequence
-    /// of well-formed entries, end to end: a corrupted length that still
-    /// points inside the section shows up as a misaligned tail.
-    fn check_pools(&self) -> Result<(), SnapshotError> {
-        let strings = self.section(&self.layout.strings);
-        let mut at = 0usize;
-        while at < strings.len() {
-            let offset = at as u32;
-            let s = string_at(strings, offset).ok_or(SnapshotError::BadString { offset })?;
-            at += leb128_len(s.len()) + s.len();
-        }
-        let sites = self.section(&self.layout.sites);
-        let mut at = 0usize;
-        while at < sites.len() {
-            let offset = at as u32;
-            let site = self.site(offset).ok_or(SnapshotError::BadSite { offset })?;
-            self.check_site(offset)?;
-            at += 8 + site.assets.map_or(0, |a| a.len() * 4);
-        }
-        Ok(())
-    }
-
-    fn check_route(&self, id: u32) -> Result<(), SnapshotError> {
-        let bad = SnapshotError::BadRoute { id };
-        let rec = self.record(id).ok_or(bad)?;
-        let strings = self.section(&self.layout.strings);
-        let string = |off: u32| string_at(strings, off).ok_or(SnapshotError::BadString { offset: off });
-        let (kind, flags, port) = (rec[0], rec[1], u16_at(rec, 2).unwrap_or(0));
-        let [a, b, c] = [4, 8, 12].map(|i| u32_at(rec, i).unwrap_or(0));
-        match kind {
+    /// Checks the route record at `offset` and returns where it ends.
+    fn check_route(&self, offset: usize) -> Option<usize> {
+        let mut r = Reader::new(self.section(&self.layout.routes), offset);
+        match r.u8()? {
             ROUTE_STATIC => {
-                if flags != 0 || port != 0 {
-                    return Err(bad);
-                }
-                if string(a)?.is_empty() {
-                    return Err(bad);
-                }
-                string(b)?;
-                if c != NONE {
-                    self.check_site(c)?;
+                let flags = r.u8()?;
+                check_string(&mut r).filter(|b| !b.is_empty())?;
+                check_string(&mut r)?;
+                match flags {
+                    0 => {}
+                    STATIC_HAS_SITE => check_site(&mut r)?,
+                    f if f == STATIC_HAS_SITE | STATIC_SITE_REF => {
+                        // An earlier record's site, which was checked with it;
+                        // here only that it reads as a site.
+                        let at = r.leb()? as usize;
+                        (at < offset).then_some(())?;
+                        let mut site = Reader::new(r.data, at);
+                        read_site(&mut site)?;
+                    }
+                    _ => return None,
                 }
             }
             ROUTE_BALANCER => {
-                if flags & !FLAG_HTTPS != 0 || port == 0 || b != 0 || c != 0 {
-                    return Err(bad);
+                let flags = r.u8()?;
+                let port = r.bytes(2)?;
+                if flags & !FLAG_HTTPS != 0 || port == [0, 0] {
+                    return None;
                 }
-                if string(a)?.is_empty() {
-                    return Err(bad);
-                }
+                check_string(&mut r).filter(|b| !b.is_empty())?;
             }
-            _ => return Err(bad),
+            _ => return None,
         }
-        Ok(())
+        Some(r.at)
     }
 
-    fn check_site(&self, offset: u32) -> Result<(), SnapshotError> {
-        let bad = SnapshotError::BadSite { offset };
-        let site = self.site(offset).ok_or(bad)?;
-        let strings = self.section(&self.layout.strings);
-        if let Some(f) = site.fallback_ref {
-            string_at(strings, f).ok_or(SnapshotError::BadString { offset: f })?;
-        }
-        if let Some(assets) = site.assets {
-            let mut prev: Option<&str> = None;
-            for i in 0..assets.len() {
-                let r = assets.ref_at(i).ok_or(bad)?;
-                let s = string_at(strings, r).ok_or(SnapshotError::BadString { offset: r })?;
-                if s.is_empty() || prev.is_some_and(|p| p.as_bytes() >= s.as_bytes()) {
-                    return Err(bad);
-                }
-                prev = Some(s);
-            }
-        }
-        Ok(())
-    }
-
+    #[inline]
     fn section(&self, r: &Range<usize>) -> &[u8] {
         self.data.as_ref().get(r.clone()).unwrap_or_default()
     }
@@ -276,50 +285,35 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         Fst::from_parts(self.section(&self.layout.fst), self.layout.fst_root, self.layout.route_count as u64)
     }
 
-    fn record(&self, id: u32) -> Option<&[u8]> {
-        let at = id as usize * ROUTE_LEN;
-        self.section(&self.layout.routes).get(at..at + ROUTE_LEN)
-    }
-
-    fn site(&self, offset: u32) -> Option<Site<'_>> {
-        let sites = self.section(&self.layout.sites);
-        let at = offset as usize;
-        let fallback = u32_at(sites, at)?;
-        let count = u32_at(sites, at + 4)?;
-        let assets = if count == NONE {
-            None
-        } else {
-            let start = at + 8;
-            let refs = sites.get(start..start.checked_add((count as usize).checked_mul(4)?)?)?;
-            Some(Assets { strings: self.section(&self.layout.strings), refs })
-        };
-        Some(Site { fallback_ref: (fallback != NONE).then_some(fallback), assets })
-    }
-
-    /// The route with id `id` (ids are `0..route_count`, in key order).
-    pub fn route(&self, id: u32) -> Option<Route<'_>> {
-        let rec = self.record(id)?;
-        let strings = self.section(&self.layout.strings);
-        let [a, b, c] = [4, 8, 12].map(|i| u32_at(rec, i).unwrap_or(0));
-        match rec[0] {
+    /// The route whose record starts at `offset` in the routes section: the
+    /// output the index gives for its key.
+    #[inline]
+    pub fn route_at(&self, offset: u32) -> Option<Route<'_>> {
+        let mut r = Reader::new(self.section(&self.layout.routes), offset as usize);
+        match r.u8()? {
             ROUTE_STATIC => {
-                let site = if c == NONE { None } else { self.site(c) };
-                let (fallback, assets) = match site {
-                    Some(s) => (s.fallback_ref.and_then(|f| string_at(strings, f)), s.assets),
-                    None => (None, None),
+                let flags = r.u8()?;
+                let bucket = utf8(r.string()?)?;
+                let prefix = utf8(r.string()?)?;
+                let (fallback, assets) = if flags & STATIC_HAS_SITE == 0 {
+                    (None, None)
+                } else if flags & STATIC_SITE_REF == 0 {
+                    read_site(&mut r)?
+                } else {
+                    let at = r.leb()? as usize;
+                    read_site(&mut Reader::new(r.data, at))?
                 };
-                Some(Route::Static(StaticSite {
-                    bucket: string_at(strings, a)?,
-                    prefix: string_at(strings, b)?,
-                    assets,
-                    fallback,
+                Some(Route::Static(StaticSite { bucket, prefix, assets, fallback }))
+            }
+            ROUTE_BALANCER => {
+                let flags = r.u8()?;
+                let port = r.bytes(2)?;
+                Some(Route::Balancer(Origin {
+                    host: utf8(r.string()?)?,
+                    port: u16::from_le_bytes([port[0], port[1]]),
+                    scheme: if flags & FLAG_HTTPS != 0 { Scheme::Https } else { Scheme::Http },
                 }))
             }
-            ROUTE_BALANCER => Some(Route::Balancer(Origin {
-                host: string_at(strings, a)?,
-                port: u16_at(rec, 2)?,
-                scheme: if rec[1] & FLAG_HTTPS != 0 { Scheme::Https } else { Scheme::Http },
-            })),
             _ => None,
         }
     }
@@ -340,30 +334,92 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
     }
 
     /// The sections, in file order.
-    pub fn sections(&self) -> [SectionInfo; 4] {
+    pub fn sections(&self) -> [SectionInfo; 2] {
         let l = &self.layout;
         let info = |kind, r: &Range<usize>| SectionInfo { kind, offset: r.start, len: r.len() };
-        [
-            info(SectionKind::Fst, &l.fst),
-            info(SectionKind::Routes, &l.routes),
-            info(SectionKind::Strings, &l.strings),
-            info(SectionKind::Sites, &l.sites),
-        ]
+        [info(SectionKind::Fst, &l.fst), info(SectionKind::Routes, &l.routes)]
     }
 
     /// Calls `f(domain, route)` for every entry in key order, where `domain`
     /// is the table's Domain as stored (`api.example.com`, `*.example.com`).
     /// Allocates nothing: domains are rebuilt in a fixed buffer.
     pub fn for_each_route(&self, mut f: impl FnMut(&str, Route<'_>)) {
-        let _ = self.fst().walk::<FstError>(|key, id| {
+        let _ = self.fst().walk::<FstError>(|key, offset| {
             let mut buf = [0u8; MAX_KEY_LEN];
             let domain = key_to_domain(key, &mut buf);
-            if let (Some(domain), Some(route)) = (domain, u32::try_from(id).ok().and_then(|id| self.route(id))) {
+            let route = u32::try_from(offset).ok().and_then(|o| self.route_at(o));
+            if let (Some(domain), Some(route)) = (domain, route) {
                 f(domain, route);
             }
             Ok(())
         });
     }
+}
+
+/// Checks a string field: UTF-8, and a reference must point backwards
+/// (to a field before this one) at a field that has the bytes in place.
+fn check_string<'s>(r: &mut Reader<'s>) -> Option<&'s [u8]> {
+    let here = r.at;
+    let (bytes, referred_end) = r.string_field()?;
+    if referred_end.is_some_and(|end| end > here) {
+        return None; // not an earlier field
+    }
+    utf8(bytes).map(|_| bytes)
+}
+
+/// Reads a site record (its Fallback and Assets) without checking order.
+#[inline]
+fn read_site<'s>(r: &mut Reader<'s>) -> Option<(Option<&'s str>, Option<Assets<'s>>)> {
+    let flags = r.u8()?;
+    if flags & !(SITE_FALLBACK | SITE_ASSETS | SITE_WIDE_OFFSETS) != 0 {
+        return None;
+    }
+    let fallback = if flags & SITE_FALLBACK != 0 { Some(utf8(r.string()?)?) } else { None };
+    let assets = if flags & SITE_ASSETS != 0 { Some(read_assets(r, flags)?) } else { None };
+    Some((fallback, assets))
+}
+
+/// Reads one site record in place, checking everything: known flags,
+/// UTF-8 strings, non-empty Assets in strictly ascending byte order, an
+/// offset table that lays the entries end to end.
+fn check_site(r: &mut Reader<'_>) -> Option<()> {
+    let flags = *r.data.get(r.at)?;
+    if flags & SITE_FALLBACK != 0 {
+        let mut f = Reader::new(r.data, r.at + 1);
+        check_string(&mut f).filter(|b| !b.is_empty())?;
+    }
+    let (_, assets) = read_site(r)?;
+    match assets {
+        None => (flags & SITE_WIDE_OFFSETS == 0).then_some(()),
+        Some(assets) => {
+            let mut prev: Option<&[u8]> = None;
+            let mut expect = assets.entries;
+            for i in 0..assets.len() {
+                (assets.entries.checked_add(assets.offset(i)?)? == expect).then_some(())?;
+                let mut e = Reader::new(r.data, expect);
+                let name = check_string(&mut e).filter(|n| !n.is_empty())?;
+                if prev.is_some_and(|p| p >= name) {
+                    return None;
+                }
+                prev = Some(name);
+                expect = e.at;
+            }
+            (expect == r.at).then_some(())
+        }
+    }
+}
+
+/// Reads an Assets list: LEB128 count, the offset table (2- or 4-byte
+/// entries by `flags`), LEB128 length of the entries, the entries.
+#[inline]
+fn read_assets<'s>(r: &mut Reader<'s>, flags: u8) -> Option<Assets<'s>> {
+    let count = r.leb()? as usize;
+    let wide = flags & SITE_WIDE_OFFSETS != 0;
+    let table = r.bytes(count.checked_mul(if wide { 4 } else { 2 })?)?;
+    let len = r.leb()? as usize;
+    let entries = r.at;
+    r.bytes(len)?;
+    Some(Assets { section: r.data, table, entries, wide })
 }
 
 impl<D> fmt::Debug for Snapshot<D> {
@@ -453,35 +509,46 @@ impl Scheme {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Site<'s> {
-    fallback_ref: Option<u32>,
-    assets: Option<Assets<'s>>,
-}
-
-/// A static site's Assets list, sorted by bytes; binary-searched in place.
+/// A static site's Assets list, sorted by bytes and binary-searched in
+/// place: an offset table over string fields laid end to end.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Assets<'s> {
-    strings: &'s [u8],
-    refs: &'s [u8],
+    /// The routes section: entries may refer to earlier strings anywhere in it.
+    section: &'s [u8],
+    table: &'s [u8],
+    /// Where the entries start in `section`.
+    entries: usize,
+    wide: bool,
 }
 
 impl<'s> Assets<'s> {
     pub fn len(&self) -> usize {
-        self.refs.len() / 4
+        self.table.len() / if self.wide { 4 } else { 2 }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.refs.is_empty()
+        self.table.is_empty()
     }
 
-    fn ref_at(&self, i: usize) -> Option<u32> {
-        u32_at(self.refs, i * 4)
+    /// Where entry `i` starts among the entries.
+    #[inline]
+    fn offset(&self, i: usize) -> Option<usize> {
+        if self.wide {
+            u32_at(self.table, i.checked_mul(4)?).map(|o| o as usize)
+        } else {
+            let b = self.table.get(i.checked_mul(2)?..)?.get(..2)?;
+            Some(u16::from_le_bytes([b[0], b[1]]) as usize)
+        }
+    }
+
+    #[inline]
+    fn bytes(&self, i: usize) -> Option<&'s [u8]> {
+        Reader::new(self.section, self.entries.checked_add(self.offset(i)?)?).string()
     }
 
     /// The `i`th key, in ascending byte order.
     pub fn get(&self, i: usize) -> Option<&'s str> {
-        string_at(self.strings, self.ref_at(i)?)
+        utf8(self.bytes(i)?)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &'s str> + '_ {
@@ -496,9 +563,9 @@ impl<'s> Assets<'s> {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let asset = bytes_at(self.strings, self.ref_at(mid)?)?;
+            let asset = self.bytes(mid)?;
             match asset.iter().copied().cmp(name.clone()) {
-                Ordering::Equal => return self.get(mid),
+                Ordering::Equal => return utf8(asset),
                 Ordering::Less => lo = mid + 1,
                 Ordering::Greater => hi = mid,
             }
@@ -510,5 +577,42 @@ impl<'s> Assets<'s> {
 impl fmt::Debug for Assets<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leb128_is_shortest_and_32_bit() {
+        let read = |b: &[u8]| Reader::new(b, 0).leb();
+        assert_eq!(read(&[0x00]), Some(0));
+        assert_eq!(read(&[0x7F]), Some(127));
+        assert_eq!(read(&[0x80, 0x01]), Some(128));
+        assert_eq!(read(&[0xFF, 0xFF, 0xFF, 0xFF, 0x0F]), Some(u32::MAX));
+        assert_eq!(read(&[0x85, 0x00]), None, "longer than needed");
+        assert_eq!(read(&[0xFF, 0xFF, 0xFF, 0xFF, 0x1F]), None, "more than 32 bits");
+        assert_eq!(read(&[0x80]), None, "truncated");
+    }
+
+    #[test]
+    fn string_references_must_point_back_at_bytes_in_place() {
+        // 0: "ab" in place (tag 2<<1|1 = 5); 3: a reference to field 0 (tag 0).
+        let data = [5, b'a', b'b', 0];
+        let mut r = Reader::new(&data, 3);
+        assert_eq!(check_string(&mut r), Some(&b"ab"[..]));
+        assert_eq!(r.at, 4);
+        // A reference to a reference is refused.
+        let data = [5, b'a', b'b', 0, 6];
+        assert_eq!(check_string(&mut Reader::new(&data, 4)), None);
+        // A reference forwards, and one to a field that overlaps it.
+        let data = [2, 5, b'a', b'b'];
+        assert_eq!(check_string(&mut Reader::new(&data, 0)), None);
+        let data = [5, 0, b'b'];
+        assert_eq!(check_string(&mut Reader::new(&data, 1)), None);
+        // Past the end, and not UTF-8.
+        assert_eq!(check_string(&mut Reader::new(&[9, b'a'], 0)), None);
+        assert_eq!(check_string(&mut Reader::new(&[3, 0xFF], 0)), None);
     }
 }

@@ -4,7 +4,7 @@
 //! The checksum rejects nearly every mutant before the structure is read, so
 //! the structural tests mutate a section and then recompute the checksum.
 
-use edgeroute_edge::format::{HEADER_LEN, ROUTE_LEN};
+use edgeroute_edge::format::{FORMAT_VERSION, HEADER_LEN};
 use edgeroute_edge::{Snapshot, SnapshotError};
 use edgeroute_tests::{fix_checksum, generate_table, snapshot, workspace_root, Rng};
 
@@ -33,8 +33,10 @@ fn exercise(snap: &Snapshot<&[u8]>) {
         let _ = r.json().to_string();
     }
     snap.for_each_route(|_, _| {});
-    for id in 0..snap.route_count() {
-        let _ = snap.route(id);
+    // Every offset, not only the ones the index names.
+    let routes = &snap.sections()[1];
+    for offset in 0..routes.len as u32 {
+        let _ = snap.route_at(offset);
     }
 }
 
@@ -82,9 +84,12 @@ fn wrong_magic_version_and_endianness_are_named() {
     m[8..12].copy_from_slice(&0x0102_0304u32.to_be_bytes());
     assert_eq!(Snapshot::from_bytes(m.as_slice()).unwrap_err(), SnapshotError::BadEndianness);
     let mut m = bytes.clone();
-    m[12..16].copy_from_slice(&2u32.to_le_bytes());
-    fix_checksum(&mut m);
-    assert_eq!(Snapshot::from_bytes(m.as_slice()).unwrap_err(), SnapshotError::UnsupportedVersion { found: 2 });
+    // A snapshot from the previous format version, or a future one.
+    for found in [FORMAT_VERSION - 1, FORMAT_VERSION + 1] {
+        m[12..16].copy_from_slice(&found.to_le_bytes());
+        fix_checksum(&mut m);
+        assert_eq!(Snapshot::from_bytes(m.as_slice()).unwrap_err(), SnapshotError::UnsupportedVersion { found });
+    }
     let mut m = bytes;
     m[16..20].copy_from_slice(&13u32.to_le_bytes());
     fix_checksum(&mut m);
@@ -96,10 +101,39 @@ fn sections(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
     Snapshot::from_bytes(bytes).unwrap().sections().iter().map(|s| s.offset..s.offset + s.len).collect()
 }
 
+/// A small table with every record shape: an Assets list in place, a site
+/// shared by two routes, strings shared with earlier records, a balancer, a
+/// site without a site record.
+const SHAPES: &str = r#"
+{"Domain":"a.example.com","Target":"s3://bucket-one/a","Assets":["index.html","x.js"]}
+{"Domain":"b.example.com","Target":"s3://bucket-one/b","Assets":["index.html","y.js"],"Fallback":"index.html"}
+{"Domain":"c.example.com","Target":"s3://bucket-one/c","Assets":["index.html","y.js"],"Fallback":"index.html"}
+{"Domain":"d.example.com","Target":"https://origin.example.net"}
+{"Domain":"e.example.com","Target":"s3://bucket-two"}
+"#;
+
+/// The record offsets of a valid snapshot, in key order, read with `fst`.
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    use fst::Streamer;
+    let map = fst::Map::new(bytes[sections(bytes)[0].clone()].to_vec()).unwrap();
+    let mut stream = map.stream();
+    let mut out = Vec::new();
+    while let Some((_, offset)) = stream.next() {
+        out.push(offset as usize);
+    }
+    out
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack.windows(needle.len()).position(|w| w == needle).expect("needle present")
+}
+
 #[test]
 fn targeted_structural_corruption_is_refused() {
-    let bytes = demo();
-    let [fst, routes, strings, sites]: [std::ops::Range<usize>; 4] = sections(&bytes).try_into().unwrap();
+    let bytes = snapshot(SHAPES).as_bytes().to_vec();
+    let [fst, routes]: [std::ops::Range<usize>; 2] = sections(&bytes).try_into().unwrap();
+    let rec: Vec<usize> = record_offsets(&bytes).iter().map(|o| routes.start + o).collect();
+    assert_eq!(rec.len(), 5);
     let refuse = |what: &str, edit: &dyn Fn(&mut Vec<u8>)| {
         let mut m = bytes.clone();
         edit(&mut m);
@@ -108,36 +142,46 @@ fn targeted_structural_corruption_is_refused() {
         assert!(r.is_err(), "{what} was accepted");
         r.unwrap_err()
     };
-    // Route records.
-    let rec = |id: usize| routes.start + id * ROUTE_LEN;
-    assert!(matches!(refuse("bad route kind", &|m| m[rec(0)] = 9), SnapshotError::BadRoute { id: 0 }));
-    let e = refuse("string ref out of bounds", &|m| m[rec(1) + 4..rec(1) + 8].copy_from_slice(&u32::MAX.to_le_bytes()));
-    assert!(matches!(e, SnapshotError::BadString { .. } | SnapshotError::BadRoute { .. }), "{e:?}");
-    refuse("balancer with port 0", &|m| {
-        let id = (0..14).find(|&i| m[rec(i)] == 2).unwrap();
-        m[rec(id) + 2..rec(id) + 4].copy_from_slice(&0u16.to_le_bytes());
+    let bad_route = |i: usize| SnapshotError::BadRoute { offset: (rec[i] - routes.start) as u32 };
+    // `a` has everything in place; `b` refers back to `a`'s strings; `c`
+    // refers back to `b`'s site; `d` is a balancer.
+    assert_eq!(bytes[rec[0] + 1], 1, "a has its site in place");
+    assert_eq!(bytes[rec[2] + 1], 3, "c refers to b's site");
+    assert_eq!(bytes[rec[1] + 2] & 1, 0, "b refers to a's bucket");
+    assert_eq!(refuse("unknown route kind", &|m| m[rec[0]] = 9), bad_route(0));
+    assert_eq!(refuse("unknown static flag", &|m| m[rec[0] + 1] |= 0x80), bad_route(0));
+    refuse("in-place string running into the next record", &|m| m[rec[0] + 2] = 0x7F);
+    assert_eq!(refuse("bucket referring to an empty string", &|m| m[rec[1] + 2] = 0), bad_route(1));
+    assert_eq!(refuse("site reference on a site in place", &|m| m[rec[0] + 1] = 3), bad_route(0));
+    assert_eq!(
+        refuse("site reference to this very record", &|m| m[rec[3] - 1] = (rec[2] - routes.start) as u8),
+        bad_route(2)
+    );
+    assert_eq!(refuse("balancer with port 0", &|m| m[rec[3] + 2..rec[3] + 4].fill(0)), bad_route(3));
+    assert_eq!(refuse("unknown balancer flag", &|m| m[rec[3] + 1] |= 0x02), bad_route(3));
+    // Assets: unsorted, an empty name, an offset table that skips a byte.
+    let x = find(&bytes, b"x.js");
+    assert_eq!(refuse("unsorted assets", &|m| m[x] = b'a'), bad_route(0));
+    let y = find(&bytes, b"y.js");
+    assert!(y > rec[1] && y < rec[2]);
+    assert_eq!(refuse("unsorted assets after a reference", &|m| m[y] = b'a'), bad_route(1));
+    assert_eq!(refuse("invalid UTF-8 in an asset", &|m| m[y] = 0xFF), bad_route(1));
+    refuse("empty asset name", &|m| m[x - 1] = 1);
+    refuse("asset offset table", &|m| {
+        // Site flags 2 (Assets), count 2, then the table: the second offset.
+        let table = (rec[0]..rec[1]).find(|&i| m[i] == 2 && m[i + 1] == 2).unwrap() + 2;
+        m[table + 2] += 1;
     });
-    refuse("site ref out of bounds", &|m| {
-        let id = (0..14).find(|&i| m[rec(i)] == 1 && m[rec(i) + 12..rec(i) + 16] != [0xFF; 4]).unwrap();
-        m[rec(id) + 12..rec(id) + 16].copy_from_slice(&(sites.len() as u32).to_le_bytes());
-    });
-    // Sites: an asset count far past the section.
-    refuse("huge asset count", &|m| m[sites.start + 4..sites.start + 8].copy_from_slice(&0x0FFF_FFFFu32.to_le_bytes()));
-    // Strings: a length prefix past the end, invalid UTF-8.
-    // A two-byte length of 16383 from a one-byte one: past the end of the pool.
-    refuse("string length past the end", &|m| {
-        m[strings.start] = 0xFF;
-        m[strings.start + 1] = 0x7F;
-    });
-    refuse("non-canonical string length", &|m| {
-        let len = m[strings.start];
-        m[strings.start] = len | 0x80;
-        m[strings.start + 1] = 0;
-    });
-    refuse("invalid UTF-8 in a string", &|m| {
-        let s = strings.start + 1;
-        m[s] = 0xFF;
-    });
+    // Bytes after the last record.
+    assert_eq!(
+        refuse("a stray byte after the records", &|m| {
+            m.insert(routes.end, 0);
+            let at = 28 + 12 + 8;
+            let v = u32::from_le_bytes(m[at..at + 4].try_into().unwrap());
+            m[at..at + 4].copy_from_slice(&(v + 1).to_le_bytes());
+        }),
+        SnapshotError::BadRoute { offset: routes.len() as u32 }
+    );
     // The section table.
     refuse("section offset moved", &|m| {
         let at = 28 + 4;
@@ -148,7 +192,7 @@ fn targeted_structural_corruption_is_refused() {
         let v = u32::from_le_bytes(m[16..20].try_into().unwrap());
         m[16..20].copy_from_slice(&(v - 1).to_le_bytes());
     });
-    // The FST: its header, its footer, and a node in the middle.
+    // The FST: its header, its footer.
     refuse("fst version", &|m| m[fst.start] = 2);
     refuse("fst root address", &|m| m[fst.end - 12] ^= 0x01);
     refuse("fst key count", &|m| m[fst.end - 20] ^= 0x01);
@@ -201,5 +245,5 @@ fn snapshot_from_bytes_checksum_verified_still_checks_structure() {
     let routes = sections(&m)[1].clone();
     m[routes.start] = 77;
     // The checksum is now wrong, but the caller says it checked: structure still refuses.
-    assert!(matches!(Snapshot::from_bytes_checksum_verified(m.as_slice()), Err(SnapshotError::BadRoute { id: 0 })));
+    assert!(matches!(Snapshot::from_bytes_checksum_verified(m.as_slice()), Err(SnapshotError::BadRoute { offset: 0 })));
 }

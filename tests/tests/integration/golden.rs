@@ -42,7 +42,7 @@ fn golden_demo_snapshot_from_the_array_form() {
 fn golden_demo_snapshot_reads_and_answers() {
     let golden = std::fs::read(workspace_root().join("snapshots/demo.snap")).unwrap();
     let snap = Snapshot::from_bytes(golden.as_slice()).unwrap();
-    assert_eq!(snap.format_version(), 1);
+    assert_eq!(snap.format_version(), 2);
     assert_eq!(
         resolve_json(&snap, "env-123.example.com", "/about"),
         r#"{"kind":"redirect","domain":"env-123.example.com","location":"/about/","status":301}"#
