@@ -16,6 +16,11 @@ pub enum Location {
     Line(usize),
     /// 0-based position in a JSON array.
     Index(usize),
+    /// The `index`-th item (from 0) that a Scan returned for `segment`.
+    Scan { segment: u32, index: u32 },
+    /// 1-based line of a table export's data file, numbered (from 1) in
+    /// the order of `manifest-files.json`.
+    Export { file: u32, line: u32 },
 }
 
 impl fmt::Display for Location {
@@ -23,6 +28,8 @@ impl fmt::Display for Location {
         match self {
             Location::Line(n) => write!(f, "line {n}"),
             Location::Index(i) => write!(f, "item {i}"),
+            Location::Scan { segment, index } => write!(f, "scan segment {segment} item {index}"),
+            Location::Export { file, line } => write!(f, "data file {file} line {line}"),
         }
     }
 }
@@ -114,13 +121,30 @@ impl<'de> Deserialize<'de> for Value<'de> {
     }
 }
 
-struct ItemVisitor;
+/// How a format writes attribute values: plain JSON (`"Target": "s3://b"`)
+/// or DynamoDB's typed JSON (`"Target": {"S": "s3://b"}`).
+trait AttributeValues {
+    const EXPECTING: &'static str;
+    fn next_value<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Value<'de>, A::Error>;
+}
 
-impl<'de> Visitor<'de> for ItemVisitor {
+/// Plain JSON values: the JSON file source.
+struct PlainJson;
+
+impl AttributeValues for PlainJson {
+    const EXPECTING: &'static str = "a routing-table item (a JSON object)";
+    fn next_value<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Value<'de>, A::Error> {
+        map.next_value::<Value<'de>>()
+    }
+}
+
+struct ItemVisitor<F>(std::marker::PhantomData<F>);
+
+impl<'de, F: AttributeValues> Visitor<'de> for ItemVisitor<F> {
     type Value = RawItem<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a routing-table item (a JSON object)")
+        f.write_str(F::EXPECTING)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawItem<'de>, A::Error> {
@@ -137,7 +161,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
                     continue;
                 }
             };
-            let value = map.next_value::<Value<'de>>()?;
+            let value = F::next_value(&mut map)?;
             if slot.replace(value).is_some() {
                 item.duplicate_attribute.get_or_insert(name);
             }
@@ -171,6 +195,93 @@ impl<'de> Visitor<'de> for ItemVisitor {
 
 impl<'de> Deserialize<'de> for RawItem<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawItem<'de>, D::Error> {
-        d.deserialize_any(ItemVisitor)
+        d.deserialize_any(ItemVisitor::<PlainJson>(std::marker::PhantomData))
+    }
+}
+
+/// DynamoDB's typed JSON, as table exports (and the low-level API) write
+/// it: every value is an object with one key naming its type.
+struct DynamoJson;
+
+impl AttributeValues for DynamoJson {
+    const EXPECTING: &'static str = "a DynamoDB item (a JSON object of typed attribute values)";
+    fn next_value<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Value<'de>, A::Error> {
+        Ok(map.next_value::<TypedValue<'de>>()?.0)
+    }
+}
+
+/// An item in DynamoDB's typed JSON (`{"Domain": {"S": "a.dev"}, …}`).
+#[derive(Debug)]
+pub struct DynamoItem<'a>(pub RawItem<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for DynamoItem<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<DynamoItem<'a>, D::Error> {
+        d.deserialize_map(ItemVisitor::<DynamoJson>(std::marker::PhantomData)).map(DynamoItem)
+    }
+}
+
+/// The names under which errors show DynamoDB's types that edgeroute never
+/// reads (`S`, `L` and `SS` become strings and lists).
+pub fn dynamodb_type_name(tag: &str) -> Option<&'static str> {
+    Some(match tag {
+        "N" => "number (N)",
+        "B" => "binary (B)",
+        "BOOL" => "boolean (BOOL)",
+        "NULL" => "null (NULL)",
+        "M" => "map (M)",
+        "NS" => "number set (NS)",
+        "BS" => "binary set (BS)",
+        _ => return None,
+    })
+}
+
+/// One typed value: `{"S": "…"}`, `{"L": [typed values]}`, `{"SS": ["…"]}`,
+/// or another type, kept by name only.
+struct TypedValue<'a>(Value<'a>);
+
+impl<'de> Deserialize<'de> for TypedValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TypedValue<'de>, D::Error> {
+        d.deserialize_map(TypedValueVisitor)
+    }
+}
+
+struct TypedValueVisitor;
+
+impl<'de> Visitor<'de> for TypedValueVisitor {
+    type Value = TypedValue<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a DynamoDB attribute value (an object with one type key: S, N, L, SS, …)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TypedValue<'de>, A::Error> {
+        let tag = map.next_key::<Cow<'de, str>>()?.ok_or_else(|| de::Error::custom("empty attribute value"))?;
+        let value = match tag.as_ref() {
+            "S" => match map.next_value::<Value<'de>>()? {
+                s @ Value::Str(_) => s,
+                other => {
+                    return Err(de::Error::custom(format!("an S value must be a JSON string, not {}", other.type_name())))
+                }
+            },
+            "L" => Value::List(map.next_value::<Vec<TypedValue<'de>>>()?.into_iter().map(|v| v.0).collect()),
+            "SS" => {
+                let strings = map.next_value::<Vec<Value<'de>>>()?;
+                if let Some(other) = strings.iter().find(|v| !matches!(v, Value::Str(_))) {
+                    return Err(de::Error::custom(format!("an SS value holds JSON strings, not {}", other.type_name())));
+                }
+                Value::List(strings)
+            }
+            other => match dynamodb_type_name(other) {
+                Some(name) => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    Value::Other(name)
+                }
+                None => return Err(de::Error::custom(format!("unknown DynamoDB type {other:?}"))),
+            },
+        };
+        if map.next_key::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom(format!("a DynamoDB attribute value has one type key; {tag} has company")));
+        }
+        Ok(TypedValue(value))
     }
 }

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use edgeroute_compiler::{compile, snapshot_id, source, CompileError, Options, Progress};
+use edgeroute_compiler::aws::{load_config, AwsOptions, RetryPolicy};
+use edgeroute_compiler::dynamodb::{scan_table, ScanOptions, ScanProgress};
+use edgeroute_compiler::export::Export;
+use edgeroute_compiler::{compile, elb, snapshot_id, source, CompileError, Options, Progress, Source};
 use edgeroute_edge::{Domain, HostName, Resolution, Route, Snapshot, Trace};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -26,15 +29,21 @@ struct Cli {
 enum Command {
     /// Validate a routing table and write a snapshot.
     Compile {
-        /// The table: a JSON file, as JSON Lines or one array.
+        /// The table: `dynamodb://TABLE` (the live table), `export:PATH` (a
+        /// DynamoDB table export's folder, AWSDynamoDB/<export id>/), or a
+        /// JSON file (JSON Lines or one array).
         #[arg(long, value_name = "SOURCE")]
-        from: PathBuf,
+        from: Source,
         /// Where to write the snapshot (written whole or not at all).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Leave invalid items out (and count them) instead of failing.
         #[arg(long)]
         skip_invalid: bool,
+        #[command(flatten)]
+        scan: ScanArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
     },
     /// Resolve a request's Host and path against a snapshot.
     Resolve {
@@ -60,10 +69,44 @@ enum Command {
     },
 }
 
+/// How to read a live table.
+#[derive(clap::Args)]
+#[command(next_help_heading = "DynamoDB")]
+struct ScanArgs {
+    /// Parallel Scan segments [default: one per 256 MiB of table, at least 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    segments: Option<u32>,
+    /// Strongly consistent reads (they cost twice the read capacity).
+    #[arg(long)]
+    consistent: bool,
+    /// Items per Scan page [default: full 1 MB pages]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    page_size: Option<u32>,
+    /// Retries of one request on throttling, 5xx answers and dropped
+    /// connections (exponential backoff with jitter, capped at 5 s).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_retries: u32,
+}
+
+/// Where and as whom to talk to AWS (else the environment and ~/.aws say).
+#[derive(clap::Args)]
+#[command(next_help_heading = "AWS")]
+struct AwsArgs {
+    /// A profile from the AWS config files.
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// The AWS region.
+    #[arg(long, value_name = "REGION")]
+    region: Option<String>,
+    /// Send every AWS request to this URL (a local server); also AWS_ENDPOINT_URL.
+    #[arg(long, value_name = "URL")]
+    endpoint_url: Option<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Compile { from, out, skip_invalid } => cmd_compile(&from, &out, skip_invalid),
+        Command::Compile { from, out, skip_invalid, scan, aws } => cmd_compile(&from, &out, skip_invalid, &scan, &aws),
         Command::Resolve { snapshot, host, path, json, explain } => {
             cmd_resolve(&snapshot, host.as_encoded_bytes(), path.as_encoded_bytes(), json, explain)
         }
@@ -90,9 +133,134 @@ impl Progress for Bar {
     }
 }
 
-fn cmd_compile(from: &Path, out: &Path, skip_invalid: bool) -> Result<()> {
-    let bytes = source::read_file(from)?;
-    let items = source::parse_json_file(from, &bytes)?;
+/// Draws a live scan: a spinner with items and items per second.
+struct ScanBar {
+    bar: ProgressBar,
+    shown_retries: std::cell::Cell<u32>,
+}
+
+/// Retry messages beyond this many are counted, not shown.
+const SHOWN_RETRIES: u32 = 10;
+
+impl ScanProgress for ScanBar {
+    fn started(&self, segments: u32, estimated_items: u64) {
+        self.bar.set_message(format!("{segments} segments, about {estimated_items} items by DynamoDB's count"));
+    }
+    fn scanned(&self, items: u64, _pages: u64, retries: u64) {
+        self.bar.set_position(items);
+        if retries > 0 {
+            self.bar.set_prefix(format!("{retries} retries "));
+        }
+    }
+    fn retrying(&self, segment: u32, why: &str) {
+        let shown = self.shown_retries.get() + 1;
+        self.shown_retries.set(shown);
+        if shown <= SHOWN_RETRIES {
+            self.bar.suspend(|| eprintln!("retrying: scan segment {segment}: {why}"));
+        }
+        if shown == SHOWN_RETRIES {
+            self.bar.suspend(|| eprintln!("retrying: (further retries are counted, not shown)"));
+        }
+    }
+}
+
+/// The tokio runtime and AWS configuration, made on first use: a JSON
+/// file whose ARN Targets all have their Origin never touches either.
+struct Aws<'a> {
+    args: &'a AwsArgs,
+    runtime: Option<tokio::runtime::Runtime>,
+    config: Option<aws_config::SdkConfig>,
+}
+
+impl Aws<'_> {
+    fn runtime(&mut self) -> Result<&tokio::runtime::Runtime> {
+        if self.runtime.is_none() {
+            self.runtime =
+                Some(tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?);
+        }
+        Ok(self.runtime.as_ref().expect("just made"))
+    }
+
+    fn config(&mut self) -> Result<aws_config::SdkConfig> {
+        if let Some(config) = &self.config {
+            return Ok(config.clone());
+        }
+        let options = AwsOptions {
+            profile: self.args.profile.clone(),
+            region: self.args.region.clone(),
+            endpoint_url: self.args.endpoint_url.clone(),
+        };
+        let config = self.runtime()?.block_on(load_config(&options))?;
+        self.config = Some(config.clone());
+        Ok(config)
+    }
+}
+
+fn cmd_compile(from: &Source, out: &Path, skip_invalid: bool, scan: &ScanArgs, aws: &AwsArgs) -> Result<()> {
+    let retry = RetryPolicy { max_retries: scan.max_retries, ..RetryPolicy::default() };
+    let mut aws = Aws { args: aws, runtime: None, config: None };
+    let (file, export);
+    let mut source_line = None;
+    let mut items = match from {
+        Source::File(path) => {
+            file = source::read_file(path)?;
+            source::parse_json_file(path, &file)?
+        }
+        Source::Export(path) => {
+            let start = std::time::Instant::now();
+            export = Export::open(path)?;
+            let items = export.items()?;
+            source_line = Some(format!(
+                "{from}: {} items in {:.2} s{}",
+                items.len(),
+                start.elapsed().as_secs_f64(),
+                export.table_arn.as_deref().map(|t| format!(" (exported from {t})")).unwrap_or_default()
+            ));
+            items
+        }
+        Source::Table(table) => {
+            let config = aws.config()?;
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} scanning {prefix}{pos} items, {per_sec} ({msg})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            let progress = ScanBar { bar: bar.clone(), shown_retries: 0.into() };
+            let options = ScanOptions {
+                segments: scan.segments,
+                consistent: scan.consistent,
+                page_size: scan.page_size,
+                retry,
+            };
+            let scanned = aws.runtime()?.block_on(scan_table(&config, table, &options, &progress));
+            bar.finish_and_clear();
+            let scanned = scanned?;
+            let secs = scanned.elapsed.as_secs_f64();
+            source_line = Some(format!(
+                "{from}: {} items in {secs:.2} s ({:.0} items/s; {} segments, {} pages, {} retries{})",
+                scanned.items.len(),
+                scanned.items.len() as f64 / secs.max(1e-9),
+                scanned.segments,
+                scanned.pages,
+                scanned.retries,
+                if scan.consistent { ", strongly consistent" } else { "" },
+            ));
+            scanned.items
+        }
+    };
+    let arns = elb::arns_without_origin(&items);
+    let mut elb_line = None;
+    if !arns.is_empty() {
+        let config = aws.config()?;
+        let origins = aws.runtime()?.block_on(elb::describe_load_balancers(&config, &arns, &retry))?;
+        let filled = elb::apply_origins(&mut items, &origins);
+        let resolved = origins.values().filter(|o| o.is_ok()).count();
+        elb_line = Some(format!(
+            "{resolved} of {} ELB ARNs resolved through DescribeLoadBalancers ({filled} items)",
+            arns.len()
+        ));
+    }
     // Only long compiles get a bar; indicatif hides it when stderr is not a terminal.
     let bar = if items.len() >= 50_000 { ProgressBar::new(items.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(
@@ -129,6 +297,12 @@ fn cmd_compile(from: &Path, out: &Path, skip_invalid: bool) -> Result<()> {
     println!("  id      {}", compiled.id);
     if !compiled.skipped.is_empty() {
         println!("  skipped {} invalid items", compiled.skipped.len());
+    }
+    if let Some(line) = source_line {
+        println!("  source  {line}");
+    }
+    if let Some(line) = elb_line {
+        println!("  elb     {line}");
     }
     Ok(())
 }

@@ -89,8 +89,10 @@ pub enum ItemErrorKind {
     BadTarget { target: String, why: String },
     #[error("Origin {origin:?}: {why}")]
     BadOrigin { origin: String, why: String },
-    #[error("an ELB ARN Target needs an Origin (the load balancer's DNS name) for now")]
+    #[error("an ELB ARN Target without Origin must be resolved through the ELBv2 API first (`edgeroute compile` does)")]
     ArnWithoutOrigin,
+    #[error("ELB ARN {arn} does not resolve to a load balancer: {why}")]
+    ArnNotResolved { arn: String, why: String },
     #[error("Origin is only allowed with an ELB ARN Target")]
     OriginNotAllowed,
     #[error("{0} is only allowed on static sites (s3:// Targets)")]

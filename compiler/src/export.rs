@@ -1,0 +1,319 @@
+//! DynamoDB table exports ("Export to S3" in `DYNAMODB_JSON` format), read
+//! from a local copy of the export's folder `AWSDynamoDB/<export id>/`.
+//!
+//! The layout is AWS's (`docs/table-schema.md#table-exports`):
+//! `manifest-summary.json` (one JSON object with `itemCount` and
+//! `outputFormat`), `manifest-files.json` (JSON Lines, one object per data
+//! file: `itemCount`, `md5Checksum`, `dataFileS3Key`), and the gzipped data
+//! files under `data/`, one `{"Item": {…}}` per line, some of them empty.
+//! Every count is checked against the manifests and every file against its
+//! MD5, so a partial download or a mix of two exports is refused instead of
+//! compiling into a snapshot that silently lacks routes.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+use serde::Deserialize;
+
+use crate::item::{DynamoItem, Location};
+use crate::route::{ItemError, ItemErrorKind};
+use crate::source::SourceItem;
+
+/// Why an export cannot be read. Nothing is compiled from it.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {why}")]
+    Manifest { path: PathBuf, why: String },
+    #[error(
+        "{path}: outputFormat is {format:?}; edgeroute reads DYNAMODB_JSON exports (export the table again with that format)"
+    )]
+    Format { path: PathBuf, format: String },
+    #[error("{path}: this is an incremental export; compile from a full export (FULL_EXPORT)")]
+    Incremental { path: PathBuf },
+    #[error("data file {path} is listed in manifest-files.json but missing: {source}")]
+    MissingFile { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not listed in manifest-files.json (a partial copy, or files of another export?)")]
+    UnlistedFile { path: PathBuf },
+    #[error("data file {path}: MD5 is {found}, manifest-files.json says {expected} (a damaged or partial download)")]
+    Checksum { path: PathBuf, expected: String, found: String },
+    #[error("data file {path} is not valid gzip: {source}")]
+    Gzip { path: PathBuf, source: std::io::Error },
+    #[error("data file {path} holds {found} items, manifest-files.json says {expected}")]
+    FileCount { path: PathBuf, expected: u64, found: u64 },
+    #[error("the data files hold {found} items in all, manifest-summary.json says {expected}")]
+    TotalCount { expected: u64, found: u64 },
+}
+
+/// `manifest-summary.json`: the fields edgeroute checks; others are ignored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary {
+    export_arn: Option<String>,
+    table_arn: Option<String>,
+    item_count: u64,
+    output_format: String,
+    export_type: Option<String>,
+    manifest_files_s3_key: String,
+}
+
+/// One line of `manifest-files.json`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileEntry {
+    item_count: u64,
+    md5_checksum: Option<String>,
+    data_file_s3_key: String,
+}
+
+/// One line of a data file.
+#[derive(Deserialize)]
+struct ExportLine<'a> {
+    #[serde(rename = "Item", borrow)]
+    item: DynamoItem<'a>,
+}
+
+/// A data file, read, checked and decompressed.
+#[derive(Debug)]
+struct DataFile {
+    path: PathBuf,
+    expected_items: u64,
+    text: Vec<u8>,
+}
+
+/// A table export whose manifests and data files agree; [`Export::items`]
+/// parses it.
+#[derive(Debug)]
+pub struct Export {
+    /// The export's ARN, when the summary gives it.
+    pub export_arn: Option<String>,
+    /// The exported table's ARN, when the summary gives it.
+    pub table_arn: Option<String>,
+    /// The number of items, as the summary gives it (and the files agree).
+    pub item_count: u64,
+    files: Vec<DataFile>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ExportError> {
+    std::fs::read(path).map_err(|source| ExportError::Io { path: path.to_owned(), source })
+}
+
+impl Export {
+    /// Reads the export folder `dir` (the one holding `manifest-summary.json`):
+    /// both manifests, then every data file on all cores (MD5 checked,
+    /// decompressed). Item counts are checked by [`Export::items`].
+    pub fn open(dir: &Path) -> Result<Export, ExportError> {
+        let summary_path = dir.join("manifest-summary.json");
+        let bad = |path: &Path, why: String| ExportError::Manifest { path: path.to_owned(), why };
+        let summary: Summary = serde_json::from_slice(&read(&summary_path)?)
+            .map_err(|e| bad(&summary_path, format!("not a DynamoDB export summary: {e}")))?;
+        if summary.output_format != "DYNAMODB_JSON" {
+            return Err(ExportError::Format { path: summary_path, format: summary.output_format });
+        }
+        if summary.export_type.as_deref().is_some_and(|t| t != "FULL_EXPORT") {
+            return Err(ExportError::Incremental { path: summary_path });
+        }
+        // `[prefix/]AWSDynamoDB/<export id>/manifest-files.json`: the data
+        // files of this export are `[prefix/]AWSDynamoDB/<export id>/data/<name>`.
+        let base = summary
+            .manifest_files_s3_key
+            .strip_suffix("manifest-files.json")
+            .filter(|b| b.ends_with('/'))
+            .ok_or_else(|| {
+                bad(
+                    &summary_path,
+                    format!(
+                        "manifestFilesS3Key {:?} does not end in /manifest-files.json",
+                        summary.manifest_files_s3_key
+                    ),
+                )
+            })?;
+        let files_path = dir.join("manifest-files.json");
+        let listing = read(&files_path)?;
+        let mut entries = Vec::new();
+        for (n, line) in listing.split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let entry: FileEntry = serde_json::from_slice(line)
+                .map_err(|e| bad(&files_path, format!("line {}: not a data file entry: {e}", n + 1)))?;
+            let name = entry
+                .data_file_s3_key
+                .strip_prefix(base)
+                .and_then(|rest| rest.strip_prefix("data/"))
+                .filter(|name| !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.'))
+                .ok_or_else(|| {
+                    bad(
+                        &files_path,
+                        format!(
+                            "line {}: dataFileS3Key {:?} is not a data file of this export ({base}data/NAME)",
+                            n + 1,
+                            entry.data_file_s3_key
+                        ),
+                    )
+                })?;
+            entries.push((name.to_owned(), entry));
+        }
+        let mut names: Vec<&str> = entries.iter().map(|(name, _)| name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad(&files_path, format!("data file {} is listed twice", w[0])));
+        }
+        let data_dir = dir.join("data");
+        if let Ok(listing) = std::fs::read_dir(&data_dir) {
+            for entry in listing {
+                let entry = entry.map_err(|source| ExportError::Io { path: data_dir.clone(), source })?;
+                let name = entry.file_name();
+                if names.binary_search(&name.to_string_lossy().as_ref()).is_err() {
+                    return Err(ExportError::UnlistedFile { path: entry.path() });
+                }
+            }
+        }
+
+        // Read, check and decompress the files on all cores, in manifest order.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(entries.len()).max(1);
+        let results: Vec<Vec<(usize, Result<DataFile, ExportError>)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..cores)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((name, entry)) = entries.get(i) else { break };
+                            out.push((i, load_data_file(&data_dir.join(name), entry)));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        });
+        let mut files: Vec<(usize, Result<DataFile, ExportError>)> = results.into_iter().flatten().collect();
+        files.sort_by_key(|(i, _)| *i);
+        let files = files.into_iter().map(|(_, f)| f).collect::<Result<Vec<_>, _>>()?;
+        Ok(Export {
+            export_arn: summary.export_arn,
+            table_arn: summary.table_arn,
+            item_count: summary.item_count,
+            files,
+        })
+    }
+
+    /// Parses every item, borrowing its strings from the decompressed files.
+    /// A line that is not a valid item is that item's error (it still
+    /// counts); the count of every file and the total must match the
+    /// manifests.
+    pub fn items(&self) -> Result<Vec<SourceItem<'_>>, ExportError> {
+        let parsed: Vec<Vec<SourceItem<'_>>> = std::thread::scope(|s| {
+            let per_core = self.files.len().div_ceil(
+                std::thread::available_parallelism().map_or(1, |n| n.get()).min(self.files.len()).max(1),
+            );
+            let handles: Vec<_> = self
+                .files
+                .chunks(per_core.max(1))
+                .enumerate()
+                .map(|(c, chunk)| {
+                    s.spawn(move || {
+                        chunk
+                            .iter()
+                            .enumerate()
+                            .map(|(i, f)| parse_data_file(f, (c * per_core + i + 1) as u32))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        });
+        let mut total = 0u64;
+        for (file, items) in self.files.iter().zip(&parsed) {
+            let found = items.len() as u64;
+            if found != file.expected_items {
+                return Err(ExportError::FileCount { path: file.path.clone(), expected: file.expected_items, found });
+            }
+            total += found;
+        }
+        if total != self.item_count {
+            return Err(ExportError::TotalCount { expected: self.item_count, found: total });
+        }
+        Ok(parsed.into_iter().flatten().collect())
+    }
+}
+
+fn load_data_file(path: &Path, entry: &FileEntry) -> Result<DataFile, ExportError> {
+    let raw = std::fs::read(path).map_err(|source| ExportError::MissingFile { path: path.to_owned(), source })?;
+    if let Some(expected) = &entry.md5_checksum {
+        let found = base64(&Md5::digest(&raw));
+        if &found != expected {
+            return Err(ExportError::Checksum { path: path.to_owned(), expected: expected.clone(), found });
+        }
+    }
+    // An empty partition may be exported as an empty object rather than an
+    // empty gzip stream.
+    let mut text = Vec::with_capacity(raw.len() * 6);
+    if !raw.is_empty() {
+        flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .read_to_end(&mut text)
+            .map_err(|source| ExportError::Gzip { path: path.to_owned(), source })?;
+    }
+    Ok(DataFile { path: path.to_owned(), expected_items: entry.item_count, text })
+}
+
+fn parse_data_file(file: &DataFile, number: u32) -> Vec<SourceItem<'_>> {
+    let mut out = Vec::new();
+    for (n, line) in file.text.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let location = Location::Export { file: number, line: n as u32 + 1 };
+        let item = serde_json::from_slice::<ExportLine<'_>>(line).map(|l| l.item.0).map_err(|e| ItemError {
+            location,
+            domain: None,
+            kind: ItemErrorKind::Json(e.to_string()),
+        });
+        out.push((location, item));
+    }
+    out
+}
+
+/// Standard base64 with padding, as `md5Checksum` is written.
+pub(crate) fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        for (input, output) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), output);
+        }
+        // The empty input's MD5, as S3 writes Content-MD5.
+        assert_eq!(base64(&Md5::digest(b"")), "1B2M2Y8AsgTpgAmY7PiCfg==");
+    }
+}
