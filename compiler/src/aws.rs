@@ -40,9 +40,8 @@ pub enum ConfigError {
 /// [`with_retries`]); every attempt has a timeout so that a hung connection
 /// becomes a retry instead of a hung compile.
 pub async fn load_config(options: &AwsOptions) -> Result<SdkConfig, ConfigError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled()).timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .operation_attempt_timeout(Duration::from_secs(60))

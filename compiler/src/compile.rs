@@ -1,10 +1,11 @@
 //! Compiling a table: validate every item, resolve duplicates, write.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use crate::item::Location;
+use crate::item::{Location, Value};
 use crate::route::{self, ItemError, ItemErrorKind, Route, Target};
 use crate::source::SourceItem;
 use crate::writer::{write_sorted, WriteError};
@@ -61,6 +62,8 @@ struct Keyed<'a> {
     key: Vec<u8>,
     location: Location,
     route: Route<'a>,
+    /// The Domain as the table wrote it, for messages about duplicates.
+    written: Cow<'a, str>,
 }
 
 /// How many threads to validate on.
@@ -116,12 +119,17 @@ pub fn compile(
             unique.push(keyed[i]);
         } else {
             for k in i..j {
-                let other = if k == i { keyed[i + 1].location } else { keyed[i].location };
-                let domain = keyed[k].route.domain.to_string();
+                let other = if k == i { keyed[i + 1] } else { keyed[i] };
+                let written = keyed[k].written.to_string();
                 errors.push(ItemError {
                     location: keyed[k].location,
-                    domain: Some(domain.clone()),
-                    kind: ItemErrorKind::Duplicate { domain, other },
+                    domain: Some(written.clone()),
+                    kind: ItemErrorKind::Duplicate {
+                        domain: keyed[k].route.domain.to_string(),
+                        written,
+                        other: other.location,
+                        other_written: other.written.to_string(),
+                    },
                 });
             }
         }
@@ -154,8 +162,15 @@ fn validate_chunk<'a>(
     let mut routes = Vec::with_capacity(chunk.len());
     let mut errors = Vec::new();
     for (n, (location, item)) in chunk.into_iter().enumerate() {
-        match item.and_then(|item| route::validate(location, &item)) {
-            Ok(route) => routes.push(Keyed { key: route.key(), location, route }),
+        match item.and_then(|mut item| {
+            let route = route::validate(location, &item)?;
+            let written = match item.domain.take() {
+                Some(Value::Str(d)) => d,
+                _ => unreachable!("a valid item has a string Domain"),
+            };
+            Ok((route, written))
+        }) {
+            Ok((route, written)) => routes.push(Keyed { key: route.key(), location, route, written }),
             Err(e) => errors.push(e),
         }
         if n % 16_384 == 16_383 {

@@ -112,9 +112,9 @@ pub async fn scan_table(
     let mut tasks = tokio::task::JoinSet::new();
     for segment in 0..segments {
         let (client, table, options, counters) = (client.clone(), table.to_owned(), *options, counters.clone());
-        tasks.spawn(async move {
-            (segment, scan_segment(&client, &table, segment, segments, &options, &counters).await)
-        });
+        tasks.spawn(
+            async move { (segment, scan_segment(&client, &table, segment, segments, &options, &counters).await) },
+        );
     }
     let mut parts: Vec<Vec<SourceItem<'static>>> = (0..segments).map(|_| Vec::new()).collect();
     let mut tick = tokio::time::interval(Duration::from_millis(100));

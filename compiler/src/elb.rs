@@ -78,9 +78,16 @@ pub async fn describe_load_balancers(
         // the unknown ones stand alone.
         let mut work: Vec<&[&str]> = arns.chunks(BATCH).collect();
         while let Some(batch) = work.pop() {
-            let answer = with_retries(retry, |_| {}, || {
-                client.describe_load_balancers().set_load_balancer_arns(Some(batch.iter().map(|a| a.to_string()).collect())).send()
-            })
+            let answer = with_retries(
+                retry,
+                |_| {},
+                || {
+                    client
+                        .describe_load_balancers()
+                        .set_load_balancer_arns(Some(batch.iter().map(|a| a.to_string()).collect()))
+                        .send()
+                },
+            )
             .await;
             match answer {
                 Ok(out) => {
@@ -96,7 +103,7 @@ pub async fn describe_load_balancers(
                     for arn in batch {
                         origins
                             .entry(arn.to_string())
-                            .or_insert_with(|| Err("DescribeLoadBalancers did not return it".to_owned()));
+                            .or_insert_with(|| Err("no such load balancer in this account and region".to_owned()));
                     }
                 }
                 Err(failed) if is_about_the_arns(&failed.error) => {
@@ -182,7 +189,8 @@ mod tests {
 
     fn item(domain: &'static str, target: &'static str, origin: Option<&'static str>) -> SourceItem<'static> {
         let s = |v: &'static str| Value::Str(Cow::Borrowed(v));
-        let raw = RawItem { domain: Some(s(domain)), target: Some(s(target)), origin: origin.map(s), ..RawItem::default() };
+        let raw =
+            RawItem { domain: Some(s(domain)), target: Some(s(target)), origin: origin.map(s), ..RawItem::default() };
         (Location::Index(0), Ok(raw))
     }
 

@@ -260,14 +260,20 @@ impl<'de> Visitor<'de> for TypedValueVisitor {
             "S" => match map.next_value::<Value<'de>>()? {
                 s @ Value::Str(_) => s,
                 other => {
-                    return Err(de::Error::custom(format!("an S value must be a JSON string, not {}", other.type_name())))
+                    return Err(de::Error::custom(format!(
+                        "an S value must be a JSON string, not {}",
+                        other.type_name()
+                    )))
                 }
             },
             "L" => Value::List(map.next_value::<Vec<TypedValue<'de>>>()?.into_iter().map(|v| v.0).collect()),
             "SS" => {
                 let strings = map.next_value::<Vec<Value<'de>>>()?;
                 if let Some(other) = strings.iter().find(|v| !matches!(v, Value::Str(_))) {
-                    return Err(de::Error::custom(format!("an SS value holds JSON strings, not {}", other.type_name())));
+                    return Err(de::Error::custom(format!(
+                        "an SS value holds JSON strings, not {}",
+                        other.type_name()
+                    )));
                 }
                 Value::List(strings)
             }

@@ -227,12 +227,8 @@ fn cmd_compile(from: &Source, out: &Path, skip_invalid: bool, scan: &ScanArgs, a
             );
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             let progress = ScanBar { bar: bar.clone(), shown_retries: 0.into() };
-            let options = ScanOptions {
-                segments: scan.segments,
-                consistent: scan.consistent,
-                page_size: scan.page_size,
-                retry,
-            };
+            let options =
+                ScanOptions { segments: scan.segments, consistent: scan.consistent, page_size: scan.page_size, retry };
             let scanned = aws.runtime()?.block_on(scan_table(&config, table, &options, &progress));
             bar.finish_and_clear();
             let scanned = scanned?;

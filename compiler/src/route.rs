@@ -89,7 +89,9 @@ pub enum ItemErrorKind {
     BadTarget { target: String, why: String },
     #[error("Origin {origin:?}: {why}")]
     BadOrigin { origin: String, why: String },
-    #[error("an ELB ARN Target without Origin must be resolved through the ELBv2 API first (`edgeroute compile` does)")]
+    #[error(
+        "an ELB ARN Target without Origin must be resolved through the ELBv2 API first (`edgeroute compile` does)"
+    )]
     ArnWithoutOrigin,
     #[error("ELB ARN {arn} does not resolve to a load balancer: {why}")]
     ArnNotResolved { arn: String, why: String },
@@ -103,8 +105,12 @@ pub enum ItemErrorKind {
     BadFallback { fallback: String, why: String },
     #[error("Fallback {0:?} is not one of the Assets")]
     FallbackNotInAssets(String),
-    #[error("Domain {domain:?} is also given at {other} (both are left out)")]
-    Duplicate { domain: String, other: Location },
+    #[error(
+        "Domain {written:?} is also given at {other}{} (both are left out)",
+        if written == other_written && written == domain { String::new() }
+        else { format!(" as {other_written:?}; both are {domain:?} once normalized") }
+    )]
+    Duplicate { domain: String, written: String, other: Location, other_written: String },
 }
 
 /// A bad item: where it is, its Domain if it has a usable one, and why.

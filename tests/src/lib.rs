@@ -1,6 +1,8 @@
 //! Helpers shared by the cross-crate tests and the benchmarks: compiling a
 //! table from text, and generating large realistic tables deterministically.
 
+pub mod aws;
+
 use edgeroute_compiler::{compile, source, CompileError, Compiled, Options};
 use edgeroute_edge::Snapshot;
 

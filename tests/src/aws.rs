@@ -1,0 +1,432 @@
+//! Real AWS-protocol servers for the tests: moto's server (DynamoDB, S3,
+//! ELBv2 behind one port) started on 127.0.0.1 and stopped when dropped,
+//! a fault-injecting HTTP proxy to put between the SDK and it, and table
+//! exports written in the layout AWS documents.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest, ScalarAttributeType,
+    WriteRequest,
+};
+use base64::Engine as _;
+use md5::{Digest, Md5};
+use serde_json::Value as Json;
+
+/// The environment a child process needs to reach a local server as AWS:
+/// fixed credentials and region, no profile files, no instance metadata.
+pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ENDPOINT_URL", endpoint.into()),
+        ("AWS_CONFIG_FILE", "/nonexistent/edgeroute-test-aws-config".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/edgeroute-test-aws-credentials".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
+/// The virtualenv that `scripts/setup.sh` installs moto into.
+fn venv() -> PathBuf {
+    match std::env::var_os("EDGEROUTE_TEST_VENV") {
+        Some(v) => v.into(),
+        None => crate::workspace_root().join(".tools/venv"),
+    }
+}
+
+/// A moto server on a free loopback port, killed on drop.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Starts moto's server and waits until it answers.
+    pub fn start() -> Moto {
+        let server = venv().join("bin/moto_server");
+        assert!(
+            server.exists(),
+            "{} is missing: run scripts/setup.sh (it installs moto[server] into .tools/venv)",
+            server.display()
+        );
+        let port = free_port();
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
+        let mut moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto_server exited at start: {status}");
+            }
+            assert!(Instant::now() < deadline, "moto_server did not listen on port {port} within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moto
+    }
+
+    /// An SDK configuration for this server.
+    pub async fn config(&self) -> aws_config::SdkConfig {
+        config_for(&self.endpoint).await
+    }
+
+    /// Creates an application load balancer in moto's ELBv2 (through boto3
+    /// from the same virtualenv, since it needs EC2 subnets) and returns its
+    /// ARN and DNS name.
+    pub fn create_load_balancer(&self, name: &str) -> (String, String) {
+        let script = crate::workspace_root().join("tests/aws/create_load_balancer.py");
+        let out = Command::new(venv().join("bin/python"))
+            .arg(&script)
+            .args([&self.endpoint, name])
+            .output()
+            .expect("run create_load_balancer.py");
+        assert!(out.status.success(), "create_load_balancer.py: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        let (arn, dns) = text.trim().split_once(' ').expect("ARN DNSNAME");
+        (arn.to_owned(), dns.to_owned())
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// An SDK configuration with test credentials for `endpoint`.
+pub async fn config_for(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await
+}
+
+/// Creates an on-demand table keyed by `key` (a string).
+pub async fn create_table(config: &aws_config::SdkConfig, table: &str, key: &str) {
+    let client = aws_sdk_dynamodb::Client::new(config);
+    client
+        .create_table()
+        .table_name(table)
+        .key_schema(KeySchemaElement::builder().attribute_name(key).key_type(KeyType::Hash).build().expect("key"))
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(key)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("definition"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("CreateTable");
+}
+
+/// Writes items given in DynamoDB's typed JSON, 25 per BatchWriteItem.
+pub async fn put_items(config: &aws_config::SdkConfig, table: &str, items: &[Json]) {
+    let client = aws_sdk_dynamodb::Client::new(config);
+    let mut writes = Vec::new();
+    for chunk in items.chunks(25) {
+        let requests: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|item| {
+                let put = PutRequest::builder().set_item(Some(attributes(item))).build().expect("put");
+                WriteRequest::builder().put_request(put).build()
+            })
+            .collect();
+        writes.push(client.batch_write_item().request_items(table, requests).send());
+    }
+    for write in writes {
+        let out = write.await.expect("BatchWriteItem");
+        assert!(out.unprocessed_items().is_none_or(|u| u.is_empty()), "moto left items unprocessed");
+    }
+}
+
+/// An item in DynamoDB's typed JSON as the SDK's attribute map.
+pub fn attributes(item: &Json) -> HashMap<String, AttributeValue> {
+    item.as_object().expect("an item is an object").iter().map(|(k, v)| (k.clone(), attribute(v))).collect()
+}
+
+fn attribute(v: &Json) -> AttributeValue {
+    let (tag, value) = v.as_object().and_then(|o| o.iter().next()).expect("a typed value");
+    let strings = || value.as_array().expect("a set").iter().map(|s| s.as_str().expect("string").to_owned()).collect();
+    match tag.as_str() {
+        "S" => AttributeValue::S(value.as_str().expect("S").to_owned()),
+        "N" => AttributeValue::N(value.as_str().expect("N").to_owned()),
+        "BOOL" => AttributeValue::Bool(value.as_bool().expect("BOOL")),
+        "NULL" => AttributeValue::Null(true),
+        "L" => AttributeValue::L(value.as_array().expect("L").iter().map(attribute).collect()),
+        "M" => {
+            AttributeValue::M(value.as_object().expect("M").iter().map(|(k, v)| (k.clone(), attribute(v))).collect())
+        }
+        "SS" => AttributeValue::Ss(strings()),
+        "NS" => AttributeValue::Ns(strings()),
+        other => panic!("test items do not use type {other}"),
+    }
+}
+
+/// The same item as a plain JSON table file writes it: `S` as a string,
+/// `L` and `SS` as arrays, other types as the JSON type that keeps them
+/// wrong in the same way.
+pub fn plain(item: &Json) -> Json {
+    fn convert(v: &Json) -> Json {
+        let (tag, value) = v.as_object().and_then(|o| o.iter().next()).expect("a typed value");
+        match tag.as_str() {
+            "S" | "SS" | "BOOL" => value.clone(),
+            "N" => serde_json::json!(0),
+            "NULL" => Json::Null,
+            "L" => Json::Array(value.as_array().expect("L").iter().map(convert).collect()),
+            "M" => serde_json::json!({}),
+            "NS" => serde_json::json!([0]),
+            other => panic!("test items do not use type {other}"),
+        }
+    }
+    Json::Object(item.as_object().expect("object").iter().map(|(k, v)| (k.clone(), convert(v))).collect())
+}
+
+/// Writes a full table export of `items` (DynamoDB typed JSON) in AWS's
+/// documented layout under `root`: `AWSDynamoDB/<id>/manifest-summary.json`,
+/// `manifest-files.json` (JSON Lines: itemCount, md5Checksum, etag,
+/// dataFileS3Key), `_started`, and `data/<name>.json.gz` files, one per
+/// "partition", the items spread over `files` of them by a hash of the key;
+/// the last two partitions are always empty (one as an empty object, one as
+/// an empty gzip stream), as AWS writes files for empty partitions. Returns
+/// the export's folder.
+pub fn write_export(root: &Path, export_id: &str, items: &[Json], files: usize) -> PathBuf {
+    assert!(files >= 3);
+    let dir = root.join("AWSDynamoDB").join(export_id);
+    std::fs::create_dir_all(dir.join("data")).expect("mkdir");
+    let mut parts: Vec<String> = vec![String::new(); files];
+    for item in items {
+        let key = item.get("Domain").map(|d| d.to_string()).unwrap_or_default();
+        let h = key.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+        let part = (h % (files as u64 - 2)) as usize;
+        parts[part].push_str(&serde_json::json!({ "Item": item }).to_string());
+        parts[part].push('\n');
+    }
+    let mut manifest = String::new();
+    for (i, text) in parts.iter().enumerate() {
+        let name = format!("{:026x}-{i:04}.json.gz", (i as u128 + 1) * 0x9e3779b97f4a7c15);
+        let bytes = if i == files - 1 {
+            Vec::new()
+        } else {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(text.as_bytes()).expect("gzip");
+            gz.finish().expect("gzip")
+        };
+        std::fs::write(dir.join("data").join(&name), &bytes).expect("write data file");
+        let md5 = Md5::digest(&bytes);
+        let line = serde_json::json!({
+            "itemCount": text.lines().count(),
+            "md5Checksum": base64::engine::general_purpose::STANDARD.encode(md5),
+            "etag": md5.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "dataFileS3Key": format!("previews/AWSDynamoDB/{export_id}/data/{name}"),
+        });
+        manifest.push_str(&line.to_string());
+        manifest.push('\n');
+    }
+    std::fs::write(dir.join("manifest-files.json"), manifest).expect("write manifest");
+    let summary = serde_json::json!({
+        "version": "2020-06-30",
+        "exportArn": format!("arn:aws:dynamodb:us-east-1:123456789012:table/routes/export/{export_id}"),
+        "startTime": "2026-11-24T07:28:34.028Z",
+        "endTime": "2026-11-24T07:33:43.897Z",
+        "tableArn": "arn:aws:dynamodb:us-east-1:123456789012:table/routes",
+        "tableId": "12345a12-abcd-123a-ab12-1234abc12345",
+        "exportTime": "2026-11-24T07:28:34.028Z",
+        "s3Bucket": "routes-exports",
+        "s3Prefix": "previews",
+        "s3SseAlgorithm": "AES256",
+        "s3SseKmsKeyId": null,
+        "manifestFilesS3Key": format!("previews/AWSDynamoDB/{export_id}/manifest-files.json"),
+        "billedSizeBytes": 0,
+        "itemCount": items.len(),
+        "outputFormat": "DYNAMODB_JSON",
+        "exportType": "FULL_EXPORT",
+    });
+    std::fs::write(dir.join("manifest-summary.json"), summary.to_string()).expect("write summary");
+    std::fs::write(dir.join("_started"), b"").expect("write _started");
+    dir
+}
+
+/// What the fault proxy does to one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// 400 ProvisionedThroughputExceededException, as DynamoDB throttles.
+    Throttle,
+    /// 500 InternalServerError.
+    ServerError,
+    /// 503 with an empty body, as an overloaded front end answers.
+    Unavailable,
+    /// Close the connection without an answer.
+    Drop,
+}
+
+/// What the proxy knows about a request when it decides.
+#[derive(Debug)]
+pub struct Request {
+    /// `X-Amz-Target`, e.g. `DynamoDB_20120810.Scan` (empty if absent).
+    pub target: String,
+    /// The body as JSON (`Null` if it is not JSON).
+    pub body: Json,
+}
+
+type Decide = dyn Fn(&Request) -> Option<Fault> + Send + Sync;
+
+/// An HTTP/1.1 proxy in front of a server that injects faults into the
+/// requests `decide` picks, and forwards the rest. Runs on its own thread
+/// and runtime until dropped.
+pub struct FaultProxy {
+    pub endpoint: String,
+    injected: Arc<AtomicU64>,
+    forwarded: Arc<AtomicU64>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FaultProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultProxy").field("endpoint", &self.endpoint).finish_non_exhaustive()
+    }
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, decide: impl Fn(&Request) -> Option<Fault> + Send + Sync + 'static) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let upstream: hyper::Uri = upstream.parse().expect("upstream URL");
+        let (injected, forwarded) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let decide: Arc<Decide> = Arc::new(decide);
+        let (i, f) = (injected.clone(), forwarded.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(serve(listener, upstream, decide, i, f, rx));
+        });
+        FaultProxy { endpoint: format!("http://{addr}"), injected, forwarded, shutdown: Some(tx), thread: Some(thread) }
+    }
+
+    /// Requests answered with a fault so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    /// Requests passed through so far.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+type Body = http_body_util::Full<bytes::Bytes>;
+
+async fn serve(
+    listener: TcpListener,
+    upstream: hyper::Uri,
+    decide: Arc<Decide>,
+    injected: Arc<AtomicU64>,
+    forwarded: Arc<AtomicU64>,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    let client: hyper_util::client::legacy::Client<_, Body> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            _ = &mut shutdown => return,
+        };
+        let (client, upstream, decide) = (client.clone(), upstream.clone(), decide.clone());
+        let (injected, forwarded) = (injected.clone(), forwarded.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (client, upstream, decide) = (client.clone(), upstream.clone(), decide.clone());
+                let (injected, forwarded) = (injected.clone(), forwarded.clone());
+                async move {
+                    use http_body_util::BodyExt as _;
+                    let (mut parts, body) = req.into_parts();
+                    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+                    let request = Request {
+                        target: parts
+                            .headers
+                            .get("x-amz-target")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned(),
+                        body: serde_json::from_slice(&body).unwrap_or(Json::Null),
+                    };
+                    if let Some(fault) = decide(&request) {
+                        injected.fetch_add(1, Ordering::Relaxed);
+                        return fault_response(fault);
+                    }
+                    forwarded.fetch_add(1, Ordering::Relaxed);
+                    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                    parts.uri =
+                        format!("{upstream}{}", path.trim_start_matches('/')).parse().map_err(|e| format!("{e}"))?;
+                    let response = client
+                        .request(hyper::Request::from_parts(parts, Body::new(body)))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let (parts, body) = response.into_parts();
+                    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+                    Ok::<_, String>(hyper::Response::from_parts(parts, Body::new(body)))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn fault_response(fault: Fault) -> Result<hyper::Response<Body>, String> {
+    let (status, body) = match fault {
+        Fault::Throttle => (
+            400,
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"injected: throughput exceeded"}"#,
+        ),
+        Fault::ServerError => (
+            500,
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected: internal error"}"#,
+        ),
+        Fault::Unavailable => (503, ""),
+        Fault::Drop => return Err("injected: connection dropped".into()),
+    };
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.0")
+        .body(Body::new(bytes::Bytes::from_static(body.as_bytes())))
+        .map_err(|e| e.to_string())
+}
