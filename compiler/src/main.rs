@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 use edgeroute_compiler::aws::{load_config, AwsOptions, RetryPolicy};
 use edgeroute_compiler::dynamodb::{scan_table, ScanOptions, ScanProgress};
 use edgeroute_compiler::export::Export;
-use edgeroute_compiler::{compile, elb, snapshot_id, source, CompileError, Options, Progress, Source};
+use edgeroute_compiler::{
+    compile, elb, snapshot_id, source, CompileError, ItemError, Location, Options, Progress, Source,
+};
 use edgeroute_edge::{Domain, HostName, Resolution, Route, Snapshot, Trace};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -270,6 +272,7 @@ fn cmd_compile(from: &Source, out: &Path, skip_invalid: bool, scan: &ScanArgs, a
             for e in &errors {
                 eprintln!("invalid: {e}");
             }
+            name_data_files(from, &errors);
             bail!(CompileError::Invalid(errors));
         }
         Err(e) => return Err(e.into()),
@@ -278,6 +281,7 @@ fn cmd_compile(from: &Source, out: &Path, skip_invalid: bool, scan: &ScanArgs, a
     for e in &compiled.skipped {
         eprintln!("skipped: {e}");
     }
+    name_data_files(from, &compiled.skipped);
     write_atomically(out, &compiled.bytes)?;
     let s = compiled.stats;
     let per_route = compiled.bytes.len() as f64 / s.routes.max(1) as f64;
@@ -301,6 +305,31 @@ fn cmd_compile(from: &Source, out: &Path, skip_invalid: bool, scan: &ScanArgs, a
         println!("  elb     {line}");
     }
     Ok(())
+}
+
+/// Says which files "data file N" in export errors are.
+fn name_data_files(from: &Source, errors: &[ItemError]) {
+    let Source::Export(dir) = from else { return };
+    let mut numbers: Vec<u32> = errors
+        .iter()
+        .filter_map(|e| match e.location {
+            Location::Export { file, .. } => Some(file),
+            _ => None,
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    let Ok(listing) = std::fs::read_to_string(dir.join("manifest-files.json")) else { return };
+    let keys: Vec<&str> = listing.lines().filter(|l| !l.trim().is_empty()).collect();
+    for n in numbers {
+        let key = keys
+            .get(n as usize - 1)
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|v| v["dataFileS3Key"].as_str().map(str::to_owned));
+        if let Some(key) = key {
+            eprintln!("note: data file {n} is {key}");
+        }
+    }
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it and renames it

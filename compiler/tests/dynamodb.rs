@@ -172,6 +172,12 @@ fn live_table_export_and_json_file_compile_to_the_same_bytes() {
     assert_ok(&o);
     assert!(text(&o.stdout).contains(&format!("{} items", items.len())), "{}", text(&o.stdout));
     assert!(text(&o.stderr).contains("skipped: data file "), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).lines().any(|l| l.starts_with("note: data file ")
+            && l.contains(" is previews/AWSDynamoDB/01764000000000-a1b2c3d4/data/")),
+        "{}",
+        text(&o.stderr)
+    );
     snapshots.push(std::fs::read(&out).unwrap());
 
     let file = dir.join("routes.jsonl");

@@ -254,3 +254,22 @@ mod cli {
         assert_eq!(v["routes"], 2_000);
     }
 }
+
+/// The data plane never links the DynamoDB SDK (nor the compiler that
+/// does): `edgeroute-host`'s normal and build dependencies, as cargo
+/// resolves them from the lockfile.
+#[test]
+fn the_host_does_not_depend_on_the_dynamodb_sdk() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["tree", "-p", "edgeroute-host", "-e", "normal,build", "--prefix", "none", "--offline", "--locked"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("cargo tree runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(tree.lines().any(|l| l.starts_with("wasmtime ")), "not the host's tree:\n{tree}");
+    for forbidden in ["aws-sdk-dynamodb ", "aws-sdk-dynamodbstreams ", "edgeroute-compiler "] {
+        assert!(!tree.lines().any(|l| l.starts_with(forbidden)), "edgeroute-host depends on {forbidden}");
+    }
+}

@@ -5,6 +5,7 @@ mod integration {
     pub mod conformance;
     pub mod corruption;
     pub mod determinism;
+    pub mod export;
     pub mod golden;
     pub mod rules;
     pub mod table;
