@@ -120,13 +120,11 @@ pub fn compile(
         } else {
             for k in i..j {
                 let other = if k == i { keyed[i + 1] } else { keyed[i] };
-                let written = keyed[k].written.to_string();
                 errors.push(ItemError {
                     location: keyed[k].location,
-                    domain: Some(written.clone()),
+                    domain: Some(keyed[k].written.to_string()),
                     kind: ItemErrorKind::Duplicate {
                         domain: keyed[k].route.domain.to_string(),
-                        written,
                         other: other.location,
                         other_written: other.written.to_string(),
                     },

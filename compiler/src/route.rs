@@ -105,12 +105,8 @@ pub enum ItemErrorKind {
     BadFallback { fallback: String, why: String },
     #[error("Fallback {0:?} is not one of the Assets")]
     FallbackNotInAssets(String),
-    #[error(
-        "Domain {written:?} is also given at {other}{} (both are left out)",
-        if written == other_written && written == domain { String::new() }
-        else { format!(" as {other_written:?}; both are {domain:?} once normalized") }
-    )]
-    Duplicate { domain: String, written: String, other: Location, other_written: String },
+    #[error("{other} gives the same Domain, {other_written:?} ({domain:?} once normalized); both are left out")]
+    Duplicate { domain: String, other: Location, other_written: String },
 }
 
 /// A bad item: where it is, its Domain if it has a usable one, and why.
@@ -126,7 +122,7 @@ impl fmt::Display for ItemError {
         write!(f, "{}", self.location)?;
         match (&self.domain, &self.kind) {
             // These name the Domain themselves.
-            (_, ItemErrorKind::BadDomain { .. } | ItemErrorKind::Duplicate { .. }) | (None, _) => {}
+            (_, ItemErrorKind::BadDomain { .. }) | (None, _) => {}
             (Some(d), _) => write!(f, " (Domain {d:?})")?,
         }
         write!(f, ": {}", self.kind)

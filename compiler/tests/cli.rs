@@ -78,7 +78,12 @@ fn compile_refuses_a_table_with_bad_items_and_writes_nothing() {
     let err = stderr(&o);
     assert!(err.contains("line 2: Domain \"bad..dev\": host_bad_label"), "{err}");
     assert!(err.contains("line 3 (Domain \"shop.dev\"): Fallback \"index.html\" is not one of the Assets"), "{err}");
-    assert!(err.contains("line 1") && err.contains("line 4") && err.contains("\"ok.dev\" is also given"), "{err}");
+    assert!(
+        err.contains("line 1")
+            && err.contains("line 4")
+            && err.contains("line 4 (Domain \"OK.dev\"): line 1 gives the same Domain, \"ok.dev\""),
+        "{err}"
+    );
     assert!(err.contains("4 invalid item(s); nothing written"), "{err}");
     // The previous file is untouched.
     assert_eq!(std::fs::read(&out).unwrap(), b"previous snapshot");

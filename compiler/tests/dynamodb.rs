@@ -91,7 +91,7 @@ const BAD: &[(&str, &str)] = &[
     ("a.*.example.com", "`*` is only allowed"),
     ("ghost.example.com", "does not resolve to a load balancer"),
     ("no-target.example.com", "attribute Target is missing"),
-    ("twice.example.com", "is also given at"),
+    ("twice.example.com", "gives the same Domain"),
 ];
 
 /// Good routes in [`table_items`] besides the generated ones.
