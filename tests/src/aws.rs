@@ -292,6 +292,9 @@ pub struct Request {
 
 type Decide = dyn Fn(&Request) -> Option<Fault> + Send + Sync;
 
+/// Answers recorded by a replaying proxy, by request target and body.
+type Recorded = std::sync::Mutex<HashMap<(String, bytes::Bytes), (hyper::http::response::Parts, bytes::Bytes)>>;
+
 /// An HTTP/1.1 proxy in front of a server that injects faults into the
 /// requests `decide` picks, and forwards the rest. Runs on its own thread
 /// and runtime until dropped.
@@ -311,17 +314,27 @@ impl std::fmt::Debug for FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream: &str, decide: impl Fn(&Request) -> Option<Fault> + Send + Sync + 'static) -> FaultProxy {
+        FaultProxy::spawn(upstream, Arc::new(decide), None)
+    }
+
+    /// A proxy without faults that records every answer and replays it
+    /// for the same request (same target, same body) instead of asking
+    /// upstream again: a second Scan then measures the client alone.
+    pub fn replaying(upstream: &str) -> FaultProxy {
+        FaultProxy::spawn(upstream, Arc::new(|_: &Request| None), Some(Arc::new(Recorded::default())))
+    }
+
+    fn spawn(upstream: &str, decide: Arc<Decide>, recorded: Option<Arc<Recorded>>) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let upstream: hyper::Uri = upstream.parse().expect("upstream URL");
         let (injected, forwarded) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let decide: Arc<Decide> = Arc::new(decide);
         let (i, f) = (injected.clone(), forwarded.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(serve(listener, upstream, decide, i, f, rx));
+            rt.block_on(serve(listener, upstream, decide, recorded, i, f, rx));
         });
         FaultProxy { endpoint: format!("http://{addr}"), injected, forwarded, shutdown: Some(tx), thread: Some(thread) }
     }
@@ -354,6 +367,7 @@ async fn serve(
     listener: TcpListener,
     upstream: hyper::Uri,
     decide: Arc<Decide>,
+    recorded: Option<Arc<Recorded>>,
     injected: Arc<AtomicU64>,
     forwarded: Arc<AtomicU64>,
     mut shutdown: tokio::sync::oneshot::Receiver<()>,
@@ -370,11 +384,12 @@ async fn serve(
             },
             _ = &mut shutdown => return,
         };
-        let (client, upstream, decide) = (client.clone(), upstream.clone(), decide.clone());
+        let (client, upstream, decide, recorded) = (client.clone(), upstream.clone(), decide.clone(), recorded.clone());
         let (injected, forwarded) = (injected.clone(), forwarded.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let (client, upstream, decide) = (client.clone(), upstream.clone(), decide.clone());
+                let recorded = recorded.clone();
                 let (injected, forwarded) = (injected.clone(), forwarded.clone());
                 async move {
                     use http_body_util::BodyExt as _;
@@ -393,6 +408,13 @@ async fn serve(
                         injected.fetch_add(1, Ordering::Relaxed);
                         return fault_response(fault);
                     }
+                    let key = (request.target.clone(), body.clone());
+                    if let Some(recorded) = &recorded {
+                        let hit = recorded.lock().expect("lock").get(&key).cloned();
+                        if let Some((parts, body)) = hit {
+                            return Ok(hyper::Response::from_parts(parts, Body::new(body)));
+                        }
+                    }
                     forwarded.fetch_add(1, Ordering::Relaxed);
                     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
                     parts.uri =
@@ -403,6 +425,9 @@ async fn serve(
                         .map_err(|e| e.to_string())?;
                     let (parts, body) = response.into_parts();
                     let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+                    if let Some(recorded) = &recorded {
+                        recorded.lock().expect("lock").insert(key, (parts.clone(), body.clone()));
+                    }
                     Ok::<_, String>(hyper::Response::from_parts(parts, Body::new(body)))
                 }
             });
