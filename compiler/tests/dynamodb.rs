@@ -357,3 +357,51 @@ fn a_profile_from_the_config_files_gives_region_credentials_and_endpoint() {
     assert_ok(&o);
     assert!(text(&o.stdout).contains("compiled 1 routes"), "{}", text(&o.stdout));
 }
+
+/// ELBv2's answer when one ARN of a DescribeLoadBalancers call is unknown.
+const LB_NOT_FOUND: &str = r#"<ErrorResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"><Error><Type>Sender</Type><Code>LoadBalancerNotFound</Code><Message>One or more load balancers not found</Message></Error><RequestId>5b3f0c1e-test</RequestId></ErrorResponse>"#;
+
+#[test]
+fn elb_arns_are_resolved_in_batches_and_an_unknown_one_is_its_items_error() {
+    let moto = Moto::start();
+    let dir = scratch("elb-batches");
+    let lbs = moto.create_load_balancers("preview", 25);
+    // Real ELBv2 fails the whole call when one ARN is unknown (moto leaves
+    // it out instead): the proxy answers as AWS does, so the batch is split
+    // until the unknown ARN stands alone.
+    let calls = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = calls.clone();
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
+        let form = String::from_utf8_lossy(&r.raw);
+        if !form.contains("Action=DescribeLoadBalancers") {
+            return None;
+        }
+        counted.fetch_add(1, Ordering::Relaxed);
+        form.contains("ghost").then(|| Fault::Answer(400, "text/xml", LB_NOT_FOUND.to_owned()))
+    });
+    let mut table = String::new();
+    for (i, (arn, _)) in lbs.iter().enumerate() {
+        table.push_str(&format!("{{\"Domain\": \"env-{i}.example.com\", \"Target\": \"{arn}\"}}\n"));
+    }
+    // The same ARN twice is asked for once.
+    table.push_str(&format!("{{\"Domain\": \"again.example.com\", \"Target\": \"{}\"}}\n", lbs[3].0));
+    table.push_str(&format!("{{\"Domain\": \"ghost.example.com\", \"Target\": \"{GHOST_ARN}\"}}\n"));
+    let file = dir.join("routes.jsonl");
+    std::fs::write(&file, table).unwrap();
+    let out = dir.join("routes.snap");
+    let o = compile(file.to_str().unwrap(), &out, &["--skip-invalid"], &aws_env(&proxy.endpoint));
+    assert_ok(&o);
+    let stdout = text(&o.stdout);
+    assert!(stdout.contains("compiled 26 routes"), "{stdout}");
+    assert!(stdout.contains("25 of 26 ELB ARNs resolved through DescribeLoadBalancers (26 items)"), "{stdout}");
+    let stderr = text(&o.stderr);
+    let ghost = stderr.lines().find(|l| l.contains("ghost.example.com")).unwrap_or_default();
+    assert!(ghost.contains("does not resolve to a load balancer: LoadBalancerNotFound"), "{stderr}");
+    // 26 ARNs: two batches (20 + 6); the one with the ghost splits down to it.
+    let calls = calls.load(Ordering::Relaxed);
+    assert!((4..=12).contains(&calls), "{calls} DescribeLoadBalancers calls");
+    for (i, (_, dns)) in lbs.iter().enumerate().step_by(6) {
+        let o = edgeroute(&["resolve", "--snapshot", out.to_str().unwrap(), &format!("env-{i}.example.com")], &[]);
+        assert_eq!(text(&o.stdout).split_whitespace().nth(1), Some(format!("https://{dns}:443").as_str()));
+    }
+}

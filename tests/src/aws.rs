@@ -87,16 +87,29 @@ impl Moto {
     /// from the same virtualenv, since it needs EC2 subnets) and returns its
     /// ARN and DNS name.
     pub fn create_load_balancer(&self, name: &str) -> (String, String) {
+        self.run_create(&[name]).remove(0)
+    }
+
+    /// Creates `count` load balancers named `PREFIX-0`, `PREFIX-1`, …
+    pub fn create_load_balancers(&self, prefix: &str, count: usize) -> Vec<(String, String)> {
+        let lbs = self.run_create(&[prefix, &count.to_string()]);
+        assert_eq!(lbs.len(), count);
+        lbs
+    }
+
+    fn run_create(&self, args: &[&str]) -> Vec<(String, String)> {
         let script = crate::workspace_root().join("tests/aws/create_load_balancer.py");
         let out = Command::new(venv().join("bin/python"))
             .arg(&script)
-            .args([&self.endpoint, name])
+            .arg(&self.endpoint)
+            .args(args)
             .output()
             .expect("run create_load_balancer.py");
         assert!(out.status.success(), "create_load_balancer.py: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8(out.stdout).expect("utf-8");
-        let (arn, dns) = text.trim().split_once(' ').expect("ARN DNSNAME");
-        (arn.to_owned(), dns.to_owned())
+        text.lines()
+            .map(|l| l.split_once(' ').map(|(a, d)| (a.to_owned(), d.to_owned())).expect("ARN DNSNAME"))
+            .collect()
     }
 }
 
@@ -269,7 +282,7 @@ pub fn write_export(root: &Path, export_id: &str, items: &[Json], files: usize) 
 }
 
 /// What the fault proxy does to one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// 400 ProvisionedThroughputExceededException, as DynamoDB throttles.
     Throttle,
@@ -279,6 +292,8 @@ pub enum Fault {
     Unavailable,
     /// Close the connection without an answer.
     Drop,
+    /// This status, content type and body.
+    Answer(u16, &'static str, String),
 }
 
 /// What the proxy knows about a request when it decides.
@@ -288,6 +303,8 @@ pub struct Request {
     pub target: String,
     /// The body as JSON (`Null` if it is not JSON).
     pub body: Json,
+    /// The body as sent (ELBv2, for one, sends a form, not JSON).
+    pub raw: bytes::Bytes,
 }
 
 type Decide = dyn Fn(&Request) -> Option<Fault> + Send + Sync;
@@ -403,6 +420,7 @@ async fn serve(
                             .unwrap_or_default()
                             .to_owned(),
                         body: serde_json::from_slice(&body).unwrap_or(Json::Null),
+                        raw: body.clone(),
                     };
                     if let Some(fault) = decide(&request) {
                         injected.fetch_add(1, Ordering::Relaxed);
@@ -436,22 +454,27 @@ async fn serve(
     }
 }
 
+const JSON_1_0: &str = "application/x-amz-json-1.0";
+
 fn fault_response(fault: Fault) -> Result<hyper::Response<Body>, String> {
-    let (status, body) = match fault {
+    let (status, content_type, body) = match fault {
         Fault::Throttle => (
             400,
-            r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"injected: throughput exceeded"}"#,
+            JSON_1_0,
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"injected: throughput exceeded"}"#.to_owned(),
         ),
         Fault::ServerError => (
             500,
-            r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected: internal error"}"#,
+            JSON_1_0,
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected: internal error"}"#.to_owned(),
         ),
-        Fault::Unavailable => (503, ""),
+        Fault::Unavailable => (503, JSON_1_0, String::new()),
         Fault::Drop => return Err("injected: connection dropped".into()),
+        Fault::Answer(status, content_type, body) => (status, content_type, body),
     };
     hyper::Response::builder()
         .status(status)
-        .header("content-type", "application/x-amz-json-1.0")
-        .body(Body::new(bytes::Bytes::from_static(body.as_bytes())))
+        .header("content-type", content_type)
+        .body(Body::new(bytes::Bytes::from(body)))
         .map_err(|e| e.to_string())
 }
