@@ -286,7 +286,9 @@ fn errors_that_are_not_transient_are_not_retried_and_say_what_is_wrong() {
     });
     let env = aws_env(&moto.endpoint);
     let out = dir.join("x.snap");
-    let o = compile("dynamodb://no-such-table", &out, &[], &env);
+    // The endpoint from --endpoint-url rather than AWS_ENDPOINT_URL.
+    let flag_env: Vec<_> = env.iter().filter(|(k, _)| *k != "AWS_ENDPOINT_URL").cloned().collect();
+    let o = compile("dynamodb://no-such-table", &out, &["--endpoint-url", &moto.endpoint], &flag_env);
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("table \"no-such-table\" does not exist"), "{}", text(&o.stderr));
     let o = compile("dynamodb://keyed-by-id", &out, &[], &env);
