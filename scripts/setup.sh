@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the build and the tests need beyond the Rust toolchain.
-# Idempotent; scripts/demo.sh and scripts/test.sh run it first.
+# Installs what the build (and, with --tests, the tests) need beyond the
+# Rust toolchain. Idempotent; scripts/demo.sh and scripts/test.sh run it first.
 set -euo pipefail
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
   echo "setup: installing the wasm32-unknown-unknown target (the edge module is built for it)" >&2
   rustup target add wasm32-unknown-unknown
 fi
+
+[ "${1:-}" = "--tests" ] || exit 0
 
 # moto's server (DynamoDB, S3, ELBv2 on one port) for the AWS tests, in a
 # virtualenv of our own; reinstalled when scripts/requirements-test.txt changes.

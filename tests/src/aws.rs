@@ -55,7 +55,7 @@ impl Moto {
         let server = venv().join("bin/moto_server");
         assert!(
             server.exists(),
-            "{} is missing: run scripts/setup.sh (it installs moto[server] into .tools/venv)",
+            "{} is missing: run scripts/setup.sh --tests (it installs moto[server] into .tools/venv)",
             server.display()
         );
         let port = free_port();

@@ -4,7 +4,7 @@
 //! pages replayed from memory, to time the client alone), the same items as a table export in AWS's layout, and the
 //! JSON file. Checks that all give the same bytes.
 //!
-//!     scripts/setup.sh   # installs moto into .tools/venv
+//!     scripts/setup.sh --tests   # installs moto into .tools/venv
 //!     cargo run --release -p edgeroute-benches --bin sources -- [ITEMS]
 //!
 //! moto is a Python server: its Scan throughput is a floor for what the
