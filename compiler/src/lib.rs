@@ -12,8 +12,10 @@ pub mod dynamodb;
 pub mod elb;
 pub mod export;
 pub mod item;
+pub mod publish;
 pub mod route;
 pub mod source;
+pub mod store;
 pub mod writer;
 
 pub use crate::compile::{compile, snapshot_id, CompileError, Compiled, Options, Progress, Stats};

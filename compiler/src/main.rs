@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use edgeroute_compiler::aws::{load_config, AwsOptions, RetryPolicy};
 use edgeroute_compiler::dynamodb::{scan_table, ScanOptions, ScanProgress};
 use edgeroute_compiler::export::Export;
+use edgeroute_compiler::publish::{self, Published};
+use edgeroute_compiler::store::{Store, StoreLocation};
 use edgeroute_compiler::{
     compile, elb, snapshot_id, source, CompileError, ItemError, Location, Options, Progress, Source,
 };
@@ -63,6 +65,50 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
+    /// Publish a snapshot to a store: the object first, then the pointer
+    /// (compare-and-swap; never over a pin).
+    Publish {
+        /// The snapshot file.
+        snapshot: PathBuf,
+        /// The store: dir:PATH or s3://BUCKET[/PREFIX].
+        #[arg(long, value_name = "STORE")]
+        to: StoreLocation,
+        /// Where the table came from, for the pointer and the history.
+        #[arg(long, value_name = "TEXT", default_value = "edgeroute publish")]
+        source: String,
+        /// Then delete snapshot objects beyond the N most recently published
+        /// (never the current one).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        keep: Option<u64>,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Point a store back at the previous (or the given) snapshot and pin
+    /// it: publishers hold back until `unpin`.
+    Rollback {
+        #[arg(long, value_name = "STORE")]
+        to: StoreLocation,
+        /// The snapshot id to go back to (default: the current one's previous).
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Lift a rollback's pin: the next publish moves the pointer again.
+    Unpin {
+        store: StoreLocation,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// List the snapshots a store has published, oldest first.
+    History {
+        store: StoreLocation,
+        /// One JSON pointer document per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
     /// Describe a snapshot: version, id, routes by kind, section sizes.
     Inspect {
         snapshot: PathBuf,
@@ -113,6 +159,44 @@ fn main() -> ExitCode {
             cmd_resolve(&snapshot, host.as_encoded_bytes(), path.as_encoded_bytes(), json, explain)
         }
         Command::Inspect { snapshot, json } => cmd_inspect(&snapshot, json),
+        Command::Publish { snapshot, to, source, keep, aws } => cmd_publish(&snapshot, &to, &source, keep, &aws),
+        Command::Rollback { to, id, aws } => cmd_store(&to, &aws, |store, rt| {
+            let p = rt.block_on(publish::rollback(store, id.as_deref()))?;
+            println!("rolled back {to} to {} ({} routes) and pinned it", p.id, p.routes);
+            println!("  publishers hold back until `edgeroute unpin {to}`");
+            Ok(())
+        }),
+        Command::Unpin { store: to, aws } => cmd_store(&to, &aws, |store, rt| {
+            match rt.block_on(publish::unpin(store))? {
+                Some(p) => println!("unpinned {to}; {} stays current until the next publish", p.id),
+                None => println!("{to} is not pinned"),
+            }
+            Ok(())
+        }),
+        Command::History { store: to, json, aws } => cmd_store(&to, &aws, |store, rt| {
+            let history = rt.block_on(store.history())?;
+            let current = rt.block_on(store.read_pointer())?.map(|(p, _)| p);
+            let stored = rt.block_on(store.snapshot_ids())?;
+            for p in &history {
+                if json {
+                    println!("{}", serde_json::to_string(p)?);
+                    continue;
+                }
+                let mut marks = Vec::new();
+                if current.as_ref().is_some_and(|c| c.id == p.id && c.created_at == p.created_at) {
+                    marks.push(if current.as_ref().is_some_and(|c| c.pinned) { "current, pinned" } else { "current" });
+                }
+                if !stored.contains(&p.id) {
+                    marks.push("pruned");
+                }
+                let marks = if marks.is_empty() { String::new() } else { format!("  [{}]", marks.join(", ")) };
+                println!("{}  {}  {:>9} routes  {}{marks}", p.created_at, p.id, p.routes, p.source);
+            }
+            if history.is_empty() && !json {
+                println!("{to} has published nothing yet");
+            }
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -305,6 +389,49 @@ fn cmd_compile(from: &Source, out: &Path, skip_invalid: bool, scan: &ScanArgs, a
         println!("  elb     {line}");
     }
     Ok(())
+}
+
+/// Opens a store (with an AWS configuration for S3) and runs `f`.
+fn cmd_store(
+    to: &StoreLocation,
+    aws: &AwsArgs,
+    f: impl FnOnce(&Store, &tokio::runtime::Runtime) -> Result<()>,
+) -> Result<()> {
+    let mut aws = Aws { args: aws, runtime: None, config: None };
+    let config = match to {
+        StoreLocation::S3 { .. } => Some(aws.config()?),
+        StoreLocation::Dir(_) => None,
+    };
+    let store = Store::open(to, config.as_ref())?;
+    f(&store, aws.runtime()?)
+}
+
+fn cmd_publish(snapshot: &Path, to: &StoreLocation, source: &str, keep: Option<u64>, aws: &AwsArgs) -> Result<()> {
+    let bytes = std::fs::read(snapshot).with_context(|| format!("cannot read snapshot {}", snapshot.display()))?;
+    cmd_store(to, aws, |store, rt| {
+        let published = rt
+            .block_on(publish::publish(store, &bytes, source, 0))
+            .with_context(|| format!("cannot publish {} to {to}", snapshot.display()))?;
+        match published {
+            Published::Current(p) => println!(
+                "published {} ({} routes) to {to}; previous {}",
+                p.id,
+                p.routes,
+                p.previous.as_deref().unwrap_or("none")
+            ),
+            Published::AlreadyCurrent(p) => println!("{} is already current in {to}", p.id),
+            Published::HeldBack { pinned } => println!(
+                "stored {} in {to} but held back: the store is pinned to {} (`edgeroute unpin {to}` to go on)",
+                snapshot_id(&bytes),
+                pinned.id
+            ),
+        }
+        if let Some(keep) = keep {
+            let deleted = rt.block_on(publish::prune(store, keep as usize))?;
+            println!("pruned {} snapshot(s), kept the {keep} most recent and the current one", deleted.len());
+        }
+        Ok(())
+    })
 }
 
 /// Says which files "data file N" in export errors are.
