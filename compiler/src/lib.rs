@@ -13,9 +13,10 @@ pub mod elb;
 pub mod export;
 pub mod item;
 pub mod publish;
+/// Snapshot stores, from `edgeroute-store`.
+pub use edgeroute_store as store;
 pub mod route;
 pub mod source;
-pub mod store;
 pub mod writer;
 
 pub use crate::compile::{compile, snapshot_id, CompileError, Compiled, Options, Progress, Stats};

@@ -11,6 +11,7 @@ pub mod bake;
 pub mod bench;
 pub mod engine;
 pub mod router;
+pub mod serve;
 
 pub use crate::answer::Answer;
 pub use crate::engine::{EdgeEngine, EdgeInstance, EngineError, SnapshotModule};

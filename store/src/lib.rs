@@ -1,6 +1,7 @@
-//! Snapshot stores: where `edgeroute publish` puts snapshots and the
-//! pointer to the current one, and where hosts find them
-//! (`docs/publishing.md`).
+//! `edgeroute-store` owns snapshot stores: where `edgeroute publish` puts
+//! snapshots and the pointer to the current one, and where hosts
+//! (`edgeroute-host serve`) find them (`docs/publishing.md`). It links the
+//! S3 SDK only, so that hosts can read stores without the DynamoDB SDK.
 //!
 //! A store holds content-addressed objects `snapshots/<id>.snap` (written
 //! once, never overwritten), the pointer `current.json`, replaced only by a
@@ -168,6 +169,11 @@ impl Store {
 
     /// The current pointer and its version, or `None` before the first publish.
     pub async fn read_pointer(&self) -> Result<Option<(Pointer, Version)>, StoreError> {
+        self.fetch_pointer(None).await
+    }
+
+    /// The pointer; in S3 `None` also when its ETag is `if_none_match`.
+    async fn fetch_pointer(&self, if_none_match: Option<&str>) -> Result<Option<(Pointer, Version)>, StoreError> {
         let (bytes, version, what) = match self {
             Store::Dir(dir) => {
                 let path = dir.join("current.json");
@@ -182,9 +188,12 @@ impl Store {
             }
             Store::S3 { client, bucket, prefix } => {
                 let key = Store::key(prefix, "current.json");
-                let out = match client.get_object().bucket(bucket).key(&key).send().await {
+                let get =
+                    client.get_object().bucket(bucket).key(&key).set_if_none_match(if_none_match.map(str::to_owned));
+                let out = match get.send().await {
                     Ok(out) => out,
                     Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 304) => return Ok(None),
                     Err(e) => return Err(s3_error("GET", bucket, &key, &e)),
                 };
                 let etag = out.e_tag().unwrap_or_default().to_owned();
@@ -200,6 +209,19 @@ impl Store {
         let pointer = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::BadPointer { what: what.clone(), why: e.to_string() })?;
         Ok(Some((pointer, version)))
+    }
+
+    /// The pointer if it differs from the version `known` (in S3 a
+    /// conditional GET with `If-None-Match`, so an unchanged pointer costs
+    /// a 304 and no body); `Ok(None)` if it is unchanged or absent.
+    pub async fn read_pointer_if_changed(
+        &self,
+        known: Option<&Version>,
+    ) -> Result<Option<(Pointer, Version)>, StoreError> {
+        match (self, known) {
+            (Store::S3 { .. }, Some(Version(etag))) => self.fetch_pointer(Some(etag)).await,
+            _ => Ok(self.read_pointer().await?.filter(|(_, v)| Some(v) != known)),
+        }
     }
 
     /// Replaces the pointer if it is still at `expected` (`None`: there is
@@ -454,5 +476,10 @@ fn s3_error<E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'st
     key: &str,
     e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> StoreError {
-    StoreError::S3 { op, bucket: bucket.to_owned(), key: key.to_owned(), why: crate::aws::describe(e) }
+    use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+    let why = match (e, e.code()) {
+        (SdkError::ServiceError(s), Some(code)) => format!("{code} (HTTP {})", s.raw().status().as_u16()),
+        _ => DisplayErrorContext(e).to_string(),
+    };
+    StoreError::S3 { op, bucket: bucket.to_owned(), key: key.to_owned(), why }
 }

@@ -1,0 +1,252 @@
+//! `edgeroute-host serve`: answers HTTP requests from the live snapshot
+//! and follows a store (`docs/publishing.md`).
+//!
+//! The host starts from the store's current snapshot (or, when the store
+//! cannot be reached, from the last good snapshot it cached on disk), then
+//! polls the pointer: in S3 with a conditional GET, so an unchanged pointer
+//! costs a 304. A new pointer's object is fetched, its SHA-256 checked
+//! against the id, and swapped in only if the module accepts it; a
+//! missing, corrupt or mismatching object is refused with a log line and a
+//! count, and the current snapshot keeps serving.
+//!
+//! Until the HTTP data plane lands, every request is answered with its
+//! resolution as JSON.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use edgeroute_store::{write_file_atomically, Pointer, Store, StoreError, Version};
+use sha2::{Digest, Sha256};
+
+use crate::engine::EdgeEngine;
+use crate::router::{Router, Worker};
+
+/// Why the host could not start or follow its store.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot reach the store and there is no cached snapshot in {cache}: {source}")]
+    NoStore { cache: PathBuf, source: StoreError },
+    #[error("the store has no current snapshot yet (publish one first) and there is none cached in {cache}")]
+    Empty { cache: PathBuf },
+    #[error("snapshot {id}: {why}")]
+    Refused { id: String, why: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Counts a host keeps about its store.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub swaps: AtomicU64,
+    pub refused: AtomicU64,
+    pub poll_errors: AtomicU64,
+}
+
+/// The live router and what the host knows of its store.
+#[derive(Debug)]
+pub struct Host {
+    pub router: Router,
+    pub metrics: Metrics,
+    store: Store,
+    cache: PathBuf,
+    version: Mutex<Option<Version>>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Fetches a pointer's snapshot and checks that its bytes are its id.
+async fn fetch(store: &Store, pointer: &Pointer) -> Result<Vec<u8>, ServeError> {
+    let bytes = store.get_snapshot(&pointer.id).await.map_err(|e| match e {
+        StoreError::NoSnapshot { .. } => {
+            ServeError::Refused { id: pointer.id.clone(), why: "the object is missing".into() }
+        }
+        other => ServeError::Store(other),
+    })?;
+    let found = sha256_hex(&bytes);
+    if found != pointer.id {
+        return Err(ServeError::Refused {
+            id: pointer.id.clone(),
+            why: format!("the object's SHA-256 is {found} (damaged or replaced)"),
+        });
+    }
+    Ok(bytes)
+}
+
+impl Host {
+    /// Starts from the store's current snapshot, or from the cached one in
+    /// `cache` if the store cannot be reached.
+    pub async fn start(store: Store, cache: PathBuf) -> Result<Host, ServeError> {
+        let cached = cache.join("current.snap");
+        let (bytes, version) = match store.read_pointer().await {
+            Ok(Some((pointer, version))) => {
+                let bytes = fetch(&store, &pointer).await?;
+                (bytes, Some(version))
+            }
+            Ok(None) => match std::fs::read(&cached) {
+                Ok(bytes) => (bytes, None),
+                Err(_) => return Err(ServeError::Empty { cache }),
+            },
+            Err(source) => match std::fs::read(&cached) {
+                Ok(bytes) => {
+                    eprintln!(
+                        "warn: cannot reach the store ({source}); serving the cached snapshot {}",
+                        cached.display()
+                    );
+                    (bytes, None)
+                }
+                Err(_) => return Err(ServeError::NoStore { cache, source }),
+            },
+        };
+        let engine = EdgeEngine::new().map_err(|e| ServeError::Refused { id: String::new(), why: e.to_string() })?;
+        let router = Router::new(engine, &bytes)
+            .map_err(|e| ServeError::Refused { id: sha256_hex(&bytes), why: e.to_string() })?;
+        let host = Host { router, metrics: Metrics::default(), store, cache, version: Mutex::new(version) };
+        host.keep(&bytes);
+        Ok(host)
+    }
+
+    /// Keeps the last good snapshot on disk for a start without the store.
+    fn keep(&self, bytes: &[u8]) {
+        let path = self.cache.join("current.snap");
+        if std::fs::read(&path).ok().as_deref() == Some(bytes) {
+            return;
+        }
+        if let Err(e) = std::fs::create_dir_all(&self.cache).and_then(|()| write_file_atomically(&path, bytes)) {
+            eprintln!("warn: cannot cache the snapshot in {}: {e}", path.display());
+        }
+    }
+
+    /// Looks at the pointer once and swaps if it moved. Returns the new id
+    /// when a swap happened.
+    pub async fn poll(&'static self) -> Result<Option<String>, ServeError> {
+        let known = self.version.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some((pointer, version)) = self.store.read_pointer_if_changed(known.as_ref()).await? else {
+            return Ok(None);
+        };
+        // Whatever happens to this pointer, it is not looked at again until it changes.
+        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = Some(version);
+        if pointer.id == self.router.live().id {
+            return Ok(None);
+        }
+        let start = Instant::now();
+        let result = async {
+            let bytes = fetch(&self.store, &pointer).await?;
+            let swapped = tokio::task::spawn_blocking(move || self.router.swap(&bytes).map(|_| bytes))
+                .await
+                .map_err(|e| ServeError::Refused { id: pointer.id.clone(), why: e.to_string() })?;
+            swapped.map_err(|e| ServeError::Refused { id: pointer.id.clone(), why: e.to_string() })
+        }
+        .await;
+        match result {
+            Ok(bytes) => {
+                self.metrics.swaps.fetch_add(1, Ordering::Relaxed);
+                self.keep(&bytes);
+                eprintln!(
+                    "info: serving {} ({} routes; fetched and loaded in {} ms)",
+                    pointer.id,
+                    pointer.routes,
+                    start.elapsed().as_millis()
+                );
+                Ok(Some(pointer.id))
+            }
+            Err(e @ ServeError::Refused { .. }) => {
+                self.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                eprintln!("error: refused {e}; still serving {}", self.router.live().id);
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Polls forever, every `interval`.
+    pub async fn follow(&'static self, interval: Duration) {
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(interval).await;
+            match self.poll().await {
+                Ok(_) | Err(ServeError::Refused { .. }) => last_error.clear(),
+                Err(e) => {
+                    self.metrics.poll_errors.fetch_add(1, Ordering::Relaxed);
+                    let text = e.to_string();
+                    // Say it once, not every interval.
+                    if text != last_error {
+                        eprintln!("warn: cannot read the store: {text}; still serving {}", self.router.live().id);
+                        last_error = text;
+                    }
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Each server thread's worker (its own instance of the live module).
+    static WORKER: RefCell<Option<Worker<'static>>> = const { RefCell::new(None) };
+}
+
+type Body = http_body_util::Full<bytes::Bytes>;
+
+/// Answers one request: the resolution of its host and path, as JSON.
+fn answer(host: &'static Host, req: &hyper::Request<hyper::body::Incoming>) -> hyper::Response<Body> {
+    let authority = req.uri().authority().map(|a| a.as_str().as_bytes().to_vec());
+    let hosts: Vec<&hyper::header::HeaderValue> = req.headers().get_all(hyper::header::HOST).iter().collect();
+    let name = match (authority, hosts.as_slice()) {
+        (Some(a), _) => Some(a),
+        (None, [one]) => Some(one.as_bytes().to_vec()),
+        _ => None,
+    };
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str()).as_bytes().to_vec();
+    let live = host.router.live();
+    let (status, body) = match name {
+        None => (400, "{\"kind\":\"bad_request\",\"reason\":\"host_header\"}".to_owned()),
+        Some(name) => WORKER.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let worker = slot.get_or_insert_with(|| host.router.worker());
+            match worker.resolve(&name, &target) {
+                Ok(resolution) => (200, resolution.json().to_string()),
+                Err(e) => (500, format!("{{\"error\":{:?}}}", e.to_string())),
+            }
+        }),
+    };
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("x-edgeroute-snapshot", &live.id[..live.id.len().min(12)])
+        .body(Body::new(bytes::Bytes::from(body + "\n")))
+        .unwrap_or_else(|_| hyper::Response::new(Body::default()))
+}
+
+/// Serves HTTP/1.1 on `addr` until the process ends.
+pub async fn serve(host: &'static Host, addr: SocketAddr) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
+    eprintln!("info: listening on {}, serving {}", listener.local_addr().unwrap_or(addr), host.router.live().id);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(
+                    move |req| async move { Ok::<_, std::convert::Infallible>(answer(host, &req)) },
+                );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// The default cache folder for a store: one per store, under the user's cache.
+pub fn default_cache(store: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("edgeroute").join(&sha256_hex(store.as_bytes())[..16])
+}
