@@ -25,6 +25,8 @@ use crate::source::SourceItem;
 pub enum ExportError {
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {url}: {why}")]
+    S3 { url: PathBuf, why: String },
     #[error("{path}: {why}")]
     Manifest { path: PathBuf, why: String },
     #[error(
@@ -75,6 +77,126 @@ struct ExportLine<'a> {
     item: DynamoItem<'a>,
 }
 
+/// Both manifests, parsed and checked against each other.
+#[derive(Debug)]
+struct Manifest {
+    summary: Summary,
+    /// Each data file's name in `data/`, with its entry, in manifest order.
+    entries: Vec<(String, FileEntry)>,
+}
+
+impl Manifest {
+    fn parse(summary: &[u8], summary_path: &Path, files: &[u8], files_path: &Path) -> Result<Manifest, ExportError> {
+        let bad = |path: &Path, why: String| ExportError::Manifest { path: path.to_owned(), why };
+        let summary: Summary = serde_json::from_slice(summary)
+            .map_err(|e| bad(summary_path, format!("not a DynamoDB export summary: {e}")))?;
+        if summary.output_format != "DYNAMODB_JSON" {
+            return Err(ExportError::Format { path: summary_path.to_owned(), format: summary.output_format });
+        }
+        if summary.export_type.as_deref().is_some_and(|t| t != "FULL_EXPORT") {
+            return Err(ExportError::Incremental { path: summary_path.to_owned() });
+        }
+        // `[prefix/]AWSDynamoDB/<export id>/manifest-files.json`: the data
+        // files of this export are `[prefix/]AWSDynamoDB/<export id>/data/<name>`.
+        let base = summary
+            .manifest_files_s3_key
+            .strip_suffix("manifest-files.json")
+            .filter(|b| b.ends_with('/'))
+            .ok_or_else(|| {
+                bad(
+                    summary_path,
+                    format!(
+                        "manifestFilesS3Key {:?} does not end in /manifest-files.json",
+                        summary.manifest_files_s3_key
+                    ),
+                )
+            })?
+            .to_owned();
+        let mut entries = Vec::new();
+        for (n, line) in files.split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let entry: FileEntry = serde_json::from_slice(line)
+                .map_err(|e| bad(files_path, format!("line {}: not a data file entry: {e}", n + 1)))?;
+            let name = entry
+                .data_file_s3_key
+                .strip_prefix(base.as_str())
+                .and_then(|rest| rest.strip_prefix("data/"))
+                .filter(|name| !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.'))
+                .ok_or_else(|| {
+                    bad(
+                        files_path,
+                        format!(
+                            "line {}: dataFileS3Key {:?} is not a data file of this export ({base}data/NAME)",
+                            n + 1,
+                            entry.data_file_s3_key
+                        ),
+                    )
+                })?
+                .to_owned();
+            entries.push((name, entry));
+        }
+        let mut names: Vec<&str> = entries.iter().map(|(name, _)| name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad(files_path, format!("data file {} is listed twice", w[0])));
+        }
+        Ok(Manifest { summary, entries })
+    }
+
+    /// Every file found in `data/` must be listed.
+    fn check_listing(&self, found: &[String], data: &Path) -> Result<(), ExportError> {
+        for name in found {
+            if !self.entries.iter().any(|(listed, _)| listed == name) {
+                return Err(ExportError::UnlistedFile { path: data.join(name) });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` on every item on all cores; results in the items' order.
+fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, ExportError> + Sync,
+) -> Result<Vec<R>, ExportError> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len()).max(1);
+    let results: Vec<Vec<(usize, Result<R, ExportError>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..cores)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        out.push((i, f(item)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    let mut all: Vec<(usize, Result<R, ExportError>)> = results.into_iter().flatten().collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+async fn get_s3(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>, ExportError> {
+    let url = || PathBuf::from(format!("s3://{bucket}/{key}"));
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| ExportError::S3 { url: url(), why: crate::aws::describe(&e) })?;
+    let bytes = out.body.collect().await.map_err(|e| ExportError::S3 { url: url(), why: e.to_string() })?;
+    Ok(bytes.to_vec())
+}
+
 /// A data file, read, checked and decompressed.
 #[derive(Debug)]
 struct DataFile {
@@ -106,97 +228,79 @@ impl Export {
     /// decompressed). Item counts are checked by [`Export::items`].
     pub fn open(dir: &Path) -> Result<Export, ExportError> {
         let summary_path = dir.join("manifest-summary.json");
-        let bad = |path: &Path, why: String| ExportError::Manifest { path: path.to_owned(), why };
-        let summary: Summary = serde_json::from_slice(&read(&summary_path)?)
-            .map_err(|e| bad(&summary_path, format!("not a DynamoDB export summary: {e}")))?;
-        if summary.output_format != "DYNAMODB_JSON" {
-            return Err(ExportError::Format { path: summary_path, format: summary.output_format });
-        }
-        if summary.export_type.as_deref().is_some_and(|t| t != "FULL_EXPORT") {
-            return Err(ExportError::Incremental { path: summary_path });
-        }
-        // `[prefix/]AWSDynamoDB/<export id>/manifest-files.json`: the data
-        // files of this export are `[prefix/]AWSDynamoDB/<export id>/data/<name>`.
-        let base =
-            summary.manifest_files_s3_key.strip_suffix("manifest-files.json").filter(|b| b.ends_with('/')).ok_or_else(
-                || {
-                    bad(
-                        &summary_path,
-                        format!(
-                            "manifestFilesS3Key {:?} does not end in /manifest-files.json",
-                            summary.manifest_files_s3_key
-                        ),
-                    )
-                },
-            )?;
         let files_path = dir.join("manifest-files.json");
-        let listing = read(&files_path)?;
-        let mut entries = Vec::new();
-        for (n, line) in listing.split(|&b| b == b'\n').enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let entry: FileEntry = serde_json::from_slice(line)
-                .map_err(|e| bad(&files_path, format!("line {}: not a data file entry: {e}", n + 1)))?;
-            let name = entry
-                .data_file_s3_key
-                .strip_prefix(base)
-                .and_then(|rest| rest.strip_prefix("data/"))
-                .filter(|name| !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.'))
-                .ok_or_else(|| {
-                    bad(
-                        &files_path,
-                        format!(
-                            "line {}: dataFileS3Key {:?} is not a data file of this export ({base}data/NAME)",
-                            n + 1,
-                            entry.data_file_s3_key
-                        ),
-                    )
-                })?;
-            entries.push((name.to_owned(), entry));
-        }
-        let mut names: Vec<&str> = entries.iter().map(|(name, _)| name.as_str()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(bad(&files_path, format!("data file {} is listed twice", w[0])));
-        }
+        let manifest = Manifest::parse(&read(&summary_path)?, &summary_path, &read(&files_path)?, &files_path)?;
         let data_dir = dir.join("data");
         if let Ok(listing) = std::fs::read_dir(&data_dir) {
+            let mut names = Vec::new();
             for entry in listing {
                 let entry = entry.map_err(|source| ExportError::Io { path: data_dir.clone(), source })?;
-                let name = entry.file_name();
-                if names.binary_search(&name.to_string_lossy().as_ref()).is_err() {
-                    return Err(ExportError::UnlistedFile { path: entry.path() });
-                }
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+            manifest.check_listing(&names, &data_dir)?;
+        }
+        let raw = parallel(&manifest.entries, |(name, _)| {
+            let path = data_dir.join(name);
+            std::fs::read(&path)
+                .map(|bytes| (path.clone(), bytes))
+                .map_err(|source| ExportError::MissingFile { path, source })
+        })?;
+        Export::from_files(manifest, raw)
+    }
+
+    /// Reads an export straight from S3: `s3://BUCKET/KEY_PREFIX` names the
+    /// export's folder (`…/AWSDynamoDB/<export id>`). The same checks as
+    /// for a folder apply; the data files are downloaded 16 at a time.
+    pub async fn open_s3(client: &aws_sdk_s3::Client, bucket: &str, folder: &str) -> Result<Export, ExportError> {
+        let folder = folder.trim_matches('/');
+        let key = |name: &str| if folder.is_empty() { name.to_owned() } else { format!("{folder}/{name}") };
+        let url = |name: &str| PathBuf::from(format!("s3://{bucket}/{}", key(name)));
+        let summary = get_s3(client, bucket, &key("manifest-summary.json")).await?;
+        let files = get_s3(client, bucket, &key("manifest-files.json")).await?;
+        let manifest = Manifest::parse(&summary, &url("manifest-summary.json"), &files, &url("manifest-files.json"))?;
+        let data = key("data/");
+        let mut names = Vec::new();
+        let mut pages = client.list_objects_v2().bucket(bucket).prefix(&data).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| ExportError::S3 { url: url("data/"), why: crate::aws::describe(&e) })?;
+            names.extend(page.contents().iter().filter_map(|o| o.key()?.strip_prefix(&data).map(str::to_owned)));
+        }
+        manifest.check_listing(&names, &url("data"))?;
+        let mut downloads = tokio::task::JoinSet::new();
+        let mut raw: Vec<Option<(PathBuf, Vec<u8>)>> = manifest.entries.iter().map(|_| None).collect();
+        let mut next = 0;
+        while next < manifest.entries.len() || !downloads.is_empty() {
+            while next < manifest.entries.len() && downloads.len() < 16 {
+                let (client, bucket, name) =
+                    (client.clone(), bucket.to_owned(), key(&format!("data/{}", manifest.entries[next].0)));
+                let i = next;
+                downloads.spawn(async move {
+                    (
+                        i,
+                        get_s3(&client, &bucket, &name)
+                            .await
+                            .map(|b| (PathBuf::from(format!("s3://{bucket}/{name}")), b)),
+                    )
+                });
+                next += 1;
+            }
+            if let Some(done) = downloads.join_next().await {
+                let (i, result) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                raw[i] = Some(result?);
             }
         }
+        Export::from_files(manifest, raw.into_iter().map(|r| r.expect("every file downloaded")).collect())
+    }
 
-        // Read, check and decompress the files on all cores, in manifest order.
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(entries.len()).max(1);
-        let results: Vec<Vec<(usize, Result<DataFile, ExportError>)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..cores)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut out = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some((name, entry)) = entries.get(i) else { break };
-                            out.push((i, load_data_file(&data_dir.join(name), entry)));
-                        }
-                        out
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-        });
-        let mut files: Vec<(usize, Result<DataFile, ExportError>)> = results.into_iter().flatten().collect();
-        files.sort_by_key(|(i, _)| *i);
-        let files = files.into_iter().map(|(_, f)| f).collect::<Result<Vec<_>, _>>()?;
+    /// Checks and decompresses the data files (in manifest order) on all cores.
+    fn from_files(manifest: Manifest, raw: Vec<(PathBuf, Vec<u8>)>) -> Result<Export, ExportError> {
+        let pairs: Vec<(&(PathBuf, Vec<u8>), &FileEntry)> =
+            raw.iter().zip(manifest.entries.iter().map(|(_, e)| e)).collect();
+        let files = parallel(&pairs, |((path, bytes), entry)| check_data_file(path, bytes, entry))?;
         Ok(Export {
-            export_arn: summary.export_arn,
-            table_arn: summary.table_arn,
-            item_count: summary.item_count,
+            export_arn: manifest.summary.export_arn,
+            table_arn: manifest.summary.table_arn,
+            item_count: manifest.summary.item_count,
             files,
         })
     }
@@ -242,10 +346,9 @@ impl Export {
     }
 }
 
-fn load_data_file(path: &Path, entry: &FileEntry) -> Result<DataFile, ExportError> {
-    let raw = std::fs::read(path).map_err(|source| ExportError::MissingFile { path: path.to_owned(), source })?;
+fn check_data_file(path: &Path, raw: &[u8], entry: &FileEntry) -> Result<DataFile, ExportError> {
     if let Some(expected) = &entry.md5_checksum {
-        let found = base64(&Md5::digest(&raw));
+        let found = base64(&Md5::digest(raw));
         if &found != expected {
             return Err(ExportError::Checksum { path: path.to_owned(), expected: expected.clone(), found });
         }
@@ -254,7 +357,7 @@ fn load_data_file(path: &Path, entry: &FileEntry) -> Result<DataFile, ExportErro
     // empty gzip stream.
     let mut text = Vec::with_capacity(raw.len() * 6);
     if !raw.is_empty() {
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
+        flate2::read::MultiGzDecoder::new(raw)
             .read_to_end(&mut text)
             .map_err(|source| ExportError::Gzip { path: path.to_owned(), source })?;
     }

@@ -292,9 +292,16 @@ fn cmd_compile(from: &Source, out: &Path, skip_invalid: bool, scan: &ScanArgs, a
             file = source::read_file(path)?;
             source::parse_json_file(path, &file)?
         }
-        Source::Export(path) => {
+        Source::Export(_) | Source::ExportS3 { .. } => {
             let start = std::time::Instant::now();
-            export = Export::open(path)?;
+            export = match from {
+                Source::ExportS3 { bucket, folder } => {
+                    let client = edgeroute_compiler::store::s3_client(&aws.config()?);
+                    aws.runtime()?.block_on(Export::open_s3(&client, bucket, folder))?
+                }
+                Source::Export(path) => Export::open(path)?,
+                _ => unreachable!("matched above"),
+            };
             let items = export.items()?;
             source_line = Some(format!(
                 "{from}: {} items in {:.2} s{}",
@@ -436,6 +443,7 @@ fn cmd_publish(snapshot: &Path, to: &StoreLocation, source: &str, keep: Option<u
 
 /// Says which files "data file N" in export errors are.
 fn name_data_files(from: &Source, errors: &[ItemError]) {
+    // For S3 exports the manifest is not kept; the numbers follow manifest-files.json.
     let Source::Export(dir) = from else { return };
     let mut numbers: Vec<u32> = errors
         .iter()

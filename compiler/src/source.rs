@@ -17,6 +17,8 @@ pub enum Source {
     Table(String),
     /// `export:PATH`: a table export's folder (`AWSDynamoDB/<export id>/`).
     Export(PathBuf),
+    /// `export:s3://BUCKET/FOLDER`: the same folder, read straight from S3.
+    ExportS3 { bucket: String, folder: String },
     /// `PATH` (or `file:PATH`): a JSON file.
     File(PathBuf),
 }
@@ -33,6 +35,14 @@ impl std::str::FromStr for Source {
                 Ok(Source::Table(table.to_owned()))
             } else {
                 Err(format!("{table:?} is not a DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)"))
+            };
+        }
+        if let Some(rest) = s.strip_prefix("export:s3://") {
+            let (bucket, folder) = rest.split_once('/').unwrap_or((rest, ""));
+            return if bucket.is_empty() || folder.trim_matches('/').is_empty() {
+                Err("export:s3://BUCKET/PREFIX/AWSDynamoDB/<export id> names the export's folder in S3".into())
+            } else {
+                Ok(Source::ExportS3 { bucket: bucket.to_owned(), folder: folder.trim_matches('/').to_owned() })
             };
         }
         if let Some(path) = s.strip_prefix("export:") {
@@ -58,6 +68,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::Table(t) => write!(f, "dynamodb://{t}"),
             Source::Export(p) => write!(f, "export:{}", p.display()),
+            Source::ExportS3 { bucket, folder } => write!(f, "export:s3://{bucket}/{folder}"),
             Source::File(p) => write!(f, "{}", p.display()),
         }
     }

@@ -407,3 +407,58 @@ fn elb_arns_are_resolved_in_batches_and_an_unknown_one_is_its_items_error() {
         assert_eq!(text(&o.stdout).split_whitespace().nth(1), Some(format!("https://{dns}:443").as_str()));
     }
 }
+
+#[test]
+fn an_export_is_read_straight_from_s3_with_the_same_checks() {
+    let moto = Moto::start();
+    let dir = scratch("export-s3");
+    let items = table_items("arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1", 400)
+        .into_iter()
+        .filter(|i| !i.to_string().contains("elasticloadbalancing"))
+        .collect::<Vec<_>>();
+    let id = "01764000000000-s3export";
+    let folder = write_export(&dir, id, &items, 5);
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+    rt.block_on(async {
+        s3.create_bucket().bucket("routes-exports").send().await.unwrap();
+        for entry in walk(&folder) {
+            let key = format!("previews/AWSDynamoDB/{id}/{}", entry.strip_prefix(&folder).unwrap().display());
+            let body = std::fs::read(&entry).unwrap();
+            s3.put_object().bucket("routes-exports").key(key).body(body.into()).send().await.unwrap();
+        }
+    });
+    let env = aws_env(&moto.endpoint);
+    let (local, remote) = (dir.join("local.snap"), dir.join("remote.snap"));
+    assert_ok(&compile(&format!("export:{}", folder.display()), &local, &["--skip-invalid"], &env));
+    let source = format!("export:s3://routes-exports/previews/AWSDynamoDB/{id}");
+    let o = compile(&source, &remote, &["--skip-invalid"], &env);
+    assert_ok(&o);
+    assert!(text(&o.stdout).contains(&format!("{source}: {} items", items.len())), "{}", text(&o.stdout));
+    assert_eq!(std::fs::read(&local).unwrap(), std::fs::read(&remote).unwrap());
+
+    // A data file changed in the bucket fails its MD5; nothing is written.
+    let manifest = std::fs::read_to_string(folder.join("manifest-files.json")).unwrap();
+    let first: Json = serde_json::from_str(manifest.lines().next().unwrap()).unwrap();
+    let key = first["dataFileS3Key"].as_str().unwrap().to_owned();
+    rt.block_on(s3.put_object().bucket("routes-exports").key(&key).body(b"garbage".to_vec().into()).send()).unwrap();
+    let out = dir.join("damaged.snap");
+    let o = compile(&source, &out, &["--skip-invalid"], &env);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("MD5"), "{}", text(&o.stderr));
+    assert!(!out.exists());
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

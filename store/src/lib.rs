@@ -133,6 +133,16 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// An S3 client for `config`, with path-style addressing when an endpoint
+/// URL is configured (local servers).
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let mut builder = aws_sdk_s3::config::Builder::from(config);
+    if config.endpoint_url().is_some() {
+        builder = builder.force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
 impl Store {
     /// Opens a store; a directory is created if missing. S3 uses path-style
     /// addressing when an endpoint URL is configured (local servers).
@@ -146,15 +156,7 @@ impl Store {
             }
             StoreLocation::S3 { bucket, prefix } => {
                 let config = config.expect("an S3 store needs an AWS configuration");
-                let mut builder = aws_sdk_s3::config::Builder::from(config);
-                if config.endpoint_url().is_some() {
-                    builder = builder.force_path_style(true);
-                }
-                Ok(Store::S3 {
-                    client: aws_sdk_s3::Client::from_conf(builder.build()),
-                    bucket: bucket.clone(),
-                    prefix: prefix.clone(),
-                })
+                Ok(Store::S3 { client: s3_client(config), bucket: bucket.clone(), prefix: prefix.clone() })
             }
         }
     }
