@@ -17,6 +17,7 @@ pub mod publish;
 pub use edgeroute_store as store;
 pub mod route;
 pub mod source;
+pub mod watch;
 pub mod writer;
 
 pub use crate::compile::{compile, snapshot_id, CompileError, Compiled, Options, Progress, Stats};

@@ -12,6 +12,7 @@ use edgeroute_compiler::dynamodb::{scan_table, ScanOptions, ScanProgress};
 use edgeroute_compiler::export::Export;
 use edgeroute_compiler::publish::{self, Published};
 use edgeroute_compiler::store::{Store, StoreLocation};
+use edgeroute_compiler::watch;
 use edgeroute_compiler::{
     compile, elb, snapshot_id, source, CompileError, ItemError, Location, Options, Progress, Source,
 };
@@ -80,6 +81,26 @@ enum Command {
         /// (never the current one).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         keep: Option<u64>,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Publish a new snapshot on every change to a DynamoDB table: follow
+    /// its stream into an in-memory mirror, debounce, compile, publish.
+    Watch {
+        /// The table (its partition key is Domain).
+        #[arg(long, value_name = "TABLE")]
+        table: String,
+        /// The store: dir:PATH or s3://BUCKET[/PREFIX].
+        #[arg(long, value_name = "STORE")]
+        publish_to: StoreLocation,
+        /// Quiet time after a change before publishing (a burst is one publish).
+        #[arg(long, value_name = "MS", default_value_t = 100)]
+        debounce_ms: u64,
+        /// Without a stream: how often to scan the table.
+        #[arg(long, value_name = "MS", default_value_t = 30_000)]
+        scan_interval_ms: u64,
+        #[command(flatten)]
+        scan: ScanArgs,
         #[command(flatten)]
         aws: AwsArgs,
     },
@@ -160,6 +181,36 @@ fn main() -> ExitCode {
         }
         Command::Inspect { snapshot, json } => cmd_inspect(&snapshot, json),
         Command::Publish { snapshot, to, source, keep, aws } => cmd_publish(&snapshot, &to, &source, keep, &aws),
+        Command::Watch { table, publish_to, debounce_ms, scan_interval_ms, scan, aws } => {
+            let mut aws = Aws { args: &aws, runtime: None, config: None };
+            (|| -> Result<()> {
+                let config = aws.config()?;
+                let store = Store::open(&publish_to, Some(&config))?;
+                let retry = RetryPolicy { max_retries: scan.max_retries, ..RetryPolicy::default() };
+                let options = watch::WatchOptions {
+                    debounce: std::time::Duration::from_millis(debounce_ms),
+                    scan_interval: std::time::Duration::from_millis(scan_interval_ms.max(100)),
+                    scan: ScanOptions {
+                        segments: scan.segments,
+                        consistent: scan.consistent,
+                        page_size: scan.page_size,
+                        retry,
+                    },
+                    retry,
+                    ..watch::WatchOptions::default()
+                };
+                eprintln!("info: watching {table}, publishing to {publish_to}");
+                aws.runtime()?.block_on(async {
+                    tokio::select! {
+                        result = watch::watch(&config, &table, &store, &options) => result.map_err(anyhow::Error::from),
+                        _ = tokio::signal::ctrl_c() => {
+                            eprintln!("info: stopped");
+                            Ok(())
+                        }
+                    }
+                })
+            })()
+        }
         Command::Rollback { to, id, aws } => cmd_store(&to, &aws, |store, rt| {
             let p = rt.block_on(publish::rollback(store, id.as_deref()))?;
             println!("rolled back {to} to {} ({} routes) and pinned it", p.id, p.routes);

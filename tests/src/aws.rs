@@ -154,6 +154,48 @@ pub async fn create_table(config: &aws_config::SdkConfig, table: &str, key: &str
         .expect("CreateTable");
 }
 
+/// Creates an on-demand table keyed by `Domain` with a stream of
+/// `NEW_AND_OLD_IMAGES`.
+pub async fn create_streamed_table(config: &aws_config::SdkConfig, table: &str) {
+    let client = aws_sdk_dynamodb::Client::new(config);
+    client
+        .create_table()
+        .table_name(table)
+        .key_schema(KeySchemaElement::builder().attribute_name("Domain").key_type(KeyType::Hash).build().expect("key"))
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("Domain")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("definition"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::NewAndOldImages)
+                .build()
+                .expect("stream"),
+        )
+        .send()
+        .await
+        .expect("CreateTable");
+}
+
+/// Deletes items by Domain.
+pub async fn delete_items(config: &aws_config::SdkConfig, table: &str, domains: &[&str]) {
+    let client = aws_sdk_dynamodb::Client::new(config);
+    for domain in domains {
+        client
+            .delete_item()
+            .table_name(table)
+            .key("Domain", AttributeValue::S((*domain).to_owned()))
+            .send()
+            .await
+            .expect("DeleteItem");
+    }
+}
+
 /// Writes items given in DynamoDB's typed JSON, 25 per BatchWriteItem.
 pub async fn put_items(config: &aws_config::SdkConfig, table: &str, items: &[Json]) {
     let client = aws_sdk_dynamodb::Client::new(config);

@@ -1,0 +1,230 @@
+//! `edgeroute watch` against moto's DynamoDB and DynamoDB Streams: every
+//! change is published, bad rows are left out and counted, bootstrap under
+//! concurrent writes loses nothing, a pinned store is held back, a restart
+//! rebuilds the mirror, and a table without a stream is scanned instead.
+//! The tests wait for behaviour (eventually published), never for a time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeroute_compiler::publish;
+use edgeroute_compiler::store::{Pointer, Store, StoreLocation};
+use edgeroute_edge::Snapshot;
+use edgeroute_tests::aws::{aws_env, create_streamed_table, create_table, delete_items, put_items, Moto};
+use serde_json::{json, Value as Json};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgeroute-watch-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn item(domain: &str) -> Json {
+    json!({"Domain": {"S": domain}, "Target": {"S": format!("s3://sites/{}", domain.split('.').next().unwrap())}})
+}
+
+/// A running `edgeroute watch`, killed on drop.
+struct Watcher {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Watcher {
+    fn start(table: &str, store: &Path, endpoint: &str, extra: &[&str]) -> Watcher {
+        let log = store.with_file_name(format!("watch-{}.log", unique_name()));
+        let child = Command::new(env!("CARGO_BIN_EXE_edgeroute"))
+            .args([
+                "watch",
+                "--table",
+                table,
+                "--publish-to",
+                &format!("dir:{}", store.display()),
+                "--debounce-ms",
+                "30",
+            ])
+            .args(extra)
+            .envs(aws_env(endpoint))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("edgeroute watch starts");
+        Watcher { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `ok` holds for the published snapshot (and its pointer).
+    fn wait_for(
+        &self,
+        store: &Path,
+        what: &str,
+        ok: impl Fn(&Pointer, &Snapshot<Vec<u8>>) -> bool,
+    ) -> (Pointer, Snapshot<Vec<u8>>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some((pointer, snapshot)) = current(store) {
+                if ok(&pointer, &snapshot) {
+                    return (pointer, snapshot);
+                }
+            }
+            assert!(Instant::now() < deadline, "never published: {what}\nlog:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+fn unique_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The store's current pointer and snapshot (the snapshot checked against its id).
+fn current(store: &Path) -> Option<(Pointer, Snapshot<Vec<u8>>)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let store = Store::open(&StoreLocation::Dir(store.to_owned()), None).ok()?;
+    let (pointer, _) = rt.block_on(store.read_pointer()).ok()??;
+    let bytes = rt.block_on(store.get_snapshot(&pointer.id)).ok()?;
+    assert_eq!(edgeroute_compiler::snapshot_id(&bytes), pointer.id, "a pointer named bytes that are not its id");
+    let snapshot = Snapshot::from_bytes(bytes).expect("a published snapshot validates");
+    Some((pointer, snapshot))
+}
+
+fn serves(snapshot: &Snapshot<Vec<u8>>, host: &str) -> bool {
+    !matches!(snapshot.resolve(host.as_bytes(), b"/"), edgeroute_edge::Resolution::NotFound)
+}
+
+#[test]
+fn every_change_is_published_and_bad_rows_are_left_out_and_counted() {
+    let moto = Moto::start();
+    let dir = scratch("changes");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    let initial: Vec<Json> = (0..50).map(|i| item(&format!("env-{i}.example.com"))).collect();
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        put_items(&config, "routes", &initial).await;
+    });
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &[]);
+    watcher.wait_for(&store, "the initial 50 routes", |p, _| p.routes == 50);
+
+    rt.block_on(async {
+        put_items(&config, "routes", &[item("new.example.com")]).await;
+        put_items(&config, "routes", &[json!({"Domain": {"S": "bad.example.com"}, "Target": {"N": "7"}})]).await;
+        delete_items(&config, "routes", &["env-0.example.com"]).await;
+    });
+    let (pointer, snapshot) = watcher.wait_for(&store, "new added, env-0 removed, bad left out", |p, s| {
+        serves(s, "new.example.com") && !serves(s, "env-0.example.com") && p.skipped == 1
+    });
+    assert_eq!(pointer.routes, 50);
+    assert!(serves(&snapshot, "env-49.example.com"));
+    assert!(!serves(&snapshot, "bad.example.com"));
+    assert_eq!(pointer.source, "dynamodb://routes (watch)");
+    let log = watcher.log();
+    assert!(
+        log.contains("left out Domain \"bad.example.com\": attribute Target must be a string, not a number (N)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("stream ") && log.contains("debounce ") && log.contains("compile ") && log.contains("upload "),
+        "{log}"
+    );
+
+    // A pinned store is held back; unpinning lets the next change through.
+    let dir_store = Store::open(&StoreLocation::Dir(store.clone()), None).unwrap();
+    rt.block_on(publish::rollback(&dir_store, None)).unwrap();
+    rt.block_on(put_items(&config, "routes", &[item("during-pin.example.com")]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !watcher.log().contains("holding back") {
+        assert!(Instant::now() < deadline, "{}", watcher.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (pinned, snapshot) = current(&store).unwrap();
+    assert!(pinned.pinned && !serves(&snapshot, "during-pin.example.com"));
+    rt.block_on(publish::unpin(&dir_store)).unwrap();
+    rt.block_on(put_items(&config, "routes", &[item("after-pin.example.com")]));
+    watcher.wait_for(&store, "after unpin", |_, s| {
+        serves(s, "during-pin.example.com") && serves(s, "after-pin.example.com")
+    });
+
+    // A restart rebuilds the mirror, changes made while down included.
+    drop(watcher);
+    rt.block_on(async {
+        delete_items(&config, "routes", &["env-1.example.com"]).await;
+        put_items(&config, "routes", &[item("while-down.example.com")]).await;
+    });
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &[]);
+    watcher.wait_for(&store, "changes made while down", |_, s| {
+        serves(s, "while-down.example.com") && !serves(s, "env-1.example.com")
+    });
+}
+
+#[test]
+fn bootstrap_under_concurrent_writes_loses_nothing() {
+    let moto = Moto::start();
+    let dir = scratch("bootstrap");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        let initial: Vec<Json> = (0..2000).map(|i| item(&format!("old-{i}.example.com"))).collect();
+        put_items(&config, "routes", &initial).await;
+    });
+    // Writes go on while the watcher takes its positions and scans.
+    let writer = {
+        let config = config.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            for batch in 0..20 {
+                let items: Vec<Json> = (0..10).map(|i| item(&format!("new-{batch}-{i}.example.com"))).collect();
+                rt.block_on(put_items(&config, "routes", &items));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &["--segments", "4", "--page-size", "100"]);
+    writer.join().unwrap();
+    let (pointer, snapshot) = watcher.wait_for(&store, "all 2200 routes", |p, _| p.routes == 2200);
+    for batch in 0..20 {
+        for i in 0..10 {
+            assert!(serves(&snapshot, &format!("new-{batch}-{i}.example.com")));
+        }
+    }
+    assert_eq!(pointer.skipped, 0);
+}
+
+#[test]
+fn a_table_without_a_stream_is_scanned_periodically() {
+    let moto = Moto::start();
+    let dir = scratch("no-stream");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    rt.block_on(async {
+        create_table(&config, "routes", "Domain").await;
+        put_items(&config, "routes", &[item("a.example.com")]).await;
+    });
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &["--scan-interval-ms", "200"]);
+    watcher.wait_for(&store, "a", |_, s| serves(s, "a.example.com"));
+    rt.block_on(put_items(&config, "routes", &[item("b.example.com")]));
+    watcher.wait_for(&store, "b", |_, s| serves(s, "b.example.com"));
+    assert!(watcher.log().contains("has no stream"), "{}", watcher.log());
+    assert!(watcher.log().contains("falling back to a Scan every 0.2 s"), "{}", watcher.log());
+}
