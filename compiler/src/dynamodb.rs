@@ -36,8 +36,9 @@ pub struct ScanOptions {
 /// Most segments a scan uses when it picks for itself.
 const MAX_DEFAULT_SEGMENTS: u64 = 64;
 
-/// Hears how a scan is going. Called from the task that awaits the scan.
-pub trait ScanProgress {
+/// Hears how a scan is going. Called from the task that awaits the scan
+/// (which may move between threads).
+pub trait ScanProgress: Sync {
     /// The scan starts: `segments` segments; DynamoDB's item count estimate.
     fn started(&self, _segments: u32, _estimated_items: u64) {}
     /// `items` items in `pages` pages so far, after `retries` retries.

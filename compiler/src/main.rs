@@ -273,7 +273,7 @@ impl Progress for Bar {
 /// Draws a live scan: a spinner with items and items per second.
 struct ScanBar {
     bar: ProgressBar,
-    shown_retries: std::cell::Cell<u32>,
+    shown_retries: std::sync::atomic::AtomicU32,
 }
 
 /// Retry messages beyond this many are counted, not shown.
@@ -290,8 +290,7 @@ impl ScanProgress for ScanBar {
         }
     }
     fn retrying(&self, segment: u32, why: &str) {
-        let shown = self.shown_retries.get() + 1;
-        self.shown_retries.set(shown);
+        let shown = self.shown_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if shown <= SHOWN_RETRIES {
             self.bar.suspend(|| eprintln!("retrying: scan segment {segment}: {why}"));
         }

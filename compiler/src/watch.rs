@@ -43,6 +43,24 @@ pub struct WatchOptions {
     pub scan_interval: Duration,
     pub scan: ScanOptions,
     pub retry: RetryPolicy,
+    /// Hears about every publish (for benchmarks and embedding).
+    pub reports: Option<tokio::sync::mpsc::UnboundedSender<PublishReport>>,
+}
+
+/// One publish and how long its stages took.
+#[derive(Clone, Debug)]
+pub struct PublishReport {
+    pub id: String,
+    pub routes: u64,
+    pub skipped: u64,
+    /// How old the oldest change of the burst was when it was read from the stream.
+    pub stream_delay: Duration,
+    /// From reading that change to starting the compile.
+    pub debounce: Duration,
+    pub compile: Duration,
+    pub upload: Duration,
+    /// When the pointer was moved.
+    pub published_at: Instant,
 }
 
 impl Default for WatchOptions {
@@ -54,6 +72,7 @@ impl Default for WatchOptions {
             scan_interval: Duration::from_secs(30),
             scan: ScanOptions::default(),
             retry: RetryPolicy::default(),
+            reports: None,
         }
     }
 }
@@ -99,8 +118,15 @@ struct Pending {
 pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &WatchOptions) -> Result<(), WatchError> {
     let dynamodb = aws_sdk_dynamodb::Client::new(config);
     let streams = aws_sdk_dynamodbstreams::Client::new(config);
-    let mut publisher =
-        Publisher { config, store, table, origins: elb::Origins::new(), retry: options.retry, last_bad: 0 };
+    let mut publisher = Publisher {
+        config,
+        store,
+        table,
+        origins: elb::Origins::new(),
+        retry: options.retry,
+        last_bad: 0,
+        reports: options.reports.clone(),
+    };
     loop {
         let described = with_retries(&options.retry, |_| {}, || dynamodb.describe_table().table_name(table).send())
             .await
@@ -353,6 +379,7 @@ struct Publisher<'a> {
     origins: elb::Origins,
     retry: RetryPolicy,
     last_bad: usize,
+    reports: Option<tokio::sync::mpsc::UnboundedSender<PublishReport>>,
 }
 
 impl Publisher<'_> {
@@ -391,6 +418,18 @@ impl Publisher<'_> {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         match outcome {
             Published::Current(p) => {
+                if let Some(reports) = &self.reports {
+                    let _ = reports.send(PublishReport {
+                        id: p.id.clone(),
+                        routes: p.routes,
+                        skipped: p.skipped,
+                        stream_delay: pending.map_or(Duration::ZERO, |p| p.stream_delay),
+                        debounce: pending.map_or(Duration::ZERO, |p| compile_start.duration_since(p.first_seen)),
+                        compile: compile_time,
+                        upload,
+                        published_at: Instant::now(),
+                    });
+                }
                 let stages = match pending {
                     Some(p) => format!(
                         "stream {:.0} ms, debounce {:.0} ms, ",

@@ -1,0 +1,134 @@
+//! How fast a table change reaches a host: writes and deletes items in a
+//! streamed table on moto's server, with `edgeroute watch` (in process)
+//! publishing to a directory store and a host (`edgeroute-host`'s
+//! `serve::Host`, polling the pointer every 50 ms) following it, and times
+//! each change from the write until the host answers with the new routing.
+//! Prints p50/p99 of the whole and of each stage, so that moto's own
+//! slowness (the stream stage) is visible.
+//!
+//!     scripts/setup.sh --tests
+//!     cargo run --release -p edgeroute-benches --bin propagation -- [ROUTES] [CHANGES]
+
+use std::time::{Duration, Instant};
+
+use edgeroute_compiler::store::{Store, StoreLocation};
+use edgeroute_compiler::watch::{self, WatchOptions};
+use edgeroute_edge::Resolution;
+use edgeroute_host::serve::Host;
+use edgeroute_tests::aws::{create_streamed_table, delete_items, put_items, Moto};
+use edgeroute_tests::generate_table;
+use serde_json::{json, Value as Json};
+
+fn typed(item: &Json) -> Json {
+    let typed_value = |v: &Json| match v {
+        Json::String(s) => json!({ "S": s }),
+        Json::Array(list) => json!({ "L": list.iter().map(|s| json!({ "S": s })).collect::<Vec<_>>() }),
+        other => panic!("generated tables hold strings and lists, not {other}"),
+    };
+    Json::Object(item.as_object().expect("object").iter().map(|(k, v)| (k.clone(), typed_value(v))).collect())
+}
+
+fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1].as_secs_f64() * 1000.0;
+    (at(0.5), at(0.99))
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let routes: usize = args.next().map_or(1000, |a| a.parse().expect("ROUTES"));
+    let changes: usize = args.next().map_or(40, |a| a.parse().expect("CHANGES"));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let moto = Moto::start();
+    let config = rt.block_on(moto.config());
+    let table = generate_table(routes, 7);
+    let items: Vec<Json> =
+        table.jsonl.lines().map(|l| typed(&serde_json::from_str(l).expect("json"))).collect::<Vec<_>>();
+    let start = Instant::now();
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in items.chunks(2_500) {
+            let (config, chunk) = (config.clone(), chunk.to_vec());
+            tasks.spawn(async move { put_items(&config, "routes", &chunk).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("load");
+        }
+    });
+    println!("{} routes loaded into moto in {:.1} s", items.len(), start.elapsed().as_secs_f64());
+
+    let dir = std::env::temp_dir().join(format!("edgeroute-propagation-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let location = StoreLocation::Dir(dir.join("store"));
+    let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let options = WatchOptions { reports: Some(tx), ..WatchOptions::default() };
+    let watch_config = config.clone();
+    let watch_location = location.clone();
+    rt.spawn(async move {
+        let store = Store::open(&watch_location, None).expect("store");
+        if let Err(e) = watch::watch(&watch_config, "routes", &store, &options).await {
+            eprintln!("watch stopped: {e}");
+        }
+    });
+    let first = rt.block_on(reports.recv()).expect("the bootstrap publish");
+    println!("bootstrap publish: {} routes (compile {:?}, upload {:?})", first.routes, first.compile, first.upload);
+    let host: &'static Host = Box::leak(Box::new(
+        rt.block_on(Host::start(Store::open(&location, None).expect("store"), dir.join("cache"))).expect("host"),
+    ));
+    rt.spawn(host.follow(Duration::from_millis(50)));
+    let mut worker = host.router.worker();
+
+    let (mut total, mut stream, mut debounce, mut compile, mut upload, mut hosting) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..changes {
+        // Even changes add a host, odd ones delete the one added before.
+        let domain = format!("bench-{}.example.com", i / 2);
+        let t0 = Instant::now();
+        if i % 2 == 0 {
+            let item = json!({"Domain": {"S": domain}, "Target": {"S": format!("s3://sites/bench-{i}")}});
+            rt.block_on(put_items(&config, "routes", &[item]));
+        } else {
+            rt.block_on(delete_items(&config, "routes", &[&domain]));
+        }
+        let want_found = i % 2 == 0;
+        loop {
+            let found = !matches!(worker.resolve(domain.as_bytes(), b"/").expect("resolve"), Resolution::NotFound);
+            if found == want_found {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "change {i} never served");
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        let served = Instant::now();
+        let mut report = None;
+        while let Ok(r) = reports.try_recv() {
+            report = Some(r);
+        }
+        let report = report.expect("the change was published");
+        total.push(served - t0);
+        stream.push(report.stream_delay);
+        debounce.push(report.debounce);
+        compile.push(report.compile);
+        upload.push(report.upload);
+        hosting.push(served.saturating_duration_since(report.published_at));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    println!(
+        "\n{changes} changes (adds and deletes) at {} routes; host polls every 50 ms; watch debounce 100 ms",
+        items.len()
+    );
+    println!("{:<40} {:>10} {:>10}", "stage", "p50 ms", "p99 ms");
+    for (name, v) in [
+        ("write to served (total)", total),
+        ("  stream (write to read, moto)", stream),
+        ("  debounce", debounce),
+        ("  compile", compile),
+        ("  publish (object + pointer)", upload),
+        ("  host (pointer to served)", hosting),
+    ] {
+        let (p50, p99) = percentiles(v);
+        println!("{name:<40} {p50:>10.1} {p99:>10.1}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
