@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use edgeroute_compiler::publish;
 use edgeroute_compiler::store::{Pointer, Store, StoreLocation};
 use edgeroute_edge::Snapshot;
-use edgeroute_tests::aws::{aws_env, create_streamed_table, create_table, delete_items, put_items, Moto};
+use edgeroute_tests::aws::{
+    aws_env, create_streamed_table, create_table, delete_items, put_items, Fault, FaultProxy, Moto,
+};
 use serde_json::{json, Value as Json};
 
 fn scratch(name: &str) -> PathBuf {
@@ -238,4 +240,105 @@ fn a_table_without_a_stream_is_scanned_periodically() {
     watcher.wait_for(&store, "b", |_, s| serves(s, "b.example.com"));
     assert!(watcher.log().contains("has no stream"), "{}", watcher.log());
     assert!(watcher.log().contains("falling back to a Scan every 0.2 s"), "{}", watcher.log());
+}
+
+/// A stream whose shard splits, answered by the test itself (moto's
+/// streams have one shard that never closes): the parent shard closes
+/// after one record, its child appears in DescribeStream, the child's
+/// iterator expires once. Table calls go on to moto.
+fn split_stream(request: &edgeroute_tests::aws::Request, state: &std::sync::Mutex<u32>) -> Option<Fault> {
+    let op = request.target.strip_prefix("DynamoDBStreams_20120810.")?;
+    let arn = request.body["StreamArn"].as_str().unwrap_or("arn:stream").to_owned();
+    let record = |seq: u32, event: &str, domain: &str| {
+        let mut change = json!({
+            "ApproximateCreationDateTime": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64(),
+            "Keys": {"Domain": {"S": domain}},
+            "SequenceNumber": seq.to_string(),
+            "SizeBytes": 64,
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+        });
+        if event != "REMOVE" {
+            change["NewImage"] = item(domain);
+        }
+        json!({"eventID": seq.to_string(), "eventName": event, "eventVersion": "1.1", "eventSource": "aws:dynamodb",
+               "awsRegion": "us-east-1", "dynamodb": change})
+    };
+    let mut phase = state.lock().unwrap();
+    let answer = match op {
+        "DescribeStream" => {
+            let parent = if *phase == 0 {
+                json!({"ShardId": "shardId-parent", "SequenceNumberRange": {"StartingSequenceNumber": "100"}})
+            } else {
+                json!({"ShardId": "shardId-parent", "SequenceNumberRange": {"StartingSequenceNumber": "100", "EndingSequenceNumber": "199"}})
+            };
+            let mut shards = vec![parent];
+            if *phase > 0 {
+                shards.push(json!({"ShardId": "shardId-child", "ParentShardId": "shardId-parent",
+                                   "SequenceNumberRange": {"StartingSequenceNumber": "200"}}));
+            }
+            json!({"StreamDescription": {"StreamArn": arn, "StreamLabel": "split", "StreamStatus": "ENABLED",
+                   "StreamViewType": "NEW_AND_OLD_IMAGES", "TableName": "routes", "Shards": shards}})
+        }
+        "GetShardIterator" => {
+            let shard = request.body["ShardId"].as_str().unwrap_or_default();
+            let kind = request.body["ShardIteratorType"].as_str().unwrap_or_default();
+            let iterator = match (shard, kind) {
+                ("shardId-parent", _) => "parent-0",
+                ("shardId-child", "TRIM_HORIZON") => "child-0",
+                ("shardId-child", "AFTER_SEQUENCE_NUMBER") if request.body["SequenceNumber"] == "201" => "child-renewed",
+                other => panic!("unexpected GetShardIterator {other:?}"),
+            };
+            json!({"ShardIterator": iterator})
+        }
+        "GetRecords" => match request.body["ShardIterator"].as_str().unwrap_or_default() {
+            "parent-0" => json!({"Records": [record(101, "INSERT", "split-a.example.com")], "NextShardIterator": "parent-1"}),
+            "parent-1" => {
+                // The parent is closed: no next iterator.
+                *phase = 1;
+                json!({"Records": []})
+            }
+            "child-0" => json!({"Records": [record(200, "INSERT", "split-b.example.com"),
+                                            record(201, "REMOVE", "base-2.example.com")],
+                                "NextShardIterator": "child-stale"}),
+            "child-stale" => {
+                return Some(Fault::Answer(
+                    400,
+                    "application/x-amz-json-1.0",
+                    r#"{"__type":"com.amazonaws.dynamodb.v20120810#ExpiredIteratorException","message":"Iterator expired"}"#.into(),
+                ))
+            }
+            "child-renewed" => {
+                *phase = 2;
+                json!({"Records": [record(202, "INSERT", "split-c.example.com")], "NextShardIterator": "child-idle"})
+            }
+            "child-idle" => json!({"Records": [], "NextShardIterator": "child-idle"}),
+            other => panic!("unexpected iterator {other}"),
+        },
+        other => panic!("unexpected streams call {other}"),
+    };
+    Some(Fault::Answer(200, "application/x-amz-json-1.0", answer.to_string()))
+}
+
+#[test]
+fn a_split_shard_is_followed_into_its_child_and_an_expired_iterator_is_renewed() {
+    let moto = Moto::start();
+    let dir = scratch("split");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        put_items(&config, "routes", &[item("base-1.example.com"), item("base-2.example.com")]).await;
+    });
+    let state = std::sync::Mutex::new(0);
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| split_stream(r, &state));
+    let watcher = Watcher::start("routes", &store, &proxy.endpoint, &[]);
+    watcher.wait_for(&store, "records of the parent, the child, and after the renewed iterator", |_, s| {
+        serves(s, "base-1.example.com")
+            && !serves(s, "base-2.example.com")
+            && serves(s, "split-a.example.com")
+            && serves(s, "split-b.example.com")
+            && serves(s, "split-c.example.com")
+    });
+    assert!(watcher.log().contains("following new shard shardId-child"), "{}", watcher.log());
 }
