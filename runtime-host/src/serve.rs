@@ -166,11 +166,39 @@ impl Host {
         }
     }
 
-    /// Polls forever, every `interval`.
+    /// Polls forever, every `interval`; a directory store is also watched
+    /// for changes (inotify and the like), so that a new pointer is seen at
+    /// once, with the polling as the fallback.
     pub async fn follow(&'static self, interval: Duration) {
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let _watcher = self.store.dir().and_then(|dir| {
+            let wake = wake.clone();
+            let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    wake.notify_one();
+                }
+            });
+            let mut watcher = match watcher {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("warn: cannot watch {} ({e}); polling every {} ms", dir.display(), interval.as_millis());
+                    return None;
+                }
+            };
+            match notify::Watcher::watch(&mut watcher, dir, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => Some(watcher),
+                Err(e) => {
+                    eprintln!("warn: cannot watch {} ({e}); polling every {} ms", dir.display(), interval.as_millis());
+                    None
+                }
+            }
+        });
         let mut last_error = String::new();
         loop {
-            tokio::time::sleep(interval).await;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = wake.notified() => {}
+            }
             match self.poll().await {
                 Ok(_) | Err(ServeError::Refused { .. }) => last_error.clear(),
                 Err(e) => {

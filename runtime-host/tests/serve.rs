@@ -47,10 +47,15 @@ struct Served {
 
 impl Served {
     fn start(store: &str, cache: &Path, env: &[(&str, String)]) -> Result<Served, String> {
+        Served::start_polling(store, cache, env, 50)
+    }
+
+    fn start_polling(store: &str, cache: &Path, env: &[(&str, String)], poll_ms: u64) -> Result<Served, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = cache.with_extension(format!("{port}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgeroute-host"))
-            .args(["serve", "--snapshots", store, "--listen", &format!("127.0.0.1:{port}"), "--poll-ms", "50"])
+            .args(["serve", "--snapshots", store, "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--poll-ms", &poll_ms.to_string()])
             .args(["--cache-dir", cache.to_str().unwrap()])
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -198,4 +203,18 @@ fn without_a_current_snapshot_the_host_exits_unless_it_has_a_cached_one() {
     let host = Served::start("s3://edge/p", &cache, &unreachable).unwrap();
     host.wait_for(&id(&snapshot(1)));
     assert!(host.log().contains("serving the cached snapshot"), "{}", host.log());
+}
+
+#[test]
+fn a_directory_store_is_watched_not_only_polled() {
+    let dir = scratch("inotify");
+    let store = Store::open(&StoreLocation::Dir(dir.join("store")), None).unwrap();
+    let rt = runtime();
+    rt.block_on(publish::publish(&store, &snapshot(1), "test", 0)).unwrap();
+    // Polling once an hour: only the file watcher can make the swap happen.
+    let location = format!("dir:{}", dir.join("store").display());
+    let host = Served::start_polling(&location, &dir.join("cache"), &[], 3_600_000).unwrap();
+    host.wait_for(&id(&snapshot(1)));
+    rt.block_on(publish::publish(&store, &snapshot(2), "test", 0)).unwrap();
+    host.wait_for(&id(&snapshot(2)));
 }

@@ -169,6 +169,14 @@ impl Store {
         }
     }
 
+    /// The folder of a directory store.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            Store::Dir(dir) => Some(dir),
+            Store::S3 { .. } => None,
+        }
+    }
+
     /// The current pointer and its version, or `None` before the first publish.
     pub async fn read_pointer(&self) -> Result<Option<(Pointer, Version)>, StoreError> {
         self.fetch_pointer(None).await
