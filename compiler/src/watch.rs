@@ -164,7 +164,10 @@ pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &Wat
         );
         publisher.publish(&mirror, None).await?;
         match follow(&streams, &stream, &mut shards, &mut mirror, options, &mut publisher).await? {
-            Restart::Bootstrap(why) => eprintln!("warn: {why}; mirroring the table again"),
+            Restart::Bootstrap(why) => {
+                eprintln!("warn: {why}; mirroring the table again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }
@@ -184,6 +187,7 @@ async fn follow(
     publisher: &mut Publisher<'_>,
 ) -> Result<Restart, WatchError> {
     let mut pending: Option<Pending> = None;
+    let mut retry_at: Option<Instant> = None;
     let mut last_describe = Instant::now();
     let mut known: Vec<String> = shards.iter().map(|s| s.id.clone()).collect();
     loop {
@@ -211,7 +215,8 @@ async fn follow(
                     return Ok(Restart::Bootstrap(format!("shard {} trimmed records before they were read", shard.id)));
                 }
                 Err(f) => {
-                    return Err(WatchError::Stream { stream: stream.to_owned(), why: describe(&f.error) });
+                    // Past its retries: start over rather than give up (the mirror is rebuilt).
+                    return Ok(Restart::Bootstrap(format!("reading shard {}: {}", shard.id, describe(&f.error))));
                 }
             };
             let now = SystemTime::now();
@@ -267,11 +272,20 @@ async fn follow(
         }
         if let Some(p) = pending {
             let now = Instant::now();
-            if now.duration_since(p.last_seen) >= options.debounce
-                || now.duration_since(p.first_seen) >= options.max_delay
-            {
-                publisher.publish(mirror, Some(p)).await?;
-                pending = None;
+            let due = now.duration_since(p.last_seen) >= options.debounce
+                || now.duration_since(p.first_seen) >= options.max_delay;
+            if due && retry_at.is_none_or(|at| now >= at) {
+                match publisher.publish(mirror, Some(p)).await {
+                    Ok(()) => {
+                        pending = None;
+                        retry_at = None;
+                    }
+                    // The store may come back: keep the changes and try again shortly.
+                    Err(e) => {
+                        eprintln!("error: cannot publish ({e}); trying again in 1 s");
+                        retry_at = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                }
             }
         }
         if !read_any {

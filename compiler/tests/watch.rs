@@ -39,17 +39,14 @@ struct Watcher {
 
 impl Watcher {
     fn start(table: &str, store: &Path, endpoint: &str, extra: &[&str]) -> Watcher {
-        let log = store.with_file_name(format!("watch-{}.log", unique_name()));
+        Watcher::start_to(table, &format!("dir:{}", store.display()), store, endpoint, extra)
+    }
+
+    /// Publishing to `publish_to`; the log goes beside `near`.
+    fn start_to(table: &str, publish_to: &str, near: &Path, endpoint: &str, extra: &[&str]) -> Watcher {
+        let log = near.with_file_name(format!("watch-{}.log", unique_name()));
         let child = Command::new(env!("CARGO_BIN_EXE_edgeroute"))
-            .args([
-                "watch",
-                "--table",
-                table,
-                "--publish-to",
-                &format!("dir:{}", store.display()),
-                "--debounce-ms",
-                "30",
-            ])
+            .args(["watch", "--table", table, "--publish-to", publish_to, "--debounce-ms", "30"])
             .args(extra)
             .envs(aws_env(endpoint))
             .stdout(Stdio::null())
@@ -98,8 +95,11 @@ impl Drop for Watcher {
 
 /// The store's current pointer and snapshot (the snapshot checked against its id).
 fn current(store: &Path) -> Option<(Pointer, Snapshot<Vec<u8>>)> {
+    current_of(&Store::open(&StoreLocation::Dir(store.to_owned()), None).ok()?)
+}
+
+fn current_of(store: &Store) -> Option<(Pointer, Snapshot<Vec<u8>>)> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let store = Store::open(&StoreLocation::Dir(store.to_owned()), None).ok()?;
     let (pointer, _) = rt.block_on(store.read_pointer()).ok()??;
     let bytes = rt.block_on(store.get_snapshot(&pointer.id)).ok()?;
     assert_eq!(edgeroute_compiler::snapshot_id(&bytes), pointer.id, "a pointer named bytes that are not its id");
@@ -341,4 +341,60 @@ fn a_split_shard_is_followed_into_its_child_and_an_expired_iterator_is_renewed()
             && serves(s, "split-c.example.com")
     });
     assert!(watcher.log().contains("following new shard shardId-child"), "{}", watcher.log());
+}
+
+/// Waits until `ok` holds, or fails with the watcher's log.
+fn eventually(watcher: &Watcher, what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(Instant::now() < deadline, "never: {what}\nlog:\n{}", watcher.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn a_store_outage_and_a_stream_error_are_ridden_out() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let moto = Moto::start();
+    let dir = scratch("outages");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        put_items(&config, "routes", &[item("a.example.com")]).await;
+        let s3 =
+            aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+        s3.create_bucket().bucket("edge").send().await.unwrap();
+    });
+    // 1: every S3 PUT fails; 2: the next GetRecords is refused (not transient).
+    let phase = std::sync::Arc::new(AtomicU32::new(0));
+    let state = phase.clone();
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| match state.load(Ordering::SeqCst) {
+        1 if r.method == "PUT" && r.path.starts_with("/edge/") => Some(Fault::ServerError),
+        2 if r.target == "DynamoDBStreams_20120810.GetRecords" => {
+            state.store(0, Ordering::SeqCst);
+            Some(Fault::Answer(
+                400,
+                "application/x-amz-json-1.0",
+                r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"injected"}"#.into(),
+            ))
+        }
+        _ => None,
+    });
+    let store = Store::open(&StoreLocation::S3 { bucket: "edge".into(), prefix: "p".into() }, Some(&config)).unwrap();
+    let watcher = Watcher::start_to("routes", "s3://edge/p", &dir.join("store"), &proxy.endpoint, &[]);
+    let serving = |host: &str| current_of(&store).is_some_and(|(_, s)| serves(&s, host));
+    eventually(&watcher, "the first publish", || serving("a.example.com"));
+
+    phase.store(1, Ordering::SeqCst);
+    rt.block_on(put_items(&config, "routes", &[item("b.example.com")]));
+    eventually(&watcher, "a failed publish", || watcher.log().contains("cannot publish"));
+    assert!(!serving("b.example.com"));
+    phase.store(0, Ordering::SeqCst);
+    eventually(&watcher, "b, once the store is back", || serving("b.example.com"));
+
+    phase.store(2, Ordering::SeqCst);
+    eventually(&watcher, "a new bootstrap", || watcher.log().contains("mirroring the table again"));
+    rt.block_on(put_items(&config, "routes", &[item("c.example.com")]));
+    eventually(&watcher, "c, after the new bootstrap", || serving("c.example.com") && serving("b.example.com"));
 }

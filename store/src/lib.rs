@@ -136,7 +136,10 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// An S3 client for `config`, with path-style addressing when an endpoint
 /// URL is configured (local servers).
 pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let mut builder = aws_sdk_s3::config::Builder::from(config);
+    // Stores are small objects, written and read often: the SDK's standard
+    // retries (with backoff) ride out throttling and 5xx answers.
+    let mut builder = aws_sdk_s3::config::Builder::from(config)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
     if config.endpoint_url().is_some() {
         builder = builder.force_path_style(true);
     }

@@ -347,6 +347,10 @@ pub struct Request {
     pub body: Json,
     /// The body as sent (ELBv2, for one, sends a form, not JSON).
     pub raw: bytes::Bytes,
+    /// `GET`, `PUT`, …
+    pub method: String,
+    /// The path and query, e.g. `/bucket/key` for S3 path-style requests.
+    pub path: String,
 }
 
 type Decide = dyn Fn(&Request) -> Option<Fault> + Send + Sync;
@@ -463,6 +467,8 @@ async fn serve(
                             .to_owned(),
                         body: serde_json::from_slice(&body).unwrap_or(Json::Null),
                         raw: body.clone(),
+                        method: parts.method.to_string(),
+                        path: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
                     };
                     if let Some(fault) = decide(&request) {
                         injected.fetch_add(1, Ordering::Relaxed);
