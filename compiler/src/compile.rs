@@ -142,13 +142,19 @@ pub fn compile(
     let keys: Vec<&[u8]> = unique.iter().map(|k| k.key.as_slice()).collect();
     let routes: Vec<&Route<'_>> = unique.iter().map(|k| &k.route).collect();
     let bytes = write_sorted(&keys, &routes)?;
-    let stats = Stats {
-        routes: routes.len(),
-        static_sites: routes.iter().filter(|r| matches!(r.target, Target::Static { .. })).count(),
-        balancers: routes.iter().filter(|r| matches!(r.target, Target::Balancer { .. })).count(),
-        wildcards: routes.iter().filter(|r| r.is_wildcard()).count(),
-    };
-    Ok(Compiled { id: snapshot_id(&bytes), bytes, stats, skipped: errors })
+    Ok(Compiled { id: snapshot_id(&bytes), bytes, stats: Stats::of(&routes), skipped: errors })
+}
+
+impl Stats {
+    /// Counts routes by kind.
+    pub fn of(routes: &[&Route<'_>]) -> Stats {
+        Stats {
+            routes: routes.len(),
+            static_sites: routes.iter().filter(|r| matches!(r.target, Target::Static { .. })).count(),
+            balancers: routes.iter().filter(|r| matches!(r.target, Target::Balancer { .. })).count(),
+            wildcards: routes.iter().filter(|r| r.is_wildcard()).count(),
+        }
+    }
 }
 
 fn validate_chunk<'a>(

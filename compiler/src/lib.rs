@@ -11,6 +11,7 @@ pub mod compile;
 pub mod dynamodb;
 pub mod elb;
 pub mod export;
+pub mod incremental;
 pub mod item;
 pub mod publish;
 /// Snapshot stores, from `edgeroute-store`.

@@ -16,7 +16,7 @@
 //! rest. Every publish logs its change-to-publish latency in stages.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
@@ -24,11 +24,12 @@ use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIterato
 use edgeroute_store::Store;
 
 use crate::aws::{describe, with_retries, RetryPolicy};
-use crate::compile::{compile, Options};
 use crate::dynamodb::{scan_table, ScanOptions};
 use crate::elb;
+use crate::incremental::{table_key, Incremental};
 use crate::item::{dynamodb_type_name, Location, RawItem, Value};
 use crate::publish::{publish, Published};
+use crate::route::ItemErrorKind;
 
 /// How to watch.
 #[derive(Clone, Debug)]
@@ -93,7 +94,7 @@ pub enum WatchError {
 }
 
 /// The table, as the watcher knows it: every item by its Domain key.
-type Mirror = BTreeMap<String, RawItem<'static>>;
+type Mirror = Incremental;
 
 /// One open shard being read.
 #[derive(Debug)]
@@ -149,13 +150,7 @@ pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &Wat
         let start = Instant::now();
         let scanned = scan_table(config, table, &options.scan, &()).await?;
         let mut mirror = Mirror::new();
-        for (_, item) in scanned.items {
-            if let Ok(item) = item {
-                if let Some(Value::Str(domain)) = &item.domain {
-                    mirror.insert(domain.to_string(), item);
-                }
-            }
-        }
+        publisher.admit(&mut mirror, scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect()).await?;
         eprintln!(
             "info: mirrored {table}: {} items in {:.2} s; following {} shard(s) of {stream}",
             mirror.len(),
@@ -227,13 +222,9 @@ async fn follow(
                 }
                 let Some(AttributeValue::S(domain)) = change.keys().and_then(|k| k.get("Domain")) else { continue };
                 match record.event_name() {
-                    Some(OperationType::Remove) => {
-                        mirror.remove(domain);
-                    }
+                    Some(OperationType::Remove) => mirror.set(domain, None),
                     _ => match change.new_image() {
-                        Some(image) => {
-                            mirror.insert(domain.clone(), stream_item(image));
-                        }
+                        Some(image) => publisher.admit(mirror, vec![stream_item(image)]).await?,
                         None => {
                             return Err(WatchError::Stream {
                                 stream: stream.to_owned(),
@@ -368,17 +359,8 @@ async fn scan_periodically(
 ) -> Result<(), WatchError> {
     loop {
         let scanned = scan_table(config, table, &options.scan, &()).await?;
-        let mirror: Mirror = scanned
-            .items
-            .into_iter()
-            .filter_map(|(_, item)| {
-                let item = item.ok()?;
-                match &item.domain {
-                    Some(Value::Str(d)) => Some((d.to_string(), item)),
-                    _ => None,
-                }
-            })
-            .collect();
+        let mut mirror = Mirror::new();
+        publisher.admit(&mut mirror, scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect()).await?;
         publisher.publish(&mirror, None).await?;
         tokio::time::sleep(options.scan_interval).await;
     }
@@ -397,20 +379,31 @@ struct Publisher<'a> {
 }
 
 impl Publisher<'_> {
-    async fn publish(&mut self, mirror: &Mirror, pending: Option<Pending>) -> Result<(), WatchError> {
-        let compile_start = Instant::now();
-        let mut items: Vec<crate::source::SourceItem<'_>> = mirror
-            .values()
-            .enumerate()
-            .map(|(i, item)| (Location::Scan { segment: 0, index: i as u32 }, Ok(item.clone())))
-            .collect();
+    /// Puts items into the mirror (validated there), after resolving the
+    /// ELB ARNs it has not seen before.
+    async fn admit(&mut self, mirror: &mut Mirror, items: Vec<RawItem<'static>>) -> Result<(), WatchError> {
+        let (mut keys, mut slots) = (Vec::with_capacity(items.len()), Vec::with_capacity(items.len()));
+        for item in items {
+            if let Some(key) = table_key(&item).map(str::to_owned) {
+                keys.push(key);
+                slots.push((Location::Index(0), Ok(item)));
+            }
+        }
         let arns: std::collections::BTreeSet<String> =
-            elb::arns_without_origin(&items).into_iter().filter(|a| !self.origins.contains_key(a)).collect();
+            elb::arns_without_origin(&slots).into_iter().filter(|a| !self.origins.contains_key(a)).collect();
         if !arns.is_empty() {
             self.origins.extend(elb::describe_load_balancers(self.config, &arns, &self.retry).await?);
         }
-        elb::apply_origins(&mut items, &self.origins);
-        let compiled = match compile(items, Options { skip_invalid: true }, &()) {
+        elb::apply_origins(&mut slots, &self.origins);
+        for (key, (_, item)) in keys.iter().zip(slots) {
+            mirror.set(key, Some(item));
+        }
+        Ok(())
+    }
+
+    async fn publish(&mut self, mirror: &Mirror, pending: Option<Pending>) -> Result<(), WatchError> {
+        let compile_start = Instant::now();
+        let compiled = match mirror.build() {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: cannot compile the mirror of {}: {e}", self.table);
@@ -420,7 +413,12 @@ impl Publisher<'_> {
         if compiled.skipped.len() != self.last_bad || !compiled.skipped.is_empty() && pending.is_none() {
             for e in &compiled.skipped {
                 let domain = e.domain.as_deref().unwrap_or("?");
-                eprintln!("warn: left out Domain {domain:?}: {}", e.kind);
+                match &e.kind {
+                    ItemErrorKind::Duplicate { domain: normalized, other_written, .. } => eprintln!(
+                        "warn: left out Domain {domain:?}: the table also has {other_written:?}; both are {normalized:?} once normalized"
+                    ),
+                    kind => eprintln!("warn: left out Domain {domain:?}: {kind}"),
+                }
             }
         }
         self.last_bad = compiled.skipped.len();

@@ -7,6 +7,7 @@ mod integration {
     pub mod determinism;
     pub mod export;
     pub mod golden;
+    pub mod incremental;
     pub mod rules;
     pub mod table;
 }
