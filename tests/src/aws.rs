@@ -258,6 +258,19 @@ pub fn plain(item: &Json) -> Json {
     Json::Object(item.as_object().expect("object").iter().map(|(k, v)| (k.clone(), convert(v))).collect())
 }
 
+/// A plain JSON item (strings and lists of strings, as generated tables
+/// hold) in DynamoDB's typed JSON: strings as `S`, lists as `L` of `S`.
+pub fn typed(item: &Json) -> Json {
+    let typed_value = |v: &Json| match v {
+        Json::String(s) => serde_json::json!({ "S": s }),
+        Json::Array(list) => {
+            serde_json::json!({ "L": list.iter().map(|s| serde_json::json!({ "S": s })).collect::<Vec<_>>() })
+        }
+        other => panic!("generated tables hold strings and lists, not {other}"),
+    };
+    Json::Object(item.as_object().expect("object").iter().map(|(k, v)| (k.clone(), typed_value(v))).collect())
+}
+
 /// Writes a full table export of `items` (DynamoDB typed JSON) in AWS's
 /// documented layout under `root`: `AWSDynamoDB/<id>/manifest-summary.json`,
 /// `manifest-files.json` (JSON Lines: itemCount, md5Checksum, etag,

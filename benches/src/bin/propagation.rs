@@ -15,18 +15,9 @@ use edgeroute_compiler::store::{Store, StoreLocation};
 use edgeroute_compiler::watch::{self, WatchOptions};
 use edgeroute_edge::Resolution;
 use edgeroute_host::serve::Host;
-use edgeroute_tests::aws::{create_streamed_table, delete_items, put_items, Moto};
+use edgeroute_tests::aws::{create_streamed_table, delete_items, put_items, typed, Moto};
 use edgeroute_tests::generate_table;
 use serde_json::{json, Value as Json};
-
-fn typed(item: &Json) -> Json {
-    let typed_value = |v: &Json| match v {
-        Json::String(s) => json!({ "S": s }),
-        Json::Array(list) => json!({ "L": list.iter().map(|s| json!({ "S": s })).collect::<Vec<_>>() }),
-        other => panic!("generated tables hold strings and lists, not {other}"),
-    };
-    Json::Object(item.as_object().expect("object").iter().map(|(k, v)| (k.clone(), typed_value(v))).collect())
-}
 
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort_unstable();

@@ -16,19 +16,9 @@ use std::time::Instant;
 use edgeroute_compiler::dynamodb::{scan_table, ScanOptions};
 use edgeroute_compiler::export::Export;
 use edgeroute_compiler::{compile, source, Options};
-use edgeroute_tests::aws::{config_for, create_table, put_items, write_export, FaultProxy, Moto};
+use edgeroute_tests::aws::{config_for, create_table, put_items, typed, write_export, FaultProxy, Moto};
 use edgeroute_tests::generate_table;
-use serde_json::{json, Value as Json};
-
-/// A plain JSON item in DynamoDB's typed JSON: strings as S, lists as L.
-fn typed(item: &Json) -> Json {
-    let typed_value = |v: &Json| match v {
-        Json::String(s) => json!({ "S": s }),
-        Json::Array(list) => json!({ "L": list.iter().map(|s| json!({ "S": s })).collect::<Vec<_>>() }),
-        other => panic!("generated tables hold strings and lists, not {other}"),
-    };
-    Json::Object(item.as_object().expect("object").iter().map(|(k, v)| (k.clone(), typed_value(v))).collect())
-}
+use serde_json::Value as Json;
 
 fn main() {
     let n: usize = std::env::args().nth(1).map_or(100_000, |a| a.parse().expect("ITEMS is a number"));
