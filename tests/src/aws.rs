@@ -196,10 +196,11 @@ pub async fn delete_items(config: &aws_config::SdkConfig, table: &str, domains: 
     }
 }
 
-/// Writes items given in DynamoDB's typed JSON, 25 per BatchWriteItem.
+/// Writes items given in DynamoDB's typed JSON, 25 per BatchWriteItem,
+/// eight requests at a time.
 pub async fn put_items(config: &aws_config::SdkConfig, table: &str, items: &[Json]) {
     let client = aws_sdk_dynamodb::Client::new(config);
-    let mut writes = Vec::new();
+    let mut writes = tokio::task::JoinSet::new();
     for chunk in items.chunks(25) {
         let requests: Vec<WriteRequest> = chunk
             .iter()
@@ -208,12 +209,24 @@ pub async fn put_items(config: &aws_config::SdkConfig, table: &str, items: &[Jso
                 WriteRequest::builder().put_request(put).build()
             })
             .collect();
-        writes.push(client.batch_write_item().request_items(table, requests).send());
+        if writes.len() == 8 {
+            check_written(writes.join_next().await);
+        }
+        writes.spawn(client.batch_write_item().request_items(table, requests).send());
     }
-    for write in writes {
-        let out = write.await.expect("BatchWriteItem");
-        assert!(out.unprocessed_items().is_none_or(|u| u.is_empty()), "moto left items unprocessed");
+    while let Some(done) = writes.join_next().await {
+        check_written(Some(done));
     }
+}
+
+type BatchWritten = Result<
+    aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput,
+    aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError>,
+>;
+
+fn check_written(done: Option<Result<BatchWritten, tokio::task::JoinError>>) {
+    let out = done.expect("a write in flight").expect("write task").expect("BatchWriteItem");
+    assert!(out.unprocessed_items().is_none_or(|u| u.is_empty()), "moto left items unprocessed");
 }
 
 /// An item in DynamoDB's typed JSON as the SDK's attribute map.

@@ -38,14 +38,7 @@ fn main() {
     let start = Instant::now();
     rt.block_on(async {
         create_streamed_table(&config, "routes").await;
-        let mut tasks = tokio::task::JoinSet::new();
-        for chunk in items.chunks(2_500) {
-            let (config, chunk) = (config.clone(), chunk.to_vec());
-            tasks.spawn(async move { put_items(&config, "routes", &chunk).await });
-        }
-        while let Some(done) = tasks.join_next().await {
-            done.expect("load");
-        }
+        put_items(&config, "routes", &items).await;
     });
     println!("{} routes loaded into moto in {:.1} s", items.len(), start.elapsed().as_secs_f64());
 

@@ -35,14 +35,7 @@ fn main() {
     let start = Instant::now();
     rt.block_on(async {
         create_table(&config, "routes", "Domain").await;
-        let mut tasks = tokio::task::JoinSet::new();
-        for chunk in items.chunks(2_500) {
-            let (config, chunk) = (config.clone(), chunk.to_vec());
-            tasks.spawn(async move { put_items(&config, "routes", &chunk).await });
-        }
-        while let Some(done) = tasks.join_next().await {
-            done.expect("load task");
-        }
+        put_items(&config, "routes", &items).await;
     });
     println!("loaded moto with BatchWriteItem in {:.1} s\n", start.elapsed().as_secs_f64());
 
