@@ -1,19 +1,31 @@
 //! `edgeroute-host` is the data plane: it runs the edge module
 //! (`edgeroute-edge-wasm`, built by this crate's build script and embedded
-//! as [`MODULE`]) in wasmtime. Each snapshot is baked into the module's data,
-//! so every worker thread's instance shares its pages copy-on-write; a
-//! [`Router`] swaps snapshots atomically, validating each in a fresh instance
-//! first; epoch interruption bounds every call. It never links the DynamoDB
-//! SDK.
+//! as [`MODULE`]) in wasmtime, and serves HTTP with it. Each snapshot is
+//! baked into the module's data, so every worker thread's instance shares its
+//! pages copy-on-write; a [`Router`] swaps snapshots atomically, validating
+//! each in a fresh instance first; epoch interruption bounds every call. The
+//! [`server`] answers each request as its route says (a static site's object
+//! from S3 or a directory, a redirect, a proxied load balancer), the
+//! [`follow`]er keeps the router on a store's current snapshot, and the
+//! [`admin`] listener exposes metrics. It never links the DynamoDB SDK.
 
+pub mod admin;
 pub mod answer;
 pub mod bake;
 pub mod bench;
+pub mod body;
+pub mod demo;
+pub mod edge;
 pub mod engine;
+pub mod follow;
+pub mod metrics;
+pub mod proxy;
 pub mod router;
-pub mod serve;
+pub mod server;
+pub mod statics;
 
 pub use crate::answer::Answer;
+pub use crate::edge::Edge;
 pub use crate::engine::{EdgeEngine, EdgeInstance, EngineError, SnapshotModule};
 pub use crate::router::{Live, Router, Worker};
 

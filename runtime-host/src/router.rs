@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use edgeroute_edge::Resolution;
@@ -24,6 +24,8 @@ pub struct Live {
     pub size: usize,
     /// Checksum, bake, compile and validation.
     pub load_time: Duration,
+    /// When it was loaded (its age, in the metrics).
+    pub loaded_at: SystemTime,
     module: SnapshotModule,
     /// The instance that validated the snapshot, for the first worker.
     spare: Mutex<Option<EdgeInstance>>,
@@ -54,6 +56,7 @@ impl Router {
             route_count,
             size: snapshot.len(),
             load_time: start.elapsed(),
+            loaded_at: SystemTime::now(),
             module,
             spare: Mutex::new(Some(instance)),
         })
@@ -91,13 +94,13 @@ fn route_count(snapshot: &[u8]) -> u32 {
 /// (cheap: the snapshot's pages are mapped, not copied).
 pub struct Worker<'r> {
     router: &'r Router,
-    current: Option<(u64, EdgeInstance)>,
+    current: Option<(Arc<Live>, EdgeInstance)>,
     answer: Answer,
 }
 
 impl std::fmt::Debug for Worker<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("generation", &self.current.as_ref().map(|c| c.0)).finish()
+        f.debug_struct("Worker").field("generation", &self.generation()).finish()
     }
 }
 
@@ -107,13 +110,13 @@ impl Worker<'_> {
     /// starts from a fresh one, and comes back as an error.
     pub fn resolve(&mut self, host: &[u8], target: &[u8]) -> Result<Resolution<'_, '_>, EngineError> {
         let live = self.router.live.load();
-        if self.current.as_ref().map(|c| c.0) != Some(live.generation) {
+        if self.generation() != Some(live.generation) {
             let spare = live.spare.lock().ok().and_then(|mut s| s.take());
             let instance = match spare {
                 Some(i) => i,
                 None => live.module.instance()?,
             };
-            self.current = Some((live.generation, instance));
+            self.current = Some((Arc::clone(&live), instance));
         }
         let Some((_, instance)) = self.current.as_mut() else { return Err(EngineError::BadAnswer) };
         if let Err(e) = instance.resolve_into(host, target, &mut self.answer) {
@@ -136,6 +139,11 @@ impl Worker<'_> {
 
     /// The generation this worker answered from last.
     pub fn generation(&self) -> Option<u64> {
-        self.current.as_ref().map(|c| c.0)
+        self.current.as_ref().map(|c| c.0.generation)
+    }
+
+    /// The snapshot this worker answered from last.
+    pub fn live(&self) -> Option<&Live> {
+        self.current.as_ref().map(|c| &*c.0)
     }
 }

@@ -22,12 +22,24 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A snapshot whose `probe.example.com` answers with bucket `b-{version}`.
+/// A snapshot whose `probe.example.com` is the site in bucket `b-{version}`
+/// (see [`sites`]).
 fn snapshot(version: usize) -> Vec<u8> {
     let table = format!(
         "{{\"Domain\":\"probe.example.com\",\"Target\":\"s3://b-{version}/site\"}}\n{{\"Domain\":\"other.example.com\",\"Target\":\"https://o.example\"}}\n"
     );
     compile_text(&table, Options::default()).unwrap().bytes
+}
+
+/// The static sites of every snapshot version: `b-N/site/index.html` says `site b-N`.
+fn sites() -> PathBuf {
+    let root = std::env::temp_dir().join(format!("edgeroute-serve-{}-sites", std::process::id()));
+    for version in 1..=7 {
+        let dir = root.join(format!("b-{version}/site"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), format!("site b-{version}\n")).unwrap();
+    }
+    root
 }
 
 fn id(bytes: &[u8]) -> String {
@@ -55,7 +67,8 @@ impl Served {
         let log = cache.with_extension(format!("{port}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgeroute-host"))
             .args(["serve", "--snapshots", store, "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--poll-ms", &poll_ms.to_string()])
+            .args(["--poll-ms", &poll_ms.to_string(), "--admin-listen", "127.0.0.1:0"])
+            .args(["--static-root", sites().to_str().unwrap()])
             .args(["--cache-dir", cache.to_str().unwrap()])
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -115,12 +128,12 @@ fn follows_a_store(store: &Store, location: &str, cache: &Path, env: &[(&str, St
     rt.block_on(publish::publish(store, &snapshot(1), "test", 0)).unwrap();
     let host = Served::start(location, cache, env).unwrap();
     host.wait_for(&id(&snapshot(1)));
-    assert!(host.get("probe.example.com").1.contains("\"bucket\":\"b-1\""));
+    assert!(host.get("probe.example.com").1.contains("site b-1"));
 
     // A publish is served.
     rt.block_on(publish::publish(store, &snapshot(2), "test", 0)).unwrap();
     host.wait_for(&id(&snapshot(2)));
-    assert!(host.get("probe.example.com").1.contains("\"bucket\":\"b-2\""));
+    assert!(host.get("probe.example.com").1.contains("site b-2"));
 
     // A pointer to a damaged object, to a missing one, and to bytes that
     // hash right but are no snapshot: each refused, snapshot 2 keeps serving.
@@ -145,7 +158,7 @@ fn follows_a_store(store: &Store, location: &str, cache: &Path, env: &[(&str, St
         }
         let (served, body) = host.get("probe.example.com");
         assert!(id(&snapshot(2)).starts_with(&served), "{served}");
-        assert!(body.contains("\"bucket\":\"b-2\""), "{body}");
+        assert!(body.contains("site b-2"), "{body}");
     }
     assert!(host.log().contains("SHA-256"), "{}", host.log());
     assert!(host.log().contains("the object is missing"), "{}", host.log());

@@ -1,7 +1,7 @@
 //! How fast a table change reaches a host: writes and deletes items in a
 //! streamed table on moto's server, with `edgeroute watch` (in process)
 //! publishing to a directory store and a host (`edgeroute-host`'s
-//! `serve::Host`, polling the pointer every 50 ms) following it, and times
+//! `follow::Follower`, polling the pointer every 50 ms) following it, and times
 //! each change from the write until the host answers with the new routing.
 //! Prints p50/p99 of the whole and of each stage, so that moto's own
 //! slowness (the stream stage) is visible.
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use edgeroute_compiler::store::{Store, StoreLocation};
 use edgeroute_compiler::watch::{self, WatchOptions};
 use edgeroute_edge::Resolution;
-use edgeroute_host::serve::Host;
+use edgeroute_host::follow::Follower;
 use edgeroute_tests::aws::{create_streamed_table, delete_items, put_items, typed, Moto};
 use edgeroute_tests::generate_table;
 use serde_json::{json, Value as Json};
@@ -57,11 +57,11 @@ fn main() {
     });
     let first = rt.block_on(reports.recv()).expect("the bootstrap publish");
     println!("bootstrap publish: {} routes (compile {:?}, upload {:?})", first.routes, first.compile, first.upload);
-    let host: &'static Host = Box::leak(Box::new(
-        rt.block_on(Host::start(Store::open(&location, None).expect("store"), dir.join("cache"))).expect("host"),
-    ));
-    rt.spawn(host.follow(Duration::from_millis(50)));
-    let mut worker = host.router.worker();
+    let follower =
+        rt.block_on(Follower::start(Store::open(&location, None).expect("store"), dir.join("cache"))).expect("host");
+    let edge = follower.edge();
+    rt.spawn(async move { follower.follow(Duration::from_millis(50)).await });
+    let mut worker = edge.router.worker();
 
     let (mut total, mut stream, mut debounce, mut compile, mut upload, mut hosting) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());

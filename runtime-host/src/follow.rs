@@ -1,5 +1,5 @@
-//! `edgeroute-host serve`: answers HTTP requests from the live snapshot
-//! and follows a store (`docs/publishing.md`).
+//! [`Follower`]: keeps a host's [`Edge`] on a store's current snapshot
+//! (`docs/publishing.md`).
 //!
 //! The host starts from the store's current snapshot (or, when the store
 //! cannot be reached, from the last good snapshot it cached on disk), then
@@ -8,22 +8,18 @@
 //! against the id, and swapped in only if the module accepts it; a
 //! missing, corrupt or mismatching object is refused with a log line and a
 //! count, and the current snapshot keeps serving.
-//!
-//! Until the HTTP data plane lands, every request is answered with its
-//! resolution as JSON.
 
-use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use edgeroute_store::{write_file_atomically, Pointer, Store, StoreError, Version};
 use sha2::{Digest, Sha256};
 
+use crate::edge::Edge;
 use crate::engine::EdgeEngine;
-use crate::router::{Router, Worker};
+use crate::router::Router;
 
 /// Why the host could not start or follow its store.
 #[derive(Debug, thiserror::Error)]
@@ -36,23 +32,12 @@ pub enum ServeError {
     Refused { id: String, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
 }
 
-/// Counts a host keeps about its store.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub swaps: AtomicU64,
-    pub refused: AtomicU64,
-    pub poll_errors: AtomicU64,
-}
-
-/// The live router and what the host knows of its store.
+/// What a host knows of its store, and the [`Edge`] it keeps current.
 #[derive(Debug)]
-pub struct Host {
-    pub router: Router,
-    pub metrics: Metrics,
+pub struct Follower {
+    edge: &'static Edge,
     store: Store,
     cache: PathBuf,
     version: Mutex<Option<Version>>,
@@ -80,10 +65,11 @@ async fn fetch(store: &Store, pointer: &Pointer) -> Result<Vec<u8>, ServeError> 
     Ok(bytes)
 }
 
-impl Host {
+impl Follower {
     /// Starts from the store's current snapshot, or from the cached one in
-    /// `cache` if the store cannot be reached.
-    pub async fn start(store: Store, cache: PathBuf) -> Result<Host, ServeError> {
+    /// `cache` if the store cannot be reached. The [`Edge`] lives as long as
+    /// the process (every listener and worker thread refers to it).
+    pub async fn start(store: Store, cache: PathBuf) -> Result<Follower, ServeError> {
         let cached = cache.join("current.snap");
         let (bytes, version) = match store.read_pointer().await {
             Ok(Some((pointer, version))) => {
@@ -96,8 +82,8 @@ impl Host {
             },
             Err(source) => match std::fs::read(&cached) {
                 Ok(bytes) => {
-                    eprintln!(
-                        "warn: cannot reach the store ({source}); serving the cached snapshot {}",
+                    tracing::warn!(
+                        "cannot reach the store ({source}); serving the cached snapshot {}",
                         cached.display()
                     );
                     (bytes, None)
@@ -108,9 +94,15 @@ impl Host {
         let engine = EdgeEngine::new().map_err(|e| ServeError::Refused { id: String::new(), why: e.to_string() })?;
         let router = Router::new(engine, &bytes)
             .map_err(|e| ServeError::Refused { id: sha256_hex(&bytes), why: e.to_string() })?;
-        let host = Host { router, metrics: Metrics::default(), store, cache, version: Mutex::new(version) };
-        host.keep(&bytes);
-        Ok(host)
+        let edge = Edge::leak(router);
+        let follower = Follower { edge, store, cache, version: Mutex::new(version) };
+        follower.keep(&bytes);
+        Ok(follower)
+    }
+
+    /// The router and counters this follower keeps current.
+    pub fn edge(&self) -> &'static Edge {
+        self.edge
     }
 
     /// Keeps the last good snapshot on disk for a start without the store.
@@ -120,26 +112,27 @@ impl Host {
             return;
         }
         if let Err(e) = std::fs::create_dir_all(&self.cache).and_then(|()| write_file_atomically(&path, bytes)) {
-            eprintln!("warn: cannot cache the snapshot in {}: {e}", path.display());
+            tracing::warn!("cannot cache the snapshot in {}: {e}", path.display());
         }
     }
 
     /// Looks at the pointer once and swaps if it moved. Returns the new id
     /// when a swap happened.
-    pub async fn poll(&'static self) -> Result<Option<String>, ServeError> {
+    pub async fn poll(&self) -> Result<Option<String>, ServeError> {
         let known = self.version.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let Some((pointer, version)) = self.store.read_pointer_if_changed(known.as_ref()).await? else {
             return Ok(None);
         };
         // Whatever happens to this pointer, it is not looked at again until it changes.
         *self.version.lock().unwrap_or_else(|p| p.into_inner()) = Some(version);
-        if pointer.id == self.router.live().id {
+        if pointer.id == self.edge.router.live().id {
             return Ok(None);
         }
         let start = Instant::now();
         let result = async {
             let bytes = fetch(&self.store, &pointer).await?;
-            let swapped = tokio::task::spawn_blocking(move || self.router.swap(&bytes).map(|_| bytes))
+            let router = &self.edge.router;
+            let swapped = tokio::task::spawn_blocking(move || router.swap(&bytes).map(|_| bytes))
                 .await
                 .map_err(|e| ServeError::Refused { id: pointer.id.clone(), why: e.to_string() })?;
             swapped.map_err(|e| ServeError::Refused { id: pointer.id.clone(), why: e.to_string() })
@@ -147,10 +140,10 @@ impl Host {
         .await;
         match result {
             Ok(bytes) => {
-                self.metrics.swaps.fetch_add(1, Ordering::Relaxed);
+                self.edge.metrics.swaps.fetch_add(1, Ordering::Relaxed);
                 self.keep(&bytes);
-                eprintln!(
-                    "info: serving {} ({} routes; fetched and loaded in {} ms)",
+                tracing::info!(
+                    "serving {} ({} routes; fetched and loaded in {} ms)",
                     pointer.id,
                     pointer.routes,
                     start.elapsed().as_millis()
@@ -158,8 +151,8 @@ impl Host {
                 Ok(Some(pointer.id))
             }
             Err(e @ ServeError::Refused { .. }) => {
-                self.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                eprintln!("error: refused {e}; still serving {}", self.router.live().id);
+                self.edge.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("refused {e}; still serving {}", self.edge.router.live().id);
                 Err(e)
             }
             Err(e) => Err(e),
@@ -169,7 +162,7 @@ impl Host {
     /// Polls forever, every `interval`; a directory store is also watched
     /// for changes (inotify and the like), so that a new pointer is seen at
     /// once, with the polling as the fallback.
-    pub async fn follow(&'static self, interval: Duration) {
+    pub async fn follow(&self, interval: Duration) {
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let _watcher = self.store.dir().and_then(|dir| {
             let wake = wake.clone();
@@ -181,14 +174,14 @@ impl Host {
             let mut watcher = match watcher {
                 Ok(w) => w,
                 Err(e) => {
-                    eprintln!("warn: cannot watch {} ({e}); polling every {} ms", dir.display(), interval.as_millis());
+                    tracing::warn!("cannot watch {} ({e}); polling every {} ms", dir.display(), interval.as_millis());
                     return None;
                 }
             };
             match notify::Watcher::watch(&mut watcher, dir, notify::RecursiveMode::NonRecursive) {
                 Ok(()) => Some(watcher),
                 Err(e) => {
-                    eprintln!("warn: cannot watch {} ({e}); polling every {} ms", dir.display(), interval.as_millis());
+                    tracing::warn!("cannot watch {} ({e}); polling every {} ms", dir.display(), interval.as_millis());
                     None
                 }
             }
@@ -202,71 +195,16 @@ impl Host {
             match self.poll().await {
                 Ok(_) | Err(ServeError::Refused { .. }) => last_error.clear(),
                 Err(e) => {
-                    self.metrics.poll_errors.fetch_add(1, Ordering::Relaxed);
+                    self.edge.metrics.poll_errors.fetch_add(1, Ordering::Relaxed);
                     let text = e.to_string();
                     // Say it once, not every interval.
                     if text != last_error {
-                        eprintln!("warn: cannot read the store: {text}; still serving {}", self.router.live().id);
+                        tracing::warn!("cannot read the store: {text}; still serving {}", self.edge.router.live().id);
                         last_error = text;
                     }
                 }
             }
         }
-    }
-}
-
-thread_local! {
-    /// Each server thread's worker (its own instance of the live module).
-    static WORKER: RefCell<Option<Worker<'static>>> = const { RefCell::new(None) };
-}
-
-type Body = http_body_util::Full<bytes::Bytes>;
-
-/// Answers one request: the resolution of its host and path, as JSON.
-fn answer(host: &'static Host, req: &hyper::Request<hyper::body::Incoming>) -> hyper::Response<Body> {
-    let authority = req.uri().authority().map(|a| a.as_str().as_bytes().to_vec());
-    let hosts: Vec<&hyper::header::HeaderValue> = req.headers().get_all(hyper::header::HOST).iter().collect();
-    let name = match (authority, hosts.as_slice()) {
-        (Some(a), _) => Some(a),
-        (None, [one]) => Some(one.as_bytes().to_vec()),
-        _ => None,
-    };
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str()).as_bytes().to_vec();
-    let live = host.router.live();
-    let (status, body) = match name {
-        None => (400, "{\"kind\":\"bad_request\",\"reason\":\"host_header\"}".to_owned()),
-        Some(name) => WORKER.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            let worker = slot.get_or_insert_with(|| host.router.worker());
-            match worker.resolve(&name, &target) {
-                Ok(resolution) => (200, resolution.json().to_string()),
-                Err(e) => (500, format!("{{\"error\":{:?}}}", e.to_string())),
-            }
-        }),
-    };
-    hyper::Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .header("x-edgeroute-snapshot", &live.id[..live.id.len().min(12)])
-        .body(Body::new(bytes::Bytes::from(body + "\n")))
-        .unwrap_or_else(|_| hyper::Response::new(Body::default()))
-}
-
-/// Serves HTTP/1.1 on `addr` until the process ends.
-pub async fn serve(host: &'static Host, addr: SocketAddr) -> Result<(), ServeError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
-    eprintln!("info: listening on {}, serving {}", listener.local_addr().unwrap_or(addr), host.router.live().id);
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(
-                    move |req| async move { Ok::<_, std::convert::Infallible>(answer(host, &req)) },
-                );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-        });
     }
 }
 

@@ -1,0 +1,266 @@
+//! The host's counters, and their Prometheus text rendering for the admin
+//! listener's `/metrics`.
+//!
+//! Everything is a relaxed atomic in fixed arrays: counting a request costs
+//! two atomic adds and no lock or allocation, so it stays off the request's
+//! critical path.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::router::Live;
+
+/// What a request was answered as: the resolution's kind, or `error` when
+/// the router itself failed (the module trapped). A failed origin is
+/// counted under its kind, with its status (502, 504), and in
+/// `edgeroute_origin_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Static,
+    Redirect,
+    Balancer,
+    NotFound,
+    BadRequest,
+    Error,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 6] =
+        [Outcome::Static, Outcome::Redirect, Outcome::Balancer, Outcome::NotFound, Outcome::BadRequest, Outcome::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Static => "static",
+            Outcome::Redirect => "redirect",
+            Outcome::Balancer => "balancer",
+            Outcome::NotFound => "not_found",
+            Outcome::BadRequest => "bad_request",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// Status codes are counted one by one, 0–599; an origin's nonstandard code
+/// above that is counted as 599.
+const STATUSES: usize = 600;
+
+/// Upper bounds of the resolve-latency histogram, in nanoseconds: a resolve
+/// through the module takes about a microsecond, so the buckets are fine there.
+const RESOLVE_BUCKETS_NS: [u64; 12] =
+    [500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 250_000, 1_000_000, 10_000_000, 100_000_000];
+
+/// Counters of one host process.
+#[derive(Debug)]
+pub struct Metrics {
+    /// By outcome × status (index `outcome * STATUSES + status`).
+    requests: Box<[AtomicU64]>,
+    resolve_buckets: [AtomicU64; RESOLVE_BUCKETS_NS.len()],
+    resolve_count: AtomicU64,
+    resolve_sum_ns: AtomicU64,
+    /// Snapshots swapped in since the start.
+    pub swaps: AtomicU64,
+    /// Snapshots refused (missing, damaged, mismatching, invalid).
+    pub refused: AtomicU64,
+    /// Failed reads of the store's pointer.
+    pub poll_errors: AtomicU64,
+    /// Connections open now, on the public listener.
+    pub connections: AtomicU64,
+    /// Connections turned away because `--max-connections` were open.
+    pub connections_refused: AtomicU64,
+    /// Requests being answered now.
+    pub in_flight: AtomicU64,
+    /// Origins that could not be reached or timed out.
+    pub origin_errors: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: (0..Outcome::ALL.len() * STATUSES).map(|_| AtomicU64::new(0)).collect(),
+            resolve_buckets: Default::default(),
+            resolve_count: AtomicU64::new(0),
+            resolve_sum_ns: AtomicU64::new(0),
+            swaps: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            poll_errors: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            origin_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one answered request.
+    pub fn request(&self, outcome: Outcome, status: u16) {
+        let status = usize::from(status).min(STATUSES - 1);
+        self.requests[outcome as usize * STATUSES + status].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one resolve and its latency.
+    pub fn resolve(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        if let Some(i) = RESOLVE_BUCKETS_NS.iter().position(|&le| ns <= le) {
+            self.resolve_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.resolve_count.fetch_add(1, Ordering::Relaxed);
+        self.resolve_sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// How many requests were answered as `outcome` with `status`.
+    pub fn requests(&self, outcome: Outcome, status: u16) -> u64 {
+        let status = usize::from(status).min(STATUSES - 1);
+        self.requests[outcome as usize * STATUSES + status].load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every counter and of
+    /// the live snapshot.
+    pub fn render(&self, live: &Live) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+
+        out.push_str(
+            "# HELP edgeroute_requests_total Requests answered, by what they resolved to and the status sent.\n",
+        );
+        out.push_str("# TYPE edgeroute_requests_total counter\n");
+        for outcome in Outcome::ALL {
+            for status in 0..STATUSES {
+                let n = load(&self.requests[outcome as usize * STATUSES + status]);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "edgeroute_requests_total{{kind=\"{}\",status=\"{status}\"}} {n}",
+                        outcome.as_str()
+                    );
+                }
+            }
+        }
+
+        out.push_str(
+            "# HELP edgeroute_resolve_seconds Time to resolve a request's host and path in the edge module.\n",
+        );
+        out.push_str("# TYPE edgeroute_resolve_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, le) in RESOLVE_BUCKETS_NS.iter().enumerate() {
+            cumulative += load(&self.resolve_buckets[i]);
+            let _ = writeln!(out, "edgeroute_resolve_seconds_bucket{{le=\"{}\"}} {cumulative}", seconds(*le));
+        }
+        let count = load(&self.resolve_count);
+        let _ = writeln!(out, "edgeroute_resolve_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "edgeroute_resolve_seconds_sum {}", seconds(load(&self.resolve_sum_ns)));
+        let _ = writeln!(out, "edgeroute_resolve_seconds_count {count}");
+
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        let _ = writeln!(
+            out,
+            "# HELP edgeroute_snapshot_info The snapshot being served (its id).\n# TYPE edgeroute_snapshot_info gauge\nedgeroute_snapshot_info{{id=\"{}\"}} 1",
+            live.id
+        );
+        gauge(
+            &mut out,
+            "edgeroute_snapshot_routes",
+            "Routes in the snapshot being served.",
+            "gauge",
+            live.route_count.to_string(),
+        );
+        gauge(
+            &mut out,
+            "edgeroute_snapshot_bytes",
+            "Size of the snapshot being served.",
+            "gauge",
+            live.size.to_string(),
+        );
+        let age = live.loaded_at.elapsed().unwrap_or_default();
+        gauge(
+            &mut out,
+            "edgeroute_snapshot_age_seconds",
+            "Seconds since the snapshot being served was loaded.",
+            "gauge",
+            format!("{:.3}", age.as_secs_f64()),
+        );
+        gauge(
+            &mut out,
+            "edgeroute_snapshot_load_seconds",
+            "Time it took to check, bake, compile and validate the snapshot being served.",
+            "gauge",
+            format!("{:.6}", live.load_time.as_secs_f64()),
+        );
+        gauge(
+            &mut out,
+            "edgeroute_snapshot_swaps_total",
+            "Snapshots swapped in since the start.",
+            "counter",
+            load(&self.swaps).to_string(),
+        );
+        gauge(
+            &mut out,
+            "edgeroute_snapshot_refused_total",
+            "Snapshots refused (missing, damaged, mismatching or invalid); the previous one kept serving.",
+            "counter",
+            load(&self.refused).to_string(),
+        );
+        gauge(
+            &mut out,
+            "edgeroute_store_errors_total",
+            "Failed reads of the store's pointer.",
+            "counter",
+            load(&self.poll_errors).to_string(),
+        );
+        gauge(
+            &mut out,
+            "edgeroute_connections",
+            "Connections open on the public listener.",
+            "gauge",
+            load(&self.connections).to_string(),
+        );
+        gauge(
+            &mut out,
+            "edgeroute_connections_refused_total",
+            "Connections closed at once because the connection limit was reached.",
+            "counter",
+            load(&self.connections_refused).to_string(),
+        );
+        gauge(
+            &mut out,
+            "edgeroute_requests_in_flight",
+            "Requests being answered.",
+            "gauge",
+            load(&self.in_flight).to_string(),
+        );
+        gauge(
+            &mut out,
+            "edgeroute_origin_errors_total",
+            "Requests whose origin (a load balancer or the static store) failed or timed out.",
+            "counter",
+            load(&self.origin_errors).to_string(),
+        );
+        out
+    }
+}
+
+/// Nanoseconds as decimal seconds, exactly (no float rounding in bucket labels).
+fn seconds(ns: u64) -> String {
+    let frac = format!("{:09}", ns % 1_000_000_000);
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        format!("{}", ns / 1_000_000_000)
+    } else {
+        format!("{}.{frac}", ns / 1_000_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_exact() {
+        assert_eq!(seconds(500), "0.0000005");
+        assert_eq!(seconds(1_000_000_000), "1");
+        assert_eq!(seconds(2_500_000_000), "2.5");
+    }
+}

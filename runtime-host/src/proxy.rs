@@ -1,0 +1,428 @@
+//! [`Proxy`]: reverse-proxying a request to its load balancer or origin.
+//!
+//! The request keeps its `Host` (load balancers route on it), gains the
+//! `X-Forwarded-*` headers and loses its hop-by-hop ones; both bodies
+//! stream; a WebSocket (any HTTP/1.1 `Upgrade`) is passed through once the
+//! origin agrees to it. Connections to origins are pooled and kept alive;
+//! `https` origins are reached through rustls, with SNI and certificate
+//! checks against the origin's name, or against the request's host
+//! ([`TlsName::RequestHost`]), since load balancers often present the
+//! customer's certificate.
+
+use std::future::Future as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject as _;
+
+use crate::body::{self, Body, BoxError};
+
+/// Which name a TLS origin's certificate must carry (and is sent as SNI).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsName {
+    /// The origin's own name, as the table gives it.
+    Origin,
+    /// The request's host: for load balancers that present the customer's
+    /// certificate for every host they serve.
+    RequestHost,
+}
+
+/// How the proxy reaches origins.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub connect_timeout: Duration,
+    /// The longest wait for the origin's response headers, and then between
+    /// two reads of its body.
+    pub read_timeout: Duration,
+    pub tls_name: TlsName,
+    /// PEM certificates trusted besides the system's roots (a private CA,
+    /// or a test certificate).
+    pub extra_roots: Vec<Vec<u8>>,
+    /// Idle keep-alive connections kept per origin.
+    pub idle_per_origin: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            tls_name: TlsName::Origin,
+            extra_roots: Vec::new(),
+            idle_per_origin: 64,
+        }
+    }
+}
+
+/// Why the proxy could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot read the trusted certificates: {0}")]
+    Certificates(String),
+    #[error("no trusted root certificates: the system has none and no --origin-ca was given")]
+    NoRoots,
+}
+
+/// Where a request goes: the resolved balancer.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub host: String,
+    pub port: u16,
+    pub https: bool,
+}
+
+/// The request's facts the proxy passes on.
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarded<'a> {
+    /// The `Host` the client sent (with its port, if any), kept as it was.
+    pub host: &'a [u8],
+    /// The host name alone, lowercased (the TLS name in [`TlsName::RequestHost`] mode).
+    pub name: &'a str,
+    pub client: SocketAddr,
+}
+
+/// What a failed proxy attempt tells the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyOutcome {
+    /// The origin answered (whatever its status).
+    Answered,
+    /// It could not be reached, failed, or timed out.
+    OriginFailed,
+}
+
+/// A pooled, keep-alive client for every origin.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    config: ProxyConfig,
+}
+
+/// Names the origin's certificate must carry: the host of the URI, or the
+/// userinfo part that carries the request's host in
+/// [`TlsName::RequestHost`] mode. The userinfo also keeps those connections
+/// in pools of their own, one per request host, since the pool is keyed by
+/// the URI's authority: a connection verified for one customer's name is
+/// never reused for another's.
+#[derive(Debug)]
+struct ServerName;
+
+impl hyper_rustls::ResolveServerName for ServerName {
+    fn resolve(
+        &self,
+        uri: &hyper::Uri,
+    ) -> Result<rustls::pki_types::ServerName<'static>, Box<dyn std::error::Error + Sync + Send>> {
+        let authority = uri.authority().ok_or("the origin URI has no host")?.as_str();
+        let name = match authority.rsplit_once('@') {
+            Some((user, _)) => user,
+            None => uri.host().ok_or("the origin URI has no host")?,
+        };
+        Ok(rustls::pki_types::ServerName::try_from(name.trim_start_matches('[').trim_end_matches(']'))?.to_owned())
+    }
+}
+
+impl Proxy {
+    pub fn new(config: ProxyConfig) -> Result<Proxy, ProxyError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            let _ = roots.add(cert);
+        }
+        for pem in &config.extra_roots {
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| ProxyError::Certificates(e.to_string()))?;
+                roots.add(cert).map_err(|e| ProxyError::Certificates(e.to_string()))?;
+            }
+        }
+        if roots.is_empty() {
+            tracing::warn!("{}; https origins will fail", ProxyError::NoRoots);
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ProxyError::Certificates(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .with_server_name_resolver(ServerName)
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(config.idle_per_origin)
+            .set_host(false)
+            .build(connector);
+        Ok(Proxy { client, config })
+    }
+
+    /// Forwards `req` to `origin`, and streams its answer back. Never fails:
+    /// an origin that cannot be reached is a 502, one that is too slow a 504.
+    pub async fn forward(
+        &self,
+        mut req: Request<hyper::body::Incoming>,
+        origin: &Origin,
+        fwd: Forwarded<'_>,
+    ) -> (Response<Body>, ProxyOutcome) {
+        let upgrade = upgrade_protocol(req.headers());
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+        let scheme = if origin.https { "https" } else { "http" };
+        let tls_user = match (origin.https, self.config.tls_name) {
+            (true, TlsName::RequestHost) => format!("{}@", fwd.name),
+            _ => String::new(),
+        };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let host = if origin.host.contains(':') { format!("[{}]", origin.host) } else { origin.host.clone() };
+        let uri = match format!("{scheme}://{tls_user}{host}:{}{path}", origin.port).parse::<hyper::Uri>() {
+            Ok(uri) => uri,
+            Err(e) => {
+                return (
+                    plain(StatusCode::BAD_GATEWAY, &format!("bad gateway: bad origin URI ({e})")),
+                    ProxyOutcome::OriginFailed,
+                )
+            }
+        };
+
+        let (parts, incoming) = req.into_parts();
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        headers.remove(hyper::header::HOST);
+        if let Ok(value) = HeaderValue::from_bytes(fwd.host) {
+            headers.insert(hyper::header::HOST, value.clone());
+            headers.insert(HeaderName::from_static("x-forwarded-host"), value);
+        }
+        append_forwarded_for(&mut headers, fwd.client);
+        headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+        if let Some(protocol) = &upgrade {
+            headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(hyper::header::UPGRADE, protocol.clone());
+        }
+        let mut upstream = Request::new(incoming.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
+        *upstream.method_mut() = parts.method;
+        *upstream.uri_mut() = uri;
+        *upstream.version_mut() = hyper::Version::HTTP_11;
+        *upstream.headers_mut() = headers;
+
+        let name = format!("{scheme}://{}:{}", origin.host, origin.port);
+        let mut answer = match tokio::time::timeout(self.config.read_timeout, self.client.request(upstream)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                let why = error_chain(&e);
+                tracing::warn!("origin {name} for {}: {why}", fwd.name);
+                return (
+                    plain(StatusCode::BAD_GATEWAY, &format!("bad gateway: cannot reach the origin {name} ({why})")),
+                    ProxyOutcome::OriginFailed,
+                );
+            }
+            Err(_) => {
+                tracing::warn!("origin {name} for {}: no answer within {:?}", fwd.name, self.config.read_timeout);
+                return (
+                    plain(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        &format!(
+                            "gateway timeout: the origin {name} did not answer within {:?}",
+                            self.config.read_timeout
+                        ),
+                    ),
+                    ProxyOutcome::OriginFailed,
+                );
+            }
+        };
+
+        if answer.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let origin_upgrade = hyper::upgrade::on(&mut answer);
+                let name = name.clone();
+                tokio::spawn(async move {
+                    match tokio::try_join!(client_upgrade, origin_upgrade) {
+                        Ok((client, origin)) => {
+                            let (mut client, mut origin) = (TokioIo::new(client), TokioIo::new(origin));
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut origin).await;
+                        }
+                        Err(e) => tracing::debug!("upgrade with {name} failed: {e}"),
+                    }
+                });
+                let (parts, _) = answer.into_parts();
+                return (Response::from_parts(parts, body::empty()), ProxyOutcome::Answered);
+            }
+        }
+
+        let (mut parts, incoming) = answer.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = IdleTimeout::new(incoming, self.config.read_timeout).boxed_unsync();
+        (Response::from_parts(parts, body), ProxyOutcome::Answered)
+    }
+}
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` with an
+/// `Upgrade` header), if any.
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(hyper::header::UPGRADE).cloned()).flatten()
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1): the fixed ones and
+/// those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client's address to `X-Forwarded-For` (one header, the
+/// earlier hops first).
+fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    let mut hops: Vec<String> =
+        headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).map(|v| v.trim().to_owned()).collect();
+    hops.retain(|h| !h.is_empty());
+    hops.push(client.ip().to_string());
+    if let Ok(value) = HeaderValue::from_str(&hops.join(", ")) {
+        headers.insert(name, value);
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// A short plain-text answer.
+pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = Response::new(body::full(format!("{text}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// An origin's body that fails when the origin is silent for too long, so
+/// that a stalled origin cannot hold a client (and a connection) forever.
+struct IdleTimeout<B> {
+    inner: B,
+    limit: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> IdleTimeout<B> {
+    fn new(inner: B, limit: Duration) -> Self {
+        IdleTimeout { inner, limit, timer: Box::pin(tokio::time::sleep(limit)) }
+    }
+}
+
+impl<B> hyper::body::Body for IdleTimeout<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + this.limit;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err(format!("the origin sent nothing for {:?}", this.limit).into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1, 10.0.0.1"));
+        append_forwarded_for(&mut h, "127.0.0.1:5555".parse().unwrap());
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.7, 198.51.100.1, 10.0.0.1, 127.0.0.1");
+    }
+
+    #[test]
+    fn upgrades_need_both_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert_eq!(upgrade_protocol(&h), None);
+        h.insert("connection", HeaderValue::from_static("keep-alive, Upgrade"));
+        assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
+    }
+}

@@ -1,0 +1,1 @@
+console.log("portal t9yhp25");
