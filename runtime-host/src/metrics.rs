@@ -66,8 +66,6 @@ pub struct Metrics {
     pub poll_errors: AtomicU64,
     /// Connections open now, on the public listener.
     pub connections: AtomicU64,
-    /// Connections turned away because `--max-connections` were open.
-    pub connections_refused: AtomicU64,
     /// Requests being answered now.
     pub in_flight: AtomicU64,
     /// Origins that could not be reached or timed out.
@@ -85,7 +83,6 @@ impl Default for Metrics {
             refused: AtomicU64::new(0),
             poll_errors: AtomicU64::new(0),
             connections: AtomicU64::new(0),
-            connections_refused: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             origin_errors: AtomicU64::new(0),
         }
@@ -216,13 +213,6 @@ impl Metrics {
             "Connections open on the public listener.",
             "gauge",
             load(&self.connections).to_string(),
-        );
-        gauge(
-            &mut out,
-            "edgeroute_connections_refused_total",
-            "Connections closed at once because the connection limit was reached.",
-            "counter",
-            load(&self.connections_refused).to_string(),
         );
         gauge(
             &mut out,

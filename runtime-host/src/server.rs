@@ -142,9 +142,20 @@ impl DataPlane {
     pub async fn handle(&self, req: Request<hyper::body::Incoming>, client: SocketAddr) -> Response<Body> {
         let metrics = &self.edge.metrics;
         metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let method = req.method().clone();
+        let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().clone());
         let (outcome, mut response, id) = self.answer(req, client).await;
         metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         metrics.request(outcome, response.status().as_u16());
+        if let Some(uri) = uri {
+            tracing::debug!(
+                "{client} {method} {uri} -> {} {} in {:?}",
+                response.status().as_u16(),
+                outcome.as_str(),
+                start.elapsed()
+            );
+        }
         let id = id.unwrap_or_else(|| {
             let live = self.edge.router.live();
             live.id[..ID_PREFIX.min(live.id.len())].to_owned()
