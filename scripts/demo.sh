@@ -11,15 +11,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
-echo "== building edgeroute and edgeroute-host (release; the first build takes a few minutes)"
-cargo build --release --locked -q -p edgeroute-compiler -p edgeroute-host
+# The dev profile: the demo needs no speed, and the tests have built most of it already.
+echo "== building edgeroute and edgeroute-host (the first build takes a few minutes)"
+cargo build --locked -q -p edgeroute-compiler -p edgeroute-host
+bin=target/debug
 out=target/demo
 mkdir -p "$out"
 
 echo "== edgeroute compile --from snapshots/demo.jsonl"
-target/release/edgeroute compile --from snapshots/demo.jsonl --out "$out/demo.snap"
+"$bin/edgeroute" compile --from snapshots/demo.jsonl --out "$out/demo.snap"
 echo
-target/release/edgeroute inspect "$out/demo.snap"
+"$bin/edgeroute" inspect "$out/demo.snap"
 echo
 echo "== edgeroute-host demo $*"
-exec target/release/edgeroute-host demo --snapshot "$out/demo.snap" --static-root snapshots/demo-sites "$@"
+exec "$bin/edgeroute-host" demo --snapshot "$out/demo.snap" --static-root snapshots/demo-sites "$@"
