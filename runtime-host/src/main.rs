@@ -164,7 +164,11 @@ fn run(cli: Cli) -> Result<()> {
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
             runtime.block_on(async {
-                let aws = aws_config(&http).await;
+                // AWS settings only when something is in S3 (a directory store
+                // with --static-root never looks for credentials or a region).
+                let needs_aws =
+                    http.static_root.is_none() || matches!(snapshots.snapshots, Some(StoreLocation::S3 { .. }));
+                let aws = if needs_aws { aws_config(&http).await } else { aws_config::SdkConfig::builder().build() };
                 let (edge, follower) = match (&snapshots.snapshot, &snapshots.snapshots) {
                     (Some(file), _) => {
                         let bytes =

@@ -218,11 +218,12 @@ impl Proxy {
         *upstream.version_mut() = hyper::Version::HTTP_11;
         *upstream.headers_mut() = headers;
 
-        let name = format!("{scheme}://{}:{}", origin.host, origin.port);
+        let name = || format!("{scheme}://{}:{}", origin.host, origin.port);
         let mut answer = match tokio::time::timeout(self.config.read_timeout, self.client.request(upstream)).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => {
                 let why = error_chain(&e);
+                let name = name();
                 tracing::warn!("origin {name} for {}: {why}", fwd.name);
                 return (
                     plain(StatusCode::BAD_GATEWAY, &format!("bad gateway: cannot reach the origin {name} ({why})")),
@@ -230,6 +231,7 @@ impl Proxy {
                 );
             }
             Err(_) => {
+                let name = name();
                 tracing::warn!("origin {name} for {}: no answer within {:?}", fwd.name, self.config.read_timeout);
                 return (
                     plain(
@@ -247,7 +249,7 @@ impl Proxy {
         if answer.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let origin_upgrade = hyper::upgrade::on(&mut answer);
-                let name = name.clone();
+                let name = name();
                 tokio::spawn(async move {
                     match tokio::try_join!(client_upgrade, origin_upgrade) {
                         Ok((client, origin)) => {
@@ -343,15 +345,17 @@ pub fn plain(status: StatusCode, text: &str) -> Response<Body> {
 
 /// An origin's body that fails when the origin is silent for too long, so
 /// that a stalled origin cannot hold a client (and a connection) forever.
+/// The timer is only set when a read has to wait: a body that is already
+/// there (most small answers) costs no timer at all.
 struct IdleTimeout<B> {
     inner: B,
     limit: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B> IdleTimeout<B> {
     fn new(inner: B, limit: Duration) -> Self {
-        IdleTimeout { inner, limit, timer: Box::pin(tokio::time::sleep(limit)) }
+        IdleTimeout { inner, limit, timer: None }
     }
 }
 
@@ -370,16 +374,18 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + this.limit;
-                this.timer.as_mut().reset(deadline);
+                // The silence is counted from the last read.
+                this.timer = None;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    Poll::Ready(Some(Err(format!("the origin sent nothing for {:?}", this.limit).into())))
+            Poll::Pending => {
+                let limit = this.limit;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(format!("the origin sent nothing for {limit:?}").into()))),
+                    Poll::Pending => Poll::Pending,
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# edgeroute-host against nginx, as hostname routers in front of the same upstream.
+# Run by hand (not in CI); needs Debian's nginx and wrk (apt-get install nginx wrk).
+#
+#   benches/nginx.sh [ROUTES...]        default: 10000 1000000
+#
+# For each table size N it generates N hostnames (api-t9yhp25-portal.example.com style), then
+#  - nginx, one worker, `map $host ... { hostnames; ... }` + proxy_pass with upstream keep-alive;
+#  - edgeroute-host serve --snapshot of the same table, every route a balancer to the same origin;
+# both proxying to one local upstream (a second nginx answering 200), the router pinned to core 0,
+# wrk and the upstream to core 1 (taskset). wrk sends a shuffled, uniform mix of the N Host names.
+# It reports requests/s, p99 latency and resident memory of both routers from one run, then runs
+# edgeroute again while its snapshot is republished (every 100 ms at 10k routes, every 1 s at
+# larger sizes), and times how long an nginx reload takes to serve a newly added name.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in nginx wrk taskset python3; do
+  command -v "$tool" >/dev/null || { echo "benches/nginx.sh needs $tool (apt-get install nginx wrk)" >&2; exit 2; }
+done
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(10000 1000000)
+duration=${EDGEROUTE_BENCH_SECONDS:-10}
+connections=${EDGEROUTE_BENCH_CONNECTIONS:-64}
+cores=$(nproc)
+[ "$cores" -ge 2 ] || { echo "needs 2 cores (router on one, load on the other)" >&2; exit 2; }
+
+cargo build --release --locked -q -p edgeroute-compiler -p edgeroute-host -p edgeroute-benches
+bin=target/release
+work=target/bench-nginx
+rm -rf "$work"; mkdir -p "$work"
+work=$(cd "$work" && pwd)
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/up.pid" ] && kill "$(cat "$work/up.pid")" 2>/dev/null || true
+  [ -f "$work/ngx.pid" ] && kill "$(cat "$work/ngx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+UP=18081 NGX=18080 ER=18090 ER_ADMIN=18091
+
+# The upstream: a second nginx, one worker, on the load core.
+mkdir -p "$work/up"
+cat > "$work/up/nginx.conf" <<EOF
+worker_processes 1; daemon on; pid $work/up.pid; error_log $work/up/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP reuseport; location / { return 200 "ok\n"; } } }
+EOF
+taskset -c 1 nginx -p "$work/up" -c "$work/up/nginx.conf" -e "$work/up/error.log" 2>/dev/null
+
+wait_port() { for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+rss_kb() { local total=0; for p in "$@"; do total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo "$total"; }
+wait_port $UP
+
+# Requests are formatted once (wrk's Lua is on the load core): up to 200k of
+# them, Host names drawn uniformly from the table, then sent in random order.
+cat > "$work/hosts.lua" <<'EOF'
+local hosts = {}
+for line in io.lines(os.getenv("HOSTS_FILE")) do hosts[#hosts + 1] = line end
+math.randomseed(tonumber(os.getenv("SEED") or "7"))
+local requests = {}
+for i = 1, math.min(#hosts, 200000) do
+  requests[i] = wrk.format("GET", "/", { ["Host"] = hosts[math.random(#hosts)] })
+end
+hosts = nil
+request = function()
+  return requests[math.random(#requests)]
+end
+EOF
+
+# wrk against PORT; prints "requests_per_s p99_ms non2xx".
+load() {
+  HOSTS_FILE="$work/hosts.txt" taskset -c 1 wrk -t1 -c"$connections" -d"${duration}s" --latency \
+    -s "$work/hosts.lua" "http://127.0.0.1:$1/" > "$work/wrk.out" 2>&1
+  python3 - "$work/wrk.out" <<'EOF'
+import re, sys
+text = open(sys.argv[1]).read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", text)
+p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+print(f"{rps:.0f} {p99:.3f} {bad.group(1) if bad else 0}")
+EOF
+}
+
+report=()
+for n in "${sizes[@]}"; do
+  echo "== $n hostnames"
+  "$bin/generate" "$n" 1 42 "$work/gen.jsonl" /dev/null >/dev/null
+  python3 - "$work" "$UP" <<'EOF'
+import json, sys
+work, up = sys.argv[1], sys.argv[2]
+hosts = []
+with open(f"{work}/gen.jsonl") as f:
+    for line in f:
+        d = json.loads(line)["Domain"]
+        if not d.startswith("*."):
+            hosts.append(d)
+with open(f"{work}/table.jsonl", "w") as t, open(f"{work}/hosts.txt", "w") as h, open(f"{work}/map.conf", "w") as m:
+    for d in hosts:
+        t.write(json.dumps({"Domain": d, "Target": f"http://127.0.0.1:{up}"}) + "\n")
+        h.write(d + "\n")
+        m.write(f"{d} 1;\n")
+EOF
+  "$bin/edgeroute" compile --from "$work/table.jsonl" --out "$work/a.snap" >/dev/null
+  # A second snapshot differing by one route, for the swap runs.
+  { cat "$work/table.jsonl"; echo "{\"Domain\": \"swapped.example.com\", \"Target\": \"http://127.0.0.1:$UP\"}"; } > "$work/table-b.jsonl"
+  "$bin/edgeroute" compile --from "$work/table-b.jsonl" --out "$work/b.snap" >/dev/null
+  routes=$(wc -l < "$work/hosts.txt")
+
+  # nginx as the router.
+  mkdir -p "$work/ngx"
+  cat > "$work/ngx/nginx.conf" <<EOF
+worker_processes 1; daemon on; pid $work/ngx.pid; error_log $work/ngx/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  map_hash_max_size 4194304; map_hash_bucket_size 128;
+  map \$host \$known { hostnames; default 0; include $work/map.conf; }
+  upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$NGX reuseport;
+    location / { if (\$known = 0) { return 404; }
+      proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; } } }
+EOF
+  t0=$(date +%s.%N)
+  taskset -c 0 nginx -p "$work/ngx" -c "$work/ngx/nginx.conf" -e "$work/ngx/error.log" 2>/dev/null
+  wait_port $NGX
+  ngx_start=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')")
+  read -r ngx_rps ngx_p99 ngx_bad < <(load $NGX)
+  ngx_pids="$(cat "$work/ngx.pid") $(pgrep -P "$(cat "$work/ngx.pid")" | tr '\n' ' ')"
+  # shellcheck disable=SC2086
+  ngx_rss=$(rss_kb $ngx_pids)
+
+  # nginx reload: a new name, until it is served.
+  echo "reloaded-$n.example.com 1;" >> "$work/map.conf"
+  t0=$(date +%s.%N)
+  nginx -p "$work/ngx" -c "$work/ngx/nginx.conf" -s reload 2>/dev/null
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: reloaded-$n.example.com" "http://127.0.0.1:$NGX/")" = 200 ]; do sleep 0.01; done
+  ngx_reload=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')")
+  kill "$(cat "$work/ngx.pid")"; rm -f "$work/ngx.pid"; sleep 1
+
+  # edgeroute as the router.
+  t0=$(date +%s.%N)
+  taskset -c 0 "$bin/edgeroute-host" serve --snapshot "$work/a.snap" --listen 127.0.0.1:$ER --admin-listen 127.0.0.1:$ER_ADMIN \
+    --static-root "$work" 2>"$work/er.log" & er=$!; pids+=("$er")
+  wait_port $ER
+  er_start=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')")
+  read -r er_rps er_p99 er_bad < <(load $ER)
+  er_rss=$(rss_kb "$er")
+  kill "$er"; wait "$er" 2>/dev/null || true
+
+  # edgeroute following a store that is republished all the while.
+  interval=$([ "$n" -le 10000 ] && echo 0.1 || echo 1)
+  store="dir:$work/store"; rm -rf "$work/store"
+  # Both objects are stored once; then the pointer alternates between them,
+  # replaced atomically as the publisher does, but by a cheap loop, so that
+  # the load core spends its time on wrk and the upstream.
+  "$bin/edgeroute" publish "$work/b.snap" --to "$store" >/dev/null
+  cp "$work/store/current.json" "$work/ptr-b.json"
+  "$bin/edgeroute" publish "$work/a.snap" --to "$store" >/dev/null
+  cp "$work/store/current.json" "$work/ptr-a.json"
+  taskset -c 0 "$bin/edgeroute-host" serve --snapshots "$store" --listen 127.0.0.1:$ER --admin-listen 127.0.0.1:$ER_ADMIN \
+    --static-root "$work" --cache-dir "$work/cache" 2>"$work/er-swap.log" & er=$!; pids+=("$er")
+  wait_port $ER
+  taskset -c 1 python3 - "$work" "$interval" <<'PY' & publisher=$!; pids+=("$publisher")
+import os, sys, time
+work, interval = sys.argv[1], float(sys.argv[2])
+pointers = [open(f"{work}/ptr-{v}.json", "rb").read() for v in "ba"]
+i = 0
+while True:
+    with open(f"{work}/store/current.json.tmp", "wb") as f:
+        f.write(pointers[i % 2])
+    os.replace(f"{work}/store/current.json.tmp", f"{work}/store/current.json")
+    i += 1
+    time.sleep(interval)
+PY
+  read -r sw_rps sw_p99 sw_bad < <(load $ER)
+  kill "$publisher"; wait "$publisher" 2>/dev/null || true
+  swaps=$(curl -s "http://127.0.0.1:$ER_ADMIN/metrics" | awk '/^edgeroute_snapshot_swaps_total/ {print $2}')
+  sw_rss=$(rss_kb "$er")
+  kill "$er"; wait "$er" 2>/dev/null || true
+
+  ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+  report+=("$(cat <<EOF
+
+$routes hostnames ($duration s per run, $connections connections, router on core 0, wrk + upstream on core 1)
+                       requests/s    p99 ms   RSS MB   non-2xx   start s
+  nginx map            $(printf '%10s %9s %8s %9s %9s' "$ngx_rps" "$ngx_p99" "$((ngx_rss / 1024))" "$ngx_bad" "$ngx_start")
+  edgeroute            $(printf '%10s %9s %8s %9s %9s' "$er_rps" "$er_p99" "$((er_rss / 1024))" "$er_bad" "$er_start")
+  edgeroute, swapping  $(printf '%10s %9s %8s %9s' "$sw_rps" "$sw_p99" "$((sw_rss / 1024))" "$sw_bad")   ($swaps swaps, one every ${interval} s)
+  edgeroute / nginx    throughput $(ratio "$er_rps" "$ngx_rps")x, p99 $(ratio "$er_p99" "$ngx_p99")x, memory $(ratio "$er_rss" "$ngx_rss")x
+  a new name served after: nginx reload ${ngx_reload} s; edgeroute: the next snapshot swap (see benches/src/bin/propagation.rs)
+EOF
+)")
+  echo "${report[-1]}"
+done
+
+echo
+echo "== summary"
+printf '%s\n' "${report[@]}"
