@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use edgeroute_compiler::Options;
+use edgeroute_host::body;
 use edgeroute_host::demo::{exchange, RawResponse};
 use edgeroute_host::proxy::{Proxy, ProxyConfig, TlsName};
 use edgeroute_host::server::{self, DataPlane, Limits};
@@ -286,8 +287,9 @@ fn an_unreachable_s3_is_a_502_that_names_nothing() {
 
 /// A local upstream: answers with the request's method, URI, headers (one
 /// per line) and a SHA-less digest of its body (length and byte sum);
-/// `/big` streams 2 MB; `/slow` waits 3 s; `/ws` accepts a WebSocket
-/// upgrade and echoes what it reads.
+/// `/big` streams 2 MB; `/slow` waits 3 s before answering; `/stall` sends
+/// the first part of its body, then nothing for 3 s, then the rest; `/ws`
+/// accepts a WebSocket upgrade and echoes what it reads.
 async fn upstream(listener: tokio::net::TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
@@ -310,16 +312,38 @@ async fn upstream(listener: tokio::net::TcpListener) {
                         .status(101)
                         .header("connection", "upgrade")
                         .header("upgrade", "websocket")
-                        .body(Full::new(Bytes::new()))
+                        .body(body::empty())
                         .unwrap();
                     return Ok::<_, std::convert::Infallible>(response);
+                }
+                if req.uri().path() == "/stall" {
+                    let parts = futures_util::stream::unfold(0, |step| async move {
+                        match step {
+                            0 => Some((
+                                Ok::<_, body::BoxError>(hyper::body::Frame::data(Bytes::from_static(b"first part\n"))),
+                                1,
+                            )),
+                            1 => {
+                                tokio::time::sleep(Duration::from_secs(3)).await;
+                                Some((
+                                    Ok::<_, body::BoxError>(hyper::body::Frame::data(Bytes::from_static(
+                                        b"second part\n",
+                                    ))),
+                                    2,
+                                ))
+                            }
+                            _ => None,
+                        }
+                    });
+                    let body: body::Body = http_body_util::StreamBody::new(parts).boxed_unsync();
+                    return Ok(Response::new(body));
                 }
                 if req.uri().path() == "/slow" {
                     tokio::time::sleep(Duration::from_secs(3)).await;
                 }
                 if req.uri().path() == "/big" {
                     let big: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
-                    return Ok(Response::new(Full::new(Bytes::from(big))));
+                    return Ok(Response::new(body::full(big)));
                 }
                 let mut text = format!("{} {}\n", req.method(), req.uri());
                 for (name, value) in req.headers() {
@@ -331,7 +355,7 @@ async fn upstream(listener: tokio::net::TcpListener) {
                 let response = Response::builder()
                     .header("x-upstream", "yes")
                     .header("keep-alive", "timeout=5")
-                    .body(Full::new(Bytes::from(text)))
+                    .body(body::full(text))
                     .unwrap();
                 Ok(response)
             });
@@ -416,6 +440,13 @@ fn load_balancers_are_proxied() {
         let r = plane.get("a.lb.example.com", "/slow").await;
         assert_eq!(r.status, 504, "{}", text(&r));
         assert_eq!(plane.edge.metrics.origin_errors.load(std::sync::atomic::Ordering::Relaxed), 2);
+        // An origin that goes silent in the middle of its body: the answer is
+        // cut off (an unfinished chunked body), never completed late.
+        let cut = exchange(plane.addr, b"GET /stall HTTP/1.1\r\nHost: a.lb.example.com\r\nConnection: close\r\n\r\n").await;
+        match cut {
+            Ok(r) => panic!("a stalled body was completed: {r:?}"),
+            Err(e) => assert!(e.to_string().contains("first part"), "{e}"),
+        }
     });
 }
 
