@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::Body;
 use crate::edge::Edge;
+use crate::engine::EngineError;
 use crate::metrics::Outcome;
 use crate::proxy::{plain, Forwarded, Origin, Proxy, ProxyOutcome};
 use crate::router::Worker;
@@ -82,7 +83,7 @@ enum Route {
 
 /// Resolves through this thread's worker; returns the route and the id
 /// prefix of the snapshot that answered.
-fn resolve(edge: &'static Edge, host: &[u8], target: &[u8]) -> Result<(Route, String), String> {
+fn resolve(edge: &'static Edge, host: &[u8], target: &[u8]) -> Result<(Route, String), EngineError> {
     WORKER.with(|slot| {
         let mut slot = slot.borrow_mut();
         let key = edge as *const Edge as usize;
@@ -93,7 +94,7 @@ fn resolve(edge: &'static Edge, host: &[u8], target: &[u8]) -> Result<(Route, St
         let start = Instant::now();
         let resolution = worker.resolve(host, target);
         edge.metrics.resolve(start.elapsed());
-        let route = match resolution.map_err(|e| e.to_string())? {
+        let route = match resolution? {
             Resolution::Static { bucket, key, status, fallback, .. } => Route::Static {
                 bucket: bucket.to_owned(),
                 key: key.to_string(),
@@ -110,6 +111,22 @@ fn resolve(edge: &'static Edge, host: &[u8], target: &[u8]) -> Result<(Route, St
         let id = worker.live().map(|l| l.id[..ID_PREFIX.min(l.id.len())].to_owned()).unwrap_or_default();
         Ok((route, id))
     })
+}
+
+/// One request in flight, counted while it lives.
+struct InFlight<'m>(&'m crate::metrics::Metrics);
+
+impl<'m> InFlight<'m> {
+    fn enter(metrics: &'m crate::metrics::Metrics) -> Self {
+        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The request's host name, as sent: the URI's authority, else the one Host header.
@@ -141,12 +158,13 @@ impl DataPlane {
     /// outcome is a response.
     pub async fn handle(&self, req: Request<hyper::body::Incoming>, client: SocketAddr) -> Response<Body> {
         let metrics = &self.edge.metrics;
-        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        // Counted down when the request ends, answered or dropped (a client
+        // that goes away mid-proxy drops this future).
+        let _in_flight = InFlight::enter(metrics);
         let start = Instant::now();
         let method = req.method().clone();
         let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().clone());
         let (outcome, mut response, id) = self.answer(req, client).await;
-        metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         metrics.request(outcome, response.status().as_u16());
         if let Some(uri) = uri {
             tracing::debug!(
@@ -180,6 +198,14 @@ impl DataPlane {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str()).as_bytes().to_vec();
         let (route, id) = match resolve(self.edge, &host, &target) {
             Ok(answer) => answer,
+            // Longer than the module's input buffer: the client's doing, not ours.
+            Err(EngineError::InputTooLong) => {
+                return (
+                    Outcome::BadRequest,
+                    plain(StatusCode::URI_TOO_LONG, "bad request: the request is too long"),
+                    None,
+                )
+            }
             Err(e) => {
                 tracing::error!("resolve failed: {e}");
                 return (

@@ -291,9 +291,22 @@ impl S3Objects {
         use aws_sdk_s3::error::SdkError;
         let failed = |message: String| StaticError::S3 { bucket: bucket.to_owned(), key: key.to_owned(), message };
         // S3 answers Range and If-None-Match itself; HEAD is a HeadObject.
-        let date = |d: Option<&aws_sdk_s3::primitives::DateTime>| {
-            d.and_then(|d| d.fmt(aws_sdk_s3::primitives::DateTimeFormat::HttpDate).ok())
-        };
+        // Its output and GetObject's are distinct types with the same fields.
+        macro_rules! s3_meta {
+            ($o:ident) => {
+                ObjectMeta {
+                    content_type: $o.content_type,
+                    content_encoding: $o.content_encoding,
+                    etag: $o.e_tag,
+                    last_modified: $o
+                        .last_modified
+                        .and_then(|d| d.fmt(aws_sdk_s3::primitives::DateTimeFormat::HttpDate).ok()),
+                    cache_control: $o.cache_control,
+                    content_length: $o.content_length.unwrap_or(0).max(0) as u64,
+                    content_range: $o.content_range,
+                }
+            };
+        }
         let range = want.range.filter(|_| want.if_range.is_none());
         let result = if want.head {
             self.client
@@ -305,15 +318,7 @@ impl S3Objects {
                 .send()
                 .await
                 .map(|o| {
-                    let meta = ObjectMeta {
-                        content_type: o.content_type,
-                        content_encoding: o.content_encoding,
-                        etag: o.e_tag,
-                        last_modified: date(o.last_modified.as_ref()),
-                        cache_control: o.cache_control,
-                        content_length: o.content_length.unwrap_or(0).max(0) as u64,
-                        content_range: o.content_range,
-                    };
+                    let meta = s3_meta!(o);
                     Fetched::Object { partial: meta.content_range.is_some(), meta, body: body::empty() }
                 })
                 .map_err(|e| e.map_service_error(aws_sdk_s3::Error::from))
@@ -327,15 +332,7 @@ impl S3Objects {
                 .send()
                 .await
                 .map(|o| {
-                    let meta = ObjectMeta {
-                        content_type: o.content_type,
-                        content_encoding: o.content_encoding,
-                        etag: o.e_tag,
-                        last_modified: date(o.last_modified.as_ref()),
-                        cache_control: o.cache_control,
-                        content_length: o.content_length.unwrap_or(0).max(0) as u64,
-                        content_range: o.content_range,
-                    };
+                    let meta = s3_meta!(o);
                     let body = o.body.into_inner().map_err(|e| -> BoxError { e }).boxed_unsync();
                     Fetched::Object { partial: meta.content_range.is_some(), meta, body }
                 })

@@ -567,6 +567,10 @@ fn the_host_comes_from_the_authority_or_exactly_one_host_header() {
             assert_eq!(answer.status, 400, "{request:?}: {answer:?}");
             assert!(!text(&answer).contains("<h1>"), "{request:?} routed");
         }
+        // Longer than the module's input buffer (16 KiB): 414, not a server error.
+        let long = format!("/{}", "a".repeat(20_000));
+        let r = plane.get("assets.example.com", &long).await;
+        assert_eq!(r.status, 414, "{r:?}");
         // Hyper refuses a Host with bytes no header may carry before we see it; still a 400.
         let answer = exchange(plane.addr, b"GET / HTTP/1.1\r\nHost: a\x01b.example.com\r\nConnection: close\r\n\r\n")
             .await
