@@ -112,6 +112,10 @@ struct HttpArgs {
     /// PEM certificates to trust for TLS origins, besides the system's.
     #[arg(long, value_name = "FILE")]
     origin_ca: Vec<PathBuf>,
+    /// Keep a client's X-Forwarded-Proto instead of setting `http` (behind a
+    /// load balancer that terminates TLS).
+    #[arg(long)]
+    trust_forwarded_proto: bool,
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
     connect_timeout_ms: u64,
     /// The longest wait for an origin's response, and between two reads of its body.
@@ -286,6 +290,7 @@ async fn bind(
         read_timeout: Duration::from_millis(http.read_timeout_ms),
         tls_name: http.origin_tls_name,
         extra_roots,
+        trust_forwarded_proto: http.trust_forwarded_proto,
         ..ProxyConfig::default()
     })?;
     let listener = tokio::net::TcpListener::bind(http.listen)

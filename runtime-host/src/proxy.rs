@@ -50,6 +50,10 @@ pub struct ProxyConfig {
     pub extra_roots: Vec<Vec<u8>>,
     /// Idle keep-alive connections kept per origin.
     pub idle_per_origin: usize,
+    /// Keep the client's `X-Forwarded-Proto` (set it only when absent): for a
+    /// host behind a load balancer that terminates TLS and says so. Off, the
+    /// header always says `http`, so that no client can claim `https`.
+    pub trust_forwarded_proto: bool,
 }
 
 impl Default for ProxyConfig {
@@ -60,6 +64,7 @@ impl Default for ProxyConfig {
             tls_name: TlsName::Origin,
             extra_roots: Vec::new(),
             idle_per_origin: 64,
+            trust_forwarded_proto: false,
         }
     }
 }
@@ -207,7 +212,10 @@ impl Proxy {
             headers.insert(HeaderName::from_static("x-forwarded-host"), value);
         }
         append_forwarded_for(&mut headers, fwd.client);
-        headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+        let proto = HeaderName::from_static("x-forwarded-proto");
+        if !(self.config.trust_forwarded_proto && headers.contains_key(&proto)) {
+            headers.insert(proto, HeaderValue::from_static("http"));
+        }
         if let Some(protocol) = &upgrade {
             headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(hyper::header::UPGRADE, protocol.clone());

@@ -400,6 +400,13 @@ fn load_balancers_are_proxied() {
         assert!(body.contains("x-forwarded-host: App.PR-7.lb.example.com:8080\n"), "{body}");
         assert!(body.contains("x-kept: yes\n") && !body.contains("x-private"), "{body}");
         assert_eq!((r.header("x-upstream"), r.header("keep-alive")), (Some("yes"), None));
+        // A client cannot claim https unless the host is told to trust it.
+        let claim = "X-Forwarded-Proto: https\r\n";
+        assert!(text(&plane.get_with("a.lb.example.com", "/", claim).await).contains("x-forwarded-proto: http\n"));
+        let trusting = ProxyConfig { trust_forwarded_proto: true, ..ProxyConfig::default() };
+        let behind_lb = start(&table, Objects::Dir(DirObjects::new("/nonexistent")), trusting, Limits::default()).await;
+        assert!(text(&behind_lb.get_with("a.lb.example.com", "/", claim).await).contains("x-forwarded-proto: https\n"));
+        assert!(text(&behind_lb.get("a.lb.example.com", "/").await).contains("x-forwarded-proto: http\n"));
 
         // Bodies stream both ways: a 1 MB upload, a 2 MB download.
         let upload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 7) as u8).collect();
