@@ -245,6 +245,7 @@ mod cli {
             "fst_p50_ns",
             "hashmap_p50_ns",
             "load_ms",
+            "swap_ms",
             "peak_rss_bytes",
         ] {
             assert!(v[key].as_f64().is_some_and(|x| x >= 0.0), "{key} missing in {v}");
