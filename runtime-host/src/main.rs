@@ -279,7 +279,7 @@ async fn bind(
     }
     let objects = match &http.static_root {
         Some(root) => Objects::Dir(DirObjects::new(root)),
-        None => Objects::S3(S3Objects::new(aws, http.endpoint_url.is_some())),
+        None => Objects::S3(S3Objects::new(aws)),
     };
     let mut extra_roots = Vec::new();
     for file in &http.origin_ca {

@@ -281,10 +281,11 @@ pub struct S3Objects {
 }
 
 impl S3Objects {
-    /// A client for `config`; `path_style` for local servers.
-    pub fn new(config: &aws_config::SdkConfig, path_style: bool) -> S3Objects {
-        let conf = aws_sdk_s3::config::Builder::from(config).force_path_style(path_style).build();
-        S3Objects { client: aws_sdk_s3::Client::from_conf(conf) }
+    /// A client for `config`, made as the stores make theirs: path-style
+    /// addressing whenever an endpoint URL is set (local servers), the SDK's
+    /// standard retries.
+    pub fn new(config: &aws_config::SdkConfig) -> S3Objects {
+        S3Objects { client: edgeroute_store::s3_client(config) }
     }
 
     async fn fetch(&self, bucket: &str, key: &str, want: &Want<'_>) -> Result<Fetched, StaticError> {
