@@ -211,6 +211,7 @@ impl Proxy {
             headers.insert(hyper::header::HOST, value.clone());
             headers.insert(HeaderName::from_static("x-forwarded-host"), value);
         }
+        join_cookies(&mut headers);
         append_forwarded_for(&mut headers, fwd.client);
         let proto = HeaderName::from_static("x-forwarded-proto");
         if !(self.config.trust_forwarded_proto && headers.contains_key(&proto)) {
@@ -332,6 +333,18 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
     }
 }
 
+/// HTTP/2 clients may send their cookies as several `cookie` fields; an
+/// HTTP/1.1 origin expects one, joined with `; ` (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let cookies: Vec<&[u8]> = headers.get_all(hyper::header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
+    if cookies.len() < 2 {
+        return;
+    }
+    if let Ok(joined) = HeaderValue::from_bytes(&cookies.join(&b"; "[..])) {
+        headers.insert(hyper::header::COOKIE, joined);
+    }
+}
+
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -429,6 +442,19 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1, 10.0.0.1"));
         append_forwarded_for(&mut h, "127.0.0.1:5555".parse().unwrap());
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.7, 198.51.100.1, 10.0.0.1, 127.0.0.1");
+    }
+
+    #[test]
+    fn cookies_are_joined_for_http1() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        h.append("cookie", HeaderValue::from_static("b=2; c=3"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2; c=3"]);
+        let mut one = HeaderMap::new();
+        one.append("cookie", HeaderValue::from_static("a=1"));
+        join_cookies(&mut one);
+        assert_eq!(one.get("cookie").unwrap(), "a=1");
     }
 
     #[test]

@@ -406,6 +406,21 @@ fn load_balancers_are_proxied() {
         assert!(text(&behind_lb.get_with("a.lb.example.com", "/", claim).await).contains("x-forwarded-proto: https\n"));
         assert!(text(&behind_lb.get("a.lb.example.com", "/").await).contains("x-forwarded-proto: http\n"));
 
+        // HTTP/2 in, HTTP/1.1 out: the client's cookie fields arrive as one header.
+        let stream = tokio::net::TcpStream::connect(plane.addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        let request = Request::get("http://h2.lb.example.com/cookies")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("cookie: a=1; b=2\n") && body.contains("host: h2.lb.example.com\n"), "{body}");
+
         // Bodies stream both ways: a 1 MB upload, a 2 MB download.
         let upload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 7) as u8).collect();
         let sum: u64 = upload.iter().map(|&b| b as u64).sum();
