@@ -189,6 +189,10 @@ impl DataPlane {
         req: Request<hyper::body::Incoming>,
         client: SocketAddr,
     ) -> (Outcome, Response<Body>, Option<String>) {
+        // A router forwards requests; it does not open tunnels.
+        if req.method() == Method::CONNECT {
+            return (Outcome::BadRequest, plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: CONNECT"), None);
+        }
         let host = match request_host(&req) {
             Ok(host) => host.to_vec(),
             Err(why) => {

@@ -587,6 +587,13 @@ fn the_host_comes_from_the_authority_or_exactly_one_host_header() {
             assert_eq!(answer.status, 400, "{request:?}: {answer:?}");
             assert!(!text(&answer).contains("<h1>"), "{request:?} routed");
         }
+        // No tunnels.
+        let r = plane
+            .send(
+                "CONNECT assets.example.com:443 HTTP/1.1\r\nHost: assets.example.com:443\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+        assert_eq!(r.status, 405, "{r:?}");
         // Longer than the module's input buffer (16 KiB): 414, not a server error.
         let long = format!("/{}", "a".repeat(20_000));
         let r = plane.get("assets.example.com", &long).await;
