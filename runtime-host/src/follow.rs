@@ -15,11 +15,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use edgeroute_store::{write_file_atomically, Pointer, Store, StoreError, Version};
-use sha2::{Digest, Sha256};
 
 use crate::edge::Edge;
 use crate::engine::EdgeEngine;
-use crate::router::Router;
+use crate::router::{snapshot_id, Router};
 
 /// Why the host could not start or follow its store.
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +42,6 @@ pub struct Follower {
     version: Mutex<Option<Version>>,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Fetches a pointer's snapshot and checks that its bytes are its id.
 async fn fetch(store: &Store, pointer: &Pointer) -> Result<Vec<u8>, ServeError> {
     let bytes = store.get_snapshot(&pointer.id).await.map_err(|e| match e {
@@ -58,16 +53,16 @@ async fn fetch(store: &Store, pointer: &Pointer) -> Result<Vec<u8>, ServeError> 
     Ok(bytes)
 }
 
-/// Checks that a fetched snapshot's bytes are its id.
-fn verify(bytes: &[u8], id: &str) -> Result<(), ServeError> {
-    let found = sha256_hex(bytes);
+/// Checks that a fetched snapshot's bytes are its id; returns the id.
+fn verify(bytes: &[u8], id: &str) -> Result<String, ServeError> {
+    let found = snapshot_id(bytes);
     if found != id {
         return Err(ServeError::Refused {
             id: id.to_owned(),
             why: format!("the object's SHA-256 is {found} (damaged or replaced)"),
         });
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Keeps the last good snapshot on disk for a start without the store.
@@ -108,7 +103,7 @@ impl Follower {
         };
         let engine = EdgeEngine::new().map_err(|e| ServeError::Refused { id: String::new(), why: e.to_string() })?;
         let router = Router::new(engine, &bytes)
-            .map_err(|e| ServeError::Refused { id: sha256_hex(&bytes), why: e.to_string() })?;
+            .map_err(|e| ServeError::Refused { id: snapshot_id(&bytes), why: e.to_string() })?;
         let edge = Edge::leak(router);
         Ok(Follower { edge, store, cache, version: Mutex::new(version) })
     }
@@ -137,8 +132,10 @@ impl Follower {
             // (50 MB at 1M routes): never on the threads that serve requests.
             let (router, cache, id) = (&self.edge.router, self.cache.clone(), pointer.id.clone());
             tokio::task::spawn_blocking(move || {
-                verify(&bytes, &id)?;
-                router.swap(&bytes).map_err(|e| ServeError::Refused { id: id.clone(), why: e.to_string() })?;
+                let verified = verify(&bytes, &id)?;
+                router
+                    .swap_identified(&bytes, verified)
+                    .map_err(|e| ServeError::Refused { id: id.clone(), why: e.to_string() })?;
                 keep(&cache, &bytes);
                 Ok(())
             })
@@ -221,5 +218,5 @@ pub fn default_cache(store: &str) -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    base.join("edgeroute").join(&sha256_hex(store.as_bytes())[..16])
+    base.join("edgeroute").join(&snapshot_id(store.as_bytes())[..16])
 }
