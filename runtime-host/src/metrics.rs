@@ -106,12 +106,6 @@ impl Metrics {
         self.resolve_sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
-    /// How many requests were answered as `outcome` with `status`.
-    pub fn requests(&self, outcome: Outcome, status: u16) -> u64 {
-        let status = usize::from(status).min(STATUSES - 1);
-        self.requests[outcome as usize * STATUSES + status].load(Ordering::Relaxed)
-    }
-
     /// The Prometheus text exposition (format 0.0.4) of every counter and of
     /// the live snapshot.
     pub fn render(&self, live: &Live) -> String {

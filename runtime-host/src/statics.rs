@@ -6,7 +6,6 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
@@ -379,11 +378,6 @@ impl S3Objects {
             _ => Err(failed(format!("HTTP {status}: {}", aws_sdk_s3::error::DisplayErrorContext(&error)))),
         }
     }
-}
-
-/// Bytes of a whole small object, for tests and the demo's checks.
-pub async fn collect(body: Body) -> Result<Bytes, BoxError> {
-    Ok(body.collect().await?.to_bytes())
 }
 
 #[cfg(test)]
