@@ -4,13 +4,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use edgeroute_host::proxy::{Proxy, ProxyConfig, TlsName};
-use edgeroute_host::server::{DataPlane, Limits};
+use edgeroute_host::server::{DataPlane, Limits, Workers};
 use edgeroute_host::statics::{DirObjects, Objects, S3Objects};
 use edgeroute_host::{demo, follow, Edge, EdgeEngine, Router};
 use edgeroute_store::StoreLocation;
@@ -121,6 +120,11 @@ struct HttpArgs {
     /// The longest wait for an origin's response, and between two reads of its body.
     #[arg(long, value_name = "MS", default_value_t = 60_000)]
     read_timeout_ms: u64,
+    /// Threads serving requests, each with its own event loop
+    /// [default: the CPUs this process may run on]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Connections served at once (all threads together); more wait in the backlog.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
     /// Largest request head (HTTP/1.1) or header list (HTTP/2); larger is a 431.
@@ -165,8 +169,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve { snapshots, http } => {
+            // The following, admin and signals; requests are served on the
+            // data plane's own threads (server::Workers).
             let runtime =
-                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+                tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
             runtime.block_on(async {
                 // AWS settings only when something is in S3 (a directory store
                 // with --static-root never looks for credentials or a region).
@@ -202,7 +208,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo { snapshot, smoke, mut http } => {
             let runtime =
-                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+                tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
             http.static_root.get_or_insert_with(|| PathBuf::from("snapshots/demo-sites"));
             runtime.block_on(run_demo(&snapshot, smoke, &http))
         }
@@ -262,18 +268,15 @@ async fn run_data_plane(
     aws: &aws_config::SdkConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let (plane, listener) = bind(edge, http, aws).await?;
-    edgeroute_host::server::serve(plane, listener, limits(http), shutdown).await;
+    let workers = bind(edge, http, aws).await?;
+    shutdown.await;
+    workers.shutdown().await;
     Ok(())
 }
 
-/// The data plane for `http`, its public listener bound and its admin
-/// listener serving.
-async fn bind(
-    edge: &'static Edge,
-    http: &HttpArgs,
-    aws: &aws_config::SdkConfig,
-) -> Result<(Arc<DataPlane>, tokio::net::TcpListener)> {
+/// The data plane for `http`: its admin listener serving, and its public
+/// listener bound and served by its threads.
+async fn bind(edge: &'static Edge, http: &HttpArgs, aws: &aws_config::SdkConfig) -> Result<Workers> {
     if http.admin_listen == http.listen {
         anyhow::bail!("--admin-listen must differ from --listen: metrics are never served on the public listener");
     }
@@ -293,22 +296,24 @@ async fn bind(
         trust_forwarded_proto: http.trust_forwarded_proto,
         ..ProxyConfig::default()
     })?;
-    let listener = tokio::net::TcpListener::bind(http.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", http.listen))?;
+    let listener =
+        std::net::TcpListener::bind(http.listen).with_context(|| format!("cannot listen on {}", http.listen))?;
     let admin = tokio::net::TcpListener::bind(http.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (--admin-listen)", http.admin_listen))?;
+    let threads = http.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = Workers::start(&DataPlane { edge, objects, proxy }, listener, threads, limits(http))
+        .context("cannot start the serving threads")?;
     let live = edge.router.live();
     tracing::info!(
-        "listening on {}, serving {} ({} routes); metrics on http://{}/metrics",
-        listener.local_addr().unwrap_or(http.listen),
+        "listening on {} ({threads} thread(s)), serving {} ({} routes); metrics on http://{}/metrics",
+        workers.local_addr(),
         live.id,
         live.route_count,
         admin.local_addr().unwrap_or(http.admin_listen)
     );
     tokio::spawn(edgeroute_host::admin::serve(edge, admin));
-    Ok((Arc::new(DataPlane { edge, objects, proxy }), listener))
+    Ok(workers)
 }
 
 fn limits(http: &HttpArgs) -> Limits {
@@ -335,20 +340,12 @@ async fn run_demo(snapshot: &std::path::Path, smoke: bool, http: &HttpArgs) -> R
     tokio::spawn(demo::upstream(upstream));
     // Static sites come from the directory backend; AWS is never asked.
     let aws = aws_config::SdkConfig::builder().build();
-    let (plane, listener) = bind(edge, http, &aws).await?;
-    let addr = listener.local_addr()?;
+    let workers = bind(edge, http, &aws).await?;
+    let addr = workers.local_addr();
     let admin = http.admin_listen;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(edgeroute_host::server::serve(plane, listener, limits(http), async move {
-        tokio::select! {
-            _ = stopped => {}
-            () = shutdown_signal() => {}
-        }
-    }));
     if smoke {
         let failed = demo::smoke(addr, admin).await;
-        let _ = stop.send(());
-        let _ = server.await;
+        workers.shutdown().await;
         if !failed.is_empty() {
             anyhow::bail!("{} demo check(s) failed:\n  {}", failed.len(), failed.join("\n  "));
         }
@@ -360,7 +357,7 @@ async fn run_demo(snapshot: &std::path::Path, smoke: bool, http: &HttpArgs) -> R
         println!("  # {}\n  {}\n", check.what, check.curl(addr));
     }
     println!("  # the metrics\n  curl -s http://{admin}/metrics\n");
-    let _ = server.await;
-    drop(stop);
+    shutdown_signal().await;
+    workers.shutdown().await;
     Ok(())
 }

@@ -48,7 +48,10 @@ pub struct ProxyConfig {
     /// PEM certificates trusted besides the system's roots (a private CA,
     /// or a test certificate).
     pub extra_roots: Vec<Vec<u8>>,
-    /// Idle keep-alive connections kept per origin.
+    /// Idle keep-alive connections kept per origin (per serving thread).
+    /// Generous: when the pool runs dry under load, the client opens a
+    /// connection, and one over this limit is closed as soon as it is idle,
+    /// so a low limit means a connect per request at steady load.
     pub idle_per_origin: usize,
     /// Keep the client's `X-Forwarded-Proto` (set it only when absent): for a
     /// host behind a load balancer that terminates TLS and says so. Off, the
@@ -63,7 +66,7 @@ impl Default for ProxyConfig {
             read_timeout: Duration::from_secs(60),
             tls_name: TlsName::Origin,
             extra_roots: Vec::new(),
-            idle_per_origin: 64,
+            idle_per_origin: 1024,
             trust_forwarded_proto: false,
         }
     }
@@ -105,11 +108,24 @@ pub enum ProxyOutcome {
     OriginFailed,
 }
 
-/// A pooled, keep-alive client for every origin.
+/// A pooled, keep-alive client for every origin. Clones share the pool;
+/// [`Proxy::with_own_pool`] makes one that does not.
 #[derive(Clone, Debug)]
 pub struct Proxy {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    connector: hyper_rustls::HttpsConnector<HttpConnector>,
     config: ProxyConfig,
+}
+
+fn pooled(
+    connector: hyper_rustls::HttpsConnector<HttpConnector>,
+    config: &ProxyConfig,
+) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Body> {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(config.idle_per_origin)
+        .set_host(false)
+        .build(connector)
 }
 
 /// Names the origin's certificate must carry: the host of the URI, or the
@@ -167,12 +183,14 @@ impl Proxy {
             .with_server_name_resolver(ServerName)
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(config.idle_per_origin)
-            .set_host(false)
-            .build(connector);
-        Ok(Proxy { client, config })
+        let client = pooled(connector.clone(), &config);
+        Ok(Proxy { client, connector, config })
+    }
+
+    /// The same proxy with a pool of its own: for a thread with its own
+    /// runtime, whose connections are then driven where they are used.
+    pub fn with_own_pool(&self) -> Proxy {
+        Proxy { client: pooled(self.connector.clone(), &self.config), ..self.clone() }
     }
 
     /// Forwards `req` to `origin`, and streams its answer back. Never fails:

@@ -221,7 +221,10 @@ impl DataPlane {
         };
         let (outcome, response) = match route {
             Route::Static { bucket, key, status, fallback } => {
-                (Outcome::Static, self.serve_static(&req, &bucket, &key, status, fallback.as_deref(), &target).await)
+                // Boxed, as is the proxy's future below: each is kilobytes,
+                // and hyper moves the request's future several times.
+                let fetch = Box::pin(self.serve_static(&req, &bucket, &key, status, fallback.as_deref(), &target));
+                (Outcome::Static, fetch.await)
             }
             Route::Redirect { location, status } => {
                 let mut response =
@@ -234,7 +237,7 @@ impl DataPlane {
             Route::Balancer(origin) => {
                 let name = host_name(&host);
                 let fwd = Forwarded { host: &host, name: &name, client };
-                let (response, result) = self.proxy.forward(req, &origin, fwd).await;
+                let (response, result) = Box::pin(self.proxy.forward(req, &origin, fwd)).await;
                 if result == ProxyOutcome::OriginFailed {
                     self.edge.metrics.origin_errors.fetch_add(1, Ordering::Relaxed);
                 }
@@ -384,16 +387,101 @@ fn code(status: u16) -> StatusCode {
     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
 }
 
+/// The data plane on several threads, each with a single-threaded tokio
+/// runtime of its own, all accepting from one listening socket (as nginx's
+/// workers do). A request is then served start to end on one thread: its
+/// connection, the routing module's instance and the pooled connection to
+/// its origin are that thread's, with no hand-over between threads. The
+/// connection limit is shared.
+#[derive(Debug)]
+pub struct Workers {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `threads` serving threads on `listener` (already bound).
+    pub fn start(
+        plane: &DataPlane,
+        listener: std::net::TcpListener,
+        threads: usize,
+        limits: Limits,
+    ) -> std::io::Result<Workers> {
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut workers = Workers { addr, stop, threads: Vec::new() };
+        for n in 0..threads.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let listener = listener.try_clone()?;
+            let plane = Arc::new(DataPlane {
+                edge: plane.edge,
+                objects: plane.objects.clone(),
+                proxy: plane.proxy.with_own_pool(),
+            });
+            let (limits, permits, mut stopped) = (limits.clone(), permits.clone(), stopped.clone());
+            let thread = std::thread::Builder::new().name(format!("edgeroute-serve-{n}")).spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(e) => return tracing::error!("serving thread {n} cannot listen: {e}"),
+                    };
+                    let shutdown = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    serve(plane, listener, limits, permits, shutdown).await;
+                });
+            });
+            match thread {
+                Ok(thread) => workers.threads.push(thread),
+                Err(e) => {
+                    workers.stop_and_join();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(workers)
+    }
+
+    /// The address the workers serve on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets every thread drain (up to the limits' `drain`)
+    /// and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = tokio::task::spawn_blocking(move || self.stop_and_join()).await;
+    }
+
+    fn stop_and_join(&mut self) {
+        let _ = self.stop.send(true);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Dropped without [`Workers::shutdown`], the threads stop accepting and
+/// drain on their own; nothing waits for them.
+impl Drop for Workers {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
 /// Serves the data plane on `listener` until `shutdown` completes, then
 /// stops accepting and waits up to `limits.drain` for requests in flight.
-pub async fn serve(
+async fn serve(
     plane: Arc<DataPlane>,
     listener: tokio::net::TcpListener,
     limits: Limits,
+    permits: Arc<tokio::sync::Semaphore>,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

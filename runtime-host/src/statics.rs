@@ -69,8 +69,9 @@ pub enum StaticError {
     S3 { bucket: String, key: String, message: String },
 }
 
-/// Where static sites' objects come from.
-#[derive(Debug)]
+/// Where static sites' objects come from. A clone is cheap and shares the
+/// S3 client (and its connection pool).
+#[derive(Clone, Debug)]
 pub enum Objects {
     Dir(DirObjects),
     S3(S3Objects),
@@ -87,7 +88,7 @@ impl Objects {
 }
 
 /// Objects in a directory: one folder per bucket, `ROOT/BUCKET/KEY`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct DirObjects {
     root: PathBuf,
 }
@@ -274,7 +275,7 @@ pub fn content_type(key: &str) -> &'static str {
 }
 
 /// Objects in S3 (or a server speaking its protocol), through `aws-sdk-s3`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct S3Objects {
     client: aws_sdk_s3::Client,
 }

@@ -33,26 +33,21 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A data plane for `table` on a free port; the tokio task serves until
-/// the runtime ends or `stop` fires.
+/// A data plane for `table` on a free port, served as `edgeroute-host serve`
+/// serves it: two threads, each with its own runtime, on one listener.
 struct Plane {
     addr: SocketAddr,
     edge: &'static Edge,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<()>>,
+    workers: Option<server::Workers>,
 }
 
 async fn start(table: &str, objects: Objects, proxy: ProxyConfig, limits: Limits) -> Plane {
     let bytes = compile_text(table, Options::default()).unwrap().bytes;
     let edge = Edge::leak(Router::new(EdgeEngine::new().unwrap(), &bytes).unwrap());
-    let plane = Arc::new(DataPlane { edge, objects, proxy: Proxy::new(proxy).unwrap() });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let done = tokio::spawn(server::serve(plane, listener, limits, async move {
-        let _ = stopped.await;
-    }));
-    Plane { addr, edge, stop: Some(stop), done: Some(done) }
+    let plane = DataPlane { edge, objects, proxy: Proxy::new(proxy).unwrap() };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let workers = server::Workers::start(&plane, listener, 2, limits).unwrap();
+    Plane { addr: workers.local_addr(), edge, workers: Some(workers) }
 }
 
 impl Plane {
@@ -668,10 +663,10 @@ fn limits_metrics_and_a_graceful_shutdown() {
             exchange(addr, b"GET /slow HTTP/1.1\r\nHost: slow.example.com\r\nConnection: close\r\n\r\n").await
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        plane.stop.take().unwrap().send(()).unwrap();
+        let shutdown = tokio::spawn(plane.workers.take().unwrap().shutdown());
         let answer = slow.await.unwrap().unwrap();
         assert_eq!(answer.status, 200, "{answer:?}");
-        plane.done.take().unwrap().await.unwrap();
+        shutdown.await.unwrap();
         assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still listening after the shutdown");
     });
 }
