@@ -9,10 +9,29 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
 fi
 
 [ "${1:-}" = "--tests" ] || exit 0
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+# wasm-bindgen-cli for the JavaScript package (edge-js): it must be exactly the
+# version of the wasm-bindgen crate in Cargo.lock.
+wbg_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print }' "$root/Cargo.lock")
+wbg="$root/.tools/cargo/bin/wasm-bindgen"
+if [ "$("$wbg" --version 2>/dev/null | awk '{print $2}')" != "$wbg_version" ]; then
+  echo "setup: installing wasm-bindgen-cli $wbg_version into .tools/cargo (for the JavaScript package)" >&2
+  cargo install --quiet wasm-bindgen-cli --version "$wbg_version" --root "$root/.tools/cargo"
+fi
+
+# Node packages of the examples, exactly as their lockfiles say.
+for example in "$root"/examples/*/; do
+  [ -f "$example/package-lock.json" ] || continue
+  if ! cmp -s "$example/package-lock.json" "$example/node_modules/.edgeroute-lock" 2>/dev/null; then
+    echo "setup: npm ci in ${example#"$root"/}" >&2
+    (cd "$example" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$example/package-lock.json" "$example/node_modules/.edgeroute-lock"
+  fi
+done
 
 # moto's server (DynamoDB, S3, ELBv2 on one port) for the AWS tests, in a
 # virtualenv of our own; reinstalled when scripts/requirements-test.txt changes.
-root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.tools/venv"
 stamp="$venv/.requirements"
 if ! cmp -s "$root/scripts/requirements-test.txt" "$stamp" 2>/dev/null; then

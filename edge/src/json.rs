@@ -12,7 +12,9 @@ pub struct Json<'a, 's, 'r>(&'a Resolution<'s, 'r>);
 impl<'s, 'r> Resolution<'s, 'r> {
     /// The answer as one JSON object, fields in this order:
     ///
-    /// - `{"kind":"static","domain":…,"bucket":…,"key":…,"status":200}`
+    /// - `{"kind":"static","domain":…,"bucket":…,"key":…,"status":200}`, and
+    ///   `"fallback":…` last for a site without Assets that has a Fallback
+    ///   (the key to serve when the bucket has no object `key`)
     /// - `{"kind":"redirect","domain":…,"location":"/about/","status":301}`
     /// - `{"kind":"balancer","domain":…,"origin":"HOST","port":443,"scheme":"https"}`
     /// - `{"kind":"not_found"}`
@@ -53,13 +55,19 @@ impl<T: Display> Display for JsonStr<T> {
 impl Display for Json<'_, '_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Resolution::Static { domain, bucket, key, status, .. } => write!(
-                f,
-                r#"{{"kind":"static","domain":{},"bucket":{},"key":{},"status":{status}}}"#,
-                JsonStr(domain),
-                JsonStr(bucket),
-                JsonStr(key)
-            ),
+            Resolution::Static { domain, bucket, key, status, fallback } => {
+                write!(
+                    f,
+                    r#"{{"kind":"static","domain":{},"bucket":{},"key":{},"status":{status}"#,
+                    JsonStr(domain),
+                    JsonStr(bucket),
+                    JsonStr(key)
+                )?;
+                if let Some(fallback) = fallback {
+                    write!(f, r#","fallback":{}"#, JsonStr(fallback))?;
+                }
+                f.write_char('}')
+            }
             Resolution::Redirect { domain, location, status } => write!(
                 f,
                 r#"{{"kind":"redirect","domain":{},"location":{},"status":{status}}}"#,
