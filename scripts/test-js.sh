@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The JavaScript tests: the package in Node (conformance, native parity, no
+# allocation per resolve, damaged snapshots, the store follower), the
+# Lambda@Edge handlers, and the Cloudflare Worker in workerd. Needs what
+# `scripts/setup.sh --tests` installs; scripts/test.sh runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/build-js.sh
+# The native CLI the tests compile, publish and resolve with.
+cargo build --quiet --locked -p edgeroute-compiler
+node --test edge-js/test/*.test.mjs examples/lambda-edge/test/*.test.mjs examples/cloudflare-worker/test/*.test.mjs
