@@ -20,8 +20,8 @@ if [ "$("$wbg" --version 2>/dev/null | awk '{print $2}')" != "$wbg_version" ]; t
   cargo install --quiet wasm-bindgen-cli --version "$wbg_version" --root "$root/.tools/cargo"
 fi
 
-# Node packages of the examples, exactly as their lockfiles say.
-for example in "$root"/examples/*/; do
+# Node packages of the examples and of the dynalite tests, exactly as their lockfiles say.
+for example in "$root"/examples/*/ "$root"/tests/dynalite/; do
   [ -f "$example/package-lock.json" ] || continue
   if ! cmp -s "$example/package-lock.json" "$example/node_modules/.edgeroute-lock" 2>/dev/null; then
     echo "setup: npm ci in ${example#"$root"/}" >&2

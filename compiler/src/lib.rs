@@ -10,6 +10,7 @@ pub mod aws;
 pub mod compile;
 pub mod dynamodb;
 pub mod elb;
+pub mod env;
 pub mod export;
 pub mod incremental;
 pub mod item;

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use edgeroute_compiler::aws::{load_config, AwsOptions, RetryPolicy};
 use edgeroute_compiler::dynamodb::{scan_table, ScanOptions, ScanProgress};
+use edgeroute_compiler::env::{CreateRequest, Environments, HandleChoice, Randomness, Tables};
 use edgeroute_compiler::export::Export;
 use edgeroute_compiler::publish::{self, Published};
 use edgeroute_compiler::store::{Store, StoreLocation};
@@ -130,12 +131,125 @@ enum Command {
         #[command(flatten)]
         aws: AwsArgs,
     },
+    /// Preview environments: one hostname per service, written and removed together.
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+    /// Handle pools: names reserved in advance for environments' hostnames.
+    Handles {
+        #[command(subcommand)]
+        command: HandlesCommand,
+    },
     /// Describe a snapshot: version, id, routes by kind, section sizes.
     Inspect {
         snapshot: PathBuf,
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum EnvCommand {
+    /// Create the routing table (with its stream) and the state table, if missing.
+    Init {
+        #[command(flatten)]
+        tables: TableArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Create an environment: SERVICE-RANDOM-APP.DOMAIN for each service (or
+    /// SERVICE-HANDLE-APP.DOMAIN), all routes in one transaction.
+    Create {
+        #[command(flatten)]
+        tables: TableArgs,
+        #[arg(long)]
+        app: String,
+        /// NAME=TARGET (a Target as in the table: s3://BUCKET/PREFIX, https://HOST, an ELB ARN); repeat per service.
+        #[arg(long = "service", value_name = "NAME=TARGET", required = true)]
+        services: Vec<String>,
+        #[arg(long)]
+        domain: String,
+        /// Take a free handle from this pool (given back on delete).
+        #[arg(long, value_name = "POOL", conflicts_with = "handle")]
+        handle_pool: Option<String>,
+        /// Use this handle as it is (not from a pool).
+        #[arg(long, value_name = "NAME")]
+        handle: Option<String>,
+        /// Print {"env_id", "handle", "hostnames"} as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Remove an environment's routes (only those still its own) and give its handle back; harmless twice.
+    Delete {
+        #[command(flatten)]
+        tables: TableArgs,
+        env_id: String,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// List the environments that exist.
+    List {
+        #[command(flatten)]
+        tables: TableArgs,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Point a service of an environment at a new Target (a new version).
+    Deploy {
+        #[command(flatten)]
+        tables: TableArgs,
+        env_id: String,
+        service: String,
+        #[arg(long)]
+        target: String,
+        /// The new asset list: one key per line, or a JSON array.
+        #[arg(long, value_name = "FILE")]
+        assets_file: Option<PathBuf>,
+        #[arg(long, value_name = "NAME")]
+        fallback: Option<String>,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum HandlesCommand {
+    /// Add handles to a pool (a handle already there stays as it is).
+    Add {
+        #[command(flatten)]
+        tables: TableArgs,
+        pool: String,
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// List a pool's handles and who holds them.
+    List {
+        #[command(flatten)]
+        tables: TableArgs,
+        pool: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+}
+
+/// The routing table and the state table beside it.
+#[derive(clap::Args)]
+struct TableArgs {
+    /// The routing table (partition key Domain).
+    #[arg(long, value_name = "TABLE")]
+    table: String,
+    /// The table of environments and handle pools [default: TABLE-edgeroute]
+    #[arg(long, value_name = "TABLE")]
+    state_table: Option<String>,
 }
 
 /// How to read a live table.
@@ -211,6 +325,8 @@ fn main() -> ExitCode {
                 })
             })()
         }
+        Command::Env { command } => cmd_env(command),
+        Command::Handles { command } => cmd_handles(command),
         Command::Rollback { to, id, aws } => cmd_store(&to, &aws, |store, rt| {
             let p = rt.block_on(publish::rollback(store, id.as_deref()))?;
             println!("rolled back {to} to {} ({} routes) and pinned it", p.id, p.routes);
@@ -254,6 +370,168 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The environments of `tables`, through the AWS configuration of `args`.
+fn environments<'a>(tables: &TableArgs, args: &'a AwsArgs) -> Result<(Environments, Aws<'a>)> {
+    let mut aws = Aws { args, runtime: None, config: None };
+    let config = aws.config()?;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let tables = Tables::new(&tables.table, tables.state_table.as_deref());
+    Ok((Environments::new(client, tables, RetryPolicy::default()), aws))
+}
+
+fn cmd_env(command: EnvCommand) -> Result<()> {
+    match command {
+        EnvCommand::Init { tables, aws } => {
+            let (envs, mut aws) = environments(&tables, &aws)?;
+            let done = aws.runtime()?.block_on(envs.init())?;
+            let t = envs.tables();
+            for table in [&t.routes, &t.state] {
+                let what = if done.created.contains(table) { "created" } else { "exists" };
+                println!("{table}: {what}");
+            }
+            if done.stream_enabled {
+                println!("{}: stream enabled (NEW_AND_OLD_IMAGES), for `edgeroute watch`", t.routes);
+            }
+            Ok(())
+        }
+        EnvCommand::Create { tables, app, services, domain, handle_pool, handle, json, aws } => {
+            let services = services
+                .iter()
+                .map(|s| match s.split_once('=') {
+                    Some((name, target)) if !name.is_empty() && !target.is_empty() => {
+                        Ok((name.to_owned(), target.to_owned()))
+                    }
+                    _ => bail!("--service {s:?}: expected NAME=TARGET"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let handle = match (handle_pool, handle) {
+                (Some(pool), _) => HandleChoice::Pool(pool),
+                (None, Some(name)) => HandleChoice::Named(name),
+                (None, None) => HandleChoice::Random,
+            };
+            let request = CreateRequest { app, services, domain, handle };
+            let (envs, mut aws) = environments(&tables, &aws)?;
+            let env = aws.runtime()?.block_on(envs.create(&request, &mut Randomness::Os))?;
+            if json {
+                println!("{}", env.json());
+            } else {
+                println!(
+                    "created environment {}{}",
+                    env.env_id,
+                    env.handle.as_ref().map_or(String::new(), |h| format!(" (handle {h})"))
+                );
+                for (service, host) in &env.hostnames {
+                    println!("  {service}  {host}");
+                }
+            }
+            Ok(())
+        }
+        EnvCommand::Delete { tables, env_id, aws } => {
+            let (envs, mut aws) = environments(&tables, &aws)?;
+            let done = aws.runtime()?.block_on(envs.delete(&env_id))?;
+            if done.already {
+                println!("environment {env_id} was deleted already");
+                return Ok(());
+            }
+            println!("deleted environment {env_id}: {} route(s) removed", done.removed.len());
+            for host in &done.skipped {
+                println!("  {host}: gone already, or another environment's now: left alone");
+            }
+            if let Some(handle) = &done.handle_returned {
+                println!("  handle {handle} is free again");
+            }
+            Ok(())
+        }
+        EnvCommand::List { tables, json, aws } => {
+            let (envs, mut aws) = environments(&tables, &aws)?;
+            let list = aws.runtime()?.block_on(envs.list())?;
+            if json {
+                let all: Vec<_> = list
+                    .iter()
+                    .map(|e| {
+                        let mut v = e.json();
+                        v["app"] = e.app.clone().into();
+                        v["created_at"] = e.created_at.clone().into();
+                        v
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(all));
+                return Ok(());
+            }
+            for e in &list {
+                let handle = e.handle.as_deref().unwrap_or("-");
+                let hosts: Vec<&str> = e.hostnames.values().map(String::as_str).collect();
+                println!("{}  {}  {:<10} {:<12} {}", e.created_at, e.env_id, e.app, handle, hosts.join(" "));
+            }
+            if list.is_empty() {
+                println!("no environments");
+            }
+            Ok(())
+        }
+        EnvCommand::Deploy { tables, env_id, service, target, assets_file, fallback, aws } => {
+            let assets = match &assets_file {
+                Some(file) => Some(read_assets(file)?),
+                None => None,
+            };
+            let (envs, mut aws) = environments(&tables, &aws)?;
+            let host = aws.runtime()?.block_on(envs.deploy(
+                &env_id,
+                &service,
+                &target,
+                assets.as_deref(),
+                fallback.as_deref(),
+            ))?;
+            println!("{service} ({host}) -> {target}");
+            Ok(())
+        }
+    }
+}
+
+/// An asset list: a JSON array of keys, or one key per line.
+fn read_assets(file: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if text.trim_start().starts_with('[') {
+        return serde_json::from_str(&text).with_context(|| format!("{}: not a JSON array of strings", file.display()));
+    }
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+}
+
+fn cmd_handles(command: HandlesCommand) -> Result<()> {
+    match command {
+        HandlesCommand::Add { tables, pool, names, aws } => {
+            let (envs, mut aws) = environments(&tables, &aws)?;
+            let added = aws.runtime()?.block_on(envs.add_handles(&pool, &names))?;
+            let new = added.iter().filter(|(_, new)| *new).count();
+            println!("pool {pool}: {new} handle(s) added");
+            for (name, _) in added.iter().filter(|(_, new)| !*new) {
+                println!("  {name}: in the pool already, left as it is");
+            }
+            Ok(())
+        }
+        HandlesCommand::List { tables, pool, json, aws } => {
+            let (envs, mut aws) = environments(&tables, &aws)?;
+            let handles = aws.runtime()?.block_on(envs.handles(&pool))?;
+            if json {
+                let all: Vec<_> =
+                    handles.iter().map(|h| serde_json::json!({"name": h.name, "env_id": h.env_id})).collect();
+                println!("{}", serde_json::Value::Array(all));
+                return Ok(());
+            }
+            if handles.is_empty() {
+                println!("pool {pool} has no handles");
+            }
+            for h in &handles {
+                println!(
+                    "{:<20} {}",
+                    h.name,
+                    h.env_id.as_deref().map_or("free".to_owned(), |e| format!("taken by {e}"))
+                );
+            }
+            Ok(())
         }
     }
 }

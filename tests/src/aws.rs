@@ -120,6 +120,53 @@ impl Drop for Moto {
     }
 }
 
+/// A dynalite server (DynamoDB's protocol over LevelDB in memory; it
+/// serialises conditional writes, which moto does not) on a free loopback
+/// port, killed on drop. `scripts/setup.sh --tests` installs it from
+/// `tests/dynalite/package-lock.json`.
+#[derive(Debug)]
+pub struct Dynalite {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Dynalite {
+    pub fn start() -> Dynalite {
+        let cli = crate::workspace_root().join("tests/dynalite/node_modules/dynalite/cli.js");
+        assert!(cli.exists(), "{} is missing: run scripts/setup.sh --tests (npm ci in tests/dynalite)", cli.display());
+        let port = free_port();
+        let child = Command::new("node")
+            .arg(&cli)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--createTableMs", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start dynalite with node: {e}"));
+        let mut server = Dynalite { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("dynalite exited at start: {status}");
+            }
+            assert!(Instant::now() < deadline, "dynalite did not listen on port {port} within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub async fn config(&self) -> aws_config::SdkConfig {
+        config_for(&self.endpoint).await
+    }
+}
+
+impl Drop for Dynalite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
