@@ -495,8 +495,14 @@ impl Environments {
             for item in page.items() {
                 let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
                 if let Some(name) = text("SK") {
-                    let taken = text("State").as_deref() == Some("taken");
-                    handles.push(Handle { name, env_id: if taken { text("EnvId") } else { None } });
+                    // Anything but `free` is unavailable, whoever (or whatever) holds it.
+                    let env_id = match text("State").as_deref() {
+                        Some("free") => None,
+                        state => {
+                            Some(text("EnvId").unwrap_or_else(|| format!("(state {})", state.unwrap_or("missing"))))
+                        }
+                    };
+                    handles.push(Handle { name, env_id });
                 }
             }
             match page.last_evaluated_key {
@@ -512,6 +518,9 @@ impl Environments {
     /// (free → taken by this environment), so that two takers never get the
     /// same handle; when another taker wins, the next free one is tried.
     pub async fn take_handle(&self, pool: &str, env_id: &str, rng: &mut Randomness) -> Result<String, EnvError> {
+        // Each lost race means another taker got a handle; more losses than
+        // the pool has handles means something else is wrong.
+        let mut lost = 0;
         loop {
             let handles = self.handles(pool).await?;
             if handles.is_empty() {
@@ -546,6 +555,12 @@ impl Environments {
             .await;
             if conditional(&format!("taking handle {name} of pool {pool}"), result)?.is_some() {
                 return Ok(name.clone());
+            }
+            lost += 1;
+            if lost > handles.len() + 10 {
+                return Err(EnvError::Invalid(format!(
+                    "could not take a handle of pool {pool}: {lost} conditional updates failed in a row"
+                )));
             }
         }
     }
