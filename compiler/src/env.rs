@@ -473,7 +473,31 @@ impl Environments {
 
     /// A pool's handles, by name.
     pub async fn handles(&self, pool: &str) -> Result<Vec<Handle>, EnvError> {
-        let mut handles = Vec::new();
+        let items = self.query_all(&pool_pk(pool), true, &format!("listing pool {pool}")).await?;
+        let mut handles: Vec<Handle> = items
+            .iter()
+            .filter_map(|item| {
+                let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+                // Anything but `free` is unavailable, whoever (or whatever) holds it.
+                let env_id = match text("State").as_deref() {
+                    Some("free") => None,
+                    state => Some(text("EnvId").unwrap_or_else(|| format!("(state {})", state.unwrap_or("missing")))),
+                };
+                Some(Handle { name: text("SK")?, env_id })
+            })
+            .collect();
+        handles.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(handles)
+    }
+
+    /// Every item of the state table's partition `pk`, all pages.
+    async fn query_all(
+        &self,
+        pk: &str,
+        consistent: bool,
+        what: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, EnvError> {
+        let mut items = Vec::new();
         let mut start = None;
         loop {
             let result = with_retries(
@@ -484,34 +508,20 @@ impl Environments {
                         .query()
                         .table_name(&self.tables.state)
                         .key_condition_expression("PK = :pk")
-                        .expression_attribute_values(":pk", s(&pool_pk(pool)))
-                        .consistent_read(true)
+                        .expression_attribute_values(":pk", s(pk))
+                        .consistent_read(consistent)
                         .set_exclusive_start_key(start.clone())
                         .send()
                 },
             )
             .await;
-            let page = result.map_err(|f| aws_error(&format!("listing pool {pool}"), f))?;
-            for item in page.items() {
-                let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-                if let Some(name) = text("SK") {
-                    // Anything but `free` is unavailable, whoever (or whatever) holds it.
-                    let env_id = match text("State").as_deref() {
-                        Some("free") => None,
-                        state => {
-                            Some(text("EnvId").unwrap_or_else(|| format!("(state {})", state.unwrap_or("missing"))))
-                        }
-                    };
-                    handles.push(Handle { name, env_id });
-                }
-            }
+            let page = result.map_err(|f| aws_error(what, f))?;
+            items.extend(page.items.unwrap_or_default());
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
+                _ => return Ok(items),
             }
         }
-        handles.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(handles)
     }
 
     /// Takes a free handle of `pool` for `env_id`: a conditional update
@@ -741,30 +751,8 @@ impl Environments {
 
     /// Every environment that is not deleted, oldest first.
     pub async fn list(&self) -> Result<Vec<Environment>, EnvError> {
-        let mut envs = Vec::new();
-        let mut start = None;
-        loop {
-            let result = with_retries(
-                &self.retry,
-                |_| {},
-                || {
-                    self.client
-                        .query()
-                        .table_name(&self.tables.state)
-                        .key_condition_expression("PK = :pk")
-                        .expression_attribute_values(":pk", s(ENV_PK))
-                        .set_exclusive_start_key(start.clone())
-                        .send()
-                },
-            )
-            .await;
-            let page = result.map_err(|f| aws_error("listing environments", f))?;
-            envs.extend(page.items().iter().filter_map(parse_record).filter(|e| !e.deleted));
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
+        let items = self.query_all(ENV_PK, false, "listing environments").await?;
+        let mut envs: Vec<Environment> = items.iter().filter_map(parse_record).filter(|e| !e.deleted).collect();
         envs.sort_by(|a, b| (&a.created_at, &a.env_id).cmp(&(&b.created_at, &b.env_id)));
         Ok(envs)
     }
