@@ -302,7 +302,11 @@ fn rule4_without_assets_the_bucket_decides() {
 fn rule4_key_is_prefix_slash_name_or_just_name() {
     let s = snap();
     assert_eq!(resolve_json(&s, "bare.example.com", "/"), static_("bare.example.com", "index.html", 200));
-    assert_eq!(resolve_json(&s, "free.example.com", "/a"), static_("free.example.com", "free/a", 200));
+    // A site without Assets: the key as the path makes it, and its Fallback for when the bucket has no such object.
+    assert_eq!(
+        resolve_json(&s, "free.example.com", "/a"),
+        r#"{"kind":"static","domain":"free.example.com","bucket":"bucket","key":"free/a","status":200,"fallback":"free/index.html"}"#
+    );
 }
 
 #[test]
