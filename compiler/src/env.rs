@@ -664,7 +664,9 @@ impl Environments {
         pool: Option<&str>,
         rng: &mut Randomness,
     ) -> Result<Environment, EnvError> {
+        let mut last_conflict = false;
         for _ in 0..COLLISION_ATTEMPTS {
+            last_conflict = false;
             let part = match handle {
                 Some(h) => h.to_owned(),
                 None => rng.draw(RANDOM_LEN)?,
@@ -719,12 +721,26 @@ impl Environments {
                 .filter(|(_, code)| code.as_deref() == Some("ConditionalCheckFailed"))
                 .map(|((service, _), _)| &env.hostnames[service])
                 .collect();
+            let conflict = reasons.iter().any(|code| code.as_deref() == Some("TransactionConflict"));
             match (collided.first(), handle) {
                 (Some(host), Some(_)) => return Err(EnvError::HostnameTaken((*host).clone())),
                 // A random part that someone has: draw again.
                 (Some(_), None) => continue,
+                // Another transaction was writing one of these items: try again shortly.
+                (None, _) if conflict => {
+                    last_conflict = true;
+                    tokio::time::sleep(self.retry.backoff(1)).await;
+                    continue;
+                }
                 (None, _) => return Err(aws_error("writing the environment (TransactWriteItems)", failed)),
             }
+        }
+        if last_conflict {
+            return Err(EnvError::Aws {
+                what: "writing the environment (TransactWriteItems)".into(),
+                attempts: COLLISION_ATTEMPTS,
+                why: "every attempt conflicted with another transaction on the same items".into(),
+            });
         }
         Err(EnvError::Collisions(COLLISION_ATTEMPTS))
     }

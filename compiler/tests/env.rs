@@ -5,14 +5,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use edgeroute_compiler::aws::RetryPolicy;
 use edgeroute_compiler::env::{CreateRequest, EnvError, Environments, HandleChoice, Randomness, Tables, RANDOM_LEN};
-use edgeroute_tests::aws::{aws_env, Dynalite, Moto};
-use serde_json::Value as Json;
+use edgeroute_tests::aws::{aws_env, Dynalite, Fault, FaultProxy, Moto};
+use serde_json::{json, Value as Json};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
@@ -495,4 +496,64 @@ fn the_cli_creates_lists_and_deletes_environments() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("service web: Target \"s3://a\": bucket \"a\" is not a valid S3 bucket name"), "{err}");
+}
+
+/// DynamoDB's answer when another transaction was writing one of the items.
+fn transaction_conflict(actions: usize) -> Fault {
+    let mut codes = vec![json!({"Code": "None"}); actions];
+    codes[0] = json!({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"});
+    let body = json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "message": "Transaction cancelled, please refer cancellation reasons for specific reasons [TransactionConflict]",
+        "CancellationReasons": codes,
+    });
+    Fault::Answer(400, "application/x-amz-json-1.0", body.to_string())
+}
+
+#[test]
+fn conflicting_and_throttled_transactions_are_tried_again_and_then_reported() {
+    let moto = Moto::start();
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen = calls.clone();
+    // The first two transactions conflict, the third is throttled, the fourth goes through.
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
+        if r.target != "DynamoDB_20120810.TransactWriteItems" {
+            return None;
+        }
+        match seen.fetch_add(1, Ordering::SeqCst) {
+            0 | 1 => Some(transaction_conflict(3)),
+            2 => Some(Fault::Throttle),
+            _ => None,
+        }
+    });
+    runtime().block_on(async {
+        let config = edgeroute_tests::aws::config_for(&proxy.endpoint).await;
+        let client = Client::new(&config);
+        let envs = environments(&config, "routes").await;
+        envs.add_handles("oauth", &["blue".into()]).await.unwrap();
+        let pool = || HandleChoice::Pool("oauth".into());
+        let env = envs.create(&request("portal", SERVICES, pool()), &mut Randomness::Os).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(env.handle.as_deref(), Some("blue"));
+        assert_eq!(routes(&client, "routes").await.len(), 2);
+        envs.delete(&env.env_id).await.unwrap();
+    });
+    drop(proxy);
+
+    // Conflicts that never end: a clear error, the handle given back, nothing written.
+    let proxy = FaultProxy::start(&moto.endpoint, |r| {
+        (r.target == "DynamoDB_20120810.TransactWriteItems").then(|| transaction_conflict(3))
+    });
+    runtime().block_on(async {
+        let config = edgeroute_tests::aws::config_for(&proxy.endpoint).await;
+        let client = Client::new(&config);
+        let envs = environments(&config, "routes").await;
+        let e = envs
+            .create(&request("portal", SERVICES, HandleChoice::Pool("oauth".into())), &mut Randomness::Os)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("every attempt conflicted with another transaction"), "{e}");
+        assert_eq!(envs.handles("oauth").await.unwrap()[0].env_id, None, "given back");
+        assert!(routes(&client, "routes").await.is_empty());
+    });
 }
