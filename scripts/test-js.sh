@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-js.sh
-# The native CLI the tests compile, publish and resolve with.
-cargo build --quiet --locked -p edgeroute-compiler
+# The native CLI the tests compile, publish and resolve with (target/debug/edgeroute), built
+# as `cargo test --workspace` builds it: after scripts/test.sh's cargo test this is a no-op,
+# where building the one package would recompile the AWS SDK with other features.
+cargo test --workspace --locked --quiet --no-run
 node --test edge-js/test/*.test.mjs examples/lambda-edge/test/*.test.mjs examples/cloudflare-worker/test/*.test.mjs
