@@ -25,6 +25,18 @@ async fn environments(config: &aws_config::SdkConfig, table: &str) -> Environmen
     envs
 }
 
+/// A test on a fresh moto server, with the tables `env init` makes
+/// (`routes`, `routes-edgeroute`) and a client for checking them.
+fn on_moto(test: impl AsyncFnOnce(&Environments, &Client)) {
+    let moto = Moto::start();
+    runtime().block_on(async {
+        let config = moto.config().await;
+        let client = Client::new(&config);
+        let envs = environments(&config, "routes").await;
+        test(&envs, &client).await;
+    });
+}
+
 fn request(app: &str, services: &[(&str, &str)], handle: HandleChoice) -> CreateRequest {
     CreateRequest {
         app: app.into(),
@@ -64,11 +76,7 @@ fn stdout(out: &Output) -> String {
 
 #[test]
 fn create_writes_every_route_and_the_record_and_delete_removes_them() {
-    let moto = Moto::start();
-    runtime().block_on(async {
-        let config = moto.config().await;
-        let client = Client::new(&config);
-        let envs = environments(&config, "routes").await;
+    on_moto(async |envs, client| {
         // init: both tables, the routing table's stream on; a second init changes nothing.
         let described = client.describe_table().table_name("routes").send().await.unwrap();
         assert!(described.table().unwrap().stream_specification().unwrap().stream_enabled());
@@ -83,7 +91,7 @@ fn create_writes_every_route_and_the_record_and_delete_removes_them() {
         assert_eq!(env.hostnames["web"], format!("web-{part}-portal.example.com"));
         assert_eq!(env.handle, None);
 
-        let table = routes(&client, "routes").await;
+        let table = routes(client, "routes").await;
         assert_eq!(table[api], ("https://lb.example.net".into(), Some(env.env_id.clone())));
         assert_eq!(table[&env.hostnames["web"]].0, "s3://sites/portal/v1");
         assert_eq!(envs.list().await.unwrap(), vec![env.clone()]);
@@ -91,7 +99,7 @@ fn create_writes_every_route_and_the_record_and_delete_removes_them() {
 
         let done = envs.delete(&env.env_id).await.unwrap();
         assert_eq!(done.removed.len(), 2);
-        assert!(routes(&client, "routes").await.is_empty());
+        assert!(routes(client, "routes").await.is_empty());
         assert!(envs.list().await.unwrap().is_empty());
         // Twice is harmless; an unknown id is an error.
         assert!(envs.delete(&env.env_id).await.unwrap().already);
@@ -102,11 +110,7 @@ fn create_writes_every_route_and_the_record_and_delete_removes_them() {
 
 #[test]
 fn bad_requests_are_refused_before_anything_is_written_or_taken() {
-    let moto = Moto::start();
-    runtime().block_on(async {
-        let config = moto.config().await;
-        let client = Client::new(&config);
-        let envs = environments(&config, "routes").await;
+    on_moto(async |envs, client| {
         envs.add_handles("oauth", &["blue".into()]).await.unwrap();
         let pool = || HandleChoice::Pool("oauth".into());
         let cases: Vec<(CreateRequest, &str)> = vec![
@@ -122,7 +126,7 @@ fn bad_requests_are_refused_before_anything_is_written_or_taken() {
             let e = envs.create(&req, &mut Randomness::Os).await.unwrap_err().to_string();
             assert!(e.contains(expected), "{e:?} should say {expected:?}");
         }
-        assert!(routes(&client, "routes").await.is_empty());
+        assert!(routes(client, "routes").await.is_empty());
         assert!(envs.list().await.unwrap().is_empty());
         assert_eq!(envs.handles("oauth").await.unwrap()[0].env_id, None, "the handle was never taken");
     });
@@ -130,11 +134,7 @@ fn bad_requests_are_refused_before_anything_is_written_or_taken() {
 
 #[test]
 fn handles_are_taken_from_the_pool_given_back_and_reused() {
-    let moto = Moto::start();
-    runtime().block_on(async {
-        let config = moto.config().await;
-        let client = Client::new(&config);
-        let envs = environments(&config, "routes").await;
+    on_moto(async |envs, client| {
         let added = envs.add_handles("oauth", &["blue".into(), "green".into()]).await.unwrap();
         assert_eq!(added, vec![("blue".into(), true), ("green".into(), true)]);
         // Adding again leaves a handle as it is.
@@ -153,7 +153,7 @@ fn handles_are_taken_from_the_pool_given_back_and_reused() {
         let e = envs.create(&request("portal", SERVICES, pool()), &mut Randomness::Os).await.unwrap_err();
         assert!(matches!(e, EnvError::PoolEmpty { total: 2, .. }), "{e}");
         assert!(e.to_string().contains("all 2 handle(s) are taken"), "{e}");
-        assert_eq!(routes(&client, "routes").await.len(), 4);
+        assert_eq!(routes(client, "routes").await.len(), 4);
         let e = envs.create(&request("portal", SERVICES, HandleChoice::Pool("nope".into())), &mut Randomness::Os).await;
         assert!(matches!(e, Err(EnvError::NoSuchPool(_))), "{e:?}");
 
@@ -167,7 +167,7 @@ fn handles_are_taken_from_the_pool_given_back_and_reused() {
             assert_eq!(next.handle.as_deref(), Some(h));
             assert_eq!(next.hostnames, previous.hostnames);
             assert_ne!(next.env_id, previous.env_id);
-            let table = routes(&client, "routes").await;
+            let table = routes(client, "routes").await;
             assert_eq!(table[&next.hostnames["api"]].1.as_deref(), Some(next.env_id.as_str()));
             previous = next;
         }
@@ -189,7 +189,7 @@ fn handles_are_taken_from_the_pool_given_back_and_reused() {
         assert_eq!(stale.removed, Vec::<String>::new(), "the newer environment's routes stay");
         assert_eq!(stale.skipped.len(), 2);
         assert_eq!(stale.handle_returned, None, "the handle stays with the newer environment");
-        let table = routes(&client, "routes").await;
+        let table = routes(client, "routes").await;
         assert_eq!(table[&previous.hostnames["api"]].1.as_deref(), Some(previous.env_id.as_str()));
         let pool_now = envs.handles("oauth").await.unwrap();
         assert!(pool_now.iter().any(|x| x.name == h && x.env_id.as_deref() == Some(previous.env_id.as_str())));
@@ -205,11 +205,7 @@ fn handles_are_taken_from_the_pool_given_back_and_reused() {
 
 #[test]
 fn a_failed_create_gives_its_handle_back() {
-    let moto = Moto::start();
-    runtime().block_on(async {
-        let config = moto.config().await;
-        let client = Client::new(&config);
-        let envs = environments(&config, "routes").await;
+    on_moto(async |envs, client| {
         envs.add_handles("oauth", &["blue".into()]).await.unwrap();
         // Someone wrote a route by hand with the hostname the handle gives.
         client
@@ -226,7 +222,7 @@ fn a_failed_create_gives_its_handle_back() {
             .unwrap_err();
         assert!(matches!(&e, EnvError::HostnameTaken(h) if h == "web-blue-portal.example.com"), "{e}");
         assert_eq!(envs.handles("oauth").await.unwrap()[0].env_id, None, "given back");
-        let table = routes(&client, "routes").await;
+        let table = routes(client, "routes").await;
         assert_eq!(table.len(), 1, "no orphan: {table:?}");
         assert_eq!(table["web-blue-portal.example.com"], ("s3://handmade".into(), None));
         assert!(envs.list().await.unwrap().is_empty());
@@ -235,11 +231,7 @@ fn a_failed_create_gives_its_handle_back() {
 
 #[test]
 fn a_random_part_that_collides_is_drawn_again() {
-    let moto = Moto::start();
-    runtime().block_on(async {
-        let config = moto.config().await;
-        let client = Client::new(&config);
-        let envs = environments(&config, "routes").await;
+    on_moto(async |envs, client| {
         // The draws a generator seeded with 42 makes: the env id, then random parts.
         let mut twin = Randomness::Seeded(fastrand::Rng::with_seed(42));
         twin.draw(12).unwrap();
@@ -257,7 +249,7 @@ fn a_random_part_that_collides_is_drawn_again() {
         let mut rng = Randomness::Seeded(fastrand::Rng::with_seed(42));
         let env = envs.create(&request("portal", SERVICES, HandleChoice::Random), &mut rng).await.unwrap();
         assert_eq!(env.hostnames["web"], format!("web-{}-portal.example.com", parts[1]), "the second draw");
-        let table = routes(&client, "routes").await;
+        let table = routes(client, "routes").await;
         assert_eq!(table.len(), 3);
         assert_eq!(table[&taken], ("s3://other".into(), None), "left alone");
         assert!(!table.contains_key(&format!("api-{}-portal.example.com", parts[0])), "no orphan of the first try");
@@ -276,18 +268,14 @@ fn a_random_part_that_collides_is_drawn_again() {
         let mut rng = Randomness::Seeded(fastrand::Rng::with_seed(42));
         let e = envs.create(&request("shop", SERVICES, HandleChoice::Random), &mut rng).await.unwrap_err();
         assert!(matches!(e, EnvError::Collisions(5)), "{e}");
-        assert_eq!(routes(&client, "routes").await.len(), 3 + 5);
+        assert_eq!(routes(client, "routes").await.len(), 3 + 5);
         assert_eq!(envs.list().await.unwrap().len(), 1);
     });
 }
 
 #[test]
 fn deploy_points_a_service_at_a_new_version_only_while_it_is_the_environments() {
-    let moto = Moto::start();
-    runtime().block_on(async {
-        let config = moto.config().await;
-        let client = Client::new(&config);
-        let envs = environments(&config, "routes").await;
+    on_moto(async |envs, client| {
         let env = envs.create(&request("portal", SERVICES, HandleChoice::Random), &mut Randomness::Os).await.unwrap();
         let assets: Vec<String> = vec!["index.html".into(), "app.2b.js".into()];
         let host =
@@ -331,7 +319,9 @@ fn deploy_points_a_service_at_a_new_version_only_while_it_is_the_environments() 
 
 #[test]
 fn fifty_concurrent_creates_from_one_pool_get_distinct_handles() {
-    let moto = Moto::start();
+    // Serial moto: its conditional writes are then atomic, as DynamoDB's are
+    // (threaded moto lets two takers pass the same condition).
+    let moto = Moto::start_serial();
     runtime().block_on(async {
         let config = moto.config().await;
         let client = Client::new(&config);

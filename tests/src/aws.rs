@@ -59,23 +59,23 @@ impl Moto {
             server.display()
         );
         let port = free_port();
-        let child = Command::new(&server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-        let mut moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto_server exited at start: {status}");
-            }
-            assert!(Instant::now() < deadline, "moto_server did not listen on port {port} within 60 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        moto
+        let mut command = Command::new(&server);
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let child = listening(command, "moto_server", port);
+        Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// moto answering one request at a time (`tests/aws/moto_serial.py`),
+    /// so that its conditional writes and transactions are atomic, as
+    /// DynamoDB's are; moto_server's threads do not lock its tables.
+    pub fn start_serial() -> Moto {
+        let python = venv().join("bin/python");
+        assert!(python.exists(), "{} is missing: run scripts/setup.sh --tests", python.display());
+        let port = free_port();
+        let mut command = Command::new(&python);
+        command.arg(crate::workspace_root().join("tests/aws/moto_serial.py")).arg(port.to_string());
+        let child = listening(command, "moto (serial)", port);
+        Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
     }
 
     /// An SDK configuration for this server.
@@ -135,24 +135,10 @@ impl Dynalite {
         let cli = crate::workspace_root().join("tests/dynalite/node_modules/dynalite/cli.js");
         assert!(cli.exists(), "{} is missing: run scripts/setup.sh --tests (npm ci in tests/dynalite)", cli.display());
         let port = free_port();
-        let child = Command::new("node")
-            .arg(&cli)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--createTableMs", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start dynalite with node: {e}"));
-        let mut server = Dynalite { child, endpoint: format!("http://127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("dynalite exited at start: {status}");
-            }
-            assert!(Instant::now() < deadline, "dynalite did not listen on port {port} within 60 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
+        let mut command = Command::new("node");
+        command.arg(&cli).args(["--host", "127.0.0.1", "--port", &port.to_string(), "--createTableMs", "0"]);
+        let child = listening(command, "dynalite", port);
+        Dynalite { child, endpoint: format!("http://127.0.0.1:{port}") }
     }
 
     pub async fn config(&self) -> aws_config::SdkConfig {
@@ -165,6 +151,29 @@ impl Drop for Dynalite {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts a server and waits (up to a minute) until it listens on `port`;
+/// kills it if it does not.
+fn listening(mut command: Command, name: &str, port: u16) -> Child {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{name} exited at start: {status}");
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("{name} did not listen on port {port} within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 fn free_port() -> u16 {
