@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(10000 100000)
 scripts/build-js.sh
-cargo build --release --locked -q -p edgeroute-compiler -p edgeroute-host -p edgeroute-benches
+cargo build --release --locked -q -p edgeroute-control -p edgeroute-host -p edgeroute-benches
 work=target/bench-js
 mkdir -p "$work"
 for n in "${sizes[@]}"; do

@@ -24,7 +24,7 @@ connections=${EDGEROUTE_BENCH_CONNECTIONS:-64}
 cores=$(nproc)
 [ "$cores" -ge 2 ] || { echo "needs 2 cores (router on one, load on the other)" >&2; exit 2; }
 
-cargo build --release --locked -q -p edgeroute-compiler -p edgeroute-host -p edgeroute-benches
+cargo build --release --locked -q -p edgeroute-control -p edgeroute-host -p edgeroute-benches
 bin=target/release
 work=target/bench-nginx
 rm -rf "$work"; mkdir -p "$work"

@@ -13,7 +13,7 @@ scripts/setup.sh
 
 # The dev profile: the demo needs no speed, and the tests have built most of it already.
 echo "== building edgeroute and edgeroute-host (the first build takes a few minutes)"
-cargo build --locked -q -p edgeroute-compiler -p edgeroute-host
+cargo build --locked -q -p edgeroute-control -p edgeroute-host
 bin=target/debug
 out=target/demo
 mkdir -p "$out"

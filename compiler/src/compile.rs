@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sha2::{Digest, Sha256};
+use edgeroute_edge::SnapshotId;
 
 use crate::item::{Location, Value};
 use crate::route::{self, ItemError, ItemErrorKind, Route, Target};
@@ -83,6 +83,33 @@ pub fn compile(
     options: Options,
     progress: &dyn Progress,
 ) -> Result<Compiled, CompileError> {
+    let (runs, mut errors) = validate_all(items, progress);
+    let unique = unique_keys(&merge_runs(&runs), &mut errors);
+    errors.sort_by_key(|e| e.location);
+    if !errors.is_empty() && !options.skip_invalid {
+        return Err(CompileError::Invalid(errors));
+    }
+
+    progress.writing();
+    let keys: Vec<&[u8]> = unique.iter().map(|k| k.key.as_slice()).collect();
+    let routes: Vec<&Route<'_>> = unique.iter().map(|k| &k.route).collect();
+    let bytes = write_sorted(&keys, &routes)?;
+    Ok(Compiled { id: snapshot_id(&bytes), bytes, stats: Stats::of(&routes), skipped: errors })
+}
+
+/// Every error [`compile`] would report for `items`, in source order,
+/// without writing a snapshot: a caller can show them all before it does
+/// anything slow or remote (such as asking AWS for load balancers' names).
+pub fn check(items: Vec<SourceItem<'_>>) -> Vec<ItemError> {
+    let (runs, mut errors) = validate_all(items, &());
+    unique_keys(&merge_runs(&runs), &mut errors);
+    errors.sort_by_key(|e| e.location);
+    errors
+}
+
+/// Validates every item on all cores: the valid ones in runs sorted by
+/// key, and the errors.
+fn validate_all<'a>(items: Vec<SourceItem<'a>>, progress: &dyn Progress) -> (Vec<Vec<Keyed<'a>>>, Vec<ItemError>) {
     let total = items.len();
     let done = AtomicUsize::new(0);
     // Validate in chunks on all cores; each chunk comes back sorted by key.
@@ -105,9 +132,12 @@ pub fn compile(
         runs.push(run);
         errors.extend(errs);
     }
-    let keyed = merge_runs(&runs);
+    (runs, errors)
+}
 
-    // Duplicates are adjacent now: every member of a run of equal keys is an error.
+/// The items whose key no other item has; every member of a run of equal
+/// keys (adjacent in `keyed`) becomes an error.
+fn unique_keys<'k, 'a>(keyed: &[&'k Keyed<'a>], errors: &mut Vec<ItemError>) -> Vec<&'k Keyed<'a>> {
     let mut unique: Vec<&Keyed<'_>> = Vec::with_capacity(keyed.len());
     let mut i = 0;
     while i < keyed.len() {
@@ -133,16 +163,7 @@ pub fn compile(
         }
         i = j;
     }
-    errors.sort_by_key(|e| e.location);
-    if !errors.is_empty() && !options.skip_invalid {
-        return Err(CompileError::Invalid(errors));
-    }
-
-    progress.writing();
-    let keys: Vec<&[u8]> = unique.iter().map(|k| k.key.as_slice()).collect();
-    let routes: Vec<&Route<'_>> = unique.iter().map(|k| &k.route).collect();
-    let bytes = write_sorted(&keys, &routes)?;
-    Ok(Compiled { id: snapshot_id(&bytes), bytes, stats: Stats::of(&routes), skipped: errors })
+    unique
 }
 
 impl Stats {
@@ -207,8 +228,23 @@ fn merge_runs<'k, 'a>(runs: &'k [Vec<Keyed<'a>>]) -> Vec<&'k Keyed<'a>> {
     merged
 }
 
-/// A snapshot's id: the lowercase hex SHA-256 of its bytes.
+/// A snapshot's id as text: the lowercase hex SHA-256 of its bytes.
+///
+/// A thin wrapper, `SnapshotId::of(bytes).to_string()`, kept for the
+/// callers that still want a `String` (`runtime-host`'s tests); new code
+/// should use [`SnapshotId`] (`edgeroute_edge::SnapshotId`) itself.
 pub fn snapshot_id(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    SnapshotId::of(bytes).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_id_is_the_lowercase_hex_sha256() {
+        let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(snapshot_id(b""), empty);
+        assert_eq!(SnapshotId::of(b""), empty);
+    }
 }

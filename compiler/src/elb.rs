@@ -1,48 +1,28 @@
-//! ELB ARN Targets without an `Origin`: their DNS names come from the
-//! ELBv2 API (`DescribeLoadBalancers`), asked once per ARN per compile, 20
-//! ARNs per request, in the ARN's own region.
+//! ELB ARN Targets without an `Origin`: which items need their load
+//! balancer's DNS name, and filling it in once it is known.
 //!
 //! A resolved ARN becomes exactly what writing `Origin: DNSNAME` would
 //! have made (https, port 443; `docs/table-schema.md`), so every source
 //! compiles the same items to the same bytes. An ARN that names no load
-//! balancer is that item's error; an API that cannot be reached at all
-//! fails the compile, since that says nothing about the items.
+//! balancer is that item's error. Asking the ELBv2 API is the control
+//! plane's job (`edgeroute-control`); this module never touches a network.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_config::{Region, SdkConfig};
-use aws_sdk_elasticloadbalancingv2::error::ProvideErrorMetadata;
-use aws_sdk_elasticloadbalancingv2::Client;
-
-use crate::aws::{describe, with_retries, RetryPolicy};
 use crate::item::Value;
 use crate::route::{ItemError, ItemErrorKind};
 use crate::source::SourceItem;
 
-/// `DescribeLoadBalancers` takes at most this many ARNs.
-const BATCH: usize = 20;
-
 /// Each ARN's DNS name, or why it has none.
 pub type Origins = BTreeMap<String, Result<String, String>>;
 
-/// The ELBv2 API failed for a reason that is not about one ARN.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot resolve {arns} ELB ARN(s) without Origin: DescribeLoadBalancers in {region} failed after {attempts} attempt(s): {why}")]
-pub struct ElbError {
-    pub arns: usize,
-    pub region: String,
-    pub attempts: u32,
-    pub why: String,
-}
-
 /// The region field of an ELB ARN (`arn:PARTITION:elasticloadbalancing:REGION:…`).
-fn region_of(arn: &str) -> Option<&str> {
+pub fn region_of(arn: &str) -> Option<&str> {
     let mut parts = arn.splitn(5, ':');
     let ok = parts.next() == Some("arn") && parts.next().is_some() && parts.next() == Some("elasticloadbalancing");
     parts.next().filter(|r| ok && !r.is_empty())
 }
-
 /// The ARN Targets of items that have no `Origin` attribute. Items that
 /// are wrong in other ways are left for validation to report.
 pub fn arns_without_origin(items: &[SourceItem<'_>]) -> BTreeSet<String> {
@@ -57,83 +37,6 @@ pub fn arns_without_origin(items: &[SourceItem<'_>]) -> BTreeSet<String> {
         })
         .collect()
 }
-
-/// Asks the ELBv2 API for the DNS name of every ARN.
-pub async fn describe_load_balancers(
-    config: &SdkConfig,
-    arns: &BTreeSet<String>,
-    retry: &RetryPolicy,
-) -> Result<Origins, ElbError> {
-    let mut by_region: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for arn in arns {
-        if let Some(region) = region_of(arn) {
-            by_region.entry(region).or_default().push(arn);
-        }
-    }
-    let mut origins = Origins::new();
-    for (region, arns) in by_region {
-        let conf = aws_sdk_elasticloadbalancingv2::config::Builder::from(config).region(Region::new(region.to_owned()));
-        let client = Client::from_conf(conf.build());
-        // A batch naming one unknown ARN fails as a whole: split it until
-        // the unknown ones stand alone.
-        let mut work: Vec<&[&str]> = arns.chunks(BATCH).collect();
-        while let Some(batch) = work.pop() {
-            let answer = with_retries(
-                retry,
-                |_| {},
-                || {
-                    client
-                        .describe_load_balancers()
-                        .set_load_balancer_arns(Some(batch.iter().map(|a| a.to_string()).collect()))
-                        .send()
-                },
-            )
-            .await;
-            match answer {
-                Ok(out) => {
-                    for lb in out.load_balancers() {
-                        if let Some(arn) = lb.load_balancer_arn() {
-                            let origin = match lb.dns_name() {
-                                Some(dns) if !dns.is_empty() => Ok(dns.to_ascii_lowercase()),
-                                _ => Err("the load balancer has no DNS name (a Gateway Load Balancer?)".to_owned()),
-                            };
-                            origins.insert(arn.to_owned(), origin);
-                        }
-                    }
-                    for arn in batch {
-                        origins
-                            .entry(arn.to_string())
-                            .or_insert_with(|| Err("no such load balancer in this account and region".to_owned()));
-                    }
-                }
-                Err(failed) if is_about_the_arns(&failed.error) => {
-                    if let [arn] = batch {
-                        origins.insert(arn.to_string(), Err(describe(&failed.error)));
-                    } else {
-                        let (a, b) = batch.split_at(batch.len() / 2);
-                        work.extend([a, b]);
-                    }
-                }
-                Err(failed) => {
-                    return Err(ElbError {
-                        arns: arns.len(),
-                        region: region.to_owned(),
-                        attempts: failed.attempts,
-                        why: describe(&failed.error),
-                    })
-                }
-            }
-        }
-    }
-    Ok(origins)
-}
-
-/// Errors that say an ARN is unknown or malformed, rather than that the
-/// API failed.
-fn is_about_the_arns<E: ProvideErrorMetadata>(err: &aws_sdk_elasticloadbalancingv2::error::SdkError<E>) -> bool {
-    matches!(err.code(), Some("LoadBalancerNotFound" | "LoadBalancerNotFoundException" | "ValidationError"))
-}
-
 /// Fills in `Origin` for items whose ARN resolved, and turns items whose
 /// ARN did not into item errors. Returns how many were filled in.
 pub fn apply_origins(items: &mut [SourceItem<'_>], origins: &Origins) -> usize {
@@ -165,23 +68,6 @@ pub fn apply_origins(items: &mut [SourceItem<'_>], origins: &Origins) -> usize {
     }
     filled
 }
-
-/// [`arns_without_origin`], [`describe_load_balancers`] and
-/// [`apply_origins`] in one step; does not touch the network when every
-/// ARN Target has its `Origin`. Returns how many items were filled in.
-pub async fn resolve_origins(
-    config: &SdkConfig,
-    items: &mut [SourceItem<'_>],
-    retry: &RetryPolicy,
-) -> Result<usize, ElbError> {
-    let arns = arns_without_origin(items);
-    if arns.is_empty() {
-        return Ok(0);
-    }
-    let origins = describe_load_balancers(config, &arns, retry).await?;
-    Ok(apply_origins(items, &origins))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

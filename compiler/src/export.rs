@@ -1,5 +1,7 @@
 //! DynamoDB table exports ("Export to S3" in `DYNAMODB_JSON` format), read
-//! from a local copy of the export's folder `AWSDynamoDB/<export id>/`.
+//! from the export's folder `AWSDynamoDB/<export id>/`: a local copy
+//! ([`Export::open`]), or any other store of its bytes through [`Manifest`]
+//! and [`Export::from_data_files`] (the control plane reads them from S3).
 //!
 //! The layout is AWS's (`docs/table-schema.md#table-exports`):
 //! `manifest-summary.json` (one JSON object with `itemCount` and
@@ -25,8 +27,6 @@ use crate::source::SourceItem;
 pub enum ExportError {
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("cannot read {url}: {why}")]
-    S3 { url: PathBuf, why: String },
     #[error("{path}: {why}")]
     Manifest { path: PathBuf, why: String },
     #[error(
@@ -79,14 +79,17 @@ struct ExportLine<'a> {
 
 /// Both manifests, parsed and checked against each other.
 #[derive(Debug)]
-struct Manifest {
+pub struct Manifest {
     summary: Summary,
     /// Each data file's name in `data/`, with its entry, in manifest order.
     entries: Vec<(String, FileEntry)>,
 }
 
 impl Manifest {
-    fn parse(summary: &[u8], summary_path: &Path, files: &[u8], files_path: &Path) -> Result<Manifest, ExportError> {
+    /// Parses `manifest-summary.json` and `manifest-files.json` (their
+    /// bytes; the paths name them in errors) and checks them against each
+    /// other.
+    pub fn parse(summary: &[u8], summary_path: &Path, files: &[u8], files_path: &Path) -> Result<Manifest, ExportError> {
         let bad = |path: &Path, why: String| ExportError::Manifest { path: path.to_owned(), why };
         let summary: Summary = serde_json::from_slice(summary)
             .map_err(|e| bad(summary_path, format!("not a DynamoDB export summary: {e}")))?;
@@ -145,8 +148,13 @@ impl Manifest {
         Ok(Manifest { summary, entries })
     }
 
+    /// The data files' names in `data/`, in manifest order.
+    pub fn data_files(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(name, _)| name.as_str())
+    }
+
     /// Every file found in `data/` must be listed.
-    fn check_listing(&self, found: &[String], data: &Path) -> Result<(), ExportError> {
+    pub fn check_listing(&self, found: &[String], data: &Path) -> Result<(), ExportError> {
         for name in found {
             if !self.entries.iter().any(|(listed, _)| listed == name) {
                 return Err(ExportError::UnlistedFile { path: data.join(name) });
@@ -182,19 +190,6 @@ fn parallel<T: Sync, R: Send>(
     let mut all: Vec<(usize, Result<R, ExportError>)> = results.into_iter().flatten().collect();
     all.sort_by_key(|(i, _)| *i);
     all.into_iter().map(|(_, r)| r).collect()
-}
-
-async fn get_s3(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>, ExportError> {
-    let url = || PathBuf::from(format!("s3://{bucket}/{key}"));
-    let out = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| ExportError::S3 { url: url(), why: crate::aws::describe(&e) })?;
-    let bytes = out.body.collect().await.map_err(|e| ExportError::S3 { url: url(), why: e.to_string() })?;
-    Ok(bytes.to_vec())
 }
 
 /// A data file, read, checked and decompressed.
@@ -245,55 +240,12 @@ impl Export {
                 .map(|bytes| (path.clone(), bytes))
                 .map_err(|source| ExportError::MissingFile { path, source })
         })?;
-        Export::from_files(manifest, raw)
+        Export::from_data_files(manifest, raw)
     }
 
-    /// Reads an export straight from S3: `s3://BUCKET/KEY_PREFIX` names the
-    /// export's folder (`…/AWSDynamoDB/<export id>`). The same checks as
-    /// for a folder apply; the data files are downloaded 16 at a time.
-    pub async fn open_s3(client: &aws_sdk_s3::Client, bucket: &str, folder: &str) -> Result<Export, ExportError> {
-        let folder = folder.trim_matches('/');
-        let key = |name: &str| if folder.is_empty() { name.to_owned() } else { format!("{folder}/{name}") };
-        let url = |name: &str| PathBuf::from(format!("s3://{bucket}/{}", key(name)));
-        let summary = get_s3(client, bucket, &key("manifest-summary.json")).await?;
-        let files = get_s3(client, bucket, &key("manifest-files.json")).await?;
-        let manifest = Manifest::parse(&summary, &url("manifest-summary.json"), &files, &url("manifest-files.json"))?;
-        let data = key("data/");
-        let mut names = Vec::new();
-        let mut pages = client.list_objects_v2().bucket(bucket).prefix(&data).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| ExportError::S3 { url: url("data/"), why: crate::aws::describe(&e) })?;
-            names.extend(page.contents().iter().filter_map(|o| o.key()?.strip_prefix(&data).map(str::to_owned)));
-        }
-        manifest.check_listing(&names, &url("data"))?;
-        let mut downloads = tokio::task::JoinSet::new();
-        let mut raw: Vec<Option<(PathBuf, Vec<u8>)>> = manifest.entries.iter().map(|_| None).collect();
-        let mut next = 0;
-        while next < manifest.entries.len() || !downloads.is_empty() {
-            while next < manifest.entries.len() && downloads.len() < 16 {
-                let (client, bucket, name) =
-                    (client.clone(), bucket.to_owned(), key(&format!("data/{}", manifest.entries[next].0)));
-                let i = next;
-                downloads.spawn(async move {
-                    (
-                        i,
-                        get_s3(&client, &bucket, &name)
-                            .await
-                            .map(|b| (PathBuf::from(format!("s3://{bucket}/{name}")), b)),
-                    )
-                });
-                next += 1;
-            }
-            if let Some(done) = downloads.join_next().await {
-                let (i, result) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-                raw[i] = Some(result?);
-            }
-        }
-        Export::from_files(manifest, raw.into_iter().map(|r| r.expect("every file downloaded")).collect())
-    }
-
-    /// Checks and decompresses the data files (in manifest order) on all cores.
-    fn from_files(manifest: Manifest, raw: Vec<(PathBuf, Vec<u8>)>) -> Result<Export, ExportError> {
+    /// Checks and decompresses the data files, given as (where it was read,
+    /// its bytes) in [`Manifest::data_files`] order, on all cores.
+    pub fn from_data_files(manifest: Manifest, raw: Vec<(PathBuf, Vec<u8>)>) -> Result<Export, ExportError> {
         let pairs: Vec<(&(PathBuf, Vec<u8>), &FileEntry)> =
             raw.iter().zip(manifest.entries.iter().map(|(_, e)| e)).collect();
         let files = parallel(&pairs, |((path, bytes), entry)| check_data_file(path, bytes, entry))?;

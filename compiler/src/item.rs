@@ -68,6 +68,23 @@ pub struct RawItem<'a> {
     pub not_an_object: Option<&'static str>,
     /// An attribute given twice.
     pub duplicate_attribute: Option<&'static str>,
+    /// The first attribute whose name is one of edgeroute's in another case
+    /// (`domain` for `Domain`), as written: names are case-sensitive, so it
+    /// is ignored, and a missing attribute's error says what was meant.
+    pub miscased: Option<Cow<'a, str>>,
+}
+
+/// The attributes edgeroute reads, spelled as the table must spell them.
+pub const ATTRIBUTES: [&str; 5] = ["Domain", "Target", "Origin", "Assets", "Fallback"];
+
+impl RawItem<'_> {
+    /// Notes `name`, an attribute edgeroute does not read, if it is one of
+    /// [`ATTRIBUTES`] in another case.
+    pub fn note_unread(&mut self, name: &str) {
+        if self.miscased.is_none() && ATTRIBUTES.iter().any(|a| *a != name && a.eq_ignore_ascii_case(name)) {
+            self.miscased = Some(Cow::Owned(name.to_owned()));
+        }
+    }
 }
 
 struct ValueVisitor;
@@ -157,6 +174,7 @@ impl<'de, F: AttributeValues> Visitor<'de> for ItemVisitor<F> {
                 "Assets" => ("Assets", &mut item.assets),
                 "Fallback" => ("Fallback", &mut item.fallback),
                 _ => {
+                    item.note_unread(&key);
                     map.next_value::<de::IgnoredAny>()?;
                     continue;
                 }

@@ -1,29 +1,26 @@
-//! `edgeroute-compiler` is edgeroute's control plane: it reads a routing
-//! table (a JSON file, a DynamoDB table through a parallel Scan, or a
-//! DynamoDB table export), resolves ELB ARNs through the ELBv2 API,
-//! validates and normalizes every item (`docs/table-schema.md`), and writes
-//! the immutable snapshot that `edgeroute-edge` reads
-//! (`docs/snapshot-format.md`). The `edgeroute` binary wraps it: `compile`,
-//! `resolve`, `inspect`.
+//! `edgeroute-compiler` turns a routing table into a snapshot, and nothing
+//! else: table in, snapshot out. It reads the table's items from bytes (a
+//! JSON file, a DynamoDB table export's folder), validates and normalizes
+//! every item (`docs/table-schema.md`), fills in ELB DNS names that the
+//! caller looked up, and writes the immutable snapshot that
+//! `edgeroute-edge` reads (`docs/snapshot-format.md`); [`incremental`]
+//! keeps a table in memory and rewrites its snapshot after each change.
+//!
+//! It talks to no network and starts no async runtime: reading live
+//! DynamoDB tables, exports in S3, the ELBv2 API and publishing are the
+//! control plane's (`edgeroute-control`, the `edgeroute` binary).
 
-pub mod aws;
 pub mod compile;
-pub mod dynamodb;
 pub mod elb;
-pub mod env;
 pub mod export;
+pub mod hint;
 pub mod incremental;
 pub mod item;
-pub mod publish;
-/// Snapshot stores, from `edgeroute-store`.
-pub use edgeroute_store as store;
 pub mod route;
 pub mod source;
-pub mod watch;
 pub mod writer;
 
-pub use crate::compile::{compile, snapshot_id, CompileError, Compiled, Options, Progress, Stats};
+pub use crate::compile::{check, compile, snapshot_id, CompileError, Compiled, Options, Progress, Stats};
 pub use crate::item::{Location, RawItem, Value};
 pub use crate::route::{normalize_domain, ItemError, ItemErrorKind, Route, Target};
-pub use crate::source::Source;
 pub use crate::writer::{write_sorted, WriteError};

@@ -81,6 +81,8 @@ pub enum ItemErrorKind {
     DuplicateAttribute(&'static str),
     #[error("attribute {0} is missing")]
     Missing(&'static str),
+    #[error("attribute {attribute} is missing; the item has {written:?}, but attribute names are case-sensitive: rename it {attribute}")]
+    MissingMiscased { attribute: &'static str, written: String },
     #[error("attribute {attribute} must be a {expected}, not a {found}")]
     WrongType { attribute: &'static str, expected: &'static str, found: &'static str },
     #[error("Domain {domain:?}: {why}")]
@@ -158,13 +160,19 @@ fn validate_inner<'a>(item: &RawItem<'a>) -> Result<Route<'a>, ItemErrorKind> {
     if let Some(a) = item.duplicate_attribute {
         return Err(ItemErrorKind::DuplicateAttribute(a));
     }
-    let raw = string("Domain", item.domain.as_ref().ok_or(ItemErrorKind::Missing("Domain"))?)?;
+    let missing = |attribute: &'static str| match &item.miscased {
+        Some(written) if written.eq_ignore_ascii_case(attribute) => {
+            ItemErrorKind::MissingMiscased { attribute, written: written.to_string() }
+        }
+        _ => ItemErrorKind::Missing(attribute),
+    };
+    let raw = string("Domain", item.domain.as_ref().ok_or_else(|| missing("Domain"))?)?;
     let domain = match normalize_domain(raw) {
         Ok(Cow::Borrowed(d)) => piece(raw, d),
         Ok(Cow::Owned(d)) => Cow::Owned(d),
         Err(why) => return Err(ItemErrorKind::BadDomain { domain: raw.to_string(), why }),
     };
-    let target = string("Target", item.target.as_ref().ok_or(ItemErrorKind::Missing("Target"))?)?;
+    let target = string("Target", item.target.as_ref().ok_or_else(|| missing("Target"))?)?;
     let target = parse_target(target, item)?;
     Ok(Route { domain, target })
 }

@@ -1,7 +1,7 @@
-//! Routing-table sources: what `--from` names, and the JSON file forms.
-//! The DynamoDB sources live in [`crate::dynamodb`] and [`crate::export`].
+//! Routing tables in JSON: one array of items, or JSON Lines. Table
+//! exports are read by [`crate::export`]; live tables by the control plane.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::item::{Location, RawItem};
 use crate::route::{ItemError, ItemErrorKind};
@@ -9,70 +9,6 @@ use crate::route::{ItemError, ItemErrorKind};
 /// One item read from a source: where it was, and the item or why it could
 /// not be read.
 pub type SourceItem<'a> = (Location, Result<RawItem<'a>, ItemError>);
-
-/// Where a routing table comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// `dynamodb://TABLE`: the live table, scanned.
-    Table(String),
-    /// `export:PATH`: a table export's folder (`AWSDynamoDB/<export id>/`).
-    Export(PathBuf),
-    /// `export:s3://BUCKET/FOLDER`: the same folder, read straight from S3.
-    ExportS3 { bucket: String, folder: String },
-    /// `PATH` (or `file:PATH`): a JSON file.
-    File(PathBuf),
-}
-
-impl std::str::FromStr for Source {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Source, String> {
-        if let Some(table) = s.strip_prefix("dynamodb://") {
-            // DynamoDB's table name rules: 3-255 of a-z A-Z 0-9 _ - .
-            let ok = (3..=255).contains(&table.len())
-                && table.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-            return if ok {
-                Ok(Source::Table(table.to_owned()))
-            } else {
-                Err(format!("{table:?} is not a DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)"))
-            };
-        }
-        if let Some(rest) = s.strip_prefix("export:s3://") {
-            let (bucket, folder) = rest.split_once('/').unwrap_or((rest, ""));
-            return if bucket.is_empty() || folder.trim_matches('/').is_empty() {
-                Err("export:s3://BUCKET/PREFIX/AWSDynamoDB/<export id> names the export's folder in S3".into())
-            } else {
-                Ok(Source::ExportS3 { bucket: bucket.to_owned(), folder: folder.trim_matches('/').to_owned() })
-            };
-        }
-        if let Some(path) = s.strip_prefix("export:") {
-            return if path.is_empty() {
-                Err("export: needs the export's folder (the one holding manifest-summary.json)".into())
-            } else {
-                Ok(Source::Export(path.into()))
-            };
-        }
-        if s.contains("://") {
-            return Err(format!("{s:?}: unknown source; use dynamodb://TABLE, export:PATH or a JSON file's path"));
-        }
-        let path = s.strip_prefix("file:").unwrap_or(s);
-        if path.is_empty() {
-            return Err("empty path".into());
-        }
-        Ok(Source::File(path.into()))
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Table(t) => write!(f, "dynamodb://{t}"),
-            Source::Export(p) => write!(f, "export:{}", p.display()),
-            Source::ExportS3 { bucket, folder } => write!(f, "export:s3://{bucket}/{folder}"),
-            Source::File(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
 
 /// Why a whole source could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -15,8 +15,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use edgeroute_edge::{Snapshot, SnapshotError};
-use sha2::{Digest, Sha256};
+use edgeroute_edge::{Snapshot, SnapshotError, SnapshotId};
 use wasm_bindgen::prelude::*;
 
 /// The allocator, counting allocations so that tests can check that a
@@ -65,7 +64,7 @@ pub const INPUT_CAPACITY: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct RawRouter {
     snapshot: Snapshot<Box<[u8]>>,
-    id: String,
+    id: SnapshotId,
     input: Vec<u8>,
     output: String,
 }
@@ -82,7 +81,7 @@ impl RawRouter {
     /// The snapshot's id: the lowercase hex SHA-256 of its bytes, as stores name it.
     #[wasm_bindgen(getter)]
     pub fn id(&self) -> String {
-        self.id.clone()
+        self.id.to_string()
     }
 
     /// Routes in the snapshot.
@@ -146,7 +145,7 @@ impl RawRouter {
 impl RawRouter {
     /// A router for `bytes`, validated whole.
     pub fn new(bytes: Vec<u8>) -> Result<RawRouter, SnapshotError> {
-        let id = hex(&Sha256::digest(&bytes));
+        let id = SnapshotId::of(&bytes);
         let snapshot = Snapshot::from_bytes(bytes.into_boxed_slice())?;
         let input = vec![0; INPUT_CAPACITY];
         // Room for the longest answers to the longest inputs without growing:
@@ -154,12 +153,4 @@ impl RawRouter {
         let output = String::with_capacity(3 * INPUT_CAPACITY + 1024);
         Ok(RawRouter { snapshot, id, input, output })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(text, "{b:02x}");
-    }
-    text
 }

@@ -55,7 +55,7 @@ impl fmt::Display for SnapshotError {
             ),
             SnapshotError::TooLarge => f.write_str("snapshot is larger than 4 GiB"),
             SnapshotError::BadHeader => f.write_str("snapshot header or section table is malformed"),
-            SnapshotError::BadFst(e) => write!(f, "snapshot {} section is malformed: {e:?}", SectionKind::Fst.name()),
+            SnapshotError::BadFst(e) => write!(f, "snapshot {} section is malformed: {e}", SectionKind::Fst.name()),
             SnapshotError::RouteCountMismatch { header, fst } => {
                 write!(f, "snapshot header says {header} routes but its index holds {fst}")
             }

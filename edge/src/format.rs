@@ -3,6 +3,10 @@
 //!
 //! All integers are little-endian and nothing is aligned: a reader may load
 //! a snapshot at any address (a `Vec<u8>`, an mmap, WebAssembly memory).
+//!
+//! The FST section's inner layout is the `fst` crate's, not ours: its
+//! constants (header, footer, node layouts) are named and explained in the
+//! reader, `src/fst/`.
 
 /// The first eight bytes of every snapshot.
 pub const MAGIC: [u8; 8] = *b"EDGROUTE";
@@ -13,8 +17,25 @@ pub const ENDIAN_MARKER: u32 = 0x0102_0304;
 /// Any change to the layout below, however small, bumps it.
 pub const FORMAT_VERSION: u32 = 2;
 
+/// Where the endian marker sits: right after the magic.
+pub const ENDIAN_MARKER_OFFSET: usize = 8;
+/// Where the format version sits (a `u32`).
+pub const VERSION_OFFSET: usize = 12;
+/// Where the route count sits: the number of table entries, a `u32`. Equal
+/// to the FST's key count in every snapshot [`Snapshot::from_bytes`]
+/// accepts; [`Snapshot::route_count`] reads it.
+///
+/// [`Snapshot::from_bytes`]: crate::Snapshot::from_bytes
+/// [`Snapshot::route_count`]: crate::Snapshot::route_count
+pub const ROUTE_COUNT_OFFSET: usize = 16;
+/// Where the flags sit (a `u32`, reserved: always 0).
+pub const FLAGS_OFFSET: usize = 20;
+/// Where the section count sits (a `u32`, the length of the section table).
+pub const SECTION_COUNT_OFFSET: usize = 24;
+
 /// Fixed header: magic, endian marker, version, route count, flags, section count.
-pub const FIXED_HEADER_LEN: usize = 8 + 4 * 5;
+/// The section table starts right after it.
+pub const FIXED_HEADER_LEN: usize = SECTION_COUNT_OFFSET + 4;
 /// One section-table entry: kind, offset, length (three `u32`s).
 pub const SECTION_ENTRY_LEN: usize = 12;
 /// The trailing CRC-32C over every byte before it.

@@ -8,8 +8,13 @@
 //! [`Snapshot::resolve`] turns a `Host` header and a request path into a
 //! [`Resolution`] by the rules of `docs/resolve.md`, zero-copy, without
 //! allocating and without panicking. The crate is `no_std` (the `std` feature
-//! only adds `std::error::Error`), has no dependencies and no `unsafe`, and
+//! only adds `std::error::Error` and [`explain`], which allocates), has no dependencies and no `unsafe`, and
 //! builds for `wasm32-unknown-unknown` as it is.
+//!
+//! A snapshot is named by its [`SnapshotId`], the SHA-256 of its bytes. The
+//! optional `hash` feature adds `SnapshotId::of`, which computes it, and
+//! with it the crate's one dependency, `sha2`; the WebAssembly module never
+//! enables it.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -18,9 +23,12 @@ extern crate std;
 
 mod crc32c;
 mod error;
+#[cfg(feature = "std")]
+mod explain;
 pub mod format;
 mod fst;
 mod host;
+mod id;
 mod json;
 mod path;
 mod resolve;
@@ -28,8 +36,11 @@ mod snapshot;
 
 pub use crate::crc32c::crc32c;
 pub use crate::error::SnapshotError;
+#[cfg(feature = "std")]
+pub use crate::explain::explain;
 pub use crate::fst::{FstError, MAX_KEY_LEN};
 pub use crate::host::{HostName, MAX_HOST_LEN, MAX_LABEL_LEN};
+pub use crate::id::{ParseSnapshotIdError, ShortId, SnapshotId};
 pub use crate::json::Json;
 pub use crate::resolve::{Domain, Key, Location, NoTrace, Reason, Resolution, Trace};
 pub use crate::snapshot::{Assets, Origin, Route, Scheme, SectionInfo, Snapshot, StaticSite};

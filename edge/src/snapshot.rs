@@ -149,7 +149,13 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
 
     /// Wraps bytes that [`from_bytes`](Self::from_bytes) has already accepted
     /// (for example another WebAssembly instance over the same immutable
-    /// memory image), checking only the header and section table, O(1).
+    /// memory image), checking only the header, the section table and the
+    /// FST's own header and footer: O(1), whatever the snapshot's size. No
+    /// checksum, no walk, no route record is read.
+    ///
+    /// This is also the cheap way to read header fields of a snapshot that
+    /// was validated elsewhere (by the WebAssembly module, say):
+    /// `Snapshot::from_bytes_trusted(bytes)?.route_count()`.
     ///
     /// Reads stay bounds-checked, so bytes that were *not* validated can
     /// give wrong answers but never read out of bounds.
@@ -166,15 +172,17 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         if u32::try_from(len).is_err() {
             return Err(SnapshotError::TooLarge);
         }
-        if bytes[..8] != MAGIC {
+        if bytes[..MAGIC.len()] != MAGIC {
             return Err(SnapshotError::BadMagic);
         }
-        let field = |i: usize| u32_at(bytes, 8 + 4 * i).unwrap_or(0);
-        if field(0) != ENDIAN_MARKER {
+        // `len >= HEADER_LEN`, so every header field reads.
+        let field = |at: usize| u32_at(bytes, at).unwrap_or(0);
+        if field(ENDIAN_MARKER_OFFSET) != ENDIAN_MARKER {
             return Err(SnapshotError::BadEndianness);
         }
-        if field(1) != FORMAT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion { found: field(1) });
+        let version = field(VERSION_OFFSET);
+        if version != FORMAT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion { found: version });
         }
         if verify_checksum {
             let body = len - CHECKSUM_LEN;
@@ -184,8 +192,8 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
                 return Err(SnapshotError::BadChecksum { stored, computed });
             }
         }
-        let route_count = field(2);
-        let (flags, section_count) = (field(3), field(4));
+        let route_count = field(ROUTE_COUNT_OFFSET);
+        let (flags, section_count) = (field(FLAGS_OFFSET), field(SECTION_COUNT_OFFSET));
         if flags != 0 || section_count as usize != SectionKind::ALL.len() {
             return Err(SnapshotError::BadHeader);
         }
@@ -225,14 +233,16 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         // with nothing between or after them.
         let routes = self.section(&self.layout.routes);
         let mut next = 0usize;
+        let mut index = 0u64;
         self.fst().validate(|key, out| -> Result<(), SnapshotError> {
             if !valid_key(key) {
-                return Err(FstError::BadKey.into());
+                return Err(FstError::BadKey { index }.into());
             }
             if out != next as u64 {
-                return Err(FstError::BadOutput.into());
+                return Err(FstError::BadOutput { expected: next as u64, found: out }.into());
             }
             next = self.check_route(next).ok_or(SnapshotError::BadRoute { offset: next as u32 })?;
+            index += 1;
             Ok(())
         })?;
         if next != routes.len() {
@@ -318,7 +328,9 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         }
     }
 
-    /// How many routes (table entries) the snapshot holds.
+    /// How many routes (table entries) the snapshot holds: the header's
+    /// route count ([`ROUTE_COUNT_OFFSET`]), which construction checked
+    /// against the FST's key count. O(1).
     pub fn route_count(&self) -> u32 {
         self.layout.route_count
     }
@@ -583,6 +595,56 @@ impl fmt::Debug for Assets<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec::Vec;
+
+    /// A snapshot of `keys` (routing keys, ascending), each routed to the
+    /// static site `s3://b`, written by hand as `docs/snapshot-format.md` says.
+    fn snapshot(keys: &[&str]) -> Vec<u8> {
+        let record = [ROUTE_STATIC, 0, 3, b'b', 1];
+        let mut fst = ::fst::MapBuilder::memory();
+        for (i, k) in keys.iter().enumerate() {
+            fst.insert(k, (i * record.len()) as u64).unwrap();
+        }
+        let fst = fst.into_inner().unwrap();
+        let routes: Vec<u8> = keys.iter().flat_map(|_| record).collect();
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC);
+        for v in [ENDIAN_MARKER, FORMAT_VERSION, keys.len() as u32, 0, 2] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut at = HEADER_LEN;
+        for (kind, len) in [(SectionKind::Fst, fst.len()), (SectionKind::Routes, routes.len())] {
+            for v in [kind as u32, at as u32, len as u32] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            at += len;
+        }
+        out.extend_from_slice(&fst);
+        out.extend_from_slice(&routes);
+        let crc = crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn trusted_route_count_reads_only_the_header() {
+        let good = snapshot(&["com.example", "com.example.api", "org.example.*"]);
+        assert_eq!(Snapshot::from_bytes(&good[..]).unwrap().route_count(), 3);
+        assert_eq!(u32_at(&good, ROUTE_COUNT_OFFSET), Some(3));
+        // A broken route record (and a checksum fixed up to match) is
+        // refused by validation, but the trusted view never reads it.
+        let mut bad = good.clone();
+        let routes_at = Snapshot::from_bytes(&good[..]).unwrap().sections()[1].offset;
+        bad[routes_at] = 9;
+        let body = bad.len() - CHECKSUM_LEN;
+        let crc = crc32c(&bad[..body]);
+        bad[body..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Snapshot::from_bytes(&bad[..]).unwrap_err(), SnapshotError::BadRoute { offset: 0 });
+        assert_eq!(Snapshot::from_bytes_trusted(&bad[..]).unwrap().route_count(), 3);
+        // A bad key is named by its position.
+        let odd = snapshot(&["com.example", "com.example..x"]);
+        assert_eq!(Snapshot::from_bytes(&odd[..]).unwrap_err(), SnapshotError::BadFst(FstError::BadKey { index: 1 }));
+    }
 
     #[test]
     fn leb128_is_shortest_and_32_bit() {

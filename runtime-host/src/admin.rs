@@ -9,20 +9,20 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::body::{self, Body};
-use crate::edge::Edge;
-use crate::proxy::plain;
+use crate::respond::plain;
+use crate::state::HostState;
 
 /// Answers one admin request.
-pub fn answer<B>(edge: &Edge, req: &Request<B>) -> Response<Body> {
+pub fn answer<B>(state: &HostState, req: &Request<B>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         response.headers_mut().insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    let live = edge.router.live();
+    let live = state.router.live();
     match req.uri().path() {
         "/metrics" => {
-            let mut response = Response::new(body::full(edge.metrics.render(&live)));
+            let mut response = Response::new(body::full(state.metrics.render(&live)));
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -34,7 +34,7 @@ pub fn answer<B>(edge: &Edge, req: &Request<B>) -> Response<Body> {
 }
 
 /// Serves the admin endpoints on `listener` until the process ends.
-pub async fn serve(edge: &'static Edge, listener: tokio::net::TcpListener) {
+pub async fn serve(state: &'static HostState, listener: tokio::net::TcpListener) {
     let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()));
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
@@ -42,7 +42,7 @@ pub async fn serve(edge: &'static Edge, listener: tokio::net::TcpListener) {
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(
-                    move |req| async move { Ok::<_, std::convert::Infallible>(answer(edge, &req)) },
+                    move |req| async move { Ok::<_, std::convert::Infallible>(answer(state, &req)) },
                 );
             let _ = builder.serve_connection(TokioIo::new(stream), service).await;
         });

@@ -1,5 +1,7 @@
-//! [`Follower`]: keeps a host's [`Edge`] on a store's current snapshot
-//! (`docs/publishing.md`).
+//! [`Follower`]: keeps a host's [`HostState`] on a store's current snapshot
+//! (`docs/publishing.md`). It is the source of updates only: the router
+//! holds the live snapshot, and whoever starts the host drives
+//! [`Follower::follow`] in the background.
 //!
 //! The host starts from the store's current snapshot (or, when the store
 //! cannot be reached, from the last good snapshot it cached on disk), then
@@ -16,9 +18,8 @@ use std::time::{Duration, Instant};
 
 use edgeroute_store::{write_file_atomically, Pointer, Store, StoreError, Version};
 
-use crate::edge::Edge;
-use crate::engine::EdgeEngine;
-use crate::router::{snapshot_id, Router};
+use crate::router::snapshot_id;
+use crate::state::HostState;
 
 /// Why the host could not start or follow its store.
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +34,10 @@ pub enum ServeError {
     Store(#[from] StoreError),
 }
 
-/// What a host knows of its store, and the [`Edge`] it keeps current.
+/// What a host knows of its store: where it is, where the last good
+/// snapshot is cached, and the pointer's version last seen.
 #[derive(Debug)]
 pub struct Follower {
-    edge: &'static Edge,
     store: Store,
     cache: PathBuf,
     version: Mutex<Option<Version>>,
@@ -74,10 +75,11 @@ fn keep(cache: &Path, bytes: &[u8]) {
 }
 
 impl Follower {
-    /// Starts from the store's current snapshot, or from the cached one in
-    /// `cache` if the store cannot be reached. The [`Edge`] lives as long as
-    /// the process (every listener and worker thread refers to it).
-    pub async fn start(store: Store, cache: PathBuf) -> Result<Follower, ServeError> {
+    /// Reads the first snapshot to serve: the store's current one, or the
+    /// one cached in `cache` if the store cannot be reached. Returns the
+    /// follower and the snapshot's bytes (checked against their id when
+    /// they come from the store), from which the caller makes the router.
+    pub async fn start(store: Store, cache: PathBuf) -> Result<(Follower, Vec<u8>), ServeError> {
         let cached = cache.join("current.snap");
         let (bytes, version) = match store.read_pointer().await {
             Ok(Some((pointer, version))) => {
@@ -101,28 +103,19 @@ impl Follower {
                 Err(_) => return Err(ServeError::NoStore { cache, source }),
             },
         };
-        let engine = EdgeEngine::new().map_err(|e| ServeError::Refused { id: String::new(), why: e.to_string() })?;
-        let router = Router::new(engine, &bytes)
-            .map_err(|e| ServeError::Refused { id: snapshot_id(&bytes), why: e.to_string() })?;
-        let edge = Edge::leak(router);
-        Ok(Follower { edge, store, cache, version: Mutex::new(version) })
-    }
-
-    /// The router and counters this follower keeps current.
-    pub fn edge(&self) -> &'static Edge {
-        self.edge
+        Ok((Follower { store, cache, version: Mutex::new(version) }, bytes))
     }
 
     /// Looks at the pointer once and swaps if it moved. Returns the new id
     /// when a swap happened.
-    pub async fn poll(&self) -> Result<Option<String>, ServeError> {
+    pub async fn poll(&self, state: &'static HostState) -> Result<Option<String>, ServeError> {
         let known = self.version.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let Some((pointer, version)) = self.store.read_pointer_if_changed(known.as_ref()).await? else {
             return Ok(None);
         };
         // Whatever happens to this pointer, it is not looked at again until it changes.
         *self.version.lock().unwrap_or_else(|p| p.into_inner()) = Some(version);
-        if pointer.id == self.edge.router.live().id {
+        if pointer.id == state.router.live().id {
             return Ok(None);
         }
         let start = Instant::now();
@@ -130,7 +123,7 @@ impl Follower {
             let bytes = fetch(&self.store, &pointer).await?;
             // Hashing, loading and caching take milliseconds to seconds
             // (50 MB at 1M routes): never on the threads that serve requests.
-            let (router, cache, id) = (&self.edge.router, self.cache.clone(), pointer.id.clone());
+            let (router, cache, id) = (&state.router, self.cache.clone(), pointer.id.clone());
             tokio::task::spawn_blocking(move || {
                 let verified = verify(&bytes, &id)?;
                 router
@@ -145,7 +138,7 @@ impl Follower {
         .await;
         match result {
             Ok(()) => {
-                self.edge.metrics.swaps.fetch_add(1, Ordering::Relaxed);
+                state.metrics.swaps.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     "serving {} ({} routes; fetched and loaded in {} ms)",
                     pointer.id,
@@ -155,18 +148,19 @@ impl Follower {
                 Ok(Some(pointer.id))
             }
             Err(e @ ServeError::Refused { .. }) => {
-                self.edge.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("refused {e}; still serving {}", self.edge.router.live().id);
+                state.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("refused {e}; still serving {}", state.router.live().id);
                 Err(e)
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Polls forever, every `interval`; a directory store is also watched
+    /// Keeps `state` on the store's current snapshot: polls forever, every
+    /// `interval`; a directory store is also watched
     /// for changes (inotify and the like), so that a new pointer is seen at
     /// once, with the polling as the fallback.
-    pub async fn follow(&self, interval: Duration) {
+    pub async fn follow(&self, state: &'static HostState, interval: Duration) {
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let _watcher = self.store.dir().and_then(|dir| {
             let wake = wake.clone();
@@ -196,14 +190,14 @@ impl Follower {
                 _ = tokio::time::sleep(interval) => {}
                 _ = wake.notified() => {}
             }
-            match self.poll().await {
+            match self.poll(state).await {
                 Ok(_) | Err(ServeError::Refused { .. }) => last_error.clear(),
                 Err(e) => {
-                    self.edge.metrics.poll_errors.fetch_add(1, Ordering::Relaxed);
+                    state.metrics.poll_errors.fetch_add(1, Ordering::Relaxed);
                     let text = e.to_string();
                     // Say it once, not every interval.
                     if text != last_error {
-                        tracing::warn!("cannot read the store: {text}; still serving {}", self.edge.router.live().id);
+                        tracing::warn!("cannot read the store: {text}; still serving {}", state.router.live().id);
                         last_error = text;
                     }
                 }

@@ -3,31 +3,36 @@
 //! as [`MODULE`]) in wasmtime, and serves HTTP with it. Each snapshot is
 //! baked into the module's data, so every worker thread's instance shares its
 //! pages copy-on-write; a [`Router`] swaps snapshots atomically, validating
-//! each in a fresh instance first; epoch interruption bounds every call. The
-//! [`server`] answers each request as its route says (a static site's object
-//! from S3 or a directory, a redirect, a proxied load balancer), the
-//! [`follow`]er keeps the router on a store's current snapshot, and the
-//! [`admin`] listener exposes metrics. It never links the DynamoDB SDK.
+//! each in a fresh instance first; epoch interruption bounds every call.
+//!
+//! A request's way through, one module per phase: the [`http`] listener and
+//! its limits, the request's host ([`http::request`]), the resolve through
+//! the thread's worker, and the dispatch ([`plane`]) to a static site
+//! ([`statics`]), a proxied load balancer ([`proxy`]) or a short answer
+//! ([`respond`]). Beside it: the [`HostState`] every listener shares, the
+//! [`follow`]er that keeps the router on a store's current snapshot, and
+//! the [`admin`] listener with the metrics. It never links the DynamoDB SDK.
 
 pub mod admin;
 pub mod answer;
 pub mod bake;
-pub mod bench;
 pub mod body;
-pub mod demo;
-pub mod edge;
 pub mod engine;
 pub mod follow;
+pub mod http;
 pub mod metrics;
+pub mod plane;
+pub mod probe;
 pub mod proxy;
+pub mod respond;
 pub mod router;
-pub mod server;
+pub mod state;
 pub mod statics;
 
 pub use crate::answer::Answer;
-pub use crate::edge::Edge;
 pub use crate::engine::{EdgeEngine, EdgeInstance, EngineError, SnapshotModule};
 pub use crate::router::{Live, Router, Worker};
+pub use crate::state::HostState;
 
 /// The edge module: `wasm32-unknown-unknown`, no imports, ABI version 1
 /// (`docs/wasm-abi.md`).

@@ -1,6 +1,7 @@
 //! [`Router`]: the live snapshot, swapped atomically, and the per-thread
 //! [`Worker`]s that answer from it.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -89,6 +90,27 @@ impl Router {
     pub fn worker(&self) -> Worker<'_> {
         Worker { router: self, current: None, answer: Answer::default() }
     }
+
+    /// Runs `f` with the calling thread's own worker for this router, made
+    /// on the thread's first call: a serving thread keeps one instance of
+    /// the live module for its lifetime, and never shares it.
+    pub fn with_worker<R>(&'static self, f: impl FnOnce(&mut Worker<'static>) -> R) -> R {
+        WORKER.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let key = self as *const Router as usize;
+            let worker = match &mut *slot {
+                Some((k, worker)) if *k == key => worker,
+                other => &mut other.insert((key, self.worker())).1,
+            };
+            f(worker)
+        })
+    }
+}
+
+thread_local! {
+    /// Each thread's worker, with the router it belongs to (several routers
+    /// may share a process, as in tests; a thread keeps the last one's).
+    static WORKER: RefCell<Option<(usize, Worker<'static>)>> = const { RefCell::new(None) };
 }
 
 /// A snapshot's id: the lowercase hex SHA-256 of its bytes.

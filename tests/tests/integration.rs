@@ -8,6 +8,7 @@ mod integration {
     pub mod export;
     pub mod golden;
     pub mod incremental;
+    pub mod layout;
     pub mod rules;
     pub mod table;
 }

@@ -11,12 +11,14 @@
 
 use std::time::{Duration, Instant};
 
-use edgeroute_compiler::store::{Store, StoreLocation};
-use edgeroute_compiler::watch::{self, WatchOptions};
+use edgeroute_control::watch::{self, WatchOptions};
 use edgeroute_edge::Resolution;
 use edgeroute_host::follow::Follower;
-use edgeroute_tests::aws::{create_streamed_table, delete_items, put_items, typed, Moto};
+use edgeroute_host::{EdgeEngine, HostState, Router};
+use edgeroute_store::{Store, StoreLocation};
+use edgeroute_tests::export::typed;
 use edgeroute_tests::generate_table;
+use edgeroute_tests_aws::{create_streamed_table, delete_items, put_items, Moto};
 use serde_json::{json, Value as Json};
 
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
@@ -57,11 +59,11 @@ fn main() {
     });
     let first = rt.block_on(reports.recv()).expect("the bootstrap publish");
     println!("bootstrap publish: {} routes (compile {:?}, upload {:?})", first.routes, first.compile, first.upload);
-    let follower =
+    let (follower, bytes) =
         rt.block_on(Follower::start(Store::open(&location, None).expect("store"), dir.join("cache"))).expect("host");
-    let edge = follower.edge();
-    rt.spawn(async move { follower.follow(Duration::from_millis(50)).await });
-    let mut worker = edge.router.worker();
+    let state = HostState::leak(Router::new(EdgeEngine::new().expect("engine"), &bytes).expect("router"));
+    rt.spawn(async move { follower.follow(state, Duration::from_millis(50)).await });
+    let mut worker = state.router.worker();
 
     let (mut total, mut stream, mut debounce, mut compile, mut upload, mut hosting) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -13,11 +13,12 @@
 
 use std::time::Instant;
 
-use edgeroute_compiler::dynamodb::{scan_table, ScanOptions};
 use edgeroute_compiler::export::Export;
 use edgeroute_compiler::{compile, source, Options};
-use edgeroute_tests::aws::{config_for, create_table, put_items, typed, write_export, FaultProxy, Moto};
+use edgeroute_control::scan::{scan_table, ScanOptions};
+use edgeroute_tests::export::{typed, write_export};
 use edgeroute_tests::generate_table;
+use edgeroute_tests_aws::{config_for, create_table, put_items, FaultProxy, Moto};
 use serde_json::Value as Json;
 
 fn main() {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use edgeroute_compiler::export::{Export, ExportError};
 use edgeroute_compiler::{compile, source, Location, Options};
-use edgeroute_tests::aws::{plain, write_export};
+use edgeroute_tests::export::{plain, write_export};
 use serde_json::{json, Value as Json};
 
 fn scratch(name: &str) -> PathBuf {

@@ -24,7 +24,7 @@ fn golden_demo_snapshot_is_reproduced_byte_for_byte() {
         golden == compiled.bytes,
         "the compiler no longer reproduces snapshots/demo.snap (golden id {}, now {}); if the format \
          version changed on purpose, regenerate it (see this file's header)",
-        edgeroute_compiler::snapshot_id(&golden),
+        edgeroute_edge::SnapshotId::of(&golden),
         compiled.id
     );
 }

@@ -195,7 +195,7 @@ fn duplicates_are_errors_and_both_are_left_out() {
     // Order-independent: the other way round gives the same bytes.
     let reversed: Vec<&str> = text.lines().rev().collect();
     let c2 = compile_text(&reversed.join("\n"), Options { skip_invalid: true }).unwrap();
-    assert_eq!(c2.id, edgeroute_compiler::snapshot_id(s.as_bytes()));
+    assert_eq!(c2.id, edgeroute_edge::SnapshotId::of(s.as_bytes()).to_string());
 }
 
 #[test]

@@ -1,0 +1,309 @@
+//! `edgeroute compile`: read a table, validate every item, resolve ELB
+//! names, write the snapshot.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use edgeroute_compiler::elb::{apply_origins, arns_without_origin};
+use edgeroute_compiler::export::Export;
+use edgeroute_compiler::source::SourceItem;
+use edgeroute_compiler::{compile, source, CompileError, ItemError, Location, Options, Progress, Value};
+use edgeroute_control::scan::{scan_table, ScanProgress};
+use edgeroute_control::{elb, export_s3, Source};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::Aws;
+use crate::flags::CompileArgs;
+
+/// The Origin an ARN Target without one gets while the table is checked
+/// before anything asks AWS: a name that can never be real (RFC 2606).
+const ORIGIN_PENDING: &str = "elb-name-pending.invalid";
+
+/// Reads the table `args.from` names, reports every bad item (all of them,
+/// before any request to the ELBv2 API), resolves ARN Targets without an
+/// Origin, and writes the snapshot to `args.out` whole or not at all.
+pub fn run(args: &CompileArgs) -> Result<()> {
+    let mut aws = Aws::new(args.aws.options());
+    let scan = args.scan.options();
+    let (file, export);
+    let mut source_line = None;
+    let mut items = match &args.from {
+        Source::File(path) => {
+            file = source::read_file(path)?;
+            source::parse_json_file(path, &file)?
+        }
+        Source::Export(_) | Source::ExportS3 { .. } => {
+            let start = Instant::now();
+            export = match &args.from {
+                Source::ExportS3 { bucket, folder } => {
+                    let client = edgeroute_store::s3_client(&aws.config()?);
+                    aws.block_on(export_s3::open(&client, bucket, folder))??
+                }
+                Source::Export(path) => Export::open(path)?,
+                _ => unreachable!("matched above"),
+            };
+            let items = export.items()?;
+            source_line = Some(format!(
+                "{}: {} items in {:.2} s{}",
+                args.from,
+                items.len(),
+                start.elapsed().as_secs_f64(),
+                export.table_arn.as_deref().map(|t| format!(" (exported from {t})")).unwrap_or_default()
+            ));
+            items
+        }
+        Source::Table(table) => {
+            let config = aws.config()?;
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} scanning {prefix}{pos} items, {per_sec} ({msg})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            let progress = ScanBar { bar: bar.clone(), shown_retries: AtomicU32::new(0) };
+            let scanned = aws.block_on(scan_table(&config, table, &scan, &progress))?;
+            bar.finish_and_clear();
+            let scanned = scanned?;
+            let secs = scanned.elapsed.as_secs_f64();
+            source_line = Some(format!(
+                "{}: {} items in {secs:.2} s ({:.0} items/s; {} segments, {} pages, {} retries{})",
+                args.from,
+                scanned.items.len(),
+                scanned.items.len() as f64 / secs.max(1e-9),
+                scanned.segments,
+                scanned.pages,
+                scanned.retries,
+                if scan.consistent { ", strongly consistent" } else { "" },
+            ));
+            scanned.items
+        }
+    };
+
+    let arns = arns_without_origin(&items);
+    let mut elb_report = None;
+    if !arns.is_empty() {
+        // Every bad item first: nothing else about the table needs AWS.
+        let errors = edgeroute_compiler::check(with_pending_origins(&items));
+        if !errors.is_empty() && !args.skip_invalid {
+            return Err(invalid(&args.from, errors));
+        }
+        let needing = items_needing(&items);
+        let config = aws.config().with_context(|| needs_elb(&needing, arns.len()))?;
+        let origins = aws
+            .block_on(elb::describe_load_balancers(&config, &arns, &scan.retry))?
+            .with_context(|| needs_elb(&needing, arns.len()))?;
+        let filled = apply_origins(&mut items, &origins);
+        let resolved = origins.values().filter(|o| o.is_ok()).count();
+        elb_report = Some((resolved, arns.len(), filled));
+    }
+
+    // Only long compiles get a bar; indicatif hides it when stderr is not a terminal.
+    let bar = if items.len() >= 50_000 { ProgressBar::new(items.len() as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} validating {pos}/{len} items [{bar:30}] {per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let compiled = compile(items, Options { skip_invalid: args.skip_invalid }, &Bar(bar.clone()));
+    bar.finish_and_clear();
+    let compiled = match compiled {
+        Ok(compiled) => compiled,
+        Err(CompileError::Invalid(errors)) => return Err(invalid(&args.from, errors)),
+        Err(e) => return Err(e.into()),
+    };
+    for e in &compiled.skipped {
+        eprintln!("skipped: {e}");
+    }
+    name_data_files(&args.from, &compiled.skipped);
+    edgeroute_store::write_file_atomically(&args.out, &compiled.bytes)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+
+    let s = compiled.stats;
+    let per_route = compiled.bytes.len() as f64 / s.routes.max(1) as f64;
+    if args.json {
+        let skipped: Vec<_> = compiled
+            .skipped
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "location": e.location.to_string(),
+                    "domain": e.domain,
+                    "error": e.kind.to_string(),
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "out": args.out.display().to_string(),
+            "id": compiled.id,
+            "size": compiled.bytes.len(),
+            "bytes_per_route": (per_route * 10.0).round() / 10.0,
+            "routes": {
+                "total": s.routes,
+                "static": s.static_sites,
+                "balancer": s.balancers,
+                "wildcard": s.wildcards,
+            },
+            "skipped": skipped,
+            "source": source_line,
+            "elb": elb_report.map(|(resolved, arns, items)| serde_json::json!({
+                "arns": arns, "resolved": resolved, "items": items,
+            })),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "compiled {} routes ({} static sites, {} balancers; {} wildcards) into {}",
+        s.routes,
+        s.static_sites,
+        s.balancers,
+        s.wildcards,
+        args.out.display()
+    );
+    println!("  size    {} bytes ({per_route:.1} bytes/route)", compiled.bytes.len());
+    println!("  id      {}", compiled.id);
+    if !compiled.skipped.is_empty() {
+        println!("  skipped {} invalid items", compiled.skipped.len());
+    }
+    if let Some(line) = source_line {
+        println!("  source  {line}");
+    }
+    if let Some((resolved, arns, filled)) = elb_report {
+        println!("  elb     {resolved} of {arns} ELB ARNs resolved through DescribeLoadBalancers ({filled} items)");
+    }
+    Ok(())
+}
+
+/// Prints every bad item and returns the error that ends the compile.
+fn invalid(from: &Source, errors: Vec<ItemError>) -> anyhow::Error {
+    for e in &errors {
+        eprintln!("invalid: {e}");
+    }
+    name_data_files(from, &errors);
+    CompileError::Invalid(errors).into()
+}
+
+/// A copy of `items` in which ARN Targets without an Origin have a
+/// placeholder one, so that checking them finds every other fault.
+fn with_pending_origins<'a>(items: &[SourceItem<'a>]) -> Vec<SourceItem<'a>> {
+    let pending = arns_without_origin(items);
+    items
+        .iter()
+        .map(|(location, item)| {
+            let mut item = item.clone();
+            if let Ok(raw) = &mut item {
+                if raw.origin.is_none() && matches!(&raw.target, Some(Value::Str(t)) if pending.contains(t.as_ref())) {
+                    raw.origin = Some(Value::Str(Cow::Borrowed(ORIGIN_PENDING)));
+                }
+            }
+            (*location, item)
+        })
+        .collect()
+}
+
+/// The items whose ARN Target has no Origin, named for a person: where
+/// each is and its Domain.
+fn items_needing(items: &[SourceItem<'_>]) -> Vec<String> {
+    let pending = arns_without_origin(items);
+    items
+        .iter()
+        .filter_map(|(location, item)| {
+            let raw = item.as_ref().ok()?;
+            let Some(Value::Str(target)) = &raw.target else { return None };
+            if raw.origin.is_some() || !pending.contains(target.as_ref()) {
+                return None;
+            }
+            Some(match &raw.domain {
+                Some(Value::Str(domain)) => format!("{location} ({domain})"),
+                _ => location.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Why the ELBv2 API was asked, for an error that says which items need it
+/// and what else would do.
+fn needs_elb(needing: &[String], arns: usize) -> String {
+    const SHOWN: usize = 5;
+    let mut list = needing.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if needing.len() > SHOWN {
+        list.push_str(&format!(" and {} more", needing.len() - SHOWN));
+    }
+    format!(
+        "{} item(s) have an ELB ARN Target without Origin ({list}), so their {arns} load balancer(s) must be \
+         looked up through the ELBv2 API; give each such item an Origin (its load balancer's DNS name) to compile \
+         without AWS",
+        needing.len()
+    )
+}
+
+/// Says which files "data file N" in export errors are.
+fn name_data_files(from: &Source, errors: &[ItemError]) {
+    // For S3 exports the manifest is not kept; the numbers follow manifest-files.json.
+    let Source::Export(dir) = from else { return };
+    let mut numbers: Vec<u32> = errors
+        .iter()
+        .filter_map(|e| match e.location {
+            Location::Export { file, .. } => Some(file),
+            _ => None,
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    let Ok(listing) = std::fs::read_to_string(Path::new(dir).join("manifest-files.json")) else { return };
+    let keys: Vec<&str> = listing.lines().filter(|l| !l.trim().is_empty()).collect();
+    for n in numbers {
+        let key = keys
+            .get(n as usize - 1)
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|v| v["dataFileS3Key"].as_str().map(str::to_owned));
+        if let Some(key) = key {
+            eprintln!("note: data file {n} is {key}");
+        }
+    }
+}
+
+/// Draws the validation bar.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn validated(&self, done: usize, total: usize) {
+        self.0.set_length(total as u64);
+        self.0.set_position(done as u64);
+    }
+    fn writing(&self) {
+        self.0.set_message("writing snapshot");
+    }
+}
+
+/// Draws a live scan: a spinner with items and items per second.
+struct ScanBar {
+    bar: ProgressBar,
+    shown_retries: AtomicU32,
+}
+
+/// Retry messages beyond this many are counted, not shown.
+const SHOWN_RETRIES: u32 = 10;
+
+impl ScanProgress for ScanBar {
+    fn started(&self, segments: u32, estimated_items: u64) {
+        self.bar.set_message(format!("{segments} segments, about {estimated_items} items by DynamoDB's count"));
+    }
+    fn scanned(&self, items: u64, _pages: u64, retries: u64) {
+        self.bar.set_position(items);
+        if retries > 0 {
+            self.bar.set_prefix(format!("{retries} retries "));
+        }
+    }
+    fn retrying(&self, segment: u32, why: &str) {
+        let shown = self.shown_retries.fetch_add(1, Ordering::Relaxed) + 1;
+        if shown <= SHOWN_RETRIES {
+            self.bar.suspend(|| eprintln!("retrying: scan segment {segment}: {why}"));
+        }
+        if shown == SHOWN_RETRIES {
+            self.bar.suspend(|| eprintln!("retrying: (further retries are counted, not shown)"));
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! `edgeroute publish`: one snapshot file into a store.
+
+use anyhow::{Context as _, Result};
+use edgeroute_control::publish::{self, Published};
+use edgeroute_edge::SnapshotId;
+
+use super::Aws;
+use crate::flags::PublishArgs;
+
+/// Stores the snapshot and moves the store's pointer to it (or holds back
+/// under a pin), then prunes old snapshots if `--keep` says so.
+pub fn run(args: &PublishArgs) -> Result<()> {
+    let file = args.snapshot.path();
+    let store_name = &args.store;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read snapshot {}", file.display()))?;
+    let mut aws = Aws::new(args.aws.options());
+    let store = aws.store(&args.store)?;
+    let published = aws
+        .block_on(publish::publish(&store, &bytes, &args.source, 0))?
+        .with_context(|| format!("cannot publish {} to {store_name}", file.display()))?;
+    let pruned = match args.keep {
+        Some(keep) => Some(aws.block_on(publish::prune(&store, keep as usize))??),
+        None => None,
+    };
+    if args.json {
+        let v = match &published {
+            Published::Current(p) => serde_json::json!({
+                "outcome": "published", "store": store_name.to_string(), "pointer": p,
+            }),
+            Published::AlreadyCurrent(p) => serde_json::json!({
+                "outcome": "already_current", "store": store_name.to_string(), "pointer": p,
+            }),
+            Published::HeldBack { pinned } => serde_json::json!({
+                "outcome": "held_back", "store": store_name.to_string(), "id": SnapshotId::of(&bytes).to_string(), "pinned": pinned,
+            }),
+        };
+        let mut v = v;
+        if let Some(pruned) = &pruned {
+            v["pruned"] = serde_json::json!(pruned);
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    match published {
+        Published::Current(p) => println!(
+            "published {} ({} routes) to {store_name}; previous {}",
+            p.id,
+            p.routes,
+            p.previous.as_deref().unwrap_or("none")
+        ),
+        Published::AlreadyCurrent(p) => println!("{} is already current in {store_name}", p.id),
+        Published::HeldBack { pinned } => println!(
+            "stored {} in {store_name} but held back: the store is pinned to {} (`edgeroute unpin --store {store_name}` to go on)",
+            SnapshotId::of(&bytes),
+            pinned.id
+        ),
+    }
+    if let (Some(keep), Some(pruned)) = (args.keep, pruned) {
+        println!("pruned {} snapshot(s), kept the {keep} most recent and the current one", pruned.len());
+    }
+    Ok(())
+}

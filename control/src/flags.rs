@@ -1,0 +1,461 @@
+//! The `edgeroute` command line, all of it: every command, flag and
+//! positional, and the configured objects they become ([`AwsArgs::options`],
+//! [`ScanArgs::options`], [`WatchArgs::options`]). As in ripgrep's
+//! `flags/`, nothing else in the binary looks at an argument.
+//!
+//! One spelling per thing: a store is `--store STORE`, a snapshot file
+//! `--snapshot FILE`. The spellings of earlier releases (`--to`,
+//! `--publish-to`, and positionals) still parse, hidden from `--help`, so
+//! that scripts written against them keep working.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use edgeroute_control::aws::{AwsOptions, RetryPolicy};
+use edgeroute_control::scan::ScanOptions;
+use edgeroute_control::watch::WatchOptions;
+use edgeroute_control::Source;
+use edgeroute_store::StoreLocation;
+
+/// What `--help` says about exit statuses, and what `main` returns.
+pub const EXIT_STATUS: &str = "\
+Exit status:
+  0  done
+  1  failed: the error says what is wrong and what to do
+  2  wrong usage (an unknown flag, a missing or malformed value)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgeroute",
+    version,
+    about = "Compile hostname routing tables into snapshots, publish them to stores, and resolve requests against them",
+    after_help = EXIT_STATUS
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a routing table and write a snapshot.
+    Compile(CompileArgs),
+    /// Resolve a request's Host and path against a snapshot.
+    Resolve(ResolveArgs),
+    /// Describe a snapshot: version, id, routes by kind, section sizes.
+    Inspect(InspectArgs),
+    /// Publish a snapshot to a store: the object first, then the pointer
+    /// (compare-and-swap; never over a pin).
+    Publish(PublishArgs),
+    /// Publish a new snapshot on every change to a DynamoDB table: follow
+    /// its stream into an in-memory mirror, debounce, compile, publish.
+    Watch(WatchArgs),
+    /// Point a store back at the previous (or the given) snapshot and pin
+    /// it: publishers hold back until `unpin`.
+    Rollback(RollbackArgs),
+    /// Lift a rollback's pin: the next publish moves the pointer again.
+    Unpin(UnpinArgs),
+    /// List the snapshots a store has published, oldest first.
+    History(HistoryArgs),
+    /// Preview environments: one hostname per service, written and removed together.
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+    /// Handle pools: names reserved in advance for environments' hostnames.
+    Handles {
+        #[command(subcommand)]
+        command: HandlesCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The table: `dynamodb://TABLE` (the live table), `export:PATH` (a
+    /// DynamoDB table export's folder, AWSDynamoDB/<export id>/, or
+    /// `export:s3://BUCKET/FOLDER`), or a JSON file (JSON Lines or one array).
+    #[arg(long, value_name = "SOURCE")]
+    pub from: Source,
+    /// Where to write the snapshot (written whole or not at all).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Leave invalid items out (and count them) instead of failing.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub scan: ScanArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// The snapshot file.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: PathBuf,
+    /// The Host header value, e.g. `app.example.com` or `app.example.com:8080`
+    /// (put it after `--` if it starts with `-`).
+    #[arg(value_name = "HOST")]
+    pub host: OsString,
+    /// The request path, with an optional ?query.
+    #[arg(value_name = "PATH", default_value = "/")]
+    pub path: OsString,
+    /// Print exactly one JSON object.
+    #[arg(long, conflicts_with = "explain")]
+    pub json: bool,
+    /// Show the normalized host, the entries and keys tried, and why.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+/// A snapshot file: `--snapshot FILE`, or the positional of earlier releases.
+#[derive(Debug, Args)]
+pub struct SnapshotFile {
+    /// The snapshot file.
+    #[arg(long = "snapshot", value_name = "FILE", required_unless_present = "snapshot_positional")]
+    snapshot: Option<PathBuf>,
+    /// The snapshot file, as earlier releases took it.
+    #[arg(value_name = "FILE", hide = true, conflicts_with = "snapshot")]
+    snapshot_positional: Option<PathBuf>,
+}
+
+impl SnapshotFile {
+    /// The file, however it was given.
+    pub fn path(&self) -> &std::path::Path {
+        self.snapshot.as_ref().or(self.snapshot_positional.as_ref()).expect("clap requires one")
+    }
+}
+
+/// A store: `--store STORE`, or the positional of earlier releases.
+#[derive(Debug, Args)]
+pub struct StoreOrPositional {
+    /// The store: dir:PATH or s3://BUCKET[/PREFIX].
+    #[arg(long = "store", value_name = "STORE", required_unless_present = "store_positional")]
+    store: Option<StoreLocation>,
+    /// The store, as earlier releases took it.
+    #[arg(value_name = "STORE", hide = true, conflicts_with = "store")]
+    store_positional: Option<StoreLocation>,
+}
+
+impl StoreOrPositional {
+    /// The store, however it was given.
+    pub fn location(&self) -> &StoreLocation {
+        self.store.as_ref().or(self.store_positional.as_ref()).expect("clap requires one")
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub snapshot: SnapshotFile,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub snapshot: SnapshotFile,
+    /// The store: dir:PATH or s3://BUCKET[/PREFIX].
+    #[arg(long = "store", alias = "to", value_name = "STORE")]
+    pub store: StoreLocation,
+    /// Where the table came from, for the pointer and the history.
+    #[arg(long, value_name = "TEXT", default_value = "edgeroute publish")]
+    pub source: String,
+    /// Then delete snapshot objects beyond the N most recently published
+    /// (never the current one).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: Option<u64>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The table (its partition key is Domain; its stream NEW_AND_OLD_IMAGES).
+    #[arg(long, value_name = "TABLE")]
+    pub table: String,
+    /// The store: dir:PATH or s3://BUCKET[/PREFIX].
+    #[arg(long = "store", alias = "publish-to", value_name = "STORE")]
+    pub store: StoreLocation,
+    /// Quiet time after a change before publishing (a burst is one publish).
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub debounce_ms: u64,
+    /// Without a stream: how often to scan the table.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub scan_interval_ms: u64,
+    #[command(flatten)]
+    pub scan: ScanArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+impl WatchArgs {
+    /// The watcher's settings.
+    pub fn options(&self) -> WatchOptions {
+        let scan = self.scan.options();
+        WatchOptions {
+            debounce: Duration::from_millis(self.debounce_ms),
+            scan_interval: Duration::from_millis(self.scan_interval_ms.max(100)),
+            retry: scan.retry,
+            scan,
+            ..WatchOptions::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The store: dir:PATH or s3://BUCKET[/PREFIX].
+    #[arg(long = "store", alias = "to", value_name = "STORE")]
+    pub store: StoreLocation,
+    /// The snapshot to go back to: its id, or a unique prefix of at least 4
+    /// hex digits [default: the current snapshot's previous one]
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// Print the new pointer as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpinArgs {
+    #[command(flatten)]
+    pub store: StoreOrPositional,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub store: StoreOrPositional,
+    /// One JSON pointer document per line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Create the routing table (with its stream) and the state table, if missing.
+    Init {
+        #[command(flatten)]
+        tables: TableArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Create an environment: SERVICE-RANDOM-APP.DOMAIN for each service (or
+    /// SERVICE-HANDLE-APP.DOMAIN), all routes in one transaction.
+    Create {
+        #[command(flatten)]
+        tables: TableArgs,
+        /// The application: the last label before DOMAIN (a-z, 0-9, -).
+        #[arg(long, value_name = "NAME")]
+        app: String,
+        /// NAME=TARGET (a Target as in the table: s3://BUCKET/PREFIX, https://HOST, an ELB ARN); repeat per service.
+        #[arg(long = "service", value_name = "NAME=TARGET", required = true)]
+        services: Vec<String>,
+        /// The domain the hostnames end in, e.g. preview.example.com.
+        #[arg(long, value_name = "DOMAIN")]
+        domain: String,
+        /// Take a free handle from this pool (given back on delete).
+        #[arg(long, value_name = "POOL", conflicts_with = "handle")]
+        handle_pool: Option<String>,
+        /// Use this handle as it is (not from a pool).
+        #[arg(long, value_name = "NAME")]
+        handle: Option<String>,
+        /// Print {"env_id", "handle", "hostnames"} as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Remove an environment's routes (only those still its own) and give its handle back; harmless twice.
+    Delete {
+        #[command(flatten)]
+        tables: TableArgs,
+        /// The environment's id, as `env create` and `env list` print it.
+        #[arg(value_name = "ENV_ID")]
+        env_id: String,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// List the environments that exist.
+    List {
+        #[command(flatten)]
+        tables: TableArgs,
+        /// Print one JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Point a service of an environment at a new Target (a new version).
+    Deploy {
+        #[command(flatten)]
+        tables: TableArgs,
+        /// The environment's id, as `env create` and `env list` print it.
+        #[arg(value_name = "ENV_ID")]
+        env_id: String,
+        /// The service to point elsewhere, as named by `env create --service`.
+        #[arg(value_name = "SERVICE")]
+        service: String,
+        /// The new Target (s3://BUCKET/PREFIX, https://HOST, an ELB ARN).
+        #[arg(long, value_name = "TARGET")]
+        target: String,
+        /// The new asset list: one key per line, or a JSON array.
+        #[arg(long, value_name = "FILE")]
+        assets_file: Option<PathBuf>,
+        /// The new Fallback: the asset served for paths that name no asset.
+        #[arg(long, value_name = "NAME")]
+        fallback: Option<String>,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HandlesCommand {
+    /// Add handles to a pool (a handle already there stays as it is).
+    Add {
+        #[command(flatten)]
+        tables: TableArgs,
+        /// The pool's name.
+        #[arg(value_name = "POOL")]
+        pool: String,
+        /// The handles to add (a-z, 0-9, -).
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// List a pool's handles and who holds them.
+    List {
+        #[command(flatten)]
+        tables: TableArgs,
+        /// The pool's name.
+        #[arg(value_name = "POOL")]
+        pool: String,
+        /// Print one JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+}
+
+/// The routing table and the state table beside it.
+#[derive(Debug, Args)]
+pub struct TableArgs {
+    /// The routing table (partition key Domain).
+    #[arg(long, value_name = "TABLE")]
+    pub table: String,
+    /// The table of environments and handle pools [default: TABLE-edgeroute]
+    #[arg(long, value_name = "TABLE")]
+    pub state_table: Option<String>,
+}
+
+/// How to read a live table.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "DynamoDB")]
+pub struct ScanArgs {
+    /// Parallel Scan segments [default: one per 256 MiB of table, at least 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub segments: Option<u32>,
+    /// Strongly consistent reads (they cost twice the read capacity).
+    #[arg(long)]
+    pub consistent: bool,
+    /// Items per Scan page [default: full 1 MB pages]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub page_size: Option<u32>,
+    /// Retries of one request on throttling, 5xx answers and dropped
+    /// connections (exponential backoff with jitter, capped at 5 s).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_retries: u32,
+}
+
+impl ScanArgs {
+    /// The Scan's settings, with the retry policy every AWS request of the
+    /// command uses.
+    pub fn options(&self) -> ScanOptions {
+        ScanOptions {
+            segments: self.segments,
+            consistent: self.consistent,
+            page_size: self.page_size,
+            retry: RetryPolicy { max_retries: self.max_retries, ..RetryPolicy::default() },
+        }
+    }
+}
+
+/// Where and as whom to talk to AWS (else the environment and ~/.aws say).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "AWS")]
+pub struct AwsArgs {
+    /// A profile from the AWS config files.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// The AWS region.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Send every AWS request to this URL (a local server); also AWS_ENDPOINT_URL.
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsArgs {
+    /// Where and as whom to talk to AWS.
+    pub fn options(&self) -> AwsOptions {
+        AwsOptions {
+            profile: self.profile.clone(),
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every flag and positional a user can see says what it is.
+    #[test]
+    fn every_visible_argument_has_a_help_line() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !arg.is_hide_set() && !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "edgeroute", &mut missing);
+        assert!(missing.is_empty(), "no help line: {missing:#?}");
+    }
+}

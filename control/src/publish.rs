@@ -1,0 +1,211 @@
+//! Publishing snapshots to a store, rolling back, pinning and pruning
+//! (`docs/publishing.md`).
+//!
+//! A publish stores the snapshot object first and moves the pointer last,
+//! with a compare-and-swap: a publisher that loses the race re-reads the
+//! pointer and tries again on top of the winner's, so that no update is
+//! ever silently dropped. A pinned pointer (after a rollback) is never
+//! published over; the publisher says it holds back.
+
+use std::time::Duration;
+
+use edgeroute_edge::{Snapshot, SnapshotId};
+use edgeroute_store::{Pointer, Store, StoreError};
+
+/// Why a publish, rollback or prune did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("not a valid snapshot: {0}")]
+    Invalid(edgeroute_edge::SnapshotError),
+    #[error("snapshot {id} in the store is damaged: {why}")]
+    Damaged { id: String, why: String },
+    #[error("the store has no current snapshot yet")]
+    Empty,
+    #[error("the current snapshot has no previous one to roll back to")]
+    NoPrevious,
+    #[error("gave up after {0} attempts: other publishers kept moving the pointer")]
+    Contention(u32),
+    #[error(
+        "{0:?} is not a snapshot id: give at least {MIN_ID_PREFIX} of its hex digits (`edgeroute history` lists them)"
+    )]
+    NotAnId(String),
+    #[error(
+        "snapshot {0} is not in the store: no stored snapshot's id starts with it (`edgeroute history` lists them)"
+    )]
+    NoSuchSnapshot(String),
+    #[error("{prefix} is ambiguous: snapshots {} start with it; give more digits", .candidates.join(", "))]
+    AmbiguousId { prefix: String, candidates: Vec<String> },
+}
+
+/// The fewest hex digits that name a snapshot by prefix, as git's four.
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// The full id of the stored snapshot whose id starts with `prefix`
+/// (case-insensitive), as git takes an abbreviated commit: the 12 digits
+/// of `x-edgeroute-snapshot` or `history` name it, as long as no other
+/// stored snapshot starts with them.
+pub async fn find_snapshot(store: &Store, prefix: &str) -> Result<String, PublishError> {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    if prefix.len() < MIN_ID_PREFIX || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(PublishError::NotAnId(prefix));
+    }
+    let mut candidates: Vec<String> =
+        store.snapshot_ids().await?.into_iter().filter(|id| id.starts_with(&prefix)).collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    match candidates.len() {
+        0 => Err(PublishError::NoSuchSnapshot(prefix)),
+        1 => Ok(candidates.remove(0)),
+        _ => Err(PublishError::AmbiguousId { prefix, candidates }),
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// The pointer now names the snapshot.
+    Current(Pointer),
+    /// The snapshot was already current; nothing changed.
+    AlreadyCurrent(Pointer),
+    /// The store is pinned (a rollback): the snapshot object is stored, the
+    /// pointer left alone.
+    HeldBack { pinned: Pointer },
+}
+
+/// How many times a publisher re-reads the pointer after losing the swap.
+const MAX_ATTEMPTS: u32 = 64;
+
+/// Now, in RFC 3339 (UTC, with milliseconds).
+pub fn now_rfc3339() -> String {
+    aws_sdk_s3::primitives::DateTime::from(std::time::SystemTime::now())
+        .fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime)
+        .unwrap_or_default()
+}
+
+/// Moves the pointer with `change(current)` by compare-and-swap, retrying
+/// on conflicts; `change` returns `Ok(None)` to leave it alone.
+async fn swap<T>(
+    store: &Store,
+    record: bool,
+    mut change: impl FnMut(Option<&Pointer>) -> Result<Result<Pointer, T>, PublishError>,
+) -> Result<Result<Pointer, T>, PublishError> {
+    for attempt in 0..MAX_ATTEMPTS {
+        let current = store.read_pointer().await?;
+        let next = match change(current.as_ref().map(|(p, _)| p))? {
+            Ok(next) => next,
+            Err(stop) => return Ok(Err(stop)),
+        };
+        if store.replace_pointer(&next, current.as_ref().map(|(_, v)| v)).await? {
+            if record {
+                store.append_history(&next).await?;
+            }
+            return Ok(Ok(next));
+        }
+        // Lost the race: back off a little (jittered) and build on the winner's pointer.
+        let ceiling = Duration::from_millis(5 << attempt.min(6));
+        tokio::time::sleep(ceiling.mul_f64(fastrand::f64())).await;
+    }
+    Err(PublishError::Contention(MAX_ATTEMPTS))
+}
+
+/// Publishes a snapshot: checks it, stores the object, moves the pointer.
+pub async fn publish(store: &Store, bytes: &[u8], source: &str, skipped: u64) -> Result<Published, PublishError> {
+    let snapshot = Snapshot::from_bytes(bytes).map_err(PublishError::Invalid)?;
+    let id = SnapshotId::of(bytes).to_string();
+    store.put_snapshot(&id, bytes).await?;
+    let outcome = swap(store, true, |current| {
+        Ok(match current {
+            Some(p) if p.pinned => Err(Published::HeldBack { pinned: p.clone() }),
+            Some(p) if p.id == id => Err(Published::AlreadyCurrent(p.clone())),
+            _ => Ok(Pointer {
+                id: id.clone(),
+                format_version: snapshot.format_version(),
+                routes: u64::from(snapshot.route_count()),
+                size: bytes.len() as u64,
+                created_at: now_rfc3339(),
+                previous: current.map(|p| p.id.clone()),
+                source: source.to_owned(),
+                skipped,
+                pinned: false,
+            }),
+        })
+    })
+    .await?;
+    Ok(match outcome {
+        Ok(pointer) => Published::Current(pointer),
+        Err(other) => other,
+    })
+}
+
+/// Points the store back at snapshot `id` (a unique prefix of its id will
+/// do; default: the current pointer's previous snapshot), after checking
+/// that snapshot, and pins it.
+pub async fn rollback(store: &Store, id: Option<&str>) -> Result<Pointer, PublishError> {
+    let current = store.read_pointer().await?.ok_or(PublishError::Empty)?.0;
+    let target = match id {
+        Some(prefix) => find_snapshot(store, prefix).await?,
+        None => current.previous.clone().ok_or(PublishError::NoPrevious)?,
+    };
+    let bytes = store.get_snapshot(&target).await?;
+    let found = SnapshotId::of(&bytes).to_string();
+    if found != target {
+        return Err(PublishError::Damaged { id: target, why: format!("its bytes hash to {found}") });
+    }
+    let snapshot = Snapshot::from_bytes(&bytes[..])
+        .map_err(|e| PublishError::Damaged { id: target.clone(), why: e.to_string() })?;
+    let outcome = swap::<()>(store, true, |current| {
+        Ok(Ok(Pointer {
+            id: target.clone(),
+            format_version: snapshot.format_version(),
+            routes: u64::from(snapshot.route_count()),
+            size: bytes.len() as u64,
+            created_at: now_rfc3339(),
+            previous: current.map(|p| p.id.clone()),
+            source: format!("rollback from {}", current.map_or("nothing", |p| p.id.as_str())),
+            skipped: 0,
+            pinned: true,
+        }))
+    })
+    .await?;
+    Ok(outcome.unwrap_or_else(|()| unreachable!("a rollback always moves the pointer")))
+}
+
+/// Lifts a pin; the snapshot stays current until the next publish.
+pub async fn unpin(store: &Store) -> Result<Option<Pointer>, PublishError> {
+    // Not a new snapshot: the history keeps the rollback's entry.
+    let outcome = swap(store, false, |current| match current {
+        None => Err(PublishError::Empty),
+        Some(p) if !p.pinned => Ok(Err(())),
+        Some(p) => Ok(Ok(Pointer { pinned: false, created_at: now_rfc3339(), ..p.clone() })),
+    })
+    .await?;
+    Ok(outcome.ok())
+}
+
+/// Deletes snapshot objects beyond the `keep` most recently published
+/// ones; the current (and so a pinned) snapshot is always kept. Returns
+/// the ids deleted.
+pub async fn prune(store: &Store, keep: usize) -> Result<Vec<String>, PublishError> {
+    let mut kept: Vec<String> = Vec::new();
+    for pointer in store.history().await?.into_iter().rev() {
+        if kept.len() == keep {
+            break;
+        }
+        if !kept.contains(&pointer.id) {
+            kept.push(pointer.id);
+        }
+    }
+    if let Some((current, _)) = store.read_pointer().await? {
+        kept.push(current.id);
+    }
+    let mut deleted = Vec::new();
+    for id in store.snapshot_ids().await? {
+        if !kept.contains(&id) {
+            store.delete_snapshot(&id).await?;
+            deleted.push(id);
+        }
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,512 @@
+//! `edgeroute watch`: publish a new snapshot on every change to the table.
+//!
+//! The watcher keeps a mirror of the table in memory, fed by the table's
+//! DynamoDB Stream, and after each burst of changes (debounced) compiles
+//! the mirror and publishes it. Bootstrap loses nothing: the stream
+//! positions are taken first (`LATEST` on every open shard), then the
+//! table is scanned, then the stream is applied from those positions;
+//! records are keyed by Domain, so applying one the Scan already saw is
+//! harmless. Shards that close are followed into their children; an
+//! iterator that expires is renewed after the last record read; data the
+//! stream has trimmed before it was read forces a new bootstrap. A table
+//! without a stream is scanned periodically instead, and the log says so.
+//!
+//! Bad rows are left out of the snapshot and reported (a log line each
+//! time the set changes, and a count in the pointer); they never block the
+//! rest. Every publish logs its change-to-publish latency in stages.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIteratorType};
+use edgeroute_store::Store;
+
+use crate::aws::{describe, with_retries, RetryPolicy};
+use crate::elb;
+use crate::publish::{publish, Published};
+use crate::scan::{scan_table, ScanOptions};
+use edgeroute_compiler::elb::{apply_origins, arns_without_origin, Origins};
+use edgeroute_compiler::incremental::{table_key, Incremental};
+use edgeroute_compiler::item::{dynamodb_type_name, Location, RawItem, Value};
+use edgeroute_compiler::route::ItemErrorKind;
+
+/// How to watch.
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    /// Quiet time after a change before compiling: a burst becomes one publish.
+    pub debounce: Duration,
+    /// A burst that never goes quiet is published after this long anyway.
+    pub max_delay: Duration,
+    /// Pause between polls of the stream when it had nothing new.
+    pub idle_poll: Duration,
+    /// Without a stream: how often to scan.
+    pub scan_interval: Duration,
+    pub scan: ScanOptions,
+    pub retry: RetryPolicy,
+    /// Hears about every publish (for benchmarks and embedding).
+    pub reports: Option<tokio::sync::mpsc::UnboundedSender<PublishReport>>,
+}
+
+/// One publish and how long its stages took.
+#[derive(Clone, Debug)]
+pub struct PublishReport {
+    pub id: String,
+    pub routes: u64,
+    pub skipped: u64,
+    /// How old the oldest change of the burst was when it was read from the stream.
+    pub stream_delay: Duration,
+    /// From reading that change to starting the compile.
+    pub debounce: Duration,
+    pub compile: Duration,
+    pub upload: Duration,
+    /// When the pointer was moved.
+    pub published_at: Instant,
+}
+
+impl Default for WatchOptions {
+    fn default() -> WatchOptions {
+        WatchOptions {
+            debounce: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            idle_poll: Duration::from_millis(100),
+            scan_interval: Duration::from_secs(30),
+            scan: ScanOptions::default(),
+            retry: RetryPolicy::default(),
+            reports: None,
+        }
+    }
+}
+
+/// Why the watcher stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot describe table {table:?}: {why}")]
+    Describe { table: String, why: String },
+    #[error(transparent)]
+    Scan(#[from] crate::scan::ScanError),
+    #[error("stream {stream}: {why}")]
+    Stream { stream: String, why: String },
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
+    #[error(transparent)]
+    Elb(#[from] elb::ElbError),
+}
+
+/// The table, as the watcher knows it: every item by its Domain key.
+type Mirror = Incremental;
+
+/// One open shard being read.
+#[derive(Debug)]
+struct Shard {
+    id: String,
+    iterator: Option<String>,
+    /// The last record read, to renew an expired iterator after it.
+    last_sequence: Option<String>,
+}
+
+/// A burst of changes waiting to be published.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    first_seen: Instant,
+    last_seen: Instant,
+    /// The oldest change's age when it was read (the stream's own delay).
+    stream_delay: Duration,
+}
+
+/// Watches `table` and publishes to `store` until the task is dropped or
+/// an error it cannot recover from happens.
+pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &WatchOptions) -> Result<(), WatchError> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(config);
+    let streams = aws_sdk_dynamodbstreams::Client::new(config);
+    let mut publisher = Publisher {
+        config,
+        store,
+        table,
+        origins: Origins::new(),
+        retry: options.retry,
+        last_bad: 0,
+        reports: options.reports.clone(),
+    };
+    loop {
+        let described = with_retries(&options.retry, |_| {}, || dynamodb.describe_table().table_name(table).send())
+            .await
+            .map_err(|f| WatchError::Describe { table: table.to_owned(), why: describe(&f.error) })?;
+        let description =
+            described.table.unwrap_or_else(|| aws_sdk_dynamodb::types::TableDescription::builder().build());
+        let stream = description
+            .latest_stream_arn()
+            .filter(|_| description.stream_specification().is_some_and(|s| s.stream_enabled()))
+            .map(str::to_owned);
+        let Some(stream) = stream else {
+            eprintln!(
+                "warn: table {table} has no stream (enable one with NEW_IMAGE or NEW_AND_OLD_IMAGES); falling back to a Scan every {} s",
+                options.scan_interval.as_secs_f64()
+            );
+            return scan_periodically(config, table, options, &mut publisher).await;
+        };
+        // Positions first, then the Scan, then the stream from those positions.
+        let mut shards = open_shards(&streams, &stream, &options.retry, ShardIteratorType::Latest, &[]).await?;
+        let start = Instant::now();
+        let scanned = scan_table(config, table, &options.scan, &()).await?;
+        let mut mirror = Mirror::new();
+        publisher.admit(&mut mirror, scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect()).await?;
+        eprintln!(
+            "info: mirrored {table}: {} items in {:.2} s; following {} shard(s) of {stream}",
+            mirror.len(),
+            start.elapsed().as_secs_f64(),
+            shards.len()
+        );
+        publisher.publish(&mirror, None).await?;
+        match follow(&streams, &stream, &mut shards, &mut mirror, options, &mut publisher).await? {
+            Restart::Bootstrap(why) => {
+                eprintln!("warn: {why}; mirroring the table again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+enum Restart {
+    Bootstrap(String),
+}
+
+/// Reads every shard in turn, applies its records to the mirror, and
+/// publishes after each debounced burst.
+async fn follow(
+    streams: &aws_sdk_dynamodbstreams::Client,
+    stream: &str,
+    shards: &mut Vec<Shard>,
+    mirror: &mut Mirror,
+    options: &WatchOptions,
+    publisher: &mut Publisher<'_>,
+) -> Result<Restart, WatchError> {
+    let mut pending: Option<Pending> = None;
+    let mut retry_at: Option<Instant> = None;
+    let mut last_describe = Instant::now();
+    let mut known: Vec<String> = shards.iter().map(|s| s.id.clone()).collect();
+    loop {
+        let mut read_any = false;
+        let mut closed = Vec::new();
+        for (i, shard) in shards.iter_mut().enumerate() {
+            let Some(iterator) = shard.iterator.clone() else { continue };
+            let answer =
+                with_retries(&options.retry, |_| {}, || streams.get_records().shard_iterator(&iterator).send()).await;
+            let out = match answer {
+                Ok(out) => out,
+                Err(f) if f.error.as_service_error().is_some_and(|e| e.is_expired_iterator_exception()) => {
+                    let kind = if shard.last_sequence.is_some() {
+                        ShardIteratorType::AfterSequenceNumber
+                    } else {
+                        ShardIteratorType::TrimHorizon
+                    };
+                    shard.iterator = Some(
+                        iterator_for(streams, stream, &shard.id, kind, shard.last_sequence.as_deref(), &options.retry)
+                            .await?,
+                    );
+                    continue;
+                }
+                Err(f) if f.error.as_service_error().is_some_and(|e| e.is_trimmed_data_access_exception()) => {
+                    return Ok(Restart::Bootstrap(format!("shard {} trimmed records before they were read", shard.id)));
+                }
+                Err(f) => {
+                    // Past its retries: start over rather than give up (the mirror is rebuilt).
+                    return Ok(Restart::Bootstrap(format!("reading shard {}: {}", shard.id, describe(&f.error))));
+                }
+            };
+            let now = SystemTime::now();
+            for record in out.records() {
+                let Some(change) = record.dynamodb() else { continue };
+                if let Some(seq) = change.sequence_number() {
+                    shard.last_sequence = Some(seq.to_owned());
+                }
+                let Some(AttributeValue::S(domain)) = change.keys().and_then(|k| k.get("Domain")) else { continue };
+                match record.event_name() {
+                    Some(OperationType::Remove) => mirror.set(domain, None),
+                    _ => match change.new_image() {
+                        Some(image) => publisher.admit(mirror, vec![stream_item(image)]).await?,
+                        None => {
+                            return Err(WatchError::Stream {
+                                stream: stream.to_owned(),
+                                why: "records carry no new image: set the stream's view type to NEW_IMAGE or NEW_AND_OLD_IMAGES".into(),
+                            })
+                        }
+                    },
+                }
+                let delay = change
+                    .approximate_creation_date_time()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                    .and_then(|t| now.duration_since(t).ok())
+                    .unwrap_or_default();
+                let at = Instant::now();
+                pending = Some(match pending {
+                    None => Pending { first_seen: at, last_seen: at, stream_delay: delay },
+                    Some(p) => Pending { last_seen: at, stream_delay: p.stream_delay.max(delay), ..p },
+                });
+                read_any = true;
+            }
+            shard.iterator = out.next_shard_iterator().map(str::to_owned);
+            if shard.iterator.is_none() {
+                closed.push(i);
+            }
+        }
+        // Closed shards: follow their children from the start.
+        if !closed.is_empty() || last_describe.elapsed() > Duration::from_secs(10) {
+            last_describe = Instant::now();
+            shards.retain(|s| s.iterator.is_some());
+            let new = open_shards(streams, stream, &options.retry, ShardIteratorType::TrimHorizon, &known).await?;
+            for shard in new {
+                eprintln!("info: following new shard {}", shard.id);
+                known.push(shard.id.clone());
+                shards.push(shard);
+            }
+        }
+        if let Some(p) = pending {
+            let now = Instant::now();
+            let due = now.duration_since(p.last_seen) >= options.debounce
+                || now.duration_since(p.first_seen) >= options.max_delay;
+            if due && retry_at.is_none_or(|at| now >= at) {
+                match publisher.publish(mirror, Some(p)).await {
+                    Ok(()) => {
+                        pending = None;
+                        retry_at = None;
+                    }
+                    // The store may come back: keep the changes and try again shortly.
+                    Err(e) => {
+                        eprintln!("error: cannot publish ({e}); trying again in 1 s");
+                        retry_at = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+        if !read_any {
+            tokio::time::sleep(options.idle_poll.min(options.debounce)).await;
+        }
+    }
+}
+
+/// Every shard of the stream not in `skip` that is still open, with an
+/// iterator of `kind`.
+async fn open_shards(
+    streams: &aws_sdk_dynamodbstreams::Client,
+    stream: &str,
+    retry: &RetryPolicy,
+    kind: ShardIteratorType,
+    skip: &[String],
+) -> Result<Vec<Shard>, WatchError> {
+    let mut shards = Vec::new();
+    let mut start: Option<String> = None;
+    loop {
+        let out = with_retries(
+            retry,
+            |_| {},
+            || streams.describe_stream().stream_arn(stream).set_exclusive_start_shard_id(start.clone()).send(),
+        )
+        .await
+        .map_err(|f| WatchError::Stream { stream: stream.to_owned(), why: describe(&f.error) })?;
+        let Some(description) = out.stream_description else { break };
+        for shard in description.shards() {
+            let Some(id) = shard.shard_id() else { continue };
+            let open = shard.sequence_number_range().is_none_or(|r| r.ending_sequence_number().is_none());
+            // A closed shard that is new to us still has records to read.
+            let wanted = !skip.iter().any(|s| s == id) && (open || kind == ShardIteratorType::TrimHorizon);
+            if wanted {
+                let iterator = iterator_for(streams, stream, id, kind.clone(), None, retry).await?;
+                shards.push(Shard { id: id.to_owned(), iterator: Some(iterator), last_sequence: None });
+            }
+        }
+        match description.last_evaluated_shard_id() {
+            Some(last) => start = Some(last.to_owned()),
+            None => break,
+        }
+    }
+    Ok(shards)
+}
+
+async fn iterator_for(
+    streams: &aws_sdk_dynamodbstreams::Client,
+    stream: &str,
+    shard: &str,
+    kind: ShardIteratorType,
+    after: Option<&str>,
+    retry: &RetryPolicy,
+) -> Result<String, WatchError> {
+    let out = with_retries(
+        retry,
+        |_| {},
+        || {
+            streams
+                .get_shard_iterator()
+                .stream_arn(stream)
+                .shard_id(shard)
+                .shard_iterator_type(kind.clone())
+                .set_sequence_number(after.map(str::to_owned))
+                .send()
+        },
+    )
+    .await
+    .map_err(|f| WatchError::Stream { stream: stream.to_owned(), why: describe(&f.error) })?;
+    out.shard_iterator
+        .ok_or_else(|| WatchError::Stream { stream: stream.to_owned(), why: format!("no iterator for shard {shard}") })
+}
+
+/// Without a stream: a full Scan every interval, published when it differs.
+async fn scan_periodically(
+    config: &SdkConfig,
+    table: &str,
+    options: &WatchOptions,
+    publisher: &mut Publisher<'_>,
+) -> Result<(), WatchError> {
+    loop {
+        let scanned = scan_table(config, table, &options.scan, &()).await?;
+        let mut mirror = Mirror::new();
+        publisher.admit(&mut mirror, scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect()).await?;
+        publisher.publish(&mirror, None).await?;
+        tokio::time::sleep(options.scan_interval).await;
+    }
+}
+
+/// Compiles the mirror and publishes it, and says how long it all took.
+struct Publisher<'a> {
+    config: &'a SdkConfig,
+    store: &'a Store,
+    table: &'a str,
+    /// ELB ARNs resolved so far (asked once per watcher, not per publish).
+    origins: Origins,
+    retry: RetryPolicy,
+    last_bad: usize,
+    reports: Option<tokio::sync::mpsc::UnboundedSender<PublishReport>>,
+}
+
+impl Publisher<'_> {
+    /// Puts items into the mirror (validated there), after resolving the
+    /// ELB ARNs it has not seen before.
+    async fn admit(&mut self, mirror: &mut Mirror, items: Vec<RawItem<'static>>) -> Result<(), WatchError> {
+        let (mut keys, mut slots) = (Vec::with_capacity(items.len()), Vec::with_capacity(items.len()));
+        for item in items {
+            if let Some(key) = table_key(&item).map(str::to_owned) {
+                keys.push(key);
+                slots.push((Location::Index(0), Ok(item)));
+            }
+        }
+        let arns: std::collections::BTreeSet<String> =
+            arns_without_origin(&slots).into_iter().filter(|a| !self.origins.contains_key(a)).collect();
+        if !arns.is_empty() {
+            self.origins.extend(elb::describe_load_balancers(self.config, &arns, &self.retry).await?);
+        }
+        apply_origins(&mut slots, &self.origins);
+        for (key, (_, item)) in keys.iter().zip(slots) {
+            mirror.set(key, Some(item));
+        }
+        Ok(())
+    }
+
+    async fn publish(&mut self, mirror: &Mirror, pending: Option<Pending>) -> Result<(), WatchError> {
+        let compile_start = Instant::now();
+        let compiled = match mirror.build() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: cannot compile the mirror of {}: {e}", self.table);
+                return Ok(());
+            }
+        };
+        if compiled.skipped.len() != self.last_bad || !compiled.skipped.is_empty() && pending.is_none() {
+            for e in &compiled.skipped {
+                let domain = e.domain.as_deref().unwrap_or("?");
+                match &e.kind {
+                    ItemErrorKind::Duplicate { domain: normalized, other_written, .. } => eprintln!(
+                        "warn: left out Domain {domain:?}: the table also has {other_written:?}; both are {normalized:?} once normalized"
+                    ),
+                    kind => eprintln!("warn: left out Domain {domain:?}: {kind}"),
+                }
+            }
+        }
+        self.last_bad = compiled.skipped.len();
+        let compile_time = compile_start.elapsed();
+        let upload_start = Instant::now();
+        let source = format!("dynamodb://{} (watch)", self.table);
+        let outcome = publish(self.store, &compiled.bytes, &source, compiled.skipped.len() as u64).await?;
+        let upload = upload_start.elapsed();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        match outcome {
+            Published::Current(p) => {
+                if let Some(reports) = &self.reports {
+                    let _ = reports.send(PublishReport {
+                        id: p.id.clone(),
+                        routes: p.routes,
+                        skipped: p.skipped,
+                        stream_delay: pending.map_or(Duration::ZERO, |p| p.stream_delay),
+                        debounce: pending.map_or(Duration::ZERO, |p| compile_start.duration_since(p.first_seen)),
+                        compile: compile_time,
+                        upload,
+                        published_at: Instant::now(),
+                    });
+                }
+                let stages = match pending {
+                    Some(p) => format!(
+                        "stream {:.0} ms, debounce {:.0} ms, ",
+                        ms(p.stream_delay),
+                        ms(compile_start.duration_since(p.first_seen))
+                    ),
+                    None => String::new(),
+                };
+                let total = pending.map_or(compile_time + upload, |p| p.stream_delay + p.first_seen.elapsed());
+                eprintln!(
+                    "info: published {} ({} routes, {} left out) in {:.0} ms: {stages}compile {:.0} ms, upload {:.0} ms",
+                    p.id,
+                    p.routes,
+                    p.skipped,
+                    ms(total),
+                    ms(compile_time),
+                    ms(upload)
+                );
+            }
+            Published::AlreadyCurrent(p) => eprintln!("info: {} is already current", p.id),
+            Published::HeldBack { pinned } => eprintln!(
+                "warn: holding back {}: the store is pinned to {} (rolled back; `edgeroute unpin` to go on)",
+                compiled.id, pinned.id
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// A stream image's attributes, typed loosely like any source's.
+fn stream_item(image: &HashMap<String, AttributeValue>) -> RawItem<'static> {
+    let take = |name: &str| image.get(name).map(stream_value);
+    let mut item = RawItem {
+        domain: take("Domain"),
+        target: take("Target"),
+        origin: take("Origin"),
+        assets: take("Assets"),
+        fallback: take("Fallback"),
+        not_an_object: None,
+        duplicate_attribute: None,
+        miscased: None,
+    };
+    // Sorted, so that the name an error shows does not depend on the map's order.
+    let mut unread: Vec<&String> = image.keys().collect();
+    unread.sort_unstable();
+    for name in unread {
+        item.note_unread(name);
+    }
+    item
+}
+
+fn stream_value(v: &AttributeValue) -> Value<'static> {
+    let tag = match v {
+        AttributeValue::S(s) => return Value::Str(Cow::Owned(s.clone())),
+        AttributeValue::L(list) => return Value::List(list.iter().map(stream_value).collect()),
+        AttributeValue::Ss(set) => return Value::List(set.iter().map(|s| Value::Str(Cow::Owned(s.clone()))).collect()),
+        AttributeValue::N(_) => "N",
+        AttributeValue::B(_) => "B",
+        AttributeValue::Bool(_) => "BOOL",
+        AttributeValue::Null(_) => "NULL",
+        AttributeValue::M(_) => "M",
+        AttributeValue::Ns(_) => "NS",
+        AttributeValue::Bs(_) => "BS",
+        _ => "a type this SDK does not know",
+    };
+    Value::Other(dynamodb_type_name(tag).unwrap_or(tag))
+}

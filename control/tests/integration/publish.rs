@@ -1,0 +1,211 @@
+//! Publishing to stores (a directory, and S3 on moto's server): objects
+//! written once, the pointer replaced by compare-and-swap, rollback and
+//! pins, history, pruning, and concurrent publishers that never lose an
+//! update.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use edgeroute_compiler::Options;
+use edgeroute_control::publish::{self, Published};
+use edgeroute_store::{Pointer, Store, StoreLocation};
+use edgeroute_tests::compile_text;
+use edgeroute_tests_aws::{aws_env, Moto};
+
+fn edgeroute(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgeroute"));
+    cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+    cmd.output().expect("runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgeroute-publish-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A distinct small snapshot for each `n`.
+fn snapshot(n: usize) -> Vec<u8> {
+    let table: String = (0..=n)
+        .map(|i| format!("{{\"Domain\":\"env-{i}.example.com\",\"Target\":\"s3://sites/env-{i}\"}}\n"))
+        .collect();
+    compile_text(&table, Options::default()).unwrap().bytes
+}
+
+fn id(bytes: &[u8]) -> String {
+    edgeroute_edge::SnapshotId::of(bytes).to_string()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap()
+}
+
+fn assert_ok(o: &Output) {
+    assert!(o.status.success(), "stdout:\n{}\nstderr:\n{}", text(&o.stdout), text(&o.stderr));
+}
+
+#[test]
+fn publish_rollback_pin_unpin_history_and_prune_in_a_directory() {
+    let dir = scratch("cli");
+    let store = dir.join("store");
+    let to = format!("dir:{}", store.display());
+    let (a, b) = (dir.join("a.snap"), dir.join("b.snap"));
+    std::fs::write(&a, snapshot(1)).unwrap();
+    std::fs::write(&b, snapshot(2)).unwrap();
+    let (ida, idb) = (id(&snapshot(1)), id(&snapshot(2)));
+    let run = |args: &[&str]| {
+        let o = edgeroute(args, &[]);
+        assert_ok(&o);
+        text(&o.stdout)
+    };
+    assert!(run(&["publish", a.to_str().unwrap(), "--to", &to]).contains(&format!("published {ida}")));
+    let out = run(&["publish", b.to_str().unwrap(), "--to", &to, "--source", "dynamodb://routes"]);
+    assert!(out.contains(&format!("published {idb} (3 routes) to {to}; previous {ida}")), "{out}");
+    assert!(run(&["publish", b.to_str().unwrap(), "--to", &to]).contains("is already current"));
+    // The objects are content-addressed; the pointer says what is live.
+    assert_eq!(std::fs::read(store.join(format!("snapshots/{ida}.snap"))).unwrap(), snapshot(1));
+    let pointer: Pointer = serde_json::from_slice(&std::fs::read(store.join("current.json")).unwrap()).unwrap();
+    assert_eq!((pointer.id.as_str(), pointer.previous.as_deref()), (idb.as_str(), Some(ida.as_str())));
+    assert_eq!((pointer.routes, pointer.source.as_str(), pointer.pinned), (3, "dynamodb://routes", false));
+
+    // Rollback to the previous one pins the store; publishing holds back.
+    assert!(run(&["rollback", "--to", &to]).contains(&format!("rolled back {to} to {ida}")));
+    let c = dir.join("c.snap");
+    std::fs::write(&c, snapshot(3)).unwrap();
+    let out = run(&["publish", c.to_str().unwrap(), "--to", &to]);
+    assert!(out.contains("held back: the store is pinned"), "{out}");
+    let pointer: Pointer = serde_json::from_slice(&std::fs::read(store.join("current.json")).unwrap()).unwrap();
+    assert_eq!((pointer.id.as_str(), pointer.pinned), (ida.as_str(), true));
+    // The held-back snapshot is stored all the same.
+    assert!(store.join(format!("snapshots/{}.snap", id(&snapshot(3)))).exists());
+    let history = run(&["history", &to]);
+    assert!(history.lines().last().unwrap().contains("[current, pinned]"), "{history}");
+    assert!(run(&["unpin", &to]).contains("unpinned"));
+    assert!(run(&["unpin", &to]).contains("is not pinned"));
+    let out = run(&["publish", c.to_str().unwrap(), "--to", &to, "--keep", "2"]);
+    assert!(out.contains(&format!("published {}", id(&snapshot(3)))), "{out}");
+    assert!(out.contains("pruned 1 snapshot(s)"), "{out}");
+    // Kept: c (current) and a (the rollback); b is gone and the history says so.
+    assert!(!store.join(format!("snapshots/{idb}.snap")).exists());
+    let history = run(&["history", &to]);
+    assert_eq!(history.lines().count(), 4, "{history}");
+    assert!(history.lines().nth(1).unwrap().contains("[pruned]"), "{history}");
+    // Rollback to an explicit id that is not there, and a bad snapshot, are refused.
+    let o = edgeroute(&["rollback", "--to", &to, "--id", &idb], &[]);
+    assert!(!o.status.success() && text(&o.stderr).contains("is not in the store"), "{}", text(&o.stderr));
+    std::fs::write(dir.join("junk.snap"), b"not a snapshot").unwrap();
+    let o = edgeroute(&["publish", dir.join("junk.snap").to_str().unwrap(), "--to", &to], &[]);
+    assert!(!o.status.success() && text(&o.stderr).contains("not a valid snapshot"), "{}", text(&o.stderr));
+    let o = edgeroute(&["history", "ftp://x"], &[]);
+    assert!(!o.status.success() && text(&o.stderr).contains("a store is dir:PATH or s3://"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn a_damaged_snapshot_object_is_not_rolled_back_to() {
+    let dir = scratch("damaged");
+    let store = Store::open(&StoreLocation::Dir(dir.clone()), None).unwrap();
+    let rt = runtime();
+    rt.block_on(publish::publish(&store, &snapshot(1), "t", 0)).unwrap();
+    rt.block_on(publish::publish(&store, &snapshot(2), "t", 0)).unwrap();
+    let path = dir.join(format!("snapshots/{}.snap", id(&snapshot(1))));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let err = rt.block_on(publish::rollback(&store, None)).unwrap_err().to_string();
+    assert!(err.contains("is damaged"), "{err}");
+    let (pointer, _) = rt.block_on(store.read_pointer()).unwrap().unwrap();
+    assert_eq!(pointer.id, id(&snapshot(2)));
+}
+
+/// `n` publishers at once, each with its own snapshot: every one of them
+/// becomes current exactly once, and each pointer's `previous` is the
+/// pointer it replaced, so the history is one unbroken chain.
+fn concurrent_publishers_lose_nothing(store: Store, n: usize) {
+    let rt = runtime();
+    let store = std::sync::Arc::new(store);
+    let snapshots: Vec<Vec<u8>> = (0..n).map(|i| snapshot(10 + i)).collect();
+    rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for bytes in snapshots.clone() {
+            let store = store.clone();
+            tasks.spawn(async move { publish::publish(&store, &bytes, "concurrent", 0).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            assert!(matches!(done.unwrap().unwrap(), Published::Current(_)));
+        }
+    });
+    let history = rt.block_on(store.history()).unwrap();
+    let mut ids: Vec<&str> = history.iter().map(|p| p.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<String> = snapshots.iter().map(|s| id(s)).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected.iter().map(String::as_str).collect::<Vec<_>>());
+    // One chain: the history's order, each built on the one before.
+    let mut previous = None;
+    let mut by_previous: std::collections::HashMap<Option<String>, &Pointer> =
+        history.iter().map(|p| (p.previous.clone(), p)).collect();
+    assert_eq!(by_previous.len(), n, "two publishers built on the same pointer: {history:#?}");
+    for _ in 0..n {
+        let next = by_previous.remove(&previous).expect("the chain is unbroken");
+        previous = Some(next.id.clone());
+    }
+    let (current, _) = rt.block_on(store.read_pointer()).unwrap().unwrap();
+    assert_eq!(Some(current.id), previous);
+}
+
+#[test]
+fn concurrent_publishers_to_a_directory_lose_nothing() {
+    let dir = scratch("concurrent");
+    concurrent_publishers_lose_nothing(Store::open(&StoreLocation::Dir(dir), None).unwrap(), 12);
+}
+
+#[test]
+fn s3_store_on_moto_publishes_rolls_back_and_never_loses_an_update() {
+    let moto = Moto::start();
+    let dir = scratch("s3");
+    let env = aws_env(&moto.endpoint);
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+    rt.block_on(s3.create_bucket().bucket("edge-snapshots").send()).unwrap();
+
+    // Through the CLI, with the AWS settings from the environment.
+    let to = "s3://edge-snapshots/previews";
+    let (a, b) = (dir.join("a.snap"), dir.join("b.snap"));
+    std::fs::write(&a, snapshot(1)).unwrap();
+    std::fs::write(&b, snapshot(2)).unwrap();
+    for file in [&a, &b] {
+        let o = edgeroute(&["publish", file.to_str().unwrap(), "--to", to], &env);
+        assert_ok(&o);
+    }
+    let key = format!("previews/snapshots/{}.snap", id(&snapshot(1)));
+    let object = rt.block_on(s3.get_object().bucket("edge-snapshots").key(&key).send()).unwrap();
+    assert_eq!(rt.block_on(object.body.collect()).unwrap().to_vec(), snapshot(1));
+    let o = edgeroute(&["rollback", "--to", to], &env);
+    assert_ok(&o);
+    let o = edgeroute(&["history", to, "--json"], &env);
+    assert_ok(&o);
+    let history: Vec<Pointer> = text(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(history.len(), 3);
+    assert!(history[2].pinned && history[2].id == id(&snapshot(1)));
+
+    // A stale version loses the conditional put.
+    let store =
+        Store::open(&StoreLocation::S3 { bucket: "edge-snapshots".into(), prefix: "race".into() }, Some(&config))
+            .unwrap();
+    rt.block_on(publish::publish(&store, &snapshot(1), "t", 0)).unwrap();
+    let (pointer, stale) = rt.block_on(store.read_pointer()).unwrap().unwrap();
+    rt.block_on(publish::publish(&store, &snapshot(2), "t", 0)).unwrap();
+    assert!(!rt.block_on(store.replace_pointer(&pointer, Some(&stale))).unwrap());
+    assert!(!rt.block_on(store.replace_pointer(&pointer, None)).unwrap());
+
+    let store =
+        Store::open(&StoreLocation::S3 { bucket: "edge-snapshots".into(), prefix: "concurrent".into() }, Some(&config))
+            .unwrap();
+    concurrent_publishers_lose_nothing(store, 6);
+}

@@ -1,0 +1,404 @@
+//! `edgeroute watch` against moto's DynamoDB and DynamoDB Streams: every
+//! change is published, bad rows are left out and counted, bootstrap under
+//! concurrent writes loses nothing, a pinned store is held back, a restart
+//! rebuilds the mirror, and a table without a stream is scanned instead.
+//! The tests wait for behaviour (eventually published), never for a time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeroute_control::publish;
+use edgeroute_edge::Snapshot;
+use edgeroute_store::{Pointer, Store, StoreLocation};
+use edgeroute_tests_aws::{
+    aws_env, create_streamed_table, create_table, delete_items, put_items, Fault, FaultProxy, Moto,
+};
+use serde_json::{json, Value as Json};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgeroute-watch-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn item(domain: &str) -> Json {
+    json!({"Domain": {"S": domain}, "Target": {"S": format!("s3://sites/{}", domain.split('.').next().unwrap())}})
+}
+
+/// A running `edgeroute watch`, killed on drop.
+struct Watcher {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Watcher {
+    fn start(table: &str, store: &Path, endpoint: &str, extra: &[&str]) -> Watcher {
+        Watcher::start_to(table, &format!("dir:{}", store.display()), store, endpoint, extra)
+    }
+
+    /// Publishing to `publish_to`; the log goes beside `near`.
+    fn start_to(table: &str, publish_to: &str, near: &Path, endpoint: &str, extra: &[&str]) -> Watcher {
+        let log = near.with_file_name(format!("watch-{}.log", unique_name()));
+        let child = Command::new(env!("CARGO_BIN_EXE_edgeroute"))
+            .args(["watch", "--table", table, "--publish-to", publish_to, "--debounce-ms", "30"])
+            .args(extra)
+            .envs(aws_env(endpoint))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("edgeroute watch starts");
+        Watcher { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `ok` holds for the published snapshot (and its pointer).
+    fn wait_for(
+        &self,
+        store: &Path,
+        what: &str,
+        ok: impl Fn(&Pointer, &Snapshot<Vec<u8>>) -> bool,
+    ) -> (Pointer, Snapshot<Vec<u8>>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some((pointer, snapshot)) = current(store) {
+                if ok(&pointer, &snapshot) {
+                    return (pointer, snapshot);
+                }
+            }
+            assert!(Instant::now() < deadline, "never published: {what}\nlog:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+fn unique_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The store's current pointer and snapshot (the snapshot checked against its id).
+fn current(store: &Path) -> Option<(Pointer, Snapshot<Vec<u8>>)> {
+    current_of(&Store::open(&StoreLocation::Dir(store.to_owned()), None).ok()?)
+}
+
+fn current_of(store: &Store) -> Option<(Pointer, Snapshot<Vec<u8>>)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (pointer, _) = rt.block_on(store.read_pointer()).ok()??;
+    let bytes = rt.block_on(store.get_snapshot(&pointer.id)).ok()?;
+    assert_eq!(
+        edgeroute_edge::SnapshotId::of(&bytes).to_string(),
+        pointer.id,
+        "a pointer named bytes that are not its id"
+    );
+    let snapshot = Snapshot::from_bytes(bytes).expect("a published snapshot validates");
+    Some((pointer, snapshot))
+}
+
+fn serves(snapshot: &Snapshot<Vec<u8>>, host: &str) -> bool {
+    !matches!(snapshot.resolve(host.as_bytes(), b"/"), edgeroute_edge::Resolution::NotFound)
+}
+
+#[test]
+fn every_change_is_published_and_bad_rows_are_left_out_and_counted() {
+    let moto = Moto::start();
+    let dir = scratch("changes");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    let initial: Vec<Json> = (0..50).map(|i| item(&format!("env-{i}.example.com"))).collect();
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        put_items(&config, "routes", &initial).await;
+    });
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &[]);
+    watcher.wait_for(&store, "the initial 50 routes", |p, _| p.routes == 50);
+
+    rt.block_on(async {
+        put_items(&config, "routes", &[item("new.example.com")]).await;
+        put_items(&config, "routes", &[json!({"Domain": {"S": "bad.example.com"}, "Target": {"N": "7"}})]).await;
+        delete_items(&config, "routes", &["env-0.example.com"]).await;
+    });
+    let (pointer, snapshot) = watcher.wait_for(&store, "new added, env-0 removed, bad left out", |p, s| {
+        serves(s, "new.example.com") && !serves(s, "env-0.example.com") && p.skipped == 1
+    });
+    assert_eq!(pointer.routes, 50);
+    assert!(serves(&snapshot, "env-49.example.com"));
+    assert!(!serves(&snapshot, "bad.example.com"));
+    assert_eq!(pointer.source, "dynamodb://routes (watch)");
+    let log = watcher.log();
+    assert!(
+        log.contains("left out Domain \"bad.example.com\": attribute Target must be a string, not a number (N)"),
+        "{log}"
+    );
+    // The publish's log line comes just after its pointer.
+    let staged = |log: &str| {
+        log.lines().any(|l| {
+            l.contains(&pointer.id)
+                && l.contains(" ms: stream ")
+                && l.contains(", debounce ")
+                && l.contains(", compile ")
+                && l.contains(", upload ")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !staged(&watcher.log()) {
+        assert!(Instant::now() < deadline, "no staged latency for {}:\n{}", pointer.id, watcher.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+
+    // A pinned store is held back; unpinning lets the next change through.
+    let dir_store = Store::open(&StoreLocation::Dir(store.clone()), None).unwrap();
+    rt.block_on(publish::rollback(&dir_store, None)).unwrap();
+    rt.block_on(put_items(&config, "routes", &[item("during-pin.example.com")]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !watcher.log().contains("holding back") {
+        assert!(Instant::now() < deadline, "{}", watcher.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (pinned, snapshot) = current(&store).unwrap();
+    assert!(pinned.pinned && !serves(&snapshot, "during-pin.example.com"));
+    rt.block_on(publish::unpin(&dir_store)).unwrap();
+    rt.block_on(put_items(&config, "routes", &[item("after-pin.example.com")]));
+    watcher.wait_for(&store, "after unpin", |_, s| {
+        serves(s, "during-pin.example.com") && serves(s, "after-pin.example.com")
+    });
+
+    // A restart rebuilds the mirror, changes made while down included.
+    drop(watcher);
+    rt.block_on(async {
+        delete_items(&config, "routes", &["env-1.example.com"]).await;
+        put_items(&config, "routes", &[item("while-down.example.com")]).await;
+    });
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &[]);
+    watcher.wait_for(&store, "changes made while down", |_, s| {
+        serves(s, "while-down.example.com") && !serves(s, "env-1.example.com")
+    });
+}
+
+#[test]
+fn bootstrap_under_concurrent_writes_loses_nothing() {
+    let moto = Moto::start();
+    let dir = scratch("bootstrap");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        let initial: Vec<Json> = (0..2000).map(|i| item(&format!("old-{i}.example.com"))).collect();
+        put_items(&config, "routes", &initial).await;
+    });
+    // Writes go on while the watcher takes its positions and scans.
+    let writer = {
+        let config = config.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            for batch in 0..20 {
+                let items: Vec<Json> = (0..10).map(|i| item(&format!("new-{batch}-{i}.example.com"))).collect();
+                rt.block_on(put_items(&config, "routes", &items));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &["--segments", "4", "--page-size", "100"]);
+    writer.join().unwrap();
+    let (pointer, snapshot) = watcher.wait_for(&store, "all 2200 routes", |p, _| p.routes == 2200);
+    for batch in 0..20 {
+        for i in 0..10 {
+            assert!(serves(&snapshot, &format!("new-{batch}-{i}.example.com")));
+        }
+    }
+    assert_eq!(pointer.skipped, 0);
+}
+
+#[test]
+fn a_table_without_a_stream_is_scanned_periodically() {
+    let moto = Moto::start();
+    let dir = scratch("no-stream");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    rt.block_on(async {
+        create_table(&config, "routes", "Domain").await;
+        put_items(&config, "routes", &[item("a.example.com")]).await;
+    });
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &["--scan-interval-ms", "200"]);
+    watcher.wait_for(&store, "a", |_, s| serves(s, "a.example.com"));
+    rt.block_on(put_items(&config, "routes", &[item("b.example.com")]));
+    watcher.wait_for(&store, "b", |_, s| serves(s, "b.example.com"));
+    assert!(watcher.log().contains("has no stream"), "{}", watcher.log());
+    assert!(watcher.log().contains("falling back to a Scan every 0.2 s"), "{}", watcher.log());
+}
+
+/// A stream whose shard splits, answered by the test itself (moto's
+/// streams have one shard that never closes): the parent shard closes
+/// after one record, its child appears in DescribeStream, the child's
+/// iterator expires once. Table calls go on to moto.
+fn split_stream(request: &edgeroute_tests_aws::Request, state: &std::sync::Mutex<u32>) -> Option<Fault> {
+    let op = request.target.strip_prefix("DynamoDBStreams_20120810.")?;
+    let arn = request.body["StreamArn"].as_str().unwrap_or("arn:stream").to_owned();
+    let record = |seq: u32, event: &str, domain: &str| {
+        let mut change = json!({
+            "ApproximateCreationDateTime": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64(),
+            "Keys": {"Domain": {"S": domain}},
+            "SequenceNumber": seq.to_string(),
+            "SizeBytes": 64,
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+        });
+        if event != "REMOVE" {
+            change["NewImage"] = item(domain);
+        }
+        json!({"eventID": seq.to_string(), "eventName": event, "eventVersion": "1.1", "eventSource": "aws:dynamodb",
+               "awsRegion": "us-east-1", "dynamodb": change})
+    };
+    let mut phase = state.lock().unwrap();
+    let answer = match op {
+        "DescribeStream" => {
+            let parent = if *phase == 0 {
+                json!({"ShardId": "shardId-parent", "SequenceNumberRange": {"StartingSequenceNumber": "100"}})
+            } else {
+                json!({"ShardId": "shardId-parent", "SequenceNumberRange": {"StartingSequenceNumber": "100", "EndingSequenceNumber": "199"}})
+            };
+            let mut shards = vec![parent];
+            if *phase > 0 {
+                shards.push(json!({"ShardId": "shardId-child", "ParentShardId": "shardId-parent",
+                                   "SequenceNumberRange": {"StartingSequenceNumber": "200"}}));
+            }
+            json!({"StreamDescription": {"StreamArn": arn, "StreamLabel": "split", "StreamStatus": "ENABLED",
+                   "StreamViewType": "NEW_AND_OLD_IMAGES", "TableName": "routes", "Shards": shards}})
+        }
+        "GetShardIterator" => {
+            let shard = request.body["ShardId"].as_str().unwrap_or_default();
+            let kind = request.body["ShardIteratorType"].as_str().unwrap_or_default();
+            let iterator = match (shard, kind) {
+                ("shardId-parent", _) => "parent-0",
+                ("shardId-child", "TRIM_HORIZON") => "child-0",
+                ("shardId-child", "AFTER_SEQUENCE_NUMBER") if request.body["SequenceNumber"] == "201" => "child-renewed",
+                other => panic!("unexpected GetShardIterator {other:?}"),
+            };
+            json!({"ShardIterator": iterator})
+        }
+        "GetRecords" => match request.body["ShardIterator"].as_str().unwrap_or_default() {
+            "parent-0" => json!({"Records": [record(101, "INSERT", "split-a.example.com")], "NextShardIterator": "parent-1"}),
+            "parent-1" => {
+                // The parent is closed: no next iterator.
+                *phase = 1;
+                json!({"Records": []})
+            }
+            "child-0" => json!({"Records": [record(200, "INSERT", "split-b.example.com"),
+                                            record(201, "REMOVE", "base-2.example.com")],
+                                "NextShardIterator": "child-stale"}),
+            "child-stale" => {
+                return Some(Fault::Answer(
+                    400,
+                    "application/x-amz-json-1.0",
+                    r#"{"__type":"com.amazonaws.dynamodb.v20120810#ExpiredIteratorException","message":"Iterator expired"}"#.into(),
+                ))
+            }
+            "child-renewed" => {
+                *phase = 2;
+                json!({"Records": [record(202, "INSERT", "split-c.example.com")], "NextShardIterator": "child-idle"})
+            }
+            "child-idle" => json!({"Records": [], "NextShardIterator": "child-idle"}),
+            other => panic!("unexpected iterator {other}"),
+        },
+        other => panic!("unexpected streams call {other}"),
+    };
+    Some(Fault::Answer(200, "application/x-amz-json-1.0", answer.to_string()))
+}
+
+#[test]
+fn a_split_shard_is_followed_into_its_child_and_an_expired_iterator_is_renewed() {
+    let moto = Moto::start();
+    let dir = scratch("split");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        put_items(&config, "routes", &[item("base-1.example.com"), item("base-2.example.com")]).await;
+    });
+    let state = std::sync::Mutex::new(0);
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| split_stream(r, &state));
+    let watcher = Watcher::start("routes", &store, &proxy.endpoint, &[]);
+    watcher.wait_for(&store, "records of the parent, the child, and after the renewed iterator", |_, s| {
+        serves(s, "base-1.example.com")
+            && !serves(s, "base-2.example.com")
+            && serves(s, "split-a.example.com")
+            && serves(s, "split-b.example.com")
+            && serves(s, "split-c.example.com")
+    });
+    assert!(watcher.log().contains("following new shard shardId-child"), "{}", watcher.log());
+}
+
+/// Waits until `ok` holds, or fails with the watcher's log.
+fn eventually(watcher: &Watcher, what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(Instant::now() < deadline, "never: {what}\nlog:\n{}", watcher.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn a_store_outage_and_a_stream_error_are_ridden_out() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let moto = Moto::start();
+    let dir = scratch("outages");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        put_items(&config, "routes", &[item("a.example.com")]).await;
+        let s3 =
+            aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+        s3.create_bucket().bucket("edge").send().await.unwrap();
+    });
+    // 1: every S3 PUT fails; 2: the next GetRecords is refused (not transient).
+    let phase = std::sync::Arc::new(AtomicU32::new(0));
+    let state = phase.clone();
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| match state.load(Ordering::SeqCst) {
+        1 if r.method == "PUT" && r.path.starts_with("/edge/") => Some(Fault::ServerError),
+        2 if r.target == "DynamoDBStreams_20120810.GetRecords" => {
+            state.store(0, Ordering::SeqCst);
+            Some(Fault::Answer(
+                400,
+                "application/x-amz-json-1.0",
+                r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"injected"}"#.into(),
+            ))
+        }
+        _ => None,
+    });
+    let store = Store::open(&StoreLocation::S3 { bucket: "edge".into(), prefix: "p".into() }, Some(&config)).unwrap();
+    let watcher = Watcher::start_to("routes", "s3://edge/p", &dir.join("store"), &proxy.endpoint, &[]);
+    let serving = |host: &str| current_of(&store).is_some_and(|(_, s)| serves(&s, host));
+    eventually(&watcher, "the first publish", || serving("a.example.com"));
+
+    phase.store(1, Ordering::SeqCst);
+    rt.block_on(put_items(&config, "routes", &[item("b.example.com")]));
+    eventually(&watcher, "a failed publish", || watcher.log().contains("cannot publish"));
+    assert!(!serving("b.example.com"));
+    phase.store(0, Ordering::SeqCst);
+    eventually(&watcher, "b, once the store is back", || serving("b.example.com"));
+
+    phase.store(2, Ordering::SeqCst);
+    eventually(&watcher, "a new bootstrap", || watcher.log().contains("mirroring the table again"));
+    rt.block_on(put_items(&config, "routes", &[item("c.example.com")]));
+    eventually(&watcher, "c, after the new bootstrap", || serving("c.example.com") && serving("b.example.com"));
+}

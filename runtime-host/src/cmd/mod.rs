@@ -1,0 +1,100 @@
+//! One module per command of `edgeroute-host`, each with one documented
+//! entry point that `main` dispatches to, and what they share: loading a
+//! router, AWS settings, starting the listeners, and waiting for a signal.
+
+pub mod bench;
+pub mod demo;
+pub mod resolve;
+pub mod serve;
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use edgeroute_host::http::Workers;
+use edgeroute_host::plane::DataPlane;
+use edgeroute_host::proxy::Proxy;
+use edgeroute_host::statics::{DirObjects, Objects, S3Objects};
+use edgeroute_host::{EdgeEngine, HostState, Router};
+
+use crate::flags::{ListenerArgs, OriginArgs};
+
+/// The router for the snapshot file at `path`: read, validated by the
+/// module, ready to serve.
+pub fn load_router(path: &Path) -> Result<Router> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read snapshot {}", path.display()))?;
+    router_for(&bytes).with_context(|| format!("cannot use snapshot {}", path.display()))
+}
+
+/// The router for a snapshot's bytes.
+pub fn router_for(bytes: &[u8]) -> Result<Router> {
+    Ok(Router::new(EdgeEngine::new()?, bytes)?)
+}
+
+/// AWS settings the usual way (environment, `~/.aws`), with
+/// `--endpoint-url` on top; only loaded when something is in S3.
+pub async fn aws_config(origins: &OriginArgs) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(url) = &origins.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: draining requests in flight");
+}
+
+/// Starts serving `edge`: the admin listener on this runtime, and the
+/// public listener on its own threads. Returns the public listener's
+/// threads, to shut down.
+pub async fn start(
+    state: &'static HostState,
+    listener: &ListenerArgs,
+    origins: &OriginArgs,
+    aws: &aws_config::SdkConfig,
+) -> Result<Workers> {
+    if listener.admin_listen == listener.listen {
+        anyhow::bail!("--admin-listen must differ from --listen: metrics are never served on the public listener");
+    }
+    let objects = match &origins.static_root {
+        Some(root) => Objects::Dir(DirObjects::new(root)),
+        None => Objects::S3(S3Objects::new(aws)),
+    };
+    let proxy = Proxy::new(origins.proxy_config()?)?;
+    let public = std::net::TcpListener::bind(listener.listen)
+        .with_context(|| format!("cannot listen on {} (--listen)", listener.listen))?;
+    let admin = tokio::net::TcpListener::bind(listener.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--admin-listen)", listener.admin_listen))?;
+    let threads = listener.threads();
+    let workers = Workers::start(&DataPlane { state, objects, proxy }, public, threads, listener.limits())
+        .context("cannot start the serving threads")?;
+    let live = state.router.live();
+    tracing::info!(
+        "listening on {} ({threads} thread(s)), serving {} ({} routes); metrics on http://{}/metrics",
+        workers.local_addr(),
+        live.id,
+        live.route_count,
+        admin.local_addr().unwrap_or(listener.admin_listen)
+    );
+    tokio::spawn(edgeroute_host::admin::serve(state, admin));
+    Ok(workers)
+}

@@ -1,0 +1,46 @@
+//! `edgeroute-host serve`: the data plane, from a snapshot file or a store.
+
+use anyhow::{Context as _, Result};
+use edgeroute_host::follow::{default_cache, Follower};
+use edgeroute_host::HostState;
+use edgeroute_store::{Store, StoreLocation};
+
+use super::{aws_config, load_router, router_for, shutdown_signal, start};
+use crate::flags::ServeArgs;
+
+/// Serves until SIGTERM or Ctrl-C, then drains. The host's shared state
+/// (the router and its counters) is made here, once, from the snapshot
+/// file or the store's current snapshot; a store is then followed in the
+/// background. Requests are served on the data plane's own threads; this
+/// thread runs the follower, the admin listener and the signals.
+pub fn run(args: &ServeArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
+    runtime.block_on(async {
+        // AWS settings only when something is in S3: a directory store with
+        // --static-root never looks for credentials or a region.
+        let needs_aws =
+            args.origins.static_root.is_none() || matches!(args.routes.store, Some(StoreLocation::S3 { .. }));
+        let aws = if needs_aws { aws_config(&args.origins).await } else { aws_config::SdkConfig::builder().build() };
+        let (state, follower) = match (&args.routes.snapshot, &args.routes.store) {
+            (Some(file), _) => (HostState::leak(load_router(file)?), None),
+            (None, Some(location)) => {
+                let config = matches!(location, StoreLocation::S3 { .. }).then_some(&aws);
+                let store = Store::open(location, config)?;
+                let cache = args.follower.cache_dir.clone().unwrap_or_else(|| default_cache(&location.to_string()));
+                let (follower, first) =
+                    Follower::start(store, cache).await.with_context(|| format!("cannot serve from {location}"))?;
+                let router = router_for(&first).with_context(|| format!("cannot serve from {location}"))?;
+                (HostState::leak(router), Some(follower))
+            }
+            (None, None) => unreachable!("clap requires one"),
+        };
+        if let Some(follower) = follower {
+            let interval = args.follower.poll_interval();
+            tokio::spawn(async move { follower.follow(state, interval).await });
+        }
+        let workers = start(state, &args.listener, &args.origins, &aws).await?;
+        shutdown_signal().await;
+        workers.shutdown().await;
+        Ok(())
+    })
+}

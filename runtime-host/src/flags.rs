@@ -1,0 +1,293 @@
+//! The `edgeroute-host` command line, all of it, and the configured objects
+//! its flags become ([`ListenerArgs::limits`], [`OriginArgs::proxy_config`],
+//! [`FollowerArgs::poll_interval`]). Nothing else in the binary looks at an
+//! argument.
+//!
+//! One spelling per thing, as in `edgeroute`: a store is `--store STORE`,
+//! a snapshot file `--snapshot FILE`. `--snapshots STORE`, the spelling of
+//! earlier releases, still parses, hidden from `--help`.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use edgeroute_host::http::Limits;
+use edgeroute_host::proxy::{ProxyConfig, TlsName};
+use edgeroute_store::StoreLocation;
+
+/// What `--help` says about exit statuses, and what `main` returns.
+pub const EXIT_STATUS: &str = "\
+Exit status:
+  0  done (serve and demo: stopped by SIGTERM or Ctrl-C)
+  1  failed: the error says what is wrong and what to do
+  2  wrong usage (an unknown flag, a missing or malformed value)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgeroute-host",
+    version,
+    about = "The edgeroute data plane: resolve and serve HTTP through the WebAssembly edge module",
+    after_help = EXIT_STATUS
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Resolve a request through the WebAssembly module; prints exactly what
+    /// `edgeroute resolve` prints for the same input.
+    Resolve(ResolveArgs),
+    /// Serve HTTP: route every request by its host and path through the
+    /// edge module, from a snapshot file or following a store.
+    Serve(ServeArgs),
+    /// The demo: a built-in upstream on 127.0.0.1:9042 (the demo table's load
+    /// balancer) and the router serving the demo snapshot and sites.
+    Demo(DemoArgs),
+    /// Time lookups through Wasm, the native resolver, fst and a HashMap.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// The snapshot file.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: PathBuf,
+    /// The Host header value, e.g. `app.example.com` or `app.example.com:8080`
+    /// (put it after `--` if it starts with `-`).
+    #[arg(value_name = "HOST")]
+    pub host: OsString,
+    /// The request path, with an optional ?query.
+    #[arg(value_name = "PATH", default_value = "/")]
+    pub path: OsString,
+    /// Print exactly one JSON object.
+    #[arg(long, conflicts_with = "explain")]
+    pub json: bool,
+    /// Show the normalized host, the entries and keys tried, and why (the
+    /// native resolver's trace; the answer is the module's, checked equal).
+    #[arg(long)]
+    pub explain: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub routes: RoutesArgs,
+    #[command(flatten)]
+    pub listener: ListenerArgs,
+    #[command(flatten)]
+    pub follower: FollowerArgs,
+    #[command(flatten)]
+    pub origins: OriginArgs,
+}
+
+/// Where the routes come from: one file, or a store to follow.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RoutesArgs {
+    /// Serve this snapshot file.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+    /// Follow a store (dir:PATH or s3://BUCKET[/PREFIX]) and serve its current snapshot.
+    #[arg(long = "store", alias = "snapshots", value_name = "STORE")]
+    pub store: Option<StoreLocation>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The demo snapshot (scripts/demo.sh compiles it).
+    #[arg(long, value_name = "FILE", default_value = "target/demo/demo.snap")]
+    pub snapshot: PathBuf,
+    /// Make the demo's requests, check the answers and exit.
+    #[arg(long)]
+    pub smoke: bool,
+    #[command(flatten)]
+    pub listener: ListenerArgs,
+    #[command(flatten)]
+    pub origins: OriginArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The snapshot file.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: PathBuf,
+    /// One `HOST PATH` per line (see `benches/src/bin/generate.rs`).
+    #[arg(long, value_name = "FILE")]
+    pub queries: PathBuf,
+    /// Wasm worker threads, each resolving every query.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threads: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The public and admin listeners, and the limits of the public one.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Listeners")]
+pub struct ListenerArgs {
+    /// The public listener: IP:PORT (127.0.0.1:8080 for this machine only, 0.0.0.0:8080 for every interface).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = listen_address)]
+    pub listen: SocketAddr,
+    /// `/metrics` and `/health`; never on the public listener.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901", value_parser = listen_address)]
+    pub admin_listen: SocketAddr,
+    /// Threads serving requests, each with its own event loop
+    /// [default: the CPUs this process may run on]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Connections served at once (all threads together); more wait in the backlog.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2); larger is a 431.
+    #[arg(long, value_name = "BYTES", default_value_t = 65_536)]
+    pub max_header_bytes: usize,
+    /// On SIGTERM or Ctrl-C, how long to wait for requests in flight.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub drain_seconds: u64,
+}
+
+impl ListenerArgs {
+    /// The limits of the public listener.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            max_header_bytes: self.max_header_bytes,
+            drain: Duration::from_secs(self.drain_seconds),
+            ..Limits::default()
+        }
+    }
+
+    /// Serving threads: as asked, else one per CPU this process may use.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+/// How a followed store is read.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Following a store")]
+pub struct FollowerArgs {
+    /// How often to look at the store's pointer (S3: a conditional GET).
+    #[arg(long, value_name = "MS", default_value_t = 250)]
+    pub poll_ms: u64,
+    /// Where the last good snapshot is kept, for a start without the store
+    /// [default: ~/.cache/edgeroute/<store hash>]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl FollowerArgs {
+    /// The pause between two looks at the pointer (at least 10 ms).
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_ms.max(10))
+    }
+}
+
+/// Where answers come from: static sites' objects and proxied origins.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Origins")]
+pub struct OriginArgs {
+    /// Static sites from this directory (`DIR/BUCKET/KEY`) instead of S3.
+    #[arg(long, value_name = "DIR")]
+    pub static_root: Option<PathBuf>,
+    /// Every AWS request (the store, static sites) to this URL, with
+    /// path-style S3 addressing (a local server); also AWS_ENDPOINT_URL.
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// The name a TLS origin's certificate must carry, also sent as SNI.
+    #[arg(long, value_name = "NAME", value_enum, default_value = "origin")]
+    pub origin_tls_name: TlsName,
+    /// PEM certificates to trust for TLS origins, besides the system's.
+    #[arg(long, value_name = "FILE")]
+    pub origin_ca: Vec<PathBuf>,
+    /// Keep a client's X-Forwarded-Proto instead of setting `http` (behind a
+    /// load balancer that terminates TLS).
+    #[arg(long)]
+    pub trust_forwarded_proto: bool,
+    /// The longest wait for a connection to an origin.
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    pub connect_timeout_ms: u64,
+    /// The longest wait for an origin's response, and between two reads of its body.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    pub read_timeout_ms: u64,
+}
+
+impl OriginArgs {
+    /// The proxy's settings, with the `--origin-ca` files read.
+    pub fn proxy_config(&self) -> anyhow::Result<ProxyConfig> {
+        use anyhow::Context as _;
+        let mut extra_roots = Vec::new();
+        for file in &self.origin_ca {
+            extra_roots
+                .push(std::fs::read(file).with_context(|| format!("cannot read --origin-ca {}", file.display()))?);
+        }
+        Ok(ProxyConfig {
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            read_timeout: Duration::from_millis(self.read_timeout_ms),
+            tls_name: self.origin_tls_name,
+            extra_roots,
+            trust_forwarded_proto: self.trust_forwarded_proto,
+            ..ProxyConfig::default()
+        })
+    }
+}
+
+/// An address to listen on, with a hint for the usual slip: a bare port.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let port = text.strip_prefix(':').unwrap_or(text);
+    if port.parse::<u16>().is_ok() {
+        return Err(format!(
+            "{text:?} is a port without an address: give 127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} (every interface)"
+        ));
+    }
+    Err(format!("{text:?} is not IP:PORT (e.g. 127.0.0.1:8080, [::1]:8080)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every flag and positional a user can see says what it is.
+    #[test]
+    fn every_visible_argument_has_a_help_line() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !arg.is_hide_set() && !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "edgeroute-host", &mut missing);
+        assert!(missing.is_empty(), "no help line: {missing:#?}");
+    }
+
+    #[test]
+    fn a_bare_port_gets_a_hint() {
+        for text in ["8080", ":8080"] {
+            let e = listen_address(text).unwrap_err();
+            assert!(e.contains("127.0.0.1:8080") && e.contains("0.0.0.0:8080"), "{e}");
+        }
+        assert_eq!(listen_address("127.0.0.1:8080").unwrap().port(), 8080);
+        assert!(listen_address("localhost:80").unwrap_err().contains("not IP:PORT"));
+    }
+}

@@ -1,0 +1,185 @@
+//! Phase 0, the listener: serving threads that accept connections on one
+//! socket, the limits that protect them, and a graceful drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::plane::DataPlane;
+use crate::state::HostState;
+
+/// Limits of the public listener.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Bytes of a request's head (request line and headers) over HTTP/1.1,
+    /// and of its header list over HTTP/2.
+    pub max_header_bytes: usize,
+    /// How long a shutdown waits for requests in flight.
+    pub drain: Duration,
+    /// How long a client may take to send its request head.
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_header_bytes: 64 * 1024,
+            drain: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The data plane on several threads, each with a single-threaded tokio
+/// runtime of its own, all accepting from one listening socket (as nginx's
+/// workers do). A request is then served start to end on one thread: its
+/// connection, the routing module's instance and the pooled connection to
+/// its origin are that thread's, with no hand-over between threads. The
+/// connection limit is shared.
+#[derive(Debug)]
+pub struct Workers {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `threads` serving threads on `listener` (already bound).
+    pub fn start(
+        plane: &DataPlane,
+        listener: std::net::TcpListener,
+        threads: usize,
+        limits: Limits,
+    ) -> std::io::Result<Workers> {
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut workers = Workers { addr, stop, threads: Vec::new() };
+        for n in 0..threads.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let listener = listener.try_clone()?;
+            let plane = Arc::new(DataPlane {
+                state: plane.state,
+                objects: plane.objects.clone(),
+                proxy: plane.proxy.with_own_pool(),
+            });
+            let (limits, permits, mut stopped) = (limits.clone(), permits.clone(), stopped.clone());
+            let thread = std::thread::Builder::new().name(format!("edgeroute-serve-{n}")).spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(e) => return tracing::error!("serving thread {n} cannot listen: {e}"),
+                    };
+                    let shutdown = async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    };
+                    serve(plane, listener, limits, permits, shutdown).await;
+                });
+            });
+            match thread {
+                Ok(thread) => workers.threads.push(thread),
+                Err(e) => {
+                    workers.stop_and_join();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(workers)
+    }
+
+    /// The address the workers serve on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets every thread drain (up to the limits' `drain`)
+    /// and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = tokio::task::spawn_blocking(move || self.stop_and_join()).await;
+    }
+
+    fn stop_and_join(&mut self) {
+        let _ = self.stop.send(true);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Dropped without [`Workers::shutdown`], the threads stop accepting and
+/// drain on their own; nothing waits for them.
+impl Drop for Workers {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Serves the data plane on `listener` until `shutdown` completes, then
+/// stops accepting and waits up to `limits.drain` for requests in flight.
+async fn serve(
+    plane: Arc<DataPlane>,
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    permits: Arc<tokio::sync::Semaphore>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+            () = &mut shutdown => break,
+        };
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state: &'static HostState = plane.state;
+        let metrics = &state.metrics;
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        let plane = plane.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let plane = plane.clone();
+            async move { Ok::<_, std::convert::Infallible>(plane.handle(req, client).await) }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("shutdown: requests still in flight after {:?}; closing them", limits.drain);
+    }
+}

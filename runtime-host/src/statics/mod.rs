@@ -1,0 +1,109 @@
+//! Static sites, answered as S3 website hosting answers them: the
+//! resolved key; when the bucket has no such object, the site's Fallback
+//! (200), else its `404.html` (404), else a plain 404, never the store's
+//! own error. Objects come from S3 or a directory ([`objects`]); a fetched
+//! object becomes a response in [`response`].
+
+pub mod objects;
+mod response;
+
+use std::sync::atomic::Ordering;
+
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, Response, StatusCode};
+
+pub use self::objects::{DirObjects, Fetched, ObjectMeta, Objects, S3Objects, StaticError, Want};
+use self::response::object_response;
+use crate::body::Body;
+use crate::metrics::Metrics;
+use crate::respond::{method_not_allowed, plain};
+
+/// The resolver's answer for a static site.
+#[derive(Clone, Copy, Debug)]
+pub struct Site<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    /// 200, or 404 for the site's own `404.html`.
+    pub status: u16,
+    /// For sites without an Assets list: what to serve when `key` is missing.
+    pub fallback: Option<&'a str>,
+}
+
+/// Serves `site` for `req` (GET or HEAD; conditional and range requests
+/// honoured), `target` being the request's path and query.
+pub async fn serve<B>(
+    objects: &Objects,
+    metrics: &Metrics,
+    req: &Request<B>,
+    site: Site<'_>,
+    target: &[u8],
+) -> Response<Body> {
+    let Site { bucket, key, status, fallback } = site;
+    let head = match *req.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => return method_not_allowed("GET, HEAD", "method not allowed"),
+    };
+    let header = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let want = Want {
+        head,
+        if_none_match: header(hyper::header::IF_NONE_MATCH),
+        range: header(hyper::header::RANGE),
+        if_range: header(hyper::header::IF_RANGE),
+    };
+    // The resolver's 404 (a site's own 404.html) is sent whole, whatever the conditions.
+    let first = if status == 404 { want.unconditional() } else { want };
+    let mut tries: Vec<(String, u16, Want<'_>)> = vec![(key.to_owned(), status, first)];
+    if status == 200 {
+        if let Some(fallback) = fallback.filter(|f| *f != key) {
+            tries.push((fallback.to_owned(), 200, want));
+        }
+        if let Some(page) = not_found_page(key, target).filter(|p| p != key) {
+            tries.push((page, 404, want.unconditional()));
+        }
+    }
+    for (key, status, want) in tries {
+        match objects.fetch(bucket, &key, &want).await {
+            Ok(Fetched::Missing) => continue,
+            Ok(fetched) => return object_response(fetched, status),
+            Err(e) => {
+                tracing::warn!("{e}");
+                metrics.origin_errors.fetch_add(1, Ordering::Relaxed);
+                return plain(StatusCode::BAD_GATEWAY, "bad gateway: the site's storage did not answer");
+            }
+        }
+    }
+    plain(StatusCode::NOT_FOUND, "not found")
+}
+
+/// The site's `404.html` for a key made from the request path: the key
+/// without that path, + `404.html`. The resolver has checked the path, so
+/// decoding its escapes once gives the key's tail exactly.
+fn not_found_page(key: &str, target: &[u8]) -> Option<String> {
+    let path = target.split(|&b| b == b'?' || b == b'#').next().unwrap_or_default();
+    let mut tail = percent_decode(path.strip_prefix(b"/")?)?;
+    if tail.is_empty() || tail.ends_with('/') {
+        tail.push_str("index.html");
+    }
+    let prefix = key.strip_suffix(tail.as_str())?;
+    (prefix.is_empty() || prefix.ends_with('/')).then(|| format!("{prefix}404.html"))
+}
+
+fn percent_decode(bytes: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}

@@ -1,0 +1,445 @@
+//! Static sites: objects fetched from S3 ([`S3Objects`]) or from a
+//! directory laid out like it ([`DirObjects`]: `ROOT/BUCKET/KEY`), with
+//! the HTTP semantics a browser and a CDN expect of them: conditional GETs,
+//! byte ranges, HEAD, and the object's own metadata passed through.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use http_body_util::BodyExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+
+use crate::body::{self, Body, BoxError};
+
+/// What the client asked of the object, beyond its key.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Want<'a> {
+    /// A HEAD request: the metadata only.
+    pub head: bool,
+    /// The `If-None-Match` header.
+    pub if_none_match: Option<&'a str>,
+    /// The `Range` header (`bytes=…`); ignored when `If-Range` does not
+    /// match the object (the whole object is sent instead).
+    pub range: Option<&'a str>,
+    /// The `If-Range` header.
+    pub if_range: Option<&'a str>,
+}
+
+impl Want<'_> {
+    /// The same request without its conditions (for an error page).
+    pub fn unconditional(&self) -> Want<'static> {
+        Want { head: self.head, ..Want::default() }
+    }
+}
+
+/// The object's headers, as S3 stores them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub etag: Option<String>,
+    /// An HTTP date.
+    pub last_modified: Option<String>,
+    pub cache_control: Option<String>,
+    /// The length of what is sent: the whole object, or the range.
+    pub content_length: u64,
+    /// `bytes START-END/SIZE` for a range.
+    pub content_range: Option<String>,
+}
+
+/// The answer of a store for one object.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The object (or the requested range of it: `partial`); an empty body for HEAD.
+    Object { meta: ObjectMeta, partial: bool, body: Body },
+    /// `If-None-Match` matched.
+    NotModified { meta: ObjectMeta },
+    /// The range lies outside the object of `size` bytes.
+    RangeNotSatisfiable { size: u64 },
+    /// No such object (or bucket).
+    Missing,
+}
+
+/// The store could not answer (as opposed to: the object is missing).
+#[derive(Debug, thiserror::Error)]
+pub enum StaticError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("S3 GetObject s3://{bucket}/{key}: {message}")]
+    S3 { bucket: String, key: String, message: String },
+}
+
+/// Where static sites' objects come from. A clone is cheap and shares the
+/// S3 client (and its connection pool).
+#[derive(Clone, Debug)]
+pub enum Objects {
+    Dir(DirObjects),
+    S3(S3Objects),
+}
+
+impl Objects {
+    /// Fetches `bucket/key` as `want` says.
+    pub async fn fetch(&self, bucket: &str, key: &str, want: &Want<'_>) -> Result<Fetched, StaticError> {
+        match self {
+            Objects::Dir(dir) => dir.fetch(bucket, key, want).await,
+            Objects::S3(s3) => s3.fetch(bucket, key, want).await,
+        }
+    }
+}
+
+/// Objects in a directory: one folder per bucket, `ROOT/BUCKET/KEY`.
+#[derive(Clone, Debug)]
+pub struct DirObjects {
+    root: PathBuf,
+}
+
+impl DirObjects {
+    pub fn new(root: impl Into<PathBuf>) -> DirObjects {
+        DirObjects { root: root.into() }
+    }
+
+    /// `ROOT/BUCKET/KEY`, or `None` if the bucket or key could leave their
+    /// folder (the resolver never produces such a key; this is the second lock).
+    fn path(&self, bucket: &str, key: &str) -> Option<PathBuf> {
+        let normal = |s: &str| {
+            !s.is_empty()
+                && !s.contains('\0')
+                && !s.contains('\\')
+                && Path::new(s).components().all(|c| matches!(c, Component::Normal(_)))
+                && !s.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        };
+        (normal(bucket) && !bucket.contains('/') && normal(key)).then(|| self.root.join(bucket).join(key))
+    }
+
+    async fn fetch(&self, bucket: &str, key: &str, want: &Want<'_>) -> Result<Fetched, StaticError> {
+        let Some(path) = self.path(bucket, key) else { return Ok(Fetched::Missing) };
+        let io = |source| StaticError::Io { path: path.clone(), source };
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if is_missing(&e) => return Ok(Fetched::Missing),
+            Err(e) => return Err(io(e)),
+        };
+        let stat = file.metadata().await.map_err(io)?;
+        // S3 has no folders: a directory is no object.
+        if !stat.is_file() {
+            return Ok(Fetched::Missing);
+        }
+        let size = stat.len();
+        let modified = stat.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let nanos = modified.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let mut meta = ObjectMeta {
+            content_type: Some(content_type(key).to_owned()),
+            etag: Some(format!("\"{nanos:x}-{size:x}\"")),
+            last_modified: Some(httpdate::fmt_http_date(modified)),
+            content_length: size,
+            ..ObjectMeta::default()
+        };
+        if let Some(tags) = want.if_none_match {
+            if etag_matches(tags, meta.etag.as_deref()) {
+                return Ok(Fetched::NotModified { meta });
+            }
+        }
+        let range = match want.range {
+            Some(range) if if_range_holds(want.if_range, &meta) => parse_range(range, size),
+            _ => Range::Whole,
+        };
+        let (start, len) = match range {
+            Range::Whole => (0, size),
+            Range::Unsatisfiable => return Ok(Fetched::RangeNotSatisfiable { size }),
+            Range::Part { start, end } => {
+                meta.content_range = Some(format!("bytes {start}-{end}/{size}"));
+                (start, end - start + 1)
+            }
+        };
+        meta.content_length = len;
+        let partial = meta.content_range.is_some();
+        if want.head {
+            return Ok(Fetched::Object { meta, partial, body: body::empty() });
+        }
+        if start > 0 {
+            file.seek(std::io::SeekFrom::Start(start)).await.map_err(io)?;
+        }
+        let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024);
+        let body = http_body_util::StreamBody::new(futures_util::TryStreamExt::map_ok(
+            futures_util::TryStreamExt::map_err(stream, |e| -> BoxError { Box::new(e) }),
+            hyper::body::Frame::data,
+        ));
+        Ok(Fetched::Object { meta, partial, body: body.boxed_unsync() })
+    }
+}
+
+fn is_missing(e: &std::io::Error) -> bool {
+    // A key whose folder is a file (`index.html/x`) is missing too.
+    matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) || e.raw_os_error() == Some(20)
+    // ENOTDIR where the kind is not mapped
+}
+
+/// A byte range of an object of known size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Range {
+    /// No (usable) range: send the whole object.
+    Whole,
+    /// `start..=end`.
+    Part {
+        start: u64,
+        end: u64,
+    },
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header against an object of `size` bytes (RFC 9110
+/// §14). Only one range is served: a malformed header, another unit or a
+/// list of ranges is ignored (the whole object is sent), as the RFC allows.
+pub fn parse_range(header: &str, size: u64) -> Range {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else { return Range::Whole };
+    if spec.contains(',') {
+        return Range::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else { return Range::Whole };
+    let number =
+        |s: &str| (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse::<u64>().ok()).flatten();
+    match (first.trim(), last.trim()) {
+        ("", suffix) => match number(suffix) {
+            Some(0) => Range::Unsatisfiable,
+            Some(_) if size == 0 => Range::Unsatisfiable,
+            Some(n) => Range::Part { start: size.saturating_sub(n), end: size - 1 },
+            None => Range::Whole,
+        },
+        (first, "") => match number(first) {
+            Some(start) if start < size => Range::Part { start, end: size - 1 },
+            Some(_) => Range::Unsatisfiable,
+            None => Range::Whole,
+        },
+        (first, last) => match (number(first), number(last)) {
+            (Some(start), Some(end)) if start > end => Range::Whole,
+            (Some(start), Some(_)) if start >= size => Range::Unsatisfiable,
+            (Some(start), Some(end)) => Range::Part { start, end: end.min(size - 1) },
+            _ => Range::Whole,
+        },
+    }
+}
+
+/// Whether an `If-None-Match` list names `etag` (weak comparison, as RFC
+/// 9110 §13.1.2 asks for this header).
+pub fn etag_matches(list: &str, etag: Option<&str>) -> bool {
+    let Some(etag) = etag else { return false };
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    list.trim() == "*" || list.split(',').any(|t| bare(t) == bare(etag))
+}
+
+/// `If-Range` holds when absent, or when it is the object's strong ETag or
+/// its exact Last-Modified date.
+fn if_range_holds(if_range: Option<&str>, meta: &ObjectMeta) -> bool {
+    match if_range.map(str::trim) {
+        None => true,
+        Some(v) if v.starts_with('"') => meta.etag.as_deref() == Some(v),
+        Some(v) => meta.last_modified.as_deref() == Some(v),
+    }
+}
+
+/// The Content-Type for a key, by its extension (a directory has no
+/// metadata to say it; S3 objects carry their own).
+pub fn content_type(key: &str) -> &'static str {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" | "map" => "application/json",
+        "webmanifest" => "application/manifest+json",
+        "txt" => "text/plain; charset=utf-8",
+        "md" => "text/markdown; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "ico" => "image/x-icon",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "wasm" => "application/wasm",
+        "pdf" => "application/pdf",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mp3" => "audio/mpeg",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Objects in S3 (or a server speaking its protocol), through `aws-sdk-s3`.
+#[derive(Clone, Debug)]
+pub struct S3Objects {
+    client: aws_sdk_s3::Client,
+}
+
+impl S3Objects {
+    /// A client for `config`, made as the stores make theirs: path-style
+    /// addressing whenever an endpoint URL is set (local servers), the SDK's
+    /// standard retries.
+    pub fn new(config: &aws_config::SdkConfig) -> S3Objects {
+        S3Objects { client: edgeroute_store::s3_client(config) }
+    }
+
+    async fn fetch(&self, bucket: &str, key: &str, want: &Want<'_>) -> Result<Fetched, StaticError> {
+        use aws_sdk_s3::error::SdkError;
+        let failed = |message: String| StaticError::S3 { bucket: bucket.to_owned(), key: key.to_owned(), message };
+        // S3 answers Range and If-None-Match itself; HEAD is a HeadObject.
+        // Its output and GetObject's are distinct types with the same fields.
+        macro_rules! s3_meta {
+            ($o:ident) => {
+                ObjectMeta {
+                    content_type: $o.content_type,
+                    content_encoding: $o.content_encoding,
+                    etag: $o.e_tag,
+                    last_modified: $o
+                        .last_modified
+                        .and_then(|d| d.fmt(aws_sdk_s3::primitives::DateTimeFormat::HttpDate).ok()),
+                    cache_control: $o.cache_control,
+                    content_length: $o.content_length.unwrap_or(0).max(0) as u64,
+                    content_range: $o.content_range,
+                }
+            };
+        }
+        let range = want.range.filter(|_| want.if_range.is_none());
+        let result = if want.head {
+            self.client
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .set_if_none_match(want.if_none_match.map(str::to_owned))
+                .set_range(range.map(str::to_owned))
+                .send()
+                .await
+                .map(|o| {
+                    let meta = s3_meta!(o);
+                    Fetched::Object { partial: meta.content_range.is_some(), meta, body: body::empty() }
+                })
+                .map_err(|e| e.map_service_error(aws_sdk_s3::Error::from))
+        } else {
+            self.client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .set_if_none_match(want.if_none_match.map(str::to_owned))
+                .set_range(range.map(str::to_owned))
+                .send()
+                .await
+                .map(|o| {
+                    let meta = s3_meta!(o);
+                    let body = o.body.into_inner().map_err(|e| -> BoxError { e }).boxed_unsync();
+                    Fetched::Object { partial: meta.content_range.is_some(), meta, body }
+                })
+                .map_err(|e| e.map_service_error(aws_sdk_s3::Error::from))
+        };
+        let error: SdkError<aws_sdk_s3::Error, _> = match result {
+            Ok(fetched) => return Ok(fetched),
+            Err(e) => e,
+        };
+        let (status, headers) = match error.raw_response() {
+            Some(raw) => (raw.status().as_u16(), Some(raw.headers())),
+            None => return Err(failed(edgeroute_store::describe_sdk_error(&error))),
+        };
+        let header = |name: &str| headers.and_then(|h| h.get(name)).map(str::to_owned);
+        match status {
+            304 => Ok(Fetched::NotModified {
+                meta: ObjectMeta {
+                    etag: header("etag"),
+                    last_modified: header("last-modified"),
+                    cache_control: header("cache-control"),
+                    ..ObjectMeta::default()
+                },
+            }),
+            416 => {
+                // S3's 416 does not say the size; a HeadObject does.
+                let size = self
+                    .client
+                    .head_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .ok()
+                    .and_then(|o| o.content_length)
+                    .unwrap_or(0);
+                Ok(Fetched::RangeNotSatisfiable { size: size.max(0) as u64 })
+            }
+            // A missing key (403 when the reader may not list the bucket) or bucket.
+            403 | 404 => {
+                tracing::debug!("s3://{bucket}/{key}: {status}, answered as missing");
+                Ok(Fetched::Missing)
+            }
+            _ => Err(failed(edgeroute_store::describe_sdk_error(&error))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use Range::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Part { start: 0, end: 9 });
+        assert_eq!(parse_range("bytes=90-", 100), Part { start: 90, end: 99 });
+        assert_eq!(parse_range("bytes=-10", 100), Part { start: 90, end: 99 });
+        assert_eq!(parse_range("bytes=-1000", 100), Part { start: 0, end: 99 });
+        assert_eq!(parse_range("bytes=50-1000", 100), Part { start: 50, end: 99 });
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=100-200", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-0", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-5", 0), Unsatisfiable);
+        // Ignored: another unit, lists, malformed, reversed.
+        for h in ["items=0-1", "bytes=0-1,5-6", "bytes=a-b", "bytes=5-1", "bytes=", "bytes=-", "bytes=+1-2"] {
+            assert_eq!(parse_range(h, 100), Whole, "{h}");
+        }
+    }
+
+    #[test]
+    fn etags() {
+        assert!(etag_matches("\"a\"", Some("\"a\"")));
+        assert!(etag_matches("W/\"a\"", Some("\"a\"")));
+        assert!(etag_matches("\"x\", \"a\"", Some("\"a\"")));
+        assert!(etag_matches("*", Some("\"a\"")));
+        assert!(!etag_matches("\"b\"", Some("\"a\"")));
+        assert!(!etag_matches("*", None));
+    }
+
+    #[test]
+    fn paths_stay_in_their_bucket() {
+        let dir = DirObjects::new("/srv/sites");
+        assert_eq!(dir.path("b", "site/index.html"), Some(PathBuf::from("/srv/sites/b/site/index.html")));
+        for (bucket, key) in [
+            ("b", "../x"),
+            ("b", "site/../../x"),
+            ("b", "/etc/passwd"),
+            ("b", "a//b"),
+            ("b", "./a"),
+            ("b", "a\\..\\b"),
+            ("..", "x"),
+            ("b/c", "x"),
+            ("", "x"),
+            ("b", ""),
+            ("b", "a\0b"),
+        ] {
+            assert_eq!(dir.path(bucket, key), None, "{bucket} {key}");
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type("a/index.html"), "text/html; charset=utf-8");
+        assert_eq!(content_type("app.3f2a9c1b.JS"), "text/javascript; charset=utf-8");
+        assert_eq!(content_type("noext"), "application/octet-stream");
+        assert_eq!(content_type(".hidden/x"), "application/octet-stream");
+    }
+}

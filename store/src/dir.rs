@@ -1,0 +1,180 @@
+//! The directory backend (`dir:PATH`): the [`layout`] as files under a root.
+//!
+//! Every file is written by [`write_file_atomically`], so readers (hosts
+//! polling the pointer) never see a partial file, and the pointer's
+//! compare-and-swap runs under an exclusive lock on [`layout::LOCK`], so
+//! that of two publishers exactly one wins and the other re-reads. The lock
+//! is advisory (`flock` on Unix): it orders edgeroute processes, on one
+//! machine or on a shared file system that supports such locks.
+//!
+//! File system calls block, so each operation runs whole on Tokio's
+//! blocking thread pool ([`tokio::task::spawn_blocking`]) rather than on a
+//! runtime worker, where it would stall every other task on that thread
+//! (a host's listeners, for one). The methods must therefore be awaited
+//! within a Tokio runtime. An operation that has started runs to the end
+//! even if its future is dropped: a compare-and-swap is never left half
+//! done, but its outcome is then unknown to the caller.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::io;
+use crate::{layout, write_file_atomically, Pointer, StoreError, Version};
+
+/// A directory store, borrowed from [`Store::Dir`](crate::Store::Dir).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DirStore<'a> {
+    root: &'a Path,
+}
+
+impl<'a> DirStore<'a> {
+    pub(crate) fn new(root: &'a Path) -> DirStore<'a> {
+        DirStore { root }
+    }
+
+    /// Creates the store's folders if missing (at open, so it blocks).
+    pub(crate) fn create(root: &Path) -> Result<(), StoreError> {
+        for folder in [layout::SNAPSHOTS, layout::HISTORY] {
+            std::fs::create_dir_all(root.join(folder)).map_err(io(root))?;
+        }
+        Ok(())
+    }
+
+    /// The pointer and its version, or `None` if there is none yet.
+    pub(crate) async fn read_pointer(self) -> Result<Option<(Pointer, Version)>, StoreError> {
+        self.blocking(|root| read_pointer(&root)).await
+    }
+
+    /// Writes `pointer` (the document's bytes) if the pointer is still at
+    /// `expected`; false, writing nothing, if it is not.
+    pub(crate) async fn replace_pointer(self, pointer: Vec<u8>, expected: Option<Version>) -> Result<bool, StoreError> {
+        self.blocking(move |root| {
+            let lock_path = root.join(layout::LOCK);
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(io(&lock_path))?;
+            lock.lock().map_err(io(&lock_path))?;
+            // From here until `lock` drops (closing the file releases the
+            // lock), no other publisher reads or writes the pointer.
+            let current = read_pointer(&root)?.map(|(_, version)| version);
+            if current != expected {
+                return Ok(false);
+            }
+            let path = root.join(layout::POINTER);
+            write_file_atomically(&path, &pointer).map_err(io(&path))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Stores snapshot `id` unless an object is already there (the same id,
+    /// so the same bytes).
+    pub(crate) async fn put_snapshot(self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        // Copied, as the blocking pool needs owned data: a memcpy, small
+        // next to the write and its fsyncs.
+        let (name, bytes) = (layout::snapshot(id), bytes.to_vec());
+        self.blocking(move |root| {
+            let path = root.join(name);
+            if path.exists() {
+                return Ok(());
+            }
+            write_file_atomically(&path, &bytes).map_err(io(&path))
+        })
+        .await
+    }
+
+    /// Snapshot `id`'s bytes, or [`StoreError::NoSnapshot`].
+    pub(crate) async fn get_snapshot(self, id: &str) -> Result<Vec<u8>, StoreError> {
+        let (name, id) = (layout::snapshot(id), id.to_owned());
+        self.blocking(move |root| {
+            let path = root.join(name);
+            std::fs::read(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StoreError::NoSnapshot { id },
+                _ => io(&path)(e),
+            })
+        })
+        .await
+    }
+
+    /// Deletes snapshot `id`'s object.
+    pub(crate) async fn delete_snapshot(self, id: &str) -> Result<(), StoreError> {
+        let name = layout::snapshot(id);
+        self.blocking(move |root| {
+            let path = root.join(name);
+            std::fs::remove_file(&path).map_err(io(&path))
+        })
+        .await
+    }
+
+    /// Writes a history entry (`name` from [`layout::history_entry`]).
+    pub(crate) async fn put_history(self, name: String, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.blocking(move |root| {
+            let path = root.join(name);
+            write_file_atomically(&path, &bytes).map_err(io(&path))
+        })
+        .await
+    }
+
+    /// The names in `folder`, sorted, without temporary files.
+    pub(crate) async fn list(self, folder: &'static str) -> Result<Vec<String>, StoreError> {
+        self.blocking(move |root| list(&root.join(folder))).await
+    }
+
+    /// Every file in `folder` with its bytes, sorted by name.
+    pub(crate) async fn read_folder(self, folder: &'static str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.blocking(move |root| {
+            let folder = root.join(folder);
+            let mut out = Vec::new();
+            for name in list(&folder)? {
+                let path = folder.join(&name);
+                let bytes = std::fs::read(&path).map_err(io(&path))?;
+                out.push((name, bytes));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs `op` with the store's root on the blocking thread pool.
+    async fn blocking<T: Send + 'static>(
+        self,
+        op: impl FnOnce(PathBuf) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let root = self.root.to_owned();
+        match tokio::task::spawn_blocking(move || op(root)).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only when the runtime shuts down before the operation started.
+            Err(_) => Err(io(self.root)(std::io::Error::other("cancelled: the runtime is shutting down"))),
+        }
+    }
+}
+
+/// The pointer and its version (the blocking half of
+/// [`DirStore::read_pointer`], also used under the lock).
+fn read_pointer(root: &Path) -> Result<Option<(Pointer, Version)>, StoreError> {
+    let path = root.join(layout::POINTER);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let pointer = Pointer::from_json(&bytes, &path.display().to_string())?;
+    Ok(Some((pointer, Version::of_bytes(&bytes))))
+}
+
+/// The names in `folder`, sorted, leaving out the temporary files of
+/// writes in progress (or of writers that crashed).
+fn list(folder: &Path) -> Result<Vec<String>, StoreError> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(folder).map_err(io(folder))? {
+        let name = entry.map_err(io(folder))?.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(layout::TEMP_SUFFIX) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}

@@ -1,0 +1,37 @@
+//! [`StoreError`]: why a store operation failed.
+
+use std::path::PathBuf;
+
+/// Why a store operation failed.
+///
+/// Each variant's message names the file or object involved, so that it can
+/// be shown to a person as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A directory store's file could not be read, written, listed or locked.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An S3 request failed. `why` is one line for a person (see
+    /// [`describe_sdk_error`](crate::describe_sdk_error)). The SDK's error is
+    /// not kept as a source: `why` already says what it would, and the texts
+    /// of its chain (`dispatch failure`, `io error`) would only add noise to
+    /// a reporter that prints sources.
+    #[error("S3 {op} s3://{bucket}/{key}: {why}")]
+    S3 { op: &'static str, bucket: String, key: String, why: String },
+    /// The pointer or a history entry is not the JSON of a
+    /// [`Pointer`](crate::Pointer). `what` is its path, URL or name.
+    #[error("{what} is not a valid pointer document: {why}")]
+    BadPointer { what: String, why: String },
+    /// The snapshot object with this id is missing (never stored, or pruned).
+    #[error("snapshot {id} is not in the store")]
+    NoSnapshot { id: String },
+}
+
+/// Wraps an I/O error on `path`, for `map_err`.
+pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_owned(), source }
+}

@@ -1,0 +1,91 @@
+//! The names of the objects in a store, relative to its root (a directory)
+//! or its prefix (S3), spelled here once.
+//!
+//! ```text
+//! snapshots/<id>.snap        a snapshot; <id> is the lowercase hex SHA-256 of its bytes
+//! current.json               the pointer: which snapshot is live
+//! history/<ns>-<id>.json     every pointer that was ever made current
+//! .lock                      (directories only) held while the pointer is swapped
+//! ```
+//!
+//! This is the on-disk and in-bucket format that publishers and hosts of
+//! different versions share (`docs/publishing.md`): changing a name here
+//! makes existing stores unreadable.
+
+use std::time::SystemTime;
+
+/// The pointer document (a [`Pointer`](crate::Pointer) as JSON). The only
+/// object ever replaced, and only by a compare-and-swap on its version.
+pub(crate) const POINTER: &str = "current.json";
+
+/// The folder of snapshot objects. Content-addressed: an object is written
+/// once under its id and never overwritten, so it can be cached forever.
+pub(crate) const SNAPSHOTS: &str = "snapshots";
+
+/// What follows a snapshot's id in its name.
+const SNAPSHOT_SUFFIX: &str = ".snap";
+
+/// The folder of history entries: a copy of every pointer made current,
+/// appended after the swap and never changed.
+pub(crate) const HISTORY: &str = "history";
+
+/// What follows the pointer's id in a history entry's name.
+const HISTORY_SUFFIX: &str = ".json";
+
+/// The width a history entry's timestamp (nanoseconds since 1970) is
+/// zero-padded to, so that names sort by time as plain strings (listings
+/// are sorted by name, in S3 as in a directory). Nanoseconds since 1970
+/// have 19 digits until 2286; 20 is as many as a `u64` has.
+const HISTORY_TIME_DIGITS: usize = 20;
+
+/// The lock file of a directory store, locked exclusively around the
+/// compare-and-swap of the pointer. Never written to: it exists only to be
+/// locked, and is left in place (removing it would race with a locker).
+pub(crate) const LOCK: &str = ".lock";
+
+/// What the names of [`write_file_atomically`](crate::write_file_atomically)'s
+/// temporary files end with. One left behind by a crash is not an object:
+/// listings of a directory store skip such names.
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+
+/// The name of snapshot `id`'s object.
+pub(crate) fn snapshot(id: &str) -> String {
+    format!("{SNAPSHOTS}/{id}{SNAPSHOT_SUFFIX}")
+}
+
+/// The id of the snapshot named `name` in the [`SNAPSHOTS`] folder, or
+/// `None` if `name` is not a snapshot object's.
+pub(crate) fn snapshot_id(name: &str) -> Option<&str> {
+    name.strip_suffix(SNAPSHOT_SUFFIX)
+}
+
+/// The name of the history entry for a pointer to `id` made current at `at`.
+pub(crate) fn history_entry(at: SystemTime, id: &str) -> String {
+    // A clock before 1970 is taken as 1970 rather than failing the publish:
+    // the entry then merely sorts first.
+    let nanos = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{HISTORY}/{nanos:0width$}-{id}{HISTORY_SUFFIX}", width = HISTORY_TIME_DIGITS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn names() {
+        assert_eq!(snapshot("ab12"), "snapshots/ab12.snap");
+        assert_eq!(snapshot_id("ab12.snap"), Some("ab12"));
+        assert_eq!(snapshot_id("ab12.snap.123.9f.tmp"), None);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_764_000_000_123_456_789);
+        assert_eq!(history_entry(at, "ab12"), "history/01764000000123456789-ab12.json");
+    }
+
+    #[test]
+    fn history_entries_sort_by_time() {
+        let early = SystemTime::UNIX_EPOCH + Duration::from_nanos(999_999_999);
+        let late = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+        // "ff" > "00" would win if the times were not padded to one width.
+        assert!(history_entry(early, "ff") < history_entry(late, "00"));
+    }
+}
