@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use edgeroute_edge::SnapshotId;
 
+use crate::entry::{self, Entry, ItemError, ItemErrorKind, Target};
 use crate::item::{Location, Value};
-use crate::route::{self, ItemError, ItemErrorKind, Route, Target};
 use crate::source::SourceItem;
 use crate::writer::{write_sorted, WriteError};
 
@@ -28,7 +28,7 @@ pub struct Compiled {
     pub skipped: Vec<ItemError>,
 }
 
-/// Route counts by kind.
+/// Entry counts by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub routes: usize,
@@ -61,7 +61,7 @@ impl Progress for () {}
 struct Keyed<'a> {
     key: Vec<u8>,
     location: Location,
-    route: Route<'a>,
+    route: Entry<'a>,
     /// The Domain as the table wrote it, for messages about duplicates.
     written: Cow<'a, str>,
 }
@@ -92,9 +92,9 @@ pub fn compile(
 
     progress.writing();
     let keys: Vec<&[u8]> = unique.iter().map(|k| k.key.as_slice()).collect();
-    let routes: Vec<&Route<'_>> = unique.iter().map(|k| &k.route).collect();
+    let routes: Vec<&Entry<'_>> = unique.iter().map(|k| &k.route).collect();
     let bytes = write_sorted(&keys, &routes)?;
-    Ok(Compiled { id: snapshot_id(&bytes), bytes, stats: Stats::of(&routes), skipped: errors })
+    Ok(Compiled { id: SnapshotId::of(&bytes).to_string(), bytes, stats: Stats::of(&routes), skipped: errors })
 }
 
 /// Every error [`compile`] would report for `items`, in source order,
@@ -168,7 +168,7 @@ fn unique_keys<'k, 'a>(keyed: &[&'k Keyed<'a>], errors: &mut Vec<ItemError>) -> 
 
 impl Stats {
     /// Counts routes by kind.
-    pub fn of(routes: &[&Route<'_>]) -> Stats {
+    pub fn of(routes: &[&Entry<'_>]) -> Stats {
         Stats {
             routes: routes.len(),
             static_sites: routes.iter().filter(|r| matches!(r.target, Target::Static { .. })).count(),
@@ -188,7 +188,7 @@ fn validate_chunk<'a>(
     let mut errors = Vec::new();
     for (n, (location, item)) in chunk.into_iter().enumerate() {
         match item.and_then(|mut item| {
-            let route = route::validate(location, &item)?;
+            let route = entry::validate(location, &item)?;
             let written = match item.domain.take() {
                 Some(Value::Str(d)) => d,
                 _ => unreachable!("a valid item has a string Domain"),
@@ -228,23 +228,14 @@ fn merge_runs<'k, 'a>(runs: &'k [Vec<Keyed<'a>>]) -> Vec<&'k Keyed<'a>> {
     merged
 }
 
-/// A snapshot's id as text: the lowercase hex SHA-256 of its bytes.
-///
-/// A thin wrapper, `SnapshotId::of(bytes).to_string()`, kept for the
-/// callers that still want a `String` (`runtime-host`'s tests); new code
-/// should use [`SnapshotId`] (`edgeroute_edge::SnapshotId`) itself.
-pub fn snapshot_id(bytes: &[u8]) -> String {
-    SnapshotId::of(bytes).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn snapshot_id_is_the_lowercase_hex_sha256() {
-        let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(snapshot_id(b""), empty);
-        assert_eq!(SnapshotId::of(b""), empty);
+    fn a_compiled_snapshot_is_named_by_the_lowercase_hex_sha256_of_its_bytes() {
+        let compiled = compile(Vec::new(), Options::default(), &()).unwrap();
+        assert_eq!(compiled.id, SnapshotId::of(&compiled.bytes).to_string());
+        assert_eq!(SnapshotId::of(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 }

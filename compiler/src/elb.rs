@@ -10,8 +10,8 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::entry::{ItemError, ItemErrorKind};
 use crate::item::Value;
-use crate::route::{ItemError, ItemErrorKind};
 use crate::source::SourceItem;
 
 /// Each ARN's DNS name, or why it has none.

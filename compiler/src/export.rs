@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use md5::{Digest, Md5};
 use serde::Deserialize;
 
+use crate::entry::{ItemError, ItemErrorKind};
 use crate::item::{DynamoItem, Location};
-use crate::route::{ItemError, ItemErrorKind};
 use crate::source::SourceItem;
 
 /// Why an export cannot be read. Nothing is compiled from it.
@@ -34,7 +34,7 @@ pub enum ExportError {
     )]
     Format { path: PathBuf, format: String },
     #[error("{path}: this is an incremental export; compile from a full export (FULL_EXPORT)")]
-    Incremental { path: PathBuf },
+    Mirror { path: PathBuf },
     #[error("data file {path} is listed in manifest-files.json but missing: {source}")]
     MissingFile { path: PathBuf, source: std::io::Error },
     #[error("{path} is not listed in manifest-files.json (a partial copy, or files of another export?)")]
@@ -89,7 +89,12 @@ impl Manifest {
     /// Parses `manifest-summary.json` and `manifest-files.json` (their
     /// bytes; the paths name them in errors) and checks them against each
     /// other.
-    pub fn parse(summary: &[u8], summary_path: &Path, files: &[u8], files_path: &Path) -> Result<Manifest, ExportError> {
+    pub fn parse(
+        summary: &[u8],
+        summary_path: &Path,
+        files: &[u8],
+        files_path: &Path,
+    ) -> Result<Manifest, ExportError> {
         let bad = |path: &Path, why: String| ExportError::Manifest { path: path.to_owned(), why };
         let summary: Summary = serde_json::from_slice(summary)
             .map_err(|e| bad(summary_path, format!("not a DynamoDB export summary: {e}")))?;
@@ -97,7 +102,7 @@ impl Manifest {
             return Err(ExportError::Format { path: summary_path.to_owned(), format: summary.output_format });
         }
         if summary.export_type.as_deref().is_some_and(|t| t != "FULL_EXPORT") {
-            return Err(ExportError::Incremental { path: summary_path.to_owned() });
+            return Err(ExportError::Mirror { path: summary_path.to_owned() });
         }
         // `[prefix/]AWSDynamoDB/<export id>/manifest-files.json`: the data
         // files of this export are `[prefix/]AWSDynamoDB/<export id>/data/<name>`.

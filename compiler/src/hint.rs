@@ -1,7 +1,7 @@
 //! Hints for what people get wrong when they type a hostname on a command
 //! line: both binaries' `resolve` print them beside a refused answer.
 
-use crate::route::normalize_domain;
+use crate::entry::normalize_domain;
 
 /// What to type instead of `host`, a Host header value the resolver
 /// refuses, when it looks like a pasted URL or a name in Unicode; `None`

@@ -3,7 +3,7 @@
 //! JSON file, a DynamoDB table export's folder), validates and normalizes
 //! every item (`docs/table-schema.md`), fills in ELB DNS names that the
 //! caller looked up, and writes the immutable snapshot that
-//! `edgeroute-edge` reads (`docs/snapshot-format.md`); [`incremental`]
+//! `edgeroute-edge` reads (`docs/snapshot-format.md`); the [`mirror`]
 //! keeps a table in memory and rewrites its snapshot after each change.
 //!
 //! It talks to no network and starts no async runtime: reading live
@@ -12,15 +12,15 @@
 
 pub mod compile;
 pub mod elb;
+pub mod entry;
 pub mod export;
 pub mod hint;
-pub mod incremental;
 pub mod item;
-pub mod route;
+pub mod mirror;
 pub mod source;
 pub mod writer;
 
-pub use crate::compile::{check, compile, snapshot_id, CompileError, Compiled, Options, Progress, Stats};
+pub use crate::compile::{check, compile, CompileError, Compiled, Options, Progress, Stats};
+pub use crate::entry::{normalize_domain, Entry, ItemError, ItemErrorKind, Target};
 pub use crate::item::{Location, RawItem, Value};
-pub use crate::route::{normalize_domain, ItemError, ItemErrorKind, Route, Target};
 pub use crate::writer::{write_sorted, WriteError};

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use crate::entry::{ItemError, ItemErrorKind};
 use crate::item::{Location, RawItem};
-use crate::route::{ItemError, ItemErrorKind};
 
 /// One item read from a source: where it was, and the item or why it could
 /// not be read.

@@ -18,7 +18,7 @@ use edgeroute_edge::format::*;
 use edgeroute_edge::{crc32c, Scheme};
 use rustc_hash::FxHashMap;
 
-use crate::route::{Route, Target};
+use crate::entry::{Entry, Target};
 
 /// Why a table cannot become a snapshot at all.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +159,7 @@ impl<'r> Records<'r> {
         Ok(())
     }
 
-    fn record(&mut self, route: &'r Route<'_>) -> Result<(), WriteError> {
+    fn record(&mut self, route: &'r Entry<'_>) -> Result<(), WriteError> {
         match &route.target {
             Target::Static { bucket, prefix, .. } => {
                 let site = SiteKey::of(&route.target);
@@ -196,7 +196,7 @@ impl<'r> Records<'r> {
 /// `routes[i].key()`), as [`compile`](crate::compile) leaves them; keys out
 /// of order or repeated come back as the index builder's error. The index
 /// is built on a second thread meanwhile.
-pub fn write_sorted(keys: &[&[u8]], routes: &[&Route<'_>]) -> Result<Vec<u8>, WriteError> {
+pub fn write_sorted(keys: &[&[u8]], routes: &[&Entry<'_>]) -> Result<Vec<u8>, WriteError> {
     debug_assert_eq!(keys.len(), routes.len());
     let route_count = u32::try_from(routes.len()).map_err(|_| WriteError::TooLarge)?;
     // The index maps each key to its record's offset, so it is built as the
@@ -251,7 +251,7 @@ pub fn write_sorted(keys: &[&[u8]], routes: &[&Route<'_>]) -> Result<Vec<u8>, Wr
 
 /// The routes section, in route order; `emit` receives the records'
 /// offsets in batches, in order.
-fn write_records(routes: &[&Route<'_>], mut emit: impl FnMut(Vec<u32>)) -> Result<Vec<u8>, WriteError> {
+fn write_records(routes: &[&Entry<'_>], mut emit: impl FnMut(Vec<u32>)) -> Result<Vec<u8>, WriteError> {
     let mut records = Records { out: Vec::with_capacity(routes.len() * 56), ..Records::default() };
     let mut batch = Vec::with_capacity(BATCH);
     for route in routes {

@@ -132,6 +132,16 @@ pub struct Failed<E> {
     pub attempts: u32,
 }
 
+/// [`with_retries`] for a request whose retries nobody needs to hear about.
+pub async fn retried<T, E, F, Fut>(policy: &RetryPolicy, call: F) -> Result<T, Failed<E>>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+{
+    with_retries(policy, |_| {}, call).await
+}
+
 /// Runs `call` until it succeeds, fails for a reason that is not
 /// transient, or has used up `policy`'s retries. `on_retry` hears about
 /// every retry (the failure, described) before its backoff.

@@ -12,7 +12,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use edgeroute_compiler::elb::{apply_origins, arns_without_origin, region_of, Origins};
 use edgeroute_compiler::source::SourceItem;
 
-use crate::aws::{describe, with_retries, RetryPolicy};
+use crate::aws::{describe, retried, RetryPolicy};
 
 /// `DescribeLoadBalancers` takes at most this many ARNs.
 const BATCH: usize = 20;
@@ -46,16 +46,12 @@ pub async fn describe_load_balancers(
         // the unknown ones stand alone.
         let mut work: Vec<&[&str]> = arns.chunks(BATCH).collect();
         while let Some(batch) = work.pop() {
-            let answer = with_retries(
-                retry,
-                |_| {},
-                || {
-                    client
-                        .describe_load_balancers()
-                        .set_load_balancer_arns(Some(batch.iter().map(|a| a.to_string()).collect()))
-                        .send()
-                },
-            )
+            let answer = retried(retry, || {
+                client
+                    .describe_load_balancers()
+                    .set_load_balancer_arns(Some(batch.iter().map(|a| a.to_string()).collect()))
+                    .send()
+            })
             .await;
             match answer {
                 Ok(out) => {

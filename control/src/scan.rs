@@ -15,7 +15,7 @@ use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType, TableDescription};
 use aws_sdk_dynamodb::Client;
 
-use crate::aws::{describe, with_retries, RetryPolicy};
+use crate::aws::{describe, retried, with_retries, RetryPolicy};
 use edgeroute_compiler::item::{dynamodb_type_name, Location, RawItem, Value};
 use edgeroute_compiler::source::SourceItem;
 
@@ -91,9 +91,8 @@ pub async fn scan_table(
 ) -> Result<TableScan, ScanError> {
     let start = Instant::now();
     let client = Client::new(config);
-    let described = with_retries(&options.retry, |_| {}, || client.describe_table().table_name(table).send())
-        .await
-        .map_err(|failed| {
+    let described =
+        retried(&options.retry, || client.describe_table().table_name(table).send()).await.map_err(|failed| {
             if failed.error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) {
                 ScanError::NoSuchTable { table: table.to_owned() }
             } else {

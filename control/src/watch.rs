@@ -23,14 +23,14 @@ use aws_config::SdkConfig;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIteratorType};
 use edgeroute_store::Store;
 
-use crate::aws::{describe, with_retries, RetryPolicy};
+use crate::aws::{describe, retried, RetryPolicy};
 use crate::elb;
 use crate::publish::{publish, Published};
 use crate::scan::{scan_table, ScanOptions};
 use edgeroute_compiler::elb::{apply_origins, arns_without_origin, Origins};
-use edgeroute_compiler::incremental::{table_key, Incremental};
+use edgeroute_compiler::entry::ItemErrorKind;
 use edgeroute_compiler::item::{dynamodb_type_name, Location, RawItem, Value};
-use edgeroute_compiler::route::ItemErrorKind;
+use edgeroute_compiler::mirror::{table_key, Mirror};
 
 /// How to watch.
 #[derive(Clone, Debug)]
@@ -94,9 +94,6 @@ pub enum WatchError {
     Elb(#[from] elb::ElbError),
 }
 
-/// The table, as the watcher knows it: every item by its Domain key.
-type Mirror = Incremental;
-
 /// One open shard being read.
 #[derive(Debug)]
 struct Shard {
@@ -130,7 +127,7 @@ pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &Wat
         reports: options.reports.clone(),
     };
     loop {
-        let described = with_retries(&options.retry, |_| {}, || dynamodb.describe_table().table_name(table).send())
+        let described = retried(&options.retry, || dynamodb.describe_table().table_name(table).send())
             .await
             .map_err(|f| WatchError::Describe { table: table.to_owned(), why: describe(&f.error) })?;
         let description =
@@ -159,7 +156,7 @@ pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &Wat
             shards.len()
         );
         publisher.publish(&mirror, None).await?;
-        match follow(&streams, &stream, &mut shards, &mut mirror, options, &mut publisher).await? {
+        match read_shards(&streams, &stream, &mut shards, &mut mirror, options, &mut publisher).await? {
             Restart::Bootstrap(why) => {
                 eprintln!("warn: {why}; mirroring the table again in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -174,7 +171,7 @@ enum Restart {
 
 /// Reads every shard in turn, applies its records to the mirror, and
 /// publishes after each debounced burst.
-async fn follow(
+async fn read_shards(
     streams: &aws_sdk_dynamodbstreams::Client,
     stream: &str,
     shards: &mut Vec<Shard>,
@@ -191,8 +188,7 @@ async fn follow(
         let mut closed = Vec::new();
         for (i, shard) in shards.iter_mut().enumerate() {
             let Some(iterator) = shard.iterator.clone() else { continue };
-            let answer =
-                with_retries(&options.retry, |_| {}, || streams.get_records().shard_iterator(&iterator).send()).await;
+            let answer = retried(&options.retry, || streams.get_records().shard_iterator(&iterator).send()).await;
             let out = match answer {
                 Ok(out) => out,
                 Err(f) if f.error.as_service_error().is_some_and(|e| e.is_expired_iterator_exception()) => {
@@ -298,11 +294,9 @@ async fn open_shards(
     let mut shards = Vec::new();
     let mut start: Option<String> = None;
     loop {
-        let out = with_retries(
-            retry,
-            |_| {},
-            || streams.describe_stream().stream_arn(stream).set_exclusive_start_shard_id(start.clone()).send(),
-        )
+        let out = retried(retry, || {
+            streams.describe_stream().stream_arn(stream).set_exclusive_start_shard_id(start.clone()).send()
+        })
         .await
         .map_err(|f| WatchError::Stream { stream: stream.to_owned(), why: describe(&f.error) })?;
         let Some(description) = out.stream_description else { break };
@@ -332,19 +326,15 @@ async fn iterator_for(
     after: Option<&str>,
     retry: &RetryPolicy,
 ) -> Result<String, WatchError> {
-    let out = with_retries(
-        retry,
-        |_| {},
-        || {
-            streams
-                .get_shard_iterator()
-                .stream_arn(stream)
-                .shard_id(shard)
-                .shard_iterator_type(kind.clone())
-                .set_sequence_number(after.map(str::to_owned))
-                .send()
-        },
-    )
+    let out = retried(retry, || {
+        streams
+            .get_shard_iterator()
+            .stream_arn(stream)
+            .shard_id(shard)
+            .shard_iterator_type(kind.clone())
+            .set_sequence_number(after.map(str::to_owned))
+            .send()
+    })
     .await
     .map_err(|f| WatchError::Stream { stream: stream.to_owned(), why: describe(&f.error) })?;
     out.shard_iterator

@@ -16,9 +16,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use edgeroute_store::{write_file_atomically, Pointer, Store, StoreError, Version};
+use edgeroute_edge::SnapshotId;
+use edgeroute_store::{write_file_atomically, Pointer, Store, StoreError, StoreLocation, Version};
 
-use crate::router::snapshot_id;
 use crate::state::HostState;
 
 /// Why the host could not start or follow its store.
@@ -56,7 +56,7 @@ async fn fetch(store: &Store, pointer: &Pointer) -> Result<Vec<u8>, ServeError> 
 
 /// Checks that a fetched snapshot's bytes are its id; returns the id.
 fn verify(bytes: &[u8], id: &str) -> Result<String, ServeError> {
-    let found = snapshot_id(bytes);
+    let found = SnapshotId::of(bytes).to_string();
     if found != id {
         return Err(ServeError::Refused {
             id: id.to_owned(),
@@ -207,10 +207,10 @@ impl Follower {
 }
 
 /// The default cache folder for a store: one per store, under the user's cache.
-pub fn default_cache(store: &str) -> PathBuf {
+pub fn default_cache(store: &StoreLocation) -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    base.join("edgeroute").join(&snapshot_id(store.as_bytes())[..16])
+    base.join("edgeroute").join(store.cache_name())
 }

@@ -11,7 +11,7 @@
 //! ([`statics`]), a proxied load balancer ([`proxy`]) or a short answer
 //! ([`respond`]). Beside it: the [`HostState`] every listener shares, the
 //! [`follow`]er that keeps the router on a store's current snapshot, and
-//! the [`admin`] listener with the metrics. It never links the DynamoDB SDK.
+//! what it reports on its [`admin`] listener (`edgeroute-admin`). It never links the DynamoDB SDK.
 
 pub mod admin;
 pub mod answer;

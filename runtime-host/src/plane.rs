@@ -16,6 +16,7 @@
 //! Each phase either passes the request on or ends it with a response;
 //! nothing in them fails or panics on bad input.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -27,7 +28,7 @@ use crate::body::Body;
 use crate::engine::EngineError;
 use crate::http::request::{host_name, request_host, InFlight};
 use crate::metrics::Outcome;
-use crate::proxy::{Forwarded, Origin, Proxy, ProxyOutcome};
+use crate::proxy::{Forwarded, Proxy, ProxyOutcome, Upstream};
 use crate::respond::{name_snapshot, plain, redirect};
 use crate::state::HostState;
 use crate::statics::Objects;
@@ -41,12 +42,13 @@ pub struct DataPlane {
     pub proxy: Proxy,
 }
 
-/// A resolution, owned, so that it can outlive the worker's buffer across awaits.
+/// A resolution, owned, so that it can outlive the worker's buffer across
+/// awaits: what the request is answered with.
 #[derive(Debug)]
-enum Route {
+enum Resolved {
     Static { bucket: String, key: String, status: u16, fallback: Option<String> },
     Redirect { location: String, status: u16 },
-    Balancer(Origin),
+    Balancer(Upstream),
     NotFound,
     BadRequest(&'static str),
 }
@@ -58,8 +60,22 @@ struct Named {
     target: Vec<u8>,
 }
 
+/// A short answer that ends the request in an early phase.
+#[derive(Debug)]
+struct Short {
+    outcome: Outcome,
+    status: StatusCode,
+    text: Cow<'static, str>,
+}
+
+impl Short {
+    fn bad_request(status: StatusCode, text: impl Into<Cow<'static, str>>) -> Short {
+        Short { outcome: Outcome::BadRequest, status, text: text.into() }
+    }
+}
+
 /// A phase's verdict: go on with `T`, or answer now.
-type Phase<T> = Result<T, (Outcome, Response<Body>)>;
+type Phase<T> = Result<T, Short>;
 
 impl DataPlane {
     /// Answers one request. Never fails and never panics on bad input: every
@@ -73,9 +89,9 @@ impl DataPlane {
         let method = req.method().clone();
         let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().clone());
         let (outcome, response, id) = match self.request_filter(&req) {
-            Err((outcome, response)) => (outcome, response, None),
+            Err(short) => (short.outcome, plain(short.status, &short.text), None),
             Ok(named) => match self.resolve(&named) {
-                Err((outcome, response)) => (outcome, response, None),
+                Err(short) => (short.outcome, plain(short.status, &short.text), None),
                 Ok((route, id)) => {
                     let (outcome, response) = self.dispatch(req, named, route, client).await;
                     (outcome, response, Some(id))
@@ -98,37 +114,37 @@ impl DataPlane {
     fn request_filter<B>(&self, req: &Request<B>) -> Phase<Named> {
         // A router forwards requests; it does not open tunnels.
         if req.method() == Method::CONNECT {
-            return Err((Outcome::BadRequest, plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: CONNECT")));
+            return Err(Short::bad_request(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: CONNECT"));
         }
         let host = request_host(req)
-            .map_err(|why| (Outcome::BadRequest, plain(StatusCode::BAD_REQUEST, &format!("bad request: {why}"))))?;
+            .map_err(|why| Short::bad_request(StatusCode::BAD_REQUEST, format!("bad request: {why}")))?;
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str()).as_bytes().to_vec();
         Ok(Named { host: host.to_vec(), target })
     }
 
     /// Phase 2: resolves through this thread's worker; returns the route
     /// and the id of the snapshot that answered.
-    fn resolve(&self, named: &Named) -> Phase<(Route, String)> {
+    fn resolve(&self, named: &Named) -> Phase<(Resolved, String)> {
         let state = self.state;
         let answer = state.router.with_worker(|worker| {
             let start = Instant::now();
             let resolution = worker.resolve(&named.host, &named.target);
             state.metrics.resolve(start.elapsed());
             let route = match resolution? {
-                Resolution::Static { bucket, key, status, fallback, .. } => Route::Static {
+                Resolution::Static { bucket, key, status, fallback, .. } => Resolved::Static {
                     bucket: bucket.to_owned(),
                     key: key.to_string(),
                     status,
                     fallback: fallback.map(|f| f.to_string()),
                 },
                 Resolution::Redirect { location, status, .. } => {
-                    Route::Redirect { location: location.to_string(), status }
+                    Resolved::Redirect { location: location.to_string(), status }
                 }
                 Resolution::Balancer { origin, port, scheme, .. } => {
-                    Route::Balancer(Origin { host: origin.to_owned(), port, https: scheme == Scheme::Https })
+                    Resolved::Balancer(Upstream { host: origin.to_owned(), port, https: scheme == Scheme::Https })
                 }
-                Resolution::NotFound => Route::NotFound,
-                Resolution::BadRequest(reason) => Route::BadRequest(reason.as_str()),
+                Resolution::NotFound => Resolved::NotFound,
+                Resolution::BadRequest(reason) => Resolved::BadRequest(reason.as_str()),
             };
             let id = worker.live().map(|l| l.id.clone()).unwrap_or_default();
             Ok::<_, EngineError>((route, id))
@@ -136,11 +152,15 @@ impl DataPlane {
         answer.map_err(|e| match e {
             // Longer than the module's input buffer: the client's doing, not ours.
             EngineError::InputTooLong => {
-                (Outcome::BadRequest, plain(StatusCode::URI_TOO_LONG, "bad request: the request is too long"))
+                Short::bad_request(StatusCode::URI_TOO_LONG, "bad request: the request is too long")
             }
             e => {
                 tracing::error!("resolve failed: {e}");
-                (Outcome::Error, plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error: the router failed"))
+                Short {
+                    outcome: Outcome::Error,
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    text: "internal error: the router failed".into(),
+                }
             }
         })
     }
@@ -150,11 +170,11 @@ impl DataPlane {
         &self,
         req: Request<hyper::body::Incoming>,
         named: Named,
-        route: Route,
+        route: Resolved,
         client: SocketAddr,
     ) -> (Outcome, Response<Body>) {
         match route {
-            Route::Static { bucket, key, status, fallback } => {
+            Resolved::Static { bucket, key, status, fallback } => {
                 // Boxed, as is the proxy's future below: each is kilobytes,
                 // and hyper moves the request's future several times.
                 let site = crate::statics::Site { bucket: &bucket, key: &key, status, fallback: fallback.as_deref() };
@@ -162,8 +182,8 @@ impl DataPlane {
                     Box::pin(crate::statics::serve(&self.objects, &self.state.metrics, &req, site, &named.target));
                 (Outcome::Static, fetch.await)
             }
-            Route::Redirect { location, status } => (Outcome::Redirect, redirect(status, &location)),
-            Route::Balancer(origin) => {
+            Resolved::Redirect { location, status } => (Outcome::Redirect, redirect(status, &location)),
+            Resolved::Balancer(origin) => {
                 let name = host_name(&named.host);
                 let fwd = Forwarded { host: &named.host, name: &name, client };
                 let (response, result) = Box::pin(self.proxy.forward(req, &origin, fwd)).await;
@@ -172,8 +192,8 @@ impl DataPlane {
                 }
                 (Outcome::Balancer, response)
             }
-            Route::NotFound => (Outcome::NotFound, plain(StatusCode::NOT_FOUND, "not found")),
-            Route::BadRequest(reason) => {
+            Resolved::NotFound => (Outcome::NotFound, plain(StatusCode::NOT_FOUND, "not found")),
+            Resolved::BadRequest(reason) => {
                 (Outcome::BadRequest, plain(StatusCode::BAD_REQUEST, &format!("bad request: {reason}")))
             }
         }

@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use edgeroute_edge::Resolution;
-use sha2::{Digest, Sha256};
+use edgeroute_edge::{Resolution, Snapshot, SnapshotId};
 
 use crate::answer::Answer;
 use crate::engine::{EdgeEngine, EdgeInstance, EngineError, SnapshotModule};
@@ -43,7 +42,7 @@ pub struct Router {
 impl Router {
     /// Loads the first snapshot.
     pub fn new(engine: EdgeEngine, snapshot: &[u8]) -> Result<Router, EngineError> {
-        let live = Self::load(&engine, snapshot, snapshot_id(snapshot), 1)?;
+        let live = Self::load(&engine, snapshot, SnapshotId::of(snapshot).to_string(), 1)?;
         Ok(Router { engine, live: ArcSwap::from_pointee(live), generations: AtomicU64::new(1) })
     }
 
@@ -67,10 +66,10 @@ impl Router {
     /// makes it the live one. Lookups in flight finish on the old one; a
     /// refused snapshot leaves the old one serving and comes back as the error.
     pub fn swap(&self, snapshot: &[u8]) -> Result<Arc<Live>, EngineError> {
-        self.swap_identified(snapshot, snapshot_id(snapshot))
+        self.swap_identified(snapshot, SnapshotId::of(snapshot).to_string())
     }
 
-    /// [`swap`](Self::swap) for a snapshot whose id (its [`snapshot_id`]) the
+    /// [`swap`](Self::swap) for a snapshot whose id (its [`SnapshotId`]) the
     /// caller has just computed from these bytes, e.g. to check them against
     /// a store's pointer: hashing 50 MB twice would cost a swap ~100 ms.
     pub fn swap_identified(&self, snapshot: &[u8], id: String) -> Result<Arc<Live>, EngineError> {
@@ -113,14 +112,10 @@ thread_local! {
     static WORKER: RefCell<Option<(usize, Worker<'static>)>> = const { RefCell::new(None) };
 }
 
-/// A snapshot's id: the lowercase hex SHA-256 of its bytes.
-pub fn snapshot_id(snapshot: &[u8]) -> String {
-    Sha256::digest(snapshot).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The header's route count (the snapshot was validated before this is read).
+/// The snapshot's route count, from its header, section table and index
+/// footer (O(1)): the module has validated the snapshot by then.
 fn route_count(snapshot: &[u8]) -> u32 {
-    snapshot.get(16..20).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    Snapshot::from_bytes_trusted(snapshot).map_or(0, |s| s.route_count())
 }
 
 /// One thread's instance of the live snapshot module. It follows swaps

@@ -22,6 +22,16 @@ pub enum StoreLocation {
     S3 { bucket: String, prefix: String },
 }
 
+impl StoreLocation {
+    /// A short name for this store that stays the same from run to run and
+    /// differs between stores: 16 hex digits of the SHA-256 of its text. A
+    /// host keeps its last good snapshot of the store in a folder of that name.
+    pub fn cache_name(&self) -> String {
+        use sha2::{Digest as _, Sha256};
+        Sha256::digest(self.to_string().as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 impl std::str::FromStr for StoreLocation {
     type Err = String;
 
@@ -72,6 +82,14 @@ mod tests {
         for s in ["dir:/var/store", "s3://edge", "s3://edge/a/b"] {
             assert_eq!(parse(s).unwrap().to_string(), s);
         }
+    }
+
+    /// The name earlier releases gave the cache folder (16 hex digits of the
+    /// location's SHA-256), so that an upgraded host finds its cache.
+    #[test]
+    fn the_cache_name_is_stable() {
+        assert_eq!(parse("dir:/var/store").unwrap().cache_name(), "4974f0df23ce37d0");
+        assert_ne!(parse("s3://edge").unwrap().cache_name(), parse("s3://edge/a").unwrap().cache_name());
     }
 
     #[test]

@@ -7,8 +7,8 @@ mod integration {
     pub mod determinism;
     pub mod export;
     pub mod golden;
-    pub mod incremental;
     pub mod layout;
+    pub mod mirror;
     pub mod rules;
     pub mod table;
 }

@@ -9,7 +9,7 @@
 use std::fmt;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use edgeroute_compiler::route::ItemErrorKind;
+use edgeroute_compiler::entry::ItemErrorKind;
 
 use super::transaction::MAX_SERVICES;
 use crate::aws::{describe, Failed};

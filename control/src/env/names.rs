@@ -2,7 +2,7 @@
 //! the hostname `SERVICE-PART-APP.DOMAIN` they make, and the random
 //! characters of PART (when there is no handle) and of environment ids.
 
-use edgeroute_compiler::route::normalize_domain;
+use edgeroute_compiler::entry::normalize_domain;
 
 use super::error::{EnvError, NameProblem};
 

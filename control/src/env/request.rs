@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::error::EnvError;
 use super::schema::{s, PK};
 use super::Environments;
-use crate::aws::{with_retries, Failed};
+use crate::aws::{retried, Failed};
 
 /// A conditional write whose condition did not hold.
 pub(super) const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
@@ -44,7 +44,7 @@ impl Environments {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     {
-        with_retries(&self.retry, |_| {}, call).await
+        retried(&self.retry, call).await
     }
 
     /// Every item of the state table's partition `pk`, all pages.

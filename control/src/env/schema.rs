@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType};
+use edgeroute_compiler::entry::{validate, ItemErrorKind};
 use edgeroute_compiler::item::{Location, RawItem, Value};
-use edgeroute_compiler::route::{validate, ItemErrorKind};
 
 use super::error::EnvError;
 use super::{Environment, Handle};

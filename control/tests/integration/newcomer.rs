@@ -227,10 +227,7 @@ fn rollback_takes_a_unique_id_prefix_as_git_does() {
                     .unwrap()
                     .bytes;
             let id = SnapshotId::of(&bytes).to_string();
-            match by_prefix.insert(id[..4].to_owned(), (id.clone(), bytes.clone())) {
-                Some(other) => Some((other, (id, bytes))),
-                None => None,
-            }
+            by_prefix.insert(id[..4].to_owned(), (id.clone(), bytes.clone())).map(|other| (other, (id, bytes)))
         })
         .expect("two ids share a prefix long before 100,000 snapshots");
     let store = format!("dir:{}", path(&dir.join("store")));

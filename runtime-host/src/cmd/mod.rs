@@ -95,6 +95,6 @@ pub async fn start(
         live.route_count,
         admin.local_addr().unwrap_or(listener.admin_listen)
     );
-    tokio::spawn(edgeroute_host::admin::serve(state, admin));
+    tokio::spawn(edgeroute_admin::serve(std::sync::Arc::new(state), admin));
     Ok(workers)
 }

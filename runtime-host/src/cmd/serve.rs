@@ -26,7 +26,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             (None, Some(location)) => {
                 let config = matches!(location, StoreLocation::S3 { .. }).then_some(&aws);
                 let store = Store::open(location, config)?;
-                let cache = args.follower.cache_dir.clone().unwrap_or_else(|| default_cache(&location.to_string()));
+                let cache = args.follower.cache_dir.clone().unwrap_or_else(|| default_cache(location));
                 let (follower, first) =
                     Follower::start(store, cache).await.with_context(|| format!("cannot serve from {location}"))?;
                 let router = router_for(&first).with_context(|| format!("cannot serve from {location}"))?;

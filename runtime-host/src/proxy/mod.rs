@@ -78,9 +78,10 @@ pub enum ProxyError {
     NoRoots,
 }
 
-/// Where a request goes: the resolved balancer.
+/// Where a proxied request goes: the resolved balancer or origin (the
+/// snapshot's `edgeroute_edge::Origin`, owned, as the proxy connects to it).
 #[derive(Clone, Debug)]
-pub struct Origin {
+pub struct Upstream {
     pub host: String,
     pub port: u16,
     pub https: bool,
@@ -172,7 +173,7 @@ impl Proxy {
     pub async fn forward(
         &self,
         mut req: Request<hyper::body::Incoming>,
-        origin: &Origin,
+        origin: &Upstream,
         fwd: Forwarded<'_>,
     ) -> (Response<Body>, ProxyOutcome) {
         let upgrade = upgrade_protocol(req.headers());

@@ -666,7 +666,7 @@ fn limits_metrics_and_a_graceful_shutdown() {
         ] {
             assert!(metrics.contains(line), "{line} not in\n{metrics}");
         }
-        let admin = edgeroute_host::admin::answer(plane.state, &Request::get("/health").body(()).unwrap());
+        let admin = edgeroute_admin::answer(plane.state, &Request::get("/health").body(()).unwrap());
         assert_eq!(admin.status(), 200);
 
         // A request in flight when the shutdown begins is answered; then the

@@ -96,14 +96,14 @@ mod swap {
         assert!(worker.resolve(b"a.example.com", b"/").unwrap().json().to_string().contains("one/index.html"));
         let live = router.swap(b.as_bytes()).unwrap();
         assert_eq!(live.generation, 2);
-        assert_eq!(live.id, edgeroute_compiler::snapshot_id(b.as_bytes()));
+        assert_eq!(live.id, edgeroute_edge::SnapshotId::of(b.as_bytes()).to_string());
         // The same worker follows the swap on its next lookup.
         assert!(worker.resolve(b"a.example.com", b"/").unwrap().json().to_string().contains("two/index.html"));
         assert_eq!(worker.generation(), Some(2));
         assert!(key(&router, "b.example.com").contains("b.example.net"));
         assert_eq!(key(&router, "x.w.example.com"), r#"{"kind":"not_found"}"#);
         // The old snapshot's metadata stays consistent for whoever holds it.
-        assert_eq!(first.id, edgeroute_compiler::snapshot_id(a.as_bytes()));
+        assert_eq!(first.id, edgeroute_edge::SnapshotId::of(a.as_bytes()).to_string());
     }
 
     #[test]

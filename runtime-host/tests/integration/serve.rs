@@ -43,7 +43,7 @@ fn sites() -> PathBuf {
 }
 
 fn id(bytes: &[u8]) -> String {
-    edgeroute_compiler::snapshot_id(bytes)
+    edgeroute_edge::SnapshotId::of(bytes).to_string()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

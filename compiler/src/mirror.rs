@@ -7,28 +7,30 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::compile::{snapshot_id, Compiled, Stats};
+use edgeroute_edge::SnapshotId;
+
+use crate::compile::{Compiled, Stats};
+use crate::entry::{self, Entry, ItemError, ItemErrorKind};
 use crate::item::{Location, RawItem, Value};
-use crate::route::{self, ItemError, ItemErrorKind, Route};
 use crate::writer::{write_sorted, WriteError};
 
-/// One item: its index key and route, or why it is left out.
+/// One item: its index key and entry, or why it is left out.
 #[derive(Debug)]
-struct Entry {
-    result: Result<(Vec<u8>, Route<'static>), ItemError>,
+struct Slot {
+    result: Result<(Vec<u8>, Entry<'static>), ItemError>,
 }
 
 /// Items by the table's own key (the Domain as written), validated.
 #[derive(Debug, Default)]
-pub struct Incremental {
-    items: HashMap<String, Entry>,
+pub struct Mirror {
+    items: HashMap<String, Slot>,
     /// Index key → the valid items that have it (more than one: duplicates).
     keys: BTreeMap<Vec<u8>, Vec<String>>,
 }
 
-impl Incremental {
-    pub fn new() -> Incremental {
-        Incremental::default()
+impl Mirror {
+    pub fn new() -> Mirror {
+        Mirror::default()
     }
 
     /// How many items the table has (valid or not).
@@ -56,19 +58,19 @@ impl Incremental {
         }
         let Some(item) = item else { return };
         let result = item.and_then(|item| {
-            let route = route::validate(Location::Index(0), &item)?;
+            let route = entry::validate(Location::Index(0), &item)?;
             Ok((route.key(), route))
         });
         if let Ok((key, _)) = &result {
             self.keys.entry(key.clone()).or_default().push(domain.to_owned());
         }
-        self.items.insert(domain.to_owned(), Entry { result });
+        self.items.insert(domain.to_owned(), Slot { result });
     }
 
     /// Writes the snapshot of the table as it is now.
     pub fn build(&self) -> Result<Compiled, WriteError> {
         let mut keys: Vec<&[u8]> = Vec::with_capacity(self.keys.len());
-        let mut routes: Vec<&Route<'static>> = Vec::with_capacity(self.keys.len());
+        let mut routes: Vec<&Entry<'static>> = Vec::with_capacity(self.keys.len());
         let mut skipped = Vec::new();
         for (key, domains) in &self.keys {
             let route = |d: &String| match &self.items[d].result {
@@ -98,7 +100,7 @@ impl Incremental {
         skipped.extend(self.items.values().filter_map(|e| e.result.as_ref().err().cloned()));
         skipped.sort_by(|a, b| a.domain.cmp(&b.domain));
         let bytes = write_sorted(&keys, &routes)?;
-        Ok(Compiled { id: snapshot_id(&bytes), bytes, stats: Stats::of(&routes), skipped })
+        Ok(Compiled { id: SnapshotId::of(&bytes).to_string(), bytes, stats: Stats::of(&routes), skipped })
     }
 }
 

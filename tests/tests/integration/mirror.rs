@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use edgeroute_compiler::incremental::Incremental;
+use edgeroute_compiler::mirror::Mirror;
 use edgeroute_compiler::{compile, ItemErrorKind, Location, Options, RawItem, Value};
 use edgeroute_tests::Rng;
 
@@ -30,7 +30,7 @@ fn random_item(rng: &mut Rng, domain: &str) -> RawItem<'static> {
 }
 
 #[test]
-fn incremental_builds_equal_full_compiles() {
+fn mirror_builds_equal_full_compiles() {
     let mut domains = Vec::new();
     for i in 0..40 {
         domains.push(format!("d{i}.example.com"));
@@ -45,7 +45,7 @@ fn incremental_builds_equal_full_compiles() {
         }
     }
     let mut rng = Rng::new(20261124);
-    let mut table = Incremental::new();
+    let mut table = Mirror::new();
     let mut mirror: BTreeMap<String, RawItem<'static>> = BTreeMap::new();
     let (mut duplicates, mut invalid, mut routes) = (0, 0, 0);
     for step in 0..600 {

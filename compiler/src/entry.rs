@@ -1,4 +1,4 @@
-//! Validation and normalization of table items into [`Route`]s
+//! Validation and normalization of table items into [`Entry`]s
 //! (`docs/table-schema.md`).
 
 use std::borrow::Cow;
@@ -12,7 +12,7 @@ use crate::item::{Location, RawItem, Value};
 /// borrow from the source where the source's text is already normalized,
 /// so that compiling a big table allocates little per route.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route<'a> {
+pub struct Entry<'a> {
     /// The normalized Domain: lowercase ASCII, punycode, no trailing dot,
     /// `*.` in front for a wildcard.
     pub domain: Cow<'a, str>,
@@ -37,7 +37,7 @@ pub enum Target<'a> {
     },
 }
 
-impl Route<'_> {
+impl Entry<'_> {
     /// The index key: labels reversed (`com.example.api`); a wildcard
     /// `*.example.com` becomes `com.example.*`, so that the longest matching
     /// wildcard is found on the way down the exact name.
@@ -142,7 +142,7 @@ fn string<'v, 'a>(attribute: &'static str, v: &'v Value<'a>) -> Result<&'v Cow<'
 
 /// Validates one item. On error, the item's Domain (as written) is returned
 /// with the error whenever it is a string, so messages can name it.
-pub fn validate<'a>(location: Location, item: &RawItem<'a>) -> Result<Route<'a>, ItemError> {
+pub fn validate<'a>(location: Location, item: &RawItem<'a>) -> Result<Entry<'a>, ItemError> {
     validate_inner(item).map_err(|kind| ItemError {
         location,
         domain: match &item.domain {
@@ -153,7 +153,7 @@ pub fn validate<'a>(location: Location, item: &RawItem<'a>) -> Result<Route<'a>,
     })
 }
 
-fn validate_inner<'a>(item: &RawItem<'a>) -> Result<Route<'a>, ItemErrorKind> {
+fn validate_inner<'a>(item: &RawItem<'a>) -> Result<Entry<'a>, ItemErrorKind> {
     if let Some(t) = item.not_an_object {
         return Err(ItemErrorKind::NotAnObject(t));
     }
@@ -174,7 +174,7 @@ fn validate_inner<'a>(item: &RawItem<'a>) -> Result<Route<'a>, ItemErrorKind> {
     };
     let target = string("Target", item.target.as_ref().ok_or_else(|| missing("Target"))?)?;
     let target = parse_target(target, item)?;
-    Ok(Route { domain, target })
+    Ok(Entry { domain, target })
 }
 
 /// Normalizes a Domain the way the WHATWG URL parser does (UTS #46 via
