@@ -1,8 +1,10 @@
 //! Builds the edge module (`edge-wasm`, for `wasm32-unknown-unknown`, profile
 //! `wasm`) so that a plain `cargo build` of the host embeds a fresh module:
-//! no manual step. The nested cargo gets its own target directory (the outer
-//! build holds the workspace's) and runs offline (the module's only
-//! dependency is the `edge` crate in this workspace).
+//! no manual step. The nested cargo gets a target directory of its own (the
+//! outer build holds the workspace's), one for every profile of the host
+//! (tests, clippy, release), so that the module is built once, and runs
+//! offline (the module's only dependency is the `edge` crate in this
+//! workspace).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +16,13 @@ fn main() {
     for watched in ["edge/src", "edge/Cargo.toml", "edge-wasm/src", "edge-wasm/Cargo.toml", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
-    let target_dir = out.join("wasm-target");
+    // Beside the workspace's target directory's profiles: the module is the
+    // same whichever profile builds the host.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| if dir.is_absolute() { dir } else { workspace.join(dir) })
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("edge-module");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&workspace)

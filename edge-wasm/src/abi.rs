@@ -1,6 +1,6 @@
 //! The module's ABI (`docs/wasm-abi.md`). All multi-byte fields are
 //! little-endian; every pointer is an offset into the module's memory.
-#![allow(unsafe_code)] // the three shared-memory accessors below; see each SAFETY note
+#![allow(unsafe_code)] // the shared-memory accessors below (`with_state`, `region_bytes`); see each SAFETY note
 
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
@@ -126,23 +126,35 @@ static GLOBAL: Global = Global(UnsafeCell::new(State {
     snapshot: None,
 }));
 
-fn state() -> &'static mut State {
-    // SAFETY: exports do not call each other and are not re-entered (the
-    // module has no imports to call back through), so each export holds the
-    // only reference for its duration.
-    unsafe { &mut *GLOBAL.0.get() }
+/// Runs `f` with the module's state, the only way to reach it. The
+/// reference lives as long as the call to `f`, so it cannot be kept; each
+/// export calls this once, and nothing inside `f` calls it again.
+fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    // SAFETY: the one reference to the state made for this call. Exports
+    // do not call each other and are not re-entered (the module has no
+    // imports to call back through), and `with_state` is not nested (each
+    // export calls it once, and no closure passed to it calls it), so no
+    // other reference to the state exists while `f` runs; single-threaded,
+    // see `Global`'s `Sync`.
+    f(unsafe { &mut *GLOBAL.0.get() })
 }
 
-/// The bytes of a reserved or attached region.
-fn region_bytes(ptr: usize, len: usize) -> &'static mut [u8] {
-    // SAFETY: `ptr..ptr + len` was handed out by `grow`, which gives each
-    // region fresh memory that is never shrunk, freed or handed out again,
-    // or was checked by `edgeroute_attach` to lie inside the memory and
-    // above every static the module uses.
-    // The host writes it only before committing (the ABI's rule); should a
-    // host break that rule, the reader's checked accesses still keep every
-    // read in bounds.
-    unsafe { core::slice::from_raw_parts_mut(ptr as *mut u8, len) }
+/// The bytes of a reserved or attached region, for the reader: memory the
+/// module never frees, so they can back the committed snapshot for as long
+/// as the module lives.
+///
+/// # Safety
+///
+/// `ptr..ptr + len` must be a region handed out by [`grow`] (fresh memory
+/// that is never shrunk, freed or handed out again) or one that
+/// `edgeroute_attach` checked to lie inside the memory and above every
+/// static the module uses: so that it is in bounds and no `&mut` to any of
+/// it exists. The host writes it only before committing (the ABI's rule);
+/// should a host break that rule, the reader's checked accesses still keep
+/// every read in bounds.
+unsafe fn region_bytes(ptr: usize, len: usize) -> &'static [u8] {
+    // SAFETY: the caller's contract above.
+    unsafe { core::slice::from_raw_parts(ptr as *const u8, len) }
 }
 
 /// Fresh memory for `len` bytes; its address, or `None`.
@@ -172,15 +184,16 @@ pub extern "C" fn edgeroute_abi_version() -> u32 {
 /// answering until a new commit succeeds.
 #[cfg_attr(target_arch = "wasm32", no_mangle)]
 pub extern "C" fn edgeroute_reserve(len: u32) -> u32 {
-    let s = state();
-    s.region = None;
-    match grow(len as usize) {
-        Some(ptr) => {
-            s.region = Some((ptr, len as usize));
-            ptr as u32
+    with_state(|s| {
+        s.region = None;
+        match grow(len as usize) {
+            Some(ptr) => {
+                s.region = Some((ptr, len as usize));
+                ptr as u32
+            }
+            None => 0,
         }
-        None => 0,
-    }
+    })
 }
 
 /// Names a snapshot that is already in memory (baked into the module's data
@@ -189,16 +202,17 @@ pub extern "C" fn edgeroute_reserve(len: u32) -> u32 {
 /// statics, or `BAD_REGION` comes back.
 #[cfg_attr(target_arch = "wasm32", no_mangle)]
 pub extern "C" fn edgeroute_attach(ptr: u32, len: u32) -> u32 {
-    let s = state();
-    s.region = None;
-    let (ptr, len) = (ptr as usize, len as usize);
-    let statics_end = s.output.as_ptr() as usize + s.output.len();
-    let fits = ptr >= statics_end && ptr.checked_add(len).is_some_and(|end| end <= memory_len());
-    if !fits {
-        return commit::BAD_REGION;
-    }
-    s.region = Some((ptr, len));
-    commit::OK
+    with_state(|s| {
+        s.region = None;
+        let (ptr, len) = (ptr as usize, len as usize);
+        let statics_end = s.output.as_ptr() as usize + s.output.len();
+        let fits = ptr >= statics_end && ptr.checked_add(len).is_some_and(|end| end <= memory_len());
+        if !fits {
+            return commit::BAD_REGION;
+        }
+        s.region = Some((ptr, len));
+        commit::OK
+    })
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -216,11 +230,16 @@ fn memory_len() -> usize {
 /// the previous snapshot keeps answering.
 #[cfg_attr(target_arch = "wasm32", no_mangle)]
 pub extern "C" fn edgeroute_commit(mode: u32) -> u32 {
-    let s = state();
+    with_state(|s| commit_region(s, mode))
+}
+
+fn commit_region(s: &mut State, mode: u32) -> u32 {
     let Some((ptr, len)) = s.region.take() else {
         return commit::NO_REGION;
     };
-    let bytes: &'static [u8] = region_bytes(ptr, len);
+    // SAFETY: `s.region` is only ever set by `edgeroute_reserve` (a region
+    // from `grow`) or by `edgeroute_attach` (after its bounds check).
+    let bytes: &'static [u8] = unsafe { region_bytes(ptr, len) };
     let parsed = match mode {
         mode::FULL => Snapshot::from_bytes(bytes),
         mode::STRUCTURE => Snapshot::from_bytes_checksum_verified(bytes),
@@ -247,19 +266,19 @@ pub extern "C" fn edgeroute_commit(mode: u32) -> u32 {
 /// Routes in the committed snapshot (0 without one).
 #[cfg_attr(target_arch = "wasm32", no_mangle)]
 pub extern "C" fn edgeroute_route_count() -> u32 {
-    state().snapshot.as_ref().map_or(0, |s| s.route_count())
+    with_state(|s| s.snapshot.as_ref().map_or(0, |snap| snap.route_count()))
 }
 
 /// Address of the input buffer ([`INPUT_CAPACITY`] bytes).
 #[cfg_attr(target_arch = "wasm32", no_mangle)]
 pub extern "C" fn edgeroute_input() -> u32 {
-    state().input.as_ptr() as usize as u32
+    with_state(|s| s.input.as_ptr() as usize as u32)
 }
 
 /// Address of the output record ([`OUTPUT_HEADER`] + [`OUTPUT_DATA`] bytes).
 #[cfg_attr(target_arch = "wasm32", no_mangle)]
 pub extern "C" fn edgeroute_output() -> u32 {
-    state().output.as_ptr() as usize as u32
+    with_state(|s| s.output.as_ptr() as usize as u32)
 }
 
 /// Writes into the output data area, remembering where each string went.
@@ -307,7 +326,10 @@ fn put_pair(out: &mut [u8], at: usize, (a, b): (u32, u32)) {
 /// output record and returns its `kind`. Allocates nothing.
 #[cfg_attr(target_arch = "wasm32", no_mangle)]
 pub extern "C" fn edgeroute_resolve(host_len: u32, path_len: u32) -> u32 {
-    let s = state();
+    with_state(|s| resolve_input(s, host_len, path_len))
+}
+
+fn resolve_input(s: &mut State, host_len: u32, path_len: u32) -> u32 {
     let (header, data) = s.output.split_at_mut(OUTPUT_HEADER);
     header.fill(0);
     put_pair(header, out::FALLBACK, (u32::MAX, 0));
