@@ -33,6 +33,7 @@ mod json;
 mod path;
 mod resolve;
 mod snapshot;
+mod wire;
 
 pub use crate::crc32c::crc32c;
 pub use crate::error::SnapshotError;

@@ -9,6 +9,7 @@ use crate::error::SnapshotError;
 use crate::format::*;
 use crate::fst::{Fst, FstError, MAX_KEY_LEN};
 use crate::host::{is_host_byte, MAX_LABEL_LEN};
+use crate::wire::{u16_le, u32_le, utf8, Reader};
 
 /// A routing table snapshot, validated once and then read in place.
 ///
@@ -37,87 +38,6 @@ pub struct SectionInfo {
     pub kind: SectionKind,
     pub offset: usize,
     pub len: usize,
-}
-
-fn u32_at(data: &[u8], at: usize) -> Option<u32> {
-    let b = data.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes(b.try_into().ok()?))
-}
-
-/// A cursor over one section; every read is bounds-checked and a failed
-/// read is `None`, never a panic.
-#[derive(Clone, Copy)]
-struct Reader<'s> {
-    data: &'s [u8],
-    at: usize,
-}
-
-impl<'s> Reader<'s> {
-    fn new(data: &'s [u8], at: usize) -> Self {
-        Reader { data, at }
-    }
-
-    #[inline]
-    fn u8(&mut self) -> Option<u8> {
-        let b = *self.data.get(self.at)?;
-        self.at += 1;
-        Some(b)
-    }
-
-    #[inline]
-    fn bytes(&mut self, n: usize) -> Option<&'s [u8]> {
-        let b = self.data.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(b)
-    }
-
-    /// An unsigned LEB128 number of at most 32 bits, shortest encoding.
-    #[inline]
-    fn leb(&mut self) -> Option<u32> {
-        let first = self.u8()?;
-        if first < 0x80 {
-            return Some(first as u32);
-        }
-        let mut value = (first & 0x7F) as u32;
-        for shift in [7, 14, 21, 28] {
-            let b = self.u8()?;
-            if shift == 28 && b > 0x0F {
-                return None; // more than 32 bits
-            }
-            value |= ((b & 0x7F) as u32) << shift;
-            if b & 0x80 == 0 {
-                // A zero last byte means a longer encoding than needed.
-                return (b != 0).then_some(value);
-            }
-        }
-        None
-    }
-
-    /// A string field: its bytes in place, or a reference to an earlier
-    /// field that has them in place (see [`STRING_INLINE`]). UTF-8 is not
-    /// checked here.
-    #[inline]
-    fn string(&mut self) -> Option<&'s [u8]> {
-        self.string_field().map(|(bytes, _)| bytes)
-    }
-
-    /// [`string`](Self::string), and for a reference, where the field it
-    /// refers to ends.
-    #[inline]
-    fn string_field(&mut self) -> Option<(&'s [u8], Option<usize>)> {
-        let tag = self.leb()?;
-        if tag & STRING_INLINE != 0 {
-            return Some((self.bytes((tag >> 1) as usize)?, None));
-        }
-        let mut r = Reader::new(self.data, (tag >> 1) as usize);
-        let tag = r.leb()?;
-        (tag & STRING_INLINE != 0).then_some(())?;
-        Some((r.bytes((tag >> 1) as usize)?, Some(r.at)))
-    }
-}
-
-fn utf8(b: &[u8]) -> Option<&str> {
-    core::str::from_utf8(b).ok()
 }
 
 impl<D: AsRef<[u8]>> Snapshot<D> {
@@ -176,7 +96,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             return Err(SnapshotError::BadMagic);
         }
         // `len >= HEADER_LEN`, so every header field reads.
-        let field = |at: usize| u32_at(bytes, at).unwrap_or(0);
+        let field = |at: usize| u32_le(bytes, at).unwrap_or(0);
         if field(ENDIAN_MARKER_OFFSET) != ENDIAN_MARKER {
             return Err(SnapshotError::BadEndianness);
         }
@@ -186,7 +106,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         }
         if verify_checksum {
             let body = len - CHECKSUM_LEN;
-            let stored = u32_at(bytes, body).unwrap_or(0);
+            let stored = u32_le(bytes, body).unwrap_or(0);
             let computed = crc32c(&bytes[..body]);
             if stored != computed {
                 return Err(SnapshotError::BadChecksum { stored, computed });
@@ -204,9 +124,9 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         for (i, kind) in SectionKind::ALL.iter().enumerate() {
             let entry = FIXED_HEADER_LEN + i * SECTION_ENTRY_LEN;
             let (k, off, n) = (
-                u32_at(bytes, entry).unwrap_or(0),
-                u32_at(bytes, entry + 4).unwrap_or(0) as usize,
-                u32_at(bytes, entry + 8).unwrap_or(0) as usize,
+                u32_le(bytes, entry).unwrap_or(0),
+                u32_le(bytes, entry + 4).unwrap_or(0) as usize,
+                u32_le(bytes, entry + 8).unwrap_or(0) as usize,
             );
             if k != *kind as u32 || off != expect_offset {
                 return Err(SnapshotError::BadHeader);
@@ -320,7 +240,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
                 let port = r.bytes(2)?;
                 Some(Route::Balancer(Origin {
                     host: utf8(r.string()?)?,
-                    port: u16::from_le_bytes([port[0], port[1]]),
+                    port: u16_le(port, 0)?,
                     scheme: if flags & FLAG_HTTPS != 0 { Scheme::Https } else { Scheme::Http },
                 }))
             }
@@ -546,10 +466,9 @@ impl<'s> Assets<'s> {
     #[inline]
     fn offset(&self, i: usize) -> Option<usize> {
         if self.wide {
-            u32_at(self.table, i.checked_mul(4)?).map(|o| o as usize)
+            u32_le(self.table, i.checked_mul(4)?).map(|o| o as usize)
         } else {
-            let b = self.table.get(i.checked_mul(2)?..)?.get(..2)?;
-            Some(u16::from_le_bytes([b[0], b[1]]) as usize)
+            u16_le(self.table, i.checked_mul(2)?).map(usize::from)
         }
     }
 
@@ -630,7 +549,7 @@ mod tests {
     fn trusted_route_count_reads_only_the_header() {
         let good = snapshot(&["com.example", "com.example.api", "org.example.*"]);
         assert_eq!(Snapshot::from_bytes(&good[..]).unwrap().route_count(), 3);
-        assert_eq!(u32_at(&good, ROUTE_COUNT_OFFSET), Some(3));
+        assert_eq!(u32_le(&good, ROUTE_COUNT_OFFSET), Some(3));
         // A broken route record (and a checksum fixed up to match) is
         // refused by validation, but the trusted view never reads it.
         let mut bad = good.clone();

@@ -12,7 +12,7 @@
 
 use super::error::FstError;
 use super::node::EMPTY_ADDRESS;
-use super::pack::read_u64_le;
+use crate::wire::u64_le as read_u64_le;
 
 /// `fst`'s format version (`fst::raw::VERSION`), the header's first `u64`.
 /// Version 2 added the 256-byte transition index of wide nodes and version 3

@@ -49,21 +49,14 @@ impl PackSizes {
     }
 }
 
-/// Reads the little-endian `u64` at `at` (the FST header and footer).
-#[inline]
-pub(crate) fn read_u64_le(data: &[u8], at: usize) -> Option<u64> {
-    let b = data.get(at..at.checked_add(8)?)?;
-    Some(u64::from_le_bytes(b.try_into().ok()?))
-}
-
-/// Reads the `n`-byte (0 to 8) little-endian unsigned integer at `at`.
+/// Reads the `n`-byte (0 to [`PackSizes::MAX`]) little-endian unsigned
+/// integer at `at`.
 #[inline]
 pub(crate) fn unpack_uint(data: &[u8], at: usize, n: usize) -> Option<u64> {
     if n > PackSizes::MAX {
         return None;
     }
-    let b = data.get(at..at.checked_add(n)?)?;
-    Some(b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64))
+    crate::wire::uint_le(data, at, n)
 }
 
 /// Turns a transition's packed address *delta* into the address of the node
