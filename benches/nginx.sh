@@ -157,11 +157,11 @@ EOF
   # Both objects are stored once; then the pointer alternates between them,
   # replaced atomically as the publisher does, but by a cheap loop, so that
   # the load core spends its time on wrk and the upstream.
-  "$bin/edgeroute" publish "$work/b.snap" --to "$store" >/dev/null
+  "$bin/edgeroute" publish --snapshot "$work/b.snap" --store "$store" >/dev/null
   cp "$work/store/current.json" "$work/ptr-b.json"
-  "$bin/edgeroute" publish "$work/a.snap" --to "$store" >/dev/null
+  "$bin/edgeroute" publish --snapshot "$work/a.snap" --store "$store" >/dev/null
   cp "$work/store/current.json" "$work/ptr-a.json"
-  taskset -c 0 "$bin/edgeroute-host" serve --snapshots "$store" --listen 127.0.0.1:$ER --admin-listen 127.0.0.1:$ER_ADMIN \
+  taskset -c 0 "$bin/edgeroute-host" serve --store "$store" --listen 127.0.0.1:$ER --admin-listen 127.0.0.1:$ER_ADMIN \
     --static-root "$work" --cache-dir "$work/cache" 2>"$work/er-swap.log" & er=$!; pids+=("$er")
   wait_port $ER
   taskset -c 1 python3 - "$work" "$interval" <<'PY' & publisher=$!; pids+=("$publisher")

@@ -16,13 +16,14 @@ fn main() {
     for watched in ["edge/src", "edge/Cargo.toml", "edge-wasm/src", "edge-wasm/Cargo.toml", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
-    // Beside the workspace's target directory's profiles: the module is the
-    // same whichever profile builds the host.
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|dir| if dir.is_absolute() { dir } else { workspace.join(dir) })
-        .unwrap_or_else(|| workspace.join("target"))
-        .join("edge-module");
+    // Beside the profiles in the build's target directory (wherever
+    // `--target-dir`, `CARGO_TARGET_DIR` or `build.target-dir` put it: cargo
+    // marks its root with CACHEDIR.TAG), since the module is the same
+    // whichever profile builds the host; in OUT_DIR if there is no mark.
+    let target_dir = out
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map_or_else(|| out.join("wasm-target"), |root| root.join("edge-module"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&workspace)

@@ -11,9 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
-# The dev profile: the demo needs no speed, and the tests have built most of it already.
+# The dev profile, built exactly as `cargo test --workspace` builds it
+# (scripts/test.sh): building only the two binaries would resolve the
+# dependencies' features differently and compile much of them again.
 echo "== building edgeroute and edgeroute-host (the first build takes a few minutes)"
-cargo build --locked -q -p edgeroute-control -p edgeroute-host
+cargo test --workspace --locked --quiet --no-run
 bin=target/debug
 out=target/demo
 mkdir -p "$out"
@@ -21,7 +23,7 @@ mkdir -p "$out"
 echo "== edgeroute compile --from snapshots/demo.jsonl"
 "$bin/edgeroute" compile --from snapshots/demo.jsonl --out "$out/demo.snap"
 echo
-"$bin/edgeroute" inspect "$out/demo.snap"
+"$bin/edgeroute" inspect --snapshot "$out/demo.snap"
 echo
 echo "== edgeroute-host demo $*"
 exec "$bin/edgeroute-host" demo --snapshot "$out/demo.snap" --static-root snapshots/demo-sites "$@"

@@ -21,14 +21,14 @@ pub struct Options {
 #[derive(Debug)]
 pub struct Compiled {
     pub bytes: Vec<u8>,
-    /// Lowercase hex SHA-256 of `bytes`: the snapshot's id.
-    pub id: String,
+    /// The snapshot's id: the SHA-256 of `bytes`.
+    pub id: SnapshotId,
     pub stats: Stats,
     /// Items left out under `skip_invalid`, in source order.
     pub skipped: Vec<ItemError>,
 }
 
-/// Entry counts by kind.
+/// Route counts by kind, as the snapshot will hold them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub routes: usize,
@@ -61,7 +61,7 @@ impl Progress for () {}
 struct Keyed<'a> {
     key: Vec<u8>,
     location: Location,
-    route: Entry<'a>,
+    entry: Entry<'a>,
     /// The Domain as the table wrote it, for messages about duplicates.
     written: Cow<'a, str>,
 }
@@ -92,19 +92,48 @@ pub fn compile(
 
     progress.writing();
     let keys: Vec<&[u8]> = unique.iter().map(|k| k.key.as_slice()).collect();
-    let routes: Vec<&Entry<'_>> = unique.iter().map(|k| &k.route).collect();
+    let routes: Vec<&Entry<'_>> = unique.iter().map(|k| &k.entry).collect();
     let bytes = write_sorted(&keys, &routes)?;
-    Ok(Compiled { id: SnapshotId::of(&bytes).to_string(), bytes, stats: Stats::of(&routes), skipped: errors })
+    Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats: Stats::of(&routes), skipped: errors })
 }
 
 /// Every error [`compile`] would report for `items`, in source order,
 /// without writing a snapshot: a caller can show them all before it does
 /// anything slow or remote (such as asking AWS for load balancers' names).
-pub fn check(items: Vec<SourceItem<'_>>) -> Vec<ItemError> {
-    let (runs, mut errors) = validate_all(items, &());
+/// The items are only borrowed: each is validated where it is.
+pub fn check(items: &[SourceItem<'_>]) -> Vec<ItemError> {
+    let size = items.len().div_ceil(threads(items.len())).max(1);
+    let results: Vec<(Vec<Keyed<'_>>, Vec<ItemError>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = items.chunks(size).map(|chunk| s.spawn(move || check_chunk(chunk))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    let (runs, errors): (Vec<_>, Vec<Vec<ItemError>>) = results.into_iter().unzip();
+    let mut errors: Vec<ItemError> = errors.into_iter().flatten().collect();
     unique_keys(&merge_runs(&runs), &mut errors);
     errors.sort_by_key(|e| e.location);
     errors
+}
+
+/// [`validate_chunk`] for borrowed items.
+fn check_chunk<'a>(chunk: &[SourceItem<'a>]) -> (Vec<Keyed<'a>>, Vec<ItemError>) {
+    let mut keyed = Vec::with_capacity(chunk.len());
+    let mut errors = Vec::new();
+    for (location, item) in chunk {
+        let valid = item.as_ref().map_err(Clone::clone).and_then(|raw| {
+            let entry = entry::validate(*location, raw)?;
+            let written = match &raw.domain {
+                Some(Value::Str(d)) => d.clone(),
+                _ => unreachable!("a valid item has a string Domain"),
+            };
+            Ok((entry, written))
+        });
+        match valid {
+            Ok((entry, written)) => keyed.push(Keyed { key: entry.key(), location: *location, entry, written }),
+            Err(e) => errors.push(e),
+        }
+    }
+    keyed.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.location.cmp(&b.location)));
+    (keyed, errors)
 }
 
 /// Validates every item on all cores: the valid ones in runs sorted by
@@ -154,7 +183,7 @@ fn unique_keys<'k, 'a>(keyed: &[&'k Keyed<'a>], errors: &mut Vec<ItemError>) -> 
                     location: keyed[k].location,
                     domain: Some(keyed[k].written.to_string()),
                     kind: ItemErrorKind::Duplicate {
-                        domain: keyed[k].route.domain.to_string(),
+                        domain: keyed[k].entry.domain.to_string(),
                         other: other.location,
                         other_written: other.written.to_string(),
                     },
@@ -188,14 +217,14 @@ fn validate_chunk<'a>(
     let mut errors = Vec::new();
     for (n, (location, item)) in chunk.into_iter().enumerate() {
         match item.and_then(|mut item| {
-            let route = entry::validate(location, &item)?;
+            let entry = entry::validate(location, &item)?;
             let written = match item.domain.take() {
                 Some(Value::Str(d)) => d,
                 _ => unreachable!("a valid item has a string Domain"),
             };
-            Ok((route, written))
+            Ok((entry, written))
         }) {
-            Ok((route, written)) => routes.push(Keyed { key: route.key(), location, route, written }),
+            Ok((entry, written)) => routes.push(Keyed { key: entry.key(), location, entry, written }),
             Err(e) => errors.push(e),
         }
         if n % 16_384 == 16_383 {
@@ -235,7 +264,7 @@ mod tests {
     #[test]
     fn a_compiled_snapshot_is_named_by_the_lowercase_hex_sha256_of_its_bytes() {
         let compiled = compile(Vec::new(), Options::default(), &()).unwrap();
-        assert_eq!(compiled.id, SnapshotId::of(&compiled.bytes).to_string());
+        assert_eq!(compiled.id, SnapshotId::of(&compiled.bytes));
         assert_eq!(SnapshotId::of(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 }

@@ -160,11 +160,9 @@ fn validate_inner<'a>(item: &RawItem<'a>) -> Result<Entry<'a>, ItemErrorKind> {
     if let Some(a) = item.duplicate_attribute {
         return Err(ItemErrorKind::DuplicateAttribute(a));
     }
-    let missing = |attribute: &'static str| match &item.miscased {
-        Some(written) if written.eq_ignore_ascii_case(attribute) => {
-            ItemErrorKind::MissingMiscased { attribute, written: written.to_string() }
-        }
-        _ => ItemErrorKind::Missing(attribute),
+    let missing = |attribute: &'static str| match item.miscased(attribute) {
+        Some(written) => ItemErrorKind::MissingMiscased { attribute, written: written.to_owned() },
+        None => ItemErrorKind::Missing(attribute),
     };
     let raw = string("Domain", item.domain.as_ref().ok_or_else(|| missing("Domain"))?)?;
     let domain = match normalize_domain(raw) {

@@ -34,7 +34,7 @@ pub enum ExportError {
     )]
     Format { path: PathBuf, format: String },
     #[error("{path}: this is an incremental export; compile from a full export (FULL_EXPORT)")]
-    Mirror { path: PathBuf },
+    IncrementalExport { path: PathBuf },
     #[error("data file {path} is listed in manifest-files.json but missing: {source}")]
     MissingFile { path: PathBuf, source: std::io::Error },
     #[error("{path} is not listed in manifest-files.json (a partial copy, or files of another export?)")]
@@ -102,7 +102,7 @@ impl Manifest {
             return Err(ExportError::Format { path: summary_path.to_owned(), format: summary.output_format });
         }
         if summary.export_type.as_deref().is_some_and(|t| t != "FULL_EXPORT") {
-            return Err(ExportError::Mirror { path: summary_path.to_owned() });
+            return Err(ExportError::IncrementalExport { path: summary_path.to_owned() });
         }
         // `[prefix/]AWSDynamoDB/<export id>/manifest-files.json`: the data
         // files of this export are `[prefix/]AWSDynamoDB/<export id>/data/<name>`.

@@ -68,10 +68,11 @@ pub struct RawItem<'a> {
     pub not_an_object: Option<&'static str>,
     /// An attribute given twice.
     pub duplicate_attribute: Option<&'static str>,
-    /// The first attribute whose name is one of edgeroute's in another case
-    /// (`domain` for `Domain`), as written: names are case-sensitive, so it
-    /// is ignored, and a missing attribute's error says what was meant.
-    pub miscased: Option<Cow<'a, str>>,
+    /// Attributes whose name is one of edgeroute's in another case
+    /// (`domain` for `Domain`), as written: names are case-sensitive, so
+    /// they are ignored; a missing attribute's error says what was meant,
+    /// and the CLI warns about the others ([`RawItem::ignored_attributes`]).
+    pub miscased: Vec<Cow<'a, str>>,
 }
 
 /// The attributes edgeroute reads, spelled as the table must spell them.
@@ -81,9 +82,31 @@ impl RawItem<'_> {
     /// Notes `name`, an attribute edgeroute does not read, if it is one of
     /// [`ATTRIBUTES`] in another case.
     pub fn note_unread(&mut self, name: &str) {
-        if self.miscased.is_none() && ATTRIBUTES.iter().any(|a| *a != name && a.eq_ignore_ascii_case(name)) {
-            self.miscased = Some(Cow::Owned(name.to_owned()));
+        if ATTRIBUTES.iter().any(|a| *a != name && a.eq_ignore_ascii_case(name)) {
+            self.miscased.push(Cow::Owned(name.to_owned()));
         }
+    }
+
+    /// The attribute `name` (one of [`ATTRIBUTES`]) was meant to be, as
+    /// written in another case, if the item has it.
+    pub fn miscased(&self, name: &str) -> Option<&str> {
+        self.miscased.iter().map(|m| m.as_ref()).find(|m| m.eq_ignore_ascii_case(name))
+    }
+
+    /// Attributes written in another case that edgeroute therefore ignores
+    /// while the item stays valid without them: `(as written, meant)` for
+    /// `Origin`, `Assets` and `Fallback` when the right spelling is absent.
+    pub fn ignored_attributes(&self) -> impl Iterator<Item = (&str, &'static str)> {
+        let present = |a: &str| match a {
+            "Origin" => self.origin.is_some(),
+            "Assets" => self.assets.is_some(),
+            "Fallback" => self.fallback.is_some(),
+            _ => true,
+        };
+        self.miscased.iter().filter_map(move |m| {
+            let meant = ATTRIBUTES.iter().find(|a| a.eq_ignore_ascii_case(m))?;
+            (!present(meant)).then_some((m.as_ref(), *meant))
+        })
     }
 }
 

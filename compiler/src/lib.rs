@@ -14,7 +14,6 @@ pub mod compile;
 pub mod elb;
 pub mod entry;
 pub mod export;
-pub mod hint;
 pub mod item;
 pub mod mirror;
 pub mod source;

@@ -100,7 +100,7 @@ impl Mirror {
         skipped.extend(self.items.values().filter_map(|e| e.result.as_ref().err().cloned()));
         skipped.sort_by(|a, b| a.domain.cmp(&b.domain));
         let bytes = write_sorted(&keys, &routes)?;
-        Ok(Compiled { id: SnapshotId::of(&bytes).to_string(), bytes, stats: Stats::of(&routes), skipped })
+        Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats: Stats::of(&routes), skipped })
     }
 }
 

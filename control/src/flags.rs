@@ -49,7 +49,7 @@ pub enum Command {
     /// Publish a snapshot to a store: the object first, then the pointer
     /// (compare-and-swap; never over a pin).
     Publish(PublishArgs),
-    /// Publish a new snapshot on every change to a DynamoDB table: follow
+    /// Publish a new snapshot on every change to a DynamoDB table: read
     /// its stream into an in-memory mirror, debounce, compile, publish.
     Watch(WatchArgs),
     /// Point a store back at the previous (or the given) snapshot and pin
@@ -254,110 +254,143 @@ pub struct HistoryArgs {
 #[derive(Debug, Subcommand)]
 pub enum EnvCommand {
     /// Create the routing table (with its stream) and the state table, if missing.
-    Init {
-        #[command(flatten)]
-        tables: TableArgs,
-        #[command(flatten)]
-        aws: AwsArgs,
-    },
+    Init(EnvInitArgs),
     /// Create an environment: SERVICE-RANDOM-APP.DOMAIN for each service (or
     /// SERVICE-HANDLE-APP.DOMAIN), all routes in one transaction.
-    Create {
-        #[command(flatten)]
-        tables: TableArgs,
-        /// The application: the last label before DOMAIN (a-z, 0-9, -).
-        #[arg(long, value_name = "NAME")]
-        app: String,
-        /// NAME=TARGET (a Target as in the table: s3://BUCKET/PREFIX, https://HOST, an ELB ARN); repeat per service.
-        #[arg(long = "service", value_name = "NAME=TARGET", required = true)]
-        services: Vec<String>,
-        /// The domain the hostnames end in, e.g. preview.example.com.
-        #[arg(long, value_name = "DOMAIN")]
-        domain: String,
-        /// Take a free handle from this pool (given back on delete).
-        #[arg(long, value_name = "POOL", conflicts_with = "handle")]
-        handle_pool: Option<String>,
-        /// Use this handle as it is (not from a pool).
-        #[arg(long, value_name = "NAME")]
-        handle: Option<String>,
-        /// Print {"env_id", "handle", "hostnames"} as JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        aws: AwsArgs,
-    },
+    Create(EnvCreateArgs),
     /// Remove an environment's routes (only those still its own) and give its handle back; harmless twice.
-    Delete {
-        #[command(flatten)]
-        tables: TableArgs,
-        /// The environment's id, as `env create` and `env list` print it.
-        #[arg(value_name = "ENV_ID")]
-        env_id: String,
-        #[command(flatten)]
-        aws: AwsArgs,
-    },
+    Delete(EnvDeleteArgs),
     /// List the environments that exist.
-    List {
-        #[command(flatten)]
-        tables: TableArgs,
-        /// Print one JSON array instead of text.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        aws: AwsArgs,
-    },
+    List(EnvListArgs),
     /// Point a service of an environment at a new Target (a new version).
-    Deploy {
-        #[command(flatten)]
-        tables: TableArgs,
-        /// The environment's id, as `env create` and `env list` print it.
-        #[arg(value_name = "ENV_ID")]
-        env_id: String,
-        /// The service to point elsewhere, as named by `env create --service`.
-        #[arg(value_name = "SERVICE")]
-        service: String,
-        /// The new Target (s3://BUCKET/PREFIX, https://HOST, an ELB ARN).
-        #[arg(long, value_name = "TARGET")]
-        target: String,
-        /// The new asset list: one key per line, or a JSON array.
-        #[arg(long, value_name = "FILE")]
-        assets_file: Option<PathBuf>,
-        /// The new Fallback: the asset served for paths that name no asset.
-        #[arg(long, value_name = "NAME")]
-        fallback: Option<String>,
-        #[command(flatten)]
-        aws: AwsArgs,
-    },
+    Deploy(EnvDeployArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnvInitArgs {
+    #[command(flatten)]
+    pub tables: TableArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvCreateArgs {
+    #[command(flatten)]
+    pub tables: TableArgs,
+    /// The application: the last label before DOMAIN (a-z, 0-9, -).
+    #[arg(long, value_name = "APP")]
+    pub app: String,
+    /// NAME=TARGET (a Target as in the table: s3://BUCKET/PREFIX, https://HOST, an ELB ARN); repeat per service.
+    #[arg(long = "service", value_name = "NAME=TARGET", required = true)]
+    pub services: Vec<String>,
+    /// The domain the hostnames end in, e.g. preview.example.com.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: String,
+    /// Take a free handle from this pool (given back on delete).
+    #[arg(long, value_name = "POOL", conflicts_with = "handle")]
+    pub handle_pool: Option<String>,
+    /// Use this handle as it is (not from a pool).
+    #[arg(long, value_name = "HANDLE")]
+    pub handle: Option<String>,
+    /// Print {"env_id", "handle", "hostnames"} as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvDeleteArgs {
+    #[command(flatten)]
+    pub tables: TableArgs,
+    /// The environment's id, as `env create` and `env list` print it.
+    #[arg(value_name = "ENV_ID")]
+    pub env_id: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvListArgs {
+    #[command(flatten)]
+    pub tables: TableArgs,
+    /// Print one JSON array instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvDeployArgs {
+    #[command(flatten)]
+    pub tables: TableArgs,
+    /// The environment's id, as `env create` and `env list` print it.
+    #[arg(value_name = "ENV_ID")]
+    pub env_id: String,
+    /// The service to point elsewhere, as named by `env create --service`.
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
+    /// The new Target (s3://BUCKET/PREFIX, https://HOST, an ELB ARN).
+    #[arg(long, value_name = "TARGET")]
+    pub target: String,
+    /// The new asset list: one key per line, or a JSON array.
+    #[arg(long, value_name = "FILE")]
+    pub assets_file: Option<PathBuf>,
+    /// The new Fallback: the asset key served for paths that name no asset.
+    #[arg(long, value_name = "KEY")]
+    pub fallback: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum HandlesCommand {
     /// Add handles to a pool (a handle already there stays as it is).
-    Add {
-        #[command(flatten)]
-        tables: TableArgs,
-        /// The pool's name.
-        #[arg(value_name = "POOL")]
-        pool: String,
-        /// The handles to add (a-z, 0-9, -).
-        #[arg(value_name = "NAME", required = true)]
-        names: Vec<String>,
-        #[command(flatten)]
-        aws: AwsArgs,
-    },
+    Add(HandlesAddArgs),
     /// List a pool's handles and who holds them.
-    List {
-        #[command(flatten)]
-        tables: TableArgs,
-        /// The pool's name.
-        #[arg(value_name = "POOL")]
-        pool: String,
-        /// Print one JSON array instead of text.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        aws: AwsArgs,
-    },
+    List(HandlesListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HandlesAddArgs {
+    #[command(flatten)]
+    pub tables: TableArgs,
+    /// The pool's name.
+    #[arg(value_name = "POOL")]
+    pub pool: String,
+    /// The handles to add (a-z, 0-9, -).
+    #[arg(value_name = "HANDLE", required = true)]
+    pub names: Vec<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HandlesListArgs {
+    #[command(flatten)]
+    pub tables: TableArgs,
+    /// The pool's name.
+    #[arg(value_name = "POOL")]
+    pub pool: String,
+    /// Print one JSON array instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// The routing table and the state table beside it.
@@ -408,7 +441,7 @@ impl ScanArgs {
 #[command(next_help_heading = "AWS")]
 pub struct AwsArgs {
     /// A profile from the AWS config files.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "PROFILE")]
     pub profile: Option<String>,
     /// The AWS region.
     #[arg(long, value_name = "REGION")]

@@ -7,11 +7,11 @@
 //! change, and manages preview environments and handle pools ([`env`]).
 
 pub mod aws;
+pub mod clock;
 pub mod elb;
 pub mod env;
 pub mod export_s3;
 pub mod publish;
-pub mod report;
 pub mod scan;
 pub mod source;
 pub mod watch;

@@ -22,13 +22,13 @@ fn main() -> ExitCode {
         Command::Rollback(args) => cmd::store::rollback(&args),
         Command::Unpin(args) => cmd::store::unpin(&args),
         Command::History(args) => cmd::store::history(&args),
-        Command::Env { command } => cmd::env::env(command),
-        Command::Handles { command } => cmd::env::handles(command),
+        Command::Env { command } => cmd::env::env(&command),
+        Command::Handles { command } => cmd::env::handles(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", edgeroute_control::report::one_line(e.as_ref()));
+            eprintln!("error: {}", edgeroute_cli::report::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

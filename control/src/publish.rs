@@ -48,7 +48,10 @@ pub const MIN_ID_PREFIX: usize = 4;
 /// stored snapshot starts with them.
 pub async fn find_snapshot(store: &Store, prefix: &str) -> Result<String, PublishError> {
     let prefix = prefix.trim().to_ascii_lowercase();
-    if prefix.len() < MIN_ID_PREFIX || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if prefix.len() < MIN_ID_PREFIX
+        || prefix.len() > SnapshotId::HEX_LEN
+        || !prefix.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return Err(PublishError::NotAnId(prefix));
     }
     let mut candidates: Vec<String> =
@@ -77,11 +80,9 @@ pub enum Published {
 /// How many times a publisher re-reads the pointer after losing the swap.
 const MAX_ATTEMPTS: u32 = 64;
 
-/// Now, in RFC 3339 (UTC, with milliseconds).
+/// Now, as a pointer's `created_at` is written (RFC 3339, UTC, milliseconds).
 pub fn now_rfc3339() -> String {
-    aws_sdk_s3::primitives::DateTime::from(std::time::SystemTime::now())
-        .fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime)
-        .unwrap_or_default()
+    crate::clock::rfc3339_millis(crate::clock::now())
 }
 
 /// Moves the pointer with `change(current)` by compare-and-swap, retrying

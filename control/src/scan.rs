@@ -242,7 +242,7 @@ pub fn raw_item(mut attributes: HashMap<String, AttributeValue>) -> RawItem<'sta
         fallback: take("Fallback"),
         not_an_object: None,
         duplicate_attribute: None,
-        miscased: None,
+        miscased: Vec::new(),
     };
     // Sorted, so that the name an error shows does not depend on the map's order.
     let mut unread: Vec<&String> = attributes.keys().collect();

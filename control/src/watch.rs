@@ -6,7 +6,7 @@
 //! positions are taken first (`LATEST` on every open shard), then the
 //! table is scanned, then the stream is applied from those positions;
 //! records are keyed by Domain, so applying one the Scan already saw is
-//! harmless. Shards that close are followed into their children; an
+//! harmless. Shards that close are read on into their children; an
 //! iterator that expires is renewed after the last record read; data the
 //! stream has trimmed before it was read forces a new bootstrap. A table
 //! without a stream is scanned periodically instead, and the log says so.
@@ -247,7 +247,7 @@ async fn read_shards(
                 closed.push(i);
             }
         }
-        // Closed shards: follow their children from the start.
+        // Closed shards: read their children from the start.
         if !closed.is_empty() || last_describe.elapsed() > Duration::from_secs(10) {
             last_describe = Instant::now();
             shards.retain(|s| s.iterator.is_some());
@@ -473,7 +473,7 @@ fn stream_item(image: &HashMap<String, AttributeValue>) -> RawItem<'static> {
         fallback: take("Fallback"),
         not_an_object: None,
         duplicate_attribute: None,
-        miscased: None,
+        miscased: Vec::new(),
     };
     // Sorted, so that the name an error shows does not depend on the map's order.
     let mut unread: Vec<&String> = image.keys().collect();

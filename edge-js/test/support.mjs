@@ -37,7 +37,7 @@ export function resolveNative(snapshot, host, path) {
 
 /** Publishes a snapshot file to a directory store. */
 export function publish(snapshot, store) {
-  execFileSync(edgeroute, ['publish', '--to', `dir:${store}`, snapshot], { stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync(edgeroute, ['publish', '--store', `dir:${store}`, '--snapshot', snapshot], { stdio: ['ignore', 'ignore', 'inherit'] });
 }
 
 /** The conformance corpus: [table text, cases]. */

@@ -2,7 +2,7 @@
 //! little-endian; every pointer is an offset into the module's memory.
 #![allow(unsafe_code)] // the shared-memory accessors below (`with_state`, `region_bytes`); see each SAFETY note
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::fmt::{self, Write};
 
 use edgeroute_edge::{Reason, Resolution, Scheme, Snapshot, SnapshotError};
@@ -130,14 +130,35 @@ static GLOBAL: Global = Global(UnsafeCell::new(State {
 /// reference lives as long as the call to `f`, so it cannot be kept; each
 /// export calls this once, and nothing inside `f` calls it again.
 fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
-    // SAFETY: the one reference to the state made for this call. Exports
-    // do not call each other and are not re-entered (the module has no
-    // imports to call back through), and `with_state` is not nested (each
-    // export calls it once, and no closure passed to it calls it), so no
-    // other reference to the state exists while `f` runs; single-threaded,
-    // see `Global`'s `Sync`.
-    f(unsafe { &mut *GLOBAL.0.get() })
+    // A nested call would make a second `&mut` to the state: trap instead.
+    // (Exports do not call each other, and the module has no imports to be
+    // re-entered through; this makes that a checked rule, for one load and
+    // one store per call.)
+    if IN_USE.replace(true) {
+        panic!("the module's state is already in use");
+    }
+    // SAFETY: the one reference to the state while `f` runs: `IN_USE` was
+    // false, so no other call of `with_state` is running, and nothing else
+    // reaches `GLOBAL`; single-threaded, see `Global`'s `Sync`.
+    let result = f(unsafe { &mut *GLOBAL.0.get() });
+    IN_USE.set(false);
+    result
 }
+
+/// Whether [`with_state`] is running (the module is single-threaded).
+struct InUse(Cell<bool>);
+
+// SAFETY: as for `Global`: one thread only.
+unsafe impl Sync for InUse {}
+
+impl core::ops::Deref for InUse {
+    type Target = Cell<bool>;
+    fn deref(&self) -> &Cell<bool> {
+        &self.0
+    }
+}
+
+static IN_USE: InUse = InUse(Cell::new(false));
 
 /// The bytes of a reserved or attached region, for the reader: memory the
 /// module never frees, so they can back the committed snapshot for as long

@@ -3,13 +3,15 @@
 //! A snapshot is one immutable file compiled from a routing table (see
 //! `docs/snapshot-format.md`): an FST from hostnames to the offsets of their
 //! route records, which hold their strings and asset lists in place (or
-//! refer back to an earlier record's), closed by a CRC-32C. [`Snapshot::from_bytes`] validates a snapshot once, in
-//! O(file size), and never panics whatever the bytes; then
-//! [`Snapshot::resolve`] turns a `Host` header and a request path into a
-//! [`Resolution`] by the rules of `docs/resolve.md`, zero-copy, without
-//! allocating and without panicking. The crate is `no_std` (the `std` feature
-//! only adds `std::error::Error` and [`explain`], which allocates), has no dependencies and no `unsafe`, and
-//! builds for `wasm32-unknown-unknown` as it is.
+//! refer back to an earlier record's), closed by a CRC-32C.
+//! [`Snapshot::from_bytes`] validates a snapshot once, in O(file size), and
+//! never panics whatever the bytes; then [`Snapshot::resolve`] turns a
+//! `Host` header and a request path into a [`Resolution`] by the rules of
+//! `docs/resolve.md`, zero-copy, without allocating and without panicking.
+//! The crate is `no_std` (the `std` feature only adds `std::error::Error`
+//! and `explain`, which allocates), has no required dependency (`sha2`
+//! comes only with the `hash` feature) and no `unsafe`, and builds for
+//! `wasm32-unknown-unknown` as it is.
 //!
 //! A snapshot is named by its [`SnapshotId`], the SHA-256 of its bytes. The
 //! optional `hash` feature adds `SnapshotId::of`, which computes it, and

@@ -55,8 +55,8 @@ async fn fetch(store: &Store, pointer: &Pointer) -> Result<Vec<u8>, ServeError> 
 }
 
 /// Checks that a fetched snapshot's bytes are its id; returns the id.
-fn verify(bytes: &[u8], id: &str) -> Result<String, ServeError> {
-    let found = SnapshotId::of(bytes).to_string();
+fn verify(bytes: &[u8], id: &str) -> Result<SnapshotId, ServeError> {
+    let found = SnapshotId::of(bytes);
     if found != id {
         return Err(ServeError::Refused {
             id: id.to_owned(),
@@ -115,7 +115,7 @@ impl Follower {
         };
         // Whatever happens to this pointer, it is not looked at again until it changes.
         *self.version.lock().unwrap_or_else(|p| p.into_inner()) = Some(version);
-        if pointer.id == state.router.live().id {
+        if state.router.live().id == pointer.id.as_str() {
             return Ok(None);
         }
         let start = Instant::now();

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", edgeroute_cli::report::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use edgeroute_edge::{Resolution, Scheme};
+use edgeroute_edge::{Resolution, Scheme, SnapshotId};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::body::Body;
@@ -124,7 +124,7 @@ impl DataPlane {
 
     /// Phase 2: resolves through this thread's worker; returns the route
     /// and the id of the snapshot that answered.
-    fn resolve(&self, named: &Named) -> Phase<(Resolved, String)> {
+    fn resolve(&self, named: &Named) -> Phase<(Resolved, SnapshotId)> {
         let state = self.state;
         let answer = state.router.with_worker(|worker| {
             let start = Instant::now();
@@ -146,7 +146,7 @@ impl DataPlane {
                 Resolution::NotFound => Resolved::NotFound,
                 Resolution::BadRequest(reason) => Resolved::BadRequest(reason.as_str()),
             };
-            let id = worker.live().map(|l| l.id.clone()).unwrap_or_default();
+            let id = worker.live().map(|l| l.id).ok_or(EngineError::BadAnswer)?;
             Ok::<_, EngineError>((route, id))
         });
         answer.map_err(|e| match e {
@@ -201,9 +201,14 @@ impl DataPlane {
 
     /// Phase 4: names the snapshot that answered (the live one when the
     /// request never reached the resolver) and counts the answer.
-    fn response_filter(&self, outcome: Outcome, mut response: Response<Body>, id: Option<String>) -> Response<Body> {
+    fn response_filter(
+        &self,
+        outcome: Outcome,
+        mut response: Response<Body>,
+        id: Option<SnapshotId>,
+    ) -> Response<Body> {
         self.state.metrics.request(outcome, response.status().as_u16());
-        let id = id.unwrap_or_else(|| self.state.router.live().id.clone());
+        let id = id.unwrap_or_else(|| self.state.router.live().id);
         name_snapshot(&mut response, &id);
         response
     }

@@ -5,11 +5,9 @@
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, LOCATION};
 use hyper::{Response, StatusCode};
 
-use crate::body::{self, Body};
+use edgeroute_edge::SnapshotId;
 
-/// Length of the snapshot id prefix in `x-edgeroute-snapshot`: git's short
-/// form, enough to tell snapshots apart in logs and to give to `rollback --id`.
-pub const ID_PREFIX: usize = 12;
+use crate::body::{self, Body};
 
 /// The header naming the snapshot that resolved the request.
 pub const SNAPSHOT_HEADER: &str = "x-edgeroute-snapshot";
@@ -38,9 +36,10 @@ pub fn method_not_allowed(allow: &'static str, text: &str) -> Response<Body> {
     response
 }
 
-/// Names the snapshot that answered: the first [`ID_PREFIX`] digits of `id`.
-pub fn name_snapshot(response: &mut Response<Body>, id: &str) {
-    if let Ok(value) = HeaderValue::from_str(&id[..ID_PREFIX.min(id.len())]) {
+/// Names the snapshot that answered by its short id (git's short form:
+/// enough to tell snapshots apart in logs and to give to `rollback --id`).
+pub fn name_snapshot(response: &mut Response<Body>, id: &SnapshotId) {
+    if let Ok(value) = HeaderValue::from_str(&id.short().to_string()) {
         response.headers_mut().insert(SNAPSHOT_HEADER, value);
     }
 }

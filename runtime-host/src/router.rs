@@ -18,8 +18,8 @@ use crate::engine::{EdgeEngine, EdgeInstance, EngineError, SnapshotModule};
 pub struct Live {
     /// Increases by one with every successful swap.
     pub generation: u64,
-    /// Lowercase hex SHA-256 of the snapshot: its id.
-    pub id: String,
+    /// The snapshot's id (the SHA-256 of its bytes).
+    pub id: SnapshotId,
     pub route_count: u32,
     pub size: usize,
     /// Checksum, bake, compile and validation.
@@ -42,11 +42,11 @@ pub struct Router {
 impl Router {
     /// Loads the first snapshot.
     pub fn new(engine: EdgeEngine, snapshot: &[u8]) -> Result<Router, EngineError> {
-        let live = Self::load(&engine, snapshot, SnapshotId::of(snapshot).to_string(), 1)?;
+        let live = Self::load(&engine, snapshot, SnapshotId::of(snapshot), 1)?;
         Ok(Router { engine, live: ArcSwap::from_pointee(live), generations: AtomicU64::new(1) })
     }
 
-    fn load(engine: &EdgeEngine, snapshot: &[u8], id: String, generation: u64) -> Result<Live, EngineError> {
+    fn load(engine: &EdgeEngine, snapshot: &[u8], id: SnapshotId, generation: u64) -> Result<Live, EngineError> {
         let start = Instant::now();
         let (module, instance) = engine.load(snapshot)?;
         let route_count = route_count(snapshot);
@@ -66,13 +66,13 @@ impl Router {
     /// makes it the live one. Lookups in flight finish on the old one; a
     /// refused snapshot leaves the old one serving and comes back as the error.
     pub fn swap(&self, snapshot: &[u8]) -> Result<Arc<Live>, EngineError> {
-        self.swap_identified(snapshot, SnapshotId::of(snapshot).to_string())
+        self.swap_identified(snapshot, SnapshotId::of(snapshot))
     }
 
     /// [`swap`](Self::swap) for a snapshot whose id (its [`SnapshotId`]) the
     /// caller has just computed from these bytes, e.g. to check them against
     /// a store's pointer: hashing 50 MB twice would cost a swap ~100 ms.
-    pub fn swap_identified(&self, snapshot: &[u8], id: String) -> Result<Arc<Live>, EngineError> {
+    pub fn swap_identified(&self, snapshot: &[u8], id: SnapshotId) -> Result<Arc<Live>, EngineError> {
         let generation = self.generations.load(Ordering::Relaxed) + 1;
         let live = Arc::new(Self::load(&self.engine, snapshot, id, generation)?);
         self.generations.store(generation, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! names, write the snapshot.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -82,15 +83,23 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         }
     };
 
+    warn_ignored_attributes(&items);
     let arns = arns_without_origin(&items);
     let mut elb_report = None;
     if !arns.is_empty() {
-        // Every bad item first: nothing else about the table needs AWS.
-        let errors = edgeroute_compiler::check(with_pending_origins(&items));
+        // Every bad item first: nothing else about the table needs AWS. The
+        // ARN Targets without Origin get a placeholder while they are checked.
+        let pending = set_pending_origins(&mut items, &arns);
+        let errors = edgeroute_compiler::check(&items);
+        for &i in &pending {
+            if let Ok(raw) = &mut items[i].1 {
+                raw.origin = None;
+            }
+        }
         if !errors.is_empty() && !args.skip_invalid {
             return Err(invalid(&args.from, errors));
         }
-        let needing = items_needing(&items);
+        let needing = items_needing(&items, &pending);
         let config = aws.config().with_context(|| needs_elb(&needing, arns.len()))?;
         let origins = aws
             .block_on(elb::describe_load_balancers(&config, &arns, &scan.retry))?
@@ -136,7 +145,7 @@ pub fn run(args: &CompileArgs) -> Result<()> {
             .collect();
         let v = serde_json::json!({
             "out": args.out.display().to_string(),
-            "id": compiled.id,
+            "id": compiled.id.to_string(),
             "size": compiled.bytes.len(),
             "bytes_per_route": (per_route * 10.0).round() / 10.0,
             "routes": {
@@ -185,40 +194,50 @@ fn invalid(from: &Source, errors: Vec<ItemError>) -> anyhow::Error {
     CompileError::Invalid(errors).into()
 }
 
-/// A copy of `items` in which ARN Targets without an Origin have a
-/// placeholder one, so that checking them finds every other fault.
-fn with_pending_origins<'a>(items: &[SourceItem<'a>]) -> Vec<SourceItem<'a>> {
-    let pending = arns_without_origin(items);
-    items
-        .iter()
-        .map(|(location, item)| {
-            let mut item = item.clone();
-            if let Ok(raw) = &mut item {
-                if raw.origin.is_none() && matches!(&raw.target, Some(Value::Str(t)) if pending.contains(t.as_ref())) {
-                    raw.origin = Some(Value::Str(Cow::Borrowed(ORIGIN_PENDING)));
-                }
-            }
-            (*location, item)
-        })
-        .collect()
+/// Warns about attributes that are ignored because of their case
+/// (`origin` for `Origin`): the item compiles without them, which is
+/// rarely what was meant.
+fn warn_ignored_attributes(items: &[SourceItem<'_>]) {
+    for (location, item) in items {
+        let Ok(raw) = item else { continue };
+        for (written, meant) in raw.ignored_attributes() {
+            let domain = match &raw.domain {
+                Some(Value::Str(d)) => format!(" (Domain {:?})", d.as_ref()),
+                _ => String::new(),
+            };
+            eprintln!(
+                "warning: {location}{domain}: attribute {written:?} is ignored: attribute names are case-sensitive; rename it {meant}"
+            );
+        }
+    }
 }
 
-/// The items whose ARN Target has no Origin, named for a person: where
-/// each is and its Domain.
-fn items_needing(items: &[SourceItem<'_>]) -> Vec<String> {
-    let pending = arns_without_origin(items);
-    items
+/// Gives every item whose ARN Target (one of `arns`) has no Origin a
+/// placeholder one, so that checking the table finds every other fault;
+/// returns where those items are.
+fn set_pending_origins(items: &mut [SourceItem<'_>], arns: &BTreeSet<String>) -> Vec<usize> {
+    let mut pending = Vec::new();
+    for (i, (_, item)) in items.iter_mut().enumerate() {
+        let Ok(raw) = item else { continue };
+        if raw.origin.is_none() && matches!(&raw.target, Some(Value::Str(t)) if arns.contains(t.as_ref())) {
+            raw.origin = Some(Value::Str(Cow::Borrowed(ORIGIN_PENDING)));
+            pending.push(i);
+        }
+    }
+    pending
+}
+
+/// The items at `pending` (ARN Targets without Origin), named for a
+/// person: where each is and its Domain.
+fn items_needing(items: &[SourceItem<'_>], pending: &[usize]) -> Vec<String> {
+    pending
         .iter()
-        .filter_map(|(location, item)| {
-            let raw = item.as_ref().ok()?;
-            let Some(Value::Str(target)) = &raw.target else { return None };
-            if raw.origin.is_some() || !pending.contains(target.as_ref()) {
-                return None;
-            }
-            Some(match &raw.domain {
+        .map(|&i| {
+            let (location, item) = &items[i];
+            match item.as_ref().ok().and_then(|raw| raw.domain.as_ref()) {
                 Some(Value::Str(domain)) => format!("{location} ({domain})"),
                 _ => location.to_string(),
-            })
+            }
         })
         .collect()
 }

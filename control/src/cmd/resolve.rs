@@ -21,7 +21,7 @@ pub fn run(args: &ResolveArgs) -> Result<()> {
         println!("{answer}");
     }
     if matches!(answer, Resolution::BadRequest(_)) {
-        if let Some(hint) = edgeroute_compiler::hint::host_value(host) {
+        if let Some(hint) = edgeroute_cli::hint::host_value(host) {
             eprintln!("hint: {hint}");
         }
     }

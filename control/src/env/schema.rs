@@ -5,7 +5,6 @@
 //! `docs/environments.md`.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType};
 use edgeroute_compiler::entry::{validate, ItemErrorKind};
@@ -63,24 +62,9 @@ pub(super) fn s(value: &str) -> AttributeValue {
 }
 
 /// Now, as the time stamps (`CreatedAt`, `DeletedAt`, `TakenAt`) are
-/// written: RFC 3339 in UTC, to the second. The module's one clock.
+/// written: RFC 3339 in UTC, to the second.
 pub(super) fn now() -> String {
-    rfc3339(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs())
-}
-
-/// Seconds since the epoch in RFC 3339, without a date library: civil-from-days.
-fn rfc3339(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    crate::clock::rfc3339_seconds(crate::clock::now())
 }
 
 /// A routing item for `hostname`, validated as `edgeroute compile` would
@@ -195,9 +179,6 @@ mod tests {
         let t = now();
         assert_eq!(t.len(), 20, "{t}");
         assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T", "{t}");
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_735_689_599), "2024-12-31T23:59:59Z");
     }
 
     #[test]

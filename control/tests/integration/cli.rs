@@ -199,7 +199,7 @@ fn resolve_refuses_unusable_snapshots_with_a_clear_message() {
     let junk = dir.join("junk.snap");
     std::fs::write(&junk, b"hello, this is not a snapshot at all, but it is long enough to have a header. ........")
         .unwrap();
-    let o = edgeroute(&["inspect", junk.to_str().unwrap()]);
+    let o = edgeroute(&["inspect", "--snapshot", junk.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not an edgeroute snapshot"), "{}", stderr(&o));
     let o = edgeroute(&["resolve", "--snapshot", dir.join("none.snap").to_str().unwrap(), "a.dev"]);
@@ -211,12 +211,12 @@ fn resolve_refuses_unusable_snapshots_with_a_clear_message() {
 fn inspect_text_and_json() {
     let dir = scratch("inspect");
     let snap = demo_snap(&dir);
-    let o = edgeroute(&["inspect", &snap]);
+    let o = edgeroute(&["inspect", "--snapshot", &snap]);
     assert!(o.status.success());
     let text = stdout(&o);
     assert!(text.contains(&format!("format    version {FORMAT_VERSION}")), "{text}");
     assert!(text.contains("routes    14: 8 static sites (6 with an Assets list), 6 balancers; 3 wildcards"), "{text}");
-    let o = edgeroute(&["inspect", "--json", &snap]);
+    let o = edgeroute(&["inspect", "--json", "--snapshot", &snap]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["format_version"], FORMAT_VERSION);
     assert_eq!(v["routes"]["total"], 14);

@@ -447,6 +447,30 @@ fn the_cli_creates_lists_and_deletes_environments() {
     let pool = stdout(&edgeroute(&["handles", "list", "--table", "routes", "oauth"], e));
     assert!(pool.contains(&format!("taken by {env_id}")), "{pool}");
 
+    // Every subcommand that reports something says it in JSON too.
+    let json = |args: &[&str]| -> Json {
+        let out = edgeroute(args, e);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(&stdout(&out)).unwrap_or_else(|err| panic!("{args:?}: {err}: {}", stdout(&out)))
+    };
+    let init = json(&["env", "init", "--table", "routes", "--json"]);
+    assert_eq!(
+        (init["routes"]["state"].as_str(), init["state"]["table"].as_str()),
+        (Some("exists"), Some("routes-edgeroute"))
+    );
+    let added = json(&["handles", "add", "--table", "routes", "oauth", "green", "white", "--json"]);
+    assert_eq!((added["added"].clone(), added["already_there"].clone()), (json!(["white"]), json!(["green"])));
+    let random_id = random["env_id"].as_str().unwrap();
+    let deployed =
+        json(&["env", "deploy", "--table", "routes", random_id, "web", "--target", "s3://shop/v2", "--json"]);
+    assert_eq!(deployed["hostname"], random["hostnames"]["web"]);
+    assert_eq!(deployed["target"], "s3://shop/v2");
+    let deleted = json(&["env", "delete", "--table", "routes", random_id, "--json"]);
+    assert_eq!(
+        (deleted["already_deleted"].as_bool(), deleted["removed"].as_array().map(Vec::len)),
+        (Some(false), Some(1))
+    );
+
     let out = stdout(&edgeroute(&["env", "delete", "--table", "routes", &env_id], e));
     assert!(out.contains("2 route(s) removed") && out.contains(&format!("handle {handle} is free again")), "{out}");
     let out = stdout(&edgeroute(&["env", "delete", "--table", "routes", &env_id], e));

@@ -111,6 +111,30 @@ fn compile_reports_every_bad_item_before_it_asks_aws() {
     assert!(!out.exists());
 }
 
+/// An optional attribute in the wrong case is not silently dropped: the
+/// item compiles without it, and a warning says so.
+#[test]
+fn a_miscased_optional_attribute_gets_a_warning() {
+    let dir = scratch("miscased");
+    let table = dir.join("t.jsonl");
+    std::fs::write(
+        &table,
+        "{\"Domain\":\"shop.dev\",\"Target\":\"s3://bucket/shop\",\"fallback\":\"index.html\",\"ASSETS\":[\"a.html\"]}\n",
+    )
+    .unwrap();
+    let o = edgeroute(&["compile", "--from", path(&table), "--out", path(&dir.join("out.snap"))]);
+    ok(&o);
+    let err = stderr(&o);
+    for (written, meant) in [("fallback", "Fallback"), ("ASSETS", "Assets")] {
+        assert!(
+            err.lines().any(|l| l.starts_with("warning: line 1 (Domain \"shop.dev\")")
+                && l.contains(&format!("attribute {written:?} is ignored"))
+                && l.ends_with(&format!("rename it {meant}"))),
+            "{written}: {err}"
+        );
+    }
+}
+
 #[test]
 fn errors_are_one_line_each_cause_once_and_near_misses_get_hints() {
     let dir = scratch("errors");

@@ -63,10 +63,10 @@ fn publish_rollback_pin_unpin_history_and_prune_in_a_directory() {
         assert_ok(&o);
         text(&o.stdout)
     };
-    assert!(run(&["publish", a.to_str().unwrap(), "--to", &to]).contains(&format!("published {ida}")));
-    let out = run(&["publish", b.to_str().unwrap(), "--to", &to, "--source", "dynamodb://routes"]);
+    assert!(run(&["publish", "--snapshot", a.to_str().unwrap(), "--store", &to]).contains(&format!("published {ida}")));
+    let out = run(&["publish", "--snapshot", b.to_str().unwrap(), "--store", &to, "--source", "dynamodb://routes"]);
     assert!(out.contains(&format!("published {idb} (3 routes) to {to}; previous {ida}")), "{out}");
-    assert!(run(&["publish", b.to_str().unwrap(), "--to", &to]).contains("is already current"));
+    assert!(run(&["publish", "--snapshot", b.to_str().unwrap(), "--store", &to]).contains("is already current"));
     // The objects are content-addressed; the pointer says what is live.
     assert_eq!(std::fs::read(store.join(format!("snapshots/{ida}.snap"))).unwrap(), snapshot(1));
     let pointer: Pointer = serde_json::from_slice(&std::fs::read(store.join("current.json")).unwrap()).unwrap();
@@ -74,34 +74,34 @@ fn publish_rollback_pin_unpin_history_and_prune_in_a_directory() {
     assert_eq!((pointer.routes, pointer.source.as_str(), pointer.pinned), (3, "dynamodb://routes", false));
 
     // Rollback to the previous one pins the store; publishing holds back.
-    assert!(run(&["rollback", "--to", &to]).contains(&format!("rolled back {to} to {ida}")));
+    assert!(run(&["rollback", "--store", &to]).contains(&format!("rolled back {to} to {ida}")));
     let c = dir.join("c.snap");
     std::fs::write(&c, snapshot(3)).unwrap();
-    let out = run(&["publish", c.to_str().unwrap(), "--to", &to]);
+    let out = run(&["publish", "--snapshot", c.to_str().unwrap(), "--store", &to]);
     assert!(out.contains("held back: the store is pinned"), "{out}");
     let pointer: Pointer = serde_json::from_slice(&std::fs::read(store.join("current.json")).unwrap()).unwrap();
     assert_eq!((pointer.id.as_str(), pointer.pinned), (ida.as_str(), true));
     // The held-back snapshot is stored all the same.
     assert!(store.join(format!("snapshots/{}.snap", id(&snapshot(3)))).exists());
-    let history = run(&["history", &to]);
+    let history = run(&["history", "--store", &to]);
     assert!(history.lines().last().unwrap().contains("[current, pinned]"), "{history}");
-    assert!(run(&["unpin", &to]).contains("unpinned"));
-    assert!(run(&["unpin", &to]).contains("is not pinned"));
-    let out = run(&["publish", c.to_str().unwrap(), "--to", &to, "--keep", "2"]);
+    assert!(run(&["unpin", "--store", &to]).contains("unpinned"));
+    assert!(run(&["unpin", "--store", &to]).contains("is not pinned"));
+    let out = run(&["publish", "--snapshot", c.to_str().unwrap(), "--store", &to, "--keep", "2"]);
     assert!(out.contains(&format!("published {}", id(&snapshot(3)))), "{out}");
     assert!(out.contains("pruned 1 snapshot(s)"), "{out}");
     // Kept: c (current) and a (the rollback); b is gone and the history says so.
     assert!(!store.join(format!("snapshots/{idb}.snap")).exists());
-    let history = run(&["history", &to]);
+    let history = run(&["history", "--store", &to]);
     assert_eq!(history.lines().count(), 4, "{history}");
     assert!(history.lines().nth(1).unwrap().contains("[pruned]"), "{history}");
     // Rollback to an explicit id that is not there, and a bad snapshot, are refused.
-    let o = edgeroute(&["rollback", "--to", &to, "--id", &idb], &[]);
+    let o = edgeroute(&["rollback", "--store", &to, "--id", &idb], &[]);
     assert!(!o.status.success() && text(&o.stderr).contains("is not in the store"), "{}", text(&o.stderr));
     std::fs::write(dir.join("junk.snap"), b"not a snapshot").unwrap();
-    let o = edgeroute(&["publish", dir.join("junk.snap").to_str().unwrap(), "--to", &to], &[]);
+    let o = edgeroute(&["publish", "--snapshot", dir.join("junk.snap").to_str().unwrap(), "--store", &to], &[]);
     assert!(!o.status.success() && text(&o.stderr).contains("not a valid snapshot"), "{}", text(&o.stderr));
-    let o = edgeroute(&["history", "ftp://x"], &[]);
+    let o = edgeroute(&["history", "--store", "ftp://x"], &[]);
     assert!(!o.status.success() && text(&o.stderr).contains("a store is dir:PATH or s3://"), "{}", text(&o.stderr));
 }
 
@@ -180,15 +180,15 @@ fn s3_store_on_moto_publishes_rolls_back_and_never_loses_an_update() {
     std::fs::write(&a, snapshot(1)).unwrap();
     std::fs::write(&b, snapshot(2)).unwrap();
     for file in [&a, &b] {
-        let o = edgeroute(&["publish", file.to_str().unwrap(), "--to", to], &env);
+        let o = edgeroute(&["publish", "--snapshot", file.to_str().unwrap(), "--store", to], &env);
         assert_ok(&o);
     }
     let key = format!("previews/snapshots/{}.snap", id(&snapshot(1)));
     let object = rt.block_on(s3.get_object().bucket("edge-snapshots").key(&key).send()).unwrap();
     assert_eq!(rt.block_on(object.body.collect()).unwrap().to_vec(), snapshot(1));
-    let o = edgeroute(&["rollback", "--to", to], &env);
+    let o = edgeroute(&["rollback", "--store", to], &env);
     assert_ok(&o);
-    let o = edgeroute(&["history", to, "--json"], &env);
+    let o = edgeroute(&["history", "--store", to, "--json"], &env);
     assert_ok(&o);
     let history: Vec<Pointer> = text(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(history.len(), 3);

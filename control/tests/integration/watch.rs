@@ -46,7 +46,7 @@ impl Watcher {
     fn start_to(table: &str, publish_to: &str, near: &Path, endpoint: &str, extra: &[&str]) -> Watcher {
         let log = near.with_file_name(format!("watch-{}.log", unique_name()));
         let child = Command::new(env!("CARGO_BIN_EXE_edgeroute"))
-            .args(["watch", "--table", table, "--publish-to", publish_to, "--debounce-ms", "30"])
+            .args(["watch", "--table", table, "--store", publish_to, "--debounce-ms", "30"])
             .args(extra)
             .envs(aws_env(endpoint))
             .stdout(Stdio::null())

@@ -160,7 +160,7 @@ impl Check {
                 wrong.push(format!("{name}: {value:?} (want {want:?})"));
             }
         }
-        if answer.header("x-edgeroute-snapshot").is_none_or(|v| v.len() != edgeroute_host::respond::ID_PREFIX) {
+        if answer.header("x-edgeroute-snapshot").is_none_or(|v| v.len() != edgeroute_edge::SnapshotId::SHORT_HEX_LEN) {
             wrong.push("no x-edgeroute-snapshot header".to_owned());
         }
         if wrong.is_empty() {

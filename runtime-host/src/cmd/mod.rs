@@ -21,8 +21,14 @@ use crate::flags::{ListenerArgs, OriginArgs};
 /// The router for the snapshot file at `path`: read, validated by the
 /// module, ready to serve.
 pub fn load_router(path: &Path) -> Result<Router> {
+    load(path).map(|(router, _)| router)
+}
+
+/// [`load_router`], and the snapshot's bytes (for a native look at them).
+pub fn load(path: &Path) -> Result<(Router, Vec<u8>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read snapshot {}", path.display()))?;
-    router_for(&bytes).with_context(|| format!("cannot use snapshot {}", path.display()))
+    let router = router_for(&bytes).with_context(|| format!("cannot use snapshot {}", path.display()))?;
+    Ok((router, bytes))
 }
 
 /// The router for a snapshot's bytes.
@@ -62,7 +68,7 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: draining requests in flight");
 }
 
-/// Starts serving `edge`: the admin listener on this runtime, and the
+/// Starts serving `state`: the admin listener on this runtime, and the
 /// public listener on its own threads. Returns the public listener's
 /// threads, to shut down.
 pub async fn start(

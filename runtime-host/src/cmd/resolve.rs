@@ -1,9 +1,9 @@
 //! `edgeroute-host resolve`: one request through the WebAssembly module.
 
-use anyhow::{ensure, Context as _, Result};
+use anyhow::{ensure, Result};
 use edgeroute_edge::{Resolution, Snapshot};
 
-use super::router_for;
+use super::load;
 use crate::flags::ResolveArgs;
 
 /// Prints the module's answer for `args.host` and `args.path`, exactly as
@@ -12,9 +12,7 @@ use crate::flags::ResolveArgs;
 /// that its answer is the module's). A refused host that looks like a URL
 /// or a Unicode name gets a hint on stderr.
 pub fn run(args: &ResolveArgs) -> Result<()> {
-    let path = &args.snapshot;
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read snapshot {}", path.display()))?;
-    let router = router_for(&bytes).with_context(|| format!("cannot use snapshot {}", path.display()))?;
+    let (router, bytes) = load(&args.snapshot)?;
     let (host, target) = (args.host.as_encoded_bytes(), args.path.as_encoded_bytes());
     let mut worker = router.worker();
     let answer = worker.resolve(host, target)?;
@@ -35,7 +33,7 @@ pub fn run(args: &ResolveArgs) -> Result<()> {
         println!("{answer}");
     }
     if refused {
-        if let Some(hint) = edgeroute_compiler::hint::host_value(host) {
+        if let Some(hint) = edgeroute_cli::hint::host_value(host) {
             eprintln!("hint: {hint}");
         }
     }

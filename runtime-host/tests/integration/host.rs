@@ -96,14 +96,14 @@ mod swap {
         assert!(worker.resolve(b"a.example.com", b"/").unwrap().json().to_string().contains("one/index.html"));
         let live = router.swap(b.as_bytes()).unwrap();
         assert_eq!(live.generation, 2);
-        assert_eq!(live.id, edgeroute_edge::SnapshotId::of(b.as_bytes()).to_string());
+        assert_eq!(live.id, edgeroute_edge::SnapshotId::of(b.as_bytes()));
         // The same worker follows the swap on its next lookup.
         assert!(worker.resolve(b"a.example.com", b"/").unwrap().json().to_string().contains("two/index.html"));
         assert_eq!(worker.generation(), Some(2));
         assert!(key(&router, "b.example.com").contains("b.example.net"));
         assert_eq!(key(&router, "x.w.example.com"), r#"{"kind":"not_found"}"#);
         // The old snapshot's metadata stays consistent for whoever holds it.
-        assert_eq!(first.id, edgeroute_edge::SnapshotId::of(a.as_bytes()).to_string());
+        assert_eq!(first.id, edgeroute_edge::SnapshotId::of(a.as_bytes()));
     }
 
     #[test]
@@ -164,37 +164,39 @@ mod swap {
         generation
     }
 
-    /// Threads that answer while the router swaps: each answers from one
-    /// snapshot or the other, never a mix; a lookup that starts after the
-    /// swap has returned answers from the new snapshot; and once a thread
-    /// has moved to it, it never goes back.
+    /// Threads that answer while the router swaps, each through its own
+    /// worker as the serving threads have it (`Router::with_worker`): each
+    /// answers from one snapshot or the other, never a mix; a lookup that
+    /// starts after the swap has returned answers from the new snapshot;
+    /// and once a thread has moved to it, it never goes back.
     #[test]
     fn many_threads_share_one_router_and_all_move_to_a_swap_for_good() {
         const THREADS: usize = 4;
         let (a, b) = (snapshot(A), snapshot(B));
-        let router = Router::new(EdgeEngine::new().unwrap(), a.as_bytes()).unwrap();
+        let router: &'static Router =
+            Box::leak(Box::new(Router::new(EdgeEngine::new().unwrap(), a.as_bytes()).unwrap()));
         let started = Barrier::new(THREADS + 1);
         let swapped = AtomicBool::new(false);
         std::thread::scope(|s| {
             let threads: Vec<_> = (0..THREADS)
                 .map(|_| {
                     s.spawn(|| {
-                        let mut worker = router.worker();
-                        assert_eq!(checked_lookup(&mut worker), 1);
+                        let lookup = || router.with_worker(|worker| checked_lookup(worker));
+                        assert_eq!(lookup(), 1);
                         started.wait();
                         let deadline = Instant::now() + Duration::from_secs(60);
                         let mut lookups = 0u64;
                         loop {
                             let after_swap = swapped.load(Ordering::SeqCst);
                             lookups += 1;
-                            if checked_lookup(&mut worker) == 2 {
+                            if lookup() == 2 {
                                 break;
                             }
                             assert!(!after_swap, "a lookup that began after the swap answered from the old snapshot");
                             assert!(Instant::now() < deadline, "never moved to the new snapshot ({lookups} lookups)");
                         }
                         for _ in 0..500 {
-                            assert_eq!(checked_lookup(&mut worker), 2, "went back to the old snapshot");
+                            assert_eq!(lookup(), 2, "went back to the old snapshot");
                         }
                         lookups
                     })
@@ -301,6 +303,22 @@ mod cli {
         assert!(err.contains("127.0.0.1:8080") && err.contains("0.0.0.0:8080"), "{err}");
     }
 
+    /// An error is one line, each cause once: a store whose pointer cannot
+    /// be read (here a folder where `current.json` should be a file).
+    #[test]
+    fn a_failing_store_is_one_line_with_the_os_error_once() {
+        let dir = std::env::temp_dir().join(format!("edgeroute-host-badstore-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("store/current.json")).unwrap();
+        let store = format!("dir:{}", dir.join("store").display());
+        let o = host_cli(&["serve", "--store", &store, "--cache-dir", dir.join("cache").to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(line.matches("os error 21").count(), 1, "{err}");
+        assert!(line.contains("current.json") && line.contains("cannot reach the store"), "{err}");
+    }
+
     /// `serve --snapshots STORE`, the spelling of earlier releases, still
     /// means `--store STORE` (and is not in the help).
     #[test]
@@ -360,8 +378,8 @@ mod cli {
 }
 
 /// The data plane never links the DynamoDB SDK (nor the control plane,
-/// which does): `edgeroute-host`'s normal and build dependencies, as cargo
-/// resolves them from the lockfile.
+/// which does, nor the compiler it has no use for): `edgeroute-host`'s
+/// normal and build dependencies, as cargo resolves them from the lockfile.
 #[test]
 fn the_host_does_not_depend_on_the_dynamodb_sdk() {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -373,9 +391,13 @@ fn the_host_does_not_depend_on_the_dynamodb_sdk() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let tree = String::from_utf8_lossy(&out.stdout);
     assert!(tree.lines().any(|l| l.starts_with("wasmtime ")), "not the host's tree:\n{tree}");
-    for forbidden in
-        ["aws-sdk-dynamodb ", "aws-sdk-dynamodbstreams ", "aws-sdk-elasticloadbalancingv2 ", "edgeroute-control "]
-    {
+    for forbidden in [
+        "aws-sdk-dynamodb ",
+        "aws-sdk-dynamodbstreams ",
+        "aws-sdk-elasticloadbalancingv2 ",
+        "edgeroute-control ",
+        "edgeroute-compiler ",
+    ] {
         assert!(!tree.lines().any(|l| l.starts_with(forbidden)), "edgeroute-host depends on {forbidden}");
     }
 }

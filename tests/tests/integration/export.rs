@@ -179,7 +179,7 @@ fn foreign_formats_and_hostile_manifests_are_refused() {
 
     let dir = export("incremental", 10);
     edit_json(&dir.join("manifest-summary.json"), |v| v["exportType"] = json!("INCREMENTAL_EXPORT"));
-    assert!(matches!(open_and_parse(&dir).unwrap_err(), ExportError::Mirror { .. }));
+    assert!(matches!(open_and_parse(&dir).unwrap_err(), ExportError::IncrementalExport { .. }));
 
     let dir = export("no-summary", 10);
     std::fs::remove_file(dir.join("manifest-summary.json")).unwrap();

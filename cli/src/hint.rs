@@ -1,8 +1,6 @@
 //! Hints for what people get wrong when they type a hostname on a command
 //! line: both binaries' `resolve` print them beside a refused answer.
 
-use crate::entry::normalize_domain;
-
 /// What to type instead of `host`, a Host header value the resolver
 /// refuses, when it looks like a pasted URL or a name in Unicode; `None`
 /// when it looks like neither.
@@ -23,7 +21,9 @@ pub fn host_value(host: &[u8]) -> Option<String> {
             Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => (name, Some(port)),
             _ => (text, None),
         };
-        let ascii = normalize_domain(name).ok()?;
+        // The ASCII form a Host header carries (UTS #46, as browsers and the
+        // table's own normalization make it).
+        let ascii = idna::domain_to_ascii(name.trim_end_matches('.')).ok()?;
         let port = port.map(|p| format!(":{p}")).unwrap_or_default();
         return Some(format!(
             "a Host header carries an internationalized name in its ASCII form (IDNA): try {ascii}{port}"
