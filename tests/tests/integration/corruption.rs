@@ -4,7 +4,9 @@
 //! The checksum rejects nearly every mutant before the structure is read, so
 //! the structural tests mutate a section and then recompute the checksum.
 
-use edgeroute_edge::format::{FORMAT_VERSION, HEADER_LEN};
+use edgeroute_edge::format::{
+    ENDIAN_MARKER, ENDIAN_MARKER_OFFSET, FORMAT_VERSION, HEADER_LEN, MAGIC, ROUTE_COUNT_OFFSET, VERSION_OFFSET,
+};
 use edgeroute_edge::{Snapshot, SnapshotError};
 use edgeroute_tests::{fix_checksum, generate_table, snapshot, workspace_root, Rng};
 
@@ -68,7 +70,7 @@ fn random_bytes_are_refused() {
         let len = rng.below(4096);
         let mut m: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         if n % 2 == 0 && m.len() >= 8 {
-            m[..8].copy_from_slice(b"EDGROUTE"); // get past the magic sometimes
+            m[..MAGIC.len()].copy_from_slice(&MAGIC); // get past the magic sometimes
         }
         assert!(Snapshot::from_bytes(m.as_slice()).is_err());
     }
@@ -81,17 +83,17 @@ fn wrong_magic_version_and_endianness_are_named() {
     m[0] = b'X';
     assert_eq!(Snapshot::from_bytes(m.as_slice()).unwrap_err(), SnapshotError::BadMagic);
     let mut m = bytes.clone();
-    m[8..12].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+    m[ENDIAN_MARKER_OFFSET..ENDIAN_MARKER_OFFSET + 4].copy_from_slice(&ENDIAN_MARKER.to_be_bytes());
     assert_eq!(Snapshot::from_bytes(m.as_slice()).unwrap_err(), SnapshotError::BadEndianness);
     let mut m = bytes.clone();
     // A snapshot from the previous format version, or a future one.
     for found in [FORMAT_VERSION - 1, FORMAT_VERSION + 1] {
-        m[12..16].copy_from_slice(&found.to_le_bytes());
+        m[VERSION_OFFSET..VERSION_OFFSET + 4].copy_from_slice(&found.to_le_bytes());
         fix_checksum(&mut m);
         assert_eq!(Snapshot::from_bytes(m.as_slice()).unwrap_err(), SnapshotError::UnsupportedVersion { found });
     }
     let mut m = bytes;
-    m[16..20].copy_from_slice(&13u32.to_le_bytes());
+    m[ROUTE_COUNT_OFFSET..ROUTE_COUNT_OFFSET + 4].copy_from_slice(&13u32.to_le_bytes());
     fix_checksum(&mut m);
     assert!(Snapshot::from_bytes(m.as_slice()).is_err());
 }
@@ -189,8 +191,8 @@ fn targeted_structural_corruption_is_refused() {
         m[at..at + 4].copy_from_slice(&(v + 1).to_le_bytes());
     });
     refuse("route count off by one", &|m| {
-        let v = u32::from_le_bytes(m[16..20].try_into().unwrap());
-        m[16..20].copy_from_slice(&(v - 1).to_le_bytes());
+        let v = u32::from_le_bytes(m[ROUTE_COUNT_OFFSET..ROUTE_COUNT_OFFSET + 4].try_into().unwrap());
+        m[ROUTE_COUNT_OFFSET..ROUTE_COUNT_OFFSET + 4].copy_from_slice(&(v - 1).to_le_bytes());
     });
     // The FST: its header, its footer.
     refuse("fst version", &|m| m[fst.start] = 2);
