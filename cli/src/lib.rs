@@ -4,5 +4,6 @@
 //! purpose, so that the data plane links neither the compiler nor an SDK
 //! for it.
 
+pub mod help;
 pub mod hint;
 pub mod report;

@@ -87,6 +87,17 @@ impl RawItem<'_> {
         }
     }
 
+    /// [`note_unread`](Self::note_unread) for every attribute of a map
+    /// (DynamoDB's), in name order, so that what the errors show does not
+    /// depend on the map's order.
+    pub fn note_unread_names<'n>(&mut self, names: impl IntoIterator<Item = &'n String>) {
+        let mut names: Vec<&String> = names.into_iter().collect();
+        names.sort_unstable();
+        for name in names {
+            self.note_unread(name);
+        }
+    }
+
     /// The attribute `name` (one of [`ATTRIBUTES`]) was meant to be, as
     /// written in another case, if the item has it.
     pub fn miscased(&self, name: &str) -> Option<&str> {

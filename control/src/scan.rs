@@ -244,12 +244,7 @@ pub fn raw_item(mut attributes: HashMap<String, AttributeValue>) -> RawItem<'sta
         duplicate_attribute: None,
         miscased: Vec::new(),
     };
-    // Sorted, so that the name an error shows does not depend on the map's order.
-    let mut unread: Vec<&String> = attributes.keys().collect();
-    unread.sort_unstable();
-    for name in unread {
-        item.note_unread(name);
-    }
+    item.note_unread_names(attributes.keys());
     item
 }
 

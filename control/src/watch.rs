@@ -475,12 +475,7 @@ fn stream_item(image: &HashMap<String, AttributeValue>) -> RawItem<'static> {
         duplicate_attribute: None,
         miscased: Vec::new(),
     };
-    // Sorted, so that the name an error shows does not depend on the map's order.
-    let mut unread: Vec<&String> = image.keys().collect();
-    unread.sort_unstable();
-    for name in unread {
-        item.note_unread(name);
-    }
+    item.note_unread_names(image.keys());
     item
 }
 

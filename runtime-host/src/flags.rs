@@ -265,19 +265,7 @@ mod tests {
     /// Every flag and positional a user can see says what it is.
     #[test]
     fn every_visible_argument_has_a_help_line() {
-        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
-            for arg in command.get_arguments() {
-                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
-                if !arg.is_hide_set() && !builtin && arg.get_help().is_none() {
-                    missing.push(format!("{path} {}", arg.get_id()));
-                }
-            }
-            for sub in command.get_subcommands() {
-                walk(sub, &format!("{path} {}", sub.get_name()), missing);
-            }
-        }
-        let mut missing = Vec::new();
-        walk(&Cli::command(), "edgeroute-host", &mut missing);
+        let missing = edgeroute_cli::help::undocumented(&Cli::command());
         assert!(missing.is_empty(), "no help line: {missing:#?}");
     }
 
