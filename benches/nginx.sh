@@ -191,7 +191,7 @@ $routes hostnames ($duration s per run, $connections connections, router on core
   edgeroute            $(printf '%10s %9s %8s %9s %9s' "$er_rps" "$er_p99" "$((er_rss / 1024))" "$er_bad" "$er_start")
   edgeroute, swapping  $(printf '%10s %9s %8s %9s' "$sw_rps" "$sw_p99" "$((sw_rss / 1024))" "$sw_bad")   ($swaps swaps, one every ${interval} s)
   edgeroute / nginx    throughput $(ratio "$er_rps" "$ngx_rps")x, p99 $(ratio "$er_p99" "$ngx_p99")x, memory $(ratio "$er_rss" "$ngx_rss")x
-  a new name served after: nginx reload ${ngx_reload} s; edgeroute: the next snapshot swap (see benches/src/bin/propagation.rs)
+  a new name served after: nginx reload ${ngx_reload} s; edgeroute: the next snapshot swap (see benches/e2e/src/bin/propagation.rs)
 EOF
 )")
   echo "${report[-1]}"

@@ -20,8 +20,11 @@ fn main() {
     // `--target-dir`, `CARGO_TARGET_DIR` or `build.target-dir` put it: cargo
     // marks its root with CACHEDIR.TAG), since the module is the same
     // whichever profile builds the host; in OUT_DIR if there is no mark.
+    // OUT_DIR is <target>[/<triple>]/<profile>/build/<package>/out: the
+    // mark is at most five levels up, and nothing above counts.
     let target_dir = out
         .ancestors()
+        .take(6)
         .find(|dir| dir.join("CACHEDIR.TAG").is_file())
         .map_or_else(|| out.join("wasm-target"), |root| root.join("edge-module"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

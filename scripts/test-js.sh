@@ -10,4 +10,4 @@ scripts/build-js.sh
 # as `cargo test --workspace` builds it: after scripts/test.sh's cargo test this is a no-op,
 # where building the one package would recompile the AWS SDK with other features.
 cargo test --workspace --locked --quiet --no-run
-node --test edge-js/test/*.test.mjs examples/lambda-edge/test/*.test.mjs examples/cloudflare-worker/test/*.test.mjs
+node --test --test-reporter=tap edge-js/test/*.test.mjs examples/lambda-edge/test/*.test.mjs examples/cloudflare-worker/test/*.test.mjs

@@ -22,8 +22,10 @@ pub fn host_value(host: &[u8]) -> Option<String> {
             _ => (text, None),
         };
         // The ASCII form a Host header carries (UTS #46, as browsers and the
-        // table's own normalization make it).
-        let ascii = idna::domain_to_ascii(name.trim_end_matches('.')).ok()?;
+        // table's own normalization make it), and only if the resolver would
+        // take it: a hint never suggests a name that is refused too.
+        let ascii = idna::domain_to_ascii(name.strip_suffix('.').unwrap_or(name)).ok()?;
+        edgeroute_edge::HostName::parse(ascii.as_bytes()).ok()?;
         let port = port.map(|p| format!(":{p}")).unwrap_or_default();
         return Some(format!(
             "a Host header carries an internationalized name in its ASCII form (IDNA): try {ascii}{port}"
@@ -55,5 +57,8 @@ mod tests {
         assert_eq!(host_value(b"app.example.com"), None);
         assert_eq!(host_value(b"app.example.com:8080"), None);
         assert_eq!(host_value(b"\xff\xfe"), None);
+        // Unicode, but refused in its ASCII form too: no hint to try it.
+        assert_eq!(host_value("bücher..example.com".as_bytes()), None);
+        assert_eq!(host_value(format!("bücher.{}.com", "a".repeat(64)).as_bytes()), None);
     }
 }

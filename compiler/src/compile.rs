@@ -261,6 +261,32 @@ fn merge_runs<'k, 'a>(runs: &'k [Vec<Keyed<'a>>]) -> Vec<&'k Keyed<'a>> {
 mod tests {
     use super::*;
 
+    /// `check` (borrowed items, its own chunks) and `compile` report the
+    /// same errors for the same table: bad items, and duplicates whose two
+    /// halves fall in different chunks of several threads.
+    #[test]
+    fn check_reports_exactly_what_compile_refuses() {
+        let mut text = String::new();
+        for i in 0..20_000 {
+            let line = match i % 1000 {
+                7 => format!("{{\"Domain\":\"bad..{i}.dev\",\"Target\":\"s3://bucket\"}}"),
+                8 => format!("{{\"Domain\":\"d{}.dev\",\"Target\":\"s3://bucket\"}}", (i + 10_003) % 20_000),
+                9 => "{\"Domain\":\"x.dev\"}".to_owned(),
+                _ => format!("{{\"Domain\":\"D{i}.dev\",\"Target\":\"s3://bucket/{i}\"}}"),
+            };
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let items = crate::source::parse_json(text.as_bytes()).unwrap();
+        let checked = check(&items);
+        let Err(CompileError::Invalid(refused)) = compile(items, Options::default(), &()) else {
+            panic!("the table has bad items");
+        };
+        assert!(checked.len() > 60, "{}", checked.len());
+        assert!(checked.iter().any(|e| matches!(e.kind, ItemErrorKind::Duplicate { .. })));
+        assert_eq!(checked, refused);
+    }
+
     #[test]
     fn a_compiled_snapshot_is_named_by_the_lowercase_hex_sha256_of_its_bytes() {
         let compiled = compile(Vec::new(), Options::default(), &()).unwrap();

@@ -111,7 +111,11 @@ struct State {
     snapshot: Option<Snapshot<&'static [u8]>>,
 }
 
-struct Global(UnsafeCell<State>);
+/// The module's state, and whether [`with_state`] is lending it out.
+struct Global {
+    state: UnsafeCell<State>,
+    in_use: Cell<bool>,
+}
 
 // SAFETY: the module runs single-threaded (wasm32 without the threads
 // feature), so the cell is never reached from two threads. Native builds
@@ -119,12 +123,15 @@ struct Global(UnsafeCell<State>);
 // threads at once.
 unsafe impl Sync for Global {}
 
-static GLOBAL: Global = Global(UnsafeCell::new(State {
-    input: [0; INPUT_CAPACITY],
-    output: [0; OUTPUT_HEADER + OUTPUT_DATA],
-    region: None,
-    snapshot: None,
-}));
+static GLOBAL: Global = Global {
+    state: UnsafeCell::new(State {
+        input: [0; INPUT_CAPACITY],
+        output: [0; OUTPUT_HEADER + OUTPUT_DATA],
+        region: None,
+        snapshot: None,
+    }),
+    in_use: Cell::new(false),
+};
 
 /// Runs `f` with the module's state, the only way to reach it. The
 /// reference lives as long as the call to `f`, so it cannot be kept; each
@@ -132,33 +139,20 @@ static GLOBAL: Global = Global(UnsafeCell::new(State {
 fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
     // A nested call would make a second `&mut` to the state: trap instead.
     // (Exports do not call each other, and the module has no imports to be
-    // re-entered through; this makes that a checked rule, for one load and
-    // one store per call.)
-    if IN_USE.replace(true) {
+    // re-entered through; this makes that a checked rule, for a load and
+    // two stores per call.) A trap inside `f` leaves the flag set, so an
+    // instance that trapped traps on every later call: docs/wasm-abi.md
+    // tells hosts to discard it, as edgeroute-host does.
+    if GLOBAL.in_use.replace(true) {
         panic!("the module's state is already in use");
     }
-    // SAFETY: the one reference to the state while `f` runs: `IN_USE` was
+    // SAFETY: the one reference to the state while `f` runs: `in_use` was
     // false, so no other call of `with_state` is running, and nothing else
-    // reaches `GLOBAL`; single-threaded, see `Global`'s `Sync`.
-    let result = f(unsafe { &mut *GLOBAL.0.get() });
-    IN_USE.set(false);
+    // reaches `GLOBAL.state`; single-threaded, see `Global`'s `Sync`.
+    let result = f(unsafe { &mut *GLOBAL.state.get() });
+    GLOBAL.in_use.set(false);
     result
 }
-
-/// Whether [`with_state`] is running (the module is single-threaded).
-struct InUse(Cell<bool>);
-
-// SAFETY: as for `Global`: one thread only.
-unsafe impl Sync for InUse {}
-
-impl core::ops::Deref for InUse {
-    type Target = Cell<bool>;
-    fn deref(&self) -> &Cell<bool> {
-        &self.0
-    }
-}
-
-static IN_USE: InUse = InUse(Cell::new(false));
 
 /// The bytes of a reserved or attached region, for the reader: memory the
 /// module never frees, so they can back the committed snapshot for as long
@@ -226,7 +220,9 @@ pub extern "C" fn edgeroute_attach(ptr: u32, len: u32) -> u32 {
     with_state(|s| {
         s.region = None;
         let (ptr, len) = (ptr as usize, len as usize);
-        let statics_end = s.output.as_ptr() as usize + s.output.len();
+        // Above every byte of the module's own state (a linker places the
+        // statics, and the compiler orders a struct's fields, as it likes).
+        let statics_end = core::ptr::addr_of!(GLOBAL) as usize + core::mem::size_of::<Global>();
         let fits = ptr >= statics_end && ptr.checked_add(len).is_some_and(|end| end <= memory_len());
         if !fits {
             return commit::BAD_REGION;

@@ -57,7 +57,10 @@ async fn fetch(store: &Store, pointer: &Pointer) -> Result<Vec<u8>, ServeError> 
 /// Checks that a fetched snapshot's bytes are its id; returns the id.
 fn verify(bytes: &[u8], id: &str) -> Result<SnapshotId, ServeError> {
     let found = SnapshotId::of(bytes);
-    if found != id {
+    // The pointer's id exactly as stores write it, lowercase hex (the id's
+    // own comparison with text ignores case).
+    let written = found.to_string();
+    if written != id {
         return Err(ServeError::Refused {
             id: id.to_owned(),
             why: format!("the object's SHA-256 is {found} (damaged or replaced)"),

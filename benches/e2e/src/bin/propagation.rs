@@ -7,7 +7,7 @@
 //! slowness (the stream stage) is visible.
 //!
 //!     scripts/setup.sh --tests
-//!     cargo run --release -p edgeroute-benches --bin propagation -- [ROUTES] [CHANGES]
+//!     cargo run --release -p edgeroute-benches-e2e --bin propagation -- [ROUTES] [CHANGES]
 
 use std::time::{Duration, Instant};
 

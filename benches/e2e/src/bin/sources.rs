@@ -5,7 +5,7 @@
 //! JSON file. Checks that all give the same bytes.
 //!
 //!     scripts/setup.sh --tests   # installs moto into .tools/venv
-//!     cargo run --release -p edgeroute-benches --bin sources -- [ITEMS]
+//!     cargo run --release -p edgeroute-benches-e2e --bin sources -- [ITEMS]
 //!
 //! moto is a Python server: its Scan throughput is a floor for what the
 //! scanner sustains, not DynamoDB's (which serves 1 MB pages per segment
