@@ -105,6 +105,37 @@ fn publish_rollback_pin_unpin_history_and_prune_in_a_directory() {
     assert!(!o.status.success() && text(&o.stderr).contains("a store is dir:PATH or s3://"), "{}", text(&o.stderr));
 }
 
+/// [2/8] 7: a rollback goes back through the history, never forward to
+/// the snapshot it rolled away from; with no earlier state it is an error
+/// and the pointer stays.
+#[test]
+fn rollback_twice_goes_further_back_never_forward() {
+    let dir = scratch("rollback-twice");
+    let store = Store::open(&StoreLocation::Dir(dir.join("store")), None).unwrap();
+    let rt = runtime();
+    let (a, b, c) = (snapshot(1), snapshot(2), snapshot(3));
+    for bytes in [&a, &b, &c] {
+        rt.block_on(publish::publish(&store, bytes, "test", 0)).unwrap();
+    }
+    let current = || rt.block_on(store.read_pointer()).unwrap().unwrap().0;
+    // c is bad: back to b, then b is bad too: back to a (not forward to c).
+    assert_eq!(rt.block_on(publish::rollback(&store, None)).unwrap().id, id(&b));
+    assert_eq!(rt.block_on(publish::rollback(&store, None)).unwrap().id, id(&a));
+    assert_eq!(current().id, id(&a));
+    // Nothing before a: an error, and the pointer stays on a.
+    let e = rt.block_on(publish::rollback(&store, None)).unwrap_err();
+    assert!(e.to_string().contains("no earlier"), "{e}");
+    assert_eq!((current().id, current().pinned), (id(&a), true));
+    // After an unpin and a new publish, a rollback goes back to what was
+    // current before it (a), not to what the rollbacks rolled away from.
+    rt.block_on(publish::unpin(&store)).unwrap();
+    let d = snapshot(4);
+    rt.block_on(publish::publish(&store, &d, "test", 0)).unwrap();
+    assert_eq!(rt.block_on(publish::rollback(&store, None)).unwrap().id, id(&a));
+    // `--id` names any state, forward ones included.
+    assert_eq!(rt.block_on(publish::rollback(&store, Some(&id(&c)))).unwrap().id, id(&c));
+}
+
 #[test]
 fn a_damaged_snapshot_object_is_not_rolled_back_to() {
     let dir = scratch("damaged");
