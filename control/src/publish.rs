@@ -23,7 +23,7 @@ pub enum PublishError {
     Damaged { id: String, why: String },
     #[error("the store has no current snapshot yet")]
     Empty,
-    #[error("the current snapshot has no previous one to roll back to")]
+    #[error("there is no earlier state to roll back to (the history holds nothing before the current snapshot); the pointer stays")]
     NoPrevious,
     #[error("gave up after {0} attempts: other publishers kept moving the pointer")]
     Contention(u32),
@@ -141,13 +141,21 @@ pub async fn publish(store: &Store, bytes: &[u8], source: &str, skipped: u64) ->
 }
 
 /// Points the store back at snapshot `id` (a unique prefix of its id will
-/// do; default: the current pointer's previous snapshot), after checking
-/// that snapshot, and pins it.
+/// do; default: the state before the current one, see [`state_before`]),
+/// after checking that snapshot, and pins it.
 pub async fn rollback(store: &Store, id: Option<&str>) -> Result<Pointer, PublishError> {
     let current = store.read_pointer().await?.ok_or(PublishError::Empty)?.0;
     let target = match id {
         Some(prefix) => find_snapshot(store, prefix).await?,
-        None => current.previous.clone().ok_or(PublishError::NoPrevious)?,
+        None => {
+            let history = store.history().await?;
+            match history.is_empty() {
+                // A store from before the history: the pointer's own link.
+                true => current.previous.clone(),
+                false => state_before(&history),
+            }
+            .ok_or(PublishError::NoPrevious)?
+        }
     };
     let bytes = store.get_snapshot(&target).await?;
     let found = SnapshotId::of(&bytes).to_string();
@@ -171,6 +179,32 @@ pub async fn rollback(store: &Store, id: Option<&str>) -> Result<Pointer, Publis
     })
     .await?;
     Ok(outcome.unwrap_or_else(|()| unreachable!("a rollback always moves the pointer")))
+}
+
+/// The state a rollback goes back to: the one that was current before the
+/// current one, going back through the history and never forward. The
+/// history is replayed as a stack of states: a publish puts its snapshot on
+/// top, a rollback to X takes states off until X is on top (and is X alone
+/// when X was not among them). So a second rollback goes further back, never
+/// to the snapshot the first one rolled away from, and a publish after a
+/// rollback rolls back to the rollback's state.
+pub fn state_before(history: &[Pointer]) -> Option<String> {
+    let mut states: Vec<&str> = Vec::new();
+    for entry in history {
+        // Rollbacks are the entries that pin the store; a publish never does.
+        if entry.pinned {
+            match states.iter().rposition(|s| *s == entry.id) {
+                Some(at) => states.truncate(at + 1),
+                None => {
+                    states.clear();
+                    states.push(&entry.id);
+                }
+            }
+        } else if states.last() != Some(&entry.id.as_str()) {
+            states.push(&entry.id);
+        }
+    }
+    states.len().checked_sub(2).map(|at| states[at].to_owned())
 }
 
 /// Lifts a pin; the snapshot stays current until the next publish.
