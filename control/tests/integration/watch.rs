@@ -347,6 +347,38 @@ fn a_split_shard_is_followed_into_its_child_and_an_expired_iterator_is_renewed()
     assert!(watcher.log().contains("following new shard shardId-child"), "{}", watcher.log());
 }
 
+/// [2/8] 2: the bootstrap Scan reads the table after the stream positions
+/// it took, so it must be strongly consistent, or a write between the two
+/// could be in neither. moto's Scan is always consistent: the test looks
+/// at the requests themselves, through a recording proxy.
+#[test]
+fn the_bootstrap_scan_is_strongly_consistent() {
+    let moto = Moto::start();
+    let dir = scratch("consistent");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        put_items(&config, "routes", &[item("a.example.com"), item("b.example.com")]).await;
+    });
+    let scans = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Json>::new()));
+    let recorded = scans.clone();
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
+        if r.target.ends_with(".Scan") {
+            recorded.lock().unwrap().push(r.body.clone());
+        }
+        None
+    });
+    let watcher = Watcher::start("routes", &store, &proxy.endpoint, &[]);
+    watcher.wait_for(&store, "the bootstrap publish", |_, s| serves(s, "a.example.com") && serves(s, "b.example.com"));
+    let scans = scans.lock().unwrap();
+    assert!(!scans.is_empty(), "no Scan went through the proxy");
+    for body in scans.iter() {
+        assert_eq!(body["ConsistentRead"], json!(true), "an eventually consistent bootstrap Scan: {body}");
+    }
+}
+
 /// Waits until `ok` holds, or fails with the watcher's log.
 fn eventually(watcher: &Watcher, what: &str, ok: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
