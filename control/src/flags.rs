@@ -411,7 +411,8 @@ pub struct ScanArgs {
     /// Parallel Scan segments [default: one per 256 MiB of table, at least 4]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub segments: Option<u32>,
-    /// Strongly consistent reads (they cost twice the read capacity).
+    /// Strongly consistent reads (they cost twice the read capacity); `watch`'s
+    /// bootstrap Scan always is.
     #[arg(long)]
     pub consistent: bool,
     /// Items per Scan page [default: full 1 MB pages]

@@ -146,7 +146,12 @@ pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &Wat
         // Positions first, then the Scan, then the stream from those positions.
         let mut shards = open_shards(&streams, &stream, &options.retry, ShardIteratorType::Latest, &[]).await?;
         let start = Instant::now();
-        let scanned = scan_table(config, table, &options.scan, &()).await?;
+        // Strongly consistent whatever `--consistent` says: the Scan reads
+        // the table after the stream positions were taken, and an eventually
+        // consistent read could miss a write made in between, which the
+        // stream, read from those positions, would not replay either.
+        let bootstrap = ScanOptions { consistent: true, ..options.scan };
+        let scanned = scan_table(config, table, &bootstrap, &()).await?;
         let mut mirror = Mirror::new();
         publisher.admit(&mut mirror, scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect()).await?;
         eprintln!(
