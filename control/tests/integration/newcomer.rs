@@ -275,3 +275,15 @@ fn rollback_takes_a_unique_id_prefix_as_git_does() {
         assert!(stderr(&o).contains(why), "{id}: {}", stderr(&o));
     }
 }
+
+/// [2/8] 8: a read-only command never creates a store: a typo in the
+/// store's path is an error, not a new empty store.
+#[test]
+fn reading_a_store_that_does_not_exist_creates_nothing() {
+    let dir = scratch("typo");
+    let typo = dir.join("stroe");
+    let o = edgeroute(&["history", "--store", &format!("dir:{}", path(&typo))]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("no store at"), "{}", stderr(&o));
+    assert!(!typo.exists(), "history created the store");
+}

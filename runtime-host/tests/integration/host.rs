@@ -319,6 +319,20 @@ mod cli {
         assert!(line.contains("current.json") && line.contains("cannot reach the store"), "{err}");
     }
 
+    /// [2/8] 8: following a store that does not exist is an error, and
+    /// creates nothing (a typo must not become an empty store).
+    #[test]
+    fn serving_a_store_that_does_not_exist_creates_nothing() {
+        let dir = std::env::temp_dir().join(format!("edgeroute-host-typo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let typo = dir.join("stroe");
+        let store = format!("dir:{}", typo.display());
+        let o = host_cli(&["serve", "--store", &store, "--cache-dir", dir.join("cache").to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("no store at"), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(!typo.exists(), "serve created the store");
+    }
+
     /// `serve --snapshots STORE`, the spelling of earlier releases, still
     /// means `--store STORE` (and is not in the help).
     #[test]
