@@ -29,6 +29,10 @@ pub enum StoreError {
     /// The snapshot object with this id is missing (never stored, or pruned).
     #[error("snapshot {id} is not in the store")]
     NoSnapshot { id: String },
+    /// A directory store opened to be read does not exist: never created by
+    /// a publish, or a typo. Reading never creates a store.
+    #[error("no store at {path}: publish to it first, or check the path")]
+    NoStore { path: PathBuf },
 }
 
 /// Wraps an I/O error on `path`, for `map_err`.

@@ -83,6 +83,22 @@ impl Store {
         }
     }
 
+    /// Opens a store that must exist already, to read it (`history`, a
+    /// host following it): a directory that is not there is
+    /// [`StoreError::NoStore`], and nothing is created. An S3 store is
+    /// opened as [`open`](Self::open) does; reads never create anything there.
+    pub fn open_existing(
+        location: &StoreLocation,
+        config: Option<&aws_config::SdkConfig>,
+    ) -> Result<Store, StoreError> {
+        if let StoreLocation::Dir(dir) = location {
+            if !dir.is_dir() {
+                return Err(StoreError::NoStore { path: dir.clone() });
+            }
+        }
+        Store::open(location, config)
+    }
+
     fn backend(&self) -> Backend<'_> {
         match self {
             Store::Dir(root) => Backend::Dir(DirStore::new(root)),

@@ -58,13 +58,24 @@ impl Aws {
         Ok(config)
     }
 
-    /// Opens a store; only an S3 store loads the AWS configuration.
+    /// Opens a store to write it (created if it is a directory that is not
+    /// there yet); only an S3 store loads the AWS configuration.
     pub fn store(&mut self, location: &StoreLocation) -> Result<Store> {
-        let config = match location {
+        let config = self.store_config(location)?;
+        Ok(Store::open(location, config.as_ref())?)
+    }
+
+    /// Opens a store that must exist, to read it: nothing is created.
+    pub fn existing_store(&mut self, location: &StoreLocation) -> Result<Store> {
+        let config = self.store_config(location)?;
+        Ok(Store::open_existing(location, config.as_ref())?)
+    }
+
+    fn store_config(&mut self, location: &StoreLocation) -> Result<Option<aws_config::SdkConfig>> {
+        Ok(match location {
             StoreLocation::S3 { .. } => Some(self.config()?),
             StoreLocation::Dir(_) => None,
-        };
-        Ok(Store::open(location, config.as_ref())?)
+        })
     }
 }
 

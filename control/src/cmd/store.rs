@@ -9,7 +9,7 @@ use crate::flags::{HistoryArgs, RollbackArgs, UnpinArgs};
 /// Points the store at an earlier snapshot and pins it there.
 pub fn rollback(args: &RollbackArgs) -> Result<()> {
     let mut aws = Aws::new(args.aws.options());
-    let store = aws.store(&args.store)?;
+    let store = aws.existing_store(&args.store)?;
     let pointer = aws.block_on(publish::rollback(&store, args.id.as_deref()))??;
     if args.json {
         println!("{}", serde_json::to_string(&pointer)?);
@@ -25,7 +25,7 @@ pub fn rollback(args: &RollbackArgs) -> Result<()> {
 pub fn unpin(args: &UnpinArgs) -> Result<()> {
     let name = args.store.location();
     let mut aws = Aws::new(args.aws.options());
-    let store = aws.store(name)?;
+    let store = aws.existing_store(name)?;
     let unpinned = aws.block_on(publish::unpin(&store))??;
     if args.json {
         let v = serde_json::json!({ "store": name.to_string(), "unpinned": unpinned.is_some(), "pointer": unpinned });
@@ -44,7 +44,7 @@ pub fn unpin(args: &UnpinArgs) -> Result<()> {
 pub fn history(args: &HistoryArgs) -> Result<()> {
     let name = args.store.location();
     let mut aws = Aws::new(args.aws.options());
-    let store = aws.store(name)?;
+    let store = aws.existing_store(name)?;
     let history = aws.block_on(store.history())??;
     if args.json {
         for p in &history {

@@ -184,7 +184,7 @@ fn one_spelling_per_thing_and_the_old_ones_still_work_hidden() {
     // `rollback --to STORE` is the store, never an id.
     let o = edgeroute(&["rollback", "--to", &store]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("no previous one"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no earlier state"), "{}", stderr(&o));
     // `watch --publish-to` parses (it then needs AWS, which is not there).
     let o = edgeroute(&["watch", "--table", "routes", "--publish-to", &store]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

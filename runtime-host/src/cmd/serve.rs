@@ -25,7 +25,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             (Some(file), _) => (HostState::leak(load_router(file)?), None),
             (None, Some(location)) => {
                 let config = matches!(location, StoreLocation::S3 { .. }).then_some(&aws);
-                let store = Store::open(location, config)?;
+                let store = Store::open_existing(location, config)?;
                 let cache = args.follower.cache_dir.clone().unwrap_or_else(|| default_cache(location));
                 let (follower, first) =
                     Follower::start(store, cache).await.with_context(|| format!("cannot serve from {location}"))?;

@@ -338,6 +338,7 @@ mod cli {
     #[test]
     fn the_old_store_flag_still_parses() {
         let missing = std::env::temp_dir().join(format!("edgeroute-host-nostore-{}", std::process::id()));
+        std::fs::create_dir_all(&missing).unwrap();
         let store = format!("dir:{}", missing.display());
         let cache = missing.join("cache");
         for flag in ["--store", "--snapshots"] {

@@ -200,6 +200,9 @@ fn a_host_follows_an_s3_store_on_moto() {
 #[test]
 fn without_a_current_snapshot_the_host_exits_unless_it_has_a_cached_one() {
     let dir = scratch("start");
+    // A store that exists but has published nothing yet (one that does not
+    // exist at all is refused before: see host.rs).
+    std::fs::create_dir_all(dir.join("store")).unwrap();
     let location = format!("dir:{}", dir.join("store").display());
     let cache = dir.join("cache");
     let err = Served::start(&location, &cache, &[]).err().expect("no snapshot anywhere: the host exits");
