@@ -136,6 +136,46 @@ fn rollback_twice_goes_further_back_never_forward() {
     assert_eq!(rt.block_on(publish::rollback(&store, Some(&id(&c)))).unwrap().id, id(&c));
 }
 
+/// [2/8] 6: a publish that would drop most of the routes, or all of them
+/// (a wrong table, region or filter), is refused unless `--allow-drop`, and
+/// a publish that does not go live (refused, or held back by a pin) exits
+/// non-zero, so that a script can tell.
+#[test]
+fn a_publish_that_drops_most_routes_or_is_held_back_fails_and_changes_nothing() {
+    let dir = scratch("drop-guard");
+    let to = format!("dir:{}", dir.join("store").display());
+    let file = |name: &str, routes: usize| {
+        let table: String = (0..routes)
+            .map(|i| format!("{{\"Domain\":\"r{i}.example.com\",\"Target\":\"s3://sites/{name}\"}}\n"))
+            .collect();
+        let path = dir.join(format!("{name}.snap"));
+        std::fs::write(&path, compile_text(&table, Options::default()).unwrap().bytes).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (ten, three, six, none) = (file("ten", 10), file("three", 3), file("six", 6), file("none", 0));
+    let current =
+        || -> Pointer { serde_json::from_slice(&std::fs::read(dir.join("store/current.json")).unwrap()).unwrap() };
+    let publish = |args: &[&str]| edgeroute(&[&["publish", "--store", &to, "--snapshot"][..], args].concat(), &[]);
+    assert_ok(&publish(&[&ten]));
+    // 10 → 3 routes drops 70 %; 10 → 0 drops all: refused, the pointer stays.
+    for small in [&three, &none] {
+        let o = publish(&[small]);
+        assert_eq!(o.status.code(), Some(1), "{small}: {}", text(&o.stdout));
+        assert!(text(&o.stderr).contains("--allow-drop"), "{}", text(&o.stderr));
+        assert_eq!(current().routes, 10);
+    }
+    // Within the default share (10 → 6), or allowed: published.
+    assert_ok(&publish(&[&six]));
+    assert_ok(&publish(&[&ten]));
+    assert_ok(&publish(&[&three, "--allow-drop"]));
+    assert_eq!(current().routes, 3);
+    // Held back by a pin: stored, not live, and not a success.
+    assert_ok(&edgeroute(&["rollback", "--store", &to], &[]));
+    let o = publish(&[&ten]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    assert!(text(&o.stderr).contains("pinned"), "{}", text(&o.stderr));
+}
+
 #[test]
 fn a_damaged_snapshot_object_is_not_rolled_back_to() {
     let dir = scratch("damaged");
