@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use edgeroute_control::aws::{AwsOptions, RetryPolicy};
+use edgeroute_control::publish::DropGuard;
 use edgeroute_control::scan::ScanOptions;
 use edgeroute_control::watch::WatchOptions;
 use edgeroute_control::Source;
@@ -172,11 +173,29 @@ pub struct PublishArgs {
     /// (never the current one).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep: Option<u64>,
+    /// Refuse a snapshot with fewer than (100 − PERCENT) % of the current
+    /// routes, or none (a wrong table, region or filter, most often).
+    #[arg(long, value_name = "PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_drop: u8,
+    /// Publish whatever the snapshot drops, an empty one included.
+    #[arg(long, conflicts_with = "max_drop")]
+    pub allow_drop: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub aws: AwsArgs,
+}
+
+impl PublishArgs {
+    /// How much of the current table this publish may drop.
+    pub fn drop_guard(&self) -> DropGuard {
+        if self.allow_drop {
+            DropGuard::OFF
+        } else {
+            DropGuard { max_drop_percent: self.max_drop }
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +212,10 @@ pub struct WatchArgs {
     /// Without a stream: how often to scan the table.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub scan_interval_ms: u64,
+    /// Hold back a snapshot with fewer than (100 − PERCENT) % of the live
+    /// routes, or none; 100 lets real mass deletions through.
+    #[arg(long, value_name = "PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_drop: u8,
     #[command(flatten)]
     pub scan: ScanArgs,
     #[command(flatten)]
@@ -208,6 +231,7 @@ impl WatchArgs {
             scan_interval: Duration::from_millis(self.scan_interval_ms.max(100)),
             retry: scan.retry,
             scan,
+            drop_guard: DropGuard { max_drop_percent: self.max_drop },
             ..WatchOptions::default()
         }
     }

@@ -75,6 +75,59 @@ pub enum Published {
     /// The store is pinned (a rollback): the snapshot object is stored, the
     /// pointer left alone.
     HeldBack { pinned: Pointer },
+    /// The snapshot would drop more of the current routes than the
+    /// [`DropGuard`] allows (or all of them): the object is stored, the
+    /// pointer left alone.
+    DropRefused { current: Option<Pointer>, routes: u64, guard: DropGuard },
+}
+
+/// How many of the current routes a publish may drop: a snapshot with far
+/// fewer routes than the live one is more often a mistake (a wrong table,
+/// region or filter) than a mass deletion, and would make every host
+/// answer 404 while `/health` says ok.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropGuard {
+    /// The largest share of the current routes a publish may drop, in
+    /// percent; 100 allows anything, an empty snapshot included.
+    pub max_drop_percent: u8,
+}
+
+impl DropGuard {
+    /// No guard: every publish goes through (`--allow-drop`).
+    pub const OFF: DropGuard = DropGuard { max_drop_percent: 100 };
+
+    /// Whether a snapshot of `routes` routes may replace one of `current`
+    /// (`None`: nothing is published yet). Below the share, or empty, is
+    /// refused, unless the guard is off.
+    pub fn allows(&self, routes: u64, current: Option<u64>) -> bool {
+        let max = u64::from(self.max_drop_percent.min(100));
+        if max == 100 {
+            return true;
+        }
+        routes > 0 && current.is_none_or(|current| routes * 100 >= (100 - max) * current)
+    }
+}
+
+impl Default for DropGuard {
+    /// Half of the current routes.
+    fn default() -> DropGuard {
+        DropGuard { max_drop_percent: 50 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drop_guard_refuses_big_drops_and_empty_tables() {
+        let half = DropGuard::default();
+        assert!(half.allows(5, Some(10)) && half.allows(11, Some(10)) && half.allows(1, None));
+        assert!(!half.allows(4, Some(10)) && !half.allows(0, Some(10)) && !half.allows(0, None));
+        assert!(DropGuard::OFF.allows(0, Some(10)));
+        assert!(DropGuard { max_drop_percent: 0 }.allows(10, Some(10)));
+        assert!(!DropGuard { max_drop_percent: 0 }.allows(9, Some(10)));
+    }
 }
 
 /// How many times a publisher re-reads the pointer after losing the swap.
@@ -112,14 +165,32 @@ async fn swap<T>(
 }
 
 /// Publishes a snapshot: checks it, stores the object, moves the pointer.
+/// No [`DropGuard`]: see [`publish_guarded`].
 pub async fn publish(store: &Store, bytes: &[u8], source: &str, skipped: u64) -> Result<Published, PublishError> {
+    publish_guarded(store, bytes, source, skipped, DropGuard::OFF).await
+}
+
+/// [`publish`], refusing a snapshot that drops more of the current routes
+/// than `guard` allows. The check is made on the pointer the swap replaces,
+/// so a concurrent publish cannot slip a drop past it.
+pub async fn publish_guarded(
+    store: &Store,
+    bytes: &[u8],
+    source: &str,
+    skipped: u64,
+    guard: DropGuard,
+) -> Result<Published, PublishError> {
     let snapshot = Snapshot::from_bytes(bytes).map_err(PublishError::Invalid)?;
     let id = SnapshotId::of(bytes).to_string();
+    let routes = u64::from(snapshot.route_count());
     store.put_snapshot(&id, bytes).await?;
     let outcome = swap(store, true, |current| {
         Ok(match current {
             Some(p) if p.pinned => Err(Published::HeldBack { pinned: p.clone() }),
             Some(p) if p.id == id => Err(Published::AlreadyCurrent(p.clone())),
+            _ if !guard.allows(routes, current.map(|p| p.routes)) => {
+                Err(Published::DropRefused { current: current.cloned(), routes, guard })
+            }
             _ => Ok(Pointer {
                 id: id.clone(),
                 format_version: snapshot.format_version(),

@@ -25,7 +25,7 @@ use edgeroute_store::Store;
 
 use crate::aws::{describe, retried, RetryPolicy};
 use crate::elb;
-use crate::publish::{publish, Published};
+use crate::publish::{publish_guarded, DropGuard, Published};
 use crate::scan::{scan_table, ScanOptions};
 use edgeroute_compiler::elb::{apply_origins, arns_without_origin, Origins};
 use edgeroute_compiler::entry::ItemErrorKind;
@@ -47,6 +47,8 @@ pub struct WatchOptions {
     pub retry: RetryPolicy,
     /// Hears about every publish (for benchmarks and embedding).
     pub reports: Option<tokio::sync::mpsc::UnboundedSender<PublishReport>>,
+    /// How much of the live table one publish may drop (`--max-drop`).
+    pub drop_guard: DropGuard,
 }
 
 /// One publish and how long its stages took.
@@ -75,6 +77,7 @@ impl Default for WatchOptions {
             scan: ScanOptions::default(),
             retry: RetryPolicy::default(),
             reports: None,
+            drop_guard: DropGuard::default(),
         }
     }
 }
@@ -125,6 +128,7 @@ pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &Wat
         retry: options.retry,
         last_bad: 0,
         reports: options.reports.clone(),
+        drop_guard: options.drop_guard,
     };
     loop {
         let described = retried(&options.retry, || dynamodb.describe_table().table_name(table).send())
@@ -372,6 +376,7 @@ struct Publisher<'a> {
     retry: RetryPolicy,
     last_bad: usize,
     reports: Option<tokio::sync::mpsc::UnboundedSender<PublishReport>>,
+    drop_guard: DropGuard,
 }
 
 impl Publisher<'_> {
@@ -421,7 +426,9 @@ impl Publisher<'_> {
         let compile_time = compile_start.elapsed();
         let upload_start = Instant::now();
         let source = format!("dynamodb://{} (watch)", self.table);
-        let outcome = publish(self.store, &compiled.bytes, &source, compiled.skipped.len() as u64).await?;
+        let outcome =
+            publish_guarded(self.store, &compiled.bytes, &source, compiled.skipped.len() as u64, self.drop_guard)
+                .await?;
         let upload = upload_start.elapsed();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         match outcome {
@@ -461,6 +468,13 @@ impl Publisher<'_> {
             Published::HeldBack { pinned } => eprintln!(
                 "warn: holding back {}: the store is pinned to {} (rolled back; `edgeroute unpin` to go on)",
                 compiled.id, pinned.id
+            ),
+            Published::DropRefused { current, routes, guard } => eprintln!(
+                "warn: holding back {} ({routes} routes): it drops more than {} % of the {} live routes; \
+                 the last good snapshot stays (`--max-drop 100` lets mass deletions through)",
+                compiled.id,
+                guard.max_drop_percent,
+                current.map_or(0, |p| p.routes)
             ),
         }
         Ok(())

@@ -1,14 +1,16 @@
 //! `edgeroute publish`: one snapshot file into a store.
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use edgeroute_control::publish::{self, Published};
 use edgeroute_edge::SnapshotId;
 
 use super::Aws;
 use crate::flags::PublishArgs;
 
-/// Stores the snapshot and moves the store's pointer to it (or holds back
-/// under a pin), then prunes old snapshots if `--keep` says so.
+/// Stores the snapshot and moves the store's pointer to it, then prunes old
+/// snapshots if `--keep` says so. A snapshot that does not go live (held
+/// back by a pin, or dropping more routes than `--max-drop` allows) is
+/// stored, reported, and the command fails.
 pub fn run(args: &PublishArgs) -> Result<()> {
     let file = args.snapshot.path();
     let store_name = &args.store;
@@ -16,7 +18,7 @@ pub fn run(args: &PublishArgs) -> Result<()> {
     let mut aws = Aws::new(args.aws.options());
     let store = aws.store(&args.store)?;
     let published = aws
-        .block_on(publish::publish(&store, &bytes, &args.source, 0))?
+        .block_on(publish::publish_guarded(&store, &bytes, &args.source, 0, args.drop_guard()))?
         .with_context(|| format!("cannot publish {} to {store_name}", file.display()))?;
     let pruned = match args.keep {
         Some(keep) => Some(aws.block_on(publish::prune(&store, keep as usize))??),
@@ -33,30 +35,48 @@ pub fn run(args: &PublishArgs) -> Result<()> {
             Published::HeldBack { pinned } => serde_json::json!({
                 "outcome": "held_back", "store": store_name.to_string(), "id": SnapshotId::of(&bytes).to_string(), "pinned": pinned,
             }),
+            Published::DropRefused { current, routes, guard } => serde_json::json!({
+                "outcome": "drop_refused", "store": store_name.to_string(), "id": SnapshotId::of(&bytes).to_string(),
+                "routes": routes, "max_drop_percent": guard.max_drop_percent, "pointer": current,
+            }),
         };
         let mut v = v;
         if let Some(pruned) = &pruned {
             v["pruned"] = serde_json::json!(pruned);
         }
         println!("{v}");
-        return Ok(());
+    } else {
+        match &published {
+            Published::Current(p) => println!(
+                "published {} ({} routes) to {store_name}; previous {}",
+                p.id,
+                p.routes,
+                p.previous.as_deref().unwrap_or("none")
+            ),
+            Published::AlreadyCurrent(p) => println!("{} is already current in {store_name}", p.id),
+            Published::HeldBack { pinned } => println!(
+                "stored {} in {store_name} but held back: the store is pinned to {} (`edgeroute unpin --store {store_name}` to go on)",
+                SnapshotId::of(&bytes),
+                pinned.id
+            ),
+            Published::DropRefused { .. } => println!("stored {} in {store_name} but did not publish it", SnapshotId::of(&bytes)),
+        }
+        if let (Some(keep), Some(pruned)) = (args.keep, &pruned) {
+            println!("pruned {} snapshot(s), kept the {keep} most recent and the current one", pruned.len());
+        }
     }
+    // What did not go live is not a success: a script must be able to tell.
     match published {
-        Published::Current(p) => println!(
-            "published {} ({} routes) to {store_name}; previous {}",
-            p.id,
-            p.routes,
-            p.previous.as_deref().unwrap_or("none")
+        Published::HeldBack { pinned } => {
+            bail!("not published: {store_name} is pinned to {} by a rollback; `edgeroute unpin --store {store_name}` to go on", pinned.id)
+        }
+        Published::DropRefused { current, routes, guard } => bail!(
+            "not published: the snapshot has {routes} routes where {store_name} serves {}, more than {} % fewer \
+             (a wrong table, region or filter?); --allow-drop publishes it anyway",
+            current.map_or(0, |p| p.routes),
+            guard.max_drop_percent
         ),
-        Published::AlreadyCurrent(p) => println!("{} is already current in {store_name}", p.id),
-        Published::HeldBack { pinned } => println!(
-            "stored {} in {store_name} but held back: the store is pinned to {} (`edgeroute unpin --store {store_name}` to go on)",
-            SnapshotId::of(&bytes),
-            pinned.id
-        ),
-    }
-    if let (Some(keep), Some(pruned)) = (args.keep, pruned) {
-        println!("pruned {} snapshot(s), kept the {keep} most recent and the current one", pruned.len());
+        Published::Current(_) | Published::AlreadyCurrent(_) => {}
     }
     Ok(())
 }
