@@ -115,21 +115,6 @@ impl Default for DropGuard {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_drop_guard_refuses_big_drops_and_empty_tables() {
-        let half = DropGuard::default();
-        assert!(half.allows(5, Some(10)) && half.allows(11, Some(10)) && half.allows(1, None));
-        assert!(!half.allows(4, Some(10)) && !half.allows(0, Some(10)) && !half.allows(0, None));
-        assert!(DropGuard::OFF.allows(0, Some(10)));
-        assert!(DropGuard { max_drop_percent: 0 }.allows(10, Some(10)));
-        assert!(!DropGuard { max_drop_percent: 0 }.allows(9, Some(10)));
-    }
-}
-
 /// How many times a publisher re-reads the pointer after losing the swap.
 const MAX_ATTEMPTS: u32 = 64;
 
@@ -314,4 +299,19 @@ pub async fn prune(store: &Store, keep: usize) -> Result<Vec<String>, PublishErr
         }
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drop_guard_refuses_big_drops_and_empty_tables() {
+        let half = DropGuard::default();
+        assert!(half.allows(5, Some(10)) && half.allows(11, Some(10)) && half.allows(1, None));
+        assert!(!half.allows(4, Some(10)) && !half.allows(0, Some(10)) && !half.allows(0, None));
+        assert!(DropGuard::OFF.allows(0, Some(10)));
+        assert!(DropGuard { max_drop_percent: 0 }.allows(10, Some(10)));
+        assert!(!DropGuard { max_drop_percent: 0 }.allows(9, Some(10)));
+    }
 }
