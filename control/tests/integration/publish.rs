@@ -178,6 +178,34 @@ fn a_publish_that_drops_most_routes_or_is_held_back_fails_and_changes_nothing() 
     assert!(text(&o.stderr).contains("pinned"), "{}", text(&o.stderr));
 }
 
+/// [2/8] 5: pruning never deletes an object that a concurrent publisher
+/// has put but not yet pointed to (objects younger than the grace period
+/// stay), while old objects beyond `keep` still go.
+#[test]
+fn prune_keeps_an_object_a_concurrent_publisher_just_put() {
+    let dir = scratch("prune-race");
+    let root = dir.join("store");
+    let store = Store::open(&StoreLocation::Dir(root.clone()), None).unwrap();
+    let rt = runtime();
+    let (a, b, c, d) = (snapshot(1), snapshot(2), snapshot(3), snapshot(4));
+    for bytes in [&a, &b, &c] {
+        rt.block_on(publish::publish(&store, bytes, "test", 0)).unwrap();
+    }
+    // a and b were published hours ago.
+    let object = |bytes: &[u8]| root.join(format!("snapshots/{}.snap", id(bytes)));
+    let hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 3600);
+    for old in [&a, &b] {
+        std::fs::File::options().write(true).open(object(old)).unwrap().set_modified(hours_ago).unwrap();
+    }
+    // A second publisher has stored d and is about to swap the pointer.
+    rt.block_on(store.put_snapshot(&id(&d), &d)).unwrap();
+    let deleted = rt.block_on(publish::prune(&store, 1)).unwrap();
+    assert!(object(&d).exists(), "pruned the object another publisher is about to point to");
+    assert!(object(&c).exists(), "pruned the current snapshot");
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    assert!(!object(&a).exists() && !object(&b).exists());
+}
+
 #[test]
 fn a_damaged_snapshot_object_is_not_rolled_back_to() {
     let dir = scratch("damaged");
