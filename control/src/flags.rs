@@ -173,6 +173,10 @@ pub struct PublishArgs {
     /// (never the current one).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep: Option<u64>,
+    /// With --keep: objects written less than this long ago are never
+    /// deleted (a concurrent publisher may be about to point to one).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, requires = "keep")]
+    pub keep_grace: u64,
     /// Refuse a snapshot with fewer than (100 − PERCENT) % of the current
     /// routes, or none (a wrong table, region or filter, most often).
     #[arg(long, value_name = "PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]

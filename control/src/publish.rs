@@ -275,10 +275,21 @@ pub async fn unpin(store: &Store) -> Result<Option<Pointer>, PublishError> {
     Ok(outcome.ok())
 }
 
-/// Deletes snapshot objects beyond the `keep` most recently published
-/// ones; the current (and so a pinned) snapshot is always kept. Returns
-/// the ids deleted.
+/// How long an object that no pointer names yet is safe from [`prune`]: a
+/// publisher stores its object before it moves the pointer to it.
+pub const PRUNE_GRACE: Duration = Duration::from_secs(600);
+
+/// Deletes snapshot objects beyond the `keep` most recently published ones;
+/// the current (and so a pinned) snapshot is always kept, and so is every
+/// object written in the last [`PRUNE_GRACE`]. Returns the ids deleted.
 pub async fn prune(store: &Store, keep: usize) -> Result<Vec<String>, PublishError> {
+    prune_with_grace(store, keep, PRUNE_GRACE).await
+}
+
+/// [`prune`] with another grace period. An object younger than `grace` is
+/// kept whatever the history says (a concurrent publisher may be about to
+/// point to it), and the pointer is read again right before deleting.
+pub async fn prune_with_grace(store: &Store, keep: usize, grace: Duration) -> Result<Vec<String>, PublishError> {
     let mut kept: Vec<String> = Vec::new();
     for pointer in store.history().await?.into_iter().rev() {
         if kept.len() == keep {
@@ -288,12 +299,20 @@ pub async fn prune(store: &Store, keep: usize) -> Result<Vec<String>, PublishErr
             kept.push(pointer.id);
         }
     }
-    if let Some((current, _)) = store.read_pointer().await? {
-        kept.push(current.id);
-    }
+    let now = crate::clock::now();
+    let old_enough = |written: std::time::SystemTime| now.duration_since(written).is_ok_and(|age| age >= grace);
+    let doomed: Vec<String> = store
+        .snapshot_objects()
+        .await?
+        .into_iter()
+        .filter(|(id, written)| !kept.contains(id) && old_enough(*written))
+        .map(|(id, _)| id)
+        .collect();
+    // Read last: a pointer moved since the history was read is kept.
+    let current = store.read_pointer().await?.map(|(p, _)| p.id);
     let mut deleted = Vec::new();
-    for id in store.snapshot_ids().await? {
-        if !kept.contains(&id) {
+    for id in doomed {
+        if current.as_ref() != Some(&id) {
             store.delete_snapshot(&id).await?;
             deleted.push(id);
         }

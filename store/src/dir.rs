@@ -122,6 +122,25 @@ impl<'a> DirStore<'a> {
         self.blocking(move |root| list(&root.join(folder))).await
     }
 
+    /// The names of the files in `folder` with when each was last written,
+    /// sorted by name.
+    pub(crate) async fn list_with_times(
+        self,
+        folder: &'static str,
+    ) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+        self.blocking(move |root| {
+            let folder = root.join(folder);
+            let mut out = Vec::new();
+            for name in list(&folder)? {
+                let path = folder.join(&name);
+                let modified = std::fs::metadata(&path).and_then(|m| m.modified()).map_err(io(&path))?;
+                out.push((name, modified));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Every file in `folder` with its bytes, sorted by name.
     pub(crate) async fn read_folder(self, folder: &'static str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.blocking(move |root| {

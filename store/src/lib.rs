@@ -194,6 +194,16 @@ impl Store {
         Ok(names.iter().filter_map(|name| layout::snapshot_id(name)).map(str::to_owned).collect())
     }
 
+    /// The ids of the snapshot objects in the store with when each object
+    /// was written, by id.
+    pub async fn snapshot_objects(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+        let names = match self.backend() {
+            Backend::Dir(dir) => dir.list_with_times(layout::SNAPSHOTS).await?,
+            Backend::S3(s3) => s3.list_with_times(layout::SNAPSHOTS).await?,
+        };
+        Ok(names.into_iter().filter_map(|(name, at)| Some((layout::snapshot_id(&name)?.to_owned(), at))).collect())
+    }
+
     /// Deletes a snapshot object.
     pub async fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
         match self.backend() {

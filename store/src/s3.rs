@@ -172,6 +172,32 @@ impl S3Store<'_> {
             .map_err(|e| self.error("PUT", &key, &e))
     }
 
+    /// The names of the objects in `folder` (relative to it) with when each
+    /// was last written, sorted by name.
+    pub(crate) async fn list_with_times(
+        self,
+        folder: &str,
+    ) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+        let full = self.key(&format!("{folder}/"));
+        let mut out = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(self.bucket).prefix(&full).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("LIST", &full, &e))?;
+            for object in page.contents() {
+                if let Some(name) = object.key().and_then(|k| k.strip_prefix(&full)) {
+                    // No time given: taken as written now, so that it is kept.
+                    let modified = object
+                        .last_modified()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                        .unwrap_or_else(std::time::SystemTime::now);
+                    out.push((name.to_owned(), modified));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// The names of the objects in `folder` (relative to it), sorted.
     pub(crate) async fn list(self, folder: &str) -> Result<Vec<String>, StoreError> {
         // The slash keeps `history/` from matching a `history-old/`.

@@ -21,7 +21,10 @@ pub fn run(args: &PublishArgs) -> Result<()> {
         .block_on(publish::publish_guarded(&store, &bytes, &args.source, 0, args.drop_guard()))?
         .with_context(|| format!("cannot publish {} to {store_name}", file.display()))?;
     let pruned = match args.keep {
-        Some(keep) => Some(aws.block_on(publish::prune(&store, keep as usize))??),
+        Some(keep) => {
+            let grace = std::time::Duration::from_secs(args.keep_grace);
+            Some(aws.block_on(publish::prune_with_grace(&store, keep as usize, grace))??)
+        }
         None => None,
     };
     if args.json {

@@ -89,7 +89,7 @@ fn publish_rollback_pin_unpin_history_and_prune_in_a_directory() {
     assert!(history.lines().last().unwrap().contains("[current, pinned]"), "{history}");
     assert!(run(&["unpin", "--store", &to]).contains("unpinned"));
     assert!(run(&["unpin", "--store", &to]).contains("is not pinned"));
-    let out = run(&["publish", "--snapshot", c.to_str().unwrap(), "--store", &to, "--keep", "2"]);
+    let out = run(&["publish", "--snapshot", c.to_str().unwrap(), "--store", &to, "--keep", "2", "--keep-grace", "0"]);
     assert!(out.contains(&format!("published {}", id(&snapshot(3)))), "{out}");
     assert!(out.contains("pruned 1 snapshot(s)"), "{out}");
     // Kept: c (current) and a (the rollback); b is gone and the history says so.
