@@ -294,6 +294,14 @@ fn s3_store_on_moto_publishes_rolls_back_and_never_loses_an_update() {
     let history: Vec<Pointer> = text(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(history.len(), 3);
     assert!(history[2].pinned && history[2].id == id(&snapshot(1)));
+    // Pruning reads the objects' write times from S3: just written, so kept
+    // under the grace period; without one, b (neither recent nor current) goes.
+    let previews =
+        Store::open(&StoreLocation::S3 { bucket: "edge-snapshots".into(), prefix: "previews".into() }, Some(&config))
+            .unwrap();
+    assert_eq!(rt.block_on(publish::prune(&previews, 1)).unwrap(), Vec::<String>::new());
+    let pruned = rt.block_on(publish::prune_with_grace(&previews, 1, std::time::Duration::ZERO)).unwrap();
+    assert_eq!(pruned, vec![id(&snapshot(2))]);
 
     // A stale version loses the conditional put.
     let store =
