@@ -206,6 +206,31 @@ fn prune_keeps_an_object_a_concurrent_publisher_just_put() {
     assert!(!object(&a).exists() && !object(&b).exists());
 }
 
+/// [2/8] 5: an object already stored under a snapshot's id is checked, not
+/// trusted: a damaged copy (a torn upload, a bad disk) is written again
+/// when that snapshot is published, so that the pointer never names bytes
+/// that are not its id. On a directory store and on S3.
+#[test]
+fn publishing_over_a_damaged_copy_of_the_same_snapshot_repairs_it() {
+    let check = |store: &Store, rt: &tokio::runtime::Runtime| {
+        let bytes = snapshot(5);
+        let damaged: Vec<u8> = bytes.iter().map(|b| b ^ 0x5a).collect();
+        rt.block_on(store.put_snapshot(&id(&bytes), &damaged)).unwrap();
+        rt.block_on(publish::publish(store, &bytes, "test", 0)).unwrap();
+        let stored = rt.block_on(store.get_snapshot(&id(&bytes))).unwrap();
+        assert!(stored == bytes, "the pointer names {} but the object is still the damaged copy", id(&bytes));
+    };
+    let rt = runtime();
+    let dir = scratch("repair");
+    check(&Store::open(&StoreLocation::Dir(dir.join("store")), None).unwrap(), &rt);
+    let moto = Moto::start();
+    let config = rt.block_on(moto.config());
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+    rt.block_on(s3.create_bucket().bucket("repair").send()).unwrap();
+    let location = StoreLocation::S3 { bucket: "repair".into(), prefix: "p".into() };
+    check(&Store::open(&location, Some(&config)).unwrap(), &rt);
+}
+
 #[test]
 fn a_damaged_snapshot_object_is_not_rolled_back_to() {
     let dir = scratch("damaged");
