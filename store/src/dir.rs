@@ -77,8 +77,13 @@ impl<'a> DirStore<'a> {
         let (name, bytes) = (layout::snapshot(id), bytes.to_vec());
         self.blocking(move |root| {
             let path = root.join(name);
-            if path.exists() {
-                return Ok(());
+            // Content-addressed: a copy already there must be these very
+            // bytes. One that is not (a torn write, a bad disk) is replaced.
+            match std::fs::read(&path) {
+                Ok(stored) if stored == bytes => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path)(e)),
             }
             write_file_atomically(&path, &bytes).map_err(io(&path))
         })

@@ -147,8 +147,9 @@ impl Store {
         }
     }
 
-    /// Stores a snapshot under its id; an object already there (same id,
-    /// so the same bytes) is left as it is.
+    /// Stores a snapshot under its id. A copy already stored under `id` is
+    /// kept if it is these bytes, and replaced if it is not (damaged): the
+    /// store never keeps an object that is not its id.
     pub async fn put_snapshot(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
         match self.backend() {
             Backend::Dir(dir) => dir.put_snapshot(id, bytes).await,

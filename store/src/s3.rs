@@ -115,20 +115,33 @@ impl S3Store<'_> {
     /// so the same bytes).
     pub(crate) async fn put_snapshot(self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let key = self.key(&layout::snapshot(id));
-        let put = self
-            .client
-            .put_object()
-            .bucket(self.bucket)
-            .key(&key)
-            .if_none_match("*")
-            .content_type(OCTET_STREAM)
-            .cache_control(SNAPSHOT_CACHE_CONTROL)
-            .body(ByteStream::from(bytes.to_vec()));
-        match put.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if is_precondition_failed(&e) => Ok(()),
-            Err(e) => Err(self.error("PUT", &key, &e)),
+        let put = |only_if_absent: bool| {
+            let put = self
+                .client
+                .put_object()
+                .bucket(self.bucket)
+                .key(&key)
+                .content_type(OCTET_STREAM)
+                .cache_control(SNAPSHOT_CACHE_CONTROL)
+                .body(ByteStream::from(bytes.to_vec()));
+            if only_if_absent {
+                put.if_none_match("*")
+            } else {
+                put
+            }
+        };
+        match put(true).send().await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_precondition_failed(&e) => {}
+            Err(e) => return Err(self.error("PUT", &key, &e)),
         }
+        // Content-addressed: the copy already there must be these very
+        // bytes. One that is not (a torn upload, a hand-made object) is
+        // replaced.
+        if self.get_snapshot(id).await.is_ok_and(|stored| stored == bytes) {
+            return Ok(());
+        }
+        put(false).send().await.map(|_| ()).map_err(|e| self.error("PUT", &key, &e))
     }
 
     /// Snapshot `id`'s bytes, or [`StoreError::NoSnapshot`].
