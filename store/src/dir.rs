@@ -74,13 +74,14 @@ impl<'a> DirStore<'a> {
     pub(crate) async fn put_snapshot(self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
         // Copied, as the blocking pool needs owned data: a memcpy, small
         // next to the write and its fsyncs.
-        let (name, bytes) = (layout::snapshot(id), bytes.to_vec());
+        let (name, id, bytes) = (layout::snapshot(id), id.to_owned(), bytes.to_vec());
         self.blocking(move |root| {
             let path = root.join(name);
             // Content-addressed: a copy already there must be these very
-            // bytes. One that is not (a torn write, a bad disk) is replaced.
+            // bytes. One that is not (a torn write, a bad disk) is replaced,
+            // by bytes that are the id's (never by others).
             match std::fs::read(&path) {
-                Ok(stored) if stored == bytes => return Ok(()),
+                Ok(stored) if stored == bytes || !layout::is_id_of(&id, &bytes) => return Ok(()),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io(&path)(e)),

@@ -48,6 +48,15 @@ pub(crate) const LOCK: &str = ".lock";
 /// listings of a directory store skip such names.
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 
+/// Whether `bytes` are the snapshot whose id is `id` (the lowercase hex
+/// SHA-256 of its bytes): only such bytes may replace a stored copy.
+pub(crate) fn is_id_of(id: &str, bytes: &[u8]) -> bool {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::digest(bytes);
+    id.len() == 2 * digest.len()
+        && digest.iter().zip(id.as_bytes().chunks(2)).all(|(b, hex)| format!("{b:02x}").as_bytes() == hex)
+}
+
 /// The name of snapshot `id`'s object.
 pub(crate) fn snapshot(id: &str) -> String {
     format!("{SNAPSHOTS}/{id}{SNAPSHOT_SUFFIX}")

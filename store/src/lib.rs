@@ -287,9 +287,15 @@ mod tests {
         let store = open(&dir);
         store.put_snapshot("bb", b"bytes of bb").await.unwrap();
         store.put_snapshot("aa", b"bytes of aa").await.unwrap();
-        // Same id, so (by contract) the same bytes: left as it is.
+        // Same id, other bytes that are not that id's: the stored copy stays.
         store.put_snapshot("aa", b"other bytes").await.unwrap();
         assert_eq!(store.get_snapshot("aa").await.unwrap(), b"bytes of aa");
+        // A damaged copy of a real snapshot is replaced by its true bytes.
+        let id = "87640f1c1c2712393306405784102439b8286fe5057a4d3582dc5321482d43b9"; // SHA-256 of "true bytes"
+        store.put_snapshot(id, b"damaged").await.unwrap();
+        store.put_snapshot(id, b"true bytes").await.unwrap();
+        assert_eq!(store.get_snapshot(id).await.unwrap(), b"true bytes");
+        store.delete_snapshot(id).await.unwrap();
         assert_eq!(store.get_snapshot("bb").await.unwrap(), b"bytes of bb");
         assert!(dir.join("snapshots/aa.snap").is_file());
 

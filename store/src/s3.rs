@@ -137,8 +137,8 @@ impl S3Store<'_> {
         }
         // Content-addressed: the copy already there must be these very
         // bytes. One that is not (a torn upload, a hand-made object) is
-        // replaced.
-        if self.get_snapshot(id).await.is_ok_and(|stored| stored == bytes) {
+        // replaced, by bytes that are the id's (never by others).
+        if !layout::is_id_of(id, bytes) || self.get_snapshot(id).await.is_ok_and(|stored| stored == bytes) {
             return Ok(());
         }
         put(false).send().await.map(|_| ()).map_err(|e| self.error("PUT", &key, &e))
