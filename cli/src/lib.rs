@@ -7,3 +7,4 @@
 pub mod help;
 pub mod hint;
 pub mod report;
+pub mod resolve;

@@ -8,11 +8,11 @@
 //! `--publish-to`, and positionals) still parse, hidden from `--help`, so
 //! that scripts written against them keep working.
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+pub use edgeroute_cli::resolve::ResolveArgs;
 use edgeroute_control::aws::{AwsOptions, RetryPolicy};
 use edgeroute_control::publish::DropGuard;
 use edgeroute_control::scan::ScanOptions;
@@ -92,26 +92,6 @@ pub struct CompileArgs {
     pub scan: ScanArgs,
     #[command(flatten)]
     pub aws: AwsArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct ResolveArgs {
-    /// The snapshot file.
-    #[arg(long, value_name = "FILE")]
-    pub snapshot: PathBuf,
-    /// The Host header value, e.g. `app.example.com` or `app.example.com:8080`
-    /// (put it after `--` if it starts with `-`).
-    #[arg(value_name = "HOST")]
-    pub host: OsString,
-    /// The request path, with an optional ?query.
-    #[arg(value_name = "PATH", default_value = "/")]
-    pub path: OsString,
-    /// Print exactly one JSON object.
-    #[arg(long, conflicts_with = "explain")]
-    pub json: bool,
-    /// Show the normalized host, the entries and keys tried, and why.
-    #[arg(long)]
-    pub explain: bool,
 }
 
 /// A snapshot file: `--snapshot FILE`, or the positional of earlier releases.

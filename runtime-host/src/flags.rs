@@ -7,12 +7,12 @@
 //! a snapshot file `--snapshot FILE`. `--snapshots STORE`, the spelling of
 //! earlier releases, still parses, hidden from `--help`.
 
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+pub use edgeroute_cli::resolve::ResolveArgs;
 use edgeroute_host::http::Limits;
 use edgeroute_host::proxy::{ProxyConfig, TlsName};
 use edgeroute_store::StoreLocation;
@@ -49,27 +49,6 @@ pub enum Command {
     Demo(DemoArgs),
     /// Time lookups through Wasm, the native resolver, fst and a HashMap.
     Bench(BenchArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct ResolveArgs {
-    /// The snapshot file.
-    #[arg(long, value_name = "FILE")]
-    pub snapshot: PathBuf,
-    /// The Host header value, e.g. `app.example.com` or `app.example.com:8080`
-    /// (put it after `--` if it starts with `-`).
-    #[arg(value_name = "HOST")]
-    pub host: OsString,
-    /// The request path, with an optional ?query.
-    #[arg(value_name = "PATH", default_value = "/")]
-    pub path: OsString,
-    /// Print exactly one JSON object.
-    #[arg(long, conflicts_with = "explain")]
-    pub json: bool,
-    /// Show the normalized host, the entries and keys tried, and why (the
-    /// native resolver's trace; the answer is the module's, checked equal).
-    #[arg(long)]
-    pub explain: bool,
 }
 
 #[derive(Debug, Args)]
