@@ -347,6 +347,163 @@ fn a_split_shard_is_followed_into_its_child_and_an_expired_iterator_is_renewed()
     assert!(watcher.log().contains("following new shard shardId-child"), "{}", watcher.log());
 }
 
+/// What a lineage double saw the watcher do wrong.
+#[derive(Default)]
+struct LineageDouble {
+    /// 0: bootstrap; 1: `live` has split into `child` (and `sibling` closed).
+    phase: u32,
+    /// GetRecords calls on `live` since the split; its last record comes late.
+    live_reads_after_split: u32,
+    /// `live` was read to its end.
+    live_done: bool,
+    /// `child`'s record was handed out.
+    child_read: bool,
+    /// Every wrong request: a closed shard replayed, a child read before its parent's end.
+    wrong: Vec<String>,
+}
+
+/// [2/8] 1: a stream whose history holds a closed shard (`old`, with stale
+/// records of routes since deleted or changed), answered by the test
+/// itself as a real stream would answer (moto's streams have one shard that
+/// never closes). At bootstrap `old` is closed, `live` (its child) and
+/// `sibling` are open; on the test's signal `live` splits into `child`,
+/// `sibling` closes, and `live` still holds one record (ordered before
+/// `child`'s record of the same key) that it hands out only a few reads
+/// later. Table calls go on to moto.
+fn lineage_stream(request: &edgeroute_tests_aws::Request, state: &std::sync::Mutex<LineageDouble>) -> Option<Fault> {
+    let op = request.target.strip_prefix("DynamoDBStreams_20120810.")?;
+    let arn = request.body["StreamArn"].as_str().unwrap_or("arn:stream").to_owned();
+    let record = |seq: u32, event: &str, domain: &str, bucket: &str| {
+        json!({"eventID": seq.to_string(), "eventName": event, "eventVersion": "1.1", "eventSource": "aws:dynamodb",
+               "awsRegion": "us-east-1", "dynamodb": {
+                   "Keys": {"Domain": {"S": domain}}, "SequenceNumber": seq.to_string(), "SizeBytes": 64,
+                   "StreamViewType": "NEW_AND_OLD_IMAGES", "NewImage": item_in(domain, bucket)}})
+    };
+    let mut s = state.lock().unwrap();
+    let answer = match op {
+        "DescribeStream" => {
+            let range = |start: u32, end: Option<u32>| match end {
+                Some(end) => {
+                    json!({"StartingSequenceNumber": start.to_string(), "EndingSequenceNumber": end.to_string()})
+                }
+                None => json!({"StartingSequenceNumber": start.to_string()}),
+            };
+            let split = s.phase > 0;
+            let mut shards = vec![
+                json!({"ShardId": "shardId-old", "SequenceNumberRange": range(100, Some(199))}),
+                json!({"ShardId": "shardId-live", "ParentShardId": "shardId-old",
+                       "SequenceNumberRange": range(200, split.then_some(299))}),
+                json!({"ShardId": "shardId-sibling", "SequenceNumberRange": range(500, split.then_some(599))}),
+            ];
+            if split {
+                shards.push(json!({"ShardId": "shardId-child", "ParentShardId": "shardId-live",
+                                   "SequenceNumberRange": range(300, None)}));
+            }
+            json!({"StreamDescription": {"StreamArn": arn, "StreamLabel": "lineage", "StreamStatus": "ENABLED",
+                   "StreamViewType": "NEW_AND_OLD_IMAGES", "TableName": "routes", "Shards": shards}})
+        }
+        "GetShardIterator" => {
+            let shard = request.body["ShardId"].as_str().unwrap_or_default();
+            let iterator = match shard {
+                "shardId-old" => {
+                    s.wrong.push("replayed the closed shard shardId-old".into());
+                    "old-0"
+                }
+                "shardId-live" => "live-0",
+                "shardId-sibling" => "sibling-0",
+                "shardId-child" => {
+                    if !s.live_done {
+                        s.wrong.push("read shardId-child before its parent shardId-live was read to its end".into());
+                    }
+                    "child-0"
+                }
+                other => panic!("unexpected GetShardIterator {other:?}"),
+            };
+            json!({"ShardIterator": iterator})
+        }
+        "GetRecords" => match request.body["ShardIterator"].as_str().unwrap_or_default() {
+            // The stale history: a route deleted since, and an old target of one changed since.
+            "old-0" => json!({"Records": [record(101, "INSERT", "deleted.example.com", "stale"),
+                                          record(102, "MODIFY", "changed.example.com", "stale")]}),
+            "live-0" if s.phase == 0 => json!({"Records": [], "NextShardIterator": "live-0"}),
+            "live-0" => {
+                s.live_reads_after_split += 1;
+                if s.live_reads_after_split < 4 {
+                    json!({"Records": [], "NextShardIterator": "live-0"})
+                } else {
+                    json!({"Records": [record(250, "MODIFY", "order.example.com", "older")], "NextShardIterator": "live-end"})
+                }
+            }
+            "live-end" => {
+                s.live_done = true;
+                json!({"Records": []})
+            }
+            "sibling-0" if s.phase == 0 => json!({"Records": [], "NextShardIterator": "sibling-0"}),
+            "sibling-0" => json!({"Records": []}),
+            "child-0" => {
+                s.child_read = true;
+                json!({"Records": [record(300, "MODIFY", "order.example.com", "newer"),
+                                   record(301, "INSERT", "split.example.com", "fresh")],
+                       "NextShardIterator": "child-idle"})
+            }
+            "child-idle" => json!({"Records": [], "NextShardIterator": "child-idle"}),
+            other => panic!("unexpected iterator {other}"),
+        },
+        other => panic!("unexpected streams call {other}"),
+    };
+    Some(Fault::Answer(200, "application/x-amz-json-1.0", answer.to_string()))
+}
+
+/// The bucket a host's static answer reads from, if it has one.
+fn bucket_of(snapshot: &Snapshot<Vec<u8>>, host: &str) -> Option<String> {
+    match snapshot.resolve(host.as_bytes(), b"/") {
+        edgeroute_edge::Resolution::Static { bucket, .. } => Some(bucket.to_owned()),
+        _ => None,
+    }
+}
+
+fn item_in(domain: &str, bucket: &str) -> Json {
+    json!({"Domain": {"S": domain}, "Target": {"S": format!("s3://{bucket}")}})
+}
+
+/// [2/8] 1: closed shards are history the Scan already holds; a shard born
+/// during the run is read only after its parent was read to its end.
+#[test]
+fn closed_shards_are_not_replayed_and_a_child_is_read_after_its_parent() {
+    let moto = Moto::start();
+    let dir = scratch("lineage");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        put_items(
+            &config,
+            "routes",
+            &[item_in("changed.example.com", "fresh"), item_in("order.example.com", "oldest")],
+        )
+        .await;
+    });
+    let state = std::sync::Arc::new(std::sync::Mutex::new(LineageDouble::default()));
+    let double = state.clone();
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| lineage_stream(r, &double));
+    let watcher = Watcher::start("routes", &store, &proxy.endpoint, &[]);
+    watcher.wait_for(&store, "the bootstrap", |_, s| bucket_of(s, "order.example.com").as_deref() == Some("oldest"));
+
+    state.lock().unwrap().phase = 1;
+    eventually(&watcher, "both halves of the split read, or a wrong read", || {
+        let s = state.lock().unwrap();
+        (s.live_done && s.child_read) || !s.wrong.is_empty()
+    });
+    let wrong = state.lock().unwrap().wrong.clone();
+    assert!(wrong.is_empty(), "the watcher broke the stream's lineage: {wrong:?}\nlog:\n{}", watcher.log());
+    let (_, snapshot) = watcher.wait_for(&store, "the child's records", |_, s| serves(s, "split.example.com"));
+    assert_eq!(bucket_of(&snapshot, "order.example.com").as_deref(), Some("newer"), "records applied out of order");
+    assert_eq!(bucket_of(&snapshot, "changed.example.com").as_deref(), Some("fresh"), "a changed route went back");
+    assert!(!serves(&snapshot, "deleted.example.com"), "a deleted route came back");
+    assert!(watcher.log().contains("following new shard shardId-child"), "{}", watcher.log());
+}
+
 /// [2/8] 2: the bootstrap Scan reads the table after the stream positions
 /// it took, so it must be strongly consistent, or a write between the two
 /// could be in neither. moto's Scan is always consistent: the test looks
