@@ -196,6 +196,10 @@ pub struct WatchArgs {
     /// Without a stream: how often to scan the table.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub scan_interval_ms: u64,
+    /// How often to list the stream's shards for new ones (and every
+    /// second while a shard that ended has shown no children).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub describe_interval_ms: u64,
     /// Hold back a snapshot with fewer than (100 − PERCENT) % of the live
     /// routes, or none; 100 lets real mass deletions through.
     #[arg(long, value_name = "PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
@@ -213,6 +217,7 @@ impl WatchArgs {
         WatchOptions {
             debounce: Duration::from_millis(self.debounce_ms),
             scan_interval: Duration::from_millis(self.scan_interval_ms.max(100)),
+            describe_interval: Duration::from_millis(self.describe_interval_ms.max(100)),
             retry: scan.retry,
             scan,
             drop_guard: DropGuard { max_drop_percent: self.max_drop },

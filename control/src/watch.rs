@@ -6,9 +6,11 @@
 //! positions are taken first (`LATEST` on every open shard), then the
 //! table is scanned, then the stream is applied from those positions;
 //! records are keyed by Domain, so applying one the Scan already saw is
-//! harmless. Shards that close are read on into their children; an
-//! iterator that expires is renewed after the last record read; data the
-//! stream has trimmed before it was read forces a new bootstrap. A table
+//! harmless. Shards are followed along their lineage (`lineage.rs`):
+//! closed shards listed at bootstrap are never read, and a child is read
+//! only after its parent was read to its end; an iterator that expires is
+//! renewed after the last record read; data the stream has trimmed before
+//! it was read, or a shard of unknown lineage, forces a new bootstrap. A table
 //! without a stream is scanned periodically instead, and the log says so.
 //!
 //! Bad rows are left out of the snapshot and reported (a log line each
@@ -25,6 +27,7 @@ use edgeroute_store::Store;
 
 use crate::aws::{describe, retried, RetryPolicy};
 use crate::elb;
+use crate::lineage::{Lineage, ListedShard};
 use crate::publish::{publish_guarded, DropGuard, Published};
 use crate::scan::{scan_table, ScanOptions};
 use edgeroute_compiler::elb::{apply_origins, arns_without_origin, Origins};
@@ -43,6 +46,9 @@ pub struct WatchOptions {
     pub idle_poll: Duration,
     /// Without a stream: how often to scan.
     pub scan_interval: Duration,
+    /// How often to list the stream's shards for new ones (soon after a
+    /// shard ends, too).
+    pub describe_interval: Duration,
     pub scan: ScanOptions,
     pub retry: RetryPolicy,
     /// Hears about every publish (for benchmarks and embedding).
@@ -74,6 +80,7 @@ impl Default for WatchOptions {
             max_delay: Duration::from_secs(2),
             idle_poll: Duration::from_millis(100),
             scan_interval: Duration::from_secs(30),
+            describe_interval: Duration::from_secs(10),
             scan: ScanOptions::default(),
             retry: RetryPolicy::default(),
             reports: None,
@@ -148,7 +155,14 @@ pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &Wat
             return scan_periodically(config, table, options, &mut publisher).await;
         };
         // Positions first, then the Scan, then the stream from those positions.
-        let mut shards = open_shards(&streams, &stream, &options.retry, ShardIteratorType::Latest, &[]).await?;
+        let listed = list_shards(&streams, &stream, &options.retry).await?;
+        let (lineage, latest) = Lineage::bootstrap(&listed);
+        let mut shards = Vec::with_capacity(latest.len());
+        for id in latest {
+            let iterator =
+                iterator_for(&streams, &stream, &id, ShardIteratorType::Latest, None, &options.retry).await?;
+            shards.push(Shard { id, iterator: Some(iterator), last_sequence: None });
+        }
         let start = Instant::now();
         // Strongly consistent whatever `--consistent` says: the Scan reads
         // the table after the stream positions were taken, and an eventually
@@ -165,7 +179,8 @@ pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &Wat
             shards.len()
         );
         publisher.publish(&mirror, None).await?;
-        match read_shards(&streams, &stream, &mut shards, &mut mirror, options, &mut publisher).await? {
+        let mut following = Following { stream: &stream, shards, lineage };
+        match read_shards(&streams, &mut following, &mut mirror, options, &mut publisher).await? {
             Restart::Bootstrap(why) => {
                 eprintln!("warn: {why}; mirroring the table again in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -178,24 +193,48 @@ enum Restart {
     Bootstrap(String),
 }
 
+/// The stream being followed: the shards being read, and their lineage
+/// (`lineage.rs`: which shards to read, and when).
+struct Following<'a> {
+    stream: &'a str,
+    shards: Vec<Shard>,
+    lineage: Lineage,
+}
+
+impl Following<'_> {
+    /// Starts reading `ids` from `TRIM_HORIZON` (children of shards read to their end).
+    async fn start(
+        &mut self,
+        streams: &aws_sdk_dynamodbstreams::Client,
+        ids: Vec<String>,
+        retry: &RetryPolicy,
+    ) -> Result<(), WatchError> {
+        for id in ids {
+            let iterator = iterator_for(streams, self.stream, &id, ShardIteratorType::TrimHorizon, None, retry).await?;
+            eprintln!("info: following new shard {id}");
+            self.shards.push(Shard { id, iterator: Some(iterator), last_sequence: None });
+        }
+        Ok(())
+    }
+}
+
 /// Reads every shard in turn, applies its records to the mirror, and
 /// publishes after each debounced burst.
 async fn read_shards(
     streams: &aws_sdk_dynamodbstreams::Client,
-    stream: &str,
-    shards: &mut Vec<Shard>,
+    following: &mut Following<'_>,
     mirror: &mut Mirror,
     options: &WatchOptions,
     publisher: &mut Publisher<'_>,
 ) -> Result<Restart, WatchError> {
+    let stream = following.stream;
     let mut pending: Option<Pending> = None;
     let mut retry_at: Option<Instant> = None;
     let mut last_describe = Instant::now();
-    let mut known: Vec<String> = shards.iter().map(|s| s.id.clone()).collect();
     loop {
         let mut read_any = false;
         let mut closed = Vec::new();
-        for (i, shard) in shards.iter_mut().enumerate() {
+        for shard in following.shards.iter_mut() {
             let Some(iterator) = shard.iterator.clone() else { continue };
             let answer = retried(&options.retry, || streams.get_records().shard_iterator(&iterator).send()).await;
             let out = match answer {
@@ -253,19 +292,32 @@ async fn read_shards(
             }
             shard.iterator = out.next_shard_iterator().map(str::to_owned);
             if shard.iterator.is_none() {
-                closed.push(i);
+                closed.push(shard.id.clone());
             }
         }
-        // Closed shards: read their children from the start.
-        if !closed.is_empty() || last_describe.elapsed() > Duration::from_secs(10) {
+        // A shard read to its end: its children (already listed) may be read now.
+        following.shards.retain(|s| s.iterator.is_some());
+        for id in &closed {
+            let ready = following.lineage.finished(id);
+            following.start(streams, ready, &options.retry).await?;
+        }
+        // New shards: list them after a shard ends (soon, until its
+        // children show) and every `describe_interval`.
+        let describe_every = match following.lineage.awaits_children() {
+            true => options.describe_interval.min(Duration::from_secs(1)),
+            false => options.describe_interval,
+        };
+        if !closed.is_empty() || last_describe.elapsed() >= describe_every {
             last_describe = Instant::now();
-            shards.retain(|s| s.iterator.is_some());
-            let new = open_shards(streams, stream, &options.retry, ShardIteratorType::TrimHorizon, &known).await?;
-            for shard in new {
-                eprintln!("info: following new shard {}", shard.id);
-                known.push(shard.id.clone());
-                shards.push(shard);
+            let listed = list_shards(streams, stream, &options.retry).await?;
+            let found = following.lineage.discover(&listed);
+            if let Some((shard, parent)) = found.unknown.first() {
+                let parent = parent.as_deref().unwrap_or("none");
+                return Ok(Restart::Bootstrap(format!(
+                    "shard {shard} appeared whose parent ({parent}) this watcher does not know, so its records cannot be ordered"
+                )));
             }
+            following.start(streams, found.start, &options.retry).await?;
         }
         if let Some(p) = pending {
             let now = Instant::now();
@@ -291,15 +343,12 @@ async fn read_shards(
     }
 }
 
-/// Every shard of the stream not in `skip` that is still open, with an
-/// iterator of `kind`.
-async fn open_shards(
+/// Every shard of the stream, as DescribeStream lists them (all pages).
+async fn list_shards(
     streams: &aws_sdk_dynamodbstreams::Client,
     stream: &str,
     retry: &RetryPolicy,
-    kind: ShardIteratorType,
-    skip: &[String],
-) -> Result<Vec<Shard>, WatchError> {
+) -> Result<Vec<ListedShard>, WatchError> {
     let mut shards = Vec::new();
     let mut start: Option<String> = None;
     loop {
@@ -311,13 +360,11 @@ async fn open_shards(
         let Some(description) = out.stream_description else { break };
         for shard in description.shards() {
             let Some(id) = shard.shard_id() else { continue };
-            let open = shard.sequence_number_range().is_none_or(|r| r.ending_sequence_number().is_none());
-            // A closed shard that is new to us still has records to read.
-            let wanted = !skip.iter().any(|s| s == id) && (open || kind == ShardIteratorType::TrimHorizon);
-            if wanted {
-                let iterator = iterator_for(streams, stream, id, kind.clone(), None, retry).await?;
-                shards.push(Shard { id: id.to_owned(), iterator: Some(iterator), last_sequence: None });
-            }
+            shards.push(ListedShard {
+                id: id.to_owned(),
+                parent: shard.parent_shard_id().map(str::to_owned),
+                closed: shard.sequence_number_range().is_some_and(|r| r.ending_sequence_number().is_some()),
+            });
         }
         match description.last_evaluated_shard_id() {
             Some(last) => start = Some(last.to_owned()),
