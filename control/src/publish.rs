@@ -186,6 +186,7 @@ pub async fn publish_guarded(
                 source: source.to_owned(),
                 skipped,
                 pinned: false,
+                generation: 0,
             }),
         })
     })
@@ -231,6 +232,7 @@ pub async fn rollback(store: &Store, id: Option<&str>) -> Result<Pointer, Publis
             source: format!("rollback from {}", current.map_or("nothing", |p| p.id.as_str())),
             skipped: 0,
             pinned: true,
+            generation: 0,
         }))
     })
     .await?;

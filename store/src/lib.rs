@@ -237,6 +237,7 @@ mod tests {
             source: "test".into(),
             skipped: 0,
             pinned: false,
+            generation: 0,
         }
     }
 

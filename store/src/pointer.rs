@@ -33,6 +33,11 @@ pub struct Pointer {
     /// Set by `rollback`: publishers hold back until `unpin`.
     #[serde(default)]
     pub pinned: bool,
+    /// The generation of the store's lease its writer held: a pointer is
+    /// never replaced by one of a lower generation (`docs/publishing.md`).
+    /// 0 in pointers written before leases.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl Pointer {
@@ -91,6 +96,7 @@ mod tests {
             source: "t".into(),
             skipped: 1,
             pinned: true,
+            generation: 0,
         };
         assert_eq!(Pointer::from_json(&pointer.to_json(), "x").unwrap(), pointer);
         let old =

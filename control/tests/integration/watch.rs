@@ -591,3 +591,124 @@ fn a_store_outage_and_a_stream_error_are_ridden_out() {
     rt.block_on(put_items(&config, "routes", &[item("c.example.com")]));
     eventually(&watcher, "c, after the new bootstrap", || serving("c.example.com") && serving("b.example.com"));
 }
+
+fn edgeroute(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeroute")).args(args).output().expect("edgeroute runs")
+}
+
+/// Sends `signal` (STOP, CONT) to a watcher: a stalled process, as a long
+/// GC pause or a frozen VM makes one.
+fn signal(watcher: &Watcher, signal: &str) {
+    let status = Command::new("kill").args([&format!("-{signal}"), &watcher.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+/// [2/8] 4: a manual publish while a watcher holds the store's lease is
+/// refused unless `--force`; a forced one goes live and lasts until the
+/// table's next change, which the watcher then publishes over it, fenced
+/// by a higher generation (the table is the source of truth).
+#[test]
+fn a_manual_publish_over_a_running_watcher_is_refused_unless_forced() {
+    let moto = Moto::start();
+    let dir = scratch("forced");
+    let store = dir.join("store");
+    let to = format!("dir:{}", store.display());
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        put_items(&config, "routes", &[item("a.example.com"), item("b.example.com")]).await;
+    });
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &[]);
+    let (live, _) =
+        watcher.wait_for(&store, "a and b", |_, s| serves(s, "a.example.com") && serves(s, "b.example.com"));
+
+    // An older table's snapshot: only a.
+    let (table, old) = (dir.join("old.json"), dir.join("old.snap"));
+    std::fs::write(&table, "{\"Domain\":\"a.example.com\",\"Target\":\"s3://sites/a\"}\n").unwrap();
+    let out = edgeroute(&["compile", "--from", table.to_str().unwrap(), "--out", old.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manual = ["publish", "--snapshot", old.to_str().unwrap(), "--store", &to, "--allow-drop"];
+    let out = edgeroute(&manual);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a manual publish went over a running watcher: {stderr}");
+    assert!(stderr.contains("lease") && stderr.contains("--force"), "{stderr}");
+    assert_eq!(current(&store).unwrap().0, live, "a refused publish changed the pointer");
+
+    let out = edgeroute(&[&manual[..], &["--force"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (forced, snapshot) = current(&store).unwrap();
+    assert!(!serves(&snapshot, "b.example.com"));
+    assert!(forced.generation > live.generation, "{forced:?} after {live:?}");
+
+    // The table's next change is published over it, with a higher generation still.
+    rt.block_on(put_items(&config, "routes", &[item("c.example.com")]));
+    let (after, _) = watcher.wait_for(&store, "the table's state after the change", |_, s| {
+        serves(s, "a.example.com") && serves(s, "b.example.com") && serves(s, "c.example.com")
+    });
+    assert!(after.generation > forced.generation, "{after:?} after {forced:?}");
+    // Until then the forced snapshot stayed: the watcher did not put the table's old state back.
+    let history = rt.block_on(Store::open(&StoreLocation::Dir(store.clone()), None).unwrap().history()).unwrap();
+    let at = history.iter().rposition(|p| p.id == forced.id).unwrap();
+    assert_eq!(history[at + 1].id, after.id, "{history:#?}");
+    assert!(watcher.log().contains("lease"), "{}", watcher.log());
+}
+
+/// [2/8] 4: two watchers on one table and one store: one publishes, the
+/// other stands by; when the first stalls past its lease the second takes
+/// over, and the first, woken, cannot put its older state over the
+/// newer one (its generation is fenced off); it stands by in turn.
+#[test]
+fn two_watchers_on_one_store_take_turns_and_a_stalled_one_cannot_regress_it() {
+    let moto = Moto::start();
+    let dir = scratch("two-watchers");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        put_items(&config, "routes", &[item("a.example.com")]).await;
+    });
+    let lease = ["--lease-ms", "1000", "--lease-renew-ms", "200"];
+    let first = Watcher::start("routes", &store, &moto.endpoint, &lease);
+    first.wait_for(&store, "a", |_, s| serves(s, "a.example.com"));
+    let mut second = Watcher::start("routes", &store, &moto.endpoint, &lease);
+    eventually(&second, "the second watcher standing by", || second.log().contains("standing by"));
+    rt.block_on(put_items(&config, "routes", &[item("b.example.com")]));
+    first.wait_for(&store, "b, by the first", |_, s| serves(s, "b.example.com"));
+
+    signal(&first, "STOP");
+    eventually(&second, "the second taking over", || second.log().contains("took the store's lease"));
+    rt.block_on(put_items(&config, "routes", &[item("c.example.com")]));
+    second.wait_for(&store, "c, by the second", |_, s| serves(s, "c.example.com"));
+    rt.block_on(delete_items(&config, "routes", &["b.example.com"]));
+    second.wait_for(&store, "b deleted", |_, s| serves(s, "c.example.com") && !serves(s, "b.example.com"));
+
+    // The first wakes with changes it has not read: whatever it tries, it is fenced off.
+    signal(&first, "CONT");
+    eventually(&first, "the first standing by again", || first.log().matches("standing by").count() >= 1);
+    rt.block_on(put_items(&config, "routes", &[item("d.example.com")]));
+    second.wait_for(&store, "d", |_, s| serves(s, "d.example.com") && !serves(s, "b.example.com"));
+
+    // Then the second goes away; the first takes over with the table's state.
+    let _ = second.child.kill();
+    let _ = second.child.wait();
+    rt.block_on(put_items(&config, "routes", &[item("e.example.com")]));
+    first.wait_for(&store, "e, by the first again", |_, s| {
+        serves(s, "e.example.com") && serves(s, "d.example.com") && !serves(s, "b.example.com")
+    });
+
+    // The history never went back: generations never fall, and b never returned once deleted.
+    let opened = Store::open(&StoreLocation::Dir(store.clone()), None).unwrap();
+    let history = rt.block_on(opened.history()).unwrap();
+    let mut deleted = false;
+    for (i, pointer) in history.iter().enumerate() {
+        if i > 0 {
+            assert!(pointer.generation >= history[i - 1].generation, "a generation fell: {history:#?}");
+        }
+        let bytes = rt.block_on(opened.get_snapshot(&pointer.id)).unwrap();
+        let has_b = serves(&Snapshot::from_bytes(bytes).unwrap(), "b.example.com");
+        deleted |= !has_b && i > 0;
+        assert!(!(deleted && has_b), "b came back at entry {i}: {history:#?}\n{}\n{}", first.log(), second.log());
+    }
+}
