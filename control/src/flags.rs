@@ -14,7 +14,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 pub use edgeroute_cli::resolve::ResolveArgs;
 use edgeroute_control::aws::{AwsOptions, RetryPolicy};
-use edgeroute_control::publish::DropGuard;
+use edgeroute_control::lease::LeaseOptions;
+use edgeroute_control::publish::{DropGuard, Manual};
 use edgeroute_control::scan::ScanOptions;
 use edgeroute_control::watch::WatchOptions;
 use edgeroute_control::Source;
@@ -168,6 +169,8 @@ pub struct PublishArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub force: ForceArgs,
+    #[command(flatten)]
     pub aws: AwsArgs,
 }
 
@@ -200,6 +203,13 @@ pub struct WatchArgs {
     /// second while a shard that ended has shown no children).
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub describe_interval_ms: u64,
+    /// How long the store's lease holds unless renewed: how long a
+    /// standby waits after this watcher dies without giving it back.
+    #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub lease_ms: u64,
+    /// How often the lease is renewed (below --lease-ms).
+    #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub lease_renew_ms: u64,
     /// Hold back a snapshot with fewer than (100 − PERCENT) % of the live
     /// routes, or none; 100 lets real mass deletions through.
     #[arg(long, value_name = "PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
@@ -221,8 +231,31 @@ impl WatchArgs {
             retry: scan.retry,
             scan,
             drop_guard: DropGuard { max_drop_percent: self.max_drop },
+            lease: LeaseOptions {
+                ttl: Duration::from_millis(self.lease_ms),
+                // At least twice a lease: one lost renewal must not lose it.
+                renew_every: Duration::from_millis(self.lease_renew_ms.min(self.lease_ms / 2)),
+                ..LeaseOptions::named("watch")
+            },
             ..WatchOptions::default()
         }
+    }
+}
+
+/// How a command that writes the pointer takes the store's lease.
+#[derive(Debug, Args)]
+pub struct ForceArgs {
+    /// Write even while a watcher holds the store's lease: take the lease
+    /// over, write, give it back. The watcher publishes the table's state
+    /// again at the table's next change (a rollback pins, so it stays).
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl ForceArgs {
+    /// The lease settings of command `what`.
+    pub fn manual(&self, what: &str) -> Manual {
+        Manual { force: self.force, ..Manual::named(what) }
     }
 }
 
@@ -239,6 +272,8 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub force: ForceArgs,
+    #[command(flatten)]
     pub aws: AwsArgs,
 }
 
@@ -249,6 +284,8 @@ pub struct UnpinArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub force: ForceArgs,
     #[command(flatten)]
     pub aws: AwsArgs,
 }

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod elb;
 pub mod env;
 pub mod export_s3;
+pub mod lease;
 pub mod lineage;
 pub mod publish;
 pub mod scan;

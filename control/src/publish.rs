@@ -6,11 +6,19 @@
 //! pointer and tries again on top of the winner's, so that no update is
 //! ever silently dropped. A pinned pointer (after a rollback) is never
 //! published over; the publisher says it holds back.
+//!
+//! Every write of the pointer is made under the store's lease (`lease.rs`)
+//! and carries its generation: a pointer of a higher generation is never
+//! replaced ([`PublishError::Fenced`]). The `*_fenced` functions write under
+//! a lease the caller holds (the watcher); the others take the lease for
+//! the one write and give it back ([`Manual`]).
 
 use std::time::Duration;
 
 use edgeroute_edge::{Snapshot, SnapshotId};
 use edgeroute_store::{Pointer, Store, StoreError};
+
+use crate::lease::{HeldLease, LeaseError, LeaseOptions};
 
 /// Why a publish, rollback or prune did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +35,13 @@ pub enum PublishError {
     NoPrevious,
     #[error("gave up after {0} attempts: other publishers kept moving the pointer")]
     Contention(u32),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(
+        "the pointer was written under a newer lease (generation {current}) than this writer's ({generation}): \
+         another writer took the store over"
+    )]
+    Fenced { generation: u64, current: u64 },
     #[error(
         "{0:?} is not a snapshot id: give at least {MIN_ID_PREFIX} of its hex digits (`edgeroute history` lists them)"
     )]
@@ -124,16 +139,21 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Moves the pointer with `change(current)` by compare-and-swap, retrying
-/// on conflicts; `change` returns `Ok(None)` to leave it alone.
+/// on conflicts; `change` returns `Err` to leave it alone. The new pointer
+/// carries `generation`, and a pointer of a higher one is never replaced.
 async fn swap<T>(
     store: &Store,
     record: bool,
+    generation: u64,
     mut change: impl FnMut(Option<&Pointer>) -> Result<Result<Pointer, T>, PublishError>,
 ) -> Result<Result<Pointer, T>, PublishError> {
     for attempt in 0..MAX_ATTEMPTS {
         let current = store.read_pointer().await?;
+        if let Some((pointer, _)) = current.as_ref().filter(|(p, _)| p.generation > generation) {
+            return Err(PublishError::Fenced { generation, current: pointer.generation });
+        }
         let next = match change(current.as_ref().map(|(p, _)| p))? {
-            Ok(next) => next,
+            Ok(next) => Pointer { generation, ..next },
             Err(stop) => return Ok(Err(stop)),
         };
         if store.replace_pointer(&next, current.as_ref().map(|(_, v)| v)).await? {
@@ -149,27 +169,91 @@ async fn swap<T>(
     Err(PublishError::Contention(MAX_ATTEMPTS))
 }
 
-/// Publishes a snapshot: checks it, stores the object, moves the pointer.
-/// No [`DropGuard`]: see [`publish_guarded`].
+/// How a one-shot command writes the pointer: it takes the store's lease
+/// for the write and gives it back. A lease held by a watcher refuses the
+/// write unless `force` (the command then takes the lease over).
+#[derive(Clone, Debug)]
+pub struct Manual {
+    pub force: bool,
+    pub lease: LeaseOptions,
+}
+
+impl Manual {
+    /// A command named `what` that does not force.
+    pub fn named(what: &str) -> Manual {
+        Manual { force: false, lease: LeaseOptions::named(what) }
+    }
+}
+
+/// Runs `write` with the store's lease held for it (its generation the
+/// argument), then gives the lease back, whatever `write` returned.
+pub async fn with_lease<T>(
+    store: &Store,
+    manual: &Manual,
+    write: impl AsyncFnOnce(u64) -> Result<T, PublishError>,
+) -> Result<T, PublishError> {
+    let lease = HeldLease::take_for_command(store, &manual.lease, manual.force).await?;
+    let result = write(lease.generation()).await;
+    let released = lease.release(store).await;
+    let out = result?;
+    released?;
+    Ok(out)
+}
+
+/// Publishes a snapshot: checks it, stores the object, moves the pointer,
+/// under the lease. No [`DropGuard`]: see [`publish_guarded`].
 pub async fn publish(store: &Store, bytes: &[u8], source: &str, skipped: u64) -> Result<Published, PublishError> {
-    publish_guarded(store, bytes, source, skipped, DropGuard::OFF).await
+    publish_guarded(store, bytes, source, skipped, DropGuard::OFF, &Manual::named("publish")).await
 }
 
 /// [`publish`], refusing a snapshot that drops more of the current routes
-/// than `guard` allows. The check is made on the pointer the swap replaces,
-/// so a concurrent publish cannot slip a drop past it.
+/// than `guard` allows, with the lease taken as `manual` says.
 pub async fn publish_guarded(
     store: &Store,
     bytes: &[u8],
     source: &str,
     skipped: u64,
     guard: DropGuard,
+    manual: &Manual,
 ) -> Result<Published, PublishError> {
     let snapshot = Snapshot::from_bytes(bytes).map_err(PublishError::Invalid)?;
     let id = SnapshotId::of(bytes).to_string();
-    let routes = u64::from(snapshot.route_count());
+    // The object first, outside the lease: it is content-addressed, and can be slow to upload.
     store.put_snapshot(&id, bytes).await?;
-    let outcome = swap(store, true, |current| {
+    with_lease(store, manual, async |generation| point_to(store, &snapshot, &id, source, skipped, guard, generation).await)
+        .await
+}
+
+/// Publishes under a lease the caller holds, of `generation`. The drop
+/// check is made on the pointer the swap replaces, so a concurrent publish
+/// cannot slip a drop past it.
+pub async fn publish_fenced(
+    store: &Store,
+    bytes: &[u8],
+    source: &str,
+    skipped: u64,
+    guard: DropGuard,
+    generation: u64,
+) -> Result<Published, PublishError> {
+    let snapshot = Snapshot::from_bytes(bytes).map_err(PublishError::Invalid)?;
+    let id = SnapshotId::of(bytes).to_string();
+    store.put_snapshot(&id, bytes).await?;
+    point_to(store, &snapshot, &id, source, skipped, guard, generation).await
+}
+
+/// Moves the pointer to a stored snapshot, under a lease of `generation`.
+async fn point_to(
+    store: &Store,
+    snapshot: &Snapshot<&[u8]>,
+    id: &str,
+    source: &str,
+    skipped: u64,
+    guard: DropGuard,
+    generation: u64,
+) -> Result<Published, PublishError> {
+    let routes = u64::from(snapshot.route_count());
+    let size = snapshot.as_bytes().len() as u64;
+    let outcome = swap(store, true, generation, |current| {
         Ok(match current {
             Some(p) if p.pinned => Err(Published::HeldBack { pinned: p.clone() }),
             Some(p) if p.id == id => Err(Published::AlreadyCurrent(p.clone())),
@@ -177,16 +261,16 @@ pub async fn publish_guarded(
                 Err(Published::DropRefused { current: current.cloned(), routes, guard })
             }
             _ => Ok(Pointer {
-                id: id.clone(),
+                id: id.to_owned(),
                 format_version: snapshot.format_version(),
                 routes: u64::from(snapshot.route_count()),
-                size: bytes.len() as u64,
+                size,
                 created_at: now_rfc3339(),
                 previous: current.map(|p| p.id.clone()),
                 source: source.to_owned(),
                 skipped,
                 pinned: false,
-                generation: 0,
+                generation,
             }),
         })
     })
@@ -199,8 +283,17 @@ pub async fn publish_guarded(
 
 /// Points the store back at snapshot `id` (a unique prefix of its id will
 /// do; default: the state before the current one, see [`state_before`]),
-/// after checking that snapshot, and pins it.
+/// after checking that snapshot, and pins it; under the lease.
 pub async fn rollback(store: &Store, id: Option<&str>) -> Result<Pointer, PublishError> {
+    rollback_manual(store, id, &Manual::named("rollback")).await
+}
+
+/// [`rollback`], with the lease taken as `manual` says.
+pub async fn rollback_manual(store: &Store, id: Option<&str>, manual: &Manual) -> Result<Pointer, PublishError> {
+    with_lease(store, manual, async |generation| rollback_fenced(store, id, generation).await).await
+}
+
+async fn rollback_fenced(store: &Store, id: Option<&str>, generation: u64) -> Result<Pointer, PublishError> {
     let current = store.read_pointer().await?.ok_or(PublishError::Empty)?.0;
     let target = match id {
         Some(prefix) => find_snapshot(store, prefix).await?,
@@ -221,7 +314,7 @@ pub async fn rollback(store: &Store, id: Option<&str>) -> Result<Pointer, Publis
     }
     let snapshot = Snapshot::from_bytes(&bytes[..])
         .map_err(|e| PublishError::Damaged { id: target.clone(), why: e.to_string() })?;
-    let outcome = swap::<()>(store, true, |current| {
+    let outcome = swap::<()>(store, true, generation, |current| {
         Ok(Ok(Pointer {
             id: target.clone(),
             format_version: snapshot.format_version(),
@@ -232,7 +325,7 @@ pub async fn rollback(store: &Store, id: Option<&str>) -> Result<Pointer, Publis
             source: format!("rollback from {}", current.map_or("nothing", |p| p.id.as_str())),
             skipped: 0,
             pinned: true,
-            generation: 0,
+            generation,
         }))
     })
     .await?;
@@ -267,8 +360,17 @@ pub fn state_before(history: &[Pointer]) -> Option<String> {
 
 /// Lifts a pin; the snapshot stays current until the next publish.
 pub async fn unpin(store: &Store) -> Result<Option<Pointer>, PublishError> {
+    unpin_manual(store, &Manual::named("unpin")).await
+}
+
+/// [`unpin`], with the lease taken as `manual` says.
+pub async fn unpin_manual(store: &Store, manual: &Manual) -> Result<Option<Pointer>, PublishError> {
+    with_lease(store, manual, async |generation| unpin_fenced(store, generation).await).await
+}
+
+async fn unpin_fenced(store: &Store, generation: u64) -> Result<Option<Pointer>, PublishError> {
     // Not a new snapshot: the history keeps the rollback's entry.
-    let outcome = swap(store, false, |current| match current {
+    let outcome = swap(store, false, generation, |current| match current {
         None => Err(PublishError::Empty),
         Some(p) if !p.pinned => Ok(Err(())),
         Some(p) => Ok(Ok(Pointer { pinned: false, created_at: now_rfc3339(), ..p.clone() })),

@@ -19,16 +19,19 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIteratorType};
-use edgeroute_store::Store;
+use edgeroute_store::{LeaseRole, Store};
 
 use crate::aws::{describe, retried, RetryPolicy};
 use crate::elb;
+use crate::lease::{HeldLease, LeaseError, LeaseOptions};
 use crate::lineage::{Lineage, ListedShard};
-use crate::publish::{publish_guarded, DropGuard, Published};
+use crate::publish::{publish_fenced, DropGuard, PublishError, Published};
 use crate::scan::{scan_table, ScanOptions};
 use edgeroute_compiler::elb::{apply_origins, arns_without_origin, Origins};
 use edgeroute_compiler::entry::ItemErrorKind;
@@ -55,6 +58,8 @@ pub struct WatchOptions {
     pub reports: Option<tokio::sync::mpsc::UnboundedSender<PublishReport>>,
     /// How much of the live table one publish may drop (`--max-drop`).
     pub drop_guard: DropGuard,
+    /// The store's lease: how long it holds, how often it is renewed.
+    pub lease: LeaseOptions,
 }
 
 /// One publish and how long its stages took.
@@ -85,6 +90,7 @@ impl Default for WatchOptions {
             retry: RetryPolicy::default(),
             reports: None,
             drop_guard: DropGuard::default(),
+            lease: LeaseOptions::named("watch"),
         }
     }
 }
@@ -102,6 +108,8 @@ pub enum WatchError {
     Publish(#[from] crate::publish::PublishError),
     #[error(transparent)]
     Elb(#[from] elb::ElbError),
+    #[error("{0}")]
+    LeaseLost(String),
 }
 
 /// One open shard being read.
@@ -122,11 +130,23 @@ struct Pending {
     stream_delay: Duration,
 }
 
-/// Watches `table` and publishes to `store` until the task is dropped or
-/// an error it cannot recover from happens.
-pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &WatchOptions) -> Result<(), WatchError> {
-    let dynamodb = aws_sdk_dynamodb::Client::new(config);
-    let streams = aws_sdk_dynamodbstreams::Client::new(config);
+/// Watches `table` and publishes to `store` until `shutdown` completes
+/// (then gives the store's lease back) or an error it cannot recover from
+/// happens.
+///
+/// It publishes only while it holds the store's lease (`lease.rs`): it
+/// stands by while another writer holds it, and when the lease is taken
+/// from it (a forced manual write, or a standby after this one stalled)
+/// it stands by again, takes the lease when it is free and mirrors the
+/// table again.
+pub async fn watch(
+    config: &SdkConfig,
+    table: &str,
+    store: &Store,
+    options: &WatchOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), WatchError> {
+    let lost = Arc::new(AtomicBool::new(false));
     let mut publisher = Publisher {
         config,
         store,
@@ -136,7 +156,102 @@ pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &Wat
         last_bad: 0,
         reports: options.reports.clone(),
         drop_guard: options.drop_guard,
+        generation: 0,
+        lease_lost: lost.clone(),
+        last_published: None,
+        taken_back: false,
     };
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let mut lease = tokio::select! {
+            lease = stand_by(store, &options.lease) => lease,
+            () = &mut shutdown => return Ok(()),
+        };
+        lost.store(false, Ordering::SeqCst);
+        publisher.generation = lease.generation();
+        let end = tokio::select! {
+            end = follow_table(config, table, options, &mut publisher) => Some(end),
+            () = keep_lease(store, &mut lease, options.lease.renew_every, &lost) => unreachable!("it never ends"),
+            () = &mut shutdown => None,
+        };
+        match end {
+            None => {
+                if let Err(e) = lease.release(store).await {
+                    eprintln!("warn: cannot give the store's lease back ({e}); it expires on its own");
+                }
+                return Ok(());
+            }
+            Some(Err(WatchError::LeaseLost(why))) => {
+                eprintln!("warn: lost the store's lease: {why}; publishing stops until this watcher holds it again");
+                publisher.taken_back = true;
+            }
+            Some(Err(e)) => return Err(e),
+            Some(Ok(())) => unreachable!("follow_table returns only errors"),
+        }
+    }
+}
+
+/// Waits until the store's lease is free and takes it.
+async fn stand_by(store: &Store, options: &LeaseOptions) -> HeldLease {
+    let mut said = None;
+    loop {
+        let wait = match HeldLease::take(store, LeaseRole::Watcher, options, false).await {
+            Ok(lease) => {
+                eprintln!("info: took the store's lease (generation {})", lease.generation());
+                return lease;
+            }
+            Err(LeaseError::Held { lease, remaining }) => {
+                if said.as_ref() != Some(&lease.token) {
+                    eprintln!(
+                        "info: the store is leased to {} (generation {}): standing by until it is free",
+                        lease.holder, lease.generation
+                    );
+                    said = Some(lease.token);
+                }
+                remaining.clamp(Duration::from_millis(10), options.renew_every)
+            }
+            Err(e) => {
+                eprintln!("warn: cannot take the store's lease ({e}); trying again");
+                options.renew_every
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Renews the lease every `every` while the watcher runs; when it is lost
+/// (taken by another writer, or run out while the store could not be
+/// reached) it raises `lost`, which stops every publish, and waits.
+async fn keep_lease(store: &Store, lease: &mut HeldLease, every: Duration, lost: &AtomicBool) {
+    loop {
+        tokio::time::sleep(every).await;
+        match lease.renew(store).await {
+            Ok(()) => continue,
+            Err(LeaseError::Lost { by }) => {
+                eprintln!("warn: the store's lease was taken by {} (generation {})", by.holder, by.generation);
+                break;
+            }
+            Err(e) if lease.holds() => eprintln!("warn: cannot renew the store's lease ({e}); trying again"),
+            Err(e) => {
+                eprintln!("warn: cannot renew the store's lease ({e}), and it has run out");
+                break;
+            }
+        }
+    }
+    lost.store(true, Ordering::SeqCst);
+    std::future::pending().await
+}
+
+/// Mirrors the table and publishes on every change, bootstrapping again
+/// when the stream asks for it, until an error (the lease lost among them).
+async fn follow_table(
+    config: &SdkConfig,
+    table: &str,
+    options: &WatchOptions,
+    publisher: &mut Publisher<'_>,
+) -> Result<(), WatchError> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(config);
+    let streams = aws_sdk_dynamodbstreams::Client::new(config);
     loop {
         let described = retried(&options.retry, || dynamodb.describe_table().table_name(table).send())
             .await
@@ -152,7 +267,7 @@ pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &Wat
                 "warn: table {table} has no stream (enable one with NEW_IMAGE or NEW_AND_OLD_IMAGES); falling back to a Scan every {} s",
                 options.scan_interval.as_secs_f64()
             );
-            return scan_periodically(config, table, options, &mut publisher).await;
+            return scan_periodically(config, table, options, publisher).await;
         };
         // Positions first, then the Scan, then the stream from those positions.
         let listed = list_shards(&streams, &stream, &options.retry).await?;
@@ -180,7 +295,7 @@ pub async fn watch(config: &SdkConfig, table: &str, store: &Store, options: &Wat
         );
         publisher.publish(&mirror, None).await?;
         let mut following = Following { stream: &stream, shards, lineage };
-        match read_shards(&streams, &mut following, &mut mirror, options, &mut publisher).await? {
+        match read_shards(&streams, &mut following, &mut mirror, options, publisher).await? {
             Restart::Bootstrap(why) => {
                 eprintln!("warn: {why}; mirroring the table again in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -232,6 +347,9 @@ async fn read_shards(
     let mut retry_at: Option<Instant> = None;
     let mut last_describe = Instant::now();
     loop {
+        if publisher.lease_lost.load(Ordering::SeqCst) {
+            return Err(WatchError::LeaseLost("another writer holds it now".into()));
+        }
         let mut read_any = false;
         let mut closed = Vec::new();
         for shard in following.shards.iter_mut() {
@@ -329,6 +447,7 @@ async fn read_shards(
                         pending = None;
                         retry_at = None;
                     }
+                    Err(e @ WatchError::LeaseLost(_)) => return Err(e),
                     // The store may come back: keep the changes and try again shortly.
                     Err(e) => {
                         eprintln!("error: cannot publish ({e}); trying again in 1 s");
@@ -424,6 +543,17 @@ struct Publisher<'a> {
     last_bad: usize,
     reports: Option<tokio::sync::mpsc::UnboundedSender<PublishReport>>,
     drop_guard: DropGuard,
+    /// The generation of the lease held: every pointer written carries it.
+    generation: u64,
+    /// Raised when the lease is lost: nothing more is published.
+    lease_lost: Arc<AtomicBool>,
+    /// The last snapshot this watcher made current (or found current).
+    last_published: Option<String>,
+    /// The lease was taken from this watcher and it has it back: until its
+    /// first publish, the table's state is published only if it changed
+    /// since this watcher last published it (a forced publish lasts until
+    /// the table's next change).
+    taken_back: bool,
 }
 
 impl Publisher<'_> {
@@ -450,6 +580,9 @@ impl Publisher<'_> {
     }
 
     async fn publish(&mut self, mirror: &Mirror, pending: Option<Pending>) -> Result<(), WatchError> {
+        if self.lease_lost.load(Ordering::SeqCst) {
+            return Err(WatchError::LeaseLost("another writer holds it now".into()));
+        }
         let compile_start = Instant::now();
         let compiled = match mirror.build() {
             Ok(c) => c,
@@ -471,13 +604,38 @@ impl Publisher<'_> {
         }
         self.last_bad = compiled.skipped.len();
         let compile_time = compile_start.elapsed();
+        if std::mem::take(&mut self.taken_back)
+            && pending.is_none()
+            && self.last_published.as_deref() == Some(compiled.id.to_string().as_str())
+        {
+            eprintln!(
+                "info: the table has not changed since this watcher last published it ({}); the store keeps what \
+                 was written meanwhile until the table's next change",
+                compiled.id
+            );
+            return Ok(());
+        }
         let upload_start = Instant::now();
         let source = format!("dynamodb://{} (watch)", self.table);
+        let skipped = compiled.skipped.len() as u64;
         let outcome =
-            publish_guarded(self.store, &compiled.bytes, &source, compiled.skipped.len() as u64, self.drop_guard)
-                .await?;
+            match publish_fenced(self.store, &compiled.bytes, &source, skipped, self.drop_guard, self.generation).await
+            {
+                Ok(outcome) => outcome,
+                Err(PublishError::Fenced { current, .. }) => {
+                    self.lease_lost.store(true, Ordering::SeqCst);
+                    return Err(WatchError::LeaseLost(format!(
+                        "the pointer carries generation {current}, above this watcher's {}",
+                        self.generation
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
         let upload = upload_start.elapsed();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        if let Published::Current(p) | Published::AlreadyCurrent(p) = &outcome {
+            self.last_published = Some(p.id.clone());
+        }
         match outcome {
             Published::Current(p) => {
                 if let Some(reports) = &self.reports {

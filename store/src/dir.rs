@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::io;
-use crate::{layout, write_file_atomically, Pointer, StoreError, Version};
+use crate::{layout, write_file_atomically, StoreError, Version};
 
 /// A directory store, borrowed from [`Store::Dir`](crate::Store::Dir).
 #[derive(Clone, Copy, Debug)]
@@ -39,14 +39,20 @@ impl<'a> DirStore<'a> {
         Ok(())
     }
 
-    /// The pointer and its version, or `None` if there is none yet.
-    pub(crate) async fn read_pointer(self) -> Result<Option<(Pointer, Version)>, StoreError> {
-        self.blocking(|root| read_pointer(&root)).await
+    /// A replaceable document (the pointer, the lease) and its version, or
+    /// `None` if there is none yet.
+    pub(crate) async fn read_document(self, name: &'static str) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+        self.blocking(move |root| read_document(&root, name)).await
     }
 
-    /// Writes `pointer` (the document's bytes) if the pointer is still at
-    /// `expected`; false, writing nothing, if it is not.
-    pub(crate) async fn replace_pointer(self, pointer: Vec<u8>, expected: Option<Version>) -> Result<bool, StoreError> {
+    /// Writes document `name` if it is still at `expected` and returns its
+    /// new version; `None`, writing nothing, if it is not.
+    pub(crate) async fn replace_document(
+        self,
+        name: &'static str,
+        bytes: Vec<u8>,
+        expected: Option<Version>,
+    ) -> Result<Option<Version>, StoreError> {
         self.blocking(move |root| {
             let lock_path = root.join(layout::LOCK);
             let lock = std::fs::OpenOptions::new()
@@ -57,14 +63,14 @@ impl<'a> DirStore<'a> {
                 .map_err(io(&lock_path))?;
             lock.lock().map_err(io(&lock_path))?;
             // From here until `lock` drops (closing the file releases the
-            // lock), no other publisher reads or writes the pointer.
-            let current = read_pointer(&root)?.map(|(_, version)| version);
+            // lock), no other writer reads or writes a document.
+            let current = read_document(&root, name)?.map(|(_, version)| version);
             if current != expected {
-                return Ok(false);
+                return Ok(None);
             }
-            let path = root.join(layout::POINTER);
-            write_file_atomically(&path, &pointer).map_err(io(&path))?;
-            Ok(true)
+            let path = root.join(name);
+            write_file_atomically(&path, &bytes).map_err(io(&path))?;
+            Ok(Some(Version::of_bytes(&bytes)))
         })
         .await
     }
@@ -177,17 +183,17 @@ impl<'a> DirStore<'a> {
     }
 }
 
-/// The pointer and its version (the blocking half of
-/// [`DirStore::read_pointer`], also used under the lock).
-fn read_pointer(root: &Path) -> Result<Option<(Pointer, Version)>, StoreError> {
-    let path = root.join(layout::POINTER);
+/// A document's bytes and version (the blocking half of
+/// [`DirStore::read_document`], also used under the lock).
+fn read_document(root: &Path, name: &str) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+    let path = root.join(name);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(&path)(e)),
     };
-    let pointer = Pointer::from_json(&bytes, &path.display().to_string())?;
-    Ok(Some((pointer, Version::of_bytes(&bytes))))
+    let version = Version::of_bytes(&bytes);
+    Ok(Some((bytes, version)))
 }
 
 /// The names in `folder`, sorted, leaving out the temporary files of

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// [`Pointer`](crate::Pointer). `what` is its path, URL or name.
     #[error("{what} is not a valid pointer document: {why}")]
     BadPointer { what: String, why: String },
+    /// The lease document is not a [`Lease`](crate::Lease).
+    #[error("{what} is not a valid lease document: {why} (delete it to let writers take a new lease)")]
+    BadLease { what: String, why: String },
     /// The snapshot object with this id is missing (never stored, or pruned).
     #[error("snapshot {id} is not in the store")]
     NoSnapshot { id: String },

@@ -5,6 +5,7 @@
 //! snapshots/<id>.snap        a snapshot; <id> is the lowercase hex SHA-256 of its bytes
 //! current.json               the pointer: which snapshot is live
 //! history/<ns>-<id>.json     every pointer that was ever made current
+//! lease.json                 who may write the pointer now, and its generation
 //! .lock                      (directories only) held while the pointer is swapped
 //! ```
 //!
@@ -17,6 +18,11 @@ use std::time::SystemTime;
 /// The pointer document (a [`Pointer`](crate::Pointer) as JSON). The only
 /// object ever replaced, and only by a compare-and-swap on its version.
 pub(crate) const POINTER: &str = "current.json";
+
+/// The lease document (a [`Lease`](crate::Lease) as JSON): which writer
+/// may move the pointer, until when, and with which generation. Replaced
+/// only by a compare-and-swap, as the pointer is.
+pub(crate) const LEASE: &str = "lease.json";
 
 /// The folder of snapshot objects. Content-addressed: an object is written
 /// once under its id and never overwritten, so it can be cached forever.

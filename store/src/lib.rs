@@ -31,6 +31,7 @@ mod dir;
 mod error;
 mod fs;
 mod layout;
+mod lease;
 mod location;
 mod pointer;
 mod s3;
@@ -38,6 +39,7 @@ mod sdk_error;
 
 pub use error::StoreError;
 pub use fs::write_file_atomically;
+pub use lease::{Lease, LeaseRole};
 pub use location::StoreLocation;
 pub use pointer::{Pointer, Version};
 pub use s3::s3_client;
@@ -116,10 +118,59 @@ impl Store {
 
     /// The current pointer and its version, or `None` before the first publish.
     pub async fn read_pointer(&self) -> Result<Option<(Pointer, Version)>, StoreError> {
+        self.read_pointer_unless(None).await
+    }
+
+    /// The pointer, or `None` if there is none or (in S3, by a conditional
+    /// GET) its version is still `known`.
+    async fn read_pointer_unless(&self, known: Option<&Version>) -> Result<Option<(Pointer, Version)>, StoreError> {
+        let Some((bytes, version, what)) = self.read_document(layout::POINTER, known).await? else { return Ok(None) };
+        Ok(Some((Pointer::from_json(&bytes, &what)?, version)))
+    }
+
+    /// A replaceable document's bytes, version and name for errors.
+    async fn read_document(
+        &self,
+        name: &'static str,
+        known: Option<&Version>,
+    ) -> Result<Option<(Vec<u8>, Version, String)>, StoreError> {
         match self.backend() {
-            Backend::Dir(dir) => dir.read_pointer().await,
-            Backend::S3(s3) => s3.read_pointer(None).await,
+            Backend::Dir(dir) => {
+                Ok(dir.read_document(name).await?.map(|(bytes, version)| (bytes, version, self.root_path(name))))
+            }
+            Backend::S3(s3) => s3.read_document(name, known).await,
         }
+    }
+
+    /// Replaces a document if it is still at `expected`.
+    async fn replace_document(
+        &self,
+        name: &'static str,
+        bytes: Vec<u8>,
+        expected: Option<&Version>,
+    ) -> Result<Option<Version>, StoreError> {
+        match self.backend() {
+            Backend::Dir(dir) => dir.replace_document(name, bytes, expected.cloned()).await,
+            Backend::S3(s3) => s3.replace_document(name, bytes, expected).await,
+        }
+    }
+
+    /// How a directory store's file is named in errors.
+    fn root_path(&self, name: &str) -> String {
+        self.dir().map_or_else(|| name.to_owned(), |dir| dir.join(name).display().to_string())
+    }
+
+    /// The store's lease and its version, or `None` if no writer ever took one.
+    pub async fn read_lease(&self) -> Result<Option<(Lease, Version)>, StoreError> {
+        let Some((bytes, version, what)) = self.read_document(layout::LEASE, None).await? else { return Ok(None) };
+        Ok(Some((Lease::from_json(&bytes, &what)?, version)))
+    }
+
+    /// Replaces the lease if it is still at `expected` (`None`: there is
+    /// none yet), and returns its new version; `None`, writing nothing,
+    /// when another writer got there first.
+    pub async fn replace_lease(&self, new: &Lease, expected: Option<&Version>) -> Result<Option<Version>, StoreError> {
+        self.replace_document(layout::LEASE, new.to_json(), expected).await
     }
 
     /// The pointer if it differs from the version `known` (in S3 a
@@ -129,22 +180,15 @@ impl Store {
         &self,
         known: Option<&Version>,
     ) -> Result<Option<(Pointer, Version)>, StoreError> {
-        match (self.backend(), known) {
-            (Backend::S3(s3), Some(known)) => s3.read_pointer(Some(known)).await,
-            // A directory's pointer is small and local: read it, and compare.
-            _ => Ok(self.read_pointer().await?.filter(|(_, v)| Some(v) != known)),
-        }
+        // A directory's pointer is small and local: read it, and compare.
+        Ok(self.read_pointer_unless(known).await?.filter(|(_, v)| Some(v) != known))
     }
 
     /// Replaces the pointer if it is still at `expected` (`None`: there is
     /// none yet). Returns false, writing nothing, when another writer got
     /// there first.
     pub async fn replace_pointer(&self, new: &Pointer, expected: Option<&Version>) -> Result<bool, StoreError> {
-        let bytes = new.to_json();
-        match self.backend() {
-            Backend::Dir(dir) => dir.replace_pointer(bytes, expected.cloned()).await,
-            Backend::S3(s3) => s3.replace_pointer(bytes, expected).await,
-        }
+        Ok(self.replace_document(layout::POINTER, new.to_json(), expected).await?.is_some())
     }
 
     /// Stores a snapshot under its id. A copy already stored under `id` is
@@ -278,7 +322,9 @@ mod tests {
         std::fs::write(dir.join("current.json"), b"{").unwrap();
         let err = store.read_pointer().await.unwrap_err();
         assert!(matches!(err, StoreError::BadPointer { .. }), "{err}");
-        assert!(store.replace_pointer(&pointer("aa", None), None).await.is_err());
+        // "None yet" is not what is there: nothing is written over it.
+        assert!(!store.replace_pointer(&pointer("aa", None), None).await.unwrap());
+        assert_eq!(std::fs::read(dir.join("current.json")).unwrap(), b"{");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

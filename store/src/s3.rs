@@ -11,15 +11,16 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, ByteStreamError};
 
 use crate::sdk_error::{describe_body_error, describe_sdk_error};
-use crate::{layout, Pointer, StoreError, Version};
+use crate::{layout, StoreError, Version};
 
 /// How many times the SDK tries a request before giving up (its standard
 /// retry mode, with backoff): stores are small objects, written and read
 /// often, and throttling and 5xx answers are worth riding out.
 const MAX_ATTEMPTS: u32 = 5;
 
-/// `Cache-Control` of the pointer: it changes, so caches must revalidate.
-const POINTER_CACHE_CONTROL: &str = "no-cache";
+/// `Cache-Control` of the replaceable documents (the pointer, the lease):
+/// they change, so caches must revalidate.
+const DOCUMENT_CACHE_CONTROL: &str = "no-cache";
 
 /// `Cache-Control` of a snapshot object: content-addressed, so it never
 /// changes and can be cached for a year (the longest HTTP caches honour).
@@ -58,14 +59,16 @@ impl S3Store<'_> {
         }
     }
 
-    /// The pointer and its version, or `None` if there is none yet or, with
-    /// `if_none_match`, if its ETag is still that one (a conditional GET:
-    /// an unchanged pointer costs a 304 and no body).
-    pub(crate) async fn read_pointer(
+    /// A replaceable document (the pointer, the lease) and its version, or
+    /// `None` if there is none yet or, with `if_none_match`, if its ETag is
+    /// still that one (a conditional GET: an unchanged pointer costs a 304
+    /// and no body). The name it is known by goes with it, for errors.
+    pub(crate) async fn read_document(
         self,
+        name: &str,
         if_none_match: Option<&Version>,
-    ) -> Result<Option<(Pointer, Version)>, StoreError> {
-        let key = self.key(layout::POINTER);
+    ) -> Result<Option<(Vec<u8>, Version, String)>, StoreError> {
+        let key = self.key(name);
         let get = self
             .client
             .get_object()
@@ -80,33 +83,33 @@ impl S3Store<'_> {
         };
         let etag = out.e_tag().unwrap_or_default().to_owned();
         let bytes = self.body("GET", &key, out.body).await?;
-        let pointer = Pointer::from_json(&bytes, &format!("s3://{}/{key}", self.bucket))?;
-        Ok(Some((pointer, Version::from_etag(etag))))
+        Ok(Some((bytes, Version::from_etag(etag), format!("s3://{}/{key}", self.bucket))))
     }
 
-    /// Writes `pointer` (the document's bytes) if the pointer is still at
-    /// `expected`; false, writing nothing, if it is not.
-    pub(crate) async fn replace_pointer(
+    /// Writes document `name` if it is still at `expected` and returns its
+    /// new version (its ETag); `None`, writing nothing, if it is not.
+    pub(crate) async fn replace_document(
         self,
-        pointer: Vec<u8>,
+        name: &str,
+        bytes: Vec<u8>,
         expected: Option<&Version>,
-    ) -> Result<bool, StoreError> {
-        let key = self.key(layout::POINTER);
+    ) -> Result<Option<Version>, StoreError> {
+        let key = self.key(name);
         let put = self
             .client
             .put_object()
             .bucket(self.bucket)
             .key(&key)
             .content_type(JSON)
-            .cache_control(POINTER_CACHE_CONTROL)
-            .body(ByteStream::from(pointer));
+            .cache_control(DOCUMENT_CACHE_CONTROL)
+            .body(ByteStream::from(bytes));
         let put = match expected {
             Some(version) => put.if_match(version.as_etag()),
             None => put.if_none_match("*"),
         };
         match put.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_precondition_failed(&e) => Ok(false),
+            Ok(out) => Ok(Some(Version::from_etag(out.e_tag().unwrap_or_default().to_owned()))),
+            Err(e) if is_precondition_failed(&e) => Ok(None),
             Err(e) => Err(self.error("PUT", &key, &e)),
         }
     }

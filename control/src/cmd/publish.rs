@@ -18,7 +18,14 @@ pub fn run(args: &PublishArgs) -> Result<()> {
     let mut aws = Aws::new(args.aws.options());
     let store = aws.store(&args.store)?;
     let published = aws
-        .block_on(publish::publish_guarded(&store, &bytes, &args.source, 0, args.drop_guard()))?
+        .block_on(publish::publish_guarded(
+            &store,
+            &bytes,
+            &args.source,
+            0,
+            args.drop_guard(),
+            &args.force.manual("publish"),
+        ))?
         .with_context(|| format!("cannot publish {} to {store_name}", file.display()))?;
     let pruned = match args.keep {
         Some(keep) => {

@@ -15,12 +15,16 @@ pub fn run(args: &WatchArgs) -> Result<()> {
     let options = args.options();
     eprintln!("info: watching {}, publishing to {}", args.table, args.store);
     aws.block_on(async {
-        tokio::select! {
-            result = watch::watch(&config, &args.table, &store, &options) => result.map_err(anyhow::Error::from),
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("info: stopped");
-                Ok(())
+        // Ctrl-C or SIGTERM: the watcher gives the store's lease back and stops.
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
             }
-        }
+        };
+        watch::watch(&config, &args.table, &store, &options, shutdown).await?;
+        eprintln!("info: stopped");
+        Ok(())
     })?
 }

@@ -343,3 +343,62 @@ fn s3_store_on_moto_publishes_rolls_back_and_never_loses_an_update() {
             .unwrap();
     concurrent_publishers_lose_nothing(store, 6);
 }
+
+/// [2/8] 4, the pieces: a lease is refused while held, taken over only by
+/// force, renewed only by its holder; a pointer write below the pointer's
+/// generation is refused (the fence), on either kind of store.
+fn the_lease_fences_writers(store: &Store) {
+    use edgeroute_control::lease::{HeldLease, LeaseError, LeaseOptions};
+    use edgeroute_store::LeaseRole;
+    let rt = runtime();
+    rt.block_on(async {
+        let options = |who: &str| LeaseOptions {
+            ttl: std::time::Duration::from_secs(30),
+            renew_every: std::time::Duration::from_secs(1),
+            holder: who.into(),
+        };
+        let mut watcher = HeldLease::take(store, LeaseRole::Watcher, &options("watcher"), false).await.unwrap();
+        let first = watcher.generation();
+        assert!(publish::publish_fenced(store, &snapshot(1), "w", 0, Default::default(), first).await.is_ok());
+        // Held: another watcher and a command are refused, and say by whom.
+        let err = HeldLease::take(store, LeaseRole::Watcher, &options("standby"), false).await.unwrap_err();
+        assert!(matches!(&err, LeaseError::Held { lease, .. } if lease.holder == "watcher"), "{err}");
+        let err = publish::publish(store, &snapshot(2), "manual", 0).await.unwrap_err().to_string();
+        assert!(err.contains("leased to watcher") && err.contains("--force"), "{err}");
+        watcher.renew(store).await.unwrap();
+
+        // Forced: a command takes it over, writes a higher generation, gives it back.
+        let forced = publish::Manual { force: true, ..publish::Manual::named("publish") };
+        let published =
+            publish::publish_guarded(store, &snapshot(2), "forced", 0, Default::default(), &forced).await.unwrap();
+        let Published::Current(pointer) = published else { panic!("{published:?}") };
+        assert!(pointer.generation > first);
+        // The old holder can neither renew nor write below it.
+        assert!(matches!(watcher.renew(store).await, Err(LeaseError::Lost { .. })));
+        let err = publish::publish_fenced(store, &snapshot(3), "w", 0, Default::default(), first).await.unwrap_err();
+        assert!(matches!(err, publish::PublishError::Fenced { current, .. } if current == pointer.generation), "{err}");
+        assert_eq!(rt_pointer(store).await.id, pointer.id);
+        // Released: the next writer need not wait, and goes higher still.
+        let next = HeldLease::take(store, LeaseRole::Watcher, &options("next"), false).await.unwrap();
+        assert!(next.generation() > pointer.generation);
+        next.release(store).await.unwrap();
+        assert!(matches!(publish::publish(store, &snapshot(3), "manual", 0).await, Ok(Published::Current(_))));
+    });
+}
+
+async fn rt_pointer(store: &Store) -> Pointer {
+    store.read_pointer().await.unwrap().unwrap().0
+}
+
+#[test]
+fn the_lease_fences_writers_in_a_directory_and_in_s3() {
+    let dir = scratch("lease");
+    the_lease_fences_writers(&Store::open(&StoreLocation::Dir(dir), None).unwrap());
+    let moto = Moto::start();
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+    rt.block_on(s3.create_bucket().bucket("leased").send()).unwrap();
+    let location = StoreLocation::S3 { bucket: "leased".into(), prefix: "p".into() };
+    the_lease_fences_writers(&Store::open(&location, Some(&config)).unwrap());
+}

@@ -87,7 +87,17 @@ fn unique_name() -> String {
 }
 
 impl Drop for Watcher {
+    /// Stops it as a service manager would: SIGTERM (it gives the store's
+    /// lease back), then SIGKILL if it has not ended within 5 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -164,8 +174,10 @@ fn every_change_is_published_and_bad_rows_are_left_out_and_counted() {
     }
 
     // A pinned store is held back; unpinning lets the next change through.
+    // Both write the pointer while the watcher holds the lease: forced.
     let dir_store = Store::open(&StoreLocation::Dir(store.clone()), None).unwrap();
-    rt.block_on(publish::rollback(&dir_store, None)).unwrap();
+    let forced = |what| publish::Manual { force: true, ..publish::Manual::named(what) };
+    rt.block_on(publish::rollback_manual(&dir_store, None, &forced("rollback"))).unwrap();
     rt.block_on(put_items(&config, "routes", &[item("during-pin.example.com")]));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !watcher.log().contains("holding back") {
@@ -174,7 +186,7 @@ fn every_change_is_published_and_bad_rows_are_left_out_and_counted() {
     }
     let (pinned, snapshot) = current(&store).unwrap();
     assert!(pinned.pinned && !serves(&snapshot, "during-pin.example.com"));
-    rt.block_on(publish::unpin(&dir_store)).unwrap();
+    rt.block_on(publish::unpin_manual(&dir_store, &forced("unpin"))).unwrap();
     rt.block_on(put_items(&config, "routes", &[item("after-pin.example.com")]));
     watcher.wait_for(&store, "after unpin", |_, s| {
         serves(s, "during-pin.example.com") && serves(s, "after-pin.example.com")

@@ -77,7 +77,9 @@ fn a_created_environment_is_served_and_a_deleted_one_is_not() {
         let store = Store::open(&location, None).unwrap();
         let options = WatchOptions { debounce: Duration::from_millis(30), ..WatchOptions::default() };
         let watch_config = config.clone();
-        tokio::spawn(async move { watch::watch(&watch_config, "routes", &store, &options).await });
+        tokio::spawn(
+            async move { watch::watch(&watch_config, "routes", &store, &options, std::future::pending()).await },
+        );
         until("the first snapshot is published", async || dir.join("store/current.json").exists()).await;
 
         let (follower, snapshot) =

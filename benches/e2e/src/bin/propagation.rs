@@ -53,7 +53,7 @@ fn main() {
     let watch_location = location.clone();
     rt.spawn(async move {
         let store = Store::open(&watch_location, None).expect("store");
-        if let Err(e) = watch::watch(&watch_config, "routes", &store, &options).await {
+        if let Err(e) = watch::watch(&watch_config, "routes", &store, &options, std::future::pending()).await {
             eprintln!("watch stopped: {e}");
         }
     });
