@@ -220,8 +220,10 @@ pub async fn publish_guarded(
     let id = SnapshotId::of(bytes).to_string();
     // The object first, outside the lease: it is content-addressed, and can be slow to upload.
     store.put_snapshot(&id, bytes).await?;
-    with_lease(store, manual, async |generation| point_to(store, &snapshot, &id, source, skipped, guard, generation).await)
-        .await
+    with_lease(store, manual, async |generation| {
+        point_to(store, &snapshot, &id, source, skipped, guard, generation).await
+    })
+    .await
 }
 
 /// Publishes under a lease the caller holds, of `generation`. The drop

@@ -724,3 +724,105 @@ fn two_watchers_on_one_store_take_turns_and_a_stalled_one_cannot_regress_it() {
         assert!(!(deleted && has_b), "b came back at entry {i}: {history:#?}\n{}\n{}", first.log(), second.log());
     }
 }
+
+/// Waits until `ok` holds, failing at once if the watcher has ended.
+fn survives_until(watcher: &mut Watcher, what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !ok() {
+        if let Ok(Some(status)) = watcher.child.try_wait() {
+            panic!("the watcher ended ({status}) before {what}\nlog:\n{}", watcher.log());
+        }
+        assert!(Instant::now() < deadline, "never: {what}\nlog:\n{}", watcher.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// ELBv2's answer when it throttles.
+const ELB_THROTTLED: &str = r#"<ErrorResponse xmlns="http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>5b3f0c1e-test</RequestId></ErrorResponse>"#;
+
+/// The faults of [`errors_it_can_survive_do_not_end_the_watcher`], in the
+/// order the test sets them; each lifts itself after `count` hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Survivable {
+    None,
+    /// Every Scan throttled, past the watcher's retries.
+    ScanThrottled,
+    /// Every DescribeLoadBalancers throttled.
+    ElbThrottled,
+    /// One GetRecords refused (a new bootstrap), then DescribeStream
+    /// failing, then the store's PUTs failing during that bootstrap.
+    StreamRefused,
+    DescribeStreamFailing,
+    StoreDown,
+}
+
+/// [2/8] 3: a Scan still throttled after its retries, ELB throttling,
+/// DescribeStream errors and a store outage at bootstrap are ridden out
+/// (a new bootstrap after a backoff), not the end of the watcher.
+#[test]
+fn errors_it_can_survive_do_not_end_the_watcher() {
+    use std::sync::{Arc, Mutex};
+    let moto = Moto::start();
+    let dir = scratch("survive");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    let (arn, _) = moto.create_load_balancer("survivor");
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        put_items(&config, "routes", &[item("a.example.com")]).await;
+        let s3 =
+            aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+        s3.create_bucket().bucket("edge").send().await.unwrap();
+    });
+    let state = Arc::new(Mutex::new((Survivable::ScanThrottled, 0u32)));
+    let faults = state.clone();
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
+        let mut s = faults.lock().unwrap();
+        let form = String::from_utf8_lossy(&r.raw);
+        let (fault, lasts) = match s.0 {
+            Survivable::ScanThrottled if r.target.ends_with(".Scan") => (Fault::Throttle, 40),
+            Survivable::ElbThrottled if form.contains("Action=DescribeLoadBalancers") => {
+                (Fault::Answer(400, "text/xml", ELB_THROTTLED.into()), 4)
+            }
+            Survivable::StreamRefused if r.target.ends_with(".GetRecords") => {
+                *s = (Survivable::DescribeStreamFailing, 0);
+                return Some(Fault::Answer(
+                    400,
+                    "application/x-amz-json-1.0",
+                    r#"{"__type":"com.amazon.coral.service#AccessDeniedException","message":"injected"}"#.into(),
+                ));
+            }
+            Survivable::DescribeStreamFailing if r.target.ends_with(".DescribeStream") => (Fault::ServerError, 4),
+            Survivable::StoreDown if r.method == "PUT" && r.path.starts_with("/edge/p/snapshots/") => {
+                (Fault::ServerError, 6)
+            }
+            _ => return None,
+        };
+        s.1 += 1;
+        if s.1 >= lasts {
+            let next = match s.0 {
+                Survivable::DescribeStreamFailing => Survivable::StoreDown,
+                _ => Survivable::None,
+            };
+            *s = (next, 0);
+        }
+        Some(fault)
+    });
+    let store = Store::open(&StoreLocation::S3 { bucket: "edge".into(), prefix: "p".into() }, Some(&config)).unwrap();
+    let serving = |host: &str| current_of(&store).is_some_and(|(_, s)| serves(&s, host));
+    let mut watcher =
+        Watcher::start_to("routes", "s3://edge/p", &dir.join("store"), &proxy.endpoint, &["--max-retries", "1"]);
+    survives_until(&mut watcher, "the first publish, after the Scan's throttling", || serving("a.example.com"));
+
+    *state.lock().unwrap() = (Survivable::ElbThrottled, 0);
+    let lb = json!({"Domain": {"S": "lb.example.com"}, "Target": {"S": arn}});
+    rt.block_on(put_items(&config, "routes", &[lb]));
+    survives_until(&mut watcher, "the load balancer's route, after ELB's throttling", || serving("lb.example.com"));
+
+    *state.lock().unwrap() = (Survivable::StreamRefused, 0);
+    rt.block_on(put_items(&config, "routes", &[item("c.example.com")]));
+    survives_until(&mut watcher, "c, after DescribeStream errors and a store outage at bootstrap", || {
+        serving("c.example.com") && serving("lb.example.com") && serving("a.example.com")
+    });
+    assert_eq!(state.lock().unwrap().0, Survivable::None, "not every fault was met");
+}
