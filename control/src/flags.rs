@@ -17,7 +17,7 @@ use edgeroute_control::aws::{AwsOptions, RetryPolicy};
 use edgeroute_control::lease::LeaseOptions;
 use edgeroute_control::publish::{DropGuard, Manual};
 use edgeroute_control::scan::ScanOptions;
-use edgeroute_control::watch::WatchOptions;
+use edgeroute_control::watch::{Backoff, WatchOptions};
 use edgeroute_control::Source;
 use edgeroute_store::StoreLocation;
 
@@ -210,6 +210,18 @@ pub struct WatchArgs {
     /// How often the lease is renewed (below --lease-ms).
     #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub lease_renew_ms: u64,
+    /// After an error it can survive (throttling past its retries, the
+    /// stream's or the store's errors), wait this long before mirroring
+    /// the table again; the wait doubles on every failure in a row…
+    #[arg(long, value_name = "MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub restart_backoff_ms: u64,
+    /// …up to this.
+    #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub restart_backoff_max_ms: u64,
+    /// The admin listener: GET /metrics (Prometheus) and /health. Keep it
+    /// off public interfaces. `off` disables it.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9902", value_parser = parse_admin_listen)]
+    pub admin_listen: AdminListen,
     /// Hold back a snapshot with fewer than (100 − PERCENT) % of the live
     /// routes, or none; 100 lets real mass deletions through.
     #[arg(long, value_name = "PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
@@ -236,6 +248,10 @@ impl WatchArgs {
                 // At least twice a lease: one lost renewal must not lose it.
                 renew_every: Duration::from_millis(self.lease_renew_ms.min(self.lease_ms / 2)),
                 ..LeaseOptions::named("watch")
+            },
+            backoff: Backoff {
+                first: Duration::from_millis(self.restart_backoff_ms),
+                max: Duration::from_millis(self.restart_backoff_max_ms.max(self.restart_backoff_ms)),
             },
             ..WatchOptions::default()
         }
@@ -529,5 +545,19 @@ mod tests {
     fn every_visible_argument_has_a_help_line() {
         let missing = edgeroute_cli::help::undocumented(&Cli::command());
         assert!(missing.is_empty(), "no help line: {missing:#?}");
+    }
+}
+
+/// `--admin-listen`: an address, or none (`off`).
+#[derive(Clone, Copy, Debug)]
+pub struct AdminListen(pub Option<std::net::SocketAddr>);
+
+fn parse_admin_listen(text: &str) -> Result<AdminListen, String> {
+    match text {
+        "off" => Ok(AdminListen(None)),
+        _ => text
+            .parse()
+            .map(|addr| AdminListen(Some(addr)))
+            .map_err(|e| format!("{e}: give HOST:PORT (e.g. 127.0.0.1:9902) or off")),
     }
 }

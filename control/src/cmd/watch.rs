@@ -1,6 +1,6 @@
 //! `edgeroute watch`: publish on every change to a table.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use edgeroute_control::watch;
 
 use super::Aws;
@@ -13,8 +13,16 @@ pub fn run(args: &WatchArgs) -> Result<()> {
     let config = aws.config()?;
     let store = aws.store(&args.store)?;
     let options = args.options();
-    eprintln!("info: watching {}, publishing to {}", args.table, args.store);
+    init_logging();
     aws.block_on(async {
+        if let Some(addr) = args.admin_listen.0 {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for the admin endpoints (--admin-listen; `off` disables them)"))?;
+            tracing::info!("admin endpoints on http://{}/metrics and /health", listener.local_addr()?);
+            tokio::spawn(edgeroute_admin::serve(options.status.clone(), listener));
+        }
+        tracing::info!("watching {}, publishing to {}", args.table, args.store);
         // Ctrl-C or SIGTERM: the watcher gives the store's lease back and stops.
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -24,7 +32,19 @@ pub fn run(args: &WatchArgs) -> Result<()> {
             }
         };
         watch::watch(&config, &args.table, &store, &options, shutdown).await?;
-        eprintln!("info: stopped");
-        Ok(())
+        tracing::info!("stopped");
+        Ok::<(), anyhow::Error>(())
     })?
+}
+
+/// Logs to stderr through `tracing`, at `info` unless `RUST_LOG` says
+/// otherwise (as `edgeroute-host` does).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }

@@ -47,6 +47,7 @@ impl Watcher {
         let log = near.with_file_name(format!("watch-{}.log", unique_name()));
         let child = Command::new(env!("CARGO_BIN_EXE_edgeroute"))
             .args(["watch", "--table", table, "--store", publish_to, "--debounce-ms", "30"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(extra)
             .envs(aws_env(endpoint))
             .stdout(Stdio::null())
@@ -58,6 +59,25 @@ impl Watcher {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET `path` from its admin listener (the address its log gives):
+    /// the status code and the body.
+    fn admin(&self, path: &str) -> (u16, String) {
+        use std::io::{Read as _, Write as _};
+        let log = self.log();
+        let addr = log
+            .split("admin endpoints on http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("no admin address in the log:\n{log}"));
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        (status, body)
     }
 
     /// Waits until `ok` holds for the published snapshot (and its pointer).
@@ -780,7 +800,7 @@ fn errors_it_can_survive_do_not_end_the_watcher() {
         let mut s = faults.lock().unwrap();
         let form = String::from_utf8_lossy(&r.raw);
         let (fault, lasts) = match s.0 {
-            Survivable::ScanThrottled if r.target.ends_with(".Scan") => (Fault::Throttle, 40),
+            Survivable::ScanThrottled if r.target.ends_with(".Scan") => (Fault::Throttle, 12),
             Survivable::ElbThrottled if form.contains("Action=DescribeLoadBalancers") => {
                 (Fault::Answer(400, "text/xml", ELB_THROTTLED.into()), 4)
             }
@@ -810,8 +830,8 @@ fn errors_it_can_survive_do_not_end_the_watcher() {
     });
     let store = Store::open(&StoreLocation::S3 { bucket: "edge".into(), prefix: "p".into() }, Some(&config)).unwrap();
     let serving = |host: &str| current_of(&store).is_some_and(|(_, s)| serves(&s, host));
-    let mut watcher =
-        Watcher::start_to("routes", "s3://edge/p", &dir.join("store"), &proxy.endpoint, &["--max-retries", "1"]);
+    let fast = ["--max-retries", "1", "--restart-backoff-ms", "100", "--restart-backoff-max-ms", "400"];
+    let mut watcher = Watcher::start_to("routes", "s3://edge/p", &dir.join("store"), &proxy.endpoint, &fast);
     survives_until(&mut watcher, "the first publish, after the Scan's throttling", || serving("a.example.com"));
 
     *state.lock().unwrap() = (Survivable::ElbThrottled, 0);
@@ -825,4 +845,22 @@ fn errors_it_can_survive_do_not_end_the_watcher() {
         serving("c.example.com") && serving("lb.example.com") && serving("a.example.com")
     });
     assert_eq!(state.lock().unwrap().0, Survivable::None, "not every fault was met");
+
+    // Each cause was logged and counted; the watcher says it is well again.
+    let (_, metrics) = watcher.admin("/metrics");
+    let count = |cause: &str| -> u64 {
+        let series = format!("edgeroute_watch_restarts_total{{cause=\"{cause}\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&series));
+        line.and_then(|l| l[series.len()..].trim().parse().ok()).unwrap_or_else(|| panic!("no {series}in\n{metrics}"))
+    };
+    for cause in ["scan", "elb", "stream", "store"] {
+        assert!(count(cause) >= 1, "no restart counted for {cause}:\n{metrics}\nlog:\n{}", watcher.log());
+    }
+    let log = watcher.log();
+    for cause in ["cause=\"scan\"", "cause=\"elb\"", "cause=\"stream\"", "cause=\"store\""] {
+        assert!(log.contains(cause), "{cause} not logged:\n{log}");
+    }
+    eventually(&watcher, "/health ok again", || {
+        watcher.admin("/health") == (200, "ok: following the table's stream\n".into())
+    });
 }

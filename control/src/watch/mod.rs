@@ -19,6 +19,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+mod status;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_config::SdkConfig;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIteratorType};
 use edgeroute_store::{LeaseRole, Store};
+use tracing::{error, info, warn};
 
 use crate::aws::{describe, retried, RetryPolicy};
 use crate::elb;
@@ -37,6 +40,7 @@ use edgeroute_compiler::elb::{apply_origins, arns_without_origin, Origins};
 use edgeroute_compiler::entry::ItemErrorKind;
 use edgeroute_compiler::item::{dynamodb_type_name, Location, RawItem, Value};
 use edgeroute_compiler::mirror::{table_key, Mirror};
+pub use status::{Phase, WatchStatus};
 
 /// How to watch.
 #[derive(Clone, Debug)]
@@ -60,6 +64,10 @@ pub struct WatchOptions {
     pub drop_guard: DropGuard,
     /// The store's lease: how long it holds, how often it is renewed.
     pub lease: LeaseOptions,
+    /// The wait before bootstrapping again after an error.
+    pub backoff: Backoff,
+    /// What the admin listener reports.
+    pub status: Arc<WatchStatus>,
 }
 
 /// One publish and how long its stages took.
@@ -91,6 +99,8 @@ impl Default for WatchOptions {
             reports: None,
             drop_guard: DropGuard::default(),
             lease: LeaseOptions::named("watch"),
+            backoff: Backoff::default(),
+            status: Arc::default(),
         }
     }
 }
@@ -98,6 +108,8 @@ impl Default for WatchOptions {
 /// Why the watcher stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
+    #[error("table {table:?} does not exist (in this account, region and endpoint)")]
+    NoTable { table: String },
     #[error("cannot describe table {table:?}: {why}")]
     Describe { table: String, why: String },
     #[error(transparent)]
@@ -111,6 +123,38 @@ pub enum WatchError {
     #[error("{0}")]
     LeaseLost(String),
 }
+
+impl WatchError {
+    /// Whether the watcher stops on this error rather than bootstrap again:
+    /// a stream without new images (a setting to change), and before the
+    /// first bootstrap a table that does not exist or is not a routing
+    /// table (a typo fails fast). Once it has run, every other error may
+    /// pass (a table recreated, a permission restored).
+    fn is_fatal(&self, has_run: bool) -> bool {
+        use crate::scan::ScanError;
+        match self {
+            WatchError::Stream { why, .. } => why.contains(NO_NEW_IMAGE),
+            WatchError::NoTable { .. } | WatchError::Scan(ScanError::NoSuchTable { .. } | ScanError::Key { .. }) => {
+                !has_run
+            }
+            _ => false,
+        }
+    }
+
+    /// Its cause, as the restart counter labels it (one of [`status::CAUSES`]).
+    fn cause(&self) -> &'static str {
+        match self {
+            WatchError::NoTable { .. } | WatchError::Describe { .. } => "describe_table",
+            WatchError::Scan(_) => "scan",
+            WatchError::Stream { .. } => "stream",
+            WatchError::Publish(_) | WatchError::LeaseLost(_) => "store",
+            WatchError::Elb(_) => "elb",
+        }
+    }
+}
+
+/// What a stream without new images is told.
+const NO_NEW_IMAGE: &str = "records carry no new image: set the stream's view type to NEW_IMAGE or NEW_AND_OLD_IMAGES";
 
 /// One open shard being read.
 #[derive(Debug)]
@@ -160,13 +204,16 @@ pub async fn watch(
         lease_lost: lost.clone(),
         last_published: None,
         taken_back: false,
+        bootstraps: 0,
+        status: options.status.clone(),
     };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let mut lease = tokio::select! {
-            lease = stand_by(store, &options.lease) => lease,
+            lease = stand_by(store, &options.lease, &options.status) => lease,
             () = &mut shutdown => return Ok(()),
         };
+        options.status.lease(Some(lease.generation()));
         lost.store(false, Ordering::SeqCst);
         publisher.generation = lease.generation();
         let end = tokio::select! {
@@ -177,12 +224,13 @@ pub async fn watch(
         match end {
             None => {
                 if let Err(e) = lease.release(store).await {
-                    eprintln!("warn: cannot give the store's lease back ({e}); it expires on its own");
+                    warn!("cannot give the store's lease back ({e}); it expires on its own");
                 }
                 return Ok(());
             }
             Some(Err(WatchError::LeaseLost(why))) => {
-                eprintln!("warn: lost the store's lease: {why}; publishing stops until this watcher holds it again");
+                options.status.lease_lost();
+                warn!("lost the store's lease: {why}; publishing stops until this watcher holds it again");
                 publisher.taken_back = true;
             }
             Some(Err(e)) => return Err(e),
@@ -192,18 +240,19 @@ pub async fn watch(
 }
 
 /// Waits until the store's lease is free and takes it.
-async fn stand_by(store: &Store, options: &LeaseOptions) -> HeldLease {
+async fn stand_by(store: &Store, options: &LeaseOptions, status: &WatchStatus) -> HeldLease {
     let mut said = None;
     loop {
         let wait = match HeldLease::take(store, LeaseRole::Watcher, options, false).await {
             Ok(lease) => {
-                eprintln!("info: took the store's lease (generation {})", lease.generation());
+                info!("took the store's lease (generation {})", lease.generation());
                 return lease;
             }
             Err(LeaseError::Held { lease, remaining }) => {
+                status.phase(Phase::StandingBy { holder: lease.holder.clone() });
                 if said.as_ref() != Some(&lease.token) {
-                    eprintln!(
-                        "info: the store is leased to {} (generation {}): standing by until it is free",
+                    info!(
+                        "the store is leased to {} (generation {}): standing by until it is free",
                         lease.holder, lease.generation
                     );
                     said = Some(lease.token);
@@ -211,7 +260,7 @@ async fn stand_by(store: &Store, options: &LeaseOptions) -> HeldLease {
                 remaining.clamp(Duration::from_millis(10), options.renew_every)
             }
             Err(e) => {
-                eprintln!("warn: cannot take the store's lease ({e}); trying again");
+                warn!("cannot take the store's lease ({e}); trying again");
                 options.renew_every
             }
         };
@@ -228,12 +277,12 @@ async fn keep_lease(store: &Store, lease: &mut HeldLease, every: Duration, lost:
         match lease.renew(store).await {
             Ok(()) => continue,
             Err(LeaseError::Lost { by }) => {
-                eprintln!("warn: the store's lease was taken by {} (generation {})", by.holder, by.generation);
+                warn!("the store's lease was taken by {} (generation {})", by.holder, by.generation);
                 break;
             }
-            Err(e) if lease.holds() => eprintln!("warn: cannot renew the store's lease ({e}); trying again"),
+            Err(e) if lease.holds() => warn!("cannot renew the store's lease ({e}); trying again"),
             Err(e) => {
-                eprintln!("warn: cannot renew the store's lease ({e}), and it has run out");
+                warn!("cannot renew the store's lease ({e}), and it has run out");
                 break;
             }
         }
@@ -242,70 +291,130 @@ async fn keep_lease(store: &Store, lease: &mut HeldLease, every: Duration, lost:
     std::future::pending().await
 }
 
-/// Mirrors the table and publishes on every change, bootstrapping again
-/// when the stream asks for it, until an error (the lease lost among them).
+/// How long to wait before bootstrapping again after an error: `first`,
+/// doubling on every failure in a row up to `max`; a bootstrap that
+/// completes starts the count again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The wait after `failures` failures in a row (the first is 0).
+    pub fn after(&self, failures: u32) -> Duration {
+        self.first.saturating_mul(1u32 << failures.min(20)).min(self.max)
+    }
+}
+
+impl Default for Backoff {
+    /// 1 s, doubling up to a minute.
+    fn default() -> Backoff {
+        Backoff { first: Duration::from_secs(1), max: Duration::from_secs(60) }
+    }
+}
+
+/// Mirrors the table and publishes on every change until the lease is
+/// lost or an error it cannot survive. Every other error (a Scan still
+/// throttled after its retries, ELB throttling, the stream's errors, the
+/// store down) starts a new bootstrap after a capped backoff, logged and
+/// counted by cause.
 async fn follow_table(
     config: &SdkConfig,
     table: &str,
     options: &WatchOptions,
     publisher: &mut Publisher<'_>,
 ) -> Result<(), WatchError> {
-    let dynamodb = aws_sdk_dynamodb::Client::new(config);
-    let streams = aws_sdk_dynamodbstreams::Client::new(config);
+    let mut failures = 0u32;
     loop {
-        let described = retried(&options.retry, || dynamodb.describe_table().table_name(table).send())
-            .await
-            .map_err(|f| WatchError::Describe { table: table.to_owned(), why: describe(&f.error) })?;
-        let description =
-            described.table.unwrap_or_else(|| aws_sdk_dynamodb::types::TableDescription::builder().build());
-        let stream = description
-            .latest_stream_arn()
-            .filter(|_| description.stream_specification().is_some_and(|s| s.stream_enabled()))
-            .map(str::to_owned);
-        let Some(stream) = stream else {
-            eprintln!(
-                "warn: table {table} has no stream (enable one with NEW_IMAGE or NEW_AND_OLD_IMAGES); falling back to a Scan every {} s",
-                options.scan_interval.as_secs_f64()
-            );
-            return scan_periodically(config, table, options, publisher).await;
+        let bootstraps = publisher.bootstraps;
+        let restart = match mirror_and_follow(config, table, options, publisher).await {
+            Ok(restart) => restart,
+            Err(e @ WatchError::LeaseLost(_)) => return Err(e),
+            Err(e) if e.is_fatal(publisher.bootstraps > 0) => return Err(e),
+            Err(e) => Restart { cause: e.cause(), why: e.to_string() },
         };
-        // Positions first, then the Scan, then the stream from those positions.
-        let listed = list_shards(&streams, &stream, &options.retry).await?;
-        let (lineage, latest) = Lineage::bootstrap(&listed);
-        let mut shards = Vec::with_capacity(latest.len());
-        for id in latest {
-            let iterator =
-                iterator_for(&streams, &stream, &id, ShardIteratorType::Latest, None, &options.retry).await?;
-            shards.push(Shard { id, iterator: Some(iterator), last_sequence: None });
+        if publisher.bootstraps > bootstraps {
+            failures = 0;
         }
-        let start = Instant::now();
-        // Strongly consistent whatever `--consistent` says: the Scan reads
-        // the table after the stream positions were taken, and an eventually
-        // consistent read could miss a write made in between, which the
-        // stream, read from those positions, would not replay either.
-        let bootstrap = ScanOptions { consistent: true, ..options.scan };
-        let scanned = scan_table(config, table, &bootstrap, &()).await?;
-        let mut mirror = Mirror::new();
-        publisher.admit(&mut mirror, scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect()).await?;
-        eprintln!(
-            "info: mirrored {table}: {} items in {:.2} s; following {} shard(s) of {stream}",
-            mirror.len(),
-            start.elapsed().as_secs_f64(),
-            shards.len()
-        );
-        publisher.publish(&mirror, None).await?;
-        let mut following = Following { stream: &stream, shards, lineage };
-        match read_shards(&streams, &mut following, &mut mirror, options, publisher).await? {
-            Restart::Bootstrap(why) => {
-                eprintln!("warn: {why}; mirroring the table again in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+        let wait = options.backoff.after(failures);
+        failures = failures.saturating_add(1);
+        warn!(cause = restart.cause, "{}; mirroring the table again in {:.1} s", restart.why, wait.as_secs_f64());
+        options.status.restarted(restart.cause);
+        options.status.phase(Phase::BackingOff { cause: restart.cause, why: restart.why });
+        tokio::time::sleep(wait).await;
+        if publisher.lease_lost.load(Ordering::SeqCst) {
+            return Err(WatchError::LeaseLost("another writer holds it now".into()));
         }
     }
 }
 
-enum Restart {
-    Bootstrap(String),
+/// One bootstrap: stream positions, Scan, publish, then the stream until
+/// it asks for a new bootstrap ([`Restart`]) or an error.
+async fn mirror_and_follow(
+    config: &SdkConfig,
+    table: &str,
+    options: &WatchOptions,
+    publisher: &mut Publisher<'_>,
+) -> Result<Restart, WatchError> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(config);
+    let streams = aws_sdk_dynamodbstreams::Client::new(config);
+    options.status.phase(Phase::Bootstrapping);
+    let described =
+        retried(&options.retry, || dynamodb.describe_table().table_name(table).send()).await.map_err(|f| {
+            match f.error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) {
+                true => WatchError::NoTable { table: table.to_owned() },
+                false => WatchError::Describe { table: table.to_owned(), why: describe(&f.error) },
+            }
+        })?;
+    let description = described.table.unwrap_or_else(|| aws_sdk_dynamodb::types::TableDescription::builder().build());
+    let stream = description
+        .latest_stream_arn()
+        .filter(|_| description.stream_specification().is_some_and(|s| s.stream_enabled()))
+        .map(str::to_owned);
+    let Some(stream) = stream else {
+        warn!(
+            "table {table} has no stream (enable one with NEW_IMAGE or NEW_AND_OLD_IMAGES); falling back to a Scan every {} s",
+            options.scan_interval.as_secs_f64()
+        );
+        return scan_periodically(config, table, options, publisher).await;
+    };
+    // Positions first, then the Scan, then the stream from those positions.
+    let listed = list_shards(&streams, &stream, &options.retry).await?;
+    let (lineage, latest) = Lineage::bootstrap(&listed);
+    let mut shards = Vec::with_capacity(latest.len());
+    for id in latest {
+        let iterator = iterator_for(&streams, &stream, &id, ShardIteratorType::Latest, None, &options.retry).await?;
+        shards.push(Shard { id, iterator: Some(iterator), last_sequence: None });
+    }
+    let start = Instant::now();
+    // Strongly consistent whatever `--consistent` says: the Scan reads
+    // the table after the stream positions were taken, and an eventually
+    // consistent read could miss a write made in between, which the
+    // stream, read from those positions, would not replay either.
+    let bootstrap = ScanOptions { consistent: true, ..options.scan };
+    let scanned = scan_table(config, table, &bootstrap, &()).await?;
+    let mut mirror = Mirror::new();
+    publisher.admit(&mut mirror, scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect()).await?;
+    info!(
+        "mirrored {table}: {} items in {:.2} s; following {} shard(s) of {stream}",
+        mirror.len(),
+        start.elapsed().as_secs_f64(),
+        shards.len()
+    );
+    publisher.publish(&mirror, None).await?;
+    publisher.bootstraps += 1;
+    options.status.bootstrapped();
+    options.status.phase(Phase::Following);
+    let mut following = Following { stream: &stream, shards, lineage };
+    read_shards(&streams, &mut following, &mut mirror, options, publisher).await
+}
+
+/// Why the stream asks for a new bootstrap.
+struct Restart {
+    /// One of [`status::CAUSES`].
+    cause: &'static str,
+    why: String,
 }
 
 /// The stream being followed: the shards being read, and their lineage
@@ -326,7 +435,7 @@ impl Following<'_> {
     ) -> Result<(), WatchError> {
         for id in ids {
             let iterator = iterator_for(streams, self.stream, &id, ShardIteratorType::TrimHorizon, None, retry).await?;
-            eprintln!("info: following new shard {id}");
+            info!("following new shard {id}");
             self.shards.push(Shard { id, iterator: Some(iterator), last_sequence: None });
         }
         Ok(())
@@ -370,11 +479,17 @@ async fn read_shards(
                     continue;
                 }
                 Err(f) if f.error.as_service_error().is_some_and(|e| e.is_trimmed_data_access_exception()) => {
-                    return Ok(Restart::Bootstrap(format!("shard {} trimmed records before they were read", shard.id)));
+                    return Ok(Restart {
+                        cause: "stream_trimmed",
+                        why: format!("shard {} trimmed records before they were read", shard.id),
+                    });
                 }
                 Err(f) => {
                     // Past its retries: start over rather than give up (the mirror is rebuilt).
-                    return Ok(Restart::Bootstrap(format!("reading shard {}: {}", shard.id, describe(&f.error))));
+                    return Ok(Restart {
+                        cause: "stream",
+                        why: format!("reading shard {}: {}", shard.id, describe(&f.error)),
+                    });
                 }
             };
             let now = SystemTime::now();
@@ -388,12 +503,7 @@ async fn read_shards(
                     Some(OperationType::Remove) => mirror.set(domain, None),
                     _ => match change.new_image() {
                         Some(image) => publisher.admit(mirror, vec![stream_item(image)]).await?,
-                        None => {
-                            return Err(WatchError::Stream {
-                                stream: stream.to_owned(),
-                                why: "records carry no new image: set the stream's view type to NEW_IMAGE or NEW_AND_OLD_IMAGES".into(),
-                            })
-                        }
+                        None => return Err(WatchError::Stream { stream: stream.to_owned(), why: NO_NEW_IMAGE.into() }),
                     },
                 }
                 let delay = change
@@ -407,6 +517,7 @@ async fn read_shards(
                     Some(p) => Pending { last_seen: at, stream_delay: p.stream_delay.max(delay), ..p },
                 });
                 read_any = true;
+                publisher.status.records(1);
             }
             shard.iterator = out.next_shard_iterator().map(str::to_owned);
             if shard.iterator.is_none() {
@@ -419,6 +530,7 @@ async fn read_shards(
             let ready = following.lineage.finished(id);
             following.start(streams, ready, &options.retry).await?;
         }
+        publisher.status.shards(following.shards.len());
         // New shards: list them after a shard ends (soon, until its
         // children show) and every `describe_interval`.
         let describe_every = match following.lineage.awaits_children() {
@@ -431,9 +543,12 @@ async fn read_shards(
             let found = following.lineage.discover(&listed);
             if let Some((shard, parent)) = found.unknown.first() {
                 let parent = parent.as_deref().unwrap_or("none");
-                return Ok(Restart::Bootstrap(format!(
-                    "shard {shard} appeared whose parent ({parent}) this watcher does not know, so its records cannot be ordered"
-                )));
+                return Ok(Restart {
+                    cause: "stream_lineage",
+                    why: format!(
+                        "shard {shard} appeared whose parent ({parent}) this watcher does not know, so its records cannot be ordered"
+                    ),
+                });
             }
             following.start(streams, found.start, &options.retry).await?;
         }
@@ -450,7 +565,8 @@ async fn read_shards(
                     Err(e @ WatchError::LeaseLost(_)) => return Err(e),
                     // The store may come back: keep the changes and try again shortly.
                     Err(e) => {
-                        eprintln!("error: cannot publish ({e}); trying again in 1 s");
+                        publisher.status.publish_failed();
+                        error!("cannot publish ({e}); trying again in 1 s");
                         retry_at = Some(Instant::now() + Duration::from_secs(1));
                     }
                 }
@@ -522,12 +638,15 @@ async fn scan_periodically(
     table: &str,
     options: &WatchOptions,
     publisher: &mut Publisher<'_>,
-) -> Result<(), WatchError> {
+) -> Result<Restart, WatchError> {
     loop {
         let scanned = scan_table(config, table, &options.scan, &()).await?;
         let mut mirror = Mirror::new();
         publisher.admit(&mut mirror, scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect()).await?;
         publisher.publish(&mirror, None).await?;
+        publisher.bootstraps += 1;
+        options.status.bootstrapped();
+        options.status.phase(Phase::Scanning);
         tokio::time::sleep(options.scan_interval).await;
     }
 }
@@ -554,6 +673,9 @@ struct Publisher<'a> {
     /// since this watcher last published it (a forced publish lasts until
     /// the table's next change).
     taken_back: bool,
+    /// Bootstraps completed (the table mirrored and published).
+    bootstraps: u64,
+    status: Arc<WatchStatus>,
 }
 
 impl Publisher<'_> {
@@ -587,7 +709,7 @@ impl Publisher<'_> {
         let compiled = match mirror.build() {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("error: cannot compile the mirror of {}: {e}", self.table);
+                error!("cannot compile the mirror of {}: {e}", self.table);
                 return Ok(());
             }
         };
@@ -595,10 +717,9 @@ impl Publisher<'_> {
             for e in &compiled.skipped {
                 let domain = e.domain.as_deref().unwrap_or("?");
                 match &e.kind {
-                    ItemErrorKind::Duplicate { domain: normalized, other_written, .. } => eprintln!(
-                        "warn: left out Domain {domain:?}: the table also has {other_written:?}; both are {normalized:?} once normalized"
+                    ItemErrorKind::Duplicate { domain: normalized, other_written, .. } => warn!("left out Domain {domain:?}: the table also has {other_written:?}; both are {normalized:?} once normalized"
                     ),
-                    kind => eprintln!("warn: left out Domain {domain:?}: {kind}"),
+                    kind => warn!("left out Domain {domain:?}: {kind}"),
                 }
             }
         }
@@ -608,8 +729,8 @@ impl Publisher<'_> {
             && pending.is_none()
             && self.last_published.as_deref() == Some(compiled.id.to_string().as_str())
         {
-            eprintln!(
-                "info: the table has not changed since this watcher last published it ({}); the store keeps what \
+            info!(
+                "the table has not changed since this watcher last published it ({}); the store keeps what \
                  was written meanwhile until the table's next change",
                 compiled.id
             );
@@ -636,6 +757,12 @@ impl Publisher<'_> {
         if let Published::Current(p) | Published::AlreadyCurrent(p) = &outcome {
             self.last_published = Some(p.id.clone());
         }
+        match &outcome {
+            Published::Current(p) => self.status.published(p.routes),
+            Published::AlreadyCurrent(_) => {}
+            Published::HeldBack { .. } => self.status.refused("pinned"),
+            Published::DropRefused { .. } => self.status.refused("drop_guard"),
+        }
         match outcome {
             Published::Current(p) => {
                 if let Some(reports) = &self.reports {
@@ -659,8 +786,8 @@ impl Publisher<'_> {
                     None => String::new(),
                 };
                 let total = pending.map_or(compile_time + upload, |p| p.stream_delay + p.first_seen.elapsed());
-                eprintln!(
-                    "info: published {} ({} routes, {} left out) in {:.0} ms: {stages}compile {:.0} ms, upload {:.0} ms",
+                info!(
+                    "published {} ({} routes, {} left out) in {:.0} ms: {stages}compile {:.0} ms, upload {:.0} ms",
                     p.id,
                     p.routes,
                     p.skipped,
@@ -669,13 +796,13 @@ impl Publisher<'_> {
                     ms(upload)
                 );
             }
-            Published::AlreadyCurrent(p) => eprintln!("info: {} is already current", p.id),
-            Published::HeldBack { pinned } => eprintln!(
-                "warn: holding back {}: the store is pinned to {} (rolled back; `edgeroute unpin` to go on)",
+            Published::AlreadyCurrent(p) => info!("{} is already current", p.id),
+            Published::HeldBack { pinned } => warn!(
+                "holding back {}: the store is pinned to {} (rolled back; `edgeroute unpin` to go on)",
                 compiled.id, pinned.id
             ),
-            Published::DropRefused { current, routes, guard } => eprintln!(
-                "warn: holding back {} ({routes} routes): it drops more than {} % of the {} live routes; \
+            Published::DropRefused { current, routes, guard } => warn!(
+                "holding back {} ({routes} routes): it drops more than {} % of the {} live routes; \
                  the last good snapshot stays (`--max-drop 100` lets mass deletions through)",
                 compiled.id,
                 guard.max_drop_percent,
