@@ -12,6 +12,7 @@ use aws_sdk_s3::primitives::{ByteStream, ByteStreamError};
 
 use crate::sdk_error::{describe_body_error, describe_sdk_error};
 use crate::{layout, StoreError, Version};
+use aws_sdk_s3::types::ChecksumMode;
 
 /// How many times the SDK tries a request before giving up (its standard
 /// retry mode, with backoff): stores are small objects, written and read
@@ -116,8 +117,19 @@ impl S3Store<'_> {
 
     /// Stores snapshot `id` unless an object is already there (the same id,
     /// so the same bytes).
+    ///
+    /// Bytes that are the id's go up with their SHA-256 as S3's
+    /// `x-amz-checksum-sha256`: S3 refuses an upload that does not match it,
+    /// and keeps it, so a copy already there is checked by a HEAD (its
+    /// stored checksum and length) without a download. A copy without that
+    /// checksum (written by hand, or by an older publisher) is downloaded
+    /// and compared.
     pub(crate) async fn put_snapshot(self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let key = self.key(&layout::snapshot(id));
+        let checksum = layout::is_id_of(id, bytes).then(|| {
+            use sha2::{Digest as _, Sha256};
+            aws_smithy_types::base64::encode(Sha256::digest(bytes))
+        });
         let put = |only_if_absent: bool| {
             let put = self
                 .client
@@ -126,6 +138,7 @@ impl S3Store<'_> {
                 .key(&key)
                 .content_type(OCTET_STREAM)
                 .cache_control(SNAPSHOT_CACHE_CONTROL)
+                .set_checksum_sha256(checksum.clone())
                 .body(ByteStream::from(bytes.to_vec()));
             if only_if_absent {
                 put.if_none_match("*")
@@ -141,10 +154,21 @@ impl S3Store<'_> {
         // Content-addressed: the copy already there must be these very
         // bytes. One that is not (a torn upload, a hand-made object) is
         // replaced, by bytes that are the id's (never by others).
-        if !layout::is_id_of(id, bytes) || self.get_snapshot(id).await.is_ok_and(|stored| stored == bytes) {
+        let Some(expected) = checksum.clone() else { return Ok(()) };
+        if self.stored_checksum(&key).await == Some((expected, bytes.len() as i64))
+            || self.get_snapshot(id).await.is_ok_and(|stored| stored == bytes)
+        {
             return Ok(());
         }
         put(false).send().await.map(|_| ()).map_err(|e| self.error("PUT", &key, &e))
+    }
+
+    /// The SHA-256 checksum S3 keeps for an object (base64) and its length,
+    /// if it has one.
+    async fn stored_checksum(self, key: &str) -> Option<(String, i64)> {
+        let head = self.client.head_object().bucket(self.bucket).key(key).checksum_mode(ChecksumMode::Enabled);
+        let out = head.send().await.ok()?;
+        Some((out.checksum_sha256()?.to_owned(), out.content_length()?))
     }
 
     /// Snapshot `id`'s bytes, or [`StoreError::NoSnapshot`].

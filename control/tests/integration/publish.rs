@@ -402,3 +402,80 @@ fn the_lease_fences_writers_in_a_directory_and_in_s3() {
     let location = StoreLocation::S3 { bucket: "leased".into(), prefix: "p".into() };
     the_lease_fences_writers(&Store::open(&location, Some(&config)).unwrap());
 }
+
+/// [2/8] 5: in S3 a snapshot goes up with its SHA-256 as
+/// `x-amz-checksum-sha256` (S3 refuses an upload that does not match it and
+/// keeps it), and a copy already stored is checked by a HEAD that asks for
+/// that checksum, not downloaded; one without it is downloaded and
+/// compared. moto neither checks nor keeps checksums: the proxy records
+/// the requests, and answers the HEAD as S3 does.
+#[test]
+fn an_s3_copy_is_checked_by_its_stored_checksum_without_a_download() {
+    use edgeroute_tests_aws::{Fault, FaultProxy};
+    use std::sync::{Arc, Mutex};
+    let moto = Moto::start();
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+    rt.block_on(s3.create_bucket().bucket("sums").send()).unwrap();
+    // What S3 would keep: each object's checksum, as its PUT sent it.
+    // (None: there, without a checksum.)
+    let sums = Arc::new(Mutex::new(std::collections::HashMap::<String, Option<(String, usize)>>::new()));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (kept, recorded) = (sums.clone(), seen.clone());
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
+        let path = r.path.split('?').next().unwrap_or_default().to_owned();
+        if !path.contains("/snapshots/") {
+            return None;
+        }
+        let header = |name: &str| r.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        recorded.lock().unwrap().push(format!(
+            "{} {path} {}",
+            r.method,
+            header("x-amz-checksum-sha256").unwrap_or_default()
+        ));
+        match r.method.as_str() {
+            "PUT" => {
+                let mut kept = kept.lock().unwrap();
+                // `If-None-Match: *` over an object that is there: refused, nothing kept.
+                if header("if-none-match").is_none() || !kept.contains_key(&path) {
+                    kept.insert(path, header("x-amz-checksum-sha256").map(|sum| (sum, r.raw.len())));
+                }
+                None
+            }
+            "HEAD" if header("x-amz-checksum-mode").as_deref() == Some("ENABLED") => {
+                let (sum, len) = kept.lock().unwrap().get(&path).cloned()??;
+                Some(Fault::Headers(200, vec![("x-amz-checksum-sha256", sum), ("content-length", len.to_string())]))
+            }
+            _ => None,
+        }
+    });
+    let proxied = rt.block_on(edgeroute_tests_aws::config_for(&proxy.endpoint));
+    let store = Store::open(&StoreLocation::S3 { bucket: "sums".into(), prefix: "p".into() }, Some(&proxied)).unwrap();
+    let bytes = snapshot(4);
+    rt.block_on(store.put_snapshot(&id(&bytes), &bytes)).unwrap();
+    let expected = {
+        use sha2::Digest as _;
+        aws_smithy_types::base64::encode(sha2::Sha256::digest(&bytes))
+    };
+    let requests = seen.lock().unwrap().clone();
+    assert!(requests.iter().any(|r| r.starts_with("PUT ") && r.ends_with(&expected)), "{expected}: {requests:?}");
+    seen.lock().unwrap().clear();
+    rt.block_on(store.put_snapshot(&id(&bytes), &bytes)).unwrap();
+    let requests = seen.lock().unwrap().clone();
+    // The conditional PUT (refused: the object is there), then the HEAD; no download, no rewrite.
+    assert!(requests.iter().any(|r| r.starts_with("HEAD ")), "{requests:?}");
+    assert!(!requests.iter().any(|r| r.starts_with("GET ")), "checked by download: {requests:?}");
+    assert_eq!(requests.iter().filter(|r| r.starts_with("PUT ")).count(), 1, "rewritten: {requests:?}");
+
+    // Written without the checksum (by hand): downloaded and compared, and kept when equal.
+    let other = snapshot(6);
+    let key = format!("p/snapshots/{}.snap", id(&other));
+    rt.block_on(s3.put_object().bucket("sums").key(&key).body(other.clone().into()).send()).unwrap();
+    sums.lock().unwrap().insert(format!("/sums/{key}"), None);
+    seen.lock().unwrap().clear();
+    rt.block_on(store.put_snapshot(&id(&other), &other)).unwrap();
+    let requests = seen.lock().unwrap().clone();
+    assert!(requests.iter().any(|r| r.starts_with("GET ")), "{requests:?}");
+    assert_eq!(requests.iter().filter(|r| r.starts_with("PUT ")).count(), 1, "rewritten though equal: {requests:?}");
+}

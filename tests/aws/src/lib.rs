@@ -324,6 +324,8 @@ pub enum Fault {
     Drop,
     /// This status, content type and body.
     Answer(u16, &'static str, String),
+    /// This status and these headers, no body (a HEAD's answer).
+    Headers(u16, Vec<(&'static str, String)>),
 }
 
 /// What the proxy knows about a request when it decides.
@@ -339,6 +341,8 @@ pub struct Request {
     pub method: String,
     /// The path and query, e.g. `/bucket/key` for S3 path-style requests.
     pub path: String,
+    /// The request's headers.
+    pub headers: hyper::HeaderMap,
 }
 
 type Decide = dyn Fn(&Request) -> Option<Fault> + Send + Sync;
@@ -457,6 +461,7 @@ async fn serve(
                         raw: body.clone(),
                         method: parts.method.to_string(),
                         path: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+                        headers: parts.headers.clone(),
                     };
                     if let Some(fault) = decide(&request) {
                         injected.fetch_add(1, Ordering::Relaxed);
@@ -507,6 +512,13 @@ fn fault_response(fault: Fault) -> Result<hyper::Response<Body>, String> {
         Fault::Unavailable => (503, JSON_1_0, String::new()),
         Fault::Drop => return Err("injected: connection dropped".into()),
         Fault::Answer(status, content_type, body) => (status, content_type, body),
+        Fault::Headers(status, headers) => {
+            let mut response = hyper::Response::builder().status(status);
+            for (name, value) in headers {
+                response = response.header(name, value);
+            }
+            return response.body(Body::new(bytes::Bytes::new())).map_err(|e| e.to_string());
+        }
     };
     hyper::Response::builder()
         .status(status)
