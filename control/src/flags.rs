@@ -169,7 +169,7 @@ pub struct PublishArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub force: ForceArgs,
+    pub lease: LeaseArgs,
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -245,8 +245,8 @@ impl WatchArgs {
             drop_guard: DropGuard { max_drop_percent: self.max_drop },
             lease: LeaseOptions {
                 ttl: Duration::from_millis(self.lease_ms),
-                // At least twice a lease: one lost renewal must not lose it.
-                renew_every: Duration::from_millis(self.lease_renew_ms.min(self.lease_ms / 2)),
+                // At least three times a lease: one lost renewal must not lose it.
+                renew_every: Duration::from_millis(self.lease_renew_ms.min(self.lease_ms / 3)),
                 ..LeaseOptions::named("watch")
             },
             backoff: Backoff {
@@ -260,18 +260,23 @@ impl WatchArgs {
 
 /// How a command that writes the pointer takes the store's lease.
 #[derive(Debug, Args)]
-pub struct ForceArgs {
+pub struct LeaseArgs {
     /// Write even while a watcher holds the store's lease: take the lease
     /// over, write, give it back. The watcher publishes the table's state
     /// again at the table's next change (a rollback pins, so it stays).
     #[arg(long)]
     pub force: bool,
+    /// How long the lease this command takes holds if it dies before
+    /// giving it back.
+    #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub lease_ms: u64,
 }
 
-impl ForceArgs {
+impl LeaseArgs {
     /// The lease settings of command `what`.
     pub fn manual(&self, what: &str) -> Manual {
-        Manual { force: self.force, ..Manual::named(what) }
+        let named = Manual::named(what);
+        Manual { force: self.force, lease: LeaseOptions { ttl: Duration::from_millis(self.lease_ms), ..named.lease } }
     }
 }
 
@@ -288,7 +293,7 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub force: ForceArgs,
+    pub lease: LeaseArgs,
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -301,7 +306,7 @@ pub struct UnpinArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub force: ForceArgs,
+    pub lease: LeaseArgs,
     #[command(flatten)]
     pub aws: AwsArgs,
 }

@@ -92,10 +92,17 @@ impl HeldLease {
         options: &LeaseOptions,
         force: bool,
     ) -> Result<HeldLease, LeaseError> {
+        // One token for every attempt: a swap whose reply was lost after it
+        // committed is recognised as this taker's own on the next read.
+        let token = format!("{:016x}", fastrand::u64(..));
+        let mut forced_over = None;
         for _ in 0..MAX_ATTEMPTS {
             let current = store.read_lease().await?;
             let now = SystemTime::now();
-            let mut forced_over = None;
+            if let Some((lease, version)) = current.as_ref().filter(|(l, _)| l.token == token) {
+                let (lease, version) = (lease.clone(), version.clone());
+                return Ok(HeldLease { lease, version, ttl: options.ttl, forced_over });
+            }
             if let Some((lease, _)) = current.as_ref().filter(|(l, _)| l.holds_at(now)) {
                 if !force {
                     return Err(LeaseError::Held { lease: lease.clone(), remaining: lease.remaining_at(now) });
@@ -105,7 +112,7 @@ impl HeldLease {
             let pointer = store.read_pointer().await?.map_or(0, |(p, _)| p.generation);
             let lease = Lease {
                 holder: options.holder.clone(),
-                token: format!("{:016x}", fastrand::u64(..)),
+                token: token.clone(),
                 role,
                 generation: current.as_ref().map_or(0, |(l, _)| l.generation).max(pointer) + 1,
                 expires_at_ms: Lease::expiry(now, options.ttl),
@@ -145,6 +152,16 @@ impl HeldLease {
         self.lease.holds_at(SystemTime::now())
     }
 
+    /// How long it still holds by this process's own record.
+    pub fn remaining(&self) -> Duration {
+        self.lease.remaining_at(SystemTime::now())
+    }
+
+    /// When it runs out unless renewed (milliseconds since 1970).
+    pub fn expires_at_ms(&self) -> u64 {
+        self.lease.expires_at_ms
+    }
+
     /// Extends the lease by its duration from now, if it is still ours:
     /// [`LeaseError::Lost`] if another writer took it.
     pub async fn renew(&mut self, store: &Store) -> Result<(), LeaseError> {
@@ -169,10 +186,21 @@ impl HeldLease {
     }
 
     /// Gives the lease back, so that the next writer need not wait for it
-    /// to expire. A lease already taken by another is left alone.
-    pub async fn release(self, store: &Store) -> Result<(), StoreError> {
+    /// to expire; true if it did. A lease already taken by another is left
+    /// alone (false). A version gone stale (a renewal cut short) is read again.
+    pub async fn release(self, store: &Store) -> Result<bool, StoreError> {
         let released =
             Lease { released: true, expires_at_ms: Lease::expiry(SystemTime::now(), Duration::ZERO), ..self.lease };
-        store.replace_lease(&released, Some(&self.version)).await.map(drop)
+        let mut version = self.version;
+        for _ in 0..MAX_ATTEMPTS {
+            if store.replace_lease(&released, Some(&version)).await?.is_some() {
+                return Ok(true);
+            }
+            match store.read_lease().await? {
+                Some((now, v)) if now.token == released.token && !now.released => version = v,
+                _ => return Ok(false),
+            }
+        }
+        Ok(false)
     }
 }

@@ -1,6 +1,7 @@
 //! `edgeroute`: compile routing tables into snapshots, publish them, and
-//! resolve requests against them. `main` only parses and dispatches: the
-//! flags are [`flags`]'s, each command's work is its module in [`cmd`].
+//! resolve requests against them. `main` only sets up logging, parses and
+//! dispatches: the flags are [`flags`]'s, each command's work is its
+//! module in [`cmd`].
 
 mod cmd;
 mod flags;
@@ -12,6 +13,17 @@ use clap::Parser as _;
 use crate::flags::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Log lines (the watcher's, and warnings such as a forced lease) go to
+    // stderr through `tracing`: edgeroute's at `info`, its libraries' (the
+    // AWS SDK's) at `warn`, unless `RUST_LOG` says otherwise; a command's
+    // own output stays on stdout.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,edgeroute=info,edgeroute_control=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compile(args) => cmd::compile::run(&args),

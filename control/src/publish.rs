@@ -19,6 +19,7 @@ use edgeroute_edge::{Snapshot, SnapshotId};
 use edgeroute_store::{Pointer, Store, StoreError};
 
 use crate::lease::{HeldLease, LeaseError, LeaseOptions};
+use edgeroute_store::LeaseRole;
 
 /// Why a publish, rollback or prune did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -185,19 +186,49 @@ impl Manual {
     }
 }
 
-/// Runs `write` with the store's lease held for it (its generation the
-/// argument), then gives the lease back, whatever `write` returned.
+/// What a write of the pointer carries from the lease it was made under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease's generation: a pointer of a higher one is never replaced.
+    pub generation: u64,
+    /// The lease was taken over from a running watcher (`--force`).
+    pub forced: bool,
+}
+
+/// Runs `write` with the store's lease held for it, then gives the lease
+/// back, whatever `write` returned. A lease that cannot be given back
+/// (the store gone meanwhile) expires on its own: the write stands, and
+/// the failure is only logged, so that nobody runs a rollback twice.
 pub async fn with_lease<T>(
     store: &Store,
     manual: &Manual,
-    write: impl AsyncFnOnce(u64) -> Result<T, PublishError>,
+    write: impl AsyncFnOnce(Fence) -> Result<T, PublishError>,
 ) -> Result<T, PublishError> {
     let lease = HeldLease::take_for_command(store, &manual.lease, manual.force).await?;
-    let result = write(lease.generation()).await;
-    let released = lease.release(store).await;
-    let out = result?;
-    released?;
-    Ok(out)
+    let forced = lease.forced_over.as_ref().is_some_and(|l| l.role == LeaseRole::Watcher);
+    if let Some(over) = &lease.forced_over {
+        tracing::warn!("took the store's lease over from {} (generation {}): --force", over.holder, over.generation);
+    }
+    let result = write(Fence { generation: lease.generation(), forced }).await;
+    if let Err(e) = lease.release(store).await {
+        tracing::warn!("cannot give the store's lease back ({e}); it expires on its own");
+    }
+    result
+}
+
+/// Makes the pointer carry `generation` (the lease just taken), changing
+/// nothing else, so that a writer of an older lease is fenced off at once,
+/// even before this one publishes anything. Not a new state: no history
+/// entry. Nothing to do without a pointer, or with one as new.
+pub async fn claim(store: &Store, generation: u64) -> Result<(), PublishError> {
+    swap(store, false, generation, |current| {
+        Ok(match current {
+            Some(p) if p.generation < generation => Ok(p.clone()),
+            _ => Err(()),
+        })
+    })
+    .await
+    .map(drop)
 }
 
 /// Publishes a snapshot: checks it, stores the object, moves the pointer,
@@ -220,10 +251,7 @@ pub async fn publish_guarded(
     let id = SnapshotId::of(bytes).to_string();
     // The object first, outside the lease: it is content-addressed, and can be slow to upload.
     store.put_snapshot(&id, bytes).await?;
-    with_lease(store, manual, async |generation| {
-        point_to(store, &snapshot, &id, source, skipped, guard, generation).await
-    })
-    .await
+    with_lease(store, manual, async |fence| point_to(store, &snapshot, &id, source, skipped, guard, fence).await).await
 }
 
 /// Publishes under a lease the caller holds, of `generation`. The drop
@@ -240,10 +268,10 @@ pub async fn publish_fenced(
     let snapshot = Snapshot::from_bytes(bytes).map_err(PublishError::Invalid)?;
     let id = SnapshotId::of(bytes).to_string();
     store.put_snapshot(&id, bytes).await?;
-    point_to(store, &snapshot, &id, source, skipped, guard, generation).await
+    point_to(store, &snapshot, &id, source, skipped, guard, Fence { generation, forced: false }).await
 }
 
-/// Moves the pointer to a stored snapshot, under a lease of `generation`.
+/// Moves the pointer to a stored snapshot, under a lease.
 async fn point_to(
     store: &Store,
     snapshot: &Snapshot<&[u8]>,
@@ -251,7 +279,7 @@ async fn point_to(
     source: &str,
     skipped: u64,
     guard: DropGuard,
-    generation: u64,
+    Fence { generation, forced }: Fence,
 ) -> Result<Published, PublishError> {
     let routes = u64::from(snapshot.route_count());
     let size = snapshot.as_bytes().len() as u64;
@@ -273,6 +301,7 @@ async fn point_to(
                 skipped,
                 pinned: false,
                 generation,
+                forced,
             }),
         })
     })
@@ -292,10 +321,8 @@ pub async fn rollback(store: &Store, id: Option<&str>) -> Result<Pointer, Publis
 
 /// [`rollback`], with the lease taken as `manual` says.
 pub async fn rollback_manual(store: &Store, id: Option<&str>, manual: &Manual) -> Result<Pointer, PublishError> {
-    with_lease(store, manual, async |generation| rollback_fenced(store, id, generation).await).await
-}
-
-async fn rollback_fenced(store: &Store, id: Option<&str>, generation: u64) -> Result<Pointer, PublishError> {
+    // The target is found, read and checked before the lease is taken (the
+    // history can be long): the lease is held for the swap alone.
     let current = store.read_pointer().await?.ok_or(PublishError::Empty)?.0;
     let target = match id {
         Some(prefix) => find_snapshot(store, prefix).await?,
@@ -316,22 +343,26 @@ async fn rollback_fenced(store: &Store, id: Option<&str>, generation: u64) -> Re
     }
     let snapshot = Snapshot::from_bytes(&bytes[..])
         .map_err(|e| PublishError::Damaged { id: target.clone(), why: e.to_string() })?;
-    let outcome = swap::<()>(store, true, generation, |current| {
-        Ok(Ok(Pointer {
-            id: target.clone(),
-            format_version: snapshot.format_version(),
-            routes: u64::from(snapshot.route_count()),
-            size: bytes.len() as u64,
-            created_at: now_rfc3339(),
-            previous: current.map(|p| p.id.clone()),
-            source: format!("rollback from {}", current.map_or("nothing", |p| p.id.as_str())),
-            skipped: 0,
-            pinned: true,
-            generation,
-        }))
+    with_lease(store, manual, async |Fence { generation, forced }| {
+        let outcome = swap::<()>(store, true, generation, |current| {
+            Ok(Ok(Pointer {
+                id: target.clone(),
+                format_version: snapshot.format_version(),
+                routes: u64::from(snapshot.route_count()),
+                size: bytes.len() as u64,
+                created_at: now_rfc3339(),
+                previous: current.map(|p| p.id.clone()),
+                source: format!("rollback from {}", current.map_or("nothing", |p| p.id.as_str())),
+                skipped: 0,
+                pinned: true,
+                generation,
+                forced,
+            }))
+        })
+        .await?;
+        Ok(outcome.unwrap_or_else(|()| unreachable!("a rollback always moves the pointer")))
     })
-    .await?;
-    Ok(outcome.unwrap_or_else(|()| unreachable!("a rollback always moves the pointer")))
+    .await
 }
 
 /// The state a rollback goes back to: the one that was current before the
@@ -367,15 +398,15 @@ pub async fn unpin(store: &Store) -> Result<Option<Pointer>, PublishError> {
 
 /// [`unpin`], with the lease taken as `manual` says.
 pub async fn unpin_manual(store: &Store, manual: &Manual) -> Result<Option<Pointer>, PublishError> {
-    with_lease(store, manual, async |generation| unpin_fenced(store, generation).await).await
+    with_lease(store, manual, async |fence| unpin_fenced(store, fence).await).await
 }
 
-async fn unpin_fenced(store: &Store, generation: u64) -> Result<Option<Pointer>, PublishError> {
+async fn unpin_fenced(store: &Store, Fence { generation, forced }: Fence) -> Result<Option<Pointer>, PublishError> {
     // Not a new snapshot: the history keeps the rollback's entry.
     let outcome = swap(store, false, generation, |current| match current {
         None => Err(PublishError::Empty),
         Some(p) if !p.pinned => Ok(Err(())),
-        Some(p) => Ok(Ok(Pointer { pinned: false, created_at: now_rfc3339(), ..p.clone() })),
+        Some(p) => Ok(Ok(Pointer { pinned: false, created_at: now_rfc3339(), forced, ..p.clone() })),
     })
     .await?;
     Ok(outcome.ok())

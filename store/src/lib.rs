@@ -282,6 +282,7 @@ mod tests {
             skipped: 0,
             pinned: false,
             generation: 0,
+            forced: false,
         }
     }
 

@@ -38,6 +38,10 @@ pub struct Pointer {
     /// 0 in pointers written before leases.
     #[serde(default)]
     pub generation: u64,
+    /// Written by a command that took the lease over from a running
+    /// watcher (`--force`): the watcher keeps it until the table changes.
+    #[serde(default)]
+    pub forced: bool,
 }
 
 impl Pointer {
@@ -97,6 +101,7 @@ mod tests {
             skipped: 1,
             pinned: true,
             generation: 0,
+            forced: false,
         };
         assert_eq!(Pointer::from_json(&pointer.to_json(), "x").unwrap(), pointer);
         let old =

@@ -24,7 +24,7 @@ pub fn run(args: &PublishArgs) -> Result<()> {
             &args.source,
             0,
             args.drop_guard(),
-            &args.force.manual("publish"),
+            &args.lease.manual("publish"),
         ))?
         .with_context(|| format!("cannot publish {} to {store_name}", file.display()))?;
     let pruned = match args.keep {

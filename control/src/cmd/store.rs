@@ -11,7 +11,7 @@ pub fn rollback(args: &RollbackArgs) -> Result<()> {
     let mut aws = Aws::new(args.aws.options());
     let store = aws.existing_store(&args.store)?;
     let pointer =
-        aws.block_on(publish::rollback_manual(&store, args.id.as_deref(), &args.force.manual("rollback")))??;
+        aws.block_on(publish::rollback_manual(&store, args.id.as_deref(), &args.lease.manual("rollback")))??;
     if args.json {
         println!("{}", serde_json::to_string(&pointer)?);
         return Ok(());
@@ -27,7 +27,7 @@ pub fn unpin(args: &UnpinArgs) -> Result<()> {
     let name = args.store.location();
     let mut aws = Aws::new(args.aws.options());
     let store = aws.existing_store(name)?;
-    let unpinned = aws.block_on(publish::unpin_manual(&store, &args.force.manual("unpin")))??;
+    let unpinned = aws.block_on(publish::unpin_manual(&store, &args.lease.manual("unpin")))??;
     if args.json {
         let v = serde_json::json!({ "store": name.to_string(), "unpinned": unpinned.is_some(), "pointer": unpinned });
         println!("{v}");

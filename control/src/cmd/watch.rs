@@ -13,7 +13,6 @@ pub fn run(args: &WatchArgs) -> Result<()> {
     let config = aws.config()?;
     let store = aws.store(&args.store)?;
     let options = args.options();
-    init_logging();
     aws.block_on(async {
         if let Some(addr) = args.admin_listen.0 {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -35,16 +34,4 @@ pub fn run(args: &WatchArgs) -> Result<()> {
         tracing::info!("stopped");
         Ok::<(), anyhow::Error>(())
     })?
-}
-
-/// Logs to stderr through `tracing`, at `info` unless `RUST_LOG` says
-/// otherwise (as `edgeroute-host` does).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }

@@ -21,12 +21,12 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 mod status;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
-use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIteratorType};
+use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIteratorType, StreamStatus};
 use edgeroute_store::{LeaseRole, Store};
 use tracing::{error, info, warn};
 
@@ -34,7 +34,7 @@ use crate::aws::{describe, retried, RetryPolicy};
 use crate::elb;
 use crate::lease::{HeldLease, LeaseError, LeaseOptions};
 use crate::lineage::{Lineage, ListedShard};
-use crate::publish::{publish_fenced, DropGuard, PublishError, Published};
+use crate::publish::{self, publish_fenced, DropGuard, PublishError, Published};
 use crate::scan::{scan_table, ScanOptions};
 use edgeroute_compiler::elb::{apply_origins, arns_without_origin, Origins};
 use edgeroute_compiler::entry::ItemErrorKind;
@@ -122,6 +122,11 @@ pub enum WatchError {
     Elb(#[from] elb::ElbError),
     #[error("{0}")]
     LeaseLost(String),
+    /// Failing for long with the lease held: it is given up for a standby.
+    #[error("{0}")]
+    GivingUp(String),
+    #[error("stream {stream}: {NO_NEW_IMAGE}")]
+    NoNewImage { stream: String },
 }
 
 impl WatchError {
@@ -133,7 +138,7 @@ impl WatchError {
     fn is_fatal(&self, has_run: bool) -> bool {
         use crate::scan::ScanError;
         match self {
-            WatchError::Stream { why, .. } => why.contains(NO_NEW_IMAGE),
+            WatchError::NoNewImage { .. } => true,
             WatchError::NoTable { .. } | WatchError::Scan(ScanError::NoSuchTable { .. } | ScanError::Key { .. }) => {
                 !has_run
             }
@@ -146,8 +151,8 @@ impl WatchError {
         match self {
             WatchError::NoTable { .. } | WatchError::Describe { .. } => "describe_table",
             WatchError::Scan(_) => "scan",
-            WatchError::Stream { .. } => "stream",
-            WatchError::Publish(_) | WatchError::LeaseLost(_) => "store",
+            WatchError::Stream { .. } | WatchError::NoNewImage { .. } => "stream",
+            WatchError::Publish(_) | WatchError::LeaseLost(_) | WatchError::GivingUp(_) => "store",
             WatchError::Elb(_) => "elb",
         }
     }
@@ -163,6 +168,9 @@ struct Shard {
     iterator: Option<String>,
     /// The last record read, to renew an expired iterator after it.
     last_sequence: Option<String>,
+    /// Opened at `LATEST` (at bootstrap): before its first record, an
+    /// expired iterator cannot be renewed at the same position.
+    from_latest: bool,
 }
 
 /// A burst of changes waiting to be published.
@@ -191,6 +199,7 @@ pub async fn watch(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WatchError> {
     let lost = Arc::new(AtomicBool::new(false));
+    let lease_until = Arc::new(AtomicU64::new(0));
     let mut publisher = Publisher {
         config,
         store,
@@ -202,6 +211,7 @@ pub async fn watch(
         drop_guard: options.drop_guard,
         generation: 0,
         lease_lost: lost.clone(),
+        lease_until: lease_until.clone(),
         last_published: None,
         taken_back: false,
         bootstraps: 0,
@@ -215,27 +225,70 @@ pub async fn watch(
         };
         options.status.lease(Some(lease.generation()));
         lost.store(false, Ordering::SeqCst);
+        lease_until.store(lease.expires_at_ms(), Ordering::SeqCst);
         publisher.generation = lease.generation();
-        let end = tokio::select! {
-            end = follow_table(config, table, options, &mut publisher) => Some(end),
-            () = keep_lease(store, &mut lease, options.lease.renew_every, &lost) => unreachable!("it never ends"),
-            () = &mut shutdown => None,
+        // Fence off the lease's previous holders at once, not only from this
+        // watcher's first publish on: a stalled watcher that wakes finds a
+        // pointer of a higher generation even if this one has nothing new to
+        // write (the table unchanged since its pointer).
+        match publish::claim(store, lease.generation()).await {
+            Ok(()) => {}
+            Err(PublishError::Fenced { current, .. }) => {
+                warn!("the pointer already carries generation {current}: another writer took the lease meanwhile");
+                options.status.lease_lost();
+                continue;
+            }
+            Err(e) => warn!("cannot mark the pointer with this lease's generation yet ({e}); its first publish will"),
+        }
+        let end = {
+            let mut follow = std::pin::pin!(follow_table(config, table, options, &mut publisher));
+            let mut keep =
+                std::pin::pin!(keep_lease(store, &mut lease, options.lease.renew_every, &lost, &lease_until));
+            tokio::select! {
+                end = &mut follow => end,
+                () = &mut keep => unreachable!("it never ends"),
+                () = &mut shutdown => {
+                    // Stop cooperatively: no new publish starts, and one under
+                    // way finishes (its pointer and history entry both written).
+                    lost.store(true, Ordering::SeqCst);
+                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut follow).await;
+                    Ok(())
+                }
+            }
         };
         match end {
-            None => {
-                if let Err(e) = lease.release(store).await {
-                    warn!("cannot give the store's lease back ({e}); it expires on its own");
-                }
+            Ok(()) => {
+                give_back(store, lease).await;
                 return Ok(());
             }
-            Some(Err(WatchError::LeaseLost(why))) => {
+            Err(WatchError::LeaseLost(why)) => {
                 options.status.lease_lost();
+                options.status.phase(Phase::StandingBy { holder: "another writer".into() });
                 warn!("lost the store's lease: {why}; publishing stops until this watcher holds it again");
                 publisher.taken_back = true;
             }
-            Some(Err(e)) => return Err(e),
-            Some(Ok(())) => unreachable!("follow_table returns only errors"),
+            Err(WatchError::GivingUp(why)) => {
+                options.status.lease_lost();
+                warn!("giving the store's lease up ({why}): a standby watcher may do better; standing by");
+                give_back(store, lease).await;
+                publisher.taken_back = true;
+                // Long enough for a standby to take it first.
+                tokio::time::sleep(options.lease.renew_every + Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                give_back(store, lease).await;
+                return Err(e);
+            }
         }
+    }
+}
+
+/// Gives the lease back on the way out, so that a standby or the next
+/// command need not wait for it to expire.
+async fn give_back(store: &Store, lease: HeldLease) {
+    match lease.release(store).await {
+        Ok(_) => {}
+        Err(e) => warn!("cannot give the store's lease back ({e}); it expires on its own"),
     }
 }
 
@@ -260,7 +313,9 @@ async fn stand_by(store: &Store, options: &LeaseOptions, status: &WatchStatus) -
                 remaining.clamp(Duration::from_millis(10), options.renew_every)
             }
             Err(e) => {
-                warn!("cannot take the store's lease ({e}); trying again");
+                warn!(cause = "store", "cannot take the store's lease ({e}); trying again");
+                status.lease_error();
+                status.phase(Phase::BackingOff { cause: "store", why: format!("cannot take the store's lease: {e}") });
                 options.renew_every
             }
         };
@@ -268,21 +323,31 @@ async fn stand_by(store: &Store, options: &LeaseOptions, status: &WatchStatus) -
     }
 }
 
-/// Renews the lease every `every` while the watcher runs; when it is lost
-/// (taken by another writer, or run out while the store could not be
-/// reached) it raises `lost`, which stops every publish, and waits.
-async fn keep_lease(store: &Store, lease: &mut HeldLease, every: Duration, lost: &AtomicBool) {
+/// Renews the lease every `every` while the watcher runs (and records
+/// until when it holds in `until`); when it is lost (taken by another
+/// writer, or run out while the store could not be reached, a renewal
+/// that hangs included) it raises `lost`, which stops every publish, and
+/// waits.
+async fn keep_lease(store: &Store, lease: &mut HeldLease, every: Duration, lost: &AtomicBool, until: &AtomicU64) {
     loop {
         tokio::time::sleep(every).await;
-        match lease.renew(store).await {
-            Ok(()) => continue,
-            Err(LeaseError::Lost { by }) => {
+        let renewed = tokio::time::timeout(lease.remaining(), lease.renew(store)).await;
+        match renewed {
+            Ok(Ok(())) => {
+                until.store(lease.expires_at_ms(), Ordering::SeqCst);
+                continue;
+            }
+            Ok(Err(LeaseError::Lost { by })) => {
                 warn!("the store's lease was taken by {} (generation {})", by.holder, by.generation);
                 break;
             }
-            Err(e) if lease.holds() => warn!("cannot renew the store's lease ({e}); trying again"),
-            Err(e) => {
+            Ok(Err(e)) if lease.holds() => warn!("cannot renew the store's lease ({e}); trying again"),
+            Ok(Err(e)) => {
                 warn!("cannot renew the store's lease ({e}), and it has run out");
+                break;
+            }
+            Err(_) => {
+                warn!("renewing the store's lease took longer than the lease: it has run out");
                 break;
             }
         }
@@ -325,22 +390,35 @@ async fn follow_table(
     options: &WatchOptions,
     publisher: &mut Publisher<'_>,
 ) -> Result<(), WatchError> {
-    let mut failures = 0u32;
+    let (mut failures, mut at_cap) = (0u32, 0u32);
     loop {
-        let bootstraps = publisher.bootstraps;
+        let (bootstraps, started) = (publisher.bootstraps, Instant::now());
         let restart = match mirror_and_follow(config, table, options, publisher).await {
             Ok(restart) => restart,
             Err(e @ WatchError::LeaseLost(_)) => return Err(e),
             Err(e) if e.is_fatal(publisher.bootstraps > 0) => return Err(e),
             Err(e) => Restart { cause: e.cause(), why: e.to_string() },
         };
-        if publisher.bootstraps > bootstraps {
-            failures = 0;
+        // The count starts again only after a bootstrap that then ran well
+        // for a while: one that fails at once again must not Scan the whole
+        // table every `first`.
+        if publisher.bootstraps > bootstraps && started.elapsed() >= options.backoff.max {
+            (failures, at_cap) = (0, 0);
         }
         let wait = options.backoff.after(failures);
         failures = failures.saturating_add(1);
-        warn!(cause = restart.cause, "{}; mirroring the table again in {:.1} s", restart.why, wait.as_secs_f64());
         options.status.restarted(restart.cause);
+        if wait >= options.backoff.max {
+            at_cap += 1;
+            if at_cap > GIVE_UP_AFTER {
+                warn!(cause = restart.cause, "{}", restart.why);
+                return Err(WatchError::GivingUp(format!(
+                    "{GIVE_UP_AFTER} bootstraps in a row failed at the longest backoff; the last: {}",
+                    restart.why
+                )));
+            }
+        }
+        warn!(cause = restart.cause, "{}; mirroring the table again in {:.1} s", restart.why, wait.as_secs_f64());
         options.status.phase(Phase::BackingOff { cause: restart.cause, why: restart.why });
         tokio::time::sleep(wait).await;
         if publisher.lease_lost.load(Ordering::SeqCst) {
@@ -348,6 +426,11 @@ async fn follow_table(
         }
     }
 }
+
+/// Failures in a row at the longest backoff after which a watcher gives
+/// its lease up, so that a standby (in another zone, with other
+/// credentials) may take over; alone, it takes the lease back.
+const GIVE_UP_AFTER: u32 = 5;
 
 /// One bootstrap: stream positions, Scan, publish, then the stream until
 /// it asks for a new bootstrap ([`Restart`]) or an error.
@@ -385,7 +468,7 @@ async fn mirror_and_follow(
     let mut shards = Vec::with_capacity(latest.len());
     for id in latest {
         let iterator = iterator_for(&streams, &stream, &id, ShardIteratorType::Latest, None, &options.retry).await?;
-        shards.push(Shard { id, iterator: Some(iterator), last_sequence: None });
+        shards.push(Shard { id, iterator: Some(iterator), last_sequence: None, from_latest: true });
     }
     let start = Instant::now();
     // Strongly consistent whatever `--consistent` says: the Scan reads
@@ -436,7 +519,7 @@ impl Following<'_> {
         for id in ids {
             let iterator = iterator_for(streams, self.stream, &id, ShardIteratorType::TrimHorizon, None, retry).await?;
             info!("following new shard {id}");
-            self.shards.push(Shard { id, iterator: Some(iterator), last_sequence: None });
+            self.shards.push(Shard { id, iterator: Some(iterator), last_sequence: None, from_latest: false });
         }
         Ok(())
     }
@@ -467,10 +550,22 @@ async fn read_shards(
             let out = match answer {
                 Ok(out) => out,
                 Err(f) if f.error.as_service_error().is_some_and(|e| e.is_expired_iterator_exception()) => {
-                    let kind = if shard.last_sequence.is_some() {
-                        ShardIteratorType::AfterSequenceNumber
-                    } else {
-                        ShardIteratorType::TrimHorizon
+                    let kind = match (&shard.last_sequence, shard.from_latest) {
+                        (Some(_), _) => ShardIteratorType::AfterSequenceNumber,
+                        // From its start again: its records are replayed in order.
+                        (None, false) => ShardIteratorType::TrimHorizon,
+                        // The position taken before the Scan is lost; from
+                        // the start, records older than the Scan would be
+                        // published over it.
+                        (None, true) => {
+                            return Ok(Restart {
+                                cause: "stream",
+                                why: format!(
+                                "the iterator of shard {} expired before a record was read, and its position with it",
+                                shard.id
+                            ),
+                            })
+                        }
                     };
                     shard.iterator = Some(
                         iterator_for(streams, stream, &shard.id, kind, shard.last_sequence.as_deref(), &options.retry)
@@ -503,7 +598,7 @@ async fn read_shards(
                     Some(OperationType::Remove) => mirror.set(domain, None),
                     _ => match change.new_image() {
                         Some(image) => publisher.admit(mirror, vec![stream_item(image)]).await?,
-                        None => return Err(WatchError::Stream { stream: stream.to_owned(), why: NO_NEW_IMAGE.into() }),
+                        None => return Err(WatchError::NoNewImage { stream: stream.to_owned() }),
                     },
                 }
                 let delay = change
@@ -593,6 +688,12 @@ async fn list_shards(
         .await
         .map_err(|f| WatchError::Stream { stream: stream.to_owned(), why: describe(&f.error) })?;
         let Some(description) = out.stream_description else { break };
+        // A disabled stream gets no new records (nor children for its
+        // shards): bootstrap again, which finds the table's new stream, or
+        // none and scans.
+        if let Some(status @ (StreamStatus::Disabled | StreamStatus::Disabling)) = description.stream_status() {
+            return Err(WatchError::Stream { stream: stream.to_owned(), why: format!("the stream is {status}") });
+        }
         for shard in description.shards() {
             let Some(id) = shard.shard_id() else { continue };
             shards.push(ListedShard {
@@ -666,6 +767,9 @@ struct Publisher<'a> {
     generation: u64,
     /// Raised when the lease is lost: nothing more is published.
     lease_lost: Arc<AtomicBool>,
+    /// Until when the lease holds by this watcher's record (ms since
+    /// 1970): past it, nothing is published even if no renewal said so.
+    lease_until: Arc<AtomicU64>,
     /// The last snapshot this watcher made current (or found current).
     last_published: Option<String>,
     /// The lease was taken from this watcher and it has it back: until its
@@ -705,6 +809,11 @@ impl Publisher<'_> {
         if self.lease_lost.load(Ordering::SeqCst) {
             return Err(WatchError::LeaseLost("another writer holds it now".into()));
         }
+        let now_ms = crate::clock::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        if now_ms >= u128::from(self.lease_until.load(Ordering::SeqCst)) {
+            self.lease_lost.store(true, Ordering::SeqCst);
+            return Err(WatchError::LeaseLost("it ran out before it could be renewed".into()));
+        }
         let compile_start = Instant::now();
         let compiled = match mirror.build() {
             Ok(c) => c,
@@ -725,16 +834,24 @@ impl Publisher<'_> {
         }
         self.last_bad = compiled.skipped.len();
         let compile_time = compile_start.elapsed();
+        // Back from a lost lease: a forced manual write made since stays
+        // until the table's next change. Only a forced one: a pointer
+        // another watcher wrote is the table's state, and is brought up to
+        // date at once.
         if std::mem::take(&mut self.taken_back)
             && pending.is_none()
             && self.last_published.as_deref() == Some(compiled.id.to_string().as_str())
         {
-            info!(
-                "the table has not changed since this watcher last published it ({}); the store keeps what \
-                 was written meanwhile until the table's next change",
-                compiled.id
-            );
-            return Ok(());
+            if let Some((current, _)) =
+                self.store.read_pointer().await.map_err(PublishError::from)?.filter(|(p, _)| p.forced)
+            {
+                info!(
+                    "the table has not changed since this watcher last published it ({}); the store keeps {}, \
+                     written with --force, until the table's next change",
+                    compiled.id, current.id
+                );
+                return Ok(());
+            }
         }
         let upload_start = Instant::now();
         let source = format!("dynamodb://{} (watch)", self.table);

@@ -43,6 +43,7 @@ pub struct WatchStatus {
     lease_generation: AtomicU64,
     lease_held: AtomicU64,
     leases_lost: AtomicU64,
+    lease_errors: AtomicU64,
     routes: AtomicU64,
     last_publish_ms: AtomicU64,
 }
@@ -61,6 +62,7 @@ impl Default for WatchStatus {
             lease_generation: AtomicU64::new(0),
             lease_held: AtomicU64::new(0),
             leases_lost: AtomicU64::new(0),
+            lease_errors: AtomicU64::new(0),
             routes: AtomicU64::new(0),
             last_publish_ms: AtomicU64::new(0),
         }
@@ -115,6 +117,10 @@ impl WatchStatus {
         if let Some(generation) = generation {
             self.lease_generation.store(generation, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn lease_error(&self) {
+        self.lease_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn lease_lost(&self) {
@@ -186,6 +192,12 @@ impl Status for WatchStatus {
             "counter",
             "Times the lease was taken by another writer or ran out.",
             &one(&self.leases_lost),
+        );
+        metric(
+            "edgeroute_watch_lease_errors_total",
+            "counter",
+            "Failures to read or take the store's lease (the store unreachable) while standing by.",
+            &one(&self.lease_errors),
         );
         metric("edgeroute_watch_routes", "gauge", "Routes in the snapshot last made current.", &one(&self.routes));
         let last = self.last_publish_ms.load(Ordering::Relaxed) / 1000;

@@ -378,9 +378,25 @@ fn the_lease_fences_writers(store: &Store) {
         let err = publish::publish_fenced(store, &snapshot(3), "w", 0, Default::default(), first).await.unwrap_err();
         assert!(matches!(err, publish::PublishError::Fenced { current, .. } if current == pointer.generation), "{err}");
         assert_eq!(rt_pointer(store).await.id, pointer.id);
+        // A new holder fences the old one off at once by claiming the pointer,
+        // even with nothing of its own to write.
+        let stalled = HeldLease::take(store, LeaseRole::Watcher, &options("stalled"), true).await.unwrap();
+        let (old, _) = store.read_pointer().await.unwrap().unwrap();
+        let successor = HeldLease::take(store, LeaseRole::Watcher, &options("successor"), true).await.unwrap();
+        publish::claim(store, successor.generation()).await.unwrap();
+        let claimed = rt_pointer(store).await;
+        assert_eq!((claimed.id.as_str(), claimed.generation), (old.id.as_str(), successor.generation()));
+        let err = publish::publish_fenced(store, &snapshot(7), "w", 0, Default::default(), stalled.generation())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, publish::PublishError::Fenced { .. }), "{err}");
+        assert_eq!(rt_pointer(store).await.id, old.id);
+        assert!(successor.release(store).await.unwrap(), "the holder gives its lease back");
+        assert!(!stalled.release(store).await.unwrap(), "a lease taken over is not given back by its old holder");
+
         // Released: the next writer need not wait, and goes higher still.
         let next = HeldLease::take(store, LeaseRole::Watcher, &options("next"), false).await.unwrap();
-        assert!(next.generation() > pointer.generation);
+        assert!(next.generation() > claimed.generation);
         next.release(store).await.unwrap();
         assert!(matches!(publish::publish(store, &snapshot(3), "manual", 0).await, Ok(Published::Current(_))));
     });

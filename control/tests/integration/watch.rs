@@ -110,7 +110,8 @@ impl Drop for Watcher {
     /// Stops it as a service manager would: SIGTERM (it gives the store's
     /// lease back), then SIGKILL if it has not ended within 5 s.
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).stderr(Stdio::null()).status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -436,6 +437,13 @@ fn lineage_stream(request: &edgeroute_tests_aws::Request, state: &std::sync::Mut
         }
         "GetShardIterator" => {
             let shard = request.body["ShardId"].as_str().unwrap_or_default();
+            // Open shards at bootstrap from the position taken before the
+            // Scan; a child born later from its start.
+            let kind = request.body["ShardIteratorType"].as_str().unwrap_or_default();
+            let expected = if shard == "shardId-child" { "TRIM_HORIZON" } else { "LATEST" };
+            if kind != expected {
+                s.wrong.push(format!("opened {shard} at {kind}, not {expected}"));
+            }
             let iterator = match shard {
                 "shardId-old" => {
                     s.wrong.push("replayed the closed shard shardId-old".into());
@@ -651,7 +659,7 @@ fn a_manual_publish_over_a_running_watcher_is_refused_unless_forced() {
         create_streamed_table(&config, "routes").await;
         put_items(&config, "routes", &[item("a.example.com"), item("b.example.com")]).await;
     });
-    let watcher = Watcher::start("routes", &store, &moto.endpoint, &[]);
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &["--lease-ms", "1000", "--lease-renew-ms", "200"]);
     let (live, _) =
         watcher.wait_for(&store, "a and b", |_, s| serves(s, "a.example.com") && serves(s, "b.example.com"));
 
@@ -671,7 +679,16 @@ fn a_manual_publish_over_a_running_watcher_is_refused_unless_forced() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (forced, snapshot) = current(&store).unwrap();
     assert!(!serves(&snapshot, "b.example.com"));
-    assert!(forced.generation > live.generation, "{forced:?} after {live:?}");
+    assert!(forced.generation > live.generation && forced.forced, "{forced:?} after {live:?}");
+    // The watcher notices (its renewal fails), takes the lease back, and
+    // mirrors the table again, but leaves the forced snapshot live.
+    eventually(&watcher, "the watcher taking its lease back", || {
+        watcher.log().matches("took the store's lease").count() >= 2
+            && watcher.log().contains("written with --force, until the table's next change")
+    });
+    let (still, _) = current(&store).unwrap();
+    assert_eq!(still.id, forced.id, "the watcher put the table's old state back over the forced publish");
+    assert!(still.generation > forced.generation, "the pointer does not carry the watcher's new lease: {still:?}");
 
     // The table's next change is published over it, with a higher generation still.
     rt.block_on(put_items(&config, "routes", &[item("c.example.com")]));
@@ -831,6 +848,7 @@ fn errors_it_can_survive_do_not_end_the_watcher() {
     let store = Store::open(&StoreLocation::S3 { bucket: "edge".into(), prefix: "p".into() }, Some(&config)).unwrap();
     let serving = |host: &str| current_of(&store).is_some_and(|(_, s)| serves(&s, host));
     let fast = ["--max-retries", "1", "--restart-backoff-ms", "100", "--restart-backoff-max-ms", "400"];
+    let fast = [&fast[..], &["--lease-ms", "1000", "--lease-renew-ms", "200"]].concat();
     let mut watcher = Watcher::start_to("routes", "s3://edge/p", &dir.join("store"), &proxy.endpoint, &fast);
     survives_until(&mut watcher, "the first publish, after the Scan's throttling", || serving("a.example.com"));
 
