@@ -15,10 +15,11 @@ use crate::flags::{Cli, Command};
 fn main() -> ExitCode {
     // Log lines (the watcher's, and warnings such as a forced lease) go to
     // stderr through `tracing`: edgeroute's at `info`, its libraries' (the
-    // AWS SDK's) at `warn`, unless `RUST_LOG` says otherwise; a command's
-    // own output stays on stdout.
+    // AWS SDK's) at `error` (the errors edgeroute reports say it all, in one
+    // line), unless `RUST_LOG` says otherwise; a command's own output stays
+    // on stdout.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,edgeroute=info,edgeroute_control=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,edgeroute=info,edgeroute_control=info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
