@@ -95,14 +95,17 @@ impl HeldLease {
         // One token for every attempt: a swap whose reply was lost after it
         // committed is recognised as this taker's own on the next read.
         let token = format!("{:016x}", fastrand::u64(..));
-        let mut forced_over = None;
+        // Whom the last attempt forced over: kept only for a swap that
+        // turns out to have committed (its reply lost).
+        let mut forced_last = None;
         for _ in 0..MAX_ATTEMPTS {
             let current = store.read_lease().await?;
             let now = SystemTime::now();
             if let Some((lease, version)) = current.as_ref().filter(|(l, _)| l.token == token) {
                 let (lease, version) = (lease.clone(), version.clone());
-                return Ok(HeldLease { lease, version, ttl: options.ttl, forced_over });
+                return Ok(HeldLease { lease, version, ttl: options.ttl, forced_over: forced_last });
             }
+            let mut forced_over = None;
             if let Some((lease, _)) = current.as_ref().filter(|(l, _)| l.holds_at(now)) {
                 if !force {
                     return Err(LeaseError::Held { lease: lease.clone(), remaining: lease.remaining_at(now) });
@@ -122,6 +125,7 @@ impl HeldLease {
             if let Some(version) = store.replace_lease(&lease, expected).await? {
                 return Ok(HeldLease { lease, version, ttl: options.ttl, forced_over });
             }
+            forced_last = forced_over;
         }
         Err(LeaseError::Contention)
     }

@@ -39,6 +39,10 @@ pub enum PublishError {
     #[error(transparent)]
     Lease(#[from] LeaseError),
     #[error(
+        "another writer moved the pointer while the rollback looked for its target; nothing changed: run it again"
+    )]
+    Moved,
+    #[error(
         "the pointer was written under a newer lease (generation {current}) than this writer's ({generation}): \
          another writer took the store over"
     )]
@@ -343,8 +347,14 @@ pub async fn rollback_manual(store: &Store, id: Option<&str>, manual: &Manual) -
     }
     let snapshot = Snapshot::from_bytes(&bytes[..])
         .map_err(|e| PublishError::Damaged { id: target.clone(), why: e.to_string() })?;
+    // Without --id the target was found from this pointer: another
+    // writer's since then would be rolled over unseen.
+    let looked_at = id.is_none().then_some(current.id);
     with_lease(store, manual, async |Fence { generation, forced }| {
         let outcome = swap::<()>(store, true, generation, |current| {
+            if looked_at.as_ref().is_some_and(|id| current.map(|p| &p.id) != Some(id)) {
+                return Err(PublishError::Moved);
+            }
             Ok(Ok(Pointer {
                 id: target.clone(),
                 format_version: snapshot.format_version(),

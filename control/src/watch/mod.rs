@@ -215,6 +215,8 @@ pub async fn watch(
         last_published: None,
         taken_back: false,
         bootstraps: 0,
+        failures: 0,
+        failures_at_cap: 0,
         status: options.status.clone(),
     };
     let mut shutdown = std::pin::pin!(shutdown);
@@ -236,6 +238,8 @@ pub async fn watch(
             Err(PublishError::Fenced { current, .. }) => {
                 warn!("the pointer already carries generation {current}: another writer took the lease meanwhile");
                 options.status.lease_lost();
+                publisher.taken_back = true;
+                give_back(store, lease).await;
                 continue;
             }
             Err(e) => warn!("cannot mark the pointer with this lease's generation yet ({e}); its first publish will"),
@@ -266,14 +270,20 @@ pub async fn watch(
                 options.status.phase(Phase::StandingBy { holder: "another writer".into() });
                 warn!("lost the store's lease: {why}; publishing stops until this watcher holds it again");
                 publisher.taken_back = true;
+                // Given back if it is still this watcher's after all (a
+                // renewal that committed late): nobody waits for it to expire.
+                give_back(store, lease).await;
             }
             Err(WatchError::GivingUp(why)) => {
-                options.status.lease_lost();
+                options.status.lease(None);
                 warn!("giving the store's lease up ({why}): a standby watcher may do better; standing by");
                 give_back(store, lease).await;
                 publisher.taken_back = true;
                 // Long enough for a standby to take it first.
-                tokio::time::sleep(options.lease.renew_every + Duration::from_millis(100)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(options.lease.renew_every + Duration::from_millis(100)) => {}
+                    () = &mut shutdown => return Ok(()),
+                }
             }
             Err(e) => {
                 give_back(store, lease).await;
@@ -390,7 +400,8 @@ async fn follow_table(
     options: &WatchOptions,
     publisher: &mut Publisher<'_>,
 ) -> Result<(), WatchError> {
-    let (mut failures, mut at_cap) = (0u32, 0u32);
+    // The counts live in the publisher: a watcher that gave its lease up
+    // and took it back goes on at the longest backoff.
     loop {
         let (bootstraps, started) = (publisher.bootstraps, Instant::now());
         let restart = match mirror_and_follow(config, table, options, publisher).await {
@@ -403,14 +414,15 @@ async fn follow_table(
         // for a while: one that fails at once again must not Scan the whole
         // table every `first`.
         if publisher.bootstraps > bootstraps && started.elapsed() >= options.backoff.max {
-            (failures, at_cap) = (0, 0);
+            (publisher.failures, publisher.failures_at_cap) = (0, 0);
         }
-        let wait = options.backoff.after(failures);
-        failures = failures.saturating_add(1);
+        let wait = options.backoff.after(publisher.failures);
+        publisher.failures = publisher.failures.saturating_add(1);
         options.status.restarted(restart.cause);
         if wait >= options.backoff.max {
-            at_cap += 1;
-            if at_cap > GIVE_UP_AFTER {
+            publisher.failures_at_cap += 1;
+            if publisher.failures_at_cap > GIVE_UP_AFTER {
+                publisher.failures_at_cap = 0;
                 warn!(cause = restart.cause, "{}", restart.why);
                 return Err(WatchError::GivingUp(format!(
                     "{GIVE_UP_AFTER} bootstraps in a row failed at the longest backoff; the last: {}",
@@ -779,6 +791,9 @@ struct Publisher<'a> {
     taken_back: bool,
     /// Bootstraps completed (the table mirrored and published).
     bootstraps: u64,
+    /// Bootstraps failed in a row, and of them at the longest backoff.
+    failures: u32,
+    failures_at_cap: u32,
     status: Arc<WatchStatus>,
 }
 
@@ -834,17 +849,23 @@ impl Publisher<'_> {
         }
         self.last_bad = compiled.skipped.len();
         let compile_time = compile_start.elapsed();
+        if pending.is_some() {
+            // A change of the table: whatever was written meanwhile yields to it.
+            self.taken_back = false;
+        }
         // Back from a lost lease: a forced manual write made since stays
         // until the table's next change. Only a forced one: a pointer
         // another watcher wrote is the table's state, and is brought up to
         // date at once.
-        if std::mem::take(&mut self.taken_back)
+        // (The flag is cleared once the decision is made: a failed read
+        // leaves it for the next bootstrap.)
+        if self.taken_back
             && pending.is_none()
             && self.last_published.as_deref() == Some(compiled.id.to_string().as_str())
         {
-            if let Some((current, _)) =
-                self.store.read_pointer().await.map_err(PublishError::from)?.filter(|(p, _)| p.forced)
-            {
+            let forced = self.store.read_pointer().await.map_err(PublishError::from)?.filter(|(p, _)| p.forced);
+            self.taken_back = false;
+            if let Some((current, _)) = forced {
                 info!(
                     "the table has not changed since this watcher last published it ({}); the store keeps {}, \
                      written with --force, until the table's next change",
@@ -871,6 +892,7 @@ impl Publisher<'_> {
             };
         let upload = upload_start.elapsed();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        self.taken_back = false;
         if let Published::Current(p) | Published::AlreadyCurrent(p) = &outcome {
             self.last_published = Some(p.id.clone());
         }
