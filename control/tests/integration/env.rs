@@ -571,3 +571,262 @@ fn conflicting_and_throttled_transactions_are_tried_again_and_then_reported() {
         assert!(routes(&client, "routes").await.is_empty());
     });
 }
+
+/// The state table's view of a pool: handle → holder.
+async fn holders(envs: &Environments, pool: &str) -> Vec<(String, Option<String>)> {
+    envs.handles(pool).await.unwrap().into_iter().map(|h| (h.name, h.env_id)).collect()
+}
+
+/// [3/8] 1 and 4: a transaction whose reply is lost after the server
+/// committed is retried with the same ClientRequestToken and byte-identical
+/// parameters, and ends with one environment, its routes, and its handle
+/// held, not given back. moto ignores the token, so the retry fails its
+/// conditions there: the create must read its record back to learn that
+/// the write was its own.
+#[test]
+fn a_create_whose_reply_is_lost_after_the_commit_holds_its_environment_and_handle() {
+    let moto = Moto::start();
+    let sent = Arc::new(std::sync::Mutex::new(Vec::<Json>::new()));
+    let recorded = sent.clone();
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
+        if r.target != "DynamoDB_20120810.TransactWriteItems" {
+            return None;
+        }
+        let mut sent = recorded.lock().unwrap();
+        sent.push(r.body.clone());
+        (sent.len() == 1).then_some(Fault::LoseReply)
+    });
+    runtime().block_on(async {
+        let config = edgeroute_tests_aws::config_for(&proxy.endpoint).await;
+        let client = Client::new(&config);
+        let envs = environments(&config, "routes").await;
+        envs.add_handles("oauth", &["blue".into(), "green".into()]).await.unwrap();
+        let created =
+            envs.create(&request("portal", SERVICES, HandleChoice::Pool("oauth".into())), &mut Randomness::Os).await;
+        let env = created.unwrap_or_else(|e| panic!("a committed create reported: {e}"));
+        let listed = envs.list().await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:#?}");
+        assert_eq!(listed[0].env_id, env.env_id);
+        let routes = routes(&client, "routes").await;
+        assert_eq!(routes.len(), 2);
+        assert!(routes.values().all(|(_, owner)| owner.as_deref() == Some(env.env_id.as_str())), "{routes:?}");
+        let held: Vec<_> = holders(&envs, "oauth").await.into_iter().filter(|(_, h)| h.is_some()).collect();
+        assert_eq!(
+            held,
+            [(env.handle.clone().unwrap(), Some(env.env_id.clone()))],
+            "the handle was given back or leaked"
+        );
+    });
+    let sent = sent.lock().unwrap();
+    assert!(sent.len() >= 2, "the lost reply was not retried: {sent:?}");
+    let token = |body: &Json| body["ClientRequestToken"].as_str().map(str::to_owned);
+    assert!(token(&sent[0]).is_some(), "no ClientRequestToken: {}", sent[0]);
+    assert_eq!(token(&sent[0]), token(&sent[1]), "a retry of one attempt drew a new token");
+    assert_eq!(sent[0], sent[1], "a retry of one attempt changed its parameters");
+}
+
+/// [3/8] 2 and 4: a handle taken by an UpdateItem whose reply is lost is
+/// this environment's: the retry keeps it rather than taking a second one
+/// and leaking the first.
+#[test]
+fn a_handle_take_whose_reply_is_lost_takes_one_handle() {
+    let moto = Moto::start();
+    let takes = Arc::new(AtomicU64::new(0));
+    let counted = takes.clone();
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
+        let take = r.target == "DynamoDB_20120810.UpdateItem" && r.body.to_string().contains(":taken");
+        (take && counted.fetch_add(1, Ordering::SeqCst) == 0).then_some(Fault::LoseReply)
+    });
+    runtime().block_on(async {
+        let config = edgeroute_tests_aws::config_for(&proxy.endpoint).await;
+        let envs = environments(&config, "routes").await;
+        envs.add_handles("oauth", &["blue".into(), "green".into()]).await.unwrap();
+        let env = envs
+            .create(&request("portal", SERVICES, HandleChoice::Pool("oauth".into())), &mut Randomness::Os)
+            .await
+            .unwrap();
+        let held: Vec<_> = holders(&envs, "oauth").await.into_iter().filter(|(_, h)| h.is_some()).collect();
+        assert_eq!(held, [(env.handle.clone().unwrap(), Some(env.env_id.clone()))], "a second handle was taken");
+    });
+    assert!(takes.load(Ordering::SeqCst) >= 2, "the lost reply was not retried");
+}
+
+/// Holds the requests a proxy picks until the test opens it.
+#[derive(Default)]
+struct Gate {
+    held: std::sync::atomic::AtomicBool,
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    /// Called by the proxy: blocks until the gate opens (or 60 s have
+    /// passed: a test that failed before opening it must still end).
+    fn hold(&self) {
+        self.held.store(true, Ordering::SeqCst);
+        let open = self.open.lock().unwrap();
+        let _unused = self.opened.wait_timeout_while(open, std::time::Duration::from_secs(60), |open| !*open).unwrap();
+    }
+
+    fn wait_until_held(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !self.held.load(Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "nothing reached the gate");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+/// [3/8] 2, 3 and 4: a reclaim racing a slow create. The create has taken
+/// its handle and its transaction is held up; meanwhile `handles reclaim`
+/// (grace 0) returns the handle, whose holder has no record yet, and
+/// another environment takes it. When the slow transaction arrives, its
+/// ConditionCheck on the handle fails it: no two environments share one.
+#[test]
+fn a_reclaim_racing_a_slow_create_fails_the_create_instead_of_sharing_the_handle() {
+    let moto = Moto::start();
+    let gate = Arc::new(Gate::default());
+    let held = gate.clone();
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
+        if r.target == "DynamoDB_20120810.TransactWriteItems" {
+            held.hold();
+        }
+        None
+    });
+    let rt = runtime();
+    let (direct, slow) = rt.block_on(async {
+        let direct = environments(&moto.config().await, "routes").await;
+        direct.add_handles("oauth", &["blue".into()]).await.unwrap();
+        let slow = environments(&edgeroute_tests_aws::config_for(&proxy.endpoint).await, "routes").await;
+        (direct, slow)
+    });
+    let create = rt.spawn(async move {
+        slow.create(&request("slow", SERVICES, HandleChoice::Pool("oauth".into())), &mut Randomness::Os).await
+    });
+    gate.wait_until_held();
+    let out = edgeroute(&["handles", "reclaim", "--table", "routes", "oauth", "--grace-seconds", "0"], &moto.endpoint);
+    assert!(stdout(&out).contains("blue"), "{}", String::from_utf8_lossy(&out.stdout));
+    let fast = rt
+        .block_on(direct.create(&request("fast", SERVICES, HandleChoice::Pool("oauth".into())), &mut Randomness::Os))
+        .unwrap();
+    assert_eq!(fast.handle.as_deref(), Some("blue"));
+    gate.open();
+    let slow = rt.block_on(create).unwrap();
+    assert!(slow.is_err(), "two environments share handle blue: {slow:?}");
+    rt.block_on(async {
+        assert_eq!(holders(&direct, "oauth").await, [("blue".to_owned(), Some(fast.env_id.clone()))]);
+        let listed = direct.list().await.unwrap();
+        assert_eq!(listed.iter().map(|e| &e.app).collect::<Vec<_>>(), ["fast"], "{listed:#?}");
+        let client = Client::new(&moto.config().await);
+        let routes = routes(&client, "routes").await;
+        assert!(routes.values().all(|(_, owner)| owner.as_deref() == Some(fast.env_id.as_str())), "{routes:?}");
+    });
+}
+
+/// [3/8] 3 and 4: a create killed between taking its handle and its
+/// transaction leaves the handle taken by an environment that never came
+/// to be; `handles reclaim` returns it once it is older than the grace
+/// period, and not before.
+#[test]
+fn a_create_killed_between_take_and_transaction_leaves_a_handle_that_reclaim_returns() {
+    let moto = Moto::start();
+    let gate = Arc::new(Gate::default());
+    let held = gate.clone();
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
+        (r.target == "DynamoDB_20120810.TransactWriteItems").then(|| {
+            held.hold();
+            Fault::Drop
+        })
+    });
+    let rt = runtime();
+    let envs = rt.block_on(async {
+        let envs = environments(&moto.config().await, "routes").await;
+        envs.add_handles("oauth", &["blue".into()]).await.unwrap();
+        envs
+    });
+    let mut create = Command::new(env!("CARGO_BIN_EXE_edgeroute"))
+        .args(["env", "create", "--table", "routes", "--app", "portal", "--domain", "example.com"])
+        .args(["--service", "web=s3://sites/portal", "--handle-pool", "oauth"])
+        .env_remove("AWS_PROFILE")
+        .envs(aws_env(&proxy.endpoint))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    gate.wait_until_held();
+    create.kill().unwrap();
+    create.wait().unwrap();
+    gate.open();
+    let orphan = rt.block_on(holders(&envs, "oauth"));
+    assert!(orphan[0].1.is_some(), "the killed create took no handle: {orphan:?}");
+
+    let reclaim = |grace: &str| {
+        edgeroute(
+            &["handles", "reclaim", "--table", "routes", "oauth", "--grace-seconds", grace, "--json"],
+            &moto.endpoint,
+        )
+    };
+    let young = stdout(&reclaim("3600"));
+    assert_eq!(rt.block_on(holders(&envs, "oauth")), orphan, "reclaimed inside the grace period: {young}");
+    let old = stdout(&reclaim("0"));
+    assert!(old.contains("blue"), "{old}");
+    assert_eq!(rt.block_on(holders(&envs, "oauth")), [("blue".to_owned(), None)]);
+    // A live environment's handle is never reclaimed.
+    let env = rt
+        .block_on(envs.create(&request("portal", SERVICES, HandleChoice::Pool("oauth".into())), &mut Randomness::Os))
+        .unwrap();
+    stdout(&reclaim("0"));
+    assert_eq!(rt.block_on(holders(&envs, "oauth")), [("blue".to_owned(), Some(env.env_id))]);
+}
+
+/// [3/8] 3: `env gc` finishes an environment whose delete was killed half
+/// way: its routes removed, its handle given back, its record marked deleted.
+#[test]
+fn env_gc_finishes_a_delete_that_was_killed_half_way() {
+    let moto = Moto::start();
+    let gate = Arc::new(Gate::default());
+    let held = gate.clone();
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
+        (r.target == "DynamoDB_20120810.DeleteItem").then(|| {
+            held.hold();
+            Fault::Drop
+        })
+    });
+    let rt = runtime();
+    let (envs, client) = rt.block_on(async {
+        let config = moto.config().await;
+        let envs = environments(&config, "routes").await;
+        envs.add_handles("oauth", &["blue".into()]).await.unwrap();
+        (envs, Client::new(&config))
+    });
+    let env = rt
+        .block_on(envs.create(&request("portal", SERVICES, HandleChoice::Pool("oauth".into())), &mut Randomness::Os))
+        .unwrap();
+    let mut delete = Command::new(env!("CARGO_BIN_EXE_edgeroute"))
+        .args(["env", "delete", "--table", "routes", &env.env_id])
+        .env_remove("AWS_PROFILE")
+        .envs(aws_env(&proxy.endpoint))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    gate.wait_until_held();
+    delete.kill().unwrap();
+    delete.wait().unwrap();
+    gate.open();
+    assert_eq!(rt.block_on(routes(&client, "routes")).len(), 2, "the killed delete removed routes");
+
+    let out = stdout(&edgeroute(&["env", "gc", "--table", "routes", "--json"], &moto.endpoint));
+    assert!(out.contains(&env.env_id), "{out}");
+    rt.block_on(async {
+        assert!(routes(&client, "routes").await.is_empty());
+        assert_eq!(holders(&envs, "oauth").await, [("blue".to_owned(), None)]);
+        assert!(envs.list().await.unwrap().is_empty());
+        assert!(envs.get(&env.env_id).await.unwrap().deleted);
+    });
+}

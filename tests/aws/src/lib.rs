@@ -326,6 +326,9 @@ pub enum Fault {
     Answer(u16, &'static str, String),
     /// This status and these headers, no body (a HEAD's answer).
     Headers(u16, Vec<(&'static str, String)>),
+    /// Forward the request (the server does the work), then close the
+    /// connection instead of answering: a reply lost after a commit.
+    LoseReply,
 }
 
 /// What the proxy knows about a request when it decides.
@@ -463,10 +466,14 @@ async fn serve(
                         path: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
                         headers: parts.headers.clone(),
                     };
-                    if let Some(fault) = decide(&request) {
-                        injected.fetch_add(1, Ordering::Relaxed);
-                        return fault_response(fault);
-                    }
+                    let lose_reply = match decide(&request) {
+                        Some(Fault::LoseReply) => true,
+                        Some(fault) => {
+                            injected.fetch_add(1, Ordering::Relaxed);
+                            return fault_response(fault);
+                        }
+                        None => false,
+                    };
                     let key = (request.target.clone(), body.clone());
                     if let Some(recorded) = &recorded {
                         let hit = recorded.lock().expect("lock").get(&key).cloned();
@@ -484,6 +491,10 @@ async fn serve(
                         .map_err(|e| e.to_string())?;
                     let (parts, body) = response.into_parts();
                     let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+                    if lose_reply {
+                        injected.fetch_add(1, Ordering::Relaxed);
+                        return Err("injected: the reply was lost after the server answered".into());
+                    }
                     if let Some(recorded) = &recorded {
                         recorded.lock().expect("lock").insert(key, (parts.clone(), body.clone()));
                     }
@@ -511,6 +522,7 @@ fn fault_response(fault: Fault) -> Result<hyper::Response<Body>, String> {
         ),
         Fault::Unavailable => (503, JSON_1_0, String::new()),
         Fault::Drop => return Err("injected: connection dropped".into()),
+        Fault::LoseReply => unreachable!("answered after forwarding"),
         Fault::Answer(status, content_type, body) => (status, content_type, body),
         Fault::Headers(status, headers) => {
             let mut response = hyper::Response::builder().status(status);
