@@ -331,6 +331,9 @@ pub enum EnvCommand {
     Create(EnvCreateArgs),
     /// Remove an environment's routes (only those still its own) and give its handle back; harmless twice.
     Delete(EnvDeleteArgs),
+    /// Finish deletes that were killed half way, and reclaim the handles of
+    /// environments that do not exist or are deleted, in every pool.
+    Gc(EnvGcArgs),
     /// List the environments that exist.
     List(EnvListArgs),
     /// Point a service of an environment at a new Target (a new version).
@@ -431,6 +434,53 @@ pub enum HandlesCommand {
     Add(HandlesAddArgs),
     /// List a pool's handles and who holds them.
     List(HandlesListArgs),
+    /// Return to the pool the handles held by environments that do not
+    /// exist (a create killed half way) or are deleted.
+    Reclaim(HandlesReclaimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HandlesReclaimArgs {
+    #[command(flatten)]
+    pub tables: TableArgs,
+    /// The pool's name.
+    #[arg(value_name = "POOL")]
+    pub pool: String,
+    #[command(flatten)]
+    pub grace: GraceArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvGcArgs {
+    #[command(flatten)]
+    pub tables: TableArgs,
+    #[command(flatten)]
+    pub grace: GraceArgs,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// How old a handle's take must be before it may be reclaimed.
+#[derive(Debug, Args)]
+pub struct GraceArgs {
+    /// Only handles taken longer ago than this (a create under way holds
+    /// its handle a moment before its environment exists).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub grace_seconds: u64,
+}
+
+impl GraceArgs {
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.grace_seconds)
+    }
 }
 
 #[derive(Debug, Args)]

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::Aws;
 use crate::flags::{
-    AwsArgs, EnvCommand, EnvCreateArgs, EnvDeleteArgs, EnvDeployArgs, EnvInitArgs, EnvListArgs, HandlesAddArgs,
-    HandlesCommand, HandlesListArgs, TableArgs,
+    AwsArgs, EnvCommand, EnvCreateArgs, EnvDeleteArgs, EnvDeployArgs, EnvGcArgs, EnvInitArgs, EnvListArgs,
+    HandlesAddArgs, HandlesCommand, HandlesListArgs, HandlesReclaimArgs, TableArgs,
 };
 
 /// Runs one `edgeroute env` subcommand.
@@ -23,6 +23,7 @@ pub fn env(command: &EnvCommand) -> Result<()> {
         EnvCommand::Delete(args) => delete(args),
         EnvCommand::List(args) => list(args),
         EnvCommand::Deploy(args) => deploy(args),
+        EnvCommand::Gc(args) => gc(args),
     }
 }
 
@@ -31,6 +32,7 @@ pub fn handles(command: &HandlesCommand) -> Result<()> {
     match command {
         HandlesCommand::Add(args) => handles_add(args),
         HandlesCommand::List(args) => handles_list(args),
+        HandlesCommand::Reclaim(args) => handles_reclaim(args),
     }
 }
 
@@ -218,4 +220,44 @@ fn handles_list(args: &HandlesListArgs) -> Result<()> {
         println!("{:<20} {}", h.name, h.env_id.as_deref().map_or("free".to_owned(), |e| format!("taken by {e}")));
     }
     Ok(())
+}
+
+/// `handles reclaim`: returns the handles whose holder does not exist or is
+/// deleted, taken longer ago than the grace period.
+fn handles_reclaim(args: &HandlesReclaimArgs) -> Result<()> {
+    let (envs, mut aws) = environments(&args.tables, &args.aws)?;
+    let reclaimed = aws.block_on(envs.reclaim(&args.pool, args.grace.grace()))??;
+    print_reclaimed(&reclaimed, args.json, &format!("pool {}", args.pool));
+    Ok(())
+}
+
+/// `env gc`: finishes deletes killed half way, then reclaims in every pool.
+fn gc(args: &EnvGcArgs) -> Result<()> {
+    let (envs, mut aws) = environments(&args.tables, &args.aws)?;
+    let collected = aws.block_on(envs.gc(args.grace.grace()))??;
+    if args.json {
+        println!("{}", serde_json::to_value(&collected)?);
+        return Ok(());
+    }
+    for env_id in &collected.finished {
+        println!("finished deleting environment {env_id}");
+    }
+    print_reclaimed(&collected.reclaimed, false, "any pool");
+    Ok(())
+}
+
+fn print_reclaimed(reclaimed: &[edgeroute_control::env::Reclaimed], as_json: bool, scope: &str) {
+    if as_json {
+        println!("{}", json!({ "reclaimed": reclaimed }));
+        return;
+    }
+    if reclaimed.is_empty() {
+        println!("no handle to reclaim in {scope}");
+    }
+    for r in reclaimed {
+        println!(
+            "returned handle {} to pool {} (held by {}, which does not exist or is deleted)",
+            r.handle, r.pool, r.env_id
+        );
+    }
 }

@@ -82,6 +82,13 @@ pub enum EnvError {
     /// A hostname made with a handle is in the routing table already.
     #[error("hostname {0} exists already (another environment's, or a table entry)")]
     HostnameTaken(String),
+    /// The handle was given back (by `handles reclaim`) before the create's
+    /// transaction arrived: nothing was written.
+    #[error(
+        "handle {handle} of pool {pool} was taken from this environment before its routes were written \
+         (`handles reclaim` gave it back); nothing was written: create it again"
+    )]
+    HandleLost { handle: String, pool: String },
     /// Every random part drawn made a hostname that exists already.
     #[error("no free hostnames after {0} random draws: every draw collided")]
     Collisions(u32),

@@ -31,12 +31,14 @@ mod error;
 mod names;
 mod pool;
 mod provision;
+mod repair;
 mod request;
 mod schema;
 mod transaction;
 
 pub use error::{EnvError, NameProblem};
 pub use names::{check_domain, check_name, hostname, Randomness, RANDOM_LEN};
+pub use repair::{Collected, Reclaimed, RECLAIM_GRACE};
 pub use transaction::MAX_SERVICES;
 
 /// The two tables: the routing table (partition key `Domain`) and the state
@@ -88,6 +90,8 @@ pub struct Environment {
     pub hostnames: BTreeMap<String, String>,
     pub created_at: String,
     pub deleted: bool,
+    /// Its delete began and has not finished (`env gc` finishes it).
+    pub deleting: bool,
 }
 
 impl Environment {
@@ -103,6 +107,8 @@ pub struct Handle {
     pub name: String,
     /// The environment holding it, if taken.
     pub env_id: Option<String>,
+    /// When it was taken (RFC 3339), if taken.
+    pub taken_at: Option<String>,
 }
 
 /// What `delete` did.

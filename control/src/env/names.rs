@@ -22,6 +22,15 @@ pub enum Randomness {
 }
 
 impl Randomness {
+    /// A transaction's idempotency token: 32 hex digits from the
+    /// operating system's CSPRNG, whatever this randomness is (a seeded
+    /// one draws the test's hostnames; tokens must never repeat).
+    pub fn token(&mut self) -> Result<String, EnvError> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(EnvError::Random)?;
+        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// `len` characters of `[a-z0-9]`, uniformly (rejection sampling).
     pub fn draw(&mut self, len: usize) -> Result<String, EnvError> {
         let mut out = String::with_capacity(len);

@@ -51,6 +51,8 @@ impl Environments {
     /// Takes a free handle of `pool` for `env_id`: a conditional update
     /// (free → taken by this environment), so that two takers never get the
     /// same handle; when another taker wins, the next free one is tried.
+    /// Idempotent: a handle this environment holds already (a take whose
+    /// reply was lost, then retried) is its handle, not a lost race.
     pub async fn take_handle(&self, pool: &str, env_id: &str, rng: &mut Randomness) -> Result<String, EnvError> {
         let update = format!("SET #state = :taken, {ENV_ID} = :env, {TAKEN_AT} = :at");
         // Each lost race means another taker got a handle; more losses than
@@ -60,6 +62,9 @@ impl Environments {
             let handles = self.handles(pool).await?;
             if handles.is_empty() {
                 return Err(EnvError::NoSuchPool(pool.to_owned()));
+            }
+            if let Some(mine) = handles.iter().find(|h| h.env_id.as_deref() == Some(env_id)) {
+                return Ok(mine.name.clone());
             }
             let free: Vec<&Handle> = handles.iter().filter(|h| h.env_id.is_none()).collect();
             if free.is_empty() {
@@ -75,7 +80,7 @@ impl Environments {
                         .key(PK, s(&pool_pk(pool)))
                         .key(SK, s(name))
                         .update_expression(&update)
-                        .condition_expression("#state = :free")
+                        .condition_expression(format!("#state = :free OR {ENV_ID} = :env"))
                         .expression_attribute_names("#state", STATE)
                         .expression_attribute_values(":taken", s(TAKEN))
                         .expression_attribute_values(":free", s(FREE))

@@ -40,6 +40,8 @@ pub(super) const TAKEN_AT: &str = "TakenAt";
 // Values of `State`.
 const ACTIVE: &str = "active";
 pub(super) const DELETED: &str = "deleted";
+/// Being deleted: marked before the routes are removed (`env gc` finishes it).
+pub(super) const DELETING: &str = "deleting";
 pub(super) const FREE: &str = "free";
 pub(super) const TAKEN: &str = "taken";
 
@@ -155,6 +157,7 @@ pub(super) fn parse_record(item: &HashMap<String, AttributeValue>) -> Option<Env
         hostnames,
         created_at: text(item, CREATED_AT).unwrap_or_default(),
         deleted: text(item, STATE).as_deref() == Some(DELETED),
+        deleting: text(item, STATE).as_deref() == Some(DELETING),
     })
 }
 
@@ -165,7 +168,7 @@ pub(super) fn parse_handle(item: &HashMap<String, AttributeValue>) -> Option<Han
         Some(FREE) => None,
         state => Some(text(item, ENV_ID).unwrap_or_else(|| format!("(state {})", state.unwrap_or("missing")))),
     };
-    Some(Handle { name: text(item, SK)?, env_id })
+    Some(Handle { name: text(item, SK)?, taken_at: env_id.as_ref().and(text(item, TAKEN_AT)), env_id })
 }
 
 #[cfg(test)]
@@ -192,6 +195,7 @@ mod tests {
             hostnames: BTreeMap::from([("api".into(), "api-blue-portal.example.com".into())]),
             created_at: "2025-01-01T00:00:00Z".into(),
             deleted: false,
+            deleting: false,
         };
         let item = record(&env);
         let names: std::collections::BTreeSet<&str> = item.keys().map(String::as_str).collect();

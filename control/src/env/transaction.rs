@@ -6,13 +6,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
 
 use super::error::EnvError;
 use super::names::{check_domain, check_name, hostname, Randomness, RANDOM_LEN};
 use super::request::conditional;
 use super::schema::{
-    now, parse_record, record, route_item, s, DELETED, DELETED_AT, DOMAIN, ENV_ID, ENV_PK, PK, SK, STATE,
+    now, parse_record, pool_pk, record, route_item, s, DELETED, DELETED_AT, DELETING, DOMAIN, ENV_ID, ENV_PK, PK, SK,
+    STATE,
 };
 use super::{CreateRequest, Deleted, Environment, Environments, HandleChoice};
 use crate::aws::Failed;
@@ -99,9 +100,16 @@ impl Environments {
     ) -> Result<Environment, EnvError> {
         let route_is_new = "attribute_not_exists(#domain)";
         let record_is_new = format!("attribute_not_exists({PK})");
+        // One time stamp for every attempt: a retry sends the very same
+        // parameters, as its idempotency token requires.
+        let created_at = now();
         let mut last_conflict = false;
         for _ in 0..COLLISION_ATTEMPTS {
             last_conflict = false;
+            // One token per attempt, reused by the retries of that attempt:
+            // DynamoDB then applies the transaction once however many
+            // replies are lost (for ten minutes).
+            let token = rng.token()?;
             let part = match handle {
                 Some(h) => h.to_owned(),
                 None => rng.draw(RANDOM_LEN)?,
@@ -121,18 +129,45 @@ impl Environments {
                 handle: handle.map(str::to_owned),
                 pool: pool.map(str::to_owned),
                 hostnames,
-                created_at: now(),
+                created_at: created_at.clone(),
                 deleted: false,
+                deleting: false,
             };
             actions.push(put(&self.tables.state, record(&env), &record_is_new, None));
+            // The handle must still be this environment's (a reclaim may have
+            // given it back meanwhile): else two environments would share it.
+            if let (Some(handle), Some(pool)) = (handle, pool) {
+                actions.push(handle_is(&self.tables.state, pool, handle, env_id));
+            }
             let result = self
-                .attempt(|| self.client.transact_write_items().set_transact_items(Some(actions.clone())).send())
+                .attempt(|| {
+                    self.client
+                        .transact_write_items()
+                        .set_transact_items(Some(actions.clone()))
+                        .client_request_token(&token)
+                        .send()
+                })
                 .await;
             let failed = match result {
                 Ok(_) => return Ok(env),
                 Err(failed) => failed,
             };
+            // A failure may follow a commit whose reply was lost (the
+            // retry then fails its conditions, or a server other than
+            // DynamoDB ignores the token): the record says whether the write
+            // was this one.
+            if self.is_written(&env).await? {
+                return Ok(env);
+            }
+            if is_idempotent_mismatch(&failed) {
+                return Err(EnvError::aws(TRANSACTION, failed));
+            }
             let reasons = cancellation_reasons(&failed);
+            if let (Some(handle), Some(pool)) = (handle, pool) {
+                if reasons.get(request.services.len() + 1).and_then(Option::as_deref) == Some(REASON_CONDITION) {
+                    return Err(EnvError::HandleLost { handle: handle.to_owned(), pool: pool.to_owned() });
+                }
+            }
             let collided: Vec<&String> = request
                 .services
                 .iter()
@@ -158,6 +193,17 @@ impl Environments {
             return Err(EnvError::Conflicts(COLLISION_ATTEMPTS));
         }
         Err(EnvError::Collisions(COLLISION_ATTEMPTS))
+    }
+
+    /// Whether `env`'s record is in the table as `env` wrote it (a
+    /// consistent read): its id is random, and its time stamp the one it
+    /// was written with.
+    async fn is_written(&self, env: &Environment) -> Result<bool, EnvError> {
+        match self.get(&env.env_id).await {
+            Ok(stored) => Ok(stored.created_at == env.created_at && stored.app == env.app),
+            Err(EnvError::NoSuchEnvironment(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// An environment's record.
@@ -194,6 +240,23 @@ impl Environments {
             Deleted { removed: Vec::new(), skipped: Vec::new(), handle_returned: None, already: env.deleted };
         if env.deleted {
             return Ok(done);
+        }
+        // Marked first, so that a delete killed half way is found and
+        // finished by `env gc`.
+        if !env.deleting {
+            let mark = "SET #state = :deleting".to_owned();
+            self.send(&format!("marking environment {env_id} deleting"), || {
+                self.client
+                    .update_item()
+                    .table_name(&self.tables.state)
+                    .key(PK, s(ENV_PK))
+                    .key(SK, s(env_id))
+                    .update_expression(&mark)
+                    .expression_attribute_names("#state", STATE)
+                    .expression_attribute_values(":deleting", s(DELETING))
+                    .send()
+            })
+            .await?;
         }
         let owned = format!("{ENV_ID} = :env");
         for host in env.hostnames.values() {
@@ -293,6 +356,24 @@ fn put(
         put = put.expression_attribute_names(placeholder, attribute);
     }
     TransactWriteItem::builder().put(put.build().expect("table and item are set")).build()
+}
+
+/// A transaction's check that handle `handle` of `pool` is still held by `env_id`.
+fn handle_is(table: &str, pool: &str, handle: &str, env_id: &str) -> TransactWriteItem {
+    let check = ConditionCheck::builder()
+        .table_name(table)
+        .key(PK, s(&pool_pk(pool)))
+        .key(SK, s(handle))
+        .condition_expression(format!("{ENV_ID} = :env"))
+        .expression_attribute_values(":env", s(env_id))
+        .build()
+        .expect("table, key and condition are set");
+    TransactWriteItem::builder().condition_check(check).build()
+}
+
+/// DynamoDB refused a token it saw with other parameters: a bug, not a retry.
+fn is_idempotent_mismatch(failed: &Failed<TransactWriteItemsError>) -> bool {
+    matches!(failed.error.as_service_error(), Some(TransactWriteItemsError::IdempotentParameterMismatchException(_)))
 }
 
 /// Why each action of a cancelled transaction was cancelled (its code, in
