@@ -104,6 +104,9 @@ const THROTTLING_CODES: &[&str] = &[
     "TooManyRequestsException",
     "SlowDown",
     "PriorRequestNotComplete",
+    // DynamoDB: a transaction with this idempotency token is still being
+    // applied; the same request is to be sent again later.
+    "TransactionInProgressException",
 ];
 
 /// A request's failure, described for a person in one line, without the

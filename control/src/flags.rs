@@ -471,9 +471,10 @@ pub struct EnvGcArgs {
 /// How old a handle's take must be before it may be reclaimed.
 #[derive(Debug, Args)]
 pub struct GraceArgs {
-    /// Only handles taken longer ago than this (a create under way holds
-    /// its handle a moment before its environment exists).
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    /// Only handles taken longer ago than this: a create under way holds
+    /// its handle before its environment exists, for as long as its
+    /// retries last (minutes, at worst).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     pub grace_seconds: u64,
 }
 

@@ -237,12 +237,22 @@ fn gc(args: &EnvGcArgs) -> Result<()> {
     let collected = aws.block_on(envs.gc(args.grace.grace()))??;
     if args.json {
         println!("{}", serde_json::to_value(&collected)?);
+        if !collected.failed.is_empty() {
+            bail!("{} repair(s) failed: {}", collected.failed.len(), collected.failed.join("; "));
+        }
         return Ok(());
     }
     for env_id in &collected.finished {
         println!("finished deleting environment {env_id}");
     }
     print_reclaimed(&collected.reclaimed, false, "any pool");
+    if !collected.failed.is_empty() {
+        bail!(
+            "{} repair(s) failed (the rest were done; run it again): {}",
+            collected.failed.len(),
+            collected.failed.join("; ")
+        );
+    }
     Ok(())
 }
 

@@ -82,6 +82,14 @@ pub enum EnvError {
     /// A hostname made with a handle is in the routing table already.
     #[error("hostname {0} exists already (another environment's, or a table entry)")]
     HostnameTaken(String),
+    /// The create's transaction may or may not have been applied (its reply
+    /// and the read-back both failed, or it was still in progress): the
+    /// handle is kept.
+    #[error(
+        "{why}: whether environment {env_id} was created is not known; `env list` will show it if it was, \
+         and `handles reclaim` returns its handle after the grace period if it was not"
+    )]
+    OutcomeUnknown { env_id: String, why: String },
     /// The handle was given back (by `handles reclaim`) before the create's
     /// transaction arrived: nothing was written.
     #[error(

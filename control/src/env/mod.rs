@@ -92,6 +92,10 @@ pub struct Environment {
     pub deleted: bool,
     /// Its delete began and has not finished (`env gc` finishes it).
     pub deleting: bool,
+    /// A random token of the create that wrote it (from the operating
+    /// system, whatever randomness drew the names): how a create whose
+    /// reply was lost knows the record for its own.
+    pub create_token: Option<String>,
 }
 
 impl Environment {

@@ -34,6 +34,7 @@ const HANDLE_POOL: &str = "HandlePool";
 /// An environment's ([`ACTIVE`], [`DELETED`]) or a handle's ([`FREE`], [`TAKEN`]).
 pub(super) const STATE: &str = "State";
 const CREATED_AT: &str = "CreatedAt";
+const CREATE_TOKEN: &str = "CreateToken";
 pub(super) const DELETED_AT: &str = "DeletedAt";
 pub(super) const TAKEN_AT: &str = "TakenAt";
 
@@ -131,6 +132,9 @@ pub(super) fn record(env: &Environment) -> HashMap<String, AttributeValue> {
     if let Some(pool) = &env.pool {
         item.insert(HANDLE_POOL.into(), s(pool));
     }
+    if let Some(token) = &env.create_token {
+        item.insert(CREATE_TOKEN.into(), s(token));
+    }
     item
 }
 
@@ -158,6 +162,7 @@ pub(super) fn parse_record(item: &HashMap<String, AttributeValue>) -> Option<Env
         created_at: text(item, CREATED_AT).unwrap_or_default(),
         deleted: text(item, STATE).as_deref() == Some(DELETED),
         deleting: text(item, STATE).as_deref() == Some(DELETING),
+        create_token: text(item, CREATE_TOKEN),
     })
 }
 
@@ -196,10 +201,12 @@ mod tests {
             created_at: "2025-01-01T00:00:00Z".into(),
             deleted: false,
             deleting: false,
+            create_token: Some("t".into()),
         };
         let item = record(&env);
         let names: std::collections::BTreeSet<&str> = item.keys().map(String::as_str).collect();
-        let expected = ["App", "CreatedAt", "Domain", "Handle", "HandlePool", "Hostnames", "PK", "SK", "State"];
+        let expected =
+            ["App", "CreateToken", "CreatedAt", "Domain", "Handle", "HandlePool", "Hostnames", "PK", "SK", "State"];
         assert_eq!(names, expected.into_iter().collect());
         assert_eq!(parse_record(&item), Some(env));
     }

@@ -18,8 +18,9 @@ use super::schema::{
 use super::{CreateRequest, Deleted, Environment, Environments, HandleChoice};
 use crate::aws::Failed;
 
-/// DynamoDB's limit on the actions of one transaction: the services plus the record.
-pub const MAX_SERVICES: usize = 99;
+/// DynamoDB's limit on the actions of one transaction (100): the services,
+/// the record, and the check on a pooled handle.
+pub const MAX_SERVICES: usize = 98;
 /// Attempts at writing an environment: fresh random parts tried when a
 /// hostname is taken already, or the same again after a conflict.
 const COLLISION_ATTEMPTS: u32 = 5;
@@ -74,8 +75,12 @@ impl Environments {
         };
         let result = self.write_environment(request, &domain, &env_id, handle.as_deref(), pool.as_deref(), rng).await;
         match (result, pool, handle) {
-            // The create failed: the handle goes back (only if still ours).
-            (Err(create), Some(pool), Some(handle)) => match self.give_back(&pool, &handle, &env_id).await {
+            // Whether it was written is not known: the handle stays with it
+            // (`handles reclaim` returns it if the environment never came to be).
+            (Err(unknown @ EnvError::OutcomeUnknown { .. }), _, _) => Err(unknown),
+            // The create failed: the handle goes back (only if still ours,
+            // and only if no record of this environment exists).
+            (Err(create), Some(pool), Some(handle)) => match self.give_back_unwritten(&pool, &handle, &env_id).await {
                 Ok(_) => Err(create),
                 Err(give_back) => Err(EnvError::HandleNotGivenBack {
                     create: Box::new(create),
@@ -103,6 +108,7 @@ impl Environments {
         // One time stamp for every attempt: a retry sends the very same
         // parameters, as its idempotency token requires.
         let created_at = now();
+        let create_token = rng.token()?;
         let mut last_conflict = false;
         for _ in 0..COLLISION_ATTEMPTS {
             last_conflict = false;
@@ -132,10 +138,12 @@ impl Environments {
                 created_at: created_at.clone(),
                 deleted: false,
                 deleting: false,
+                create_token: Some(create_token.clone()),
             };
             actions.push(put(&self.tables.state, record(&env), &record_is_new, None));
             // The handle must still be this environment's (a reclaim may have
             // given it back meanwhile): else two environments would share it.
+            let handle_check = actions.len();
             if let (Some(handle), Some(pool)) = (handle, pool) {
                 actions.push(handle_is(&self.tables.state, pool, handle, env_id));
             }
@@ -155,16 +163,32 @@ impl Environments {
             // A failure may follow a commit whose reply was lost (the
             // retry then fails its conditions, or a server other than
             // DynamoDB ignores the token): the record says whether the write
-            // was this one.
-            if self.is_written(&env).await? {
-                return Ok(env);
+            // was this create's (any of its attempts': its token is in it):
+            // what it says is what was written.
+            let unknown = |why: String| EnvError::OutcomeUnknown { env_id: env_id.to_owned(), why };
+            match self.written(env_id).await {
+                Ok(Some(stored)) if stored.create_token.as_ref() == Some(&create_token) => return Ok(stored),
+                Ok(Some(_)) => {}
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(unknown(format!(
+                        "{}; and reading its record back failed: {e}",
+                        describe_failed(&failed)
+                    )))
+                }
+            }
+            // Still being applied, past every retry: it may yet commit.
+            if failed.error.as_service_error().is_some_and(|e| e.is_transaction_in_progress_exception())
+                || crate::aws::is_transient(&failed.error)
+            {
+                return Err(unknown(describe_failed(&failed)));
             }
             if is_idempotent_mismatch(&failed) {
                 return Err(EnvError::aws(TRANSACTION, failed));
             }
             let reasons = cancellation_reasons(&failed);
             if let (Some(handle), Some(pool)) = (handle, pool) {
-                if reasons.get(request.services.len() + 1).and_then(Option::as_deref) == Some(REASON_CONDITION) {
+                if reasons.get(handle_check).and_then(Option::as_deref) == Some(REASON_CONDITION) {
                     return Err(EnvError::HandleLost { handle: handle.to_owned(), pool: pool.to_owned() });
                 }
             }
@@ -195,13 +219,12 @@ impl Environments {
         Err(EnvError::Collisions(COLLISION_ATTEMPTS))
     }
 
-    /// Whether `env`'s record is in the table as `env` wrote it (a
-    /// consistent read): its id is random, and its time stamp the one it
-    /// was written with.
-    async fn is_written(&self, env: &Environment) -> Result<bool, EnvError> {
-        match self.get(&env.env_id).await {
-            Ok(stored) => Ok(stored.created_at == env.created_at && stored.app == env.app),
-            Err(EnvError::NoSuchEnvironment(_)) => Ok(false),
+    /// The record of environment `env_id`, if it is in the table (a
+    /// consistent read).
+    async fn written(&self, env_id: &str) -> Result<Option<Environment>, EnvError> {
+        match self.get(env_id).await {
+            Ok(stored) => Ok(Some(stored)),
+            Err(EnvError::NoSuchEnvironment(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -243,20 +266,27 @@ impl Environments {
         }
         // Marked first, so that a delete killed half way is found and
         // finished by `env gc`.
+        // (Only from active: a delete that finished meanwhile stays deleted.)
         if !env.deleting {
-            let mark = "SET #state = :deleting".to_owned();
-            self.send(&format!("marking environment {env_id} deleting"), || {
-                self.client
-                    .update_item()
-                    .table_name(&self.tables.state)
-                    .key(PK, s(ENV_PK))
-                    .key(SK, s(env_id))
-                    .update_expression(&mark)
-                    .expression_attribute_names("#state", STATE)
-                    .expression_attribute_values(":deleting", s(DELETING))
-                    .send()
-            })
-            .await?;
+            let result = self
+                .send(&format!("marking environment {env_id} deleting"), || {
+                    self.client
+                        .update_item()
+                        .table_name(&self.tables.state)
+                        .key(PK, s(ENV_PK))
+                        .key(SK, s(env_id))
+                        .update_expression("SET #state = :deleting")
+                        .condition_expression("#state <> :deleted")
+                        .expression_attribute_names("#state", STATE)
+                        .expression_attribute_values(":deleting", s(DELETING))
+                        .expression_attribute_values(":deleted", s(DELETED))
+                        .send()
+                })
+                .await;
+            if conditional(result)?.is_none() {
+                done.already = true;
+                return Ok(done);
+            }
         }
         let owned = format!("{ENV_ID} = :env");
         for host in env.hostnames.values() {
@@ -310,7 +340,7 @@ impl Environments {
         fallback: Option<&str>,
     ) -> Result<String, EnvError> {
         let env = self.get(env_id).await?;
-        if env.deleted {
+        if env.deleted || env.deleting {
             return Err(EnvError::EnvironmentDeleted(env_id.to_owned()));
         }
         let Some(host) = env.hostnames.get(service) else {
@@ -369,6 +399,11 @@ fn handle_is(table: &str, pool: &str, handle: &str, env_id: &str) -> TransactWri
         .build()
         .expect("table, key and condition are set");
     TransactWriteItem::builder().condition_check(check).build()
+}
+
+/// A transaction's failure in one line.
+fn describe_failed(failed: &Failed<TransactWriteItemsError>) -> String {
+    format!("{TRANSACTION} failed after {} attempt(s): {}", failed.attempts, crate::aws::describe(&failed.error))
 }
 
 /// DynamoDB refused a token it saw with other parameters: a bug, not a retry.

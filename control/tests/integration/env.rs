@@ -555,8 +555,11 @@ fn conflicting_and_throttled_transactions_are_tried_again_and_then_reported() {
     drop(proxy);
 
     // Conflicts that never end: a clear error, the handle given back, nothing written.
+    // (Only the create's transactions, which write to the routing table, conflict.)
     let proxy = FaultProxy::start(&moto.endpoint, |r| {
-        (r.target == "DynamoDB_20120810.TransactWriteItems").then(|| transaction_conflict(3))
+        let creates = r.target == "DynamoDB_20120810.TransactWriteItems"
+            && r.body.to_string().contains(r#""TableName":"routes""#);
+        creates.then(|| transaction_conflict(4))
     });
     runtime().block_on(async {
         let config = edgeroute_tests_aws::config_for(&proxy.endpoint).await;
@@ -586,14 +589,14 @@ async fn holders(envs: &Environments, pool: &str) -> Vec<(String, Option<String>
 #[test]
 fn a_create_whose_reply_is_lost_after_the_commit_holds_its_environment_and_handle() {
     let moto = Moto::start();
-    let sent = Arc::new(std::sync::Mutex::new(Vec::<Json>::new()));
+    let sent = Arc::new(std::sync::Mutex::new(Vec::<(Json, Vec<u8>)>::new()));
     let recorded = sent.clone();
     let proxy = FaultProxy::start(&moto.endpoint, move |r| {
         if r.target != "DynamoDB_20120810.TransactWriteItems" {
             return None;
         }
         let mut sent = recorded.lock().unwrap();
-        sent.push(r.body.clone());
+        sent.push((r.body.clone(), r.raw.to_vec()));
         (sent.len() == 1).then_some(Fault::LoseReply)
     });
     runtime().block_on(async {
@@ -620,9 +623,9 @@ fn a_create_whose_reply_is_lost_after_the_commit_holds_its_environment_and_handl
     let sent = sent.lock().unwrap();
     assert!(sent.len() >= 2, "the lost reply was not retried: {sent:?}");
     let token = |body: &Json| body["ClientRequestToken"].as_str().map(str::to_owned);
-    assert!(token(&sent[0]).is_some(), "no ClientRequestToken: {}", sent[0]);
-    assert_eq!(token(&sent[0]), token(&sent[1]), "a retry of one attempt drew a new token");
-    assert_eq!(sent[0], sent[1], "a retry of one attempt changed its parameters");
+    assert!(token(&sent[0].0).is_some(), "no ClientRequestToken: {}", sent[0].0);
+    assert_eq!(token(&sent[0].0), token(&sent[1].0), "a retry of one attempt drew a new token");
+    assert_eq!(sent[0].1, sent[1].1, "a retry of one attempt changed its parameters (byte for byte)");
 }
 
 /// [3/8] 2 and 4: a handle taken by an UpdateItem whose reply is lost is
@@ -717,7 +720,10 @@ fn a_reclaim_racing_a_slow_create_fails_the_create_instead_of_sharing_the_handle
     assert_eq!(fast.handle.as_deref(), Some("blue"));
     gate.open();
     let slow = rt.block_on(create).unwrap();
-    assert!(slow.is_err(), "two environments share handle blue: {slow:?}");
+    assert!(
+        matches!(&slow, Err(EnvError::HandleLost { handle, .. }) if handle == "blue"),
+        "two environments share handle blue, or the create failed otherwise: {slow:?}"
+    );
     rt.block_on(async {
         assert_eq!(holders(&direct, "oauth").await, [("blue".to_owned(), Some(fast.env_id.clone()))]);
         let listed = direct.list().await.unwrap();
@@ -828,5 +834,59 @@ fn env_gc_finishes_a_delete_that_was_killed_half_way() {
         assert_eq!(holders(&envs, "oauth").await, [("blue".to_owned(), None)]);
         assert!(envs.list().await.unwrap().is_empty());
         assert!(envs.get(&env.env_id).await.unwrap().deleted);
+    });
+}
+
+/// [3/8] 1: a random-part create whose reply is lost after the commit is
+/// one environment too (it does not draw again and write a second set of
+/// routes), and each attempt after a collision draws a token of its own
+/// (one token for two different transactions would be refused by DynamoDB
+/// as IdempotentParameterMismatch).
+#[test]
+fn a_random_create_is_exactly_once_and_each_attempt_has_its_own_token() {
+    let moto = Moto::start();
+    let tokens = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let recorded = tokens.clone();
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
+        if r.target != "DynamoDB_20120810.TransactWriteItems" {
+            return None;
+        }
+        let mut tokens = recorded.lock().unwrap();
+        tokens.push(r.body["ClientRequestToken"].as_str().unwrap_or_default().to_owned());
+        // The first transaction of the second create: its reply is lost.
+        (tokens.len() == 3).then_some(Fault::LoseReply)
+    });
+    runtime().block_on(async {
+        let config = edgeroute_tests_aws::config_for(&proxy.endpoint).await;
+        let client = Client::new(&config);
+        let envs = environments(&config, "routes").await;
+        // The seeded generator's first random part is taken: the first create collides once.
+        let mut twin = Randomness::Seeded(fastrand::Rng::with_seed(7));
+        twin.draw(12).unwrap();
+        let first = twin.draw(RANDOM_LEN).unwrap();
+        client
+            .put_item()
+            .table_name("routes")
+            .item("Domain", AttributeValue::S(format!("web-{first}-portal.example.com")))
+            .item("Target", AttributeValue::S("s3://other".into()))
+            .send()
+            .await
+            .unwrap();
+        let mut rng = Randomness::Seeded(fastrand::Rng::with_seed(7));
+        envs.create(&request("portal", SERVICES, HandleChoice::Random), &mut rng).await.unwrap();
+        {
+            let tokens = tokens.lock().unwrap();
+            assert_eq!(tokens.len(), 2, "{tokens:?}");
+            assert!(!tokens[0].is_empty() && tokens[0] != tokens[1], "two attempts, one token: {tokens:?}");
+        }
+        let env = envs.create(&request("shop", SERVICES, HandleChoice::Random), &mut Randomness::Os).await.unwrap();
+        let shop: Vec<_> = routes(&client, "routes").await.into_iter().filter(|(d, _)| d.contains("-shop.")).collect();
+        assert_eq!(shop.len(), 2, "a second set of routes was drawn and written: {shop:?}");
+        assert!(
+            shop.iter().all(|(d, (_, owner))| owner.as_deref() == Some(env.env_id.as_str())
+                && env.hostnames.values().any(|h| h == d)),
+            "{shop:?} vs {env:?}"
+        );
+        assert_eq!(envs.list().await.unwrap().len(), 2);
     });
 }
