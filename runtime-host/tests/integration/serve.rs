@@ -236,3 +236,49 @@ fn a_directory_store_is_watched_not_only_polled() {
     rt.block_on(publish::publish(&store, &snapshot(2), "test", 0)).unwrap();
     host.wait_for(&id(&snapshot(2)));
 }
+
+/// CPU time (user + system) a process has used, in clock ticks (`/proc/PID/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`).
+fn ticks_per_second() -> u64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100)
+}
+
+/// The share of one core `pid` uses over `span`.
+fn core_share(pid: u32, span: Duration) -> f64 {
+    let before = cpu_ticks(pid);
+    std::thread::sleep(span);
+    (cpu_ticks(pid) - before) as f64 / ticks_per_second() as f64 / span.as_secs_f64()
+}
+
+/// [4/8] 1: a host following a directory store reacts to changes of the
+/// pointer only: idle, it uses under 5 % of a core, whether the pointer is
+/// good or damaged (its own reads of the store must not wake it again).
+#[test]
+fn an_idle_host_following_a_directory_store_uses_almost_no_cpu() {
+    let dir = scratch("idle");
+    let store = Store::open(&StoreLocation::Dir(dir.join("store")), None).unwrap();
+    let rt = runtime();
+    rt.block_on(publish::publish(&store, &snapshot(1), "test", 0)).unwrap();
+    let location = format!("dir:{}", dir.join("store").display());
+    let host = Served::start_polling(&location, &dir.join("cache"), &[], 250).unwrap();
+    host.wait_for(&id(&snapshot(1)));
+    let pid = host.child.id();
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = core_share(pid, Duration::from_secs(3));
+    assert!(idle < 0.05, "an idle host uses {:.0} % of a core; log:\n{}", idle * 100.0, host.log());
+
+    std::fs::write(dir.join("store/current.json"), b"{").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let damaged = core_share(pid, Duration::from_secs(3));
+    assert!(damaged < 0.05, "with a damaged pointer the host uses {:.0} % of a core", damaged * 100.0);
+    // It still serves what it had.
+    host.wait_for(&id(&snapshot(1)));
+}
