@@ -160,15 +160,17 @@ impl Follower {
     }
 
     /// Keeps `state` on the store's current snapshot: polls forever, every
-    /// `interval`; a directory store is also watched
-    /// for changes (inotify and the like), so that a new pointer is seen at
-    /// once, with the polling as the fallback.
+    /// `interval`; a directory store's pointer file is also watched for
+    /// changes (inotify and the like), so that a new pointer is seen at
+    /// once, with the polling as the fallback. Only changes of the pointer
+    /// wake it: idle, it costs nothing but its polls.
     pub async fn follow(&self, state: &'static HostState, interval: Duration) {
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let _watcher = self.store.dir().and_then(|dir| {
             let wake = wake.clone();
+            let pointer = self.store.pointer_file()?;
             let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                if event.is_ok_and(|event| changes(&event, &pointer)) {
                     wake.notify_one();
                 }
             });
@@ -209,6 +211,16 @@ impl Follower {
     }
 }
 
+/// Whether a file event may have changed the pointer `pointer`: a write,
+/// rename, creation or removal of that file. Reads are not changes (the
+/// follower's own reads of the pointer must not wake it again), and the
+/// other files of the folder (snapshots, history, the lease, the lock)
+/// never move the pointer.
+fn changes(event: &notify::Event, pointer: &Path) -> bool {
+    !matches!(event.kind, notify::EventKind::Access(_))
+        && event.paths.iter().any(|path| path.file_name() == pointer.file_name())
+}
+
 /// The default cache folder for a store: one per store, under the user's cache.
 pub fn default_cache(store: &StoreLocation) -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
@@ -216,4 +228,23 @@ pub fn default_cache(store: &StoreLocation) -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("edgeroute").join(store.cache_name())
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, CreateKind, ModifyKind, RenameMode};
+    use notify::{Event, EventKind};
+
+    use super::*;
+
+    #[test]
+    fn only_writes_of_the_pointer_file_are_changes() {
+        let pointer = Path::new("/store/current.json");
+        let event = |kind, path: &str| Event::new(kind).add_path(PathBuf::from(path));
+        assert!(changes(&event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/store/current.json"), pointer));
+        assert!(changes(&event(EventKind::Create(CreateKind::File), "/store/current.json"), pointer));
+        assert!(!changes(&event(EventKind::Access(AccessKind::Read), "/store/current.json"), pointer));
+        assert!(!changes(&event(EventKind::Modify(ModifyKind::Any), "/store/lease.json"), pointer));
+        assert!(!changes(&event(EventKind::Create(CreateKind::File), "/store/.lock"), pointer));
+    }
 }

@@ -108,6 +108,12 @@ impl Store {
         }
     }
 
+    /// The pointer's file in a directory store: what a follower watches
+    /// for changes (and nothing else in the folder).
+    pub fn pointer_file(&self) -> Option<PathBuf> {
+        self.dir().map(|dir| dir.join(layout::POINTER))
+    }
+
     /// The folder of a directory store.
     pub fn dir(&self) -> Option<&Path> {
         match self {
