@@ -226,3 +226,55 @@ fn inspect_text_and_json() {
     let total: u64 = sections.values().map(|s| s.as_u64().unwrap()).sum();
     assert_eq!(total + (HEADER_LEN + CHECKSUM_LEN) as u64, v["size"].as_u64().unwrap());
 }
+
+/// [4/8] 7: `compile --out` writes a snapshot file and nothing else: an
+/// existing output that is not a regular file (a device such as
+/// `/dev/null`, a FIFO, a directory, a symbolic link, checked without
+/// following it) is refused and left as it was; `edgeroute check TABLE`
+/// validates without writing anything, with documented exit codes.
+#[test]
+fn compile_out_refuses_what_is_not_a_regular_file_and_check_writes_nothing() {
+    let dir = scratch("special-out");
+    let table = dir.join("table.jsonl");
+    std::fs::write(&table, "{\"Domain\":\"a.example.com\",\"Target\":\"s3://bucket/a\"}\n").unwrap();
+    let table = table.to_str().unwrap();
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let target = dir.join("target.txt");
+    std::fs::write(&target, "keep me").unwrap();
+    let link = dir.join("link.snap");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let folder = dir.join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    for out in [&fifo, &link, &folder] {
+        let o = edgeroute(&["compile", "--from", table, "--out", out.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{}: {}", out.display(), stderr(&o));
+        assert!(stderr(&o).contains("not a regular file") && stderr(&o).contains("edgeroute check"), "{}", stderr(&o));
+    }
+    use std::os::unix::fs::FileTypeExt as _;
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    // A regular file is still replaced, as before.
+    let out = dir.join("out.snap");
+    std::fs::write(&out, "old").unwrap();
+    assert!(edgeroute(&["compile", "--from", table, "--out", out.to_str().unwrap()]).status.success());
+
+    // check: 0 for a valid table, 1 for an invalid one, 2 for wrong usage; it writes nothing.
+    let before: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let o = Command::new(env!("CARGO_BIN_EXE_edgeroute")).args(["check", table]).current_dir(&dir).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("valid") && stdout(&o).contains("1 routes"), "{}", stdout(&o));
+    let json = edgeroute(&["check", table, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!((v["valid"].as_bool(), v["routes"]["total"].as_u64()), (Some(true), Some(1)), "{v}");
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"Domain\":\"a.example.com\"}\n").unwrap();
+    let o = edgeroute(&["check", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("invalid: line 1"), "{}", stderr(&o));
+    assert_eq!(edgeroute(&["check"]).status.code(), Some(2));
+    let mut after: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    after.retain(|name| name != "bad.jsonl");
+    assert_eq!(before.len(), after.len(), "check wrote something: {after:?}");
+}
