@@ -44,6 +44,9 @@ pub struct Cli {
 pub enum Command {
     /// Validate a routing table and write a snapshot.
     Compile(CompileArgs),
+    /// Validate a routing table and write nothing (exit 0: valid; 1: bad
+    /// items, or the table could not be read; 2: wrong usage), as `nginx -t`.
+    Check(CheckArgs),
     /// Resolve a request's Host and path against a snapshot.
     Resolve(ResolveArgs),
     /// Describe a snapshot: version, id, routes by kind, section sizes.
@@ -86,6 +89,20 @@ pub struct CompileArgs {
     /// Leave invalid items out (and count them) instead of failing.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub scan: ScanArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The table, in any form `compile --from` takes.
+    #[arg(value_name = "TABLE")]
+    pub from: Source,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -585,6 +602,20 @@ impl AwsArgs {
     }
 }
 
+/// `--admin-listen`: an address, or none (`off`).
+#[derive(Clone, Copy, Debug)]
+pub struct AdminListen(pub Option<std::net::SocketAddr>);
+
+fn parse_admin_listen(text: &str) -> Result<AdminListen, String> {
+    match text {
+        "off" => Ok(AdminListen(None)),
+        _ => text
+            .parse()
+            .map(|addr| AdminListen(Some(addr)))
+            .map_err(|e| format!("{e}: give HOST:PORT (e.g. 127.0.0.1:9902) or off")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;
@@ -601,19 +632,5 @@ mod tests {
     fn every_visible_argument_has_a_help_line() {
         let missing = edgeroute_cli::help::undocumented(&Cli::command());
         assert!(missing.is_empty(), "no help line: {missing:#?}");
-    }
-}
-
-/// `--admin-listen`: an address, or none (`off`).
-#[derive(Clone, Copy, Debug)]
-pub struct AdminListen(pub Option<std::net::SocketAddr>);
-
-fn parse_admin_listen(text: &str) -> Result<AdminListen, String> {
-    match text {
-        "off" => Ok(AdminListen(None)),
-        _ => text
-            .parse()
-            .map(|addr| AdminListen(Some(addr)))
-            .map_err(|e| format!("{e}: give HOST:PORT (e.g. 127.0.0.1:9902) or off")),
     }
 }

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compile(args) => cmd::compile::run(&args),
+        Command::Check(args) => cmd::compile::check(&args),
         Command::Resolve(args) => cmd::resolve::run(&args),
         Command::Inspect(args) => cmd::inspect::run(&args),
         Command::Publish(args) => cmd::publish::run(&args),

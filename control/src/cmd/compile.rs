@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use edgeroute_compiler::elb::{apply_origins, arns_without_origin};
 use edgeroute_compiler::export::Export;
 use edgeroute_compiler::source::SourceItem;
@@ -17,7 +17,7 @@ use edgeroute_control::{elb, export_s3, Source};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Aws;
-use crate::flags::CompileArgs;
+use crate::flags::{AwsArgs, CheckArgs, CompileArgs, ScanArgs};
 
 /// The Origin an ARN Target without one gets while the table is checked
 /// before anything asks AWS: a name that can never be real (RFC 2606).
@@ -27,18 +27,74 @@ const ORIGIN_PENDING: &str = "elb-name-pending.invalid";
 /// before any request to the ELBv2 API), resolves ARN Targets without an
 /// Origin, and writes the snapshot to `args.out` whole or not at all.
 pub fn run(args: &CompileArgs) -> Result<()> {
+    refuse_special_output(&args.out)?;
+    let job =
+        Job { from: &args.from, skip_invalid: args.skip_invalid, json: args.json, scan: &args.scan, aws: &args.aws };
+    compile_table(&job, Some(&args.out))
+}
+
+/// `edgeroute check TABLE`: everything `compile` does but write.
+pub fn check(args: &CheckArgs) -> Result<()> {
+    let job = Job { from: &args.from, skip_invalid: false, json: args.json, scan: &args.scan, aws: &args.aws };
+    compile_table(&job, None)
+}
+
+/// What `compile` and `check` share.
+struct Job<'a> {
+    from: &'a Source,
+    skip_invalid: bool,
+    json: bool,
+    scan: &'a ScanArgs,
+    aws: &'a AwsArgs,
+}
+
+/// `compile --out` writes a snapshot file by renaming a temporary file over
+/// the path: over a device (`--out /dev/null`), a FIFO, a folder or a
+/// symbolic link that would replace it with a regular file. So an existing
+/// path must be a regular file, looked at without following links.
+fn refuse_special_output(out: &Path) -> Result<()> {
+    let kind = match std::fs::symlink_metadata(out) {
+        Ok(meta) if meta.file_type().is_file() => return Ok(()),
+        Ok(meta) => file_kind(&meta.file_type()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => bail!("cannot look at --out {}: {e}", out.display()),
+    };
+    bail!(
+        "--out {} exists and is not a regular file ({kind}): compile writes a snapshot file there and would replace \
+         it; to check a table without writing anything, run `edgeroute check TABLE`",
+        out.display()
+    )
+}
+
+/// What a file system entry is, for people.
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    match kind {
+        k if k.is_dir() => "a folder",
+        k if k.is_symlink() => "a symbolic link",
+        k if k.is_char_device() => "a character device",
+        k if k.is_block_device() => "a block device",
+        k if k.is_fifo() => "a FIFO",
+        k if k.is_socket() => "a socket",
+        _ => "not a file",
+    }
+}
+
+/// Compiles the table; writes the snapshot to `out` if given (`compile`),
+/// and reports what it made (or, `check`, would make).
+fn compile_table(args: &Job<'_>, out: Option<&Path>) -> Result<()> {
     let mut aws = Aws::new(args.aws.options());
     let scan = args.scan.options();
     let (file, export);
     let mut source_line = None;
-    let mut items = match &args.from {
+    let mut items = match args.from {
         Source::File(path) => {
             file = source::read_file(path)?;
             source::parse_json_file(path, &file)?
         }
         Source::Export(_) | Source::ExportS3 { .. } => {
             let start = Instant::now();
-            export = match &args.from {
+            export = match args.from {
                 Source::ExportS3 { bucket, folder } => {
                     let client = edgeroute_store::s3_client(&aws.config()?);
                     aws.block_on(export_s3::open(&client, bucket, folder))??
@@ -97,7 +153,7 @@ pub fn run(args: &CompileArgs) -> Result<()> {
             }
         }
         if !errors.is_empty() && !args.skip_invalid {
-            return Err(invalid(&args.from, errors));
+            return Err(invalid(args.from, errors));
         }
         let needing = items_needing(&items, &pending);
         let config = aws.config().with_context(|| needs_elb(&needing, arns.len()))?;
@@ -119,15 +175,17 @@ pub fn run(args: &CompileArgs) -> Result<()> {
     bar.finish_and_clear();
     let compiled = match compiled {
         Ok(compiled) => compiled,
-        Err(CompileError::Invalid(errors)) => return Err(invalid(&args.from, errors)),
+        Err(CompileError::Invalid(errors)) => return Err(invalid(args.from, errors)),
         Err(e) => return Err(e.into()),
     };
     for e in &compiled.skipped {
         eprintln!("skipped: {e}");
     }
-    name_data_files(&args.from, &compiled.skipped);
-    edgeroute_store::write_file_atomically(&args.out, &compiled.bytes)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    name_data_files(args.from, &compiled.skipped);
+    if let Some(out) = out {
+        edgeroute_store::write_file_atomically(out, &compiled.bytes)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
 
     let s = compiled.stats;
     let per_route = compiled.bytes.len() as f64 / s.routes.max(1) as f64;
@@ -144,7 +202,8 @@ pub fn run(args: &CompileArgs) -> Result<()> {
             })
             .collect();
         let v = serde_json::json!({
-            "out": args.out.display().to_string(),
+            "out": out.map(|o| o.display().to_string()),
+            "valid": true,
             "id": compiled.id.to_string(),
             "size": compiled.bytes.len(),
             "bytes_per_route": (per_route * 10.0).round() / 10.0,
@@ -163,14 +222,11 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         println!("{v}");
         return Ok(());
     }
-    println!(
-        "compiled {} routes ({} static sites, {} balancers; {} wildcards) into {}",
-        s.routes,
-        s.static_sites,
-        s.balancers,
-        s.wildcards,
-        args.out.display()
-    );
+    let kinds = format!("{} static sites, {} balancers; {} wildcards", s.static_sites, s.balancers, s.wildcards);
+    match out {
+        Some(out) => println!("compiled {} routes ({kinds}) into {}", s.routes, out.display()),
+        None => println!("valid: {} routes ({kinds}); nothing written", s.routes),
+    }
     println!("  size    {} bytes ({per_route:.1} bytes/route)", compiled.bytes.len());
     println!("  id      {}", compiled.id);
     if !compiled.skipped.is_empty() {
