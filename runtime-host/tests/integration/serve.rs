@@ -282,3 +282,40 @@ fn an_idle_host_following_a_directory_store_uses_almost_no_cpu() {
     // It still serves what it had.
     host.wait_for(&id(&snapshot(1)));
 }
+
+/// [4/8] 9: a mistyped `--static-root` is refused at start, naming the
+/// folder, rather than accepted and every static request answered 404 as
+/// if the host were unknown; a file there is refused too.
+#[test]
+fn a_static_root_that_is_not_a_folder_is_refused_at_start() {
+    let dir = scratch("static-root");
+    let snap = dir.join("routes.snap");
+    std::fs::write(&snap, snapshot(1)).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "not a folder").unwrap();
+    for root in [dir.join("no-such-folder"), file] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeroute-host"))
+            .args(["serve", "--snapshot", snap.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", "127.0.0.1:0", "--static-root", root.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("--static-root {} was accepted", root.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(err.contains("--static-root") && err.contains(root.to_str().unwrap()), "{err}");
+    }
+}
