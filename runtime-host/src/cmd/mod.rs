@@ -81,6 +81,13 @@ pub async fn start(
         anyhow::bail!("--admin-listen must differ from --listen: metrics are never served on the public listener");
     }
     let objects = match &origins.static_root {
+        // A mistyped folder would make every static request a 404, as if
+        // the host were unknown: refused at start instead.
+        Some(root) if !root.is_dir() => anyhow::bail!(
+            "--static-root {} is not a folder{}: give the folder that holds BUCKET/KEY",
+            root.display(),
+            if root.exists() { "" } else { " (it does not exist)" }
+        ),
         Some(root) => Objects::Dir(DirObjects::new(root)),
         None => Objects::S3(S3Objects::new(aws)),
     };
