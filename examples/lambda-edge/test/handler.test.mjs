@@ -100,6 +100,28 @@ test('the viewer\'s host from a viewer-request function\'s header, when Host is 
   assert.equal(request.uri, '/env-123/index.html');
 });
 
+test('a client\'s own x-viewer-host is never trusted: the shipped settings leave viewerHostHeader unset', async () => {
+  const shipped = JSON.parse(readFileSync(join(root, 'examples/lambda-edge/config.json'), 'utf8'));
+  assert.equal(shipped.viewerHostHeader ?? null, null, 'config.json names a header any client can send');
+  // With the shipped settings, and with the defaults, the forwarded Host decides whatever the client sends.
+  for (const handlers of [createHandlers({ router, config: shipped }), createHandlers({ router })]) {
+    const spoofed = originRequestEvent({ host: 'env-123.example.com', extra: { 'X-Viewer-Host': 'shop.example.com' } });
+    const request = await handlers.originRequest(spoofed);
+    assert.equal(request.uri, '/env-123/index.html', 'a client picked its route with x-viewer-host');
+  }
+  // Set (a viewer-request function copies Host into it): a forwarded Host that disagrees is a 400.
+  const configured = createHandlers({ router, config: { viewerHostHeader: 'x-viewer-host' } });
+  const disagreeing = originRequestEvent({ host: 'env-123.example.com', extra: { 'X-Viewer-Host': 'shop.example.com' } });
+  const response = await configured.originRequest(disagreeing);
+  assert.equal(response.status, '400');
+  assert.match(response.body, /x-viewer-host .* disagrees with the Host/);
+  // Agreeing (case aside), or no forwarded Host (the origin's own name): the header decides.
+  const agreeing = originRequestEvent({ host: 'ENV-123.example.com', extra: { 'X-Viewer-Host': 'env-123.example.com' } });
+  assert.equal((await configured.originRequest(agreeing)).uri, '/env-123/index.html');
+  const copied = originRequestEvent({ host: DEFAULT_S3, extra: { 'X-Viewer-Host': 'env-123.example.com' } });
+  assert.equal((await configured.originRequest(copied)).uri, '/env-123/index.html');
+});
+
 test('without the viewer\'s Host the handler refuses to guess', async () => {
   const logged = [];
   const error = console.error;
