@@ -12,9 +12,10 @@ const SNAPSHOT_HEADER = 'x-edgeroute-snapshot';
 const STATUS_HEADER = 'x-edgeroute-status';
 
 const DEFAULTS = {
-  // A header a viewer-request function copies the viewer's Host into; when
-  // absent, the Host header is used if CloudFront forwards the viewer's.
-  viewerHostHeader: 'x-viewer-host',
+  // A header a viewer-request function copies the viewer's Host into (and
+  // so overwrites on every request: a client could send it itself). Unset,
+  // the Host header is used if CloudFront forwards the viewer's.
+  viewerHostHeader: null,
   // The store to follow (an HTTP(S) URL, docs/publishing.md); null serves the bundled snapshot only.
   store: null,
   refreshSeconds: 30,
@@ -43,10 +44,14 @@ export function createHandlers({ router = null, follower = null, config = {} }) 
     const routes = await current();
     if (!routes) return generated('503', 'service unavailable: no routes loaded yet');
     const host = viewerHost(request, cfg.viewerHostHeader);
+    if (host === DISAGREES) {
+      return generated('400', `bad request: ${cfg.viewerHostHeader} disagrees with the Host the viewer sent`);
+    }
     if (!host) {
       console.error(
         'edgeroute: the viewer\'s Host does not reach the origin-request function; forward the Host header ' +
-          `(an origin request policy that includes it) or copy it into ${cfg.viewerHostHeader} in a viewer-request function`,
+          '(an origin request policy that includes it) or copy it into a header in a viewer-request function ' +
+          `and name that header in viewerHostHeader${cfg.viewerHostHeader ? ` (now ${cfg.viewerHostHeader})` : ''}`,
       );
       return generated('502', 'bad gateway: the router cannot see the requested host (CloudFront configuration)');
     }
@@ -116,16 +121,23 @@ export function createHandlers({ router = null, follower = null, config = {} }) 
   return { originRequest, originResponse };
 }
 
-/** The viewer's host: the configured header, else Host if it is not the origin's own name. */
+/** What viewerHost returns when the configured header and the forwarded Host name different hosts. */
+export const DISAGREES = Symbol('the viewer host header disagrees with Host');
+
+/**
+ * The viewer's host: the configured header (set by a viewer-request
+ * function), else Host if it is not the origin's own name; DISAGREES when
+ * both are there and differ (a client's own header that the function did not
+ * overwrite); null when neither says.
+ */
 export function viewerHost(request, viewerHostHeader) {
-  const copied = viewerHostHeader && header(request, viewerHostHeader);
-  if (copied) return copied;
   const host = header(request, 'host');
-  if (!host) return null;
   const origin = request.origin?.s3?.domainName ?? request.origin?.custom?.domainName;
   // Without a forwarded Host, CloudFront sets the origin's name: routing on it would be a guess.
-  if (origin && host.toLowerCase() === origin.toLowerCase()) return null;
-  return host;
+  const forwarded = host && !(origin && host.toLowerCase() === origin.toLowerCase()) ? host : null;
+  const copied = viewerHostHeader ? header(request, viewerHostHeader) : null;
+  if (copied && forwarded && copied.toLowerCase() !== forwarded.toLowerCase()) return DISAGREES;
+  return copied ?? forwarded;
 }
 
 function header(request, name) {

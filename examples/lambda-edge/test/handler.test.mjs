@@ -96,6 +96,7 @@ test('a static site: the S3 origin and key, with the viewer\'s Host forwarded', 
 
 test('the viewer\'s host from a viewer-request function\'s header, when Host is the origin\'s', async () => {
   const event = originRequestEvent({ host: DEFAULT_S3, extra: { 'X-Viewer-Host': 'env-123.example.com' } });
+  const { originRequest } = createHandlers({ router, config: { viewerHostHeader: 'x-viewer-host' } });
   const request = await originRequest(event);
   assert.equal(request.uri, '/env-123/index.html');
 });
@@ -114,7 +115,7 @@ test('a client\'s own x-viewer-host is never trusted: the shipped settings leave
   const disagreeing = originRequestEvent({ host: 'env-123.example.com', extra: { 'X-Viewer-Host': 'shop.example.com' } });
   const response = await configured.originRequest(disagreeing);
   assert.equal(response.status, '400');
-  assert.match(response.body, /x-viewer-host .* disagrees with the Host/);
+  assert.match(response.body, /x-viewer-host disagrees with the Host/);
   // Agreeing (case aside), or no forwarded Host (the origin's own name): the header decides.
   const agreeing = originRequestEvent({ host: 'ENV-123.example.com', extra: { 'X-Viewer-Host': 'env-123.example.com' } });
   assert.equal((await configured.originRequest(agreeing)).uri, '/env-123/index.html');
@@ -141,7 +142,7 @@ test('without the viewer\'s Host the handler refuses to guess', async () => {
     console.error = error;
   }
   assert.equal(logged.length, 4);
-  assert.match(logged[0], /forward the Host header .* or copy it into x-viewer-host/);
+  assert.match(logged[0], /forward the Host header .* or copy it into a header .* viewerHostHeader/);
   assert.equal(viewerHost({ headers: {} }, 'x-viewer-host'), null);
 });
 
