@@ -685,6 +685,37 @@ impl Gate {
     }
 }
 
+/// A proxy in front of moto that holds every `target` request at a gate
+/// and, once the gate opens, drops it unanswered and unforwarded.
+fn holding_proxy(moto: &Moto, target: &'static str) -> (FaultProxy, Arc<Gate>) {
+    let gate = Arc::new(Gate::default());
+    let held = gate.clone();
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
+        (r.target == target).then(|| {
+            held.hold();
+            Fault::Drop
+        })
+    });
+    (proxy, gate)
+}
+
+/// Runs `edgeroute ARGS` against `endpoint` and kills it once its request
+/// reaches `gate` (then opens the gate): a process killed half way.
+fn killed_at_gate(args: &[&str], endpoint: &str, gate: &Gate) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeroute"))
+        .args(args)
+        .env_remove("AWS_PROFILE")
+        .envs(aws_env(endpoint))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    gate.wait_until_held();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    gate.open();
+}
+
 /// [3/8] 2, 3 and 4: a reclaim racing a slow create. The create has taken
 /// its handle and its transaction is held up; meanwhile `handles reclaim`
 /// (grace 0) returns the handle, whose holder has no record yet, and
@@ -741,33 +772,16 @@ fn a_reclaim_racing_a_slow_create_fails_the_create_instead_of_sharing_the_handle
 #[test]
 fn a_create_killed_between_take_and_transaction_leaves_a_handle_that_reclaim_returns() {
     let moto = Moto::start();
-    let gate = Arc::new(Gate::default());
-    let held = gate.clone();
-    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
-        (r.target == "DynamoDB_20120810.TransactWriteItems").then(|| {
-            held.hold();
-            Fault::Drop
-        })
-    });
+    let (proxy, gate) = holding_proxy(&moto, "DynamoDB_20120810.TransactWriteItems");
     let rt = runtime();
     let envs = rt.block_on(async {
         let envs = environments(&moto.config().await, "routes").await;
         envs.add_handles("oauth", &["blue".into()]).await.unwrap();
         envs
     });
-    let mut create = Command::new(env!("CARGO_BIN_EXE_edgeroute"))
-        .args(["env", "create", "--table", "routes", "--app", "portal", "--domain", "example.com"])
-        .args(["--service", "web=s3://sites/portal", "--handle-pool", "oauth"])
-        .env_remove("AWS_PROFILE")
-        .envs(aws_env(&proxy.endpoint))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    gate.wait_until_held();
-    create.kill().unwrap();
-    create.wait().unwrap();
-    gate.open();
+    let create = ["env", "create", "--table", "routes", "--app", "portal", "--domain", "example.com"];
+    let pooled = ["--service", "web=s3://sites/portal", "--handle-pool", "oauth"];
+    killed_at_gate(&[&create[..], &pooled[..]].concat(), &proxy.endpoint, &gate);
     let orphan = rt.block_on(holders(&envs, "oauth"));
     assert!(orphan[0].1.is_some(), "the killed create took no handle: {orphan:?}");
 
@@ -795,14 +809,7 @@ fn a_create_killed_between_take_and_transaction_leaves_a_handle_that_reclaim_ret
 #[test]
 fn env_gc_finishes_a_delete_that_was_killed_half_way() {
     let moto = Moto::start();
-    let gate = Arc::new(Gate::default());
-    let held = gate.clone();
-    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
-        (r.target == "DynamoDB_20120810.DeleteItem").then(|| {
-            held.hold();
-            Fault::Drop
-        })
-    });
+    let (proxy, gate) = holding_proxy(&moto, "DynamoDB_20120810.DeleteItem");
     let rt = runtime();
     let (envs, client) = rt.block_on(async {
         let config = moto.config().await;
@@ -813,18 +820,7 @@ fn env_gc_finishes_a_delete_that_was_killed_half_way() {
     let env = rt
         .block_on(envs.create(&request("portal", SERVICES, HandleChoice::Pool("oauth".into())), &mut Randomness::Os))
         .unwrap();
-    let mut delete = Command::new(env!("CARGO_BIN_EXE_edgeroute"))
-        .args(["env", "delete", "--table", "routes", &env.env_id])
-        .env_remove("AWS_PROFILE")
-        .envs(aws_env(&proxy.endpoint))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    gate.wait_until_held();
-    delete.kill().unwrap();
-    delete.wait().unwrap();
-    gate.open();
+    killed_at_gate(&["env", "delete", "--table", "routes", &env.env_id], &proxy.endpoint, &gate);
     assert_eq!(rt.block_on(routes(&client, "routes")).len(), 2, "the killed delete removed routes");
 
     let out = stdout(&edgeroute(&["env", "gc", "--table", "routes", "--json"], &moto.endpoint));

@@ -27,6 +27,17 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
+/// The table `routes` on `moto`, streamed, holding `items`; the
+/// configuration to reach it.
+fn streamed_routes(moto: &Moto, rt: &tokio::runtime::Runtime, items: &[Json]) -> aws_config::SdkConfig {
+    let config = rt.block_on(moto.config());
+    rt.block_on(async {
+        create_streamed_table(&config, "routes").await;
+        put_items(&config, "routes", items).await;
+    });
+    config
+}
+
 fn item(domain: &str) -> Json {
     json!({"Domain": {"S": domain}, "Target": {"S": format!("s3://sites/{}", domain.split('.').next().unwrap())}})
 }
@@ -152,12 +163,8 @@ fn every_change_is_published_and_bad_rows_are_left_out_and_counted() {
     let dir = scratch("changes");
     let store = dir.join("store");
     let rt = runtime();
-    let config = rt.block_on(moto.config());
     let initial: Vec<Json> = (0..50).map(|i| item(&format!("env-{i}.example.com"))).collect();
-    rt.block_on(async {
-        create_streamed_table(&config, "routes").await;
-        put_items(&config, "routes", &initial).await;
-    });
+    let config = streamed_routes(&moto, &rt, &initial);
     let watcher = Watcher::start("routes", &store, &moto.endpoint, &[]);
     watcher.wait_for(&store, "the initial 50 routes", |p, _| p.routes == 50);
 
@@ -362,11 +369,7 @@ fn a_split_shard_is_followed_into_its_child_and_an_expired_iterator_is_renewed()
     let dir = scratch("split");
     let store = dir.join("store");
     let rt = runtime();
-    let config = rt.block_on(moto.config());
-    rt.block_on(async {
-        create_streamed_table(&config, "routes").await;
-        put_items(&config, "routes", &[item("base-1.example.com"), item("base-2.example.com")]).await;
-    });
+    streamed_routes(&moto, &rt, &[item("base-1.example.com"), item("base-2.example.com")]);
     let state = std::sync::Mutex::new(0);
     let proxy = FaultProxy::start(&moto.endpoint, move |r| split_stream(r, &state));
     let watcher = Watcher::start("routes", &store, &proxy.endpoint, &[]);
@@ -514,16 +517,7 @@ fn closed_shards_are_not_replayed_and_a_child_is_read_after_its_parent() {
     let dir = scratch("lineage");
     let store = dir.join("store");
     let rt = runtime();
-    let config = rt.block_on(moto.config());
-    rt.block_on(async {
-        create_streamed_table(&config, "routes").await;
-        put_items(
-            &config,
-            "routes",
-            &[item_in("changed.example.com", "fresh"), item_in("order.example.com", "oldest")],
-        )
-        .await;
-    });
+    streamed_routes(&moto, &rt, &[item_in("changed.example.com", "fresh"), item_in("order.example.com", "oldest")]);
     let state = std::sync::Arc::new(std::sync::Mutex::new(LineageDouble::default()));
     let double = state.clone();
     let proxy = FaultProxy::start(&moto.endpoint, move |r| lineage_stream(r, &double));
@@ -554,11 +548,7 @@ fn the_bootstrap_scan_is_strongly_consistent() {
     let dir = scratch("consistent");
     let store = dir.join("store");
     let rt = runtime();
-    let config = rt.block_on(moto.config());
-    rt.block_on(async {
-        create_streamed_table(&config, "routes").await;
-        put_items(&config, "routes", &[item("a.example.com"), item("b.example.com")]).await;
-    });
+    streamed_routes(&moto, &rt, &[item("a.example.com"), item("b.example.com")]);
     let scans = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Json>::new()));
     let recorded = scans.clone();
     let proxy = FaultProxy::start(&moto.endpoint, move |r| {
@@ -654,11 +644,7 @@ fn a_manual_publish_over_a_running_watcher_is_refused_unless_forced() {
     let store = dir.join("store");
     let to = format!("dir:{}", store.display());
     let rt = runtime();
-    let config = rt.block_on(moto.config());
-    rt.block_on(async {
-        create_streamed_table(&config, "routes").await;
-        put_items(&config, "routes", &[item("a.example.com"), item("b.example.com")]).await;
-    });
+    let config = streamed_routes(&moto, &rt, &[item("a.example.com"), item("b.example.com")]);
     let watcher = Watcher::start("routes", &store, &moto.endpoint, &["--lease-ms", "1000", "--lease-renew-ms", "200"]);
     let (live, _) =
         watcher.wait_for(&store, "a and b", |_, s| serves(s, "a.example.com") && serves(s, "b.example.com"));
@@ -713,11 +699,7 @@ fn two_watchers_on_one_store_take_turns_and_a_stalled_one_cannot_regress_it() {
     let dir = scratch("two-watchers");
     let store = dir.join("store");
     let rt = runtime();
-    let config = rt.block_on(moto.config());
-    rt.block_on(async {
-        create_streamed_table(&config, "routes").await;
-        put_items(&config, "routes", &[item("a.example.com")]).await;
-    });
+    let config = streamed_routes(&moto, &rt, &[item("a.example.com")]);
     let lease = ["--lease-ms", "1000", "--lease-renew-ms", "200"];
     let first = Watcher::start("routes", &store, &moto.endpoint, &lease);
     first.wait_for(&store, "a", |_, s| serves(s, "a.example.com"));
