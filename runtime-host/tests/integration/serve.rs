@@ -54,7 +54,12 @@ fn runtime() -> tokio::runtime::Runtime {
 struct Served {
     child: Child,
     port: u16,
+    admin: u16,
     log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Served {
@@ -63,13 +68,19 @@ impl Served {
     }
 
     fn start_polling(store: &str, cache: &Path, env: &[(&str, String)], poll_ms: u64) -> Result<Served, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Served::start_with(store, cache, env, &["--poll-ms", &poll_ms.to_string()])
+    }
+
+    /// `serve --store STORE` with `extra` flags.
+    fn start_with(store: &str, cache: &Path, env: &[(&str, String)], extra: &[&str]) -> Result<Served, String> {
+        let (port, admin) = (free_port(), free_port());
         let log = cache.with_extension(format!("{port}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgeroute-host"))
             .args(["serve", "--store", store, "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--poll-ms", &poll_ms.to_string(), "--admin-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
             .args(["--static-root", sites().to_str().unwrap()])
             .args(["--cache-dir", cache.to_str().unwrap()])
+            .args(extra)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -83,16 +94,37 @@ impl Served {
             assert!(Instant::now() < deadline, "the host did not listen within 60 s");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Served { child, port, log })
+        Ok(Served { child, port, admin, log })
+    }
+
+    /// `GET path` on the admin listener: the status and the body.
+    fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, "127.0.0.1", path)
+    }
+
+    /// A metric's value (the first sample whose name starts the line).
+    fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.admin_get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits until `check` holds, for at most `secs` seconds.
+    fn wait_until(&self, what: &str, secs: u64, mut check: impl FnMut(&Served) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !check(self) {
+            assert!(Instant::now() < deadline, "never: {what}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `GET /` with `Host: host`: the snapshot header and the body.
     fn get(&self, host: &str) -> (String, String) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(stream, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let (_, head, body) = raw_get(self.port, host, "/");
         let snapshot =
             head.lines().find_map(|l| l.strip_prefix("x-edgeroute-snapshot: ")).unwrap_or_default().to_owned();
         (snapshot, body.trim().to_owned())
@@ -114,6 +146,24 @@ impl Served {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// `GET path` with `Host: host` on `port`: the status, the head and the body.
+fn raw_get(port: u16, host: &str, path: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The status and body of `GET path` on `port`.
+fn http_get(port: u16, host: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = raw_get(port, host, path);
+    (status, body)
 }
 
 impl Drop for Served {
@@ -318,4 +368,190 @@ fn a_static_root_that_is_not_a_folder_is_refused_at_start() {
         assert_eq!(status.code(), Some(1), "{err}");
         assert!(err.contains("--static-root") && err.contains(root.to_str().unwrap()), "{err}");
     }
+}
+
+/// Points the store at snapshot `id` (whose object may be missing or damaged).
+fn point_at(store: &Store, id: &str) {
+    let rt = runtime();
+    let (pointer, version) = rt.block_on(store.read_pointer()).unwrap().unwrap();
+    let next = Pointer { id: id.to_owned(), previous: Some(pointer.id.clone()), ..pointer };
+    assert!(rt.block_on(store.replace_pointer(&next, Some(&version))).unwrap());
+}
+
+/// [4/8] 2: a pointer whose object is not there yet (a publisher killed
+/// between its two writes, a slow replica) is a transient failure: the host
+/// keeps trying with backoff and serves the object once it arrives, and
+/// `edgeroute_snapshot_behind_seconds` says how long it has been behind.
+/// A damaged object is refused for good, and the gauge keeps growing.
+fn catches_up_with_an_object_that_arrives_late(store: &Store, location: &str, cache: &Path, env: &[(&str, String)]) {
+    let rt = runtime();
+    rt.block_on(publish::publish(store, &snapshot(1), "test", 0)).unwrap();
+    let host = Served::start(location, cache, env).unwrap();
+    host.wait_for(&id(&snapshot(1)));
+    assert_eq!(host.metric("edgeroute_snapshot_behind_seconds"), 0.0);
+
+    point_at(store, &id(&snapshot(2)));
+    host.wait_until("behind the store", 30, |h| h.metric("edgeroute_snapshot_behind_seconds") > 0.0);
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert!(id(&snapshot(1)).starts_with(&host.get("probe.example.com").0));
+    rt.block_on(store.put_snapshot(&id(&snapshot(2)), &snapshot(2))).unwrap();
+    host.wait_for(&id(&snapshot(2)));
+    assert_eq!(host.metric("edgeroute_snapshot_behind_seconds"), 0.0);
+
+    // Stored under the wrong id: refused once, never served, and the gauge grows.
+    let damaged = id(&snapshot(3));
+    rt.block_on(store.put_snapshot(&damaged, &snapshot(4))).unwrap();
+    point_at(store, &damaged);
+    host.wait_until("the damaged snapshot refused", 30, |h| {
+        h.log().contains(&format!("refused snapshot {damaged}: the object's SHA-256 is"))
+    });
+    let before = host.metric("edgeroute_snapshot_behind_seconds");
+    std::thread::sleep(Duration::from_millis(1_200));
+    let after = host.metric("edgeroute_snapshot_behind_seconds");
+    assert!(after > before && after >= 1.0, "behind {before} s, then {after} s");
+    assert_eq!(host.metric("edgeroute_snapshot_refused_total"), 1.0, "refused once, not on every poll");
+    assert!(id(&snapshot(2)).starts_with(&host.get("probe.example.com").0));
+}
+
+#[test]
+fn a_directory_store_s_late_object_is_served_once_it_arrives() {
+    let dir = scratch("late-dir");
+    let store = Store::open(&StoreLocation::Dir(dir.join("store")), None).unwrap();
+    let location = format!("dir:{}", dir.join("store").display());
+    catches_up_with_an_object_that_arrives_late(&store, &location, &dir.join("cache"), &[]);
+}
+
+#[test]
+fn an_s3_store_s_late_object_is_served_once_it_arrives() {
+    let moto = Moto::start();
+    let dir = scratch("late-s3");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+    rt.block_on(s3.create_bucket().bucket("edge").send()).unwrap();
+    let store = Store::open(&StoreLocation::S3 { bucket: "edge".into(), prefix: "p".into() }, Some(&config)).unwrap();
+    catches_up_with_an_object_that_arrives_late(&store, "s3://edge/p", &dir.join("cache"), &aws_env(&moto.endpoint));
+}
+
+/// [4/8] 3: at start, a readable pointer whose object is missing, damaged
+/// or briefly unreachable does not stop the host: it serves its cached
+/// copy and keeps trying.
+#[test]
+fn at_start_an_object_missing_damaged_or_unreachable_falls_back_to_the_cache() {
+    let dir = scratch("start-cache");
+    let store = Store::open(&StoreLocation::Dir(dir.join("store")), None).unwrap();
+    let location = format!("dir:{}", dir.join("store").display());
+    let cache = dir.join("cache");
+    let rt = runtime();
+    rt.block_on(publish::publish(&store, &snapshot(1), "test", 0)).unwrap();
+    Served::start(&location, &cache, &[]).unwrap().wait_for(&id(&snapshot(1)));
+
+    // Missing: the cache serves until the object arrives.
+    point_at(&store, &id(&snapshot(2)));
+    let host = Served::start(&location, &cache, &[]).expect("a missing object does not stop the host");
+    host.wait_for(&id(&snapshot(1)));
+    assert!(host.log().contains("serving the cached snapshot"), "{}", host.log());
+    rt.block_on(store.put_snapshot(&id(&snapshot(2)), &snapshot(2))).unwrap();
+    host.wait_for(&id(&snapshot(2)));
+    drop(host);
+
+    // Damaged: refused, the cache (now snapshot 2) serves.
+    let damaged = id(&snapshot(3));
+    rt.block_on(store.put_snapshot(&damaged, &snapshot(4))).unwrap();
+    point_at(&store, &damaged);
+    let host = Served::start(&location, &cache, &[]).expect("a damaged object does not stop the host");
+    host.wait_for(&id(&snapshot(2)));
+    host.wait_until("the damaged snapshot refused", 30, |h| h.log().contains(&format!("refused snapshot {damaged}")));
+    drop(host);
+
+    // Briefly unreachable in S3: its first GETs fail with 500.
+    let moto = Moto::start();
+    let config = rt.block_on(moto.config());
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+    rt.block_on(s3.create_bucket().bucket("edge").send()).unwrap();
+    let s3_store =
+        Store::open(&StoreLocation::S3 { bucket: "edge".into(), prefix: "p".into() }, Some(&config)).unwrap();
+    rt.block_on(publish::publish(&s3_store, &snapshot(5), "test", 0)).unwrap();
+    let failures = std::sync::atomic::AtomicU64::new(0);
+    let proxy = edgeroute_tests_aws::FaultProxy::start(&moto.endpoint, move |req| {
+        let snapshot_get = req.method == "GET" && req.path.contains(".snap");
+        (snapshot_get && failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 8)
+            .then_some(edgeroute_tests_aws::Fault::ServerError)
+    });
+    let s3_cache = dir.join("s3-cache");
+    std::fs::create_dir_all(&s3_cache).unwrap();
+    std::fs::write(s3_cache.join("current.snap"), snapshot(1)).unwrap();
+    let host = Served::start("s3://edge/p", &s3_cache, &aws_env(&proxy.endpoint))
+        .expect("an object that cannot be fetched yet does not stop the host");
+    host.wait_for(&id(&snapshot(5)));
+    assert!(host.log().contains("serving the cached snapshot"), "{}", host.log());
+}
+
+/// [4/8] 5: `/health` says what the host serves. No snapshot anywhere: the
+/// host starts anyway, answers 503 everywhere and keeps trying; serving but
+/// behind the store longer than `--max-behind`: 200 `degraded`; else ok.
+#[test]
+fn health_is_503_without_a_snapshot_degraded_when_behind_and_ok_otherwise() {
+    let dir = scratch("health");
+    std::fs::create_dir_all(dir.join("store")).unwrap();
+    let location = format!("dir:{}", dir.join("store").display());
+    let host = Served::start_with(&location, &dir.join("cache"), &[], &["--poll-ms", "50", "--max-behind", "1"])
+        .expect("the host starts without a snapshot");
+    let (status, body) = host.admin_get("/health");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no snapshot"), "{body}");
+    let (status, _) = http_get(host.port, "probe.example.com", "/");
+    assert_eq!(status, 503);
+
+    let store = Store::open(&StoreLocation::Dir(dir.join("store")), None).unwrap();
+    let rt = runtime();
+    rt.block_on(publish::publish(&store, &snapshot(1), "test", 0)).unwrap();
+    host.wait_for(&id(&snapshot(1)));
+    let (status, body) = host.admin_get("/health");
+    assert_eq!((status, body.starts_with("ok")), (200, true), "{body}");
+
+    let damaged = id(&snapshot(3));
+    rt.block_on(store.put_snapshot(&damaged, &snapshot(4))).unwrap();
+    point_at(&store, &damaged);
+    host.wait_until("degraded", 30, |h| {
+        let (status, body) = h.admin_get("/health");
+        status == 200 && body.starts_with("degraded") && body.contains(&damaged[..12])
+    });
+
+    // An S3 store that cannot be reached, and no cache: it starts and says so.
+    let unreachable = aws_env(&format!("http://127.0.0.1:{}", free_port()));
+    let host = Served::start("s3://edge/p", &dir.join("cache-s3"), &unreachable)
+        .expect("an unreachable store does not stop the host");
+    assert_eq!(host.admin_get("/health").0, 503);
+}
+
+/// [4/8] 5: the admin listener (metrics, health) stays on loopback unless
+/// `--admin-public` says otherwise.
+#[test]
+fn a_public_admin_address_is_refused_unless_asked_for() {
+    let dir = scratch("admin-public");
+    let snap = dir.join("routes.snap");
+    std::fs::write(&snap, snapshot(1)).unwrap();
+    let run = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeroute-host"))
+            .args(["serve", "--snapshot", snap.to_str().unwrap(), "--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin-listen", &format!("0.0.0.0:{}", free_port()), "--static-root", sites().to_str().unwrap()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1_500));
+        let status = child.try_wait().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (status.and_then(|s| s.code()), err)
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--admin-public") && err.contains("0.0.0.0"), "{err}");
+    let (code, err) = run(&["--admin-public"]);
+    assert_eq!(code, None, "with --admin-public it serves: {err}");
 }
