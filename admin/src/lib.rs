@@ -33,13 +33,32 @@ impl<T: Status + ?Sized> Status for &T {
     }
 }
 
-/// The answer to `/health`.
+/// The answer to `/health`: its state, then one line, e.g. `ok: serving
+/// 3f2a… (14 routes)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Health {
-    /// Answered as 200 when true, else 503.
-    pub ok: bool,
+    pub state: HealthState,
     /// One line, e.g. `serving 3f2a… (14 routes)`.
     pub detail: String,
+}
+
+/// What a load balancer and an operator read from `/health`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthState {
+    /// 200 `ok`.
+    Ok,
+    /// 200 `degraded`: serving, but something needs a look (e.g. behind
+    /// its store). Still 200: a 503 would take every host out of a load
+    /// balancer during an outage of the store they all share.
+    Degraded,
+    /// 503 `unavailable`: cannot serve (e.g. no snapshot yet).
+    Unavailable,
+}
+
+impl Health {
+    pub fn ok(detail: String) -> Health {
+        Health { state: HealthState::Ok, detail }
+    }
 }
 
 /// The content type of the Prometheus text format.
@@ -68,8 +87,11 @@ pub fn answer<S: Status + ?Sized, B>(status: &S, req: &Request<B>) -> Response<F
         }
         "/health" => {
             let health = status.health();
-            let (code, word) =
-                if health.ok { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "unavailable") };
+            let (code, word) = match health.state {
+                HealthState::Ok => (StatusCode::OK, "ok"),
+                HealthState::Degraded => (StatusCode::OK, "degraded"),
+                HealthState::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            };
             text(code, format!("{word}: {}", health.detail))
         }
         _ => text(StatusCode::NOT_FOUND, "not found: try /metrics or /health".into()),
@@ -98,14 +120,14 @@ mod tests {
 
     use super::*;
 
-    struct Fixed(bool);
+    struct Fixed(HealthState);
 
     impl Status for Fixed {
         fn metrics(&self) -> String {
             "# TYPE up gauge\nup 1\n".into()
         }
         fn health(&self) -> Health {
-            Health { ok: self.0, detail: "serving abc (2 routes)".into() }
+            Health { state: self.0, detail: "serving abc (2 routes)".into() }
         }
     }
 
@@ -116,15 +138,21 @@ mod tests {
     #[tokio::test]
     async fn metrics_health_and_everything_else() {
         let get = |path: &str| Request::get(path).body(()).unwrap();
-        let r = answer(&Fixed(true), &get("/metrics"));
+        let ok = Fixed(HealthState::Ok);
+        let r = answer(&ok, &get("/metrics"));
         assert_eq!(r.headers()[CONTENT_TYPE], METRICS_TYPE);
         assert_eq!(body(r).await, "# TYPE up gauge\nup 1\n");
-        let r = answer(&Fixed(true), &get("/health"));
+        let r = answer(&ok, &get("/health"));
         assert_eq!(r.status(), 200);
         assert_eq!(body(r).await, "ok: serving abc (2 routes)\n");
-        assert_eq!(answer(&Fixed(false), &get("/health")).status(), 503);
-        assert_eq!(answer(&Fixed(true), &get("/")).status(), 404);
-        let r = answer(&Fixed(true), &Request::post("/metrics").body(()).unwrap());
+        let r = answer(&Fixed(HealthState::Degraded), &get("/health"));
+        assert_eq!(r.status(), 200);
+        assert_eq!(body(r).await, "degraded: serving abc (2 routes)\n");
+        let r = answer(&Fixed(HealthState::Unavailable), &get("/health"));
+        assert_eq!(r.status(), 503);
+        assert_eq!(body(r).await, "unavailable: serving abc (2 routes)\n");
+        assert_eq!(answer(&ok, &get("/")).status(), 404);
+        let r = answer(&ok, &Request::post("/metrics").body(()).unwrap());
         assert_eq!((r.status().as_u16(), r.headers()[ALLOW].to_str().unwrap()), (405, "GET, HEAD"));
     }
 }

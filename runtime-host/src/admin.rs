@@ -1,5 +1,5 @@
 //! What the host reports on its admin listener (`edgeroute-admin`): its
-//! counters and the snapshot it serves.
+//! counters, the snapshot it serves and how fresh it is.
 
 use edgeroute_admin::{Health, Status};
 
@@ -7,11 +7,10 @@ use crate::state::HostState;
 
 impl Status for HostState {
     fn metrics(&self) -> String {
-        self.metrics.render(&self.router.live())
+        self.metrics.render(self.router.live().as_deref(), &self.freshness)
     }
 
     fn health(&self) -> Health {
-        let live = self.router.live();
-        Health { ok: true, detail: format!("serving {} ({} routes)", live.id, live.route_count) }
+        HostState::health(self)
     }
 }

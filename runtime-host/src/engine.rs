@@ -41,6 +41,8 @@ pub enum EngineError {
     InputTooLong,
     #[error("the module's answer is malformed")]
     BadAnswer,
+    #[error("there is no snapshot to answer from yet")]
+    NoSnapshot,
 }
 
 fn trap(e: wasmtime::Error) -> EngineError {

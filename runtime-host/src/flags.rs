@@ -112,9 +112,14 @@ pub struct ListenerArgs {
     /// The public listener: IP:PORT (127.0.0.1:8080 for this machine only, 0.0.0.0:8080 for every interface).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = listen_address)]
     pub listen: SocketAddr,
-    /// `/metrics` and `/health`; never on the public listener.
+    /// `/metrics` and `/health`; never on the public listener, and only on a
+    /// loopback address unless --admin-public is given.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901", value_parser = listen_address)]
     pub admin_listen: SocketAddr,
+    /// Allow --admin-listen on an address other machines can reach (its
+    /// metrics name every snapshot and count every answer).
+    #[arg(long)]
+    pub admin_public: bool,
     /// Threads serving requests, each with its own event loop
     /// [default: the CPUs this process may run on]
     #[arg(long, value_name = "N")]
@@ -158,9 +163,18 @@ pub struct FollowerArgs {
     /// [default: ~/.cache/edgeroute/<store hash>]
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// How long the host may serve another snapshot than the store names
+    /// (or fail to read the store) before /health says `degraded` (still 200).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub max_behind: f64,
 }
 
 impl FollowerArgs {
+    /// How long the host may lag its store before `/health` says `degraded`.
+    pub fn max_behind(&self) -> Duration {
+        Duration::try_from_secs_f64(self.max_behind).unwrap_or(Duration::MAX)
+    }
+
     /// The pause between two looks at the pointer (at least 10 ms).
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_ms.max(10))

@@ -1,15 +1,26 @@
 //! [`Follower`]: keeps a host's [`HostState`] on a store's current snapshot
-//! (`docs/publishing.md`). It is the source of updates only: the router
-//! holds the live snapshot, and whoever starts the host drives
-//! [`Follower::follow`] in the background.
+//! (`docs/publishing.md`, `docs/serving.md`). It is the source of updates
+//! only: the router holds the live snapshot, and whoever starts the host
+//! drives [`Follower::follow`] in the background.
 //!
-//! The host starts from the store's current snapshot (or, when the store
-//! cannot be reached, from the last good snapshot it cached on disk), then
-//! polls the pointer: in S3 with a conditional GET, so an unchanged pointer
-//! costs a 304. A new pointer's object is fetched, its SHA-256 checked
-//! against the id, and swapped in only if the module accepts it; a
-//! missing, corrupt or mismatching object is refused with a log line and a
-//! count, and the current snapshot keeps serving.
+//! The host starts from the store's current snapshot or, when that cannot
+//! be had (the store unreachable, the object missing or damaged), from the
+//! last good snapshot it cached on disk, or from nothing (every request is
+//! then a 503) while it keeps trying. It then polls the pointer: in S3 with
+//! a conditional GET, so an unchanged pointer costs a 304.
+//!
+//! A pointer that names another snapshot is *wanted* until it is served:
+//! - a **transient** failure to fetch its object (missing yet, denied, a
+//!   5xx, a timeout) is retried with backoff from [`RETRY_FIRST`] doubling
+//!   to [`RETRY_MAX`], whether or not the pointer changes again;
+//! - a **definitive** refusal (bytes that are not its id, a snapshot the
+//!   module refuses) is logged and counted once, and not tried again until
+//!   the pointer moves.
+//!
+//! Either way the current snapshot keeps serving, and [`Freshness`] counts
+//! how long the host has been behind.
+//!
+//! [`Freshness`]: crate::state::Freshness
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -21,47 +32,60 @@ use edgeroute_store::{write_file_atomically, Pointer, Store, StoreError, StoreLo
 
 use crate::state::HostState;
 
-/// Why the host could not start or follow its store.
+/// The first pause before fetching a wanted snapshot again.
+pub const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest pause between two fetches of a wanted snapshot.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Why a wanted snapshot is not served.
 #[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("cannot reach the store and there is no cached snapshot in {cache}: {source}")]
-    NoStore { cache: PathBuf, source: StoreError },
-    #[error("the store has no current snapshot yet (publish one first) and there is none cached in {cache}")]
-    Empty { cache: PathBuf },
-    #[error("snapshot {id}: {why}")]
+pub enum FetchError {
+    /// For good, until the pointer moves: damaged, replaced or invalid.
+    #[error("refused snapshot {id}: {why}")]
     Refused { id: String, why: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    /// For now: fetched again after a pause.
+    #[error("cannot fetch snapshot {id} yet: {source}")]
+    Transient { id: String, source: StoreError },
 }
 
 /// What a host knows of its store: where it is, where the last good
-/// snapshot is cached, and the pointer's version last seen.
+/// snapshot is cached, and how far it has got with the store's pointer.
 #[derive(Debug)]
 pub struct Follower {
     store: Store,
     cache: PathBuf,
-    version: Mutex<Option<Version>>,
+    progress: Mutex<Progress>,
 }
 
-/// Fetches a pointer's snapshot and checks that its bytes are its id.
-async fn fetch(store: &Store, pointer: &Pointer) -> Result<Vec<u8>, ServeError> {
-    let bytes = store.get_snapshot(&pointer.id).await.map_err(|e| match e {
-        StoreError::NoSnapshot { .. } => {
-            ServeError::Refused { id: pointer.id.clone(), why: "the object is missing".into() }
-        }
-        other => ServeError::Store(other),
-    })?;
-    Ok(bytes)
+/// The follower's position: the pointer's version last read, the snapshot
+/// the store names that the host does not serve yet, and when to fetch it.
+#[derive(Debug, Default)]
+struct Progress {
+    version: Option<Version>,
+    wanted: Option<Pointer>,
+    /// The wanted snapshot was refused for good.
+    refused: bool,
+    /// The pause before the next fetch, and when that is due.
+    backoff: Option<(Duration, Instant)>,
+    /// The last transient failure logged, so that it is said once.
+    said: String,
+}
+
+/// Fetches a pointer's snapshot. A missing object is transient: a pointer
+/// may be read before its object (a publisher killed between its writes,
+/// a replica behind).
+async fn fetch(store: &Store, pointer: &Pointer) -> Result<Vec<u8>, FetchError> {
+    store.get_snapshot(&pointer.id).await.map_err(|source| FetchError::Transient { id: pointer.id.clone(), source })
 }
 
 /// Checks that a fetched snapshot's bytes are its id; returns the id.
-fn verify(bytes: &[u8], id: &str) -> Result<SnapshotId, ServeError> {
+fn verify(bytes: &[u8], id: &str) -> Result<SnapshotId, FetchError> {
     let found = SnapshotId::of(bytes);
     // The pointer's id exactly as stores write it, lowercase hex (the id's
     // own comparison with text ignores case).
     let written = found.to_string();
     if written != id {
-        return Err(ServeError::Refused {
+        return Err(FetchError::Refused {
             id: id.to_owned(),
             why: format!("the object's SHA-256 is {found} (damaged or replaced)"),
         });
@@ -77,93 +101,189 @@ fn keep(cache: &Path, bytes: &[u8]) {
     }
 }
 
+/// What the host serves, for a log line.
+fn serving(state: &HostState) -> String {
+    state.router.live().map_or_else(|| "nothing (answering 503)".to_owned(), |live| live.id.to_string())
+}
+
 impl Follower {
-    /// Reads the first snapshot to serve: the store's current one, or the
-    /// one cached in `cache` if the store cannot be reached. Returns the
-    /// follower and the snapshot's bytes (checked against their id when
-    /// they come from the store), from which the caller makes the router.
-    pub async fn start(store: Store, cache: PathBuf) -> Result<(Follower, Vec<u8>), ServeError> {
-        let cached = cache.join("current.snap");
-        let (bytes, version) = match store.read_pointer().await {
-            Ok(Some((pointer, version))) => {
-                let bytes = fetch(&store, &pointer).await?;
-                verify(&bytes, &pointer.id)?;
-                keep(&cache, &bytes);
-                (bytes, Some(version))
-            }
-            Ok(None) => match std::fs::read(&cached) {
-                Ok(bytes) => (bytes, None),
-                Err(_) => return Err(ServeError::Empty { cache }),
-            },
-            Err(source) => match std::fs::read(&cached) {
-                Ok(bytes) => {
-                    tracing::warn!(
-                        "cannot reach the store ({source}); serving the cached snapshot {}",
-                        cached.display()
-                    );
-                    (bytes, None)
-                }
-                Err(_) => return Err(ServeError::NoStore { cache, source }),
-            },
-        };
-        Ok((Follower { store, cache, version: Mutex::new(version) }, bytes))
+    pub fn new(store: Store, cache: PathBuf) -> Follower {
+        Follower { store, cache, progress: Mutex::new(Progress::default()) }
     }
 
-    /// Looks at the pointer once and swaps if it moved. Returns the new id
-    /// when a swap happened.
-    pub async fn poll(&self, state: &'static HostState) -> Result<Option<String>, ServeError> {
-        let known = self.version.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some((pointer, version)) = self.store.read_pointer_if_changed(known.as_ref()).await? else {
-            return Ok(None);
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads the first snapshot into `state`: the store's current one; else
+    /// (the store cannot be read, has no pointer yet, or its object cannot
+    /// be fetched or is refused) the cached one; else none, and the host
+    /// answers 503 until [`follow`](Self::follow) gets one. Never fails:
+    /// every reason is logged, and the follower keeps trying.
+    pub async fn start(&self, state: &'static HostState) {
+        let reason = match self.poll(state).await {
+            Ok(_) if state.router.live().is_some() => return,
+            Ok(_) => "the store has no current snapshot yet".to_owned(),
+            Err(e) => e.to_string(),
         };
-        // Whatever happens to this pointer, it is not looked at again until it changes.
-        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = Some(version);
-        if state.router.live().id == pointer.id.as_str() {
-            return Ok(None);
-        }
-        let start = Instant::now();
-        let result = async {
-            let bytes = fetch(&self.store, &pointer).await?;
-            // Hashing, loading and caching take milliseconds to seconds
-            // (50 MB at 1M routes): never on the threads that serve requests.
-            let (router, cache, id) = (&state.router, self.cache.clone(), pointer.id.clone());
-            tokio::task::spawn_blocking(move || {
-                let verified = verify(&bytes, &id)?;
-                router
-                    .swap_identified(&bytes, verified)
-                    .map_err(|e| ServeError::Refused { id: id.clone(), why: e.to_string() })?;
-                keep(&cache, &bytes);
-                Ok(())
-            })
-            .await
-            .map_err(|e| ServeError::Refused { id: pointer.id.clone(), why: e.to_string() })?
-        }
-        .await;
-        match result {
-            Ok(()) => {
-                state.metrics.swaps.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    "serving {} ({} routes; fetched and loaded in {} ms)",
-                    pointer.id,
-                    pointer.routes,
-                    start.elapsed().as_millis()
+        let cached = self.cache.join("current.snap");
+        match std::fs::read(&cached) {
+            Ok(bytes) => match state.router.swap(&bytes) {
+                Ok(live) => {
+                    tracing::warn!(
+                        "{reason}; serving the cached snapshot {} ({}) until the store's can be had",
+                        cached.display(),
+                        live.id
+                    );
+                    self.settle(state);
+                }
+                Err(e) => tracing::error!(
+                    "{reason}, and the cached snapshot {} is refused ({e}); answering 503 until the store's can be had",
+                    cached.display()
+                ),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::error!(
+                    "{reason}, and nothing is cached in {}; answering 503 until the store has a snapshot",
+                    self.cache.display()
                 );
+            }
+            Err(e) => tracing::error!(
+                "{reason}, and the cache {} cannot be read ({e}); answering 503 until the store has a snapshot",
+                cached.display()
+            ),
+        }
+    }
+
+    /// Looks at the pointer once (if it moved), and fetches the snapshot
+    /// the store names if the host does not serve it and a fetch is due.
+    /// Returns the new id when a swap happened; an error when the pointer
+    /// cannot be read or the wanted snapshot is not served.
+    pub async fn poll(&self, state: &'static HostState) -> Result<Option<String>, FollowError> {
+        let known = self.progress().version.clone();
+        match self.store.read_pointer_if_changed(known.as_ref()).await {
+            Err(e) => {
+                state.metrics.poll_errors.fetch_add(1, Ordering::Relaxed);
+                state.freshness.unreadable(e.to_string());
+                return Err(FollowError::Store(e));
+            }
+            Ok(None) => state.freshness.readable(),
+            Ok(Some((pointer, version))) => {
+                state.freshness.readable();
+                let mut progress = self.progress();
+                progress.version = Some(version);
+                progress.wanted = Some(pointer);
+                progress.refused = false;
+                progress.backoff = None;
+                progress.said.clear();
+            }
+        }
+        let Some(pointer) = self.settle(state) else { return Ok(None) };
+        {
+            let progress = self.progress();
+            if progress.refused || progress.backoff.is_some_and(|(_, due)| Instant::now() < due) {
+                return Ok(None);
+            }
+        }
+        match self.load(state, &pointer).await {
+            Ok(()) => {
+                let mut progress = self.progress();
+                let version = progress.version.take();
+                *progress = Progress { version, ..Progress::default() };
+                drop(progress);
+                state.freshness.caught_up();
                 Ok(Some(pointer.id))
             }
-            Err(e @ ServeError::Refused { .. }) => {
-                state.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("refused {e}; still serving {}", state.router.live().id);
-                Err(e)
+            Err(e) => {
+                let mut progress = self.progress();
+                match &e {
+                    FetchError::Refused { .. } => {
+                        progress.refused = true;
+                        state.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("{e}; still serving {}", serving(state));
+                    }
+                    FetchError::Transient { source, .. } => {
+                        state.metrics.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                        let pause = progress.backoff.map_or(RETRY_FIRST, |(last, _)| (last * 2).min(RETRY_MAX));
+                        progress.backoff = Some((pause, Instant::now() + pause));
+                        // Said once per cause, not on every retry.
+                        let cause = source.to_string();
+                        if progress.said != cause {
+                            tracing::warn!(
+                                "{e}; trying again in {} ms, then up to every {} s; still serving {}",
+                                pause.as_millis(),
+                                RETRY_MAX.as_secs(),
+                                serving(state)
+                            );
+                            progress.said = cause;
+                        }
+                    }
+                }
+                state.freshness.behind(&pointer.id, e.to_string());
+                Err(FollowError::Fetch(e))
             }
-            Err(e) => Err(e),
         }
+    }
+
+    /// Compares the wanted pointer with what is served: returns it if the
+    /// host is behind it, else forgets it and marks the host caught up.
+    fn settle(&self, state: &HostState) -> Option<Pointer> {
+        let mut progress = self.progress();
+        let wanted = progress.wanted.clone()?;
+        if state.router.live().is_some_and(|live| live.id == wanted.id.as_str()) {
+            progress.wanted = None;
+            progress.backoff = None;
+            drop(progress);
+            state.freshness.caught_up();
+            return None;
+        }
+        let why = if progress.refused { "refused" } else { "not fetched yet" };
+        state.freshness.behind(&wanted.id, format!("snapshot {} {why}", wanted.id));
+        Some(wanted)
+    }
+
+    /// Fetches, checks and swaps in `pointer`'s snapshot, and caches it.
+    async fn load(&self, state: &'static HostState, pointer: &Pointer) -> Result<(), FetchError> {
+        let start = Instant::now();
+        let bytes = fetch(&self.store, pointer).await?;
+        // Hashing, loading and caching take milliseconds to seconds
+        // (50 MB at 1M routes): never on the threads that serve requests.
+        let (router, cache, id) = (&state.router, self.cache.clone(), pointer.id.clone());
+        tokio::task::spawn_blocking(move || {
+            let verified = verify(&bytes, &id)?;
+            router
+                .swap_identified(&bytes, verified)
+                .map_err(|e| FetchError::Refused { id: id.clone(), why: e.to_string() })?;
+            keep(&cache, &bytes);
+            Ok(())
+        })
+        .await
+        .map_err(|e| FetchError::Refused { id: pointer.id.clone(), why: e.to_string() })??;
+        state.metrics.swaps.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            "serving {} ({} routes; fetched and loaded in {} ms)",
+            pointer.id,
+            pointer.routes,
+            start.elapsed().as_millis()
+        );
+        Ok(())
+    }
+
+    /// When the wanted snapshot's next fetch is due, if one is.
+    fn retry_due(&self) -> Option<Instant> {
+        let progress = self.progress();
+        if progress.wanted.is_none() || progress.refused {
+            return None;
+        }
+        progress.backoff.map(|(_, due)| due)
     }
 
     /// Keeps `state` on the store's current snapshot: polls forever, every
-    /// `interval`; a directory store's pointer file is also watched for
-    /// changes (inotify and the like), so that a new pointer is seen at
-    /// once, with the polling as the fallback. Only changes of the pointer
-    /// wake it: idle, it costs nothing but its polls.
+    /// `interval`, and sooner when a wanted snapshot's retry is due; a
+    /// directory store's pointer file is also watched for changes (inotify
+    /// and the like), so that a new pointer is seen at once, with the
+    /// polling as the fallback. Only changes of the pointer wake it: idle,
+    /// it costs nothing but its polls.
     pub async fn follow(&self, state: &'static HostState, interval: Duration) {
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let _watcher = self.store.dir().and_then(|dir| {
@@ -191,24 +311,34 @@ impl Follower {
         });
         let mut last_error = String::new();
         loop {
+            let pause =
+                self.retry_due().map_or(interval, |due| due.saturating_duration_since(Instant::now()).min(interval));
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = wake.notified() => {}
             }
             match self.poll(state).await {
-                Ok(_) | Err(ServeError::Refused { .. }) => last_error.clear(),
-                Err(e) => {
-                    state.metrics.poll_errors.fetch_add(1, Ordering::Relaxed);
+                Ok(_) | Err(FollowError::Fetch(_)) => last_error.clear(),
+                Err(FollowError::Store(e)) => {
                     let text = e.to_string();
                     // Say it once, not every interval.
                     if text != last_error {
-                        tracing::warn!("cannot read the store: {text}; still serving {}", state.router.live().id);
+                        tracing::warn!("cannot read the store: {text}; still serving {}", serving(state));
                         last_error = text;
                     }
                 }
             }
         }
     }
+}
+
+/// Why a [`Follower::poll`] did not leave the host on the store's snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("cannot read the store: {0}")]
+    Store(#[source] StoreError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
 }
 
 /// Whether a file event may have changed the pointer `pointer`: a write,

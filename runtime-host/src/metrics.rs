@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::router::Live;
+use crate::state::Freshness;
 
 /// What a request was answered as: the resolution's kind, or `error` when
 /// the router itself failed (the module trapped). A failed origin is
@@ -60,8 +61,11 @@ pub struct Metrics {
     resolve_sum_ns: AtomicU64,
     /// Snapshots swapped in since the start.
     pub swaps: AtomicU64,
-    /// Snapshots refused (missing, damaged, mismatching, invalid).
+    /// Snapshots refused for good (damaged, mismatching, invalid).
     pub refused: AtomicU64,
+    /// Failed fetches of a snapshot the store names (missing yet, denied,
+    /// 5xx, timed out), each retried with backoff.
+    pub fetch_errors: AtomicU64,
     /// Failed reads of the store's pointer.
     pub poll_errors: AtomicU64,
     /// Connections open now, on the public listener.
@@ -81,6 +85,7 @@ impl Default for Metrics {
             resolve_sum_ns: AtomicU64::new(0),
             swaps: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            fetch_errors: AtomicU64::new(0),
             poll_errors: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -106,9 +111,9 @@ impl Metrics {
         self.resolve_sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition (format 0.0.4) of every counter and of
-    /// the live snapshot.
-    pub fn render(&self, live: &Live) -> String {
+    /// The Prometheus text exposition (format 0.0.4) of every counter, of
+    /// the live snapshot (when there is one) and of the host's freshness.
+    pub fn render(&self, live: Option<&Live>, freshness: &Freshness) -> String {
         let mut out = String::with_capacity(4096);
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
 
@@ -146,39 +151,62 @@ impl Metrics {
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: String| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         };
-        let _ = writeln!(
-            out,
-            "# HELP edgeroute_snapshot_info The snapshot being served (its id).\n# TYPE edgeroute_snapshot_info gauge\nedgeroute_snapshot_info{{id=\"{}\"}} 1",
-            live.id
+        if let Some(live) = live {
+            let _ = writeln!(
+                out,
+                "# HELP edgeroute_snapshot_info The snapshot being served (its id).\n# TYPE edgeroute_snapshot_info gauge\nedgeroute_snapshot_info{{id=\"{}\"}} 1",
+                live.id
+            );
+            gauge(
+                &mut out,
+                "edgeroute_snapshot_routes",
+                "Routes in the snapshot being served.",
+                "gauge",
+                live.route_count.to_string(),
+            );
+            gauge(
+                &mut out,
+                "edgeroute_snapshot_bytes",
+                "Size of the snapshot being served.",
+                "gauge",
+                live.size.to_string(),
+            );
+            let age = live.loaded_at.elapsed().unwrap_or_default();
+            gauge(
+                &mut out,
+                "edgeroute_snapshot_age_seconds",
+                "Seconds since the snapshot being served was loaded.",
+                "gauge",
+                format!("{:.3}", age.as_secs_f64()),
+            );
+            gauge(
+                &mut out,
+                "edgeroute_snapshot_load_seconds",
+                "Time it took to check, bake, compile and validate the snapshot being served.",
+                "gauge",
+                format!("{:.6}", live.load_time.as_secs_f64()),
+            );
+        }
+        gauge(
+            &mut out,
+            "edgeroute_snapshot_behind_seconds",
+            "Seconds the store has named a snapshot this host does not serve (0: it serves the store's); it keeps growing after a refusal.",
+            "gauge",
+            format!("{:.3}", freshness.behind_seconds()),
         );
         gauge(
             &mut out,
-            "edgeroute_snapshot_routes",
-            "Routes in the snapshot being served.",
+            "edgeroute_health_degraded",
+            "1 while /health says degraded: behind the store, or unable to read it, for longer than --max-behind.",
             "gauge",
-            live.route_count.to_string(),
+            u8::from(freshness.degraded()).to_string(),
         );
         gauge(
             &mut out,
-            "edgeroute_snapshot_bytes",
-            "Size of the snapshot being served.",
+            "edgeroute_snapshot_serving",
+            "1 once the host has a snapshot to serve; 0 while it answers 503.",
             "gauge",
-            live.size.to_string(),
-        );
-        let age = live.loaded_at.elapsed().unwrap_or_default();
-        gauge(
-            &mut out,
-            "edgeroute_snapshot_age_seconds",
-            "Seconds since the snapshot being served was loaded.",
-            "gauge",
-            format!("{:.3}", age.as_secs_f64()),
-        );
-        gauge(
-            &mut out,
-            "edgeroute_snapshot_load_seconds",
-            "Time it took to check, bake, compile and validate the snapshot being served.",
-            "gauge",
-            format!("{:.6}", live.load_time.as_secs_f64()),
+            u8::from(live.is_some()).to_string(),
         );
         gauge(
             &mut out,
@@ -190,9 +218,16 @@ impl Metrics {
         gauge(
             &mut out,
             "edgeroute_snapshot_refused_total",
-            "Snapshots refused (missing, damaged, mismatching or invalid); the previous one kept serving.",
+            "Snapshots refused for good (damaged, mismatching or invalid); the previous one kept serving.",
             "counter",
             load(&self.refused).to_string(),
+        );
+        gauge(
+            &mut out,
+            "edgeroute_snapshot_fetch_errors_total",
+            "Failed fetches of the snapshot the store names (missing yet, denied, 5xx, timed out), each retried with backoff.",
+            "counter",
+            load(&self.fetch_errors).to_string(),
         );
         gauge(
             &mut out,

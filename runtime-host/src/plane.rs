@@ -154,6 +154,12 @@ impl DataPlane {
             EngineError::InputTooLong => {
                 Short::bad_request(StatusCode::URI_TOO_LONG, "bad request: the request is too long")
             }
+            // A host that has no snapshot yet (its store and cache had none).
+            EngineError::NoSnapshot => Short {
+                outcome: Outcome::Error,
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                text: "service unavailable: no routes loaded yet".into(),
+            },
             e => {
                 tracing::error!("resolve failed: {e}");
                 Short {
@@ -208,8 +214,9 @@ impl DataPlane {
         id: Option<SnapshotId>,
     ) -> Response<Body> {
         self.state.metrics.request(outcome, response.status().as_u16());
-        let id = id.unwrap_or_else(|| self.state.router.live().id);
-        name_snapshot(&mut response, &id);
+        if let Some(id) = id.or_else(|| self.state.router.live().map(|live| live.id)) {
+            name_snapshot(&mut response, &id);
+        }
         response
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use edgeroute_edge::{Resolution, Snapshot, SnapshotId};
 
 use crate::answer::Answer;
@@ -31,11 +31,13 @@ pub struct Live {
     spare: Mutex<Option<EdgeInstance>>,
 }
 
-/// Serves one snapshot at a time and swaps it atomically.
+/// Serves one snapshot at a time and swaps it atomically. It may start
+/// without one (a host whose store and cache have none yet): its workers
+/// then answer [`EngineError::NoSnapshot`] until the first swap.
 #[derive(Debug)]
 pub struct Router {
     engine: EdgeEngine,
-    live: ArcSwap<Live>,
+    live: ArcSwapOption<Live>,
     generations: AtomicU64,
 }
 
@@ -43,7 +45,12 @@ impl Router {
     /// Loads the first snapshot.
     pub fn new(engine: EdgeEngine, snapshot: &[u8]) -> Result<Router, EngineError> {
         let live = Self::load(&engine, snapshot, SnapshotId::of(snapshot), 1)?;
-        Ok(Router { engine, live: ArcSwap::from_pointee(live), generations: AtomicU64::new(1) })
+        Ok(Router { engine, live: ArcSwapOption::from_pointee(live), generations: AtomicU64::new(1) })
+    }
+
+    /// A router with no snapshot yet.
+    pub fn empty(engine: EdgeEngine) -> Router {
+        Router { engine, live: ArcSwapOption::empty(), generations: AtomicU64::new(0) }
     }
 
     fn load(engine: &EdgeEngine, snapshot: &[u8], id: SnapshotId, generation: u64) -> Result<Live, EngineError> {
@@ -76,12 +83,12 @@ impl Router {
         let generation = self.generations.load(Ordering::Relaxed) + 1;
         let live = Arc::new(Self::load(&self.engine, snapshot, id, generation)?);
         self.generations.store(generation, Ordering::Relaxed);
-        self.live.store(live.clone());
+        self.live.store(Some(live.clone()));
         Ok(live)
     }
 
-    /// The snapshot being served now.
-    pub fn live(&self) -> Arc<Live> {
+    /// The snapshot being served now, if there is one yet.
+    pub fn live(&self) -> Option<Arc<Live>> {
         self.live.load_full()
     }
 
@@ -139,13 +146,14 @@ impl Worker<'_> {
     /// starts from a fresh one, and comes back as an error.
     pub fn resolve(&mut self, host: &[u8], target: &[u8]) -> Result<Resolution<'_, '_>, EngineError> {
         let live = self.router.live.load();
+        let Some(live) = live.as_ref() else { return Err(EngineError::NoSnapshot) };
         if self.generation() != Some(live.generation) {
             let spare = live.spare.lock().ok().and_then(|mut s| s.take());
             let instance = match spare {
                 Some(i) => i,
                 None => live.module.instance()?,
             };
-            self.current = Some((Arc::clone(&live), instance));
+            self.current = Some((Arc::clone(live), instance));
         }
         let Some((_, instance)) = self.current.as_mut() else { return Err(EngineError::BadAnswer) };
         if let Err(e) = instance.resolve_into(host, target, &mut self.answer) {

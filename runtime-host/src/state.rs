@@ -1,20 +1,144 @@
-//! [`HostState`]: what every part of a running host shares.
+//! [`HostState`]: what every part of a running host shares, and
+//! [`Freshness`]: how far the snapshot it serves lags its store.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use edgeroute_admin::{Health, HealthState};
 
 use crate::metrics::Metrics;
 use crate::router::Router;
 
-/// The live snapshot (through its [`Router`]) and the host's counters. One
-/// per process, referred to by the public and admin listeners, the store
-/// follower and every worker thread.
+/// The live snapshot (through its [`Router`]), the host's counters and how
+/// fresh it is. One per process, referred to by the public and admin
+/// listeners, the store follower and every worker thread.
 #[derive(Debug)]
 pub struct HostState {
     pub router: Router,
     pub metrics: Metrics,
+    pub freshness: Freshness,
 }
 
 impl HostState {
-    /// The host's state, made once, living as long as the process.
-    pub fn leak(router: Router) -> &'static HostState {
-        Box::leak(Box::new(HostState { router, metrics: Metrics::default() }))
+    /// The host's state, made once, living as long as the process;
+    /// `max_behind` is how long it may lag its store before `/health` says
+    /// `degraded`.
+    pub fn leak(router: Router, max_behind: Duration) -> &'static HostState {
+        Box::leak(Box::new(HostState { router, metrics: Metrics::default(), freshness: Freshness::new(max_behind) }))
+    }
+
+    /// `/health`: `unavailable` (503) without a snapshot; `degraded` (200)
+    /// when the store has named another snapshot, or could not be read, for
+    /// longer than the `max_behind` allowance; `ok` otherwise.
+    pub fn health(&self) -> Health {
+        let Some(live) = self.router.live() else {
+            let why = self.freshness.lock().why.clone().unwrap_or_else(|| "nothing published yet".into());
+            return Health {
+                state: HealthState::Unavailable,
+                detail: format!("no snapshot to serve yet (answering 503): {why}"),
+            };
+        };
+        let serving = format!("serving {} ({} routes)", live.id, live.route_count);
+        let lag = self.freshness.lock();
+        let now = Instant::now();
+        let over = |since: Option<Instant>| since.map(|t| now - t).filter(|d| *d > self.freshness.max_behind);
+        let why = lag.why.as_deref().unwrap_or("no reason known");
+        if let (Some(behind), Some(wanted)) = (over(lag.behind_since), &lag.wanted) {
+            return Health {
+                state: HealthState::Degraded,
+                detail: format!("the store has named {wanted} for {} s, still {serving}: {why}", behind.as_secs()),
+            };
+        }
+        if let Some(unread) = over(lag.unreadable_since) {
+            return Health {
+                state: HealthState::Degraded,
+                detail: format!("cannot read the store for {} s, still {serving}: {why}", unread.as_secs()),
+            };
+        }
+        Health::ok(serving)
+    }
+}
+
+/// How the host stands with its store: since when the store has named a
+/// snapshot the host does not serve, since when its pointer cannot be read,
+/// and why. Written by the follower, read by `/health` and `/metrics`.
+#[derive(Debug)]
+pub struct Freshness {
+    lag: Mutex<Lag>,
+    /// How long the host may lag before `/health` says `degraded`.
+    pub max_behind: Duration,
+}
+
+/// See [`Freshness`].
+#[derive(Clone, Debug, Default)]
+pub struct Lag {
+    /// When the store began to name a snapshot other than the one served.
+    pub behind_since: Option<Instant>,
+    /// The snapshot the store names, while the host is behind.
+    pub wanted: Option<String>,
+    /// When reads of the store's pointer began to fail.
+    pub unreadable_since: Option<Instant>,
+    /// The last reason the host is behind or cannot read the store.
+    pub why: Option<String>,
+}
+
+impl Freshness {
+    fn new(max_behind: Duration) -> Freshness {
+        Freshness { lag: Mutex::new(Lag::default()), max_behind }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lag> {
+        self.lag.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the current lag.
+    pub fn lag(&self) -> Lag {
+        self.lock().clone()
+    }
+
+    /// The store names `wanted`, which the host does not serve, because of
+    /// `why`; the lag counts from the first such moment.
+    pub fn behind(&self, wanted: &str, why: String) {
+        let mut lag = self.lock();
+        lag.behind_since.get_or_insert_with(Instant::now);
+        lag.wanted = Some(wanted.to_owned());
+        lag.why = Some(why);
+    }
+
+    /// The host serves what the store names.
+    pub fn caught_up(&self) {
+        let mut lag = self.lock();
+        lag.behind_since = None;
+        lag.wanted = None;
+        if lag.unreadable_since.is_none() {
+            lag.why = None;
+        }
+    }
+
+    /// The store's pointer could not be read.
+    pub fn unreadable(&self, why: String) {
+        let mut lag = self.lock();
+        lag.unreadable_since.get_or_insert_with(Instant::now);
+        lag.why = Some(why);
+    }
+
+    /// The store's pointer was read.
+    pub fn readable(&self) {
+        let mut lag = self.lock();
+        if lag.unreadable_since.take().is_some() && lag.behind_since.is_none() {
+            lag.why = None;
+        }
+    }
+
+    /// Seconds the host has been behind its store (0 when it is not).
+    pub fn behind_seconds(&self) -> f64 {
+        self.lock().behind_since.map_or(0.0, |t| t.elapsed().as_secs_f64())
+    }
+
+    /// Whether `/health` says `degraded` (lagging past the allowance).
+    pub fn degraded(&self) -> bool {
+        let lag = self.lock();
+        let over = |since: Option<Instant>| since.is_some_and(|t| t.elapsed() > self.max_behind);
+        over(lag.behind_since) || over(lag.unreadable_since)
     }
 }

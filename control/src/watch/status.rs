@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edgeroute_admin::{Health, Status};
+use edgeroute_admin::{Health, HealthState, Status};
 
 /// What the watcher is doing now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,7 +222,7 @@ impl Status for WatchStatus {
                 (false, format!("mirroring the table again after an error ({cause}): {why}"))
             }
         };
-        Health { ok, detail }
+        Health { state: if ok { HealthState::Ok } else { HealthState::Unavailable }, detail }
     }
 }
 
@@ -240,11 +240,11 @@ mod tests {
         status.restarted("scan");
         status.restarted("scan");
         assert!(status.metrics().contains("edgeroute_watch_restarts_total{cause=\"scan\"} 2"));
-        assert!(!status.health().ok);
+        assert!(status.health().state == HealthState::Unavailable);
         status.phase(Phase::Following);
-        assert!(status.health().ok);
+        assert!(status.health().state == HealthState::Ok);
         status.phase(Phase::BackingOff { cause: "store", why: "down".into() });
         let health = status.health();
-        assert!(!health.ok && health.detail.contains("(store): down"), "{health:?}");
+        assert!(health.state == HealthState::Unavailable && health.detail.contains("(store): down"), "{health:?}");
     }
 }

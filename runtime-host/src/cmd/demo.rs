@@ -212,7 +212,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             anyhow::bail!("there is no demo snapshot at {}: scripts/demo.sh compiles it", args.snapshot.display());
         }
         let router = load_router(&args.snapshot)?;
-        let state = HostState::leak(router);
+        let state = HostState::leak(router, std::time::Duration::MAX);
         let upstream = tokio::net::TcpListener::bind(UPSTREAM)
             .await
             .with_context(|| format!("cannot start the demo upstream on {UPSTREAM}"))?;

@@ -80,6 +80,12 @@ pub async fn start(
     if listener.admin_listen == listener.listen {
         anyhow::bail!("--admin-listen must differ from --listen: metrics are never served on the public listener");
     }
+    if !listener.admin_listen.ip().is_loopback() && !listener.admin_public {
+        anyhow::bail!(
+            "--admin-listen {} is reachable from other machines: give a loopback address (127.0.0.1:PORT), or add --admin-public to mean it",
+            listener.admin_listen
+        );
+    }
     let objects = match &origins.static_root {
         // A mistyped folder would make every static request a 404, as if
         // the host were unknown: refused at start instead.
@@ -100,12 +106,13 @@ pub async fn start(
     let threads = listener.threads();
     let workers = Workers::start(&DataPlane { state, objects, proxy }, public, threads, listener.limits())
         .context("cannot start the serving threads")?;
-    let live = state.router.live();
+    let serving = state.router.live().map_or_else(
+        || "no snapshot yet (answering 503)".to_owned(),
+        |live| format!("serving {} ({} routes)", live.id, live.route_count),
+    );
     tracing::info!(
-        "listening on {} ({threads} thread(s)), serving {} ({} routes); metrics on http://{}/metrics",
+        "listening on {} ({threads} thread(s)), {serving}; metrics on http://{}/metrics",
         workers.local_addr(),
-        live.id,
-        live.route_count,
         admin.local_addr().unwrap_or(listener.admin_listen)
     );
     tokio::spawn(edgeroute_admin::serve(std::sync::Arc::new(state), admin));

@@ -2,10 +2,10 @@
 
 use anyhow::{Context as _, Result};
 use edgeroute_host::follow::{default_cache, Follower};
-use edgeroute_host::HostState;
+use edgeroute_host::{EdgeEngine, HostState, Router};
 use edgeroute_store::{Store, StoreLocation};
 
-use super::{aws_config, load_router, router_for, shutdown_signal, start};
+use super::{aws_config, load_router, shutdown_signal, start};
 use crate::flags::ServeArgs;
 
 /// Serves until SIGTERM or Ctrl-C, then drains. The host's shared state
@@ -21,16 +21,19 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         let needs_aws =
             args.origins.static_root.is_none() || matches!(args.routes.store, Some(StoreLocation::S3 { .. }));
         let aws = if needs_aws { aws_config(&args.origins).await } else { aws_config::SdkConfig::builder().build() };
+        let max_behind = args.follower.max_behind();
         let (state, follower) = match (&args.routes.snapshot, &args.routes.store) {
-            (Some(file), _) => (HostState::leak(load_router(file)?), None),
+            (Some(file), _) => (HostState::leak(load_router(file)?, max_behind), None),
             (None, Some(location)) => {
                 let config = matches!(location, StoreLocation::S3 { .. }).then_some(&aws);
                 let store = Store::open_existing(location, config)?;
                 let cache = args.follower.cache_dir.clone().unwrap_or_else(|| default_cache(location));
-                let (follower, first) =
-                    Follower::start(store, cache).await.with_context(|| format!("cannot serve from {location}"))?;
-                let router = router_for(&first).with_context(|| format!("cannot serve from {location}"))?;
-                (HostState::leak(router), Some(follower))
+                // The host starts whatever the store and the cache hold: with
+                // no snapshot at all it answers 503 and keeps trying.
+                let state = HostState::leak(Router::empty(EdgeEngine::new()?), max_behind);
+                let follower = Follower::new(store, cache);
+                follower.start(state).await;
+                (state, Some(follower))
             }
             (None, None) => unreachable!("clap requires one"),
         };

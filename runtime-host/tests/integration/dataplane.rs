@@ -44,7 +44,7 @@ struct Plane {
 
 async fn start(table: &str, objects: Objects, proxy: ProxyConfig, limits: Limits) -> Plane {
     let bytes = compile_text(table, Options::default()).unwrap().bytes;
-    let state = HostState::leak(Router::new(EdgeEngine::new().unwrap(), &bytes).unwrap());
+    let state = HostState::leak(Router::new(EdgeEngine::new().unwrap(), &bytes).unwrap(), std::time::Duration::MAX);
     let plane = DataPlane { state, objects, proxy: Proxy::new(proxy).unwrap() };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let workers = http::Workers::start(&plane, listener, 2, limits).unwrap();
@@ -667,7 +667,7 @@ fn limits_metrics_and_a_graceful_shutdown() {
         plane.get("assets.example.com", "/").await;
         plane.get("nothing.example.com", "/").await;
         plane.get("bad_host!", "/").await;
-        let metrics = plane.state.metrics.render(&plane.state.router.live());
+        let metrics = plane.state.metrics.render(plane.state.router.live().as_deref(), &plane.state.freshness);
         for line in [
             "edgeroute_requests_total{kind=\"static\",status=\"200\"} 1",
             "edgeroute_requests_total{kind=\"not_found\",status=\"404\"} 1",

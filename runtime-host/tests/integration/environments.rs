@@ -82,9 +82,10 @@ fn a_created_environment_is_served_and_a_deleted_one_is_not() {
         );
         until("the first snapshot is published", async || dir.join("store/current.json").exists()).await;
 
-        let (follower, snapshot) =
-            Follower::start(Store::open(&location, None).unwrap(), dir.join("cache")).await.unwrap();
-        let state = HostState::leak(Router::new(EdgeEngine::new().unwrap(), &snapshot).unwrap());
+        let follower = Follower::new(Store::open(&location, None).unwrap(), dir.join("cache"));
+        let state = HostState::leak(Router::empty(EdgeEngine::new().unwrap()), std::time::Duration::MAX);
+        follower.start(state).await;
+        assert!(state.router.live().is_some(), "the first snapshot is served");
         tokio::spawn(async move { follower.follow(state, Duration::from_millis(50)).await });
         let plane = DataPlane {
             state,

@@ -538,3 +538,62 @@ fn fault_response(fault: Fault) -> Result<hyper::Response<Body>, String> {
         .body(Body::new(bytes::Bytes::from(body)))
         .map_err(|e| e.to_string())
 }
+
+/// A TCP server that accepts every connection, reads the request's head,
+/// writes `reply` (nothing at all for a silent server) and then holds the
+/// connection open without another byte until dropped: an endpoint that
+/// hangs, or a body that stalls half way. Counts the requests it took.
+#[derive(Debug)]
+pub struct StallingServer {
+    pub endpoint: String,
+    requests: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StallingServer {
+    pub fn start(reply: &'static [u8]) -> StallingServer {
+        use std::io::{Read as _, Write as _};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let requests = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, done) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                        // The request's head (and whatever else came with it).
+                        let mut seen = Vec::new();
+                        let mut buf = [0u8; 4096];
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        count.fetch_add(1, Ordering::Relaxed);
+                        let _ = stream.write_all(reply);
+                        held.push(stream);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        StallingServer { endpoint, requests, stop }
+    }
+
+    /// Requests taken so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for StallingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -59,9 +59,10 @@ fn main() {
     });
     let first = rt.block_on(reports.recv()).expect("the bootstrap publish");
     println!("bootstrap publish: {} routes (compile {:?}, upload {:?})", first.routes, first.compile, first.upload);
-    let (follower, bytes) =
-        rt.block_on(Follower::start(Store::open(&location, None).expect("store"), dir.join("cache"))).expect("host");
-    let state = HostState::leak(Router::new(EdgeEngine::new().expect("engine"), &bytes).expect("router"));
+    let follower = Follower::new(Store::open(&location, None).expect("store"), dir.join("cache"));
+    let state = HostState::leak(Router::empty(EdgeEngine::new().expect("engine")), Duration::MAX);
+    rt.block_on(follower.start(state));
+    assert!(state.router.live().is_some(), "the host serves the bootstrap publish");
     rt.spawn(async move { follower.follow(state, Duration::from_millis(50)).await });
     let mut worker = state.router.worker();
 
