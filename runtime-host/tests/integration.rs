@@ -6,5 +6,6 @@ mod integration {
     pub mod dataplane;
     pub mod environments;
     pub mod host;
+    pub mod s3;
     pub mod serve;
 }

@@ -1,0 +1,105 @@
+//! The host's S3 clients under faults: an endpoint that accepts and never
+//! answers, a body that stalls half way, and an S3 that denies access.
+//! Static sites and a followed store alike must answer (or give up) in
+//! bounded time, and a denial must not pass for a missing object.
+
+use std::time::Duration;
+
+use edgeroute_tests_aws::{aws_env, Fault, FaultProxy, Moto, StallingServer};
+
+use super::serve::{id, raw_get_within, runtime, scratch, snapshot, Served};
+
+/// `serve --snapshot` of [`snapshot`]`(1)` (its `probe.example.com` is the
+/// site `s3://b-1/site`), with static sites from S3 at `endpoint`.
+fn static_host(name: &str, endpoint: &str, extra: &[&str]) -> Served {
+    let dir = scratch(name);
+    let file = dir.join("routes.snap");
+    std::fs::write(&file, snapshot(1)).unwrap();
+    let mut args = vec!["--snapshot", file.to_str().unwrap(), "--endpoint-url", endpoint];
+    args.extend(extra);
+    Served::run(&args, &aws_env(endpoint)).unwrap()
+}
+
+/// [4/8] 4: a static fetch from an S3 endpoint that accepts the connection
+/// and never answers is a 504 within 30 s with the default limits (two
+/// attempts, each bounded by the time to the response's head), not a
+/// request that hangs.
+#[test]
+fn a_silent_s3_endpoint_gets_a_504_not_a_hang() {
+    let silent = StallingServer::start(b"");
+    let host = static_host("silent-static", &silent.endpoint, &[]);
+    let (status, _, body) = raw_get_within(host.port, "probe.example.com", "/", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", host.log()));
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(silent.requests(), 2, "two attempts, no more");
+    assert_eq!(host.metric("edgeroute_origin_errors_total"), 1.0);
+}
+
+/// [4/8] 4: a body that stops half way is cut after its idle gap (the
+/// client sees the connection end short of the length), rather than
+/// holding the client forever.
+#[test]
+fn a_stalled_s3_body_is_cut_after_its_idle_gap() {
+    let stalled = StallingServer::start(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\nETag: \"e\"\r\n\r\n<html>the first bytes",
+    );
+    let host = static_host("stalled-static", &stalled.endpoint, &[]);
+    let (status, head, body) = raw_get_within(host.port, "probe.example.com", "/", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", host.log()));
+    assert_eq!(status, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-length: 100000"), "{head}");
+    assert!(body.starts_with("<html>the first bytes") && body.len() < 100_000, "{} bytes", body.len());
+}
+
+/// [4/8] 4: a store on an endpoint that never answers does not stop the
+/// host from starting: its attempts time out and it serves its cache.
+#[test]
+fn a_silent_s3_store_does_not_hold_the_start() {
+    let silent = StallingServer::start(b"");
+    let dir = scratch("silent-store");
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("current.snap"), snapshot(1)).unwrap();
+    let host = Served::run(
+        &["--store", "s3://edge/p", "--cache-dir", cache.to_str().unwrap(), "--endpoint-url", &silent.endpoint]
+            .into_iter()
+            .chain(["--static-root", dir.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+        &aws_env(&silent.endpoint),
+    )
+    .unwrap_or_else(|e| panic!("the host did not start: {e}"));
+    let (status, head, _) = raw_get_within(host.port, "probe.example.com", "/", Duration::from_secs(30)).unwrap();
+    assert!(head.contains(&id(&snapshot(1))[..12]), "{status} {head}");
+    assert!(host.log().contains("serving the cached snapshot"), "{}", host.log());
+}
+
+const ACCESS_DENIED: &str =
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+
+/// [4/8] 6: S3's 403 on a static object (expired credentials, a policy
+/// that changed) is a 502, logged and counted, never a silent 404; only
+/// `--s3-403-is-missing` (a reader without ListBucket, to whom S3 answers
+/// 403 for a missing key) makes it a missing object.
+#[test]
+fn an_s3_403_is_a_502_unless_it_is_declared_to_mean_missing() {
+    let moto = Moto::start();
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+    rt.block_on(s3.create_bucket().bucket("b-1").send()).unwrap();
+    rt.block_on(s3.put_object().bucket("b-1").key("site/404.html").body(b"the site's own 404".to_vec().into()).send())
+        .unwrap();
+    let proxy = FaultProxy::start(&moto.endpoint, |req| {
+        req.path.contains("site/index.html").then(|| Fault::Answer(403, "application/xml", ACCESS_DENIED.to_owned()))
+    });
+
+    let host = static_host("denied", &proxy.endpoint, &[]);
+    let (status, _, body) = raw_get_within(host.port, "probe.example.com", "/", Duration::from_secs(20)).unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(host.metric("edgeroute_static_denied_total"), 1.0);
+    assert!(host.log().contains("AccessDenied") && host.log().contains("s3://b-1/site/index.html"), "{}", host.log());
+
+    let host = static_host("denied-missing", &proxy.endpoint, &["--s3-403-is-missing"]);
+    let (status, _, body) = raw_get_within(host.port, "probe.example.com", "/", Duration::from_secs(20)).unwrap();
+    assert_eq!((status, body.trim()), (404, "the site's own 404"));
+}
