@@ -103,3 +103,81 @@ fn an_s3_403_is_a_502_unless_it_is_declared_to_mean_missing() {
     let (status, _, body) = raw_get_within(host.port, "probe.example.com", "/", Duration::from_secs(20)).unwrap();
     assert_eq!((status, body.trim()), (404, "the site's own 404"));
 }
+
+/// `edgeroute-host serve ARGS` with no AWS settings at all (no variables,
+/// an empty home) and the instance-metadata endpoint at `imds`; stopped
+/// after `wait`. Its exit code (`None`: still running) and its log.
+fn without_aws_settings(args: &[&str], imds: &str, wait: Duration) -> (Option<i32>, String) {
+    let home = scratch("empty-home");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgeroute-host"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", super::serve::free_port()),
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(wait);
+    let code = child.try_wait().unwrap().and_then(|s| s.code());
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// [4/8] 9: AWS settings are looked at only when something is in S3, with
+/// no network request at start (not even to the instance metadata); a
+/// missing region is one clear warning line (no metadata warnings, no
+/// debug dumps) and stops the host only when its store is in S3;
+/// `--region` and `--profile` are the host's flags too.
+#[test]
+fn aws_settings_are_read_lazily_and_a_missing_region_is_one_line() {
+    let imds = StallingServer::start(b"");
+    let dir = scratch("no-aws");
+    let file = dir.join("routes.snap");
+    std::fs::write(&file, snapshot(1)).unwrap();
+    let file = file.to_str().unwrap();
+    let wait = Duration::from_millis(2_000);
+
+    // Static sites in S3, no region: the host serves, and says so once.
+    let (code, log) = without_aws_settings(&["--snapshot", file], &imds.endpoint, wait);
+    assert_eq!(code, None, "the host serves: {log}");
+    let warnings: Vec<_> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    assert_eq!(warnings.len(), 1, "one warning line: {log}");
+    assert!(warnings[0].contains("region") && warnings[0].contains("--region"), "{log}");
+    assert!(!log.to_ascii_lowercase().contains("imds"), "{log}");
+
+    // A store in S3 without a region: a clear error, exit 1.
+    let (code, log) = without_aws_settings(&["--store", "s3://edge/p"], &imds.endpoint, wait);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.lines().any(|l| l.starts_with("error: ") && l.contains("--region")), "{log}");
+    assert!(!log.to_ascii_lowercase().contains("imds"), "{log}");
+
+    // The region from the flag; no credentials anywhere: one warning line.
+    let (code, log) = without_aws_settings(&["--snapshot", file, "--region", "eu-west-1"], &imds.endpoint, wait);
+    assert_eq!(code, None, "the host serves: {log}");
+    let warnings: Vec<_> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    assert_eq!(warnings.len(), 1, "one warning line: {log}");
+    assert!(warnings[0].contains("credentials"), "{log}");
+
+    // A profile that does not exist is named.
+    let (code, log) = without_aws_settings(&["--store", "s3://edge/p", "--profile", "nope"], &imds.endpoint, wait);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("nope"), "{log}");
+
+    // A directory store with static sites on disk never looks at AWS at all.
+    let (code, log) =
+        without_aws_settings(&["--snapshot", file, "--static-root", dir.to_str().unwrap()], &imds.endpoint, wait);
+    assert_eq!(code, None, "{log}");
+    assert!(!log.contains("WARN"), "{log}");
+
+    assert_eq!(imds.requests(), 0, "no request to the instance metadata at start");
+}
