@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 pub use edgeroute_cli::resolve::ResolveArgs;
+use edgeroute_host::aws::{AwsSettings, S3Limits};
 use edgeroute_host::http::Limits;
 use edgeroute_host::proxy::{ProxyConfig, TlsName};
 use edgeroute_store::StoreLocation;
@@ -61,6 +62,8 @@ pub struct ServeArgs {
     pub follower: FollowerArgs,
     #[command(flatten)]
     pub origins: OriginArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// Where the routes come from: one file, or a store to follow.
@@ -188,10 +191,11 @@ pub struct OriginArgs {
     /// Static sites from this directory (`DIR/BUCKET/KEY`) instead of S3.
     #[arg(long, value_name = "DIR")]
     pub static_root: Option<PathBuf>,
-    /// Every AWS request (the store, static sites) to this URL, with
-    /// path-style S3 addressing (a local server); also AWS_ENDPOINT_URL.
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
+    /// Serve S3's 403 on a static object as a missing one (404 or the
+    /// site's fallback), for buckets whose reader may not list them (S3 then
+    /// answers 403 for a missing key); else a 403 is a 502, logged and counted.
+    #[arg(long)]
+    pub s3_403_is_missing: bool,
     /// The name a TLS origin's certificate must carry, also sent as SNI.
     #[arg(long, value_name = "NAME", value_enum, default_value = "origin")]
     pub origin_tls_name: TlsName,
@@ -227,6 +231,52 @@ impl OriginArgs {
             trust_forwarded_proto: self.trust_forwarded_proto,
             ..ProxyConfig::default()
         })
+    }
+}
+
+/// Where and as whom the host talks to AWS (a store in S3, static sites in
+/// S3), and how long it waits for S3. Looked at only when something is in S3.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "AWS")]
+pub struct AwsArgs {
+    /// A profile from the AWS config files (else AWS_PROFILE).
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<String>,
+    /// The AWS region (else AWS_REGION, else the profile's).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Every AWS request (the store, static sites) to this URL, with
+    /// path-style S3 addressing (a local server).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// The longest wait for a connection to S3.
+    #[arg(long, value_name = "MS", default_value_t = 3_000)]
+    pub s3_connect_timeout_ms: u64,
+    /// The longest wait for the head of S3's answer, from the request's start.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub s3_head_timeout_ms: u64,
+    /// Attempts per S3 request (throttling, 5xx and timeouts are tried again).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub s3_attempts: u32,
+    /// The longest silence within an S3 body (large objects still stream).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub s3_body_idle_ms: u64,
+}
+
+impl AwsArgs {
+    /// The host's AWS settings.
+    pub fn settings(&self) -> AwsSettings {
+        AwsSettings {
+            profile: self.profile.clone(),
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            limits: S3Limits {
+                connect: Duration::from_millis(self.s3_connect_timeout_ms),
+                head: Duration::from_millis(self.s3_head_timeout_ms),
+                attempts: self.s3_attempts.max(1),
+                body_idle: Duration::from_millis(self.s3_body_idle_ms),
+            },
+        }
     }
 }
 

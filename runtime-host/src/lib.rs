@@ -11,10 +11,12 @@
 //! ([`statics`]), a proxied load balancer ([`proxy`]) or a short answer
 //! ([`respond`]). Beside it: the [`HostState`] every listener shares, the
 //! [`follow`]er that keeps the router on a store's current snapshot, and
-//! what it reports on its [`admin`] listener (`edgeroute-admin`). It never links the DynamoDB SDK.
+//! what it reports on its [`admin`] listener (`edgeroute-admin`), and its
+//! bounded S3 clients ([`aws`]). It never links the DynamoDB SDK.
 
 pub mod admin;
 pub mod answer;
+pub mod aws;
 pub mod bake;
 pub mod body;
 pub mod engine;

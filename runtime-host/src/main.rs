@@ -12,8 +12,11 @@ use clap::Parser as _;
 use crate::flags::{Cli, Command};
 
 fn main() -> ExitCode {
+    // The SDK's own warnings (instance-metadata lookups, with debug dumps)
+    // are left out by default: the host says in one line what is missing,
+    // and each failed request's log line gives the SDK's reason.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub in_flight: AtomicU64,
     /// Origins that could not be reached or timed out.
     pub origin_errors: AtomicU64,
+    /// Static objects S3 refused access to (403), answered 502.
+    pub static_denied: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -90,6 +92,7 @@ impl Default for Metrics {
             connections: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             origin_errors: AtomicU64::new(0),
+            static_denied: AtomicU64::new(0),
         }
     }
 }
@@ -256,6 +259,13 @@ impl Metrics {
             "Requests whose origin (a load balancer or the static store) failed or timed out.",
             "counter",
             load(&self.origin_errors).to_string(),
+        );
+        gauge(
+            &mut out,
+            "edgeroute_static_denied_total",
+            "Static objects S3 refused access to (403: expired credentials, a policy), answered 502; see --s3-403-is-missing.",
+            "counter",
+            load(&self.static_denied).to_string(),
         );
         out
     }

@@ -17,7 +17,7 @@ use edgeroute_host::body::{self, Body};
 use edgeroute_host::probe::exchange;
 use edgeroute_host::HostState;
 
-use super::{load_router, shutdown_signal, start};
+use super::{load_router, shutdown_signal, start, static_objects};
 use crate::flags::DemoArgs;
 
 /// Where the demo table's `*.pr-42.previews.example.com` points.
@@ -218,8 +218,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             .with_context(|| format!("cannot start the demo upstream on {UPSTREAM}"))?;
         tokio::spawn(upstream_server(upstream));
         // Static sites come from the directory backend; AWS is never asked.
-        let aws = aws_config::SdkConfig::builder().build();
-        let workers = start(state, &args.listener, &origins, &aws).await?;
+        let objects = static_objects(&origins, None, &Default::default())?;
+        let workers = start(state, &args.listener, &origins, objects).await?;
         let addr = workers.local_addr();
         let admin = args.listener.admin_listen;
         if args.smoke {

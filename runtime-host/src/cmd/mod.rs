@@ -10,6 +10,7 @@ pub mod serve;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
+use edgeroute_host::aws::S3Limits;
 use edgeroute_host::http::Workers;
 use edgeroute_host::plane::DataPlane;
 use edgeroute_host::proxy::Proxy;
@@ -36,14 +37,24 @@ pub fn router_for(bytes: &[u8]) -> Result<Router> {
     Ok(Router::new(EdgeEngine::new()?, bytes)?)
 }
 
-/// AWS settings the usual way (environment, `~/.aws`), with
-/// `--endpoint-url` on top; only loaded when something is in S3.
-pub async fn aws_config(origins: &OriginArgs) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(url) = &origins.endpoint_url {
-        loader = loader.endpoint_url(url);
+/// Where static sites' objects come from: `--static-root`, checked to be
+/// a folder, else S3 through a client bounded by `limits` (`aws` is then
+/// the AWS configuration: see [`edgeroute_host::aws::load`]).
+pub fn static_objects(origins: &OriginArgs, aws: Option<&aws_config::SdkConfig>, limits: &S3Limits) -> Result<Objects> {
+    match (&origins.static_root, aws) {
+        // A mistyped folder would make every static request a 404, as if
+        // the host were unknown: refused at start instead.
+        (Some(root), _) if !root.is_dir() => anyhow::bail!(
+            "--static-root {} is not a folder{}: give the folder that holds BUCKET/KEY",
+            root.display(),
+            if root.exists() { "" } else { " (it does not exist)" }
+        ),
+        (Some(root), _) => Ok(Objects::Dir(DirObjects::new(root))),
+        (None, Some(config)) => {
+            Ok(Objects::S3(S3Objects::new(edgeroute_host::aws::s3_client(config, limits), origins.s3_403_is_missing)))
+        }
+        (None, None) => anyhow::bail!("static sites in S3 need an AWS configuration"),
     }
-    loader.load().await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -75,7 +86,7 @@ pub async fn start(
     state: &'static HostState,
     listener: &ListenerArgs,
     origins: &OriginArgs,
-    aws: &aws_config::SdkConfig,
+    objects: Objects,
 ) -> Result<Workers> {
     if listener.admin_listen == listener.listen {
         anyhow::bail!("--admin-listen must differ from --listen: metrics are never served on the public listener");
@@ -86,17 +97,6 @@ pub async fn start(
             listener.admin_listen
         );
     }
-    let objects = match &origins.static_root {
-        // A mistyped folder would make every static request a 404, as if
-        // the host were unknown: refused at start instead.
-        Some(root) if !root.is_dir() => anyhow::bail!(
-            "--static-root {} is not a folder{}: give the folder that holds BUCKET/KEY",
-            root.display(),
-            if root.exists() { "" } else { " (it does not exist)" }
-        ),
-        Some(root) => Objects::Dir(DirObjects::new(root)),
-        None => Objects::S3(S3Objects::new(aws)),
-    };
     let proxy = Proxy::new(origins.proxy_config()?)?;
     let public = std::net::TcpListener::bind(listener.listen)
         .with_context(|| format!("cannot listen on {} (--listen)", listener.listen))?;

@@ -5,7 +5,9 @@ use edgeroute_host::follow::{default_cache, Follower};
 use edgeroute_host::{EdgeEngine, HostState, Router};
 use edgeroute_store::{Store, StoreLocation};
 
-use super::{aws_config, load_router, shutdown_signal, start};
+use edgeroute_host::aws::InS3;
+
+use super::{load_router, shutdown_signal, start, static_objects};
 use crate::flags::ServeArgs;
 
 /// Serves until SIGTERM or Ctrl-C, then drains. The host's shared state
@@ -18,15 +20,27 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     runtime.block_on(async {
         // AWS settings only when something is in S3: a directory store with
         // --static-root never looks for credentials or a region.
-        let needs_aws =
-            args.origins.static_root.is_none() || matches!(args.routes.store, Some(StoreLocation::S3 { .. }));
-        let aws = if needs_aws { aws_config(&args.origins).await } else { aws_config::SdkConfig::builder().build() };
+        let in_s3 = match (&args.routes.store, &args.origins.static_root) {
+            (Some(StoreLocation::S3 { .. }), _) => InS3::Store,
+            (_, None) => InS3::StaticSites,
+            (_, Some(_)) => InS3::Nothing,
+        };
+        let settings = args.aws.settings();
+        let aws = edgeroute_host::aws::load(&settings, in_s3).await?;
+        // Checked before the store is read: a typo is refused at once.
+        let objects = static_objects(&args.origins, aws.as_ref(), &settings.limits)?;
         let max_behind = args.follower.max_behind();
         let (state, follower) = match (&args.routes.snapshot, &args.routes.store) {
             (Some(file), _) => (HostState::leak(load_router(file)?, max_behind), None),
             (None, Some(location)) => {
-                let config = matches!(location, StoreLocation::S3 { .. }).then_some(&aws);
-                let store = Store::open_existing(location, config)?;
+                let store = match (location, &aws) {
+                    (StoreLocation::S3 { bucket, prefix }, Some(config)) => Store::S3 {
+                        client: edgeroute_host::aws::s3_client(config, &settings.limits),
+                        bucket: bucket.clone(),
+                        prefix: prefix.clone(),
+                    },
+                    _ => Store::open_existing(location, None)?,
+                };
                 let cache = args.follower.cache_dir.clone().unwrap_or_else(|| default_cache(location));
                 // The host starts whatever the store and the cache hold: with
                 // no snapshot at all it answers 503 and keeps trying.
@@ -41,7 +55,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             let interval = args.follower.poll_interval();
             tokio::spawn(async move { follower.follow(state, interval).await });
         }
-        let workers = start(state, &args.listener, &args.origins, &aws).await?;
+        let workers = start(state, &args.listener, &args.origins, objects).await?;
         shutdown_signal().await;
         workers.shutdown().await;
         Ok(())

@@ -69,7 +69,16 @@ pub async fn serve<B>(
             Err(e) => {
                 tracing::warn!("{e}");
                 metrics.origin_errors.fetch_add(1, Ordering::Relaxed);
-                return plain(StatusCode::BAD_GATEWAY, "bad gateway: the site's storage did not answer");
+                return match e {
+                    StaticError::Timeout { .. } => {
+                        plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the site's storage did not answer in time")
+                    }
+                    StaticError::Denied { .. } => {
+                        metrics.static_denied.fetch_add(1, Ordering::Relaxed);
+                        plain(StatusCode::BAD_GATEWAY, "bad gateway: the site's storage refused access")
+                    }
+                    _ => plain(StatusCode::BAD_GATEWAY, "bad gateway: the site's storage did not answer"),
+                };
             }
         }
     }

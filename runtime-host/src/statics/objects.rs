@@ -67,6 +67,13 @@ pub enum StaticError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("S3 GetObject s3://{bucket}/{key}: {message}")]
     S3 { bucket: String, key: String, message: String },
+    /// Every attempt timed out (a 504, not a 502).
+    #[error("S3 GetObject s3://{bucket}/{key}: {message}")]
+    Timeout { bucket: String, key: String, message: String },
+    /// S3 refused access (expired credentials, a policy): a 502, never a
+    /// missing object, unless the host was told that 403 means missing.
+    #[error("S3 GetObject s3://{bucket}/{key}: 403 {message} (access denied; if the reader may not list the bucket, a missing key looks like this: see --s3-403-is-missing)")]
+    Denied { bucket: String, key: String, message: String },
 }
 
 /// Where static sites' objects come from. A clone is cheap and shares the
@@ -278,14 +285,16 @@ pub fn content_type(key: &str) -> &'static str {
 #[derive(Clone, Debug)]
 pub struct S3Objects {
     client: aws_sdk_s3::Client,
+    /// S3's 403 is a missing object (`--s3-403-is-missing`), not an error.
+    denied_is_missing: bool,
 }
 
 impl S3Objects {
-    /// A client for `config`, made as the stores make theirs: path-style
-    /// addressing whenever an endpoint URL is set (local servers), the SDK's
-    /// standard retries.
-    pub fn new(config: &aws_config::SdkConfig) -> S3Objects {
-        S3Objects { client: edgeroute_store::s3_client(config) }
+    /// Objects through `client` (see [`crate::aws::s3_client`] for its
+    /// limits); `denied_is_missing` for buckets whose reader may not list
+    /// them, to whom S3 answers 403 for a missing key.
+    pub fn new(client: aws_sdk_s3::Client, denied_is_missing: bool) -> S3Objects {
+        S3Objects { client, denied_is_missing }
     }
 
     async fn fetch(&self, bucket: &str, key: &str, want: &Want<'_>) -> Result<Fetched, StaticError> {
@@ -345,7 +354,15 @@ impl S3Objects {
         };
         let (status, headers) = match error.raw_response() {
             Some(raw) => (raw.status().as_u16(), Some(raw.headers())),
-            None => return Err(failed(edgeroute_store::describe_sdk_error(&error))),
+            None => {
+                let message = edgeroute_store::describe_sdk_error(&error);
+                let timed_out = matches!(&error, SdkError::TimeoutError(_))
+                    || matches!(&error, SdkError::DispatchFailure(d) if d.is_timeout());
+                if timed_out {
+                    return Err(StaticError::Timeout { bucket: bucket.to_owned(), key: key.to_owned(), message });
+                }
+                return Err(failed(message));
+            }
         };
         let header = |name: &str| headers.and_then(|h| h.get(name)).map(str::to_owned);
         match status {
@@ -371,11 +388,18 @@ impl S3Objects {
                     .unwrap_or(0);
                 Ok(Fetched::RangeNotSatisfiable { size: size.max(0) as u64 })
             }
-            // A missing key (403 when the reader may not list the bucket) or bucket.
-            403 | 404 => {
-                tracing::debug!("s3://{bucket}/{key}: {status}, answered as missing");
+            404 => Ok(Fetched::Missing),
+            // A missing key, when the reader may not list the bucket, and
+            // the host was told so.
+            403 if self.denied_is_missing => {
+                tracing::debug!("s3://{bucket}/{key}: 403, answered as missing (--s3-403-is-missing)");
                 Ok(Fetched::Missing)
             }
+            403 => Err(StaticError::Denied {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: edgeroute_store::describe_sdk_error(&error),
+            }),
             _ => Err(failed(edgeroute_store::describe_sdk_error(&error))),
         }
     }
