@@ -20,6 +20,8 @@ const servers = [];
 let mf;
 let s3Requests = [];
 let upstream;
+let s3;
+let routerOptions;
 
 function listen(handler) {
   const server = createServer(handler);
@@ -46,9 +48,15 @@ async function bundle(entry, name) {
 
 before(async () => {
   // S3, path-style: GET/HEAD /BUCKET/KEY from the demo sites, with ETags; S3's XML errors for the rest.
-  const s3 = await listen((req, res) => {
+  s3 = await listen((req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
     s3Requests.push(`${req.method} ${path}`);
+    // A key S3 refuses access to (expired credentials, a policy).
+    if (path.includes('denied')) {
+      res.writeHead(403, { 'content-type': 'application/xml', 'x-amz-request-id': 'R3' });
+      res.end(`<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>`);
+      return;
+    }
     let info;
     try {
       info = statSync(join(sites, path));
@@ -89,20 +97,21 @@ before(async () => {
     { type: 'CompiledWasm', include: ['**/*.wasm'] },
     { type: 'Data', include: ['**/*.snap'] },
   ];
+  routerOptions = {
+    name: 'router',
+    modules: true,
+    scriptPath: worker,
+    modulesRoot: dirname(worker),
+    modulesRules: rules,
+    compatibilityDate: '2025-09-01',
+    bindings: { EDGEROUTE_S3_URL: `http://127.0.0.1:${s3}/{bucket}` },
+    routes: ['*'],
+  };
   mf = new Miniflare({
     host: '127.0.0.1',
     port: 0,
     workers: [
-      {
-        name: 'router',
-        modules: true,
-        scriptPath: worker,
-        modulesRoot: dirname(worker),
-        modulesRules: rules,
-        compatibilityDate: '2025-09-01',
-        bindings: { EDGEROUTE_S3_URL: `http://127.0.0.1:${s3}/{bucket}` },
-        routes: ['*'],
-      },
+      routerOptions,
       {
         name: 'conformance',
         modules: true,
@@ -185,6 +194,28 @@ test('static sites: objects, index pages, the SPA fallback, the 404 page, condit
   r = await get('env-123.example.com', '/', { method: 'POST', body: 'x' });
   assert.equal(r.status, 405);
   assert.equal(r.headers.get('allow'), 'GET, HEAD');
+});
+
+test('S3\'s 403 is a 502 (never a silent 404) unless EDGEROUTE_S3_403_IS_MISSING says it means missing', async () => {
+  let r = await get('docs.example.com', '/denied.html');
+  assert.equal(r.status, 502);
+  const body = await r.text();
+  assert.match(body, /refused access/);
+  assert.doesNotMatch(body, /AccessDenied|<Error>/);
+
+  const missing = new Miniflare({
+    host: '127.0.0.1',
+    port: 0,
+    workers: [{ ...routerOptions, bindings: { ...routerOptions.bindings, EDGEROUTE_S3_403_IS_MISSING: 'true' } }],
+  });
+  try {
+    const url = await missing.ready;
+    r = await missing.dispatchFetch(`${url.origin}/denied.html`, { headers: { host: 'docs.example.com' } });
+    assert.equal(r.status, 404);
+    assert.equal(await r.text(), readFileSync(join(sites, 'acme-docs/404.html'), 'utf8'));
+  } finally {
+    await missing.dispose();
+  }
 });
 
 test('a load balancer route is proxied to its origin with the forwarding headers', async () => {

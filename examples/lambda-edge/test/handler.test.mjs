@@ -193,17 +193,29 @@ test('origin-response: a site\'s 404 page gets its status, S3 errors never pass,
   assert.equal(h(r404, 'x-edgeroute-snapshot'), ID);
 
   const asset = await originRequest(originRequestEvent({ host: 'docs.example.com', uri: '/missing.html' }));
-  const xml = '<Error><Code>AccessDenied</Code><BucketName>acme-docs</BucketName></Error>';
-  for (const status of ['403', '404']) {
-    const denied = await originResponse({ ...originResponseEvent(asset, status), body: xml });
-    assert.equal(denied.status, '404');
-    assert.equal(denied.body, 'not found\n');
-  }
+  const xml = '<Error><Code>NoSuchKey</Code><BucketName>acme-docs</BucketName></Error>';
+  const missing = await originResponse({ ...originResponseEvent(asset, '404'), body: xml });
+  assert.equal(missing.status, '404');
+  assert.equal(missing.body, 'not found\n');
 
   const proxied = await originRequest(originRequestEvent({ host: 'api-t9yhp25-portal.example.com' }));
   const upstream = await originResponse(originResponseEvent(proxied, '503'));
   assert.equal(upstream.status, '503', 'a load balancer\'s answer goes out as it is');
   assert.equal(h(upstream, 'x-edgeroute-snapshot'), ID);
+});
+
+test('origin-response: S3\'s 403 is a 502 (never a silent 404) unless s3403IsMissing says it means missing', async () => {
+  const asset = await originRequest(originRequestEvent({ host: 'docs.example.com', uri: '/missing.html' }));
+  const xml = '<Error><Code>AccessDenied</Code><BucketName>acme-docs</BucketName></Error>';
+  const denied = await originResponse({ ...originResponseEvent(asset, '403'), body: xml });
+  assert.equal(denied.status, '502');
+  assert.match(denied.body, /refused access/);
+  assert.doesNotMatch(denied.body, /AccessDenied|acme-docs/);
+
+  const lenient = createHandlers({ router, config: { s3403IsMissing: true } });
+  const missing = await lenient.originResponse({ ...originResponseEvent(asset, '403'), body: xml });
+  assert.equal(missing.status, '404');
+  assert.equal(missing.body, 'not found\n');
 });
 
 // The packaged function, as Lambda loads it: config.json and routes.snap beside index.mjs.
