@@ -22,6 +22,10 @@ const DEFAULTS = {
   // How long a cold start waits for the store before serving the bundled snapshot.
   coldStartWaitMs: 1000,
   s3: { region: 'us-east-1', domainName: '{bucket}.s3.{region}.amazonaws.com', authMethod: 'origin-access-identity' },
+  // S3's 403 means a missing key: true only when the origin's reader may
+  // not list the bucket (S3 then answers 403 for a missing key). Else a 403
+  // (expired credentials, a changed policy) is a 502, logged, never a 404.
+  s3403IsMissing: false,
   balancer: { sslProtocols: ['TLSv1.2'], readTimeout: 30, keepaliveTimeout: 5 },
 };
 
@@ -107,9 +111,15 @@ export function createHandlers({ router = null, follower = null, config = {} }) 
     if (id) response.headers[SNAPSHOT_HEADER] = [{ key: 'X-Edgeroute-Snapshot', value: id }];
     const wanted = header(request, STATUS_HEADER);
     if (!wanted) return response; // a load balancer's answer goes out as it is
-    if (response.status === '403' || response.status === '404') {
-      // S3's error documents name buckets and keys: never pass them on.
+    // S3's error documents name buckets and keys: never pass them on.
+    if (response.status === '404' || (response.status === '403' && cfg.s3403IsMissing)) {
       return withSnapshot(generated('404', 'not found'), id);
+    }
+    if (response.status === '403') {
+      console.error(
+        `edgeroute: S3 refused access to ${request.uri} (403); set s3403IsMissing if the origin may not list the bucket`,
+      );
+      return withSnapshot(generated('502', 'bad gateway: the site\'s storage refused access'), id);
     }
     if (wanted === '404' && response.status === '200') {
       response.status = '404';

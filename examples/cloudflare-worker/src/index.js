@@ -6,7 +6,9 @@
 //
 // Bindings (all optional): EDGEROUTE_STORE_URL, EDGEROUTE_REFRESH_SECONDS (30),
 // EDGEROUTE_S3_URL (default "https://{bucket}.s3.amazonaws.com"; "{bucket}" is
-// replaced, so a path-style endpoint such as "http://127.0.0.1:9000/{bucket}" works).
+// replaced, so a path-style endpoint such as "http://127.0.0.1:9000/{bucket}" works),
+// EDGEROUTE_S3_403_IS_MISSING ("true": S3's 403 means a missing key, as it does
+// for a reader that may not list the bucket; else a 403 is a 502, logged).
 import wasm from '../../../edge-js/pkg/edgeroute_edge_js_bg.wasm';
 import { Follower, initModule, Router } from '../../../edge-js/pkg/index.js';
 import bundled from '../routes.snap';
@@ -89,13 +91,24 @@ async function serveStatic(answer, request, url, env) {
       return text(502, 'bad gateway: the site\'s storage did not answer');
     }
     // S3's errors name buckets and keys: they never pass.
-    if (object.status === 403 || object.status === 404) continue;
+    if (object.status === 404) continue;
+    if (object.status === 403) {
+      if (denialMeansMissing(env)) continue;
+      // Expired credentials or a changed policy must not pass for missing pages.
+      console.error(`edgeroute: S3 refused access to ${answer.bucket}/${key} (403); set EDGEROUTE_S3_403_IS_MISSING if the reader may not list the bucket`);
+      return text(502, 'bad gateway: the site\'s storage refused access');
+    }
     if (object.status >= 500) return text(502, 'bad gateway: the site\'s storage did not answer');
     const out = new Response(object.body, { status: status === 404 ? 404 : object.status, headers: object.headers });
     for (const name of [...out.headers.keys()]) if (name.startsWith('x-amz-')) out.headers.delete(name);
     return out;
   }
   return text(404, 'not found');
+}
+
+/** Whether S3's 403 means a missing key (EDGEROUTE_S3_403_IS_MISSING). */
+function denialMeansMissing(env) {
+  return ['true', '1', 'yes'].includes(String(env.EDGEROUTE_S3_403_IS_MISSING ?? '').toLowerCase());
 }
 
 /** The key of the site's 404.html for a key made from the request path (runtime-host's rule). */

@@ -132,8 +132,8 @@ after(async () => {
 });
 
 /** A raw HTTP/1.1 request to workerd's listener on 127.0.0.1, with `host` as its Host header. */
-async function get(host, path = '/', { method = 'GET', headers = {}, body } = {}) {
-  const url = await mf.ready;
+async function get(host, path = '/', { method = 'GET', headers = {}, body, via = mf } = {}) {
+  const url = await via.ready;
   return new Promise((resolve, reject) => {
     const req = request({ host: url.hostname, port: url.port, path, method, headers: { host, ...headers }, agent: false }, (res) => {
       const chunks = [];
@@ -209,8 +209,7 @@ test('S3\'s 403 is a 502 (never a silent 404) unless EDGEROUTE_S3_403_IS_MISSING
     workers: [{ ...routerOptions, bindings: { ...routerOptions.bindings, EDGEROUTE_S3_403_IS_MISSING: 'true' } }],
   });
   try {
-    const url = await missing.ready;
-    r = await missing.dispatchFetch(`${url.origin}/denied.html`, { headers: { host: 'docs.example.com' } });
+    r = await get('docs.example.com', '/denied.html', { via: missing });
     assert.equal(r.status, 404);
     assert.equal(await r.text(), readFileSync(join(sites, 'acme-docs/404.html'), 'utf8'));
   } finally {
