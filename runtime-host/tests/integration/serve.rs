@@ -608,3 +608,41 @@ fn a_public_admin_address_is_refused_unless_asked_for() {
     let (code, err) = run(&["--admin-public"]);
     assert_eq!(code, None, "with --admin-public it serves: {err}");
 }
+
+/// [4/8] 10: `serve --snapshot FILE` reloads the file when it changes and
+/// on SIGHUP, as nginx and HAProxy reload on a signal: validated first, a
+/// bad file refused, logged and counted while the old snapshot serves.
+#[test]
+fn a_snapshot_file_is_reloaded_when_it_changes_and_on_sighup() {
+    let dir = scratch("reload");
+    let file = dir.join("routes.snap");
+    std::fs::write(&file, snapshot(1)).unwrap();
+    let sites = sites();
+    let host =
+        Served::run(&["--snapshot", file.to_str().unwrap(), "--static-root", sites.to_str().unwrap()], &[]).unwrap();
+    host.wait_for(&id(&snapshot(1)));
+
+    // Replaced as deploy tools do (a new file renamed over it).
+    let next = dir.join("routes.snap.new");
+    std::fs::write(&next, snapshot(2)).unwrap();
+    std::fs::rename(&next, &file).unwrap();
+    host.wait_for(&id(&snapshot(2)));
+
+    // A bad file: refused and counted; snapshot 2 keeps serving.
+    std::fs::write(&file, b"EDGROUTE but not a snapshot").unwrap();
+    host.wait_until("the bad file refused", 30, |h| h.metric("edgeroute_snapshot_refused_total") >= 1.0);
+    assert!(host.log().contains(&format!("refused {}", file.display())), "{}", host.log());
+    let refused = host.metric("edgeroute_snapshot_refused_total");
+    assert!(id(&snapshot(2)).starts_with(&host.get("probe.example.com").0));
+
+    // SIGHUP reads the file again, changed or not.
+    let hup = |pid: u32| assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
+    hup(host.child.id());
+    host.wait_until("the bad file refused again", 30, |h| h.metric("edgeroute_snapshot_refused_total") > refused);
+    std::fs::write(&next, snapshot(3)).unwrap();
+    std::fs::rename(&next, &file).unwrap();
+    host.wait_for(&id(&snapshot(3)));
+    hup(host.child.id());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(id(&snapshot(3)).starts_with(&host.get("probe.example.com").0), "SIGHUP does not stop the host");
+}
