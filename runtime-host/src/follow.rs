@@ -282,8 +282,8 @@ impl Follower {
     /// `interval`, and sooner when a wanted snapshot's retry is due; a
     /// directory store's pointer file is also watched for changes (inotify
     /// and the like), so that a new pointer is seen at once, with the
-    /// polling as the fallback. Only changes of the pointer wake it: idle,
-    /// it costs nothing but its polls.
+    /// polling as the fallback; SIGHUP wakes it too. Only changes of the
+    /// pointer wake it: idle, it costs nothing but its polls.
     pub async fn follow(&self, state: &'static HostState, interval: Duration) {
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let _watcher = self.store.dir().and_then(|dir| {
@@ -309,6 +309,17 @@ impl Follower {
                 }
             }
         });
+        // SIGHUP makes it look at the pointer at once (as it reloads a
+        // `--snapshot FILE`), rather than end the host.
+        #[cfg(unix)]
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            let wake = wake.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    wake.notify_one();
+                }
+            });
+        }
         let mut last_error = String::new();
         loop {
             let pause =

@@ -10,7 +10,8 @@
 //! the thread's worker, and the dispatch ([`plane`]) to a static site
 //! ([`statics`]), a proxied load balancer ([`proxy`]) or a short answer
 //! ([`respond`]). Beside it: the [`HostState`] every listener shares, the
-//! [`follow`]er that keeps the router on a store's current snapshot, and
+//! [`follow`]er that keeps the router on a store's current snapshot (and
+//! [`reload`], on a snapshot file), and
 //! what it reports on its [`admin`] listener (`edgeroute-admin`), and its
 //! bounded S3 clients ([`aws`]). It never links the DynamoDB SDK.
 
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod plane;
 pub mod probe;
 pub mod proxy;
+pub mod reload;
 pub mod respond;
 pub mod router;
 pub mod state;

@@ -6,6 +6,7 @@ use edgeroute_host::{EdgeEngine, HostState, Router};
 use edgeroute_store::{Store, StoreLocation};
 
 use edgeroute_host::aws::InS3;
+use edgeroute_host::reload::SnapshotFile;
 
 use super::{load_router, shutdown_signal, start, static_objects};
 use crate::flags::ServeArgs;
@@ -54,6 +55,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         if let Some(follower) = follower {
             let interval = args.follower.poll_interval();
             tokio::spawn(async move { follower.follow(state, interval).await });
+        }
+        if let Some(file) = &args.routes.snapshot {
+            let file = SnapshotFile::new(file);
+            tokio::spawn(async move { file.follow(state).await });
         }
         let workers = start(state, &args.listener, &args.origins, objects).await?;
         shutdown_signal().await;
