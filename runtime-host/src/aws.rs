@@ -99,7 +99,7 @@ pub async fn load(settings: &AwsSettings, in_s3: InS3) -> Result<Option<SdkConfi
     let profile = settings.profile.clone().or_else(|| env("AWS_PROFILE"));
     if let Some(name) = &profile {
         if !profile_defined(name) {
-            problem(AwsError::NoProfile(name.clone(), config_files().join(", ")))?;
+            problem(AwsError::NoProfile(name.clone(), config_files().unwrap_or_default().join(", ")))?;
         }
     }
     let region = match settings.region.clone().or_else(|| env("AWS_REGION")).or_else(|| env("AWS_DEFAULT_REGION")) {
@@ -138,10 +138,21 @@ pub async fn load(settings: &AwsSettings, in_s3: InS3) -> Result<Option<SdkConfi
     }
     let config = loader.load().await;
     if in_s3 == InS3::Store {
+        use aws_credential_types::provider::error::CredentialsError;
         use aws_credential_types::provider::ProvideCredentials as _;
         if let Some(provider) = config.credentials_provider() {
-            if let Err(e) = provider.provide_credentials().await {
-                return Err(AwsError::NoCredentials(one_line(&e)));
+            match provider.provide_credentials().await {
+                Ok(_) => {}
+                // None anywhere, or a profile that cannot give any: the host
+                // could never read its store.
+                Err(e @ (CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_))) => {
+                    return Err(AwsError::NoCredentials(one_line(&e)));
+                }
+                // A provider that failed or was slow this time (the instance
+                // metadata at boot, STS): the follower keeps trying.
+                Err(e) => {
+                    tracing::warn!("cannot get AWS credentials yet ({}); trying again with every read", one_line(&e))
+                }
             }
         }
     } else if has_region && !credentials_visible(profile.as_deref()) {
@@ -184,30 +195,39 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The AWS config and credentials files, as the SDK finds them.
-fn config_files() -> Vec<String> {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let file =
-        |var: &str, default: &str| env(var).map(PathBuf::from).unwrap_or_else(|| home.join(".aws").join(default));
-    [file("AWS_CONFIG_FILE", "config"), file("AWS_SHARED_CREDENTIALS_FILE", "credentials")]
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect()
+/// The AWS config and credentials files, as the SDK finds them; `None`
+/// when there is no home folder to find them in.
+fn config_files() -> Option<Vec<String>> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let file = |var: &str, default: &str| {
+        env(var).map(PathBuf::from).or_else(|| home.as_ref().map(|h| h.join(".aws").join(default)))
+    };
+    let files = [file("AWS_CONFIG_FILE", "config")?, file("AWS_SHARED_CREDENTIALS_FILE", "credentials")?];
+    Some(files.iter().map(|p| p.display().to_string()).collect())
 }
 
 /// Whether the AWS config files hold a section for profile `name`
 /// (`[profile NAME]` or `[NAME]` in the config file, `[NAME]` in the
-/// credentials file). Read without the SDK: no network, no warnings.
+/// credentials file). Read without the SDK: no network, no warnings. When
+/// the files cannot be found (no home folder), the SDK is left to decide.
 fn profile_defined(name: &str) -> bool {
-    config_files().iter().any(|file| {
-        std::fs::read_to_string(file).is_ok_and(|text| {
-            text.lines().map(str::trim).any(|line| {
-                let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else { return false };
-                let section = section.trim();
-                section == name || section.strip_prefix("profile").map(str::trim) == Some(name)
-            })
-        })
-    })
+    let Some(files) = config_files() else { return true };
+    files
+        .iter()
+        .any(|file| std::fs::read_to_string(file).is_ok_and(|text| text.lines().any(|l| section_names(l, name))))
+}
+
+/// Whether an INI line is the header of profile `name`'s section.
+fn section_names(line: &str, name: &str) -> bool {
+    // A comment may follow the header: `[profile dev] # staging`.
+    let line = line.split(['#', ';']).next().unwrap_or_default().trim();
+    let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else { return false };
+    let mut words = section.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some(only), None, _) => only == name,
+        (Some("profile"), Some(profile), None) => profile == name,
+        _ => false,
+    }
 }
 
 /// Whether credentials can be had without asking the instance metadata: in
@@ -227,6 +247,18 @@ fn credentials_visible(profile: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_sections_are_read_as_the_sdk_reads_them() {
+        assert!(section_names("[profile dev]", "dev"));
+        assert!(section_names("  [profile   dev]  # staging", "dev"));
+        assert!(section_names("[dev]", "dev"));
+        assert!(section_names("[default] ; the usual", "default"));
+        assert!(!section_names("[profiledev]", "dev"));
+        assert!(!section_names("[profile dev x]", "dev"));
+        assert!(!section_names("[profile devops]", "dev"));
+        assert!(!section_names("# [profile dev]", "dev"));
+    }
 
     /// The defaults answer a silent endpoint's request within 30 s: two
     /// attempts, each bounded by the head timeout (which counts from the

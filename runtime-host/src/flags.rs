@@ -168,14 +168,14 @@ pub struct FollowerArgs {
     pub cache_dir: Option<PathBuf>,
     /// How long the host may serve another snapshot than the store names
     /// (or fail to read the store) before /health says `degraded` (still 200).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
-    pub max_behind: f64,
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = seconds)]
+    pub max_behind: Duration,
 }
 
 impl FollowerArgs {
     /// How long the host may lag its store before `/health` says `degraded`.
     pub fn max_behind(&self) -> Duration {
-        Duration::try_from_secs_f64(self.max_behind).unwrap_or(Duration::MAX)
+        self.max_behind
     }
 
     /// The pause between two looks at the pointer (at least 10 ms).
@@ -280,6 +280,14 @@ impl AwsArgs {
     }
 }
 
+/// A number of seconds, whole or not, zero or more.
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{text:?} is not a number of seconds (e.g. 60, 2.5)"))
+}
+
 /// An address to listen on, with a hint for the usual slip: a bare port.
 fn listen_address(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse() {
@@ -310,6 +318,15 @@ mod tests {
     fn every_visible_argument_has_a_help_line() {
         let missing = edgeroute_cli::help::undocumented(&Cli::command());
         assert!(missing.is_empty(), "no help line: {missing:#?}");
+    }
+
+    #[test]
+    fn seconds_are_zero_or_more() {
+        assert_eq!(seconds("2.5"), Ok(Duration::from_millis(2_500)));
+        assert_eq!(seconds("0"), Ok(Duration::ZERO));
+        for bad in ["-1", "NaN", "inf", "1e400", "soon", ""] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //!   5xx, a timeout) is retried with backoff from [`RETRY_FIRST`] doubling
 //!   to [`RETRY_MAX`], whether or not the pointer changes again;
 //! - a **definitive** refusal (bytes that are not its id, a snapshot the
-//!   module refuses) is logged and counted once, and not tried again until
-//!   the pointer moves.
+//!   module refuses) is logged and counted once, and tried again only every
+//!   [`RETRY_MAX`] (a damaged copy may be repaired in place: a publish of the
+//!   same snapshot does not move the pointer) or on SIGHUP.
 //!
 //! Either way the current snapshot keeps serving, and [`Freshness`] counts
 //! how long the host has been behind.
@@ -36,6 +37,9 @@ use crate::state::HostState;
 pub const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// The longest pause between two fetches of a wanted snapshot.
 pub const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long a starting host waits for its store's snapshot before it
+/// serves its cached one (the store's then replaces it when it comes).
+pub const START_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a wanted snapshot is not served.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +67,7 @@ pub struct Follower {
 struct Progress {
     version: Option<Version>,
     wanted: Option<Pointer>,
-    /// The wanted snapshot was refused for good.
+    /// The wanted snapshot was refused (tried again only every [`RETRY_MAX`]).
     refused: bool,
     /// The pause before the next fetch, and when that is due.
     backoff: Option<(Duration, Instant)>,
@@ -116,20 +120,41 @@ impl Follower {
     }
 
     /// Loads the first snapshot into `state`: the store's current one; else
-    /// (the store cannot be read, has no pointer yet, or its object cannot
-    /// be fetched or is refused) the cached one; else none, and the host
-    /// answers 503 until [`follow`](Self::follow) gets one. Never fails:
-    /// every reason is logged, and the follower keeps trying.
+    /// (the store cannot be read, has no pointer yet, its object cannot be
+    /// fetched or is refused, or all that takes longer than [`START_WAIT`])
+    /// the cached one; else none, and the host answers 503 until
+    /// [`follow`](Self::follow) gets one. Never fails: every reason is
+    /// logged, and the follower keeps trying.
     pub async fn start(&self, state: &'static HostState) {
-        let reason = match self.poll(state).await {
-            Ok(_) if state.router.live().is_some() => return,
-            Ok(_) => "the store has no current snapshot yet".to_owned(),
-            Err(e) => e.to_string(),
+        let attempt = self.poll(state);
+        tokio::pin!(attempt);
+        let (reason, pending) = tokio::select! {
+            result = &mut attempt => match result {
+                Ok(_) if state.router.live().is_some() => return,
+                Ok(_) => ("the store has no current snapshot yet".to_owned(), false),
+                Err(e) => (e.to_string(), false),
+            },
+            () = tokio::time::sleep(START_WAIT) => {
+                (format!("the store's snapshot is not here after {} s", START_WAIT.as_secs()), true)
+            }
         };
+        self.fall_back(state, &reason);
+        if pending {
+            // The store's snapshot replaces the cached one if it comes.
+            if let Err(e) = attempt.await {
+                tracing::warn!("{e}; still serving {}", serving(state));
+            }
+        }
+    }
+
+    /// Serves the cached snapshot, if there is a good one, because of `reason`.
+    fn fall_back(&self, state: &'static HostState, reason: &str) {
         let cached = self.cache.join("current.snap");
         match std::fs::read(&cached) {
-            Ok(bytes) => match state.router.swap(&bytes) {
-                Ok(live) => {
+            Ok(bytes) => match state.router.swap_if_empty(&bytes) {
+                // The store's snapshot came first after all.
+                Ok(None) => {}
+                Ok(Some(live)) => {
                     tracing::warn!(
                         "{reason}; serving the cached snapshot {} ({}) until the store's can be had",
                         cached.display(),
@@ -161,11 +186,14 @@ impl Follower {
     /// cannot be read or the wanted snapshot is not served.
     pub async fn poll(&self, state: &'static HostState) -> Result<Option<String>, FollowError> {
         let known = self.progress().version.clone();
+        let mut unreadable = None;
         match self.store.read_pointer_if_changed(known.as_ref()).await {
+            // The snapshot already wanted is still tried below: its object
+            // may well be readable when the pointer is not.
             Err(e) => {
                 state.metrics.poll_errors.fetch_add(1, Ordering::Relaxed);
                 state.freshness.unreadable(e.to_string());
-                return Err(FollowError::Store(e));
+                unreadable = Some(e);
             }
             Ok(None) => state.freshness.readable(),
             Ok(Some((pointer, version))) => {
@@ -178,14 +206,19 @@ impl Follower {
                 progress.said.clear();
             }
         }
-        let Some(pointer) = self.settle(state) else { return Ok(None) };
-        {
-            let progress = self.progress();
-            if progress.refused || progress.backoff.is_some_and(|(_, due)| Instant::now() < due) {
-                return Ok(None);
-            }
+        let fail = |e: Option<StoreError>| e.map_or(Ok(None), |e| Err(FollowError::Store(e)));
+        let Some(pointer) = self.settle(state) else { return fail(unreadable) };
+        if self.progress().backoff.is_some_and(|(_, due)| Instant::now() < due) {
+            return fail(unreadable);
         }
-        match self.load(state, &pointer).await {
+        let result = self.load(state, &pointer).await;
+        if let Some(e) = unreadable {
+            if let Err(fetch) = &result {
+                state.freshness.behind(&pointer.id, fetch.to_string());
+            }
+            return Err(FollowError::Store(e));
+        }
+        match result {
             Ok(()) => {
                 let mut progress = self.progress();
                 let version = progress.version.take();
@@ -198,9 +231,14 @@ impl Follower {
                 let mut progress = self.progress();
                 match &e {
                     FetchError::Refused { .. } => {
+                        // Said and counted once per pointer; looked at again
+                        // now and then, in case the object is repaired.
+                        if !progress.refused {
+                            state.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!("{e}; still serving {}", serving(state));
+                        }
                         progress.refused = true;
-                        state.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!("{e}; still serving {}", serving(state));
+                        progress.backoff = Some((RETRY_MAX, Instant::now() + RETRY_MAX));
                     }
                     FetchError::Transient { source, .. } => {
                         state.metrics.fetch_errors.fetch_add(1, Ordering::Relaxed);
@@ -237,8 +275,10 @@ impl Follower {
             state.freshness.caught_up();
             return None;
         }
-        let why = if progress.refused { "refused" } else { "not fetched yet" };
-        state.freshness.behind(&wanted.id, format!("snapshot {} {why}", wanted.id));
+        drop(progress);
+        // The lag counts from the first look; the reason stays the last
+        // failure's (set by `poll`), not this summary.
+        state.freshness.behind_since_now(&wanted.id, || format!("snapshot {} not fetched yet", wanted.id));
         Some(wanted)
     }
 
@@ -272,10 +312,13 @@ impl Follower {
     /// When the wanted snapshot's next fetch is due, if one is.
     fn retry_due(&self) -> Option<Instant> {
         let progress = self.progress();
-        if progress.wanted.is_none() || progress.refused {
-            return None;
-        }
+        progress.wanted.as_ref()?;
         progress.backoff.map(|(_, due)| due)
+    }
+
+    /// Makes the wanted snapshot's next fetch due now (SIGHUP).
+    fn retry_now(&self) {
+        self.progress().backoff = None;
     }
 
     /// Keeps `state` on the store's current snapshot: polls forever, every
@@ -309,14 +352,15 @@ impl Follower {
                 }
             }
         });
-        // SIGHUP makes it look at the pointer at once (as it reloads a
-        // `--snapshot FILE`), rather than end the host.
+        // SIGHUP makes it look at the pointer, and fetch what it names, at
+        // once (as it reloads a `--snapshot FILE`), rather than end the host.
+        let hangup = std::sync::Arc::new(tokio::sync::Notify::new());
         #[cfg(unix)]
         if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            let wake = wake.clone();
+            let hangup = hangup.clone();
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    wake.notify_one();
+                    hangup.notify_one();
                 }
             });
         }
@@ -327,6 +371,7 @@ impl Follower {
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = wake.notified() => {}
+                _ = hangup.notified() => self.retry_now(),
             }
             match self.poll(state).await {
                 Ok(_) | Err(FollowError::Fetch(_)) => last_error.clear(),

@@ -80,11 +80,27 @@ impl Router {
     /// caller has just computed from these bytes, e.g. to check them against
     /// a store's pointer: hashing 50 MB twice would cost a swap ~100 ms.
     pub fn swap_identified(&self, snapshot: &[u8], id: SnapshotId) -> Result<Arc<Live>, EngineError> {
-        let generation = self.generations.load(Ordering::Relaxed) + 1;
-        let live = Arc::new(Self::load(&self.engine, snapshot, id, generation)?);
-        self.generations.store(generation, Ordering::Relaxed);
+        let live = self.loaded(snapshot, id)?;
         self.live.store(Some(live.clone()));
         Ok(live)
+    }
+
+    /// [`swap`](Self::swap), but only if there is no snapshot yet (a starting
+    /// host's cached copy must never replace the store's, which may have
+    /// been swapped in meanwhile). `None` when one was there.
+    pub fn swap_if_empty(&self, snapshot: &[u8]) -> Result<Option<Arc<Live>>, EngineError> {
+        let live = self.loaded(snapshot, SnapshotId::of(snapshot))?;
+        let before = self.live.compare_and_swap(&None::<Arc<Live>>, Some(live.clone()));
+        Ok(before.is_none().then_some(live))
+    }
+
+    /// A validated snapshot with the next generation: numbered only once it
+    /// is good, and atomically, so that two swaps at once never share one
+    /// (a worker tells snapshots apart by it).
+    fn loaded(&self, snapshot: &[u8], id: SnapshotId) -> Result<Arc<Live>, EngineError> {
+        let mut live = Self::load(&self.engine, snapshot, id, 0)?;
+        live.generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Arc::new(live))
     }
 
     /// The snapshot being served now, if there is one yet.

@@ -105,6 +105,18 @@ impl Freshness {
         lag.why = Some(why);
     }
 
+    /// The store names `wanted`, which the host does not serve: the lag
+    /// counts from the first such moment; the reason is kept if it is
+    /// `wanted`'s (the last failure's), else it becomes `why()`.
+    pub fn behind_since_now(&self, wanted: &str, why: impl FnOnce() -> String) {
+        let mut lag = self.lock();
+        lag.behind_since.get_or_insert_with(Instant::now);
+        if lag.wanted.as_deref() != Some(wanted) || lag.why.is_none() {
+            lag.wanted = Some(wanted.to_owned());
+            lag.why = Some(why());
+        }
+    }
+
     /// The host serves what the store names.
     pub fn caught_up(&self) {
         let mut lag = self.lock();

@@ -88,7 +88,8 @@ pub async fn start(
     origins: &OriginArgs,
     objects: Objects,
 ) -> Result<Workers> {
-    if listener.admin_listen == listener.listen {
+    // (Two port-0 addresses are two listeners, each on a port of its own.)
+    if listener.admin_listen == listener.listen && listener.listen.port() != 0 {
         anyhow::bail!("--admin-listen must differ from --listen: metrics are never served on the public listener");
     }
     if !listener.admin_listen.ip().is_loopback() && !listener.admin_public {

@@ -31,6 +31,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         // Checked before the store is read: a typo is refused at once.
         let objects = static_objects(&args.origins, aws.as_ref(), &settings.limits)?;
         let max_behind = args.follower.max_behind();
+        // From here on SIGHUP reloads (the file, or the store's pointer); it
+        // must never end the host, not even while it starts.
+        #[cfg(unix)]
+        let _hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
         let (state, follower) = match (&args.routes.snapshot, &args.routes.store) {
             (Some(file), _) => (HostState::leak(load_router(file)?, max_behind), None),
             (None, Some(location)) => {
@@ -46,13 +51,15 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 // The host starts whatever the store and the cache hold: with
                 // no snapshot at all it answers 503 and keeps trying.
                 let state = HostState::leak(Router::empty(EdgeEngine::new()?), max_behind);
-                let follower = Follower::new(store, cache);
-                follower.start(state).await;
-                (state, Some(follower))
+                (state, Some(Follower::new(store, cache)))
             }
             (None, None) => unreachable!("clap requires one"),
         };
+        // Listening first: `/health` answers (503 until there is a snapshot)
+        // however long the store takes.
+        let workers = start(state, &args.listener, &args.origins, objects).await?;
         if let Some(follower) = follower {
+            follower.start(state).await;
             let interval = args.follower.poll_interval();
             tokio::spawn(async move { follower.follow(state, interval).await });
         }
@@ -60,7 +67,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             let file = SnapshotFile::new(file);
             tokio::spawn(async move { file.follow(state).await });
         }
-        let workers = start(state, &args.listener, &args.origins, objects).await?;
         shutdown_signal().await;
         workers.shutdown().await;
         Ok(())

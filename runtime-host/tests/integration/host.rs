@@ -312,16 +312,23 @@ mod cli {
         std::fs::create_dir_all(dir.join("store/current.json")).unwrap();
         let store = format!("dir:{}", dir.join("store").display());
         // The host starts anyway (answering 503) and keeps trying: its log says why, once.
+        let log = dir.join("host.log");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgeroute-host"))
             .args(["serve", "--store", &store, "--cache-dir", dir.join("cache").to_str().unwrap()])
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--poll-ms", "50"])
-            .stderr(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(1_500));
+        // Until it has said why it serves nothing, then a few polls more.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !std::fs::read_to_string(&log).unwrap().contains("answering 503") {
+            assert!(std::time::Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
         let _ = child.kill();
-        let o = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
+        let _ = child.wait();
+        let err = std::fs::read_to_string(&log).unwrap();
         let lines: Vec<_> = err.lines().filter(|l| l.contains("cannot read the store")).collect();
         assert!(!lines.is_empty(), "{err}");
         for line in &lines {

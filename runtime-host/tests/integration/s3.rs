@@ -43,7 +43,7 @@ fn a_stalled_s3_body_is_cut_after_its_idle_gap() {
     let stalled = StallingServer::start(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\nETag: \"e\"\r\n\r\n<html>the first bytes",
     );
-    let host = static_host("stalled-static", &stalled.endpoint, &[]);
+    let host = static_host("stalled-static", &stalled.endpoint, &["--s3-body-idle-ms", "1500"]);
     let (status, head, body) = raw_get_within(host.port, "probe.example.com", "/", Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{e}; log:\n{}", host.log()));
     assert_eq!(status, 200, "{head}");
@@ -51,8 +51,24 @@ fn a_stalled_s3_body_is_cut_after_its_idle_gap() {
     assert!(body.starts_with("<html>the first bytes") && body.len() < 100_000, "{} bytes", body.len());
 }
 
-/// [4/8] 4: a store on an endpoint that never answers does not stop the
-/// host from starting: its attempts time out and it serves its cache.
+/// [4/8] 4: the idle gap is a gap, not a total: a body that is slow but
+/// keeps coming (here 2.4 s in all, never 1.5 s silent) is sent whole.
+#[test]
+fn a_slow_s3_body_that_keeps_coming_is_not_cut() {
+    let slow = StallingServer::trickling(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 40\r\n\r\n",
+        b"0123456789",
+        4,
+        Duration::from_millis(600),
+    );
+    let host = static_host("slow-static", &slow.endpoint, &["--s3-body-idle-ms", "1500"]);
+    let (status, _, body) = raw_get_within(host.port, "probe.example.com", "/", Duration::from_secs(30)).unwrap();
+    assert_eq!((status, body.as_str()), (200, "0123456789".repeat(4).as_str()));
+}
+
+/// [4/8] 3, 4: a store on an endpoint that never answers does not hold the
+/// host's start: it listens at once, and serves its cache after a short
+/// wait for the store (5 s), well before the store's requests time out.
 #[test]
 fn a_silent_s3_store_does_not_hold_the_start() {
     let silent = StallingServer::start(b"");
@@ -68,8 +84,14 @@ fn a_silent_s3_store_does_not_hold_the_start() {
         &aws_env(&silent.endpoint),
     )
     .unwrap_or_else(|e| panic!("the host did not start: {e}"));
-    let (status, head, _) = raw_get_within(host.port, "probe.example.com", "/", Duration::from_secs(30)).unwrap();
-    assert!(head.contains(&id(&snapshot(1))[..12]), "{status} {head}");
+    let started = std::time::Instant::now();
+    assert_eq!(host.admin_get("/health").0, 503, "no snapshot yet, and it says so");
+    host.wait_until("the cached snapshot served", 30, |h| h.get("probe.example.com").0 == id(&snapshot(1))[..12]);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the cache waited for the store's timeouts: {:?}",
+        started.elapsed()
+    );
     assert!(host.log().contains("serving the cached snapshot"), "{}", host.log());
 }
 
@@ -105,32 +127,38 @@ fn an_s3_403_is_a_502_unless_it_is_declared_to_mean_missing() {
 }
 
 /// `edgeroute-host serve ARGS` with no AWS settings at all (no variables,
-/// an empty home) and the instance-metadata endpoint at `imds`; stopped
-/// after `wait`. Its exit code (`None`: still running) and its log.
-fn without_aws_settings(args: &[&str], imds: &str, wait: Duration) -> (Option<i32>, String) {
+/// an empty home) and the instance-metadata endpoint at `imds`, until it
+/// exits or listens (it reads its AWS settings before). Its exit code
+/// (`None`: it was serving) and its log.
+fn without_aws_settings(args: &[&str], imds: &str) -> (Option<i32>, String) {
     let home = scratch("empty-home");
+    let port = super::serve::free_port();
+    let log = home.join(format!("host-{port}.log"));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgeroute-host"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{}", super::serve::free_port()),
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
         .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", &home)
         .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    std::thread::sleep(wait);
-    let code = child.try_wait().unwrap().and_then(|s| s.code());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break None;
+        }
+        assert!(std::time::Instant::now() < deadline, "neither exited nor listened in 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+    let _ = child.wait();
+    (code, std::fs::read_to_string(&log).unwrap())
 }
 
 /// [4/8] 9: AWS settings are looked at only when something is in S3, with
@@ -145,10 +173,9 @@ fn aws_settings_are_read_lazily_and_a_missing_region_is_one_line() {
     let file = dir.join("routes.snap");
     std::fs::write(&file, snapshot(1)).unwrap();
     let file = file.to_str().unwrap();
-    let wait = Duration::from_millis(2_000);
 
     // Static sites in S3, no region: the host serves, and says so once.
-    let (code, log) = without_aws_settings(&["--snapshot", file], &imds.endpoint, wait);
+    let (code, log) = without_aws_settings(&["--snapshot", file], &imds.endpoint);
     assert_eq!(code, None, "the host serves: {log}");
     let warnings: Vec<_> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
     assert_eq!(warnings.len(), 1, "one warning line: {log}");
@@ -156,26 +183,26 @@ fn aws_settings_are_read_lazily_and_a_missing_region_is_one_line() {
     assert!(!log.to_ascii_lowercase().contains("imds"), "{log}");
 
     // A store in S3 without a region: a clear error, exit 1.
-    let (code, log) = without_aws_settings(&["--store", "s3://edge/p"], &imds.endpoint, wait);
+    let (code, log) = without_aws_settings(&["--store", "s3://edge/p"], &imds.endpoint);
     assert_eq!(code, Some(1), "{log}");
     assert!(log.lines().any(|l| l.starts_with("error: ") && l.contains("--region")), "{log}");
     assert!(!log.to_ascii_lowercase().contains("imds"), "{log}");
 
     // The region from the flag; no credentials anywhere: one warning line.
-    let (code, log) = without_aws_settings(&["--snapshot", file, "--region", "eu-west-1"], &imds.endpoint, wait);
+    let (code, log) = without_aws_settings(&["--snapshot", file, "--region", "eu-west-1"], &imds.endpoint);
     assert_eq!(code, None, "the host serves: {log}");
     let warnings: Vec<_> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
     assert_eq!(warnings.len(), 1, "one warning line: {log}");
     assert!(warnings[0].contains("credentials"), "{log}");
 
     // A profile that does not exist is named.
-    let (code, log) = without_aws_settings(&["--store", "s3://edge/p", "--profile", "nope"], &imds.endpoint, wait);
+    let (code, log) = without_aws_settings(&["--store", "s3://edge/p", "--profile", "nope"], &imds.endpoint);
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("nope"), "{log}");
 
     // A directory store with static sites on disk never looks at AWS at all.
     let (code, log) =
-        without_aws_settings(&["--snapshot", file, "--static-root", dir.to_str().unwrap()], &imds.endpoint, wait);
+        without_aws_settings(&["--snapshot", file, "--static-root", dir.to_str().unwrap()], &imds.endpoint);
     assert_eq!(code, None, "{log}");
     assert!(!log.contains("WARN"), "{log}");
 

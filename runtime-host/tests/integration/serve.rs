@@ -89,7 +89,8 @@ impl Served {
     /// `edgeroute-host serve ARGS` on a free port, with a free admin port;
     /// `Err` with its log if it exits before it listens.
     pub(super) fn run(args: &[&str], env: &[(&str, String)]) -> Result<Served, String> {
-        let (port, admin) = (free_port(), free_port());
+        let port = free_port();
+        let admin = std::iter::repeat_with(free_port).find(|&p| p != port).unwrap();
         let log = scratch_root().join(format!("host-{port}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgeroute-host"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -115,6 +116,15 @@ impl Served {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(Served { child, port, admin, log })
+    }
+
+    /// Waits until the host serves `bytes` and has cached them in `cache`
+    /// (just after the swap).
+    fn wait_cached(&self, cache: &Path, bytes: &[u8]) {
+        self.wait_for(&id(bytes));
+        self.wait_until("the snapshot cached", 30, |_| {
+            std::fs::read(cache.join("current.snap")).ok().as_deref() == Some(bytes)
+        });
     }
 
     /// `GET path` on the admin listener: the status and the body.
@@ -143,7 +153,7 @@ impl Served {
     }
 
     /// `GET /` with `Host: host`: the snapshot header and the body.
-    fn get(&self, host: &str) -> (String, String) {
+    pub(super) fn get(&self, host: &str) -> (String, String) {
         let (_, head, body) = raw_get(self.port, host, "/");
         let snapshot =
             head.lines().find_map(|l| l.strip_prefix("x-edgeroute-snapshot: ")).unwrap_or_default().to_owned();
@@ -307,7 +317,7 @@ fn without_the_store_s_snapshot_the_host_serves_its_cached_one() {
     let cache = dir.join("cache");
     let store = Store::open(&StoreLocation::Dir(dir.join("store")), None).unwrap();
     runtime().block_on(publish::publish(&store, &snapshot(1), "test", 0)).unwrap();
-    drop(Served::start(&location, &cache, &[]).unwrap());
+    Served::start(&location, &cache, &[]).unwrap().wait_cached(&cache, &snapshot(1));
 
     // An S3 store that cannot be reached.
     let unreachable = aws_env(&format!("http://127.0.0.1:{}", free_port()));
@@ -484,6 +494,41 @@ fn an_s3_store_s_late_object_is_served_once_it_arrives() {
     catches_up_with_an_object_that_arrives_late(&store, "s3://edge/p", &dir.join("cache"), &aws_env(&moto.endpoint));
 }
 
+/// [4/8] 2: a missing object is fetched again with backoff (0.25 s, 0.5 s,
+/// 1 s, 2 s, …), not on every poll of the pointer (every 50 ms here).
+#[test]
+fn a_missing_object_is_fetched_again_with_backoff_not_on_every_poll() {
+    let moto = Moto::start();
+    let dir = scratch("backoff");
+    let rt = runtime();
+    let config = rt.block_on(moto.config());
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+    rt.block_on(s3.create_bucket().bucket("edge").send()).unwrap();
+    let store = Store::open(&StoreLocation::S3 { bucket: "edge".into(), prefix: "p".into() }, Some(&config)).unwrap();
+    rt.block_on(publish::publish(&store, &snapshot(1), "test", 0)).unwrap();
+    let wanted = id(&snapshot(2));
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = (fetches.clone(), wanted.clone());
+    let proxy = edgeroute_tests_aws::FaultProxy::start(&moto.endpoint, move |req| {
+        if req.method == "GET" && req.path.contains(&counted.1) {
+            counted.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        None
+    });
+    let host = Served::start("s3://edge/p", &dir.join("cache"), &aws_env(&proxy.endpoint)).unwrap();
+    host.wait_for(&id(&snapshot(1)));
+    point_at(&store, &wanted);
+    host.wait_until("the first fetch", 30, |_| fetches.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    std::thread::sleep(Duration::from_secs(3));
+    // In 3 s: at most the fetches at 0.25, 0.75, 1.75 s and maybe 3.75 s
+    // (each of up to 2 attempts), where polling would make 60.
+    let n = fetches.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((2..=10).contains(&n), "{n} fetches of the missing object in about 3 s");
+    assert!(host.metric("edgeroute_snapshot_fetch_errors_total") >= 2.0);
+    rt.block_on(store.put_snapshot(&wanted, &snapshot(2))).unwrap();
+    host.wait_for(&wanted);
+}
+
 /// [4/8] 3: at start, a readable pointer whose object is missing, damaged
 /// or briefly unreachable does not stop the host: it serves its cached
 /// copy and keeps trying.
@@ -495,7 +540,7 @@ fn at_start_an_object_missing_damaged_or_unreachable_falls_back_to_the_cache() {
     let cache = dir.join("cache");
     let rt = runtime();
     rt.block_on(publish::publish(&store, &snapshot(1), "test", 0)).unwrap();
-    Served::start(&location, &cache, &[]).unwrap().wait_for(&id(&snapshot(1)));
+    Served::start(&location, &cache, &[]).unwrap().wait_cached(&cache, &snapshot(1));
 
     // Missing: the cache serves until the object arrives.
     point_at(&store, &id(&snapshot(2)));
@@ -504,8 +549,7 @@ fn at_start_an_object_missing_damaged_or_unreachable_falls_back_to_the_cache() {
     assert!(host.log().contains("serving the cached snapshot"), "{}", host.log());
     rt.block_on(store.put_snapshot(&id(&snapshot(2)), &snapshot(2))).unwrap();
     host.wait_for(&id(&snapshot(2)));
-    // Cached just after the swap.
-    host.wait_until("snapshot 2 cached", 30, |_| std::fs::read(cache.join("current.snap")).unwrap() == snapshot(2));
+    host.wait_cached(&cache, &snapshot(2));
     drop(host);
 
     // Damaged: refused, the cache (now snapshot 2) serves.
@@ -570,6 +614,15 @@ fn health_is_503_without_a_snapshot_degraded_when_behind_and_ok_otherwise() {
         let (status, body) = h.admin_get("/health");
         status == 200 && body.starts_with("degraded") && body.contains(&damaged[..12])
     });
+    // The reason is the refusal's, not a summary.
+    assert!(host.admin_get("/health").1.contains("SHA-256"), "{}", host.admin_get("/health").1);
+    assert_eq!(host.metric("edgeroute_health_degraded"), 1.0);
+    // Caught up again: ok.
+    rt.block_on(publish::publish(&store, &snapshot(5), "test", 0)).unwrap();
+    host.wait_for(&id(&snapshot(5)));
+    let (status, body) = host.admin_get("/health");
+    assert_eq!((status, body.starts_with("ok")), (200, true), "{body}");
+    assert_eq!(host.metric("edgeroute_health_degraded"), 0.0);
 
     // An S3 store that cannot be reached, and no cache: it starts and says so.
     let unreachable = aws_env(&format!("http://127.0.0.1:{}", free_port()));
@@ -585,22 +638,33 @@ fn a_public_admin_address_is_refused_unless_asked_for() {
     let dir = scratch("admin-public");
     let snap = dir.join("routes.snap");
     std::fs::write(&snap, snapshot(1)).unwrap();
+    // The exit code (`None`: it serves /health on the public address) and the log.
     let run = |extra: &[&str]| {
+        let admin = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgeroute-host"))
             .args(["serve", "--snapshot", snap.to_str().unwrap(), "--listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--admin-listen", &format!("0.0.0.0:{}", free_port()), "--static-root", sites().to_str().unwrap()])
+            .args(["--admin-listen", &format!("0.0.0.0:{admin}"), "--static-root", sites().to_str().unwrap()])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(1_500));
-        let status = child.try_wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            if TcpStream::connect(("127.0.0.1", admin)).is_ok() && http_get(admin, "127.0.0.1", "/health").0 == 200 {
+                break None;
+            }
+            assert!(Instant::now() < deadline, "neither exited nor served /health in 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let _ = child.kill();
         let _ = child.wait();
         let mut err = String::new();
         child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        (status.and_then(|s| s.code()), err)
+        (code, err)
     };
     let (code, err) = run(&[]);
     assert_eq!(code, Some(1), "{err}");
@@ -629,7 +693,8 @@ fn a_snapshot_file_is_reloaded_when_it_changes_and_on_sighup() {
     host.wait_for(&id(&snapshot(2)));
 
     // A bad file: refused and counted; snapshot 2 keeps serving.
-    std::fs::write(&file, b"EDGROUTE but not a snapshot").unwrap();
+    std::fs::write(&next, b"EDGROUTE but not a snapshot").unwrap();
+    std::fs::rename(&next, &file).unwrap();
     host.wait_until("the bad file refused", 30, |h| h.metric("edgeroute_snapshot_refused_total") >= 1.0);
     assert!(host.log().contains(&format!("refused {}", file.display())), "{}", host.log());
     let refused = host.metric("edgeroute_snapshot_refused_total");

@@ -552,13 +552,19 @@ pub struct StallingServer {
 
 impl StallingServer {
     pub fn start(reply: &'static [u8]) -> StallingServer {
+        StallingServer::trickling(reply, b"", 0, Duration::ZERO)
+    }
+
+    /// Writes `reply`, then `chunk` `count` times, `gap` apart (a body
+    /// that is slow but keeps coming), then holds the connection.
+    pub fn trickling(reply: &'static [u8], chunk: &'static [u8], count: usize, gap: Duration) -> StallingServer {
         use std::io::{Read as _, Write as _};
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let requests = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (count, done) = (requests.clone(), stop.clone());
+        let (count, done, chunks) = (requests.clone(), stop.clone(), count);
         std::thread::spawn(move || {
             let mut held = Vec::new();
             while !done.load(Ordering::Relaxed) {
@@ -577,6 +583,16 @@ impl StallingServer {
                         }
                         count.fetch_add(1, Ordering::Relaxed);
                         let _ = stream.write_all(reply);
+                        if let Ok(mut writer) = stream.try_clone() {
+                            std::thread::spawn(move || {
+                                for _ in 0..chunks {
+                                    std::thread::sleep(gap);
+                                    if writer.write_all(chunk).is_err() {
+                                        return;
+                                    }
+                                }
+                            });
+                        }
                         held.push(stream);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
