@@ -44,9 +44,11 @@ pub const START_WAIT: Duration = Duration::from_secs(5);
 /// Why a wanted snapshot is not served.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// For good, until the pointer moves: damaged, replaced or invalid.
+    /// Until the pointer moves: damaged or replaced (`repairable`: fetched
+    /// again every [`RETRY_MAX`], the object may be repaired in place), or
+    /// invalid (its bytes are its id, so they never change).
     #[error("refused snapshot {id}: {why}")]
-    Refused { id: String, why: String },
+    Refused { id: String, why: String, repairable: bool },
     /// For now: fetched again after a pause.
     #[error("cannot fetch snapshot {id} yet: {source}")]
     Transient { id: String, source: StoreError },
@@ -69,6 +71,9 @@ struct Progress {
     wanted: Option<Pointer>,
     /// The wanted snapshot was refused (tried again only every [`RETRY_MAX`]).
     refused: bool,
+    /// …and cannot be repaired: not fetched again until the pointer moves
+    /// or SIGHUP.
+    hold: bool,
     /// The pause before the next fetch, and when that is due.
     backoff: Option<(Duration, Instant)>,
     /// The last transient failure logged, so that it is said once.
@@ -92,6 +97,7 @@ fn verify(bytes: &[u8], id: &str) -> Result<SnapshotId, FetchError> {
         return Err(FetchError::Refused {
             id: id.to_owned(),
             why: format!("the object's SHA-256 is {found} (damaged or replaced)"),
+            repairable: true,
         });
     }
     Ok(found)
@@ -138,7 +144,7 @@ impl Follower {
                 (format!("the store's snapshot is not here after {} s", START_WAIT.as_secs()), true)
             }
         };
-        self.fall_back(state, &reason);
+        self.fall_back(state, &reason).await;
         if pending {
             // The store's snapshot replaces the cached one if it comes.
             if let Err(e) = attempt.await {
@@ -148,10 +154,19 @@ impl Follower {
     }
 
     /// Serves the cached snapshot, if there is a good one, because of `reason`.
-    fn fall_back(&self, state: &'static HostState, reason: &str) {
+    async fn fall_back(&self, state: &'static HostState, reason: &str) {
         let cached = self.cache.join("current.snap");
-        match std::fs::read(&cached) {
-            Ok(bytes) => match state.router.swap_if_empty(&bytes) {
+        if state.router.live().is_some() {
+            return; // The store's snapshot came first after all.
+        }
+        // Loading takes up to seconds: off the thread of the admin listener.
+        let path = cached.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || std::fs::read(&path).map(|bytes| state.router.swap_if_empty(&bytes)))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match loaded {
+            Ok(swapped) => match swapped {
                 // The store's snapshot came first after all.
                 Ok(None) => {}
                 Ok(Some(live)) => {
@@ -202,65 +217,88 @@ impl Follower {
                 progress.version = Some(version);
                 progress.wanted = Some(pointer);
                 progress.refused = false;
+                progress.hold = false;
                 progress.backoff = None;
                 progress.said.clear();
             }
         }
         let fail = |e: Option<StoreError>| e.map_or(Ok(None), |e| Err(FollowError::Store(e)));
         let Some(pointer) = self.settle(state) else { return fail(unreadable) };
-        if self.progress().backoff.is_some_and(|(_, due)| Instant::now() < due) {
-            return fail(unreadable);
+        {
+            let progress = self.progress();
+            if progress.hold || progress.backoff.is_some_and(|(_, due)| Instant::now() < due) {
+                return fail(unreadable);
+            }
         }
         let result = self.load(state, &pointer).await;
-        if let Some(e) = unreadable {
-            if let Err(fetch) = &result {
-                state.freshness.behind(&pointer.id, fetch.to_string());
-            }
-            return Err(FollowError::Store(e));
+        let outcome = self.record(state, &pointer, result);
+        match unreadable {
+            Some(e) => Err(FollowError::Store(e)),
+            None => outcome,
         }
-        match result {
+    }
+
+    /// Takes note of a fetch of the wanted `pointer`: caught up, or behind
+    /// with the next fetch scheduled (or not, for a refusal that cannot
+    /// be repaired).
+    fn record(
+        &self,
+        state: &'static HostState,
+        pointer: &Pointer,
+        result: Result<(), FetchError>,
+    ) -> Result<Option<String>, FollowError> {
+        let e = match result {
             Ok(()) => {
                 let mut progress = self.progress();
                 let version = progress.version.take();
                 *progress = Progress { version, ..Progress::default() };
                 drop(progress);
                 state.freshness.caught_up();
-                Ok(Some(pointer.id))
+                return Ok(Some(pointer.id.clone()));
             }
-            Err(e) => {
-                let mut progress = self.progress();
-                match &e {
-                    FetchError::Refused { .. } => {
-                        // Said and counted once per pointer; looked at again
-                        // now and then, in case the object is repaired.
-                        if !progress.refused {
-                            state.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!("{e}; still serving {}", serving(state));
-                        }
-                        progress.refused = true;
-                        progress.backoff = Some((RETRY_MAX, Instant::now() + RETRY_MAX));
-                    }
-                    FetchError::Transient { source, .. } => {
-                        state.metrics.fetch_errors.fetch_add(1, Ordering::Relaxed);
-                        let pause = progress.backoff.map_or(RETRY_FIRST, |(last, _)| (last * 2).min(RETRY_MAX));
-                        progress.backoff = Some((pause, Instant::now() + pause));
-                        // Said once per cause, not on every retry.
-                        let cause = source.to_string();
-                        if progress.said != cause {
-                            tracing::warn!(
-                                "{e}; trying again in {} ms, then up to every {} s; still serving {}",
-                                pause.as_millis(),
-                                RETRY_MAX.as_secs(),
-                                serving(state)
-                            );
-                            progress.said = cause;
-                        }
-                    }
+            Err(e) => e,
+        };
+        // Meanwhile the same snapshot may have come another way (a start
+        // whose cache holds it): then the host is not behind at all.
+        if state.router.live().is_some_and(|live| live.id == pointer.id.as_str()) {
+            self.settle(state);
+            return Ok(None);
+        }
+        let mut progress = self.progress();
+        match &e {
+            FetchError::Refused { repairable, .. } => {
+                // Said and counted once per pointer. Bytes that are not
+                // their id are looked at again now and then (the object may
+                // be repaired in place); a snapshot the module refuses
+                // never changes, so it waits for the pointer to move.
+                if !progress.refused {
+                    state.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("{e}; still serving {}", serving(state));
                 }
-                state.freshness.behind(&pointer.id, e.to_string());
-                Err(FollowError::Fetch(e))
+                progress.refused = true;
+                progress.hold = !repairable;
+                progress.backoff = Some((RETRY_MAX, Instant::now() + RETRY_MAX));
+            }
+            FetchError::Transient { source, .. } => {
+                state.metrics.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                let pause = progress.backoff.map_or(RETRY_FIRST, |(last, _)| (last * 2).min(RETRY_MAX));
+                progress.backoff = Some((pause, Instant::now() + pause));
+                // Said once per cause, not on every retry.
+                let cause = source.to_string();
+                if progress.said != cause {
+                    tracing::warn!(
+                        "{e}; trying again in {} ms, then up to every {} s; still serving {}",
+                        pause.as_millis(),
+                        RETRY_MAX.as_secs(),
+                        serving(state)
+                    );
+                    progress.said = cause;
+                }
             }
         }
+        drop(progress);
+        state.freshness.behind(&pointer.id, e.to_string());
+        Err(FollowError::Fetch(e))
     }
 
     /// Compares the wanted pointer with what is served: returns it if the
@@ -291,14 +329,20 @@ impl Follower {
         let (router, cache, id) = (&state.router, self.cache.clone(), pointer.id.clone());
         tokio::task::spawn_blocking(move || {
             let verified = verify(&bytes, &id)?;
-            router
-                .swap_identified(&bytes, verified)
-                .map_err(|e| FetchError::Refused { id: id.clone(), why: e.to_string() })?;
+            router.swap_identified(&bytes, verified).map_err(|e| FetchError::Refused {
+                id: id.clone(),
+                why: e.to_string(),
+                repairable: false,
+            })?;
             keep(&cache, &bytes);
             Ok(())
         })
         .await
-        .map_err(|e| FetchError::Refused { id: pointer.id.clone(), why: e.to_string() })??;
+        .map_err(|e| FetchError::Refused {
+            id: pointer.id.clone(),
+            why: e.to_string(),
+            repairable: true,
+        })??;
         state.metrics.swaps.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             "serving {} ({} routes; fetched and loaded in {} ms)",
@@ -312,13 +356,18 @@ impl Follower {
     /// When the wanted snapshot's next fetch is due, if one is.
     fn retry_due(&self) -> Option<Instant> {
         let progress = self.progress();
-        progress.wanted.as_ref()?;
+        if progress.wanted.is_none() || progress.hold {
+            return None;
+        }
         progress.backoff.map(|(_, due)| due)
     }
 
-    /// Makes the wanted snapshot's next fetch due now (SIGHUP).
+    /// Makes the wanted snapshot's next fetch due now (SIGHUP), keeping
+    /// the pause reached, so that the backoff goes on from there.
     fn retry_now(&self) {
-        self.progress().backoff = None;
+        let mut progress = self.progress();
+        progress.hold = false;
+        progress.backoff = progress.backoff.map(|(pause, _)| (pause, Instant::now()));
     }
 
     /// Keeps `state` on the store's current snapshot: polls forever, every

@@ -202,7 +202,7 @@ impl Metrics {
             "edgeroute_health_degraded",
             "1 while /health says degraded: behind the store, or unable to read it, for longer than --max-behind.",
             "gauge",
-            u8::from(freshness.degraded()).to_string(),
+            u8::from(live.is_some() && freshness.degraded()).to_string(),
         );
         gauge(
             &mut out,

@@ -32,7 +32,9 @@ impl HostState {
     /// longer than the `max_behind` allowance; `ok` otherwise.
     pub fn health(&self) -> Health {
         let Some(live) = self.router.live() else {
-            let why = self.freshness.lock().why.clone().unwrap_or_else(|| "nothing published yet".into());
+            let lag = self.freshness.lock();
+            let why = lag.behind_why.clone().or_else(|| lag.unreadable_why.clone());
+            let why = why.unwrap_or_else(|| "nothing published yet".into());
             return Health {
                 state: HealthState::Unavailable,
                 detail: format!("no snapshot to serve yet (answering 503): {why}"),
@@ -42,14 +44,15 @@ impl HostState {
         let lag = self.freshness.lock();
         let now = Instant::now();
         let over = |since: Option<Instant>| since.map(|t| now - t).filter(|d| *d > self.freshness.max_behind);
-        let why = lag.why.as_deref().unwrap_or("no reason known");
         if let (Some(behind), Some(wanted)) = (over(lag.behind_since), &lag.wanted) {
+            let why = lag.behind_why.as_deref().unwrap_or("no reason known");
             return Health {
                 state: HealthState::Degraded,
                 detail: format!("the store has named {wanted} for {} s, still {serving}: {why}", behind.as_secs()),
             };
         }
         if let Some(unread) = over(lag.unreadable_since) {
+            let why = lag.unreadable_why.as_deref().unwrap_or("no reason known");
             return Health {
                 state: HealthState::Degraded,
                 detail: format!("cannot read the store for {} s, still {serving}: {why}", unread.as_secs()),
@@ -76,10 +79,12 @@ pub struct Lag {
     pub behind_since: Option<Instant>,
     /// The snapshot the store names, while the host is behind.
     pub wanted: Option<String>,
+    /// Why the host is behind (the last failure to fetch `wanted`).
+    pub behind_why: Option<String>,
     /// When reads of the store's pointer began to fail.
     pub unreadable_since: Option<Instant>,
-    /// The last reason the host is behind or cannot read the store.
-    pub why: Option<String>,
+    /// Why the pointer cannot be read (the last failure).
+    pub unreadable_why: Option<String>,
 }
 
 impl Freshness {
@@ -102,7 +107,7 @@ impl Freshness {
         let mut lag = self.lock();
         lag.behind_since.get_or_insert_with(Instant::now);
         lag.wanted = Some(wanted.to_owned());
-        lag.why = Some(why);
+        lag.behind_why = Some(why);
     }
 
     /// The store names `wanted`, which the host does not serve: the lag
@@ -111,9 +116,9 @@ impl Freshness {
     pub fn behind_since_now(&self, wanted: &str, why: impl FnOnce() -> String) {
         let mut lag = self.lock();
         lag.behind_since.get_or_insert_with(Instant::now);
-        if lag.wanted.as_deref() != Some(wanted) || lag.why.is_none() {
+        if lag.wanted.as_deref() != Some(wanted) || lag.behind_why.is_none() {
             lag.wanted = Some(wanted.to_owned());
-            lag.why = Some(why());
+            lag.behind_why = Some(why());
         }
     }
 
@@ -122,24 +127,21 @@ impl Freshness {
         let mut lag = self.lock();
         lag.behind_since = None;
         lag.wanted = None;
-        if lag.unreadable_since.is_none() {
-            lag.why = None;
-        }
+        lag.behind_why = None;
     }
 
     /// The store's pointer could not be read.
     pub fn unreadable(&self, why: String) {
         let mut lag = self.lock();
         lag.unreadable_since.get_or_insert_with(Instant::now);
-        lag.why = Some(why);
+        lag.unreadable_why = Some(why);
     }
 
     /// The store's pointer was read.
     pub fn readable(&self) {
         let mut lag = self.lock();
-        if lag.unreadable_since.take().is_some() && lag.behind_since.is_none() {
-            lag.why = None;
-        }
+        lag.unreadable_since = None;
+        lag.unreadable_why = None;
     }
 
     /// Seconds the host has been behind its store (0 when it is not).

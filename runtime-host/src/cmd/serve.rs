@@ -59,9 +59,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         // however long the store takes.
         let workers = start(state, &args.listener, &args.origins, objects).await?;
         if let Some(follower) = follower {
-            follower.start(state).await;
+            // In the background: SIGTERM drains even while the host starts.
             let interval = args.follower.poll_interval();
-            tokio::spawn(async move { follower.follow(state, interval).await });
+            tokio::spawn(async move {
+                follower.start(state).await;
+                follower.follow(state, interval).await
+            });
         }
         if let Some(file) = &args.routes.snapshot {
             let file = SnapshotFile::new(file);

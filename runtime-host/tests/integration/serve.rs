@@ -386,10 +386,17 @@ fn an_idle_host_following_a_directory_store_uses_almost_no_cpu() {
     let idle = core_share(pid, Duration::from_secs(3));
     assert!(idle < 0.05, "an idle host uses {:.0} % of a core; log:\n{}", idle * 100.0, host.log());
 
+    // Behind a snapshot whose object is missing, then with the pointer
+    // damaged too: the fetches keep their backoff (0.25 s … 30 s), the
+    // pointer its polls.
+    point_at(&store, &id(&snapshot(2)));
+    host.wait_until("behind", 30, |h| h.metric("edgeroute_snapshot_behind_seconds") > 0.0);
     std::fs::write(dir.join("store/current.json"), b"{").unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let damaged = core_share(pid, Duration::from_secs(3));
     assert!(damaged < 0.05, "with a damaged pointer the host uses {:.0} % of a core", damaged * 100.0);
+    let errors = host.metric("edgeroute_store_errors_total");
+    assert!(errors < 40.0, "{errors} failed reads of the pointer in about 4 s at --poll-ms 250");
     // It still serves what it had.
     host.wait_for(&id(&snapshot(1)));
 }
