@@ -195,14 +195,14 @@ impl Metrics {
             "edgeroute_snapshot_behind_seconds",
             "Seconds the store has named a snapshot this host does not serve (0: it serves the store's); it keeps growing after a refusal.",
             "gauge",
-            format!("{:.3}", freshness.behind_seconds()),
+            format!("{:.3}", freshness.behind_seconds(live)),
         );
         gauge(
             &mut out,
             "edgeroute_health_degraded",
             "1 while /health says degraded: behind the store, or unable to read it, for longer than --max-behind.",
             "gauge",
-            u8::from(live.is_some() && freshness.degraded()).to_string(),
+            u8::from(freshness.degraded(live)).to_string(),
         );
         gauge(
             &mut out,

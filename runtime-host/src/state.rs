@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use edgeroute_admin::{Health, HealthState};
 
 use crate::metrics::Metrics;
-use crate::router::Router;
+use crate::router::{Live, Router};
 
 /// The live snapshot (through its [`Router`]), the host's counters and how
 /// fresh it is. One per process, referred to by the public and admin
@@ -44,7 +44,8 @@ impl HostState {
         let lag = self.freshness.lock();
         let now = Instant::now();
         let over = |since: Option<Instant>| since.map(|t| now - t).filter(|d| *d > self.freshness.max_behind);
-        if let (Some(behind), Some(wanted)) = (over(lag.behind_since), &lag.wanted) {
+        let behind_since = lag.behind(Some(&live));
+        if let (Some(behind), Some(wanted)) = (over(behind_since), &lag.wanted) {
             let why = lag.behind_why.as_deref().unwrap_or("no reason known");
             return Health {
                 state: HealthState::Degraded,
@@ -85,6 +86,16 @@ pub struct Lag {
     pub unreadable_since: Option<Instant>,
     /// Why the pointer cannot be read (the last failure).
     pub unreadable_why: Option<String>,
+}
+
+impl Lag {
+    /// Since when a host serving `live` has been behind: never while it
+    /// serves what the store names (the swap is seen a moment before the
+    /// follower marks the host caught up).
+    fn behind(&self, live: Option<&Live>) -> Option<Instant> {
+        let serves_it = live.is_some_and(|live| self.wanted.as_deref().is_some_and(|w| live.id == w));
+        self.behind_since.filter(|_| !serves_it)
+    }
 }
 
 impl Freshness {
@@ -144,15 +155,17 @@ impl Freshness {
         lag.unreadable_why = None;
     }
 
-    /// Seconds the host has been behind its store (0 when it is not).
-    pub fn behind_seconds(&self) -> f64 {
-        self.lock().behind_since.map_or(0.0, |t| t.elapsed().as_secs_f64())
+    /// Seconds the host serving `live` has been behind its store (0 when it
+    /// is not).
+    pub fn behind_seconds(&self, live: Option<&Live>) -> f64 {
+        self.lock().behind(live).map_or(0.0, |t| t.elapsed().as_secs_f64())
     }
 
-    /// Whether `/health` says `degraded` (lagging past the allowance).
-    pub fn degraded(&self) -> bool {
+    /// Whether `/health` of a host serving `live` says `degraded` (lagging
+    /// past the allowance).
+    pub fn degraded(&self, live: Option<&Live>) -> bool {
         let lag = self.lock();
         let over = |since: Option<Instant>| since.is_some_and(|t| t.elapsed() > self.max_behind);
-        over(lag.behind_since) || over(lag.unreadable_since)
+        live.is_some() && (over(lag.behind(live)) || over(lag.unreadable_since))
     }
 }
