@@ -255,13 +255,7 @@ fn static_sites_from_moto_s3() {
             .send()
             .await
             .unwrap();
-        let plane = start(
-            SITES,
-            Objects::S3(S3Objects::new(edgeroute_host::aws::s3_client(&config, &Default::default()), false)),
-            ProxyConfig::default(),
-            Limits::default(),
-        )
-        .await;
+        let plane = start(SITES, s3_objects(&config), ProxyConfig::default(), Limits::default()).await;
         static_sites_behave(&plane).await;
         // S3's own metadata is passed through.
         let r = plane.get("assets.example.com", "/app.js").await;
@@ -271,13 +265,7 @@ fn static_sites_from_moto_s3() {
         assert_eq!(r.status, 400);
         // A bucket that does not exist: a plain 404 that names nothing.
         let missing = r#"{"Domain": "nobucket.example.com", "Target": "s3://no-such-bucket/x"}"#;
-        let other = start(
-            missing,
-            Objects::S3(S3Objects::new(edgeroute_host::aws::s3_client(&config, &Default::default()), false)),
-            ProxyConfig::default(),
-            Limits::default(),
-        )
-        .await;
+        let other = start(missing, s3_objects(&config), ProxyConfig::default(), Limits::default()).await;
         let r = other.get("nobucket.example.com", "/").await;
         assert_eq!((r.status, text(&r).trim()), (404, "not found"));
     });
@@ -289,13 +277,7 @@ fn an_unreachable_s3_is_a_502_that_names_nothing() {
     let rt = runtime();
     rt.block_on(async {
         let config = edgeroute_tests_aws::config_for(&format!("http://127.0.0.1:{port}")).await;
-        let plane = start(
-            SITES,
-            Objects::S3(S3Objects::new(edgeroute_host::aws::s3_client(&config, &Default::default()), false)),
-            ProxyConfig::default(),
-            Limits::default(),
-        )
-        .await;
+        let plane = start(SITES, s3_objects(&config), ProxyConfig::default(), Limits::default()).await;
         let r = plane.get("assets.example.com", "/").await;
         assert_eq!(r.status, 502);
         assert!(!text(&r).contains("sites"), "{}", text(&r));
@@ -710,4 +692,9 @@ fn limits_metrics_and_a_graceful_shutdown() {
         shutdown.await.unwrap();
         assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still listening after the shutdown");
     });
+}
+
+/// Static sites' objects from the S3 at `config`, with the host's default limits.
+fn s3_objects(config: &aws_config::SdkConfig) -> Objects {
+    Objects::S3(S3Objects::new(edgeroute_host::aws::s3_client(config, &Default::default()), false))
 }

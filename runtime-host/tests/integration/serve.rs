@@ -295,14 +295,8 @@ fn a_host_follows_a_directory_store_and_refuses_bad_objects() {
 
 #[test]
 fn a_host_follows_an_s3_store_on_moto() {
-    let moto = Moto::start();
+    let (moto, store) = moto_store();
     let dir = scratch("s3");
-    let rt = runtime();
-    let config = rt.block_on(moto.config());
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
-    rt.block_on(s3.create_bucket().bucket("edge").send()).unwrap();
-    let location = StoreLocation::S3 { bucket: "edge".into(), prefix: "p".into() };
-    let store = Store::open(&location, Some(&config)).unwrap();
     follows_a_store(&store, "s3://edge/p", &dir.join("cache"), &aws_env(&moto.endpoint));
 }
 
@@ -438,6 +432,16 @@ fn a_static_root_that_is_not_a_folder_is_refused_at_start() {
     }
 }
 
+/// moto, with an empty store `s3://edge/p` on it.
+fn moto_store() -> (Moto, Store) {
+    let moto = Moto::start();
+    let config = runtime().block_on(moto.config());
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
+    runtime().block_on(s3.create_bucket().bucket("edge").send()).unwrap();
+    let store = Store::open(&StoreLocation::S3 { bucket: "edge".into(), prefix: "p".into() }, Some(&config)).unwrap();
+    (moto, store)
+}
+
 /// Points the store at snapshot `id` (whose object may be missing or damaged).
 fn point_at(store: &Store, id: &str) {
     let rt = runtime();
@@ -491,13 +495,8 @@ fn a_directory_store_s_late_object_is_served_once_it_arrives() {
 
 #[test]
 fn an_s3_store_s_late_object_is_served_once_it_arrives() {
-    let moto = Moto::start();
+    let (moto, store) = moto_store();
     let dir = scratch("late-s3");
-    let rt = runtime();
-    let config = rt.block_on(moto.config());
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
-    rt.block_on(s3.create_bucket().bucket("edge").send()).unwrap();
-    let store = Store::open(&StoreLocation::S3 { bucket: "edge".into(), prefix: "p".into() }, Some(&config)).unwrap();
     catches_up_with_an_object_that_arrives_late(&store, "s3://edge/p", &dir.join("cache"), &aws_env(&moto.endpoint));
 }
 
@@ -505,13 +504,9 @@ fn an_s3_store_s_late_object_is_served_once_it_arrives() {
 /// 1 s, 2 s, …), not on every poll of the pointer (every 50 ms here).
 #[test]
 fn a_missing_object_is_fetched_again_with_backoff_not_on_every_poll() {
-    let moto = Moto::start();
+    let (moto, store) = moto_store();
     let dir = scratch("backoff");
     let rt = runtime();
-    let config = rt.block_on(moto.config());
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
-    rt.block_on(s3.create_bucket().bucket("edge").send()).unwrap();
-    let store = Store::open(&StoreLocation::S3 { bucket: "edge".into(), prefix: "p".into() }, Some(&config)).unwrap();
     rt.block_on(publish::publish(&store, &snapshot(1), "test", 0)).unwrap();
     let wanted = id(&snapshot(2));
     let fetches = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -569,12 +564,7 @@ fn at_start_an_object_missing_damaged_or_unreachable_falls_back_to_the_cache() {
     drop(host);
 
     // Briefly unreachable in S3: its first GETs fail with 500.
-    let moto = Moto::start();
-    let config = rt.block_on(moto.config());
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build());
-    rt.block_on(s3.create_bucket().bucket("edge").send()).unwrap();
-    let s3_store =
-        Store::open(&StoreLocation::S3 { bucket: "edge".into(), prefix: "p".into() }, Some(&config)).unwrap();
+    let (moto, s3_store) = moto_store();
     rt.block_on(publish::publish(&s3_store, &snapshot(5), "test", 0)).unwrap();
     let failures = std::sync::atomic::AtomicU64::new(0);
     let proxy = edgeroute_tests_aws::FaultProxy::start(&moto.endpoint, move |req| {
