@@ -107,6 +107,8 @@ pub enum ItemErrorKind {
     BadFallback { fallback: String, why: String },
     #[error("Fallback {0:?} is not one of the Assets")]
     FallbackNotInAssets(String),
+    #[error("a line with \"Deleted\": true carries only its Domain (no Target, Origin, Assets or Fallback)")]
+    DeletedWithRoute,
     #[error("{other} gives the same Domain, {other_written:?} ({domain:?} once normalized); both are left out")]
     Duplicate { domain: String, other: Location, other_written: String },
 }

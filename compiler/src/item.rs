@@ -41,6 +41,8 @@ impl fmt::Display for Location {
 pub enum Value<'a> {
     Str(Cow<'a, str>),
     List(Vec<Value<'a>>),
+    /// `true` or `false`.
+    Bool(bool),
     /// Any other JSON type, by name (`number`, `object`, …).
     Other(&'static str),
 }
@@ -51,6 +53,7 @@ impl Value<'_> {
         match self {
             Value::Str(_) => "string",
             Value::List(_) => "list",
+            Value::Bool(_) => "boolean",
             Value::Other(t) => t,
         }
     }
@@ -64,6 +67,10 @@ pub struct RawItem<'a> {
     pub origin: Option<Value<'a>>,
     pub assets: Option<Value<'a>>,
     pub fallback: Option<Value<'a>>,
+    /// `Deleted`, in the JSON Lines of `edgeroute apply` only (`true`: a
+    /// deletion of the Domain); a table's items never carry it, and
+    /// DynamoDB's typed JSON ignores it.
+    pub deleted: Option<Value<'a>>,
     /// Set when the item is not a JSON object at all (its JSON type).
     pub not_an_object: Option<&'static str>,
     /// An attribute given twice.
@@ -138,8 +145,8 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_string<E>(self, v: String) -> Result<Value<'de>, E> {
         Ok(Value::Str(Cow::Owned(v)))
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Value<'de>, E> {
-        Ok(Value::Other("boolean"))
+    fn visit_bool<E>(self, v: bool) -> Result<Value<'de>, E> {
+        Ok(Value::Bool(v))
     }
     fn visit_i64<E>(self, _: i64) -> Result<Value<'de>, E> {
         Ok(Value::Other("number"))
@@ -176,6 +183,8 @@ impl<'de> Deserialize<'de> for Value<'de> {
 /// or DynamoDB's typed JSON (`"Target": {"S": "s3://b"}`).
 trait AttributeValues {
     const EXPECTING: &'static str;
+    /// Whether `Deleted` is read (plain JSON, as `edgeroute apply` reads it).
+    const READS_DELETED: bool;
     fn next_value<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Value<'de>, A::Error>;
 }
 
@@ -184,6 +193,7 @@ struct PlainJson;
 
 impl AttributeValues for PlainJson {
     const EXPECTING: &'static str = "a routing-table item (a JSON object)";
+    const READS_DELETED: bool = true;
     fn next_value<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Value<'de>, A::Error> {
         map.next_value::<Value<'de>>()
     }
@@ -207,6 +217,7 @@ impl<'de, F: AttributeValues> Visitor<'de> for ItemVisitor<F> {
                 "Origin" => ("Origin", &mut item.origin),
                 "Assets" => ("Assets", &mut item.assets),
                 "Fallback" => ("Fallback", &mut item.fallback),
+                "Deleted" if F::READS_DELETED => ("Deleted", &mut item.deleted),
                 _ => {
                     item.note_unread(&key);
                     map.next_value::<de::IgnoredAny>()?;
@@ -257,6 +268,7 @@ struct DynamoJson;
 
 impl AttributeValues for DynamoJson {
     const EXPECTING: &'static str = "a DynamoDB item (a JSON object of typed attribute values)";
+    const READS_DELETED: bool = false;
     fn next_value<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Value<'de>, A::Error> {
         Ok(map.next_value::<TypedValue<'de>>()?.0)
     }

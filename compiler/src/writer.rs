@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::sync::mpsc;
 
 use edgeroute_edge::format::*;
-use edgeroute_edge::{crc32c, Scheme};
+use edgeroute_edge::{crc32c, Scheme, SnapshotId};
 use rustc_hash::FxHashMap;
 
 use crate::entry::{Entry, Target};
@@ -192,13 +192,93 @@ impl<'r> Records<'r> {
     }
 }
 
+/// What the writer writes under one key: a route, or (in a layer) a
+/// tombstone, the deletion of the key.
+pub trait AsRecord: Sync {
+    /// The route; `None` for a tombstone.
+    fn route(&self) -> Option<&Entry<'_>>;
+}
+
+impl AsRecord for &Entry<'_> {
+    fn route(&self) -> Option<&Entry<'_>> {
+        Some(self)
+    }
+}
+
 /// Writes routes already sorted by strictly ascending key (`keys[i]` is
 /// `routes[i].key()`), as [`compile`](crate::compile) leaves them; keys out
 /// of order or repeated come back as the index builder's error. The index
 /// is built on a second thread meanwhile.
 pub fn write_sorted(keys: &[&[u8]], routes: &[&Entry<'_>]) -> Result<Vec<u8>, WriteError> {
-    debug_assert_eq!(keys.len(), routes.len());
-    let route_count = u32::try_from(routes.len()).map_err(|_| WriteError::TooLarge)?;
+    let count = u32::try_from(routes.len()).map_err(|_| WriteError::TooLarge)?;
+    let (fst_bytes, records) = write_table(keys, routes)?;
+    let sections: [(SectionKind, &[u8]); 2] = [(SectionKind::Fst, &fst_bytes), (SectionKind::Routes, &records)];
+    assemble(MAGIC, FORMAT_VERSION, count, &sections)
+}
+
+/// The base a layer applies to, the layer (or base) it is written on, and
+/// its depth there: its lineage section (`docs/snapshot-format.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lineage {
+    pub base: SnapshotId,
+    /// The base's id for the first layer, else the previous layer's.
+    pub parent: SnapshotId,
+    /// 1 for the first layer on the base.
+    pub depth: u32,
+}
+
+/// Writes a layer of `records` (routes and tombstones) sorted by strictly
+/// ascending key, as [`write_sorted`] writes a snapshot's.
+pub fn write_layer_sorted<R: AsRecord>(lineage: Lineage, keys: &[&[u8]], records: &[R]) -> Result<Vec<u8>, WriteError> {
+    let count = u32::try_from(records.len()).map_err(|_| WriteError::TooLarge)?;
+    let tombstones = records.iter().filter(|r| r.route().is_none()).count() as u32;
+    let (fst_bytes, routes) = write_table(keys, records)?;
+    let mut section = Vec::with_capacity(LINEAGE_LEN);
+    section.extend_from_slice(lineage.base.as_bytes());
+    section.extend_from_slice(lineage.parent.as_bytes());
+    section.extend_from_slice(&lineage.depth.to_le_bytes());
+    section.extend_from_slice(&tombstones.to_le_bytes());
+    debug_assert_eq!(section.len(), LINEAGE_LEN);
+    let sections: [(SectionKind, &[u8]); 3] =
+        [(SectionKind::Lineage, &section), (SectionKind::Fst, &fst_bytes), (SectionKind::Routes, &routes)];
+    assemble(LAYER_MAGIC, LAYER_FORMAT_VERSION, count, &sections)
+}
+
+/// The file around the sections: magic, endian marker, version, entry
+/// count, flags (0), the section table, the sections, the CRC-32C.
+fn assemble(
+    magic: [u8; 8],
+    version: u32,
+    count: u32,
+    sections: &[(SectionKind, &[u8])],
+) -> Result<Vec<u8>, WriteError> {
+    let header = FIXED_HEADER_LEN + SECTION_ENTRY_LEN * sections.len();
+    let total = header + sections.iter().map(|s| s.1.len()).sum::<usize>() + CHECKSUM_LEN;
+    u32::try_from(total).map_err(|_| WriteError::TooLarge)?;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&magic);
+    for field in [ENDIAN_MARKER, version, count, 0, sections.len() as u32] {
+        out.extend_from_slice(&field.to_le_bytes());
+    }
+    let mut offset = header;
+    for (kind, bytes) in sections {
+        for field in [*kind as u32, offset as u32, bytes.len() as u32] {
+            out.extend_from_slice(&field.to_le_bytes());
+        }
+        offset += bytes.len();
+    }
+    for (_, bytes) in sections {
+        out.extend_from_slice(bytes);
+    }
+    let crc = crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(out.len(), total);
+    Ok(out)
+}
+
+/// The index and the routes section of `records` sorted by key.
+fn write_table<R: AsRecord>(keys: &[&[u8]], records: &[R]) -> Result<(Vec<u8>, Vec<u8>), WriteError> {
+    debug_assert_eq!(keys.len(), records.len());
     // The index maps each key to its record's offset, so it is built as the
     // records are written, on a second thread, fed offsets in batches.
     let (fst_bytes, body) = std::thread::scope(|s| {
@@ -214,7 +294,7 @@ pub fn write_sorted(keys: &[&[u8]], routes: &[&Entry<'_>]) -> Result<Vec<u8>, Wr
             }
             Ok(b.into_inner()?)
         });
-        let body = write_records(routes, |batch| {
+        let body = write_records(records, |batch| {
             // A closed channel means the index failed; its error is reported below.
             let _ = offsets.send(batch);
         });
@@ -222,36 +302,12 @@ pub fn write_sorted(keys: &[&[u8]], routes: &[&Entry<'_>]) -> Result<Vec<u8>, Wr
         let fst_bytes = index.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
         (fst_bytes, body)
     });
-    let records = body?;
-    let fst_bytes = fst_bytes?;
-
-    let sections: [(SectionKind, &[u8]); 2] = [(SectionKind::Fst, &fst_bytes), (SectionKind::Routes, &records)];
-    let total = HEADER_LEN + sections.iter().map(|s| s.1.len()).sum::<usize>() + CHECKSUM_LEN;
-    u32::try_from(total).map_err(|_| WriteError::TooLarge)?;
-    let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(&MAGIC);
-    for field in [ENDIAN_MARKER, FORMAT_VERSION, route_count, 0, sections.len() as u32] {
-        out.extend_from_slice(&field.to_le_bytes());
-    }
-    let mut offset = HEADER_LEN;
-    for (kind, bytes) in &sections {
-        for field in [*kind as u32, offset as u32, bytes.len() as u32] {
-            out.extend_from_slice(&field.to_le_bytes());
-        }
-        offset += bytes.len();
-    }
-    for (_, bytes) in &sections {
-        out.extend_from_slice(bytes);
-    }
-    let crc = crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    debug_assert_eq!(out.len(), total);
-    Ok(out)
+    Ok((fst_bytes?, body?))
 }
 
 /// The routes section, in route order; `emit` receives the records'
 /// offsets in batches, in order.
-fn write_records(routes: &[&Entry<'_>], mut emit: impl FnMut(Vec<u32>)) -> Result<Vec<u8>, WriteError> {
+fn write_records<R: AsRecord>(routes: &[R], mut emit: impl FnMut(Vec<u32>)) -> Result<Vec<u8>, WriteError> {
     let mut records = Records { out: Vec::with_capacity(routes.len() * 56), ..Records::default() };
     let mut batch = Vec::with_capacity(BATCH);
     for route in routes {
@@ -259,7 +315,10 @@ fn write_records(routes: &[&Entry<'_>], mut emit: impl FnMut(Vec<u32>)) -> Resul
         if batch.len() == BATCH {
             emit(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
         }
-        records.record(route)?;
+        match route.route() {
+            Some(entry) => records.record(entry)?,
+            None => records.out.push(ROUTE_TOMBSTONE),
+        }
     }
     emit(batch);
     Ok(records.out)

@@ -240,6 +240,8 @@ pub fn raw_item(mut attributes: HashMap<String, AttributeValue>) -> RawItem<'sta
         origin: take("Origin"),
         assets: take("Assets"),
         fallback: take("Fallback"),
+        // A table's items are never deletions (only `apply`'s lines are).
+        deleted: None,
         not_an_object: None,
         duplicate_attribute: None,
         miscased: Vec::new(),

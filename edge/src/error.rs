@@ -35,34 +35,42 @@ pub enum SnapshotError {
     BadRoute { offset: u32 },
 }
 
-impl fmt::Display for SnapshotError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl SnapshotError {
+    /// Writes the message, calling the file `noun` ("snapshot", "layer":
+    /// the two formats share their structure, so their errors too).
+    pub(crate) fn describe(&self, f: &mut fmt::Formatter<'_>, noun: &str) -> fmt::Result {
         match *self {
             SnapshotError::TooShort { len } => {
-                write!(f, "snapshot is truncated: {len} bytes is shorter than any snapshot")
+                write!(f, "{noun} is truncated: {len} bytes is shorter than any {noun}")
             }
-            SnapshotError::BadMagic => f.write_str("not an edgeroute snapshot (bad magic bytes)"),
-            SnapshotError::BadEndianness => f.write_str("snapshot endian marker is wrong"),
+            SnapshotError::BadMagic => write!(f, "not an edgeroute {noun} (bad magic bytes)"),
+            SnapshotError::BadEndianness => write!(f, "{noun} endian marker is wrong"),
             SnapshotError::UnsupportedVersion { found } => write!(
                 f,
-                "snapshot format version {found} is not supported (this build reads version {})",
-                crate::format::FORMAT_VERSION
+                "{noun} format version {found} is not supported (this build reads version {})",
+                if noun == "layer" { crate::format::LAYER_FORMAT_VERSION } else { crate::format::FORMAT_VERSION }
             ),
             SnapshotError::BadChecksum { stored, computed } => write!(
                 f,
-                "snapshot checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): \
+                "{noun} checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): \
                  the file is truncated or corrupt"
             ),
-            SnapshotError::TooLarge => f.write_str("snapshot is larger than 4 GiB"),
-            SnapshotError::BadHeader => f.write_str("snapshot header or section table is malformed"),
-            SnapshotError::BadFst(e) => write!(f, "snapshot {} section is malformed: {e}", SectionKind::Fst.name()),
+            SnapshotError::TooLarge => write!(f, "{noun} is larger than 4 GiB"),
+            SnapshotError::BadHeader => write!(f, "{noun} header or section table is malformed"),
+            SnapshotError::BadFst(e) => write!(f, "{noun} {} section is malformed: {e}", SectionKind::Fst.name()),
             SnapshotError::RouteCountMismatch { header, fst } => {
-                write!(f, "snapshot header says {header} routes but its index holds {fst}")
+                write!(f, "{noun} header says {header} entries but its index holds {fst}")
             }
             SnapshotError::BadRoute { offset } => {
-                write!(f, "snapshot route record at offset {offset} is malformed")
+                write!(f, "{noun} record at offset {offset} of the routes section is malformed")
             }
         }
+    }
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.describe(f, "snapshot")
     }
 }
 

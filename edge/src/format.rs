@@ -41,24 +41,33 @@ pub const SECTION_ENTRY_LEN: usize = 12;
 /// The trailing CRC-32C over every byte before it.
 pub const CHECKSUM_LEN: usize = 4;
 
-/// The sections of format version 2, in the order they appear in the file.
+/// The sections of a snapshot (format version 2) and of a layer (layer
+/// format version 1). A snapshot holds [`SectionKind::ALL`], a layer
+/// [`SectionKind::LAYER`], each in that order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u32)]
 pub enum SectionKind {
     /// An `fst` map from routing key to the offset of its route record.
     Fst = 1,
-    /// The route records, in key order, end to end.
+    /// The route records, in key order, end to end. A layer's may hold
+    /// tombstones ([`ROUTE_TOMBSTONE`]).
     Routes = 2,
+    /// A layer's lineage: the ids of its base and its parent and its depth
+    /// ([`LINEAGE_LEN`] bytes).
+    Lineage = 3,
 }
 
 impl SectionKind {
-    /// Every section, in file order.
+    /// A snapshot's sections, in file order.
     pub const ALL: [SectionKind; 2] = [SectionKind::Fst, SectionKind::Routes];
+    /// A layer's sections, in file order.
+    pub const LAYER: [SectionKind; 3] = [SectionKind::Lineage, SectionKind::Fst, SectionKind::Routes];
 
     pub fn name(self) -> &'static str {
         match self {
             SectionKind::Fst => "fst",
             SectionKind::Routes => "routes",
+            SectionKind::Lineage => "lineage",
         }
     }
 }
@@ -66,10 +75,38 @@ impl SectionKind {
 /// Total header length: the fixed part and the section table.
 pub const HEADER_LEN: usize = FIXED_HEADER_LEN + SECTION_ENTRY_LEN * SectionKind::ALL.len();
 
+/// The first eight bytes of every layer (`docs/snapshot-format.md`,
+/// "Layers"): not a snapshot's, so that neither is ever read as the other.
+/// The rest of the fixed header is a snapshot's (endian marker, version,
+/// entry count, flags, section count).
+pub const LAYER_MAGIC: [u8; 8] = *b"EDGLAYER";
+/// The exact layer format version this crate reads and the compiler writes.
+pub const LAYER_FORMAT_VERSION: u32 = 1;
+/// A layer's header: the fixed part and a section table of three.
+pub const LAYER_HEADER_LEN: usize = FIXED_HEADER_LEN + SECTION_ENTRY_LEN * SectionKind::LAYER.len();
+/// The lineage section: base id (32 bytes), parent id (32 bytes), depth
+/// (`u32`: 1 for a layer written on the base itself, its parent's depth + 1
+/// otherwise), tombstone count (`u32`).
+pub const LINEAGE_LEN: usize = 32 + 32 + 4 + 4;
+/// Where the parent id sits in the lineage section (the base id is at 0).
+pub const LINEAGE_PARENT_OFFSET: usize = 32;
+/// Where the depth sits in the lineage section.
+pub const LINEAGE_DEPTH_OFFSET: usize = 64;
+/// Where the tombstone count sits in the lineage section.
+pub const LINEAGE_TOMBSTONES_OFFSET: usize = 68;
+/// The most layers a state may hold on its base. A lookup walks every
+/// layer's index, so a longer stack is compacted instead
+/// (`edgeroute compact`); the WebAssembly module keeps this many in a
+/// fixed table.
+pub const MAX_LAYERS: usize = 256;
+
 /// Route record `kind` byte of a static site.
 pub const ROUTE_STATIC: u8 = 1;
 /// Route record `kind` byte of a load balancer or direct origin.
 pub const ROUTE_BALANCER: u8 = 2;
+/// Route record `kind` byte of a tombstone, in layers only: the key was
+/// deleted; nothing follows the kind byte.
+pub const ROUTE_TOMBSTONE: u8 = 3;
 /// Balancer `flags` bit: connect with TLS.
 pub const FLAG_HTTPS: u8 = 1;
 /// Static `flags` bit: the route has a site record (Assets or Fallback).

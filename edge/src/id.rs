@@ -49,6 +49,23 @@ impl SnapshotId {
         SnapshotId(Sha256::digest(bytes).into())
     }
 
+    /// The id of a state (`docs/snapshot-format.md`, "States"): the
+    /// SHA-256 of its base's id and its layers' ids, in order, as 32 raw
+    /// bytes each. A state without layers is its base, and has its id.
+    #[cfg(feature = "hash")]
+    pub fn of_state(base: &SnapshotId, layers: &[SnapshotId]) -> SnapshotId {
+        use sha2::{Digest, Sha256};
+        if layers.is_empty() {
+            return *base;
+        }
+        let mut hash = Sha256::new();
+        hash.update(base.0);
+        for layer in layers {
+            hash.update(layer.0);
+        }
+        SnapshotId(hash.finalize().into())
+    }
+
     /// The id whose SHA-256 digest is `digest` (computed elsewhere, e.g. by
     /// a host with its own SHA-256).
     pub const fn from_digest(digest: [u8; SnapshotId::LEN]) -> SnapshotId {

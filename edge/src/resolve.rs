@@ -3,9 +3,12 @@
 use core::fmt;
 
 use crate::format::{KEY_LABEL_SEPARATOR, KEY_WILDCARD};
+use crate::fst::Fst;
 use crate::host::HostName;
+use crate::layer::Layer;
 use crate::path::{self, Decoded};
 use crate::snapshot::{Route, Scheme, Snapshot};
+use crate::table::Record;
 
 /// Why a request is a `bad_request`: the rule-1 host checks and the rule-4
 /// path checks, in the order they are applied.
@@ -378,6 +381,124 @@ impl fmt::Display for AssetName<'_> {
     }
 }
 
+/// A stack of layers on a base, oldest first, as a state holds them:
+/// a slice of [`Layer`]s, or of `Option<Layer>`s for holders with a
+/// fixed table (the WebAssembly module), where `None` ends the stack.
+pub trait Layers {
+    type Data: AsRef<[u8]>;
+    /// How many layers.
+    fn count(&self) -> usize;
+    /// Layer `i`, from 0 (the oldest).
+    fn layer(&self, i: usize) -> Option<&Layer<Self::Data>>;
+}
+
+impl<D: AsRef<[u8]>> Layers for [Layer<D>] {
+    type Data = D;
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn layer(&self, i: usize) -> Option<&Layer<D>> {
+        self.get(i)
+    }
+}
+
+impl<D: AsRef<[u8]>> Layers for [Option<Layer<D>>] {
+    type Data = D;
+    fn count(&self) -> usize {
+        self.iter().take_while(|l| l.is_some()).count()
+    }
+    fn layer(&self, i: usize) -> Option<&Layer<D>> {
+        self.get(i)?.as_ref()
+    }
+}
+
+/// One of rule 2's candidates for a host: the exact host (`rank` 0), or
+/// the wildcard over the suffix that starts at label `rank` (1 for the
+/// longest suffix), at byte `start` of the host. Candidates are tried in
+/// ascending rank.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    rank: u32,
+    start: usize,
+}
+
+impl Candidate {
+    fn domain<'r>(self, host: HostName<'r>) -> Domain<'r> {
+        Domain { name: host.suffix(self.start), wildcard: self.rank != 0 }
+    }
+}
+
+/// Walks `fst` down `host` once and calls `hit(candidate, output)` for
+/// each candidate the index holds, in the order the walk finds them:
+/// wildcards from the shortest suffix to the longest, then the exact
+/// host. Labels are fed right to left; after each complete label that is
+/// not the host's first, `.*` is tried. The walk stops where the index
+/// has no path (unless `T::EXHAUSTIVE`, which reports every candidate to
+/// `trace`).
+#[inline]
+fn walk_candidates<T: Trace>(fst: Fst<'_>, host: HostName<'_>, trace: &mut T, mut hit: impl FnMut(Candidate, u64)) {
+    let raw = host.raw();
+    let mut node = fst.root_addr();
+    let mut out = 0u64;
+    let mut end = raw.len();
+    let mut walking = true;
+    // The label index (from the left) of the label being walked.
+    let mut label = raw.iter().filter(|&&b| b == b'.').count() as u32;
+    loop {
+        let start = raw[..end].iter().rposition(|&b| b == b'.').map_or(0, |dot| dot + 1);
+        if walking {
+            for &b in &raw[start..end] {
+                match fst.step_addr(node, b.to_ascii_lowercase()) {
+                    Some((o, next)) => {
+                        out = out.wrapping_add(o);
+                        node = next;
+                    }
+                    None => {
+                        walking = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if start == 0 {
+            let exact = if walking { fst.accept(node).map(|f| out.wrapping_add(f)) } else { None };
+            let candidate = Candidate { rank: 0, start: 0 };
+            trace.entry(candidate.domain(host), exact.and_then(|id| u32::try_from(id).ok()));
+            if let Some(id) = exact {
+                hit(candidate, id);
+            }
+            return;
+        }
+        // Another label follows: try `.*` below the suffix walked so far.
+        let candidate = Candidate { rank: label, start };
+        let mut wildcard = None;
+        if walking {
+            match fst.step_addr(node, KEY_LABEL_SEPARATOR) {
+                Some((o, dot)) => {
+                    out = out.wrapping_add(o);
+                    node = dot;
+                    if let Some((o, star)) = fst.step_addr(node, KEY_WILDCARD) {
+                        if let Some(f) = fst.accept(star) {
+                            let id = out.wrapping_add(o).wrapping_add(f);
+                            wildcard = Some(id);
+                            hit(candidate, id);
+                        }
+                    }
+                }
+                None => walking = false,
+            }
+        }
+        if walking || T::EXHAUSTIVE {
+            trace.entry(candidate.domain(host), wildcard.and_then(|id| u32::try_from(id).ok()));
+        }
+        if !walking && !T::EXHAUSTIVE {
+            return;
+        }
+        end = start - 1;
+        label = label.saturating_sub(1);
+    }
+}
+
 impl<D: AsRef<[u8]>> Snapshot<D> {
     /// Resolves a request: `host` is the `Host` header value, `target` the
     /// request target (path, optionally `?query` and `#fragment`).
@@ -400,137 +521,150 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             Err(reason) => return Resolution::BadRequest(reason),
         };
         trace.host(host);
-        let Some((id, domain)) = self.lookup(host, trace) else {
-            return Resolution::NotFound;
-        };
-        match self.route_at(id) {
-            Some(Route::Balancer(o)) => Resolution::Balancer { domain, origin: o.host, port: o.port, scheme: o.scheme },
-            Some(Route::Static(site)) => {
-                let (path, query) = path::split_target(target);
-                if let Err(reason) = path::check(path) {
-                    return Resolution::BadRequest(reason);
-                }
-                // `check` guarantees the leading `/`.
-                let p = path.get(1..).unwrap_or_default();
-                let index = p.is_empty() || p.ends_with(b"/");
-                let key = |name| Key { prefix: site.prefix, name };
-                let serve = |name, status| Resolution::Static {
-                    domain,
-                    bucket: site.bucket,
-                    key: key(name),
-                    status,
-                    fallback: None,
-                };
-                let Some(assets) = site.assets else {
-                    // The bucket decides; the Fallback travels along for when it has no such object.
-                    return Resolution::Static {
-                        domain,
-                        bucket: site.bucket,
-                        key: key(KeyName::Request { path: p, index }),
-                        status: 200,
-                        fallback: site.fallback.map(|f| key(KeyName::Stored(f))),
-                    };
-                };
-                let suffix = if index { "index.html" } else { "" };
-                let found = assets.find(Decoded::new(p).chain(suffix.bytes()));
-                trace.asset(&AssetName { path: p, suffix }, found.is_some());
-                if let Some(asset) = found {
-                    return serve(KeyName::Stored(asset), 200);
-                }
-                if !index {
-                    let dir = assets.find(Decoded::new(p).chain(*b"/index.html"));
-                    trace.asset(&AssetName { path: p, suffix: "/index.html" }, dir.is_some());
-                    if dir.is_some() {
-                        return Resolution::Redirect {
-                            domain,
-                            location: Location { inner: LocationInner::Parts { path, query } },
-                            status: 301,
-                        };
-                    }
-                }
-                if let Some(fallback) = site.fallback {
-                    trace.asset(&fallback, true);
-                    return serve(KeyName::Stored(fallback), 200);
-                }
-                let not_found_page = assets.find(b"404.html".iter().copied());
-                trace.asset(&"404.html", not_found_page.is_some());
-                match not_found_page {
-                    Some(page) => serve(KeyName::Stored(page), 404),
-                    None => Resolution::NotFound,
-                }
-            }
+        // The last candidate the walk finds is the first in rank: the
+        // exact host, else the longest wildcard.
+        let mut best = None;
+        walk_candidates(self.fst(), host, trace, |candidate, id| best = Some((candidate, id)));
+        let Some((candidate, id)) = best else { return Resolution::NotFound };
+        match u32::try_from(id).ok().and_then(|id| self.route_at(id)) {
+            Some(route) => answer(route, candidate.domain(host), target, trace),
             // Unreachable after validation: every output is a valid record.
             None => Resolution::NotFound,
         }
     }
 
-    /// Rule 2 in one walk of the index: labels are fed right to left; after
-    /// each complete label that is not the host's first, `.*` is tried for a
-    /// wildcard (the last one found has the longest suffix); at the end of
-    /// the host, an exact entry wins.
-    fn lookup<'r, T: Trace>(&self, host: HostName<'r>, trace: &mut T) -> Option<(u32, Domain<'r>)> {
-        let fst = self.fst();
-        let raw = host.raw();
-        let mut node = fst.root_addr();
-        let mut out = 0u64;
-        let mut best: Option<(u64, usize)> = None;
-        let mut end = raw.len();
-        let mut walking = true;
-        loop {
-            let start = raw[..end].iter().rposition(|&b| b == b'.').map_or(0, |dot| dot + 1);
-            if walking {
-                for &b in &raw[start..end] {
-                    match fst.step_addr(node, b.to_ascii_lowercase()) {
-                        Some((o, next)) => {
-                            out = out.wrapping_add(o);
-                            node = next;
-                        }
-                        None => {
-                            walking = false;
-                            break;
-                        }
-                    }
+    /// Resolves a request against the state made of this snapshot (the
+    /// base) and `layers` on it, oldest first, by the rule of
+    /// `docs/resolve.md` ("Layers"): for each candidate in rank order
+    /// (the exact host, then each wildcard, longest suffix first), the
+    /// newest layer that holds its key decides: a route matches, a
+    /// tombstone moves on to the next candidate; a candidate that no layer
+    /// holds falls to the base. The answer is the one a full compile of
+    /// the resulting table gives.
+    ///
+    /// One walk of each layer's index and of the base's, newest first,
+    /// stopping as soon as no older table can change the answer.
+    /// Allocates nothing and never panics.
+    pub fn resolve_layered<'s, 'r, L: Layers + ?Sized>(
+        &'s self,
+        layers: &'s L,
+        host: &'r [u8],
+        target: &'r [u8],
+    ) -> Resolution<'s, 'r> {
+        let host = match HostName::parse(host) {
+            Ok(h) => h,
+            Err(reason) => return Resolution::BadRequest(reason),
+        };
+        // Candidates whose key a newer table held (decided), and the
+        // lowest-ranked route found so far. A host has at most 127 labels,
+        // so ranks fit the 128 bits.
+        let mut decided = 0u128;
+        let mut best: Option<(Candidate, Route<'s>)> = None;
+        let settled = |decided: u128, best: &Option<(Candidate, Route<'s>)>| match best {
+            // Every candidate ranked before the best one is decided already.
+            Some((c, _)) => {
+                let before = (1u128 << c.rank) - 1;
+                decided & before == before
+            }
+            None => false,
+        };
+        for i in (0..layers.count()).rev() {
+            let Some(layer) = layers.layer(i) else { continue };
+            walk_candidates(layer.fst(), host, &mut NoTrace, |candidate, id| {
+                let bit = 1u128 << candidate.rank;
+                if decided & bit != 0 {
+                    return;
                 }
-            }
-            if start == 0 {
-                let exact = if walking { fst.accept(node).map(|f| out.wrapping_add(f)) } else { None };
-                trace.entry(Domain { name: host, wildcard: false }, exact.and_then(|id| u32::try_from(id).ok()));
-                let (id, domain) = match (exact, best) {
-                    (Some(id), _) => (id, Domain { name: host, wildcard: false }),
-                    (None, Some((id, s))) => (id, Domain { name: host.suffix(s), wildcard: true }),
-                    (None, None) => return None,
-                };
-                return u32::try_from(id).ok().map(|id| (id, domain));
-            }
-            // Another label follows: try `.*` below the suffix walked so far.
-            let mut wildcard = None;
-            if walking {
-                match fst.step_addr(node, KEY_LABEL_SEPARATOR) {
-                    Some((o, dot)) => {
-                        out = out.wrapping_add(o);
-                        node = dot;
-                        if let Some((o, star)) = fst.step_addr(node, KEY_WILDCARD) {
-                            if let Some(f) = fst.accept(star) {
-                                let id = out.wrapping_add(o).wrapping_add(f);
-                                wildcard = Some(id);
-                                best = Some((id, start));
-                            }
-                        }
-                    }
-                    None => walking = false,
+                decided |= bit;
+                if best.as_ref().is_some_and(|(b, _)| b.rank < candidate.rank) {
+                    return;
                 }
+                if let Some(Record::Route(route)) = u32::try_from(id).ok().and_then(|id| layer.record_at(id)) {
+                    best = Some((candidate, route));
+                }
+            });
+            if settled(decided, &best) {
+                break;
             }
-            if walking || T::EXHAUSTIVE {
-                let domain = Domain { name: host.suffix(start), wildcard: true };
-                trace.entry(domain, wildcard.and_then(|id| u32::try_from(id).ok()));
-            }
-            if !walking && !T::EXHAUSTIVE {
-                // Nothing longer can match; only the best wildcard so far.
-                let (id, s) = best?;
-                return u32::try_from(id).ok().map(|id| (id, Domain { name: host.suffix(s), wildcard: true }));
-            }
-            end = start - 1;
         }
+        if !settled(decided, &best) {
+            walk_candidates(self.fst(), host, &mut NoTrace, |candidate, id| {
+                let bit = 1u128 << candidate.rank;
+                if decided & bit != 0 || best.as_ref().is_some_and(|(b, _)| b.rank < candidate.rank) {
+                    return;
+                }
+                if let Some(route) = u32::try_from(id).ok().and_then(|id| self.route_at(id)) {
+                    best = Some((candidate, route));
+                }
+            });
+        }
+        match best {
+            Some((candidate, route)) => answer(route, candidate.domain(host), target, &mut NoTrace),
+            None => Resolution::NotFound,
+        }
+    }
+}
+
+/// Rules 3 and 4: the answer of the entry `domain` matched, with `route`.
+#[inline]
+fn answer<'s, 'r, T: Trace>(
+    route: Route<'s>,
+    domain: Domain<'r>,
+    target: &'r [u8],
+    trace: &mut T,
+) -> Resolution<'s, 'r> {
+    let site = match route {
+        Route::Balancer(o) => {
+            return Resolution::Balancer { domain, origin: o.host, port: o.port, scheme: o.scheme };
+        }
+        Route::Static(site) => site,
+    };
+    let (path, query) = path::split_target(target);
+    if let Err(reason) = path::check(path) {
+        return Resolution::BadRequest(reason);
+    }
+    // `check` guarantees the leading `/`.
+    let p = path.get(1..).unwrap_or_default();
+    let index = p.is_empty() || p.ends_with(b"/");
+    let key = |name| Key { prefix: site.prefix, name };
+    let serve =
+        |name, status| Resolution::Static { domain, bucket: site.bucket, key: key(name), status, fallback: None };
+    let Some(assets) = site.assets else {
+        // The bucket decides; the Fallback travels along for when it has no such object.
+        return Resolution::Static {
+            domain,
+            bucket: site.bucket,
+            key: key(KeyName::Request { path: p, index }),
+            status: 200,
+            fallback: site.fallback.map(|f| key(KeyName::Stored(f))),
+        };
+    };
+    let suffix = if index { "index.html" } else { "" };
+    let found = assets.find(Decoded::new(p).chain(suffix.bytes()));
+    trace.asset(&AssetName { path: p, suffix }, found.is_some());
+    if let Some(asset) = found {
+        return serve(KeyName::Stored(asset), 200);
+    }
+    if !index {
+        let dir = assets.find(Decoded::new(p).chain(*b"/index.html"));
+        trace.asset(&AssetName { path: p, suffix: "/index.html" }, dir.is_some());
+        if dir.is_some() {
+            return Resolution::Redirect {
+                domain,
+                location: Location { inner: LocationInner::Parts { path, query } },
+                status: 301,
+            };
+        }
+    }
+    if let Some(fallback) = site.fallback {
+        trace.asset(&fallback, true);
+        return serve(KeyName::Stored(fallback), 200);
+    }
+    let not_found_page = assets.find(b"404.html".iter().copied());
+    trace.asset(&"404.html", not_found_page.is_some());
+    match not_found_page {
+        Some(page) => serve(KeyName::Stored(page), 404),
+        None => Resolution::NotFound,
     }
 }
 

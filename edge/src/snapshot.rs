@@ -7,8 +7,8 @@ use core::ops::Range;
 use crate::crc32c::crc32c;
 use crate::error::SnapshotError;
 use crate::format::*;
-use crate::fst::{Fst, FstError, MAX_KEY_LEN};
-use crate::host::{is_host_byte, MAX_LABEL_LEN};
+use crate::fst::Fst;
+use crate::table::{for_each_record, record_at, Record, Table};
 use crate::wire::{u16_le, u32_le, utf8, Reader};
 
 /// A routing table snapshot, validated once and then read in place.
@@ -20,16 +20,7 @@ use crate::wire::{u16_le, u32_le, utf8, Reader};
 #[derive(Clone)]
 pub struct Snapshot<D> {
     data: D,
-    layout: Layout,
-}
-
-/// Where each section lives; all ranges were checked against the file.
-#[derive(Clone, Debug)]
-struct Layout {
-    route_count: u32,
-    fst: Range<usize>,
-    routes: Range<usize>,
-    fst_root: usize,
+    layout: Table,
 }
 
 /// The size of one section, for `inspect`.
@@ -84,7 +75,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         Ok(Snapshot { data, layout })
     }
 
-    fn check_header(bytes: &[u8], verify_checksum: bool) -> Result<Layout, SnapshotError> {
+    fn check_header(bytes: &[u8], verify_checksum: bool) -> Result<Table, SnapshotError> {
         let len = bytes.len();
         if len < HEADER_LEN + CHECKSUM_LEN {
             return Err(SnapshotError::TooShort { len });
@@ -138,113 +129,25 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             return Err(SnapshotError::BadHeader);
         }
         let [fst, routes] = ranges;
-        let fst_bytes = &bytes[fst.clone()];
-        let parsed = Fst::new(fst_bytes)?;
-        if parsed.len() != route_count as u64 {
-            return Err(SnapshotError::RouteCountMismatch { header: route_count, fst: parsed.len() });
-        }
-        let fst_root = parsed.root_addr();
-        Ok(Layout { route_count, fst, routes, fst_root })
+        Table::new(bytes, route_count, fst, routes)
     }
 
     fn check_body(&self) -> Result<(), SnapshotError> {
-        // Each key's output must be the offset where the previous record
-        // ended: the records are then exactly one per key, in key order,
-        // with nothing between or after them.
-        let routes = self.section(&self.layout.routes);
-        let mut next = 0usize;
-        let mut index = 0u64;
-        self.fst().validate(|key, out| -> Result<(), SnapshotError> {
-            if !valid_key(key) {
-                return Err(FstError::BadKey { index }.into());
-            }
-            if out != next as u64 {
-                return Err(FstError::BadOutput { expected: next as u64, found: out }.into());
-            }
-            next = self.check_route(next).ok_or(SnapshotError::BadRoute { offset: next as u32 })?;
-            index += 1;
-            Ok(())
-        })?;
-        if next != routes.len() {
-            return Err(SnapshotError::BadRoute { offset: next as u32 });
-        }
-        Ok(())
-    }
-
-    /// Checks the route record at `offset` and returns where it ends.
-    fn check_route(&self, offset: usize) -> Option<usize> {
-        let mut r = Reader::new(self.section(&self.layout.routes), offset);
-        match r.u8()? {
-            ROUTE_STATIC => {
-                let flags = r.u8()?;
-                check_string(&mut r).filter(|b| !b.is_empty())?;
-                check_string(&mut r)?;
-                match flags {
-                    0 => {}
-                    STATIC_HAS_SITE => check_site(&mut r)?,
-                    f if f == STATIC_HAS_SITE | STATIC_SITE_REF => {
-                        // An earlier record's site, which was checked with it;
-                        // here only that it reads as a site.
-                        let at = r.leb()? as usize;
-                        (at < offset).then_some(())?;
-                        let mut site = Reader::new(r.data, at);
-                        read_site(&mut site)?;
-                    }
-                    _ => return None,
-                }
-            }
-            ROUTE_BALANCER => {
-                let flags = r.u8()?;
-                let port = r.bytes(2)?;
-                if flags & !FLAG_HTTPS != 0 || port == [0, 0] {
-                    return None;
-                }
-                check_string(&mut r).filter(|b| !b.is_empty())?;
-            }
-            _ => return None,
-        }
-        Some(r.at)
-    }
-
-    #[inline]
-    fn section(&self, r: &Range<usize>) -> &[u8] {
-        self.data.as_ref().get(r.clone()).unwrap_or_default()
+        // A snapshot holds routes only: a tombstone is a malformed record.
+        self.layout.check(self.data.as_ref(), false).map(|_| ())
     }
 
     pub(crate) fn fst(&self) -> Fst<'_> {
-        Fst::from_parts(self.section(&self.layout.fst), self.layout.fst_root, self.layout.route_count as u64)
+        self.layout.fst(self.data.as_ref())
     }
 
     /// The route whose record starts at `offset` in the routes section: the
     /// output the index gives for its key.
     #[inline]
     pub fn route_at(&self, offset: u32) -> Option<Route<'_>> {
-        let mut r = Reader::new(self.section(&self.layout.routes), offset as usize);
-        match r.u8()? {
-            ROUTE_STATIC => {
-                let flags = r.u8()?;
-                let bucket = utf8(r.string()?)?;
-                let prefix = utf8(r.string()?)?;
-                let (fallback, assets) = if flags & STATIC_HAS_SITE == 0 {
-                    (None, None)
-                } else if flags & STATIC_SITE_REF == 0 {
-                    read_site(&mut r)?
-                } else {
-                    let at = r.leb()? as usize;
-                    read_site(&mut Reader::new(r.data, at))?
-                };
-                Some(Route::Static(StaticSite { bucket, prefix, assets, fallback }))
-            }
-            ROUTE_BALANCER => {
-                let flags = r.u8()?;
-                let port = r.bytes(2)?;
-                Some(Route::Balancer(Origin {
-                    host: utf8(r.string()?)?,
-                    port: u16_le(port, 0)?,
-                    scheme: if flags & FLAG_HTTPS != 0 { Scheme::Https } else { Scheme::Http },
-                }))
-            }
-            _ => None,
+        match record_at(self.layout.routes(self.data.as_ref()), offset)? {
+            Record::Route(route) => Some(route),
+            Record::Tombstone => None,
         }
     }
 
@@ -252,7 +155,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
     /// route count ([`ROUTE_COUNT_OFFSET`]), which construction checked
     /// against the FST's key count. O(1).
     pub fn route_count(&self) -> u32 {
-        self.layout.route_count
+        self.layout.count
     }
 
     /// The snapshot's bytes.
@@ -275,33 +178,18 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
     /// Calls `f(domain, route)` for every entry in key order, where `domain`
     /// is the table's Domain as stored (`api.example.com`, `*.example.com`).
     /// Allocates nothing: domains are rebuilt in a fixed buffer.
-    pub fn for_each_route(&self, mut f: impl FnMut(&str, Route<'_>)) {
-        let _ = self.fst().walk::<FstError>(|key, offset| {
-            let mut buf = [0u8; MAX_KEY_LEN];
-            let domain = key_to_domain(key, &mut buf);
-            let route = u32::try_from(offset).ok().and_then(|o| self.route_at(o));
-            if let (Some(domain), Some(route)) = (domain, route) {
+    pub fn for_each_route<'s>(&'s self, mut f: impl FnMut(&str, Route<'s>)) {
+        for_each_record(self.fst(), self.layout.routes(self.data.as_ref()), |domain, record| {
+            if let Record::Route(route) = record {
                 f(domain, route);
             }
-            Ok(())
         });
     }
 }
 
-/// Checks a string field: UTF-8, and a reference must point backwards
-/// (to a field before this one) at a field that has the bytes in place.
-fn check_string<'s>(r: &mut Reader<'s>) -> Option<&'s [u8]> {
-    let here = r.at;
-    let (bytes, referred_end) = r.string_field()?;
-    if referred_end.is_some_and(|end| end > here) {
-        return None; // not an earlier field
-    }
-    utf8(bytes).map(|_| bytes)
-}
-
 /// Reads a site record (its Fallback and Assets) without checking order.
 #[inline]
-fn read_site<'s>(r: &mut Reader<'s>) -> Option<(Option<&'s str>, Option<Assets<'s>>)> {
+pub(crate) fn read_site<'s>(r: &mut Reader<'s>) -> Option<(Option<&'s str>, Option<Assets<'s>>)> {
     let flags = r.u8()?;
     if flags & !(SITE_FALLBACK | SITE_ASSETS | SITE_WIDE_OFFSETS) != 0 {
         return None;
@@ -309,36 +197,6 @@ fn read_site<'s>(r: &mut Reader<'s>) -> Option<(Option<&'s str>, Option<Assets<'
     let fallback = if flags & SITE_FALLBACK != 0 { Some(utf8(r.string()?)?) } else { None };
     let assets = if flags & SITE_ASSETS != 0 { Some(read_assets(r, flags)?) } else { None };
     Some((fallback, assets))
-}
-
-/// Reads one site record in place, checking everything: known flags,
-/// UTF-8 strings, non-empty Assets in strictly ascending byte order, an
-/// offset table that lays the entries end to end.
-fn check_site(r: &mut Reader<'_>) -> Option<()> {
-    let flags = *r.data.get(r.at)?;
-    if flags & SITE_FALLBACK != 0 {
-        let mut f = Reader::new(r.data, r.at + 1);
-        check_string(&mut f).filter(|b| !b.is_empty())?;
-    }
-    let (_, assets) = read_site(r)?;
-    match assets {
-        None => (flags & SITE_WIDE_OFFSETS == 0).then_some(()),
-        Some(assets) => {
-            let mut prev: Option<&[u8]> = None;
-            let mut expect = assets.entries;
-            for i in 0..assets.len() {
-                (assets.entries.checked_add(assets.offset(i)?)? == expect).then_some(())?;
-                let mut e = Reader::new(r.data, expect);
-                let name = check_string(&mut e).filter(|n| !n.is_empty())?;
-                if prev.is_some_and(|p| p >= name) {
-                    return None;
-                }
-                prev = Some(name);
-                expect = e.at;
-            }
-            (expect == r.at).then_some(())
-        }
-    }
 }
 
 /// Reads an Assets list: LEB128 count, the offset table (2- or 4-byte
@@ -358,37 +216,6 @@ impl<D> fmt::Debug for Snapshot<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Snapshot").field("layout", &self.layout).finish_non_exhaustive()
     }
-}
-
-/// Is `key` a routing key: a normalized hostname with its labels reversed,
-/// or a wildcard `REVERSED.*` whose suffix has at least two labels?
-fn valid_key(key: &[u8]) -> bool {
-    let host = match key {
-        [rest @ .., b'.', b'*'] => {
-            if rest.iter().filter(|&&b| b == b'.').count() < 1 {
-                return false; // `*.com`
-            }
-            rest
-        }
-        _ => key,
-    };
-    !host.is_empty()
-        && host.iter().all(|&b| is_host_byte(b))
-        && host.split(|&b| b == b'.').all(|l| !l.is_empty() && l.len() <= MAX_LABEL_LEN)
-}
-
-/// Turns a routing key (`com.example.*`) back into a Domain (`*.example.com`).
-fn key_to_domain<'b>(key: &[u8], buf: &'b mut [u8; MAX_KEY_LEN]) -> Option<&'b str> {
-    let mut at = 0;
-    for (i, label) in key.rsplit(|&b| b == KEY_LABEL_SEPARATOR).enumerate() {
-        if i > 0 {
-            *buf.get_mut(at)? = b'.';
-            at += 1;
-        }
-        buf.get_mut(at..at + label.len())?.copy_from_slice(label);
-        at += label.len();
-    }
-    core::str::from_utf8(&buf[..at]).ok()
 }
 
 /// One table entry's target.
@@ -449,7 +276,7 @@ pub struct Assets<'s> {
     section: &'s [u8],
     table: &'s [u8],
     /// Where the entries start in `section`.
-    entries: usize,
+    pub(crate) entries: usize,
     wide: bool,
 }
 
@@ -464,7 +291,7 @@ impl<'s> Assets<'s> {
 
     /// Where entry `i` starts among the entries.
     #[inline]
-    fn offset(&self, i: usize) -> Option<usize> {
+    pub(crate) fn offset(&self, i: usize) -> Option<usize> {
         if self.wide {
             u32_le(self.table, i.checked_mul(4)?).map(|o| o as usize)
         } else {
@@ -514,6 +341,8 @@ impl fmt::Debug for Assets<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fst::FstError;
+    use crate::table::check_string;
     use std::vec::Vec;
 
     /// A snapshot of `keys` (routing keys, ascending), each routed to the

@@ -7,6 +7,7 @@ mod integration {
     pub mod determinism;
     pub mod export;
     pub mod golden;
+    pub mod layers;
     pub mod layout;
     pub mod mirror;
     pub mod rules;

@@ -961,6 +961,8 @@ fn stream_item(image: &HashMap<String, AttributeValue>) -> RawItem<'static> {
         origin: take("Origin"),
         assets: take("Assets"),
         fallback: take("Fallback"),
+        // A table's items are never deletions (only `apply`'s lines are).
+        deleted: None,
         not_an_object: None,
         duplicate_attribute: None,
         miscased: Vec::new(),

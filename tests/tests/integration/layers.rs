@@ -1,0 +1,370 @@
+//! Layers (`docs/snapshot-format.md`, "Layers"; `docs/resolve.md`,
+//! "Layers"): a state of a base and layers resolves exactly as a full
+//! compile of the table its changes leave, a compaction writes that
+//! compile's bytes, and layers that do not belong are refused.
+
+use std::collections::BTreeMap;
+
+use edgeroute_compiler::{
+    compact, normalize_domain, read_changes, source, write_layer, Change, CompileError, Lineage, Options,
+};
+use edgeroute_edge::format::MAX_LAYERS;
+use edgeroute_edge::{Layer, LayerError, Snapshot, SnapshotError, SnapshotId};
+use edgeroute_tests::{compile_text, fix_checksum, Rng};
+
+/// The changes of a JSON Lines text, which must be valid.
+fn changes(text: &str) -> Vec<Change<'_>> {
+    let items = source::parse_json(text.as_bytes()).unwrap();
+    match read_changes(items, Options::default()) {
+        Ok(c) => c.changes,
+        Err(CompileError::Invalid(errors)) => panic!("invalid changes: {errors:#?}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A state being built in a test: a base and its layers, with their ids.
+struct State {
+    base: Snapshot<Vec<u8>>,
+    base_id: SnapshotId,
+    layers: Vec<Layer<Vec<u8>>>,
+    ids: Vec<SnapshotId>,
+}
+
+impl State {
+    fn new(table: &str) -> State {
+        let compiled = compile_text(table, Options::default()).unwrap();
+        State { base_id: compiled.id, base: Snapshot::from_bytes(compiled.bytes).unwrap(), layers: vec![], ids: vec![] }
+    }
+
+    fn lineage(&self) -> Lineage {
+        Lineage {
+            base: self.base_id,
+            parent: *self.ids.last().unwrap_or(&self.base_id),
+            depth: self.ids.len() as u32 + 1,
+        }
+    }
+
+    /// Writes `text`'s changes as the next layer, and stacks it.
+    fn apply(&mut self, text: &str) -> Vec<u8> {
+        let bytes = write_layer(self.lineage(), &changes(text)).unwrap();
+        self.push(bytes.clone()).unwrap();
+        bytes
+    }
+
+    fn push(&mut self, bytes: Vec<u8>) -> Result<(), LayerError> {
+        let id = SnapshotId::of(&bytes);
+        let layer = Layer::from_bytes(bytes)?;
+        layer.check_on(&self.base_id, self.ids.last().unwrap_or(&self.base_id), self.layers.len())?;
+        self.layers.push(layer);
+        self.ids.push(id);
+        Ok(())
+    }
+
+    fn resolve(&self, host: &str, path: &str) -> String {
+        self.base.resolve_layered(self.layers.as_slice(), host.as_bytes(), path.as_bytes()).json().to_string()
+    }
+}
+
+fn full(snap: &Snapshot<Vec<u8>>, host: &str, path: &str) -> String {
+    snap.resolve(host.as_bytes(), path.as_bytes()).json().to_string()
+}
+
+#[test]
+fn each_candidate_is_decided_by_the_newest_layer_that_holds_it() {
+    let mut state = State::new(concat!(
+        r#"{"Domain":"a.example.com","Target":"s3://base/a"}"#,
+        "\n",
+        r#"{"Domain":"*.pr-1.example.com","Target":"s3://base/pr-1"}"#,
+        "\n",
+    ));
+    // An added wildcard does not hide the base's exact entry.
+    state.apply(r#"{"Domain":"*.example.com","Target":"s3://layer1/star"}"#);
+    assert!(state.resolve("a.example.com", "/").contains(r#""bucket":"base""#));
+    assert!(state.resolve("b.example.com", "/").contains(r#""bucket":"layer1","key":"star/index.html""#));
+    // …and a longer wildcard of the base still beats it.
+    assert!(state.resolve("x.pr-1.example.com", "/").contains(r#""bucket":"base","key":"pr-1/index.html""#));
+    // A tombstone moves on to the next candidate: the exact entry deleted,
+    // the wildcard (from a layer) answers.
+    state.apply(r#"{"Domain":"A.Example.COM","Deleted":true}"#);
+    assert!(state.resolve("a.example.com", "/").contains(r#""domain":"*.example.com""#));
+    // A newer layer's route for a candidate a layer deleted comes back.
+    state.apply(r#"{"Domain":"a.example.com","Target":"https://origin.example.net"}"#);
+    assert!(state.resolve("a.example.com", "/").contains(r#""kind":"balancer""#));
+    // Deleting the longer wildcard falls to the shorter one.
+    state.apply(r#"{"Domain":"*.pr-1.example.com","Deleted":true}"#);
+    assert!(state.resolve("x.pr-1.example.com", "/").contains(r#""domain":"*.example.com""#));
+    state.apply(r#"{"Domain":"*.example.com","Deleted":true}"#);
+    assert_eq!(state.resolve("x.pr-1.example.com", "/"), r#"{"kind":"not_found"}"#);
+    assert_eq!(state.resolve("a..example.com", "/"), r#"{"kind":"bad_request","reason":"host_bad_label"}"#);
+}
+
+/// Domains the random changes act on: exact names and wildcards in a few
+/// zones, an IDN zone, and the written forms vary in case.
+fn domain_pool() -> Vec<String> {
+    let zones = ["example.com", "pr-7.example.com", "previews.example.org", "bücher.example"];
+    let mut pool = Vec::new();
+    for zone in zones {
+        pool.push(format!("*.{zone}"));
+        for i in 0..12 {
+            pool.push(format!("env-{i}.{zone}"));
+        }
+    }
+    pool.push("*.a.pr-7.example.com".into());
+    pool.push("deep.a.pr-7.example.com".into());
+    pool
+}
+
+/// One random item for `domain`, written with random case.
+fn random_item(rng: &mut Rng, domain: &str) -> String {
+    let written: String =
+        domain.chars().map(|c| if rng.below(4) == 0 { c.to_uppercase().next().unwrap() } else { c }).collect();
+    let target = match rng.below(4) {
+        0 => format!(r#""Target":"https://origin-{}.example.net:{}""#, rng.below(5), 8000 + rng.below(3)),
+        1 => format!(
+            r#""Target":"s3://bucket-{}/site-{}","Assets":["index.html","404.html","a.js","dir/index.html"]"#,
+            rng.below(3),
+            rng.below(50)
+        ),
+        2 => format!(r#""Target":"s3://bucket-{}/spa-{}","Fallback":"index.html""#, rng.below(3), rng.below(50)),
+        _ => format!(r#""Target":"s3://bucket-{}""#, rng.below(3)),
+    };
+    format!(r#"{{"Domain":{},{target}}}"#, serde_json::to_string(&written).unwrap())
+}
+
+/// Hosts and paths that exercise every candidate of the pool.
+fn probes(pool: &[String]) -> Vec<(String, &'static str)> {
+    let mut hosts = Vec::new();
+    for d in pool {
+        let ascii = normalize_domain(d).unwrap().into_owned();
+        match ascii.strip_prefix("*.") {
+            Some(zone) => {
+                hosts.push(format!("x.{zone}"));
+                hosts.push(format!("y.x.{zone}"));
+                hosts.push(zone.to_owned());
+            }
+            None => hosts.push(ascii.to_uppercase()),
+        }
+    }
+    hosts.push("unknown.dev".into());
+    hosts.sort();
+    hosts.dedup();
+    let mut out = Vec::new();
+    for (i, h) in hosts.into_iter().enumerate() {
+        out.push((h.clone(), "/"));
+        out.push((h, ["/a.js", "/missing", "/dir", "/x/"][i % 4]));
+    }
+    out
+}
+
+/// The differential test of the contract: thousands of random upserts and
+/// deletes (wildcards, case variants, IDN), each written as a layer; after
+/// every step the state resolves every probe as a fresh full compile of
+/// the table those operations leave (keyed by normalized Domain), and
+/// every so often a compaction writes that compile's exact bytes.
+#[test]
+fn a_layered_state_resolves_as_a_full_compile_of_the_table_its_changes_leave() {
+    let pool = domain_pool();
+    let probes = probes(&pool);
+    let mut rng = Rng::new(0x1a7e_45ed);
+    // The table: normalized Domain → its line.
+    let mut table: BTreeMap<String, String> = BTreeMap::new();
+    for d in pool.iter().step_by(3) {
+        table.insert(normalize_domain(d).unwrap().into_owned(), random_item(&mut rng, d));
+    }
+    let text = |table: &BTreeMap<String, String>| table.values().map(|l| format!("{l}\n")).collect::<String>();
+    let mut state = State::new(&text(&table));
+    let (mut upserts, mut deletes, mut compactions) = (0, 0, 0);
+    for step in 1..=2000 {
+        // One to three changes to distinct Domains.
+        let mut lines = Vec::new();
+        let mut touched = Vec::new();
+        for _ in 0..1 + rng.below(3) {
+            let d = rng.pick(&pool).clone();
+            let key = normalize_domain(&d).unwrap().into_owned();
+            if touched.contains(&key) {
+                continue;
+            }
+            touched.push(key.clone());
+            if rng.below(3) == 0 {
+                let written: String =
+                    d.chars().map(|c| if rng.below(2) == 0 { c.to_uppercase().next().unwrap() } else { c }).collect();
+                lines.push(format!(r#"{{"Domain":{},"Deleted":true}}"#, serde_json::to_string(&written).unwrap()));
+                table.remove(&key);
+                deletes += 1;
+            } else {
+                let line = random_item(&mut rng, &d);
+                lines.push(line.clone());
+                table.insert(key, line);
+                upserts += 1;
+            }
+        }
+        state.apply(&lines.join("\n"));
+        let compiled = compile_text(&text(&table), Options::default()).unwrap();
+        let full_snap = Snapshot::from_bytes(compiled.bytes.clone()).unwrap();
+        for (host, path) in &probes {
+            assert_eq!(state.resolve(host, path), full(&full_snap, host, path), "step {step}: {host} {path}");
+        }
+        if step % 50 == 0 || state.layers.len() == MAX_LAYERS {
+            let compacted = compact(&state.base, &state.layers).unwrap();
+            assert_eq!(compacted.id, compiled.id, "step {step}: the compaction is not the full compile");
+            assert_eq!(compacted.bytes, compiled.bytes);
+            state = State { base_id: compacted.id, base: full_snap, layers: vec![], ids: vec![] };
+            compactions += 1;
+        }
+    }
+    assert!(upserts > 2000 && deletes > 1000 && compactions == 40, "{upserts} {deletes} {compactions}");
+}
+
+#[test]
+fn the_same_changes_in_any_order_write_the_same_layer() {
+    let lines = [
+        r#"{"Domain":"b.example.com","Target":"s3://xbucket/b"}"#,
+        r#"{"Domain":"*.example.com","Deleted":true}"#,
+        r#"{"Domain":"Bücher.example","Target":"https://o.example.net"}"#,
+        r#"{"Domain":"a.example.com","Target":"s3://xbucket/a","Assets":["index.html"]}"#,
+    ];
+    let lineage = Lineage { base: SnapshotId::of(b"base"), parent: SnapshotId::of(b"base"), depth: 1 };
+    let first = write_layer(lineage, &changes(&lines.join("\n"))).unwrap();
+    let mut reversed = lines;
+    reversed.reverse();
+    assert_eq!(write_layer(lineage, &changes(&reversed.join("\n"))).unwrap(), first);
+    let layer = Layer::from_bytes(&first[..]).unwrap();
+    assert_eq!((layer.entry_count(), layer.upsert_count(), layer.tombstone_count(), layer.depth()), (4, 3, 1, 1));
+}
+
+#[test]
+fn apply_lines_are_checked_as_a_table_and_one_domain_twice_is_an_error() {
+    let text = [
+        r#"{"Domain":"a.example.com","Target":"s3://xbucket/a"}"#,
+        r#"{"Domain":"A.EXAMPLE.COM.","Deleted":true}"#,
+        r#"{"Domain":"b.example.com","Deleted":true,"Target":"s3://xbucket/b"}"#,
+        r#"{"Domain":"c.example.com","Deleted":"yes"}"#,
+        r#"{"Domain":"bad..example.com","Deleted":true}"#,
+        r#"{"Deleted":true}"#,
+        r#"{"Domain":"d.example.com","Target":"ftp://nowhere"}"#,
+        r#"{"Domain":"e.example.com","Deleted":false,"Target":"s3://xbucket/e"}"#,
+    ]
+    .join("\n");
+    let Err(CompileError::Invalid(errors)) =
+        read_changes(source::parse_json(text.as_bytes()).unwrap(), Options::default())
+    else {
+        panic!("the lines are bad");
+    };
+    let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    let expect = [
+        "line 1 (Domain \"a.example.com\"): line 2 gives the same Domain",
+        "line 2 (Domain \"A.EXAMPLE.COM.\"): line 1 gives the same Domain",
+        "line 3 (Domain \"b.example.com\"): a line with \"Deleted\": true carries only its Domain",
+        "line 4 (Domain \"c.example.com\"): attribute Deleted must be a boolean, not a string",
+        "line 5: Domain \"bad..example.com\"",
+        "line 6: attribute Domain is missing",
+        "line 7 (Domain \"d.example.com\"): Target",
+    ];
+    assert_eq!(messages.len(), expect.len(), "{messages:#?}");
+    for (m, e) in messages.iter().zip(expect) {
+        assert!(m.starts_with(e), "{m:?} does not start with {e:?}");
+    }
+    // Under skip_invalid the good line stays, alone.
+    let kept = read_changes(source::parse_json(text.as_bytes()).unwrap(), Options { skip_invalid: true }).unwrap();
+    assert_eq!(kept.changes.len(), 1);
+    assert_eq!(kept.changes[0].domain(), "e.example.com");
+    assert_eq!(kept.skipped.len(), 7);
+}
+
+#[test]
+fn layers_out_of_order_foreign_or_corrupt_are_refused() {
+    let mut state = State::new(r#"{"Domain":"a.example.com","Target":"s3://base/a"}"#);
+    let first = state.apply(r#"{"Domain":"b.example.com","Target":"s3://layer/b"}"#);
+    let second =
+        write_layer(state.lineage(), &changes(r#"{"Domain":"c.example.com","Target":"s3://layer/c"}"#)).unwrap();
+    let third_lineage = Lineage { base: state.base_id, parent: SnapshotId::of(&second), depth: 3 };
+    let third = write_layer(third_lineage, &changes(r#"{"Domain":"d.example.com","Target":"s3://layer/d"}"#)).unwrap();
+    // The third before the second: out of order.
+    assert!(matches!(state.push(third.clone()), Err(LayerError::OutOfOrder { expected_depth: 2, found_depth: 3, .. })));
+    // The first again: out of order too (its parent is the base).
+    assert!(matches!(state.push(first), Err(LayerError::OutOfOrder { .. })));
+    // Written on another base.
+    let other_base = SnapshotId::of(b"another base");
+    let foreign = write_layer(
+        Lineage { base: other_base, parent: SnapshotId::of(&first_bytes_of(&state)), depth: 2 },
+        &changes(r#"{"Domain":"e.example.com","Target":"s3://layer/e"}"#),
+    )
+    .unwrap();
+    assert!(matches!(state.push(foreign), Err(LayerError::ForeignBase { found, .. }) if found == other_base));
+    // Corrupt: every truncation, and a flipped byte in each section.
+    for len in 0..second.len() {
+        assert!(Layer::from_bytes(&second[..len]).is_err(), "a layer cut to {len} bytes was accepted");
+    }
+    for at in 0..second.len() {
+        let mut bad = second.clone();
+        bad[at] ^= 0x40;
+        assert!(Layer::from_bytes(&bad[..]).is_err(), "a flipped byte at {at} was accepted");
+    }
+    // A snapshot is not a layer, nor a layer a snapshot.
+    assert_eq!(Layer::from_bytes(state.base.as_bytes()).unwrap_err(), LayerError::Format(SnapshotError::BadMagic));
+    assert_eq!(Snapshot::from_bytes(&second[..]).unwrap_err(), SnapshotError::BadMagic);
+    // A tombstone in a snapshot is a malformed record.
+    let mut tomb = state.base.as_bytes().to_vec();
+    let routes = state.base.sections()[1].offset;
+    tomb[routes] = edgeroute_edge::format::ROUTE_TOMBSTONE;
+    fix_checksum(&mut tomb);
+    assert!(matches!(Snapshot::from_bytes(&tomb[..]), Err(SnapshotError::BadRoute { offset: 0 })));
+    // None of it changed the state: the good second layer still goes on.
+    state.push(second).unwrap();
+    assert!(state.resolve("c.example.com", "/").contains(r#""bucket":"layer""#));
+    assert!(state.resolve("b.example.com", "/").contains(r#""bucket":"layer""#));
+    state.push(third).unwrap();
+    assert_eq!(state.layers.len(), 3);
+}
+
+fn first_bytes_of(state: &State) -> Vec<u8> {
+    state.layers[0].as_bytes().to_vec()
+}
+
+#[test]
+fn a_state_holds_at_most_max_layers() {
+    let mut state = State::new(r#"{"Domain":"a.example.com","Target":"s3://base/a"}"#);
+    for i in 0..MAX_LAYERS {
+        state.apply(&format!(r#"{{"Domain":"n{i}.example.com","Target":"s3://layer/{i}"}}"#));
+    }
+    let next = write_layer(state.lineage(), &changes(r#"{"Domain":"z.example.com","Target":"s3://layer/z"}"#)).unwrap();
+    assert_eq!(state.push(next), Err(LayerError::TooManyLayers));
+    let id = SnapshotId::of_state(&state.base_id, &state.ids);
+    assert_ne!(id, state.base_id);
+    assert_eq!(SnapshotId::of_state(&state.base_id, &[]), state.base_id);
+}
+
+/// What the `layer` fuzz target does, a few thousand times: the golden
+/// layer with bytes XORed in and its checksum made right again is refused
+/// or, if accepted, resolves over the golden snapshot without panicking.
+#[test]
+fn structurally_corrupt_layers_are_refused_or_resolve_without_panicking() {
+    let root = edgeroute_tests::workspace_root();
+    let base = std::fs::read(root.join("snapshots/demo.snap")).unwrap();
+    let base = Snapshot::from_bytes(base.as_slice()).unwrap();
+    let golden = std::fs::read(root.join("snapshots/demo-change.layer")).unwrap();
+    let mut rng = Rng::new(7);
+    let (mut refused, mut accepted) = (0, 0);
+    for _ in 0..5000 {
+        let mut bytes = golden.clone();
+        let body = bytes.len() - 4;
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(body);
+            bytes[at] ^= 1 + rng.below(255) as u8;
+        }
+        fix_checksum(&mut bytes);
+        match Layer::from_bytes(bytes.as_slice()) {
+            Err(_) => refused += 1,
+            Ok(layer) => {
+                accepted += 1;
+                let layers = [layer];
+                for host in ["env-900.example.com", "env-789.example.com", "docs.example.com", "x.example.com"] {
+                    let _ = base.resolve_layered(&layers[..], host.as_bytes(), b"/a/").json().to_string();
+                }
+                layers[0].for_each_record(|_, _| {});
+            }
+        }
+    }
+    // Most mutants are refused; the strings' bytes can change and stay valid.
+    assert!(refused > 3000, "{refused} refused, {accepted} accepted");
+}
