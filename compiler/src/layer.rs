@@ -183,7 +183,7 @@ pub fn write_layer(lineage: Lineage, changes: &[Change<'_>]) -> Result<Vec<u8>, 
 }
 
 /// A table entry read back from a snapshot or a layer.
-fn entry_of<'s>(domain: &str, route: Route<'s>) -> Entry<'s> {
+pub fn entry_of<'s>(domain: &str, route: Route<'s>) -> Entry<'s> {
     let target = match route {
         Route::Static(site) => Target::Static {
             bucket: Cow::Borrowed(site.bucket),

@@ -54,6 +54,19 @@ pub enum Command {
     /// Publish a snapshot to a store: the object first, then the pointer
     /// (compare-and-swap; never over a pin).
     Publish(PublishArgs),
+    /// Apply changes to a store's current state as one layer: JSON Lines of
+    /// items to upsert and `{"Domain": …, "Deleted": true}` lines to delete.
+    /// Reads only the pointer; never compacts.
+    Apply(ApplyArgs),
+    /// Merge a store's layers into a new base snapshot (the bytes a full
+    /// compile of the same table gives); layers applied meanwhile are
+    /// rebased onto it.
+    Compact(CompactArgs),
+    /// The store itself: `edgeroute store migrate`.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Publish a new snapshot on every change to a DynamoDB table: read
     /// its stream into an in-memory mirror, debounce, compile, publish.
     Watch(WatchArgs),
@@ -298,12 +311,77 @@ impl LeaseArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The changes: JSON Lines (or one array) of table items to upsert and
+    /// `{"Domain": "…", "Deleted": true}` lines to delete; `-` reads
+    /// standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The store: dir:PATH or s3://BUCKET[/PREFIX].
+    #[arg(long = "store", value_name = "STORE")]
+    pub store: StoreLocation,
+    /// Leave invalid lines out (and count them) instead of failing.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Print what would change (names added, replaced, unchanged, removed,
+    /// absent), reading the state; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where the changes came from, for the pointer and the history.
+    #[arg(long, value_name = "TEXT", default_value = "edgeroute apply")]
+    pub source: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// The store: dir:PATH or s3://BUCKET[/PREFIX].
+    #[arg(long = "store", value_name = "STORE")]
+    pub store: StoreLocation,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Rewrite the store's pointer in the form with layers (pointer
+    /// version 2). Readers of earlier versions refuse that form (they keep
+    /// serving what they have): upgrade every host and Lambda first.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The store: dir:PATH or s3://BUCKET[/PREFIX].
+    #[arg(long = "store", value_name = "STORE")]
+    pub store: StoreLocation,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct RollbackArgs {
     /// The store: dir:PATH or s3://BUCKET[/PREFIX].
     #[arg(long = "store", alias = "to", value_name = "STORE")]
     pub store: StoreLocation,
-    /// The snapshot to go back to: its id, or a unique prefix of at least 4
-    /// hex digits [default: the current snapshot's previous one]
+    /// The state to go back to: its id, or a unique prefix of at least 4
+    /// hex digits [default: the state before the current one]
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
     /// Print the new pointer as one JSON object.

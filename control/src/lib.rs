@@ -16,6 +16,7 @@ pub mod lineage;
 pub mod publish;
 pub mod scan;
 pub mod source;
+pub mod state;
 pub mod watch;
 
 pub use crate::source::Source;

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use edgeroute_edge::{Snapshot, SnapshotId};
-use edgeroute_store::{Pointer, Store, StoreError};
+use edgeroute_store::{BaseRef, ObjectKind, Pointer, Store, StoreError};
 
 use crate::lease::{HeldLease, LeaseError, LeaseOptions};
 use edgeroute_store::LeaseRole;
@@ -30,6 +30,21 @@ pub enum PublishError {
     Invalid(edgeroute_edge::SnapshotError),
     #[error("snapshot {id} in the store is damaged: {why}")]
     Damaged { id: String, why: String },
+    #[error("layer {id} in the store is damaged: {why}")]
+    DamagedLayer { id: String, why: String },
+    #[error(
+        "the store's pointer has the form from before layers (pointer version 1), which writers of this version \
+         leave alone: upgrade every host and Lambda that reads the store first (they read both forms), then run \
+         `edgeroute store migrate --store STORE`"
+    )]
+    Legacy,
+    #[error(
+        "the state holds {0} layers, the most a state may; `edgeroute compact --store STORE` merges them into a \
+         new base (apply never compacts by itself)"
+    )]
+    TooManyLayers(usize),
+    #[error("the store moved to another base (a publish or a rollback) while {0} ran; nothing changed")]
+    Rebased(&'static str),
     #[error("the store has no current snapshot yet")]
     Empty,
     #[error("there is no earlier state to roll back to (the history holds nothing before the current snapshot); the pointer stays")]
@@ -48,25 +63,28 @@ pub enum PublishError {
     )]
     Fenced { generation: u64, current: u64 },
     #[error(
-        "{0:?} is not a snapshot id: give at least {MIN_ID_PREFIX} of its hex digits (`edgeroute history` lists them)"
+        "{0:?} is not a state id: give at least {MIN_ID_PREFIX} of its hex digits (`edgeroute history` lists them)"
     )]
     NotAnId(String),
     #[error(
-        "snapshot {0} is not in the store: no stored snapshot's id starts with it (`edgeroute history` lists them)"
+        "state {0} is not in the store: no state in its history or stored snapshot has an id that starts with it \
+         (`edgeroute history` lists them)"
     )]
     NoSuchSnapshot(String),
-    #[error("{prefix} is ambiguous: snapshots {} start with it; give more digits", .candidates.join(", "))]
+    #[error("{prefix} is ambiguous: states {} start with it; give more digits", .candidates.join(", "))]
     AmbiguousId { prefix: String, candidates: Vec<String> },
 }
 
 /// The fewest hex digits that name a snapshot by prefix, as git's four.
 pub const MIN_ID_PREFIX: usize = 4;
 
-/// The full id of the stored snapshot whose id starts with `prefix`
-/// (case-insensitive), as git takes an abbreviated commit: the 12 digits
-/// of `x-edgeroute-snapshot` or `history` name it, as long as no other
-/// stored snapshot starts with them.
-pub async fn find_snapshot(store: &Store, prefix: &str) -> Result<String, PublishError> {
+/// The state whose id starts with `prefix` (case-insensitive), as git
+/// takes an abbreviated commit: the 12 digits of `x-edgeroute-snapshot` or
+/// `history` name it, as long as no other state starts with them. The
+/// candidates are the states of the history and the stored snapshots (each
+/// a state without layers); the answer is the newest history entry of that
+/// state, or the snapshot as a state.
+pub async fn find_state(store: &Store, prefix: &str) -> Result<Pointer, PublishError> {
     let prefix = prefix.trim().to_ascii_lowercase();
     if prefix.len() < MIN_ID_PREFIX
         || prefix.len() > SnapshotId::HEX_LEN
@@ -74,15 +92,46 @@ pub async fn find_snapshot(store: &Store, prefix: &str) -> Result<String, Publis
     {
         return Err(PublishError::NotAnId(prefix));
     }
-    let mut candidates: Vec<String> =
-        store.snapshot_ids().await?.into_iter().filter(|id| id.starts_with(&prefix)).collect();
+    let history = store.history().await?;
+    let mut candidates: Vec<String> = history
+        .iter()
+        .map(|p| p.id.clone())
+        .chain(store.snapshot_ids().await?)
+        .filter(|id| id.starts_with(&prefix))
+        .collect();
     candidates.sort_unstable();
     candidates.dedup();
-    match candidates.len() {
-        0 => Err(PublishError::NoSuchSnapshot(prefix)),
-        1 => Ok(candidates.remove(0)),
-        _ => Err(PublishError::AmbiguousId { prefix, candidates }),
+    let id = match candidates.len() {
+        0 => return Err(PublishError::NoSuchSnapshot(prefix)),
+        1 => candidates.remove(0),
+        _ => return Err(PublishError::AmbiguousId { prefix, candidates }),
+    };
+    if let Some(entry) = history.into_iter().rev().find(|p| p.id == id) {
+        return Ok(entry);
     }
+    // A stored snapshot no history entry names (written before histories): read it for its numbers.
+    let bytes = store.get_snapshot(&id).await?;
+    let snapshot = checked_snapshot(&id, &bytes)?;
+    Ok(Pointer::of_base(base_ref(&id, &snapshot)))
+}
+
+/// The pointer's description of a base snapshot.
+pub fn base_ref<D: AsRef<[u8]>>(id: &str, snapshot: &Snapshot<D>) -> BaseRef {
+    BaseRef {
+        id: id.to_owned(),
+        format_version: snapshot.format_version(),
+        routes: u64::from(snapshot.route_count()),
+        size: snapshot.as_bytes().len() as u64,
+    }
+}
+
+/// A stored snapshot's bytes, checked: they hash to `id` and validate.
+pub fn checked_snapshot<'b>(id: &str, bytes: &'b [u8]) -> Result<Snapshot<&'b [u8]>, PublishError> {
+    let found = SnapshotId::of(bytes).to_string();
+    if found != id {
+        return Err(PublishError::Damaged { id: id.to_owned(), why: format!("its bytes hash to {found}") });
+    }
+    Snapshot::from_bytes(bytes).map_err(|e| PublishError::Damaged { id: id.to_owned(), why: e.to_string() })
 }
 
 /// What a publish did.
@@ -136,7 +185,7 @@ impl Default for DropGuard {
 }
 
 /// How many times a publisher re-reads the pointer after losing the swap.
-const MAX_ATTEMPTS: u32 = 64;
+pub(crate) const MAX_ATTEMPTS: u32 = 64;
 
 /// Now, as a pointer's `created_at` is written (RFC 3339, UTC, milliseconds).
 pub fn now_rfc3339() -> String {
@@ -146,16 +195,31 @@ pub fn now_rfc3339() -> String {
 /// Moves the pointer with `change(current)` by compare-and-swap, retrying
 /// on conflicts; `change` returns `Err` to leave it alone. The new pointer
 /// carries `generation`, and a pointer of a higher one is never replaced.
-async fn swap<T>(
+pub(crate) async fn swap<T>(
     store: &Store,
     record: bool,
     generation: u64,
     mut change: impl FnMut(Option<&Pointer>) -> Result<Result<Pointer, T>, PublishError>,
 ) -> Result<Result<Pointer, T>, PublishError> {
+    swap_over(store, record, generation, false, &mut change).await
+}
+
+/// [`swap`]; `over_legacy` lets it replace a pointer of the form before
+/// layers, which only `store migrate` does.
+pub(crate) async fn swap_over<T>(
+    store: &Store,
+    record: bool,
+    generation: u64,
+    over_legacy: bool,
+    change: &mut impl FnMut(Option<&Pointer>) -> Result<Result<Pointer, T>, PublishError>,
+) -> Result<Result<Pointer, T>, PublishError> {
     for attempt in 0..MAX_ATTEMPTS {
         let current = store.read_pointer().await?;
         if let Some((pointer, _)) = current.as_ref().filter(|(p, _)| p.generation > generation) {
             return Err(PublishError::Fenced { generation, current: pointer.generation });
+        }
+        if current.as_ref().is_some_and(|(p, _)| p.legacy) && !over_legacy {
+            return Err(PublishError::Legacy);
         }
         let next = match change(current.as_ref().map(|(p, _)| p))? {
             Ok(next) => Pointer { generation, ..next },
@@ -167,11 +231,16 @@ async fn swap<T>(
             }
             return Ok(Ok(next));
         }
-        // Lost the race: back off a little (jittered) and build on the winner's pointer.
-        let ceiling = Duration::from_millis(5 << attempt.min(6));
-        tokio::time::sleep(ceiling.mul_f64(fastrand::f64())).await;
+        backoff(attempt).await;
     }
     Err(PublishError::Contention(MAX_ATTEMPTS))
+}
+
+/// After losing the swap: back off a little (jittered) before building on
+/// the winner's pointer.
+pub(crate) async fn backoff(attempt: u32) {
+    let ceiling = Duration::from_millis(5 << attempt.min(6));
+    tokio::time::sleep(ceiling.mul_f64(fastrand::f64())).await;
 }
 
 /// How a one-shot command writes the pointer: it takes the store's lease
@@ -286,26 +355,21 @@ async fn point_to(
     Fence { generation, forced }: Fence,
 ) -> Result<Published, PublishError> {
     let routes = u64::from(snapshot.route_count());
-    let size = snapshot.as_bytes().len() as u64;
     let outcome = swap(store, true, generation, |current| {
         Ok(match current {
             Some(p) if p.pinned => Err(Published::HeldBack { pinned: p.clone() }),
             Some(p) if p.id == id => Err(Published::AlreadyCurrent(p.clone())),
-            _ if !guard.allows(routes, current.map(|p| p.routes)) => {
+            _ if !guard.allows(routes, current.map(Pointer::routes_estimate)) => {
                 Err(Published::DropRefused { current: current.cloned(), routes, guard })
             }
             _ => Ok(Pointer {
-                id: id.to_owned(),
-                format_version: snapshot.format_version(),
-                routes: u64::from(snapshot.route_count()),
-                size,
                 created_at: now_rfc3339(),
                 previous: current.map(|p| p.id.clone()),
                 source: source.to_owned(),
                 skipped,
-                pinned: false,
                 generation,
                 forced,
+                ..Pointer::of_base(base_ref(id, snapshot))
             }),
         })
     })
@@ -316,9 +380,9 @@ async fn point_to(
     })
 }
 
-/// Points the store back at snapshot `id` (a unique prefix of its id will
+/// Points the store back at state `id` (a unique prefix of its id will
 /// do; default: the state before the current one, see [`state_before`]),
-/// after checking that snapshot, and pins it; under the lease.
+/// after checking its base and every layer, and pins it; under the lease.
 pub async fn rollback(store: &Store, id: Option<&str>) -> Result<Pointer, PublishError> {
     rollback_manual(store, id, &Manual::named("rollback")).await
 }
@@ -329,24 +393,20 @@ pub async fn rollback_manual(store: &Store, id: Option<&str>, manual: &Manual) -
     // history can be long): the lease is held for the swap alone.
     let current = store.read_pointer().await?.ok_or(PublishError::Empty)?.0;
     let target = match id {
-        Some(prefix) => find_snapshot(store, prefix).await?,
+        Some(prefix) => find_state(store, prefix).await?,
         None => {
             let history = store.history().await?;
-            match history.is_empty() {
+            let id = match history.is_empty() {
                 // A store from before the history: the pointer's own link.
                 true => current.previous.clone(),
                 false => state_before(&history),
             }
-            .ok_or(PublishError::NoPrevious)?
+            .ok_or(PublishError::NoPrevious)?;
+            find_state(store, &id).await?
         }
     };
-    let bytes = store.get_snapshot(&target).await?;
-    let found = SnapshotId::of(&bytes).to_string();
-    if found != target {
-        return Err(PublishError::Damaged { id: target, why: format!("its bytes hash to {found}") });
-    }
-    let snapshot = Snapshot::from_bytes(&bytes[..])
-        .map_err(|e| PublishError::Damaged { id: target.clone(), why: e.to_string() })?;
+    // Everything the hosts will fetch must be there and sound.
+    crate::state::load(store, &target).await?;
     // Without --id the target was found from this pointer: another
     // writer's since then would be rolled over unseen.
     let looked_at = id.is_none().then_some(current.id);
@@ -356,10 +416,6 @@ pub async fn rollback_manual(store: &Store, id: Option<&str>, manual: &Manual) -
                 return Err(PublishError::Moved);
             }
             Ok(Ok(Pointer {
-                id: target.clone(),
-                format_version: snapshot.format_version(),
-                routes: u64::from(snapshot.route_count()),
-                size: bytes.len() as u64,
                 created_at: now_rfc3339(),
                 previous: current.map(|p| p.id.clone()),
                 source: format!("rollback from {}", current.map_or("nothing", |p| p.id.as_str())),
@@ -367,6 +423,8 @@ pub async fn rollback_manual(store: &Store, id: Option<&str>, manual: &Manual) -
                 pinned: true,
                 generation,
                 forced,
+                legacy: false,
+                ..target.clone()
             }))
         })
         .await?;
@@ -426,9 +484,10 @@ async fn unpin_fenced(store: &Store, Fence { generation, forced }: Fence) -> Res
 /// publisher stores its object before it moves the pointer to it.
 pub const PRUNE_GRACE: Duration = Duration::from_secs(600);
 
-/// Deletes snapshot objects beyond the `keep` most recently published ones;
-/// the current (and so a pinned) snapshot is always kept, and so is every
-/// object written in the last [`PRUNE_GRACE`]. Returns the ids deleted.
+/// Deletes the objects (snapshots and layers) of states beyond the `keep`
+/// most recently published ones; the current state's (and so a pinned
+/// one's) are always kept, and so is every object written in the last
+/// [`PRUNE_GRACE`]. Returns the ids deleted.
 pub async fn prune(store: &Store, keep: usize) -> Result<Vec<String>, PublishError> {
     prune_with_grace(store, keep, PRUNE_GRACE).await
 }
@@ -437,30 +496,37 @@ pub async fn prune(store: &Store, keep: usize) -> Result<Vec<String>, PublishErr
 /// kept whatever the history says (a concurrent publisher may be about to
 /// point to it), and the pointer is read again right before deleting.
 pub async fn prune_with_grace(store: &Store, keep: usize, grace: Duration) -> Result<Vec<String>, PublishError> {
-    let mut kept: Vec<String> = Vec::new();
+    let mut kept_states: Vec<String> = Vec::new();
+    let mut kept: std::collections::HashSet<String> = std::collections::HashSet::new();
     for pointer in store.history().await?.into_iter().rev() {
-        if kept.len() == keep {
+        if kept_states.len() == keep {
             break;
         }
-        if !kept.contains(&pointer.id) {
-            kept.push(pointer.id);
+        if !kept_states.contains(&pointer.id) {
+            kept_states.push(pointer.id.clone());
+            kept.insert(pointer.base.id.clone());
+            kept.extend(pointer.layers.into_iter().map(|l| l.id));
         }
     }
     let now = crate::clock::now();
     let old_enough = |written: std::time::SystemTime| now.duration_since(written).is_ok_and(|age| age >= grace);
-    let doomed: Vec<String> = store
-        .snapshot_objects()
-        .await?
-        .into_iter()
-        .filter(|(id, written)| !kept.contains(id) && old_enough(*written))
-        .map(|(id, _)| id)
-        .collect();
-    // Read last: a pointer moved since the history was read is kept.
-    let current = store.read_pointer().await?.map(|(p, _)| p.id);
+    let mut doomed: Vec<(ObjectKind, String)> = Vec::new();
+    for kind in [ObjectKind::Snapshot, ObjectKind::Layer] {
+        for (id, written) in store.objects(kind).await? {
+            if !kept.contains(&id) && old_enough(written) {
+                doomed.push((kind, id));
+            }
+        }
+    }
+    // Read last: the objects of a pointer moved since the history was read are kept.
+    if let Some((current, _)) = store.read_pointer().await? {
+        kept.insert(current.base.id.clone());
+        kept.extend(current.layers.into_iter().map(|l| l.id));
+    }
     let mut deleted = Vec::new();
-    for id in doomed {
-        if current.as_ref() != Some(&id) {
-            store.delete_snapshot(&id).await?;
+    for (kind, id) in doomed {
+        if !kept.contains(&id) {
+            store.delete_object(kind, &id).await?;
             deleted.push(id);
         }
     }

@@ -6,6 +6,7 @@ mod integration {
     pub mod cli;
     pub mod dynamodb;
     pub mod env;
+    pub mod layers;
     pub mod newcomer;
     pub mod publish;
     pub mod watch;

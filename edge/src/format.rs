@@ -98,7 +98,7 @@ pub const LINEAGE_TOMBSTONES_OFFSET: usize = 68;
 /// layer's index, so a longer stack is compacted instead
 /// (`edgeroute compact`); the WebAssembly module keeps this many in a
 /// fixed table.
-pub const MAX_LAYERS: usize = 256;
+pub const MAX_LAYERS: usize = 128;
 
 /// Route record `kind` byte of a static site.
 pub const ROUTE_STATIC: u8 = 1;

@@ -15,7 +15,7 @@ use crate::error::SnapshotError;
 use crate::format::*;
 use crate::fst::Fst;
 use crate::id::SnapshotId;
-use crate::table::{for_each_record, record_at, Record, Table};
+use crate::table::{domain_to_key, for_each_record, get, record_at, Record, Table};
 use crate::wire::u32_le;
 
 /// A layer, validated once and then read in place, like a
@@ -221,6 +221,14 @@ impl<D: AsRef<[u8]>> Layer<D> {
     #[inline]
     pub fn record_at(&self, offset: u32) -> Option<Record<'_>> {
         record_at(self.table.routes(self.data.as_ref()), offset)
+    }
+
+    /// The record this layer holds for `domain` (normalized, as stored:
+    /// `*.` in front for a wildcard), if any.
+    pub fn record_of(&self, domain: &str) -> Option<Record<'_>> {
+        let mut buf = [0u8; crate::MAX_KEY_LEN];
+        let key = domain_to_key(domain, &mut buf)?;
+        self.record_at(u32::try_from(get(self.fst(), key)?).ok()?)
     }
 
     /// Calls `f(domain, record)` for every entry in key order (`domain` as

@@ -8,7 +8,7 @@ use crate::crc32c::crc32c;
 use crate::error::SnapshotError;
 use crate::format::*;
 use crate::fst::Fst;
-use crate::table::{for_each_record, record_at, Record, Table};
+use crate::table::{domain_to_key, for_each_record, get, record_at, Record, Table};
 use crate::wire::{u16_le, u32_le, utf8, Reader};
 
 /// A routing table snapshot, validated once and then read in place.
@@ -149,6 +149,14 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             Record::Route(route) => Some(route),
             Record::Tombstone => None,
         }
+    }
+
+    /// The route of `domain` (normalized, as stored: `*.` in front for a
+    /// wildcard), looked up exactly, if the snapshot holds it.
+    pub fn route_of(&self, domain: &str) -> Option<Route<'_>> {
+        let mut buf = [0u8; crate::MAX_KEY_LEN];
+        let key = domain_to_key(domain, &mut buf)?;
+        self.route_at(u32::try_from(get(self.fst(), key)?).ok()?)
     }
 
     /// How many routes (table entries) the snapshot holds: the header's

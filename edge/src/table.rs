@@ -243,3 +243,31 @@ pub(crate) fn for_each_record<'s>(fst: Fst<'_>, routes: &'s [u8], mut f: impl Fn
         Ok(())
     });
 }
+
+/// The output of `key` in `fst`, looked up exactly.
+#[inline]
+pub(crate) fn get(fst: Fst<'_>, key: &[u8]) -> Option<u64> {
+    let mut node = fst.root_addr();
+    let mut out = 0u64;
+    for &b in key {
+        let (o, next) = fst.step_addr(node, b)?;
+        out = out.wrapping_add(o);
+        node = next;
+    }
+    fst.accept(node).map(|f| out.wrapping_add(f))
+}
+
+/// A stored Domain's routing key (`*.example.com` → `com.example.*`),
+/// built in `buf`; `None` if it is longer than a key may be.
+pub(crate) fn domain_to_key<'b>(domain: &str, buf: &'b mut [u8; crate::MAX_KEY_LEN]) -> Option<&'b [u8]> {
+    let mut at = 0;
+    for (i, label) in domain.as_bytes().rsplit(|&b| b == b'.').enumerate() {
+        if i > 0 {
+            *buf.get_mut(at)? = KEY_LABEL_SEPARATOR;
+            at += 1;
+        }
+        buf.get_mut(at..at + label.len())?.copy_from_slice(label);
+        at += label.len();
+    }
+    Some(&buf[..at])
+}

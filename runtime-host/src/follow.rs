@@ -84,7 +84,15 @@ struct Progress {
 /// may be read before its object (a publisher killed between its writes,
 /// a replica behind).
 async fn fetch(store: &Store, pointer: &Pointer) -> Result<Vec<u8>, FetchError> {
-    store.get_snapshot(&pointer.id).await.map_err(|source| FetchError::Transient { id: pointer.id.clone(), source })
+    if !pointer.layers.is_empty() {
+        return Err(FetchError::Refused {
+            id: pointer.id.clone(),
+            why: format!("the state has {} layer(s), which this host does not apply yet", pointer.layers.len()),
+            repairable: false,
+        });
+    }
+    let id = &pointer.base.id;
+    store.get_snapshot(id).await.map_err(|source| FetchError::Transient { id: id.clone(), source })
 }
 
 /// Checks that a fetched snapshot's bytes are its id; returns the id.
@@ -347,7 +355,7 @@ impl Follower {
         tracing::info!(
             "serving {} ({} routes; fetched and loaded in {} ms)",
             pointer.id,
-            pointer.routes,
+            pointer.routes_estimate(),
             start.elapsed().as_millis()
         );
         Ok(())

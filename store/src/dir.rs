@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::io;
+use crate::layout::ObjectKind;
 use crate::{layout, write_file_atomically, StoreError, Version};
 
 /// A directory store, borrowed from [`Store::Dir`](crate::Store::Dir).
@@ -33,7 +34,7 @@ impl<'a> DirStore<'a> {
 
     /// Creates the store's folders if missing (at open, so it blocks).
     pub(crate) fn create(root: &Path) -> Result<(), StoreError> {
-        for folder in [layout::SNAPSHOTS, layout::HISTORY] {
+        for folder in [layout::SNAPSHOTS, layout::LAYERS, layout::HISTORY] {
             std::fs::create_dir_all(root.join(folder)).map_err(io(root))?;
         }
         Ok(())
@@ -77,10 +78,10 @@ impl<'a> DirStore<'a> {
 
     /// Stores snapshot `id` unless an object is already there (the same id,
     /// so the same bytes).
-    pub(crate) async fn put_snapshot(self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(crate) async fn put_object(self, kind: ObjectKind, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
         // Copied, as the blocking pool needs owned data: a memcpy, small
         // next to the write and its fsyncs.
-        let (name, id, bytes) = (layout::snapshot(id), id.to_owned(), bytes.to_vec());
+        let (name, id, bytes) = (layout::object(kind, id), id.to_owned(), bytes.to_vec());
         self.blocking(move |root| {
             let path = root.join(name);
             // Content-addressed: a copy already there must be these very
@@ -98,12 +99,12 @@ impl<'a> DirStore<'a> {
     }
 
     /// Snapshot `id`'s bytes, or [`StoreError::NoSnapshot`].
-    pub(crate) async fn get_snapshot(self, id: &str) -> Result<Vec<u8>, StoreError> {
-        let (name, id) = (layout::snapshot(id), id.to_owned());
+    pub(crate) async fn get_object(self, kind: ObjectKind, id: &str) -> Result<Vec<u8>, StoreError> {
+        let (name, id) = (layout::object(kind, id), id.to_owned());
         self.blocking(move |root| {
             let path = root.join(name);
             std::fs::read(&path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => StoreError::NoSnapshot { id },
+                std::io::ErrorKind::NotFound => StoreError::missing(kind, id),
                 _ => io(&path)(e),
             })
         })
@@ -111,8 +112,8 @@ impl<'a> DirStore<'a> {
     }
 
     /// Deletes snapshot `id`'s object.
-    pub(crate) async fn delete_snapshot(self, id: &str) -> Result<(), StoreError> {
-        let name = layout::snapshot(id);
+    pub(crate) async fn delete_object(self, kind: ObjectKind, id: &str) -> Result<(), StoreError> {
+        let name = layout::object(kind, id);
         self.blocking(move |root| {
             let path = root.join(name);
             std::fs::remove_file(&path).map_err(io(&path))
@@ -127,11 +128,6 @@ impl<'a> DirStore<'a> {
             write_file_atomically(&path, &bytes).map_err(io(&path))
         })
         .await
-    }
-
-    /// The names in `folder`, sorted, without temporary files.
-    pub(crate) async fn list(self, folder: &'static str) -> Result<Vec<String>, StoreError> {
-        self.blocking(move |root| list(&root.join(folder))).await
     }
 
     /// The names of the files in `folder` with when each was last written,

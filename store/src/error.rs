@@ -32,6 +32,9 @@ pub enum StoreError {
     /// The snapshot object with this id is missing (never stored, or pruned).
     #[error("snapshot {id} is not in the store")]
     NoSnapshot { id: String },
+    /// The layer object with this id is missing (never stored, or pruned).
+    #[error("layer {id} is not in the store")]
+    NoLayer { id: String },
     /// A directory store opened to be read does not exist: never created by
     /// a publish, or a typo. Reading never creates a store.
     #[error("no store at {path}: publish to it first, or check the path")]
@@ -41,4 +44,14 @@ pub enum StoreError {
 /// Wraps an I/O error on `path`, for `map_err`.
 pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_owned(), source }
+}
+
+impl StoreError {
+    /// The error for a missing object of `kind`.
+    pub(crate) fn missing(kind: crate::ObjectKind, id: String) -> StoreError {
+        match kind {
+            crate::ObjectKind::Snapshot => StoreError::NoSnapshot { id },
+            crate::ObjectKind::Layer => StoreError::NoLayer { id },
+        }
+    }
 }

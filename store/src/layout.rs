@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! snapshots/<id>.snap        a snapshot; <id> is the lowercase hex SHA-256 of its bytes
-//! current.json               the pointer: which snapshot is live
+//! layers/<id>.layer          a layer (a change written on a base); <id> likewise
+//! current.json               the pointer: which state (base and layers) is live
 //! history/<ns>-<id>.json     every pointer that was ever made current
 //! lease.json                 who may write the pointer now, and its generation
 //! .lock                      (directories only) held while the pointer is swapped
@@ -30,6 +31,46 @@ pub(crate) const SNAPSHOTS: &str = "snapshots";
 
 /// What follows a snapshot's id in its name.
 const SNAPSHOT_SUFFIX: &str = ".snap";
+
+/// The folder of layer objects, content-addressed like snapshots.
+pub(crate) const LAYERS: &str = "layers";
+
+/// What follows a layer's id in its name.
+const LAYER_SUFFIX: &str = ".layer";
+
+/// The two kinds of content-addressed objects a store holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// A base snapshot, `snapshots/<id>.snap`.
+    Snapshot,
+    /// A layer, `layers/<id>.layer`.
+    Layer,
+}
+
+impl ObjectKind {
+    /// The folder of this kind's objects.
+    pub(crate) fn folder(self) -> &'static str {
+        match self {
+            ObjectKind::Snapshot => SNAPSHOTS,
+            ObjectKind::Layer => LAYERS,
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            ObjectKind::Snapshot => SNAPSHOT_SUFFIX,
+            ObjectKind::Layer => LAYER_SUFFIX,
+        }
+    }
+
+    /// "snapshot" or "layer", for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Layer => "layer",
+        }
+    }
+}
 
 /// The folder of history entries: a copy of every pointer made current,
 /// appended after the swap and never changed.
@@ -63,15 +104,15 @@ pub(crate) fn is_id_of(id: &str, bytes: &[u8]) -> bool {
         && digest.iter().zip(id.as_bytes().chunks(2)).all(|(b, hex)| format!("{b:02x}").as_bytes() == hex)
 }
 
-/// The name of snapshot `id`'s object.
-pub(crate) fn snapshot(id: &str) -> String {
-    format!("{SNAPSHOTS}/{id}{SNAPSHOT_SUFFIX}")
+/// The name of object `id` of `kind`.
+pub(crate) fn object(kind: ObjectKind, id: &str) -> String {
+    format!("{}/{id}{}", kind.folder(), kind.suffix())
 }
 
-/// The id of the snapshot named `name` in the [`SNAPSHOTS`] folder, or
-/// `None` if `name` is not a snapshot object's.
-pub(crate) fn snapshot_id(name: &str) -> Option<&str> {
-    name.strip_suffix(SNAPSHOT_SUFFIX)
+/// The id of the object named `name` in `kind`'s folder, or `None` if
+/// `name` is not such an object's.
+pub(crate) fn object_id(kind: ObjectKind, name: &str) -> Option<&str> {
+    name.strip_suffix(kind.suffix())
 }
 
 /// The name of the history entry for a pointer to `id` made current at `at`.
@@ -89,9 +130,11 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(snapshot("ab12"), "snapshots/ab12.snap");
-        assert_eq!(snapshot_id("ab12.snap"), Some("ab12"));
-        assert_eq!(snapshot_id("ab12.snap.123.9f.tmp"), None);
+        assert_eq!(object(ObjectKind::Snapshot, "ab12"), "snapshots/ab12.snap");
+        assert_eq!(object(ObjectKind::Layer, "ab12"), "layers/ab12.layer");
+        assert_eq!(object_id(ObjectKind::Snapshot, "ab12.snap"), Some("ab12"));
+        assert_eq!(object_id(ObjectKind::Layer, "ab12.layer"), Some("ab12"));
+        assert_eq!(object_id(ObjectKind::Snapshot, "ab12.snap.123.9f.tmp"), None);
         let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_764_000_000_123_456_789);
         assert_eq!(history_entry(at, "ab12"), "history/01764000000123456789-ab12.json");
     }

@@ -39,9 +39,10 @@ mod sdk_error;
 
 pub use error::StoreError;
 pub use fs::write_file_atomically;
+pub use layout::ObjectKind;
 pub use lease::{Lease, LeaseRole};
 pub use location::StoreLocation;
-pub use pointer::{Pointer, Version};
+pub use pointer::{BaseRef, LayerRef, Pointer, Version, POINTER_VERSION};
 pub use s3::s3_client;
 pub use sdk_error::{describe_sdk_error, ResponseStatus};
 
@@ -201,18 +202,30 @@ impl Store {
     /// kept if it is these bytes, and replaced if it is not (damaged): the
     /// store never keeps an object that is not its id.
     pub async fn put_snapshot(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        match self.backend() {
-            Backend::Dir(dir) => dir.put_snapshot(id, bytes).await,
-            Backend::S3(s3) => s3.put_snapshot(id, bytes).await,
-        }
+        self.put_object(ObjectKind::Snapshot, id, bytes).await
     }
 
     /// A snapshot's bytes, as stored (the caller checks them), or
     /// [`StoreError::NoSnapshot`].
     pub async fn get_snapshot(&self, id: &str) -> Result<Vec<u8>, StoreError> {
+        self.get_object(ObjectKind::Snapshot, id).await
+    }
+
+    /// Stores an object of `kind` under its id, as
+    /// [`put_snapshot`](Self::put_snapshot) does a snapshot.
+    pub async fn put_object(&self, kind: ObjectKind, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
         match self.backend() {
-            Backend::Dir(dir) => dir.get_snapshot(id).await,
-            Backend::S3(s3) => s3.get_snapshot(id).await,
+            Backend::Dir(dir) => dir.put_object(kind, id, bytes).await,
+            Backend::S3(s3) => s3.put_object(kind, id, bytes).await,
+        }
+    }
+
+    /// An object's bytes, as stored (the caller checks them), or
+    /// [`StoreError::NoSnapshot`] / [`StoreError::NoLayer`].
+    pub async fn get_object(&self, kind: ObjectKind, id: &str) -> Result<Vec<u8>, StoreError> {
+        match self.backend() {
+            Backend::Dir(dir) => dir.get_object(kind, id).await,
+            Backend::S3(s3) => s3.get_object(kind, id).await,
         }
     }
 
@@ -238,28 +251,35 @@ impl Store {
 
     /// The ids of the snapshots stored, sorted.
     pub async fn snapshot_ids(&self) -> Result<Vec<String>, StoreError> {
-        let names = match self.backend() {
-            Backend::Dir(dir) => dir.list(layout::SNAPSHOTS).await?,
-            Backend::S3(s3) => s3.list(layout::SNAPSHOTS).await?,
-        };
-        Ok(names.iter().filter_map(|name| layout::snapshot_id(name)).map(str::to_owned).collect())
+        Ok(self.objects(ObjectKind::Snapshot).await?.into_iter().map(|(id, _)| id).collect())
     }
 
     /// The ids of the snapshot objects in the store with when each object
     /// was written, by id.
     pub async fn snapshot_objects(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+        self.objects(ObjectKind::Snapshot).await
+    }
+
+    /// The ids of the objects of `kind` in the store with when each was
+    /// written, by id.
+    pub async fn objects(&self, kind: ObjectKind) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
         let names = match self.backend() {
-            Backend::Dir(dir) => dir.list_with_times(layout::SNAPSHOTS).await?,
-            Backend::S3(s3) => s3.list_with_times(layout::SNAPSHOTS).await?,
+            Backend::Dir(dir) => dir.list_with_times(kind.folder()).await?,
+            Backend::S3(s3) => s3.list_with_times(kind.folder()).await?,
         };
-        Ok(names.into_iter().filter_map(|(name, at)| Some((layout::snapshot_id(&name)?.to_owned(), at))).collect())
+        Ok(names.into_iter().filter_map(|(name, at)| Some((layout::object_id(kind, &name)?.to_owned(), at))).collect())
     }
 
     /// Deletes a snapshot object.
     pub async fn delete_snapshot(&self, id: &str) -> Result<(), StoreError> {
+        self.delete_object(ObjectKind::Snapshot, id).await
+    }
+
+    /// Deletes an object.
+    pub async fn delete_object(&self, kind: ObjectKind, id: &str) -> Result<(), StoreError> {
         match self.backend() {
-            Backend::Dir(dir) => dir.delete_snapshot(id).await,
-            Backend::S3(s3) => s3.delete_snapshot(id).await,
+            Backend::Dir(dir) => dir.delete_object(kind, id).await,
+            Backend::S3(s3) => s3.delete_object(kind, id).await,
         }
     }
 }
@@ -277,19 +297,7 @@ mod tests {
     }
 
     fn pointer(id: &str, previous: Option<&str>) -> Pointer {
-        Pointer {
-            id: id.to_owned(),
-            format_version: 2,
-            routes: 1,
-            size: 4,
-            created_at: "2026-01-01T00:00:00Z".into(),
-            previous: previous.map(str::to_owned),
-            source: "test".into(),
-            skipped: 0,
-            pinned: false,
-            generation: 0,
-            forced: false,
-        }
+        crate::pointer::tests::pointer(id, previous)
     }
 
     fn open(dir: &Path) -> Store {

@@ -10,6 +10,7 @@
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, ByteStreamError};
 
+use crate::layout::ObjectKind;
 use crate::sdk_error::{describe_body_error, describe_sdk_error};
 use crate::{layout, StoreError, Version};
 use aws_sdk_s3::types::ChecksumMode;
@@ -124,8 +125,8 @@ impl S3Store<'_> {
     /// stored checksum and length) without a download. A copy without that
     /// checksum (written by hand, or by an older publisher) is downloaded
     /// and compared.
-    pub(crate) async fn put_snapshot(self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let key = self.key(&layout::snapshot(id));
+    pub(crate) async fn put_object(self, kind: ObjectKind, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let key = self.key(&layout::object(kind, id));
         let checksum = layout::is_id_of(id, bytes).then(|| {
             use sha2::{Digest as _, Sha256};
             aws_smithy_types::base64::encode(Sha256::digest(bytes))
@@ -156,7 +157,7 @@ impl S3Store<'_> {
         // replaced, by bytes that are the id's (never by others).
         let Some(expected) = checksum.clone() else { return Ok(()) };
         if self.stored_checksum(&key).await == Some((expected, bytes.len() as i64))
-            || self.get_snapshot(id).await.is_ok_and(|stored| stored == bytes)
+            || self.get_object(kind, id).await.is_ok_and(|stored| stored == bytes)
         {
             return Ok(());
         }
@@ -172,12 +173,12 @@ impl S3Store<'_> {
     }
 
     /// Snapshot `id`'s bytes, or [`StoreError::NoSnapshot`].
-    pub(crate) async fn get_snapshot(self, id: &str) -> Result<Vec<u8>, StoreError> {
-        let key = self.key(&layout::snapshot(id));
+    pub(crate) async fn get_object(self, kind: ObjectKind, id: &str) -> Result<Vec<u8>, StoreError> {
+        let key = self.key(&layout::object(kind, id));
         let out = match self.client.get_object().bucket(self.bucket).key(&key).send().await {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
-                return Err(StoreError::NoSnapshot { id: id.to_owned() })
+                return Err(StoreError::missing(kind, id.to_owned()))
             }
             Err(e) => return Err(self.error("GET", &key, &e)),
         };
@@ -185,8 +186,8 @@ impl S3Store<'_> {
     }
 
     /// Deletes snapshot `id`'s object.
-    pub(crate) async fn delete_snapshot(self, id: &str) -> Result<(), StoreError> {
-        let key = self.key(&layout::snapshot(id));
+    pub(crate) async fn delete_object(self, kind: ObjectKind, id: &str) -> Result<(), StoreError> {
+        let key = self.key(&layout::object(kind, id));
         self.client
             .delete_object()
             .bucket(self.bucket)

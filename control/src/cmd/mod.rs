@@ -3,6 +3,7 @@
 //! the one way a command gets an async runtime, an AWS configuration and a
 //! store.
 
+pub mod apply;
 pub mod compile;
 pub mod env;
 pub mod inspect;

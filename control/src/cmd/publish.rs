@@ -60,7 +60,7 @@ pub fn run(args: &PublishArgs) -> Result<()> {
             Published::Current(p) => println!(
                 "published {} ({} routes) to {store_name}; previous {}",
                 p.id,
-                p.routes,
+                p.routes_estimate(),
                 p.previous.as_deref().unwrap_or("none")
             ),
             Published::AlreadyCurrent(p) => println!("{} is already current in {store_name}", p.id),
@@ -83,7 +83,7 @@ pub fn run(args: &PublishArgs) -> Result<()> {
         Published::DropRefused { current, routes, guard } => bail!(
             "not published: the snapshot has {routes} routes where {store_name} serves {}, more than {} % fewer \
              (a wrong table, region or filter?); --allow-drop publishes it anyway",
-            current.map_or(0, |p| p.routes),
+            current.map_or(0, |p| p.routes_estimate()),
             guard.max_drop_percent
         ),
         Published::Current(_) | Published::AlreadyCurrent(_) => {}

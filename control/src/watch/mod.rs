@@ -897,7 +897,7 @@ impl Publisher<'_> {
             self.last_published = Some(p.id.clone());
         }
         match &outcome {
-            Published::Current(p) => self.status.published(p.routes),
+            Published::Current(p) => self.status.published(p.routes_estimate()),
             Published::AlreadyCurrent(_) => {}
             Published::HeldBack { .. } => self.status.refused("pinned"),
             Published::DropRefused { .. } => self.status.refused("drop_guard"),
@@ -907,7 +907,7 @@ impl Publisher<'_> {
                 if let Some(reports) = &self.reports {
                     let _ = reports.send(PublishReport {
                         id: p.id.clone(),
-                        routes: p.routes,
+                        routes: p.routes_estimate(),
                         skipped: p.skipped,
                         stream_delay: pending.map_or(Duration::ZERO, |p| p.stream_delay),
                         debounce: pending.map_or(Duration::ZERO, |p| compile_start.duration_since(p.first_seen)),
@@ -928,7 +928,7 @@ impl Publisher<'_> {
                 info!(
                     "published {} ({} routes, {} left out) in {:.0} ms: {stages}compile {:.0} ms, upload {:.0} ms",
                     p.id,
-                    p.routes,
+                    p.routes_estimate(),
                     p.skipped,
                     ms(total),
                     ms(compile_time),
@@ -945,7 +945,7 @@ impl Publisher<'_> {
                  the last good snapshot stays (`--max-drop 100` lets mass deletions through)",
                 compiled.id,
                 guard.max_drop_percent,
-                current.map_or(0, |p| p.routes)
+                current.map_or(0, |p| p.routes_estimate())
             ),
         }
         Ok(())

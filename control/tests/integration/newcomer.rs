@@ -220,7 +220,7 @@ fn compile_publish_rollback_and_unpin_report_json() {
     let store = format!("dir:{}", path(&dir.join("store")));
     let o = edgeroute(&["publish", "--snapshot", path(&first), "--store", &store, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
-    assert_eq!((v["outcome"].as_str(), v["pointer"]["id"].as_str()), (Some("published"), Some(id.as_str())));
+    assert_eq!((v["outcome"].as_str(), v["pointer"]["state"].as_str()), (Some("published"), Some(id.as_str())));
     let second = snapshot_file(&dir, "second", &["c.dev"]);
     let o = edgeroute(&["publish", "--snapshot", path(&second), "--store", &store, "--json", "--keep", "5"]);
     let v: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
@@ -230,7 +230,7 @@ fn compile_publish_rollback_and_unpin_report_json() {
     // Back to the first by the 12 digits `x-edgeroute-snapshot` shows.
     let o = edgeroute(&["rollback", "--store", &store, "--id", &id[..12], "--json"]);
     let v: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
-    assert_eq!((v["id"].as_str(), v["pinned"].as_bool()), (Some(id.as_str()), Some(true)));
+    assert_eq!((v["state"].as_str(), v["pinned"].as_bool()), (Some(id.as_str()), Some(true)));
     let o = edgeroute(&["unpin", "--store", &store, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
     assert_eq!((v["unpinned"].as_bool(), v["pointer"]["pinned"].as_bool()), (Some(true), Some(false)));
@@ -269,8 +269,7 @@ fn rollback_takes_a_unique_id_prefix_as_git_does() {
     let unique = (5..=64).find(|&n| id_a[..n] != id_b[..n]).unwrap();
     let o = edgeroute(&["rollback", "--store", &store, "--id", &id_a[..unique].to_ascii_uppercase()]);
     assert!(ok(&o).contains(&format!("to {id_a}")), "{}", stdout(&o));
-    for (id, why) in [("abc", "give at least 4"), ("zzzz", "is not a snapshot id"), ("0000000", "is not in the store")]
-    {
+    for (id, why) in [("abc", "give at least 4"), ("zzzz", "is not a state id"), ("0000000", "is not in the store")] {
         let o = edgeroute(&["rollback", "--store", &store, "--id", id]);
         assert!(stderr(&o).contains(why), "{id}: {}", stderr(&o));
     }
