@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use edgeroute_compiler::Options;
 use edgeroute_control::publish;
-use edgeroute_store::{Pointer, Store, StoreLocation};
+use edgeroute_store::{BaseRef, Pointer, Store, StoreLocation};
 use edgeroute_tests::compile_text;
 use edgeroute_tests_aws::{aws_env, Moto};
 
@@ -446,7 +446,8 @@ fn moto_store() -> (Moto, Store) {
 fn point_at(store: &Store, id: &str) {
     let rt = runtime();
     let (pointer, version) = rt.block_on(store.read_pointer()).unwrap().unwrap();
-    let next = Pointer { id: id.to_owned(), previous: Some(pointer.id.clone()), ..pointer };
+    let base = BaseRef { id: id.to_owned(), ..pointer.base.clone() };
+    let next = Pointer { id: id.to_owned(), base, previous: Some(pointer.id.clone()), ..pointer };
     assert!(rt.block_on(store.replace_pointer(&next, Some(&version))).unwrap());
 }
 
