@@ -98,9 +98,7 @@ export class Follower {
     if (answer.status === 304) return false;
     if (!answer.ok) throw new Error(`current.json: HTTP ${answer.status}`);
     const etag = answer.headers.get('etag');
-    const pointer = await answer.json();
-    const id = pointer?.id;
-    if (typeof id !== 'string' || !ID.test(id)) throw new Error('current.json names no snapshot id');
+    const { id, size } = stateOf(await answer.json());
     if (this.#router && this.#router.id === id) {
       this.#etag = etag;
       return false;
@@ -110,8 +108,8 @@ export class Follower {
     const bytes = new Uint8Array(await object.arrayBuffer());
     let router;
     try {
-      if (Number.isInteger(pointer.size) && bytes.length !== pointer.size) {
-        throw new Error(`${bytes.length} bytes, the pointer says ${pointer.size}`);
+      if (Number.isInteger(size) && bytes.length !== size) {
+        throw new Error(`${bytes.length} bytes, the pointer says ${size}`);
       }
       router = Router.fromBytes(bytes);
       if (router.id !== id) {
@@ -130,4 +128,31 @@ export class Follower {
     this.stats.swaps += 1;
     return true;
   }
+}
+
+/**
+ * The snapshot a pointer names, and its size: pointer version 2 (a state,
+ * a base and layers on it) or version 1 (from before layers: a snapshot).
+ * A state with layers is refused for now (this follower serves bases only;
+ * serving a base without its layers' tombstones would answer for deleted
+ * names), and so is a pointer of a version it does not know.
+ */
+function stateOf(pointer) {
+  let id;
+  let size;
+  if (pointer?.pointer_version === undefined) {
+    ({ id, size } = pointer ?? {});
+  } else if (pointer.pointer_version === 2) {
+    id = pointer.state;
+    size = pointer.base?.size;
+    const layers = Array.isArray(pointer.layers) ? pointer.layers.length : 0;
+    if (layers > 0) {
+      throw new Error(`current.json names state ${pointer.state} with ${layers} layer(s), which this follower does not apply yet`);
+    }
+    if (pointer.base?.id !== id) throw new Error('current.json names a state without layers whose id is not its base\'s');
+  } else {
+    throw new Error(`current.json has pointer version ${pointer.pointer_version}, which this follower does not read (upgrade it)`);
+  }
+  if (typeof id !== 'string' || !ID.test(id)) throw new Error('current.json names no snapshot id');
+  return { id, size };
 }

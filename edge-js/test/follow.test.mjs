@@ -77,7 +77,7 @@ test('serves the fallback, then every snapshot published, reading the pointer co
   publish(second, store);
   assert.equal(await follower.refresh(), true);
   assert.equal(follower.router.routes, 5);
-  assert.equal(follower.router.id, JSON.parse(readFileSync(join(store, 'current.json'), 'utf8')).id);
+  assert.equal(follower.router.id, JSON.parse(readFileSync(join(store, 'current.json'), 'utf8')).state);
   assert.equal(follower.stats.errors, 0);
 });
 
@@ -107,12 +107,12 @@ test('a damaged snapshot, a store error or a missing object keeps the current ro
 
   // A pointer whose object is missing.
   const pointer = JSON.parse(readFileSync(join(store2, 'current.json'), 'utf8'));
-  const missing = { ...pointer, id: 'f'.repeat(64) };
-  writeFileSync(join(store2, 'current.json'), JSON.stringify(missing));
+  const name = (id) => ({ ...pointer, state: id, base: { ...pointer.base, id } });
+  writeFileSync(join(store2, 'current.json'), JSON.stringify(name('f'.repeat(64))));
   assert.equal(await follower.refresh(), false);
   assert.match(quiet.errors.at(-1), /snapshot f{64}: HTTP 404/);
   // A pointer naming no valid id is never turned into a URL.
-  writeFileSync(join(store2, 'current.json'), JSON.stringify({ ...pointer, id: '../../etc/passwd' }));
+  writeFileSync(join(store2, 'current.json'), JSON.stringify(name('../../etc/passwd')));
   assert.equal(await follower.refresh(), false);
   assert.match(quiet.errors.at(-1), /names no snapshot id/);
   writeFileSync(join(store2, 'current.json'), JSON.stringify(pointer));
@@ -121,6 +121,37 @@ test('a damaged snapshot, a store error or a missing object keeps the current ro
   assert.equal(await follower.refresh(), true);
   assert.equal(follower.router.routes, 7);
   assert.equal(follower.stats.errors, 4);
+});
+
+test('a pointer from before layers is followed; a state with layers, or a newer pointer version, is refused', async () => {
+  const follower = new Follower({ url: base, intervalMs: 0, log: quiet });
+  await follower.refresh();
+  const good = follower.router;
+  const pointer = JSON.parse(readFileSync(join(store, 'current.json'), 'utf8'));
+  assert.equal(pointer.pointer_version, 2);
+  assert.equal(good.id, pointer.state);
+
+  // Version 1, as publishers before layers wrote it: still read.
+  const [, next] = compile(table(9));
+  publish(next, store);
+  const v2 = JSON.parse(readFileSync(join(store, 'current.json'), 'utf8'));
+  const v1 = { id: v2.state, format_version: 2, routes: 9, size: v2.base.size, created_at: v2.created_at, previous: null, source: 't' };
+  writeFileSync(join(store, 'current.json'), JSON.stringify(v1));
+  assert.equal(await follower.refresh(), true);
+  assert.equal(follower.router.routes, 9);
+  const served = follower.router;
+
+  // A state with a layer: never its base alone (the layer may delete names).
+  const layered = { ...v2, state: 'a'.repeat(64), layers: [{ id: 'b'.repeat(64), upserts: 0, deletes: 1, size: 120 }] };
+  writeFileSync(join(store, 'current.json'), JSON.stringify(layered));
+  quiet.errors.length = 0;
+  assert.equal(await follower.refresh(), false);
+  assert.equal(follower.router, served);
+  assert.match(quiet.errors.at(-1), /with 1 layer\(s\), which this follower does not apply yet/);
+  writeFileSync(join(store, 'current.json'), JSON.stringify({ ...v2, pointer_version: 3 }));
+  assert.equal(await follower.refresh(), false);
+  assert.match(quiet.errors.at(-1), /pointer version 3, which this follower does not read/);
+  writeFileSync(join(store, 'current.json'), JSON.stringify(v2));
 });
 
 test('refreshIfDue starts one refresh per interval, and none while one runs', async () => {
