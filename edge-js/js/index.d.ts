@@ -9,7 +9,7 @@ export function allocations(): number;
 
 /** The answer to one request: the object of `edgeroute resolve --json`. */
 export type Resolution =
-  | { kind: 'static'; domain: string; bucket: string; key: string; status: number; fallback?: string }
+  | { kind: 'static'; domain: string; bucket: string; key: string; status: number; fallback?: string; not_found_page?: string }
   | { kind: 'redirect'; domain: string; location: string; status: number }
   | { kind: 'balancer'; domain: string; origin: string; port: number; scheme: 'http' | 'https' }
   | { kind: 'not_found' }

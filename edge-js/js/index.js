@@ -96,7 +96,7 @@ export class Router {
   /**
    * Resolves a request: `host` is the Host header's value as sent, `path`
    * the request target (path and optional `?query`). Strings are passed as
-   * UTF-8. Returns `{kind: "static", domain, bucket, key, status, fallback?}`,
+   * UTF-8. Returns `{kind: "static", domain, bucket, key, status, fallback?, not_found_page?}`,
    * `{kind: "redirect", domain, location, status}`,
    * `{kind: "balancer", domain, origin, port, scheme}`, `{kind: "not_found"}`
    * or `{kind: "bad_request", reason}`.

@@ -5,12 +5,26 @@
 use core::cell::{Cell, UnsafeCell};
 use core::fmt::{self, Write};
 
-use edgeroute_edge::{Reason, Resolution, Scheme, Snapshot, SnapshotError};
+use edgeroute_edge::format::MAX_LAYERS;
+use edgeroute_edge::{Layer, LayerError, Reason, Resolution, Scheme, Snapshot, SnapshotError, SnapshotId};
 
 /// Bumped on any change to this ABI.
-pub const ABI_VERSION: u32 = 1;
-/// Bytes of `Host` + path one `resolve` accepts.
+pub const ABI_VERSION: u32 = 2;
+/// Bytes of the request record one `resolve` accepts.
 pub const INPUT_CAPACITY: usize = 16 * 1024;
+/// A field of the request record: a tag byte and a `u32` length, then the value.
+pub const FIELD_HEADER: usize = 5;
+
+/// Tags of the request record's fields (`docs/wasm-abi.md`, "Resolving").
+/// A module ignores tags it does not know, so that hosts can send the
+/// attributes of later versions (a header value, a sticky key, the time)
+/// to any module of ABI version 2.
+pub mod field {
+    /// The `Host` header value. Required.
+    pub const HOST: u8 = 1;
+    /// The request target: path, optional `?query`. Required.
+    pub const TARGET: u8 = 2;
+}
 /// The fixed part of the output record.
 pub const OUTPUT_HEADER: usize = 64;
 /// Room for the strings an answer builds (domain, key, location, fallback):
@@ -36,6 +50,9 @@ pub mod error {
     pub const INPUT_TOO_LONG: u8 = 2;
     /// The answer's strings do not fit the output data area.
     pub const OUTPUT_OVERFLOW: u8 = 3;
+    /// The request record is malformed: a field runs past its end, a
+    /// known field is given twice, or the host or the target is missing.
+    pub const BAD_INPUT: u8 = 4;
 }
 
 /// `mode` argument of `edgeroute_commit`.
@@ -66,6 +83,16 @@ pub mod commit {
     pub const BAD_REGION: u32 = 9;
     /// Unknown commit mode.
     pub const BAD_MODE: u32 = 10;
+    /// A layer was written on another base than the committed snapshot.
+    pub const FOREIGN_BASE: u32 = 11;
+    /// A layer was not written on the state's top (its parent or depth).
+    pub const OUT_OF_ORDER: u32 = 12;
+    /// The state holds `MAX_LAYERS` layers already.
+    pub const TOO_MANY_LAYERS: u32 = 13;
+    /// No snapshot is committed to put a layer on.
+    pub const NO_BASE: u32 = 14;
+    /// `edgeroute_layers_truncate` was asked to keep more layers than there are.
+    pub const BAD_COUNT: u32 = 15;
 
     /// What a status means, for hosts' error messages.
     pub fn describe(status: u32) -> &'static str {
@@ -81,6 +108,11 @@ pub mod commit {
             BAD_STRUCTURE => "malformed structure (header, index or route record)",
             BAD_REGION => "snapshot region outside free memory",
             BAD_MODE => "unknown commit mode",
+            FOREIGN_BASE => "the layer was written on another base",
+            OUT_OF_ORDER => "the layer is out of order (not written on the state's top)",
+            TOO_MANY_LAYERS => "the state holds the most layers it may",
+            NO_BASE => "no snapshot is committed to put a layer on",
+            BAD_COUNT => "more layers to keep than there are",
             _ => "unknown status",
         }
     }
@@ -101,6 +133,9 @@ pub mod out {
     pub const KEY: usize = 20;
     /// (offset, length) of a static site's Fallback key, or offset `u32::MAX`.
     pub const FALLBACK: usize = 28;
+    /// (offset, length) of a static site's not-found page (served with 404
+    /// when the bucket has neither the key nor the Fallback), or offset `u32::MAX`.
+    pub const NOT_FOUND_PAGE: usize = 36;
 }
 
 struct State {
@@ -109,6 +144,36 @@ struct State {
     /// The region last reserved and not yet committed: (pointer, length).
     region: Option<(usize, usize)>,
     snapshot: Option<Snapshot<&'static [u8]>>,
+    /// The committed snapshot's id, as the host gave it at commit.
+    base_id: [u8; SnapshotId::LEN],
+    /// The layers on it, oldest first: the first `layer_count` are set.
+    layers: [Option<Layer<&'static [u8]>>; MAX_LAYERS],
+    /// Each layer's id, as the host gave it at its push.
+    layer_ids: [[u8; SnapshotId::LEN]; MAX_LAYERS],
+    layer_count: usize,
+    /// Where layers live: memory grown for them and reused after a
+    /// truncation, so that following a store for days does not grow it.
+    arena: Arena,
+    /// The layer region last reserved and not yet pushed: (pointer, length).
+    layer_region: Option<(usize, usize)>,
+}
+
+/// Memory for layers, used as a stack: layer `i` ends at `ends[i]`.
+struct Arena {
+    start: usize,
+    capacity: usize,
+    ends: [usize; MAX_LAYERS],
+}
+
+impl Arena {
+    /// Where the next layer starts: after the top one.
+    fn top(&self, count: usize) -> usize {
+        if count == 0 {
+            self.start
+        } else {
+            self.ends[count - 1]
+        }
+    }
 }
 
 /// The module's state, and whether [`with_state`] is lending it out.
@@ -129,6 +194,12 @@ static GLOBAL: Global = Global {
         output: [0; OUTPUT_HEADER + OUTPUT_DATA],
         region: None,
         snapshot: None,
+        base_id: [0; SnapshotId::LEN],
+        layers: [const { None }; MAX_LAYERS],
+        layer_ids: [[0; SnapshotId::LEN]; MAX_LAYERS],
+        layer_count: 0,
+        arena: Arena { start: 0, capacity: 0, ends: [0; MAX_LAYERS] },
+        layer_region: None,
     }),
     in_use: Cell::new(false),
 };
@@ -155,18 +226,21 @@ fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
 }
 
 /// The bytes of a reserved or attached region, for the reader: memory the
-/// module never frees, so they can back the committed snapshot for as long
-/// as the module lives.
+/// module never frees, so they can back the committed snapshot (or a
+/// layer) for as long as it is committed.
 ///
 /// # Safety
 ///
 /// `ptr..ptr + len` must be a region handed out by [`grow`] (fresh memory
-/// that is never shrunk, freed or handed out again) or one that
-/// `edgeroute_attach` checked to lie inside the memory and above every
-/// static the module uses: so that it is in bounds and no `&mut` to any of
-/// it exists. The host writes it only before committing (the ABI's rule);
-/// should a host break that rule, the reader's checked accesses still keep
-/// every read in bounds.
+/// that is never shrunk or freed), one that `edgeroute_attach` checked to
+/// lie inside the memory and above every static the module uses, or a
+/// part of the layer arena above every committed layer: so that it is in
+/// bounds and no `&mut` to any of it exists. Arena memory is handed out
+/// again only after `edgeroute_layers_truncate` dropped the layers that
+/// referred to it, so no reference to it outlives its layer. The host
+/// writes a region only before committing it (the ABI's rule); should a
+/// host break that rule, the reader's checked accesses still keep every
+/// read in bounds.
 unsafe fn region_bytes(ptr: usize, len: usize) -> &'static [u8] {
     // SAFETY: the caller's contract above.
     unsafe { core::slice::from_raw_parts(ptr as *const u8, len) }
@@ -266,9 +340,20 @@ fn commit_region(s: &mut State, mode: u32) -> u32 {
     match parsed {
         Ok(snap) => {
             s.snapshot = Some(snap);
+            // The id the host gave, and a state without layers.
+            s.base_id.copy_from_slice(&s.input[..SnapshotId::LEN]);
+            truncate_layers(s, 0);
+            s.layer_region = None;
             commit::OK
         }
-        Err(e) => match e {
+        Err(e) => snapshot_status(e),
+    }
+}
+
+/// The status code of a snapshot (or layer format) error.
+fn snapshot_status(e: SnapshotError) -> u32 {
+    {
+        match e {
             SnapshotError::TooShort { .. } => commit::TOO_SHORT,
             SnapshotError::BadMagic => commit::BAD_MAGIC,
             SnapshotError::BadEndianness => commit::BAD_ENDIANNESS,
@@ -276,8 +361,140 @@ fn commit_region(s: &mut State, mode: u32) -> u32 {
             SnapshotError::BadChecksum { .. } => commit::BAD_CHECKSUM,
             SnapshotError::TooLarge => commit::TOO_LARGE,
             _ => commit::BAD_STRUCTURE,
-        },
+        }
     }
+}
+
+/// Drops the layers above the first `keep`, and their arena memory.
+fn truncate_layers(s: &mut State, keep: usize) {
+    for layer in s.layers.iter_mut().skip(keep) {
+        *layer = None;
+    }
+    s.layer_count = s.layer_count.min(keep);
+}
+
+/// Reserves `len` bytes for a layer on top of the committed layers and
+/// returns its address (0 if memory cannot grow). The host writes the
+/// layer there, then its id (32 bytes) at the start of the input buffer,
+/// then calls [`edgeroute_layer_push`].
+#[cfg_attr(target_arch = "wasm32", no_mangle)]
+pub extern "C" fn edgeroute_layer_reserve(len: u32) -> u32 {
+    with_state(|s| {
+        s.layer_region = None;
+        match reserve_layer(s, len as usize) {
+            Some(at) => {
+                s.layer_region = Some((at, len as usize));
+                at as u32
+            }
+            None => 0,
+        }
+    })
+}
+
+/// Room for `len` bytes on top of the layers: in the arena if it has it;
+/// else the arena grows in place when it ends where memory does, or moves
+/// (its layers copied) to fresh memory twice as large.
+fn reserve_layer(s: &mut State, len: usize) -> Option<usize> {
+    let n = s.layer_count;
+    let (start, capacity) = (s.arena.start, s.arena.capacity);
+    let at = s.arena.top(n);
+    let used = at - start;
+    let need = used.checked_add(len)?;
+    if need <= capacity {
+        return Some(at);
+    }
+    if capacity > 0 && start + capacity == memory_len() {
+        let more = need - capacity;
+        grow(more)?;
+        s.arena.capacity += more.div_ceil(65536) * 65536;
+        return Some(at);
+    }
+    let size = need.max(capacity.saturating_mul(2));
+    let fresh = grow(size)?;
+    // SAFETY: `start..start + used` holds the committed layers (arena
+    // memory), and `fresh..fresh + size` was just grown: both lie inside
+    // the memory and do not overlap. No `&mut` to either exists; the
+    // layers' shared views of the old copy are replaced below, and the old
+    // memory is never handed out again.
+    unsafe { core::ptr::copy_nonoverlapping(start as *const u8, fresh as *mut u8, used) };
+    let mut from = fresh;
+    for i in 0..n {
+        let end = s.arena.ends[i] - start + fresh;
+        // SAFETY: the copy just made of layer `i`, inside the new arena.
+        let bytes: &'static [u8] = unsafe { region_bytes(from, end - from) };
+        // These bytes were validated in place before the copy.
+        s.layers[i] = Layer::from_bytes_trusted(bytes).ok();
+        s.arena.ends[i] = end;
+        from = end;
+    }
+    s.arena.start = fresh;
+    s.arena.capacity = size.div_ceil(65536) * 65536;
+    Some(fresh + used)
+}
+
+/// Validates the reserved layer (see [`mode`]) and, if it is valid and was
+/// written on the state's top (the committed snapshot, or the last layer
+/// pushed), puts it on top. Its id (the SHA-256 of its bytes, 32 bytes) is
+/// read from the start of the input buffer; the next layer must name it as
+/// its parent. On failure the state is unchanged.
+#[cfg_attr(target_arch = "wasm32", no_mangle)]
+pub extern "C" fn edgeroute_layer_push(mode: u32) -> u32 {
+    with_state(|s| {
+        let Some((ptr, len)) = s.layer_region.take() else { return commit::NO_REGION };
+        if s.snapshot.is_none() {
+            return commit::NO_BASE;
+        }
+        // SAFETY: `s.layer_region` is only set by `edgeroute_layer_reserve`,
+        // to arena memory above every committed layer (or fresh memory).
+        let bytes: &'static [u8] = unsafe { region_bytes(ptr, len) };
+        let parsed = match mode {
+            mode::FULL => Layer::from_bytes(bytes),
+            mode::STRUCTURE => Layer::from_bytes_checksum_verified(bytes),
+            mode::TRUSTED => Layer::from_bytes_trusted(bytes),
+            _ => return commit::BAD_MODE,
+        };
+        let layer = match parsed {
+            Ok(layer) => layer,
+            Err(LayerError::Format(e)) => return snapshot_status(e),
+            Err(_) => return commit::BAD_STRUCTURE,
+        };
+        let n = s.layer_count;
+        let base = SnapshotId::from_digest(s.base_id);
+        let top = if n == 0 { base } else { SnapshotId::from_digest(s.layer_ids[n - 1]) };
+        match layer.check_on(&base, &top, n) {
+            Ok(()) => {}
+            Err(LayerError::ForeignBase { .. }) => return commit::FOREIGN_BASE,
+            Err(LayerError::TooManyLayers) => return commit::TOO_MANY_LAYERS,
+            Err(_) => return commit::OUT_OF_ORDER,
+        }
+        s.layer_ids[n].copy_from_slice(&s.input[..SnapshotId::LEN]);
+        s.layers[n] = Some(layer);
+        s.arena.ends[n] = ptr + len;
+        s.layer_count = n + 1;
+        commit::OK
+    })
+}
+
+/// Keeps the first `keep` layers and drops the others (a host following a
+/// state that is not an extension of the one it holds: a rollback, a
+/// rebase); their memory is reused by the next reservations.
+#[cfg_attr(target_arch = "wasm32", no_mangle)]
+pub extern "C" fn edgeroute_layers_truncate(keep: u32) -> u32 {
+    with_state(|s| {
+        let keep = keep as usize;
+        if keep > s.layer_count {
+            return commit::BAD_COUNT;
+        }
+        truncate_layers(s, keep);
+        s.layer_region = None;
+        commit::OK
+    })
+}
+
+/// Layers on the committed snapshot.
+#[cfg_attr(target_arch = "wasm32", no_mangle)]
+pub extern "C" fn edgeroute_layer_count() -> u32 {
+    with_state(|s| s.layer_count as u32)
 }
 
 /// Routes in the committed snapshot (0 without one).
@@ -338,18 +555,43 @@ fn put_pair(out: &mut [u8], at: usize, (a, b): (u32, u32)) {
     out[at + 4..at + 8].copy_from_slice(&b.to_le_bytes());
 }
 
-/// Resolves the request whose `Host` value is the first `host_len` input
-/// bytes and whose target (path, `?query`) is the next `path_len`. Fills the
-/// output record and returns its `kind`. Allocates nothing.
+/// Resolves the request whose record (fields of [`field`]) is the first
+/// `len` input bytes, against the committed snapshot and its layers. Fills
+/// the output record and returns its `kind`. Allocates nothing.
 #[cfg_attr(target_arch = "wasm32", no_mangle)]
-pub extern "C" fn edgeroute_resolve(host_len: u32, path_len: u32) -> u32 {
-    with_state(|s| resolve_input(s, host_len, path_len))
+pub extern "C" fn edgeroute_resolve(len: u32) -> u32 {
+    with_state(|s| resolve_input(s, len))
 }
 
-fn resolve_input(s: &mut State, host_len: u32, path_len: u32) -> u32 {
+/// The host and the target in a request record; unknown fields skipped.
+fn request_fields(record: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (mut host, mut target) = (None, None);
+    let mut rest = record;
+    while !rest.is_empty() {
+        let tag = *rest.first()?;
+        let len = u32::from_le_bytes(rest.get(1..FIELD_HEADER)?.try_into().ok()?) as usize;
+        let value = rest.get(FIELD_HEADER..FIELD_HEADER.checked_add(len)?)?;
+        let slot = match tag {
+            field::HOST => &mut host,
+            field::TARGET => &mut target,
+            _ => {
+                rest = &rest[FIELD_HEADER + len..];
+                continue;
+            }
+        };
+        if slot.replace(value).is_some() {
+            return None; // given twice
+        }
+        rest = &rest[FIELD_HEADER + len..];
+    }
+    Some((host?, target?))
+}
+
+fn resolve_input(s: &mut State, len: u32) -> u32 {
     let (header, data) = s.output.split_at_mut(OUTPUT_HEADER);
     header.fill(0);
     put_pair(header, out::FALLBACK, (u32::MAX, 0));
+    put_pair(header, out::NOT_FOUND_PAGE, (u32::MAX, 0));
     let fail = |header: &mut [u8], code: u8| {
         header[out::KIND] = kind::ERROR;
         header[out::DETAIL] = code;
@@ -358,12 +600,14 @@ fn resolve_input(s: &mut State, host_len: u32, path_len: u32) -> u32 {
     let Some(snap) = s.snapshot.as_ref() else {
         return fail(header, error::NO_SNAPSHOT);
     };
-    let (host_len, path_len) = (host_len as usize, path_len as usize);
-    let Some(end) = host_len.checked_add(path_len).filter(|&e| e <= INPUT_CAPACITY) else {
+    let Some(record) = s.input.get(..len as usize) else {
         return fail(header, error::INPUT_TOO_LONG);
     };
-    let (host, path) = s.input[..end].split_at(host_len);
-    let answer = snap.resolve(host, path);
+    let Some((host, path)) = request_fields(record) else {
+        return fail(header, error::BAD_INPUT);
+    };
+    let layers = &s.layers[..s.layer_count];
+    let answer = if layers.is_empty() { snap.resolve(host, path) } else { snap.resolve_layered(layers, host, path) };
     let mut cursor = Cursor { data, len: 0 };
     match encode(&answer, header, &mut cursor) {
         Ok(k) => k as u32,
@@ -374,13 +618,16 @@ fn resolve_input(s: &mut State, host_len: u32, path_len: u32) -> u32 {
 fn encode(answer: &Resolution<'_, '_>, header: &mut [u8], c: &mut Cursor<'_>) -> Result<u8, fmt::Error> {
     let target = |s: &str| (s.as_ptr() as usize as u32, s.len() as u32);
     let k = match answer {
-        Resolution::Static { domain, bucket, key, status, fallback } => {
+        Resolution::Static { domain, bucket, key, status, fallback, not_found_page } => {
             put_u16(header, out::STATUS_OR_PORT, *status);
             put_pair(header, out::DOMAIN, c.put_with(|out| domain.copy_to(out))?);
             put_pair(header, out::TARGET, target(bucket));
             put_pair(header, out::KEY, c.put_with(|out| key.copy_to(out))?);
             if let Some(f) = fallback {
                 put_pair(header, out::FALLBACK, c.put_with(|out| f.copy_to(out))?);
+            }
+            if let Some(page) = not_found_page {
+                put_pair(header, out::NOT_FOUND_PAGE, c.put_with(|out| page.copy_to(out))?);
             }
             kind::STATIC
         }

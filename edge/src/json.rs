@@ -12,9 +12,11 @@ pub struct Json<'a, 's, 'r>(&'a Resolution<'s, 'r>);
 impl<'s, 'r> Resolution<'s, 'r> {
     /// The answer as one JSON object, fields in this order:
     ///
-    /// - `{"kind":"static","domain":…,"bucket":…,"key":…,"status":200}`, and
-    ///   `"fallback":…` last for a site without Assets that has a Fallback
-    ///   (the key to serve when the bucket has no object `key`)
+    /// - `{"kind":"static","domain":…,"bucket":…,"key":…,"status":200}`, then
+    ///   `"fallback":…` for a site without Assets that has a Fallback (the
+    ///   key to serve when the bucket has no object `key`), then
+    ///   `"not_found_page":…` (the site's 404.html, served with 404 when the
+    ///   bucket has neither)
     /// - `{"kind":"redirect","domain":…,"location":"/about/","status":301}`
     /// - `{"kind":"balancer","domain":…,"origin":"HOST","port":443,"scheme":"https"}`
     /// - `{"kind":"not_found"}`
@@ -55,7 +57,7 @@ impl<T: Display> Display for JsonStr<T> {
 impl Display for Json<'_, '_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Resolution::Static { domain, bucket, key, status, fallback } => {
+            Resolution::Static { domain, bucket, key, status, fallback, not_found_page } => {
                 write!(
                     f,
                     r#"{{"kind":"static","domain":{},"bucket":{},"key":{},"status":{status}"#,
@@ -65,6 +67,9 @@ impl Display for Json<'_, '_, '_> {
                 )?;
                 if let Some(fallback) = fallback {
                     write!(f, r#","fallback":{}"#, JsonStr(fallback))?;
+                }
+                if let Some(page) = not_found_page {
+                    write!(f, r#","not_found_page":{}"#, JsonStr(page))?;
                 }
                 f.write_char('}')
             }

@@ -77,8 +77,13 @@ pub enum Resolution<'s, 'r> {
         key: Key<'s, 'r>,
         status: u16,
         /// For sites without an Assets list, whose bucket decides whether
-        /// `key` exists: the Fallback to serve when it does not.
+        /// `key` exists: the Fallback to serve (200) when it does not.
         fallback: Option<Key<'s, 'r>>,
+        /// The site's own not-found page, served with 404 when the bucket
+        /// has neither `key` nor the Fallback: `404.html` of the site, if
+        /// its Assets list holds one (or, without a list, always: the
+        /// bucket decides). `None` when the answer is that page already.
+        not_found_page: Option<Key<'s, 'r>>,
     },
     /// Answer with a redirect (301) to `location`.
     Redirect { domain: Domain<'r>, location: Location<'r>, status: u16 },
@@ -118,10 +123,13 @@ impl Resolution<'_, '_> {
 impl fmt::Display for Resolution<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Resolution::Static { domain, bucket, key, status, fallback } => {
+            Resolution::Static { domain, bucket, key, status, fallback, not_found_page } => {
                 write!(f, "static   {status}  s3://{bucket}/{key}   (entry {domain})")?;
                 if let Some(fb) = fallback {
                     write!(f, "\n         if the bucket has no such object: s3://{bucket}/{fb}")?;
+                }
+                if let Some(page) = not_found_page {
+                    write!(f, "\n         if it has neither: 404 with s3://{bucket}/{page}")?;
                 }
                 Ok(())
             }
@@ -627,23 +635,35 @@ fn answer<'s, 'r, T: Trace>(
     let p = path.get(1..).unwrap_or_default();
     let index = p.is_empty() || p.ends_with(b"/");
     let key = |name| Key { prefix: site.prefix, name };
-    let serve =
-        |name, status| Resolution::Static { domain, bucket: site.bucket, key: key(name), status, fallback: None };
+    const NOT_FOUND_PAGE: &str = "404.html";
     let Some(assets) = site.assets else {
-        // The bucket decides; the Fallback travels along for when it has no such object.
+        // The bucket decides; the Fallback and the site's 404.html travel
+        // along for when it has no such object.
+        let is_page = !index && Decoded::new(p).eq(NOT_FOUND_PAGE.bytes());
         return Resolution::Static {
             domain,
             bucket: site.bucket,
             key: key(KeyName::Request { path: p, index }),
             status: 200,
             fallback: site.fallback.map(|f| key(KeyName::Stored(f))),
+            not_found_page: (!is_page).then(|| key(KeyName::Stored(NOT_FOUND_PAGE))),
         };
+    };
+    let page = assets.find(NOT_FOUND_PAGE.bytes());
+    let serve = |name: &'s str, status| Resolution::Static {
+        domain,
+        bucket: site.bucket,
+        key: key(KeyName::Stored(name)),
+        status,
+        fallback: None,
+        // Should the bucket lack a listed object: the site's page, unless that is the answer.
+        not_found_page: page.filter(|&p| status == 200 && p != name).map(|p| key(KeyName::Stored(p))),
     };
     let suffix = if index { "index.html" } else { "" };
     let found = assets.find(Decoded::new(p).chain(suffix.bytes()));
     trace.asset(&AssetName { path: p, suffix }, found.is_some());
     if let Some(asset) = found {
-        return serve(KeyName::Stored(asset), 200);
+        return serve(asset, 200);
     }
     if !index {
         let dir = assets.find(Decoded::new(p).chain(*b"/index.html"));
@@ -658,12 +678,11 @@ fn answer<'s, 'r, T: Trace>(
     }
     if let Some(fallback) = site.fallback {
         trace.asset(&fallback, true);
-        return serve(KeyName::Stored(fallback), 200);
+        return serve(fallback, 200);
     }
-    let not_found_page = assets.find(b"404.html".iter().copied());
-    trace.asset(&"404.html", not_found_page.is_some());
-    match not_found_page {
-        Some(page) => serve(KeyName::Stored(page), 404),
+    trace.asset(&NOT_FOUND_PAGE, page.is_some());
+    match page {
+        Some(page) => serve(page, 404),
         None => Resolution::NotFound,
     }
 }

@@ -41,7 +41,7 @@ impl Answer {
         let record = mem.get(output..output + OUTPUT_LEN).ok_or(EngineError::BadAnswer)?;
         self.header.copy_from_slice(&record[..OUTPUT_HEADER]);
         // Only the prefix of the data area that the answer's strings use.
-        let end = [out::DOMAIN, out::KEY, out::FALLBACK]
+        let end = [out::DOMAIN, out::KEY, out::FALLBACK, out::NOT_FOUND_PAGE]
             .iter()
             .map(|&at| (u32_at(&self.header, at), u32_at(&self.header, at + 4)))
             .filter(|&(off, _)| off != NONE && off >= OUTPUT_HEADER)
@@ -68,6 +68,14 @@ impl Answer {
         std::str::from_utf8(bytes.ok_or(EngineError::BadAnswer)?).map_err(|_| EngineError::BadAnswer)
     }
 
+    /// The key at `at`, or `None` for offset `u32::MAX`.
+    fn optional_key(&self, at: usize) -> Result<Option<Key<'_, '_>>, EngineError> {
+        if u32_at(&self.header, at) == NONE {
+            return Ok(None);
+        }
+        Ok(Some(Key::whole(self.string(at)?)))
+    }
+
     fn target(&self) -> Result<&str, EngineError> {
         let (start, len) = self.target;
         std::str::from_utf8(self.strings.get(start..start + len).ok_or(EngineError::BadAnswer)?)
@@ -84,11 +92,8 @@ impl Answer {
                 bucket: self.target()?,
                 key: Key::whole(self.string(out::KEY)?),
                 status: u16_at(h, out::STATUS_OR_PORT),
-                fallback: if u32_at(h, out::FALLBACK) == NONE {
-                    None
-                } else {
-                    Some(Key::whole(self.string(out::FALLBACK)?))
-                },
+                fallback: self.optional_key(out::FALLBACK)?,
+                not_found_page: self.optional_key(out::NOT_FOUND_PAGE)?,
             },
             kind::REDIRECT => Resolution::Redirect {
                 domain: domain()?,

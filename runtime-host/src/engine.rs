@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgeroute_edge::format::{CHECKSUM_LEN, HEADER_LEN};
+use edgeroute_edge::SnapshotId;
 use wasmtime::{Config, Engine, Instance, Memory, Module, Store, TypedFunc};
 
-use edgeroute_edge_wasm::{self as abi, INPUT_CAPACITY};
+use edgeroute_edge_wasm::{self as abi, FIELD_HEADER, INPUT_CAPACITY};
 
 use crate::answer::{Answer, OUTPUT_LEN};
 use crate::bake::{bake, BakeError};
@@ -35,8 +36,10 @@ pub enum EngineError {
     Refused(&'static str),
     #[error("the edge module trapped or ran out of time: {0}")]
     Trap(String),
-    #[error("the edge module does not speak ABI version 1")]
+    #[error("the edge module does not speak ABI version {}", abi::ABI_VERSION)]
     Abi,
+    #[error("the edge module refused layer {id}: {why}")]
+    LayerRefused { id: String, why: &'static str },
     #[error("the request is longer than the module's {INPUT_CAPACITY}-byte input buffer")]
     InputTooLong,
     #[error("the module's answer is malformed")]
@@ -126,7 +129,7 @@ impl EdgeEngine {
     /// one), bakes it into the module, compiles the result, and validates
     /// the snapshot's structure in a first instance. The result can be
     /// instantiated on any number of threads, sharing the snapshot.
-    pub fn load(&self, snapshot: &[u8]) -> Result<(SnapshotModule, EdgeInstance), EngineError> {
+    pub fn load(&self, snapshot: &[u8], id: SnapshotId) -> Result<(SnapshotModule, EdgeInstance), EngineError> {
         let len = snapshot.len();
         if len < HEADER_LEN + CHECKSUM_LEN {
             return Err(EngineError::TooShort { len });
@@ -139,7 +142,7 @@ impl EdgeEngine {
         }
         let baked = bake(MODULE, snapshot)?;
         let module = Module::new(&self.engine, &baked.module).map_err(trap)?;
-        let sm = SnapshotModule { engine: self.clone(), module, ptr: baked.ptr, len: baked.len };
+        let sm = SnapshotModule { engine: self.clone(), module, ptr: baked.ptr, len: baked.len, id };
         let instance = sm.instantiate(Commit::Structure)?;
         Ok((sm, instance))
     }
@@ -152,6 +155,18 @@ pub struct SnapshotModule {
     module: Module,
     ptr: u32,
     len: u32,
+    /// The baked snapshot's id, given to each instance at its commit: the
+    /// base its layers must name.
+    id: SnapshotId,
+}
+
+/// A layer as the host holds it: its id and bytes, validated natively
+/// (`Layer::from_bytes` and its place on the state) before any instance
+/// sees it, so that instances take it as trusted.
+#[derive(Debug)]
+pub struct HostLayer {
+    pub id: SnapshotId,
+    pub bytes: Vec<u8>,
 }
 
 impl std::fmt::Debug for SnapshotModule {
@@ -190,6 +205,11 @@ impl SnapshotModule {
         let output = call("edgeroute_output")? as usize;
         let attach = instance.get_typed_func::<(u32, u32), u32>(&mut store, "edgeroute_attach").map_err(trap)?;
         let commit_fn = instance.get_typed_func::<u32, u32>(&mut store, "edgeroute_commit").map_err(trap)?;
+        // The base's id goes first in the input buffer: the module keeps it
+        // to check the layers' lineage.
+        let memory = instance.get_memory(&mut store, "memory").ok_or(EngineError::Abi)?;
+        let id_slot = input..input + SnapshotId::LEN;
+        memory.data_mut(&mut store).get_mut(id_slot).ok_or(EngineError::Abi)?.copy_from_slice(self.id.as_bytes());
         let status = attach.call(&mut store, (self.ptr, self.len)).map_err(trap)?;
         if status != abi::commit::OK {
             return Err(EngineError::Refused(abi::commit::describe(status)));
@@ -202,8 +222,10 @@ impl SnapshotModule {
         if status != abi::commit::OK {
             return Err(EngineError::Refused(abi::commit::describe(status)));
         }
-        let resolve = instance.get_typed_func::<(u32, u32), u32>(&mut store, "edgeroute_resolve").map_err(trap)?;
-        let memory = instance.get_memory(&mut store, "memory").ok_or(EngineError::Abi)?;
+        let resolve = instance.get_typed_func::<u32, u32>(&mut store, "edgeroute_resolve").map_err(trap)?;
+        let layer_reserve = instance.get_typed_func::<u32, u32>(&mut store, "edgeroute_layer_reserve").map_err(trap)?;
+        let layer_push = instance.get_typed_func::<u32, u32>(&mut store, "edgeroute_layer_push").map_err(trap)?;
+        let truncate = instance.get_typed_func::<u32, u32>(&mut store, "edgeroute_layers_truncate").map_err(trap)?;
         // The fixed buffers must lie inside the memory.
         let size = memory.data_size(&store);
         if input.checked_add(INPUT_CAPACITY).is_none_or(|e| e > size)
@@ -211,7 +233,18 @@ impl SnapshotModule {
         {
             return Err(EngineError::Abi);
         }
-        Ok(EdgeInstance { store, memory, resolve, input, output, expire_next: false })
+        Ok(EdgeInstance {
+            store,
+            memory,
+            resolve,
+            layer_reserve,
+            layer_push,
+            truncate,
+            layers: Vec::new(),
+            input,
+            output,
+            expire_next: false,
+        })
     }
 }
 
@@ -219,7 +252,12 @@ impl SnapshotModule {
 pub struct EdgeInstance {
     store: Store<()>,
     memory: Memory,
-    resolve: TypedFunc<(u32, u32), u32>,
+    resolve: TypedFunc<u32, u32>,
+    layer_reserve: TypedFunc<u32, u32>,
+    layer_push: TypedFunc<u32, u32>,
+    truncate: TypedFunc<u32, u32>,
+    /// The ids of the layers pushed, oldest first.
+    layers: Vec<SnapshotId>,
     input: usize,
     output: usize,
     /// Test hook: the next call gets a deadline that has already passed.
@@ -243,16 +281,57 @@ impl EdgeInstance {
     /// Resolves one request in the guest and copies the answer into
     /// `answer`. Bounds-checked writes in, bounds-checked reads out.
     pub fn resolve_into(&mut self, host: &[u8], target: &[u8], answer: &mut Answer) -> Result<(), EngineError> {
-        let n = host.len() + target.len();
+        let n = 2 * FIELD_HEADER + host.len() + target.len();
         if n > INPUT_CAPACITY {
             return Err(EngineError::InputTooLong);
         }
         let mem = self.memory.data_mut(&mut self.store);
         let input = mem.get_mut(self.input..self.input + n).ok_or(EngineError::Abi)?;
-        input[..host.len()].copy_from_slice(host);
-        input[host.len()..].copy_from_slice(target);
+        // The request record: the host field, then the target field.
+        let mut at = 0;
+        for (tag, value) in [(abi::field::HOST, host), (abi::field::TARGET, target)] {
+            input[at] = tag;
+            input[at + 1..at + FIELD_HEADER].copy_from_slice(&(value.len() as u32).to_le_bytes());
+            input[at + FIELD_HEADER..at + FIELD_HEADER + value.len()].copy_from_slice(value);
+            at += FIELD_HEADER + value.len();
+        }
         self.store.set_epoch_deadline(if std::mem::take(&mut self.expire_next) { 0 } else { RESOLVE_TICKS });
-        self.resolve.call(&mut self.store, (host.len() as u32, target.len() as u32)).map_err(trap)?;
+        self.resolve.call(&mut self.store, n as u32).map_err(trap)?;
         answer.read(self.memory.data(&self.store), self.output)
+    }
+
+    /// Makes the instance's layers `layers` (oldest first): the layers it
+    /// holds that begin the new list stay, the others are dropped, and the
+    /// rest are pushed, as trusted (the host validated them). A layer swap
+    /// costs a copy of the new layers' bytes into the instance.
+    pub fn sync_layers(&mut self, layers: &[Arc<HostLayer>]) -> Result<(), EngineError> {
+        let keep = self.layers.iter().zip(layers).take_while(|(held, new)| **held == new.id).count();
+        self.store.set_epoch_deadline(COMMIT_TICKS_MIN);
+        if keep < self.layers.len() {
+            let status = self.truncate.call(&mut self.store, keep as u32).map_err(trap)?;
+            if status != abi::commit::OK {
+                return Err(EngineError::Refused(abi::commit::describe(status)));
+            }
+            self.layers.truncate(keep);
+        }
+        for layer in &layers[keep..] {
+            let refused = |why| EngineError::LayerRefused { id: layer.id.to_string(), why };
+            let len = u32::try_from(layer.bytes.len()).map_err(|_| refused("larger than 4 GiB"))?;
+            let ptr = self.layer_reserve.call(&mut self.store, len).map_err(trap)? as usize;
+            if ptr == 0 {
+                return Err(refused("the module's memory cannot grow"));
+            }
+            let mem = self.memory.data_mut(&mut self.store);
+            mem.get_mut(ptr..ptr + layer.bytes.len()).ok_or(EngineError::Abi)?.copy_from_slice(&layer.bytes);
+            mem.get_mut(self.input..self.input + SnapshotId::LEN)
+                .ok_or(EngineError::Abi)?
+                .copy_from_slice(layer.id.as_bytes());
+            let status = self.layer_push.call(&mut self.store, abi::mode::TRUSTED).map_err(trap)?;
+            if status != abi::commit::OK {
+                return Err(refused(abi::commit::describe(status)));
+            }
+            self.layers.push(layer.id);
+        }
+        Ok(())
     }
 }

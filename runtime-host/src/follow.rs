@@ -28,9 +28,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use edgeroute_edge::SnapshotId;
-use edgeroute_store::{write_file_atomically, Pointer, Store, StoreError, StoreLocation, Version};
+use std::sync::Arc;
 
+use edgeroute_edge::SnapshotId;
+use edgeroute_store::{write_file_atomically, ObjectKind, Pointer, Store, StoreError, StoreLocation, Version};
+
+use crate::engine::HostLayer;
+use crate::router::Live;
 use crate::state::HostState;
 
 /// The first pause before fetching a wanted snapshot again.
@@ -80,19 +84,44 @@ struct Progress {
     said: String,
 }
 
-/// Fetches a pointer's snapshot. A missing object is transient: a pointer
-/// may be read before its object (a publisher killed between its writes,
-/// a replica behind).
-async fn fetch(store: &Store, pointer: &Pointer) -> Result<Vec<u8>, FetchError> {
-    if !pointer.layers.is_empty() {
-        return Err(FetchError::Refused {
-            id: pointer.id.clone(),
-            why: format!("the state has {} layer(s), which this host does not apply yet", pointer.layers.len()),
-            repairable: false,
-        });
+/// Fetches an object. A missing object is transient: a pointer may be
+/// read before its objects (a publisher killed between its writes, a
+/// replica behind).
+async fn fetch(store: &Store, kind: ObjectKind, id: &str) -> Result<Vec<u8>, FetchError> {
+    store.get_object(kind, id).await.map_err(|source| FetchError::Transient { id: id.to_owned(), source })
+}
+
+/// An id as the pointer writes it; anything else is refused for good.
+fn parse_id(id: &str) -> Result<SnapshotId, FetchError> {
+    id.parse().map_err(|_| FetchError::Refused {
+        id: id.to_owned(),
+        why: "the pointer names no valid id".into(),
+        repairable: false,
+    })
+}
+
+/// The layers of `pointer`'s state: those the live state holds already
+/// (same id, so the same bytes) are shared, the others fetched and checked
+/// against their ids. Returns them and the bytes fetched.
+async fn layers_of(
+    store: &Store,
+    pointer: &Pointer,
+    live: Option<&Live>,
+) -> Result<(Vec<Arc<HostLayer>>, usize), FetchError> {
+    let mut layers = Vec::with_capacity(pointer.layers.len());
+    let mut fetched = 0;
+    for layer in &pointer.layers {
+        let id = parse_id(&layer.id)?;
+        if let Some(held) = live.into_iter().flat_map(|l| l.layers.iter()).find(|h| h.id == id) {
+            layers.push(held.clone());
+            continue;
+        }
+        let bytes = fetch(store, ObjectKind::Layer, &layer.id).await?;
+        verify(&bytes, &layer.id)?;
+        fetched += bytes.len();
+        layers.push(Arc::new(HostLayer { id, bytes }));
     }
-    let id = &pointer.base.id;
-    store.get_snapshot(id).await.map_err(|source| FetchError::Transient { id: id.clone(), source })
+    Ok((layers, fetched))
 }
 
 /// Checks that a fetched snapshot's bytes are its id; returns the id.
@@ -111,12 +140,67 @@ fn verify(bytes: &[u8], id: &str) -> Result<SnapshotId, FetchError> {
     Ok(found)
 }
 
-/// Keeps the last good snapshot on disk for a start without the store.
-fn keep(cache: &Path, bytes: &[u8]) {
-    let path = cache.join("current.snap");
-    if let Err(e) = std::fs::create_dir_all(cache).and_then(|()| write_file_atomically(&path, bytes)) {
-        tracing::warn!("cannot cache the snapshot in {}: {e}", path.display());
+/// The cache's base snapshot, and its list of the state's layers.
+const CACHED_BASE: &str = "current.snap";
+const CACHED_STATE: &str = "current.state";
+const CACHED_LAYERS: &str = "layers";
+
+/// Keeps the state being served on disk for a start without the store:
+/// the base (when `base` is given: it changed) and the layers, then the
+/// list that names them, written last and atomically, so that a crash
+/// between the writes leaves a state that was served (the base alone at
+/// worst). Layers no longer listed are removed.
+fn keep(cache: &Path, base: Option<&[u8]>, live: &Live) {
+    let written = (|| -> std::io::Result<()> {
+        std::fs::create_dir_all(cache.join(CACHED_LAYERS))?;
+        if let Some(bytes) = base {
+            write_file_atomically(&cache.join(CACHED_BASE), bytes)?;
+        }
+        for layer in &live.layers {
+            let path = cache.join(CACHED_LAYERS).join(format!("{}.layer", layer.id));
+            if !path.exists() {
+                write_file_atomically(&path, &layer.bytes)?;
+            }
+        }
+        let mut list = format!("{}\n", live.base.id);
+        for layer in &live.layers {
+            list.push_str(&format!("{}\n", layer.id));
+        }
+        write_file_atomically(&cache.join(CACHED_STATE), list.as_bytes())?;
+        let listed: Vec<String> = live.layers.iter().map(|l| format!("{}.layer", l.id)).collect();
+        for entry in std::fs::read_dir(cache.join(CACHED_LAYERS))? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if !listed.contains(&name) {
+                let _ = std::fs::remove_file(cache.join(CACHED_LAYERS).join(name));
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        tracing::warn!("cannot cache the state in {}: {e}", cache.display());
     }
+}
+
+/// The cached state: the base's bytes and the layers the list names, if
+/// the list is about that base (else the base alone).
+fn cached(cache: &Path) -> std::io::Result<(Vec<u8>, SnapshotId, Vec<Arc<HostLayer>>)> {
+    let base = std::fs::read(cache.join(CACHED_BASE))?;
+    let id = SnapshotId::of(&base);
+    let mut layers = Vec::new();
+    if let Ok(list) = std::fs::read_to_string(cache.join(CACHED_STATE)) {
+        let mut ids = list.lines();
+        if ids.next().and_then(|b| b.parse::<SnapshotId>().ok()) == Some(id) {
+            for layer in ids {
+                let layer_id: SnapshotId = layer.parse().map_err(|_| std::io::Error::other("a bad id in the list"))?;
+                let bytes = std::fs::read(cache.join(CACHED_LAYERS).join(format!("{layer_id}.layer")))?;
+                if SnapshotId::of(&bytes) != layer_id {
+                    return Err(std::io::Error::other(format!("cached layer {layer_id} is damaged")));
+                }
+                layers.push(Arc::new(HostLayer { id: layer_id, bytes }));
+            }
+        }
+    }
+    Ok((base, id, layers))
 }
 
 /// What the host serves, for a log line.
@@ -163,16 +247,18 @@ impl Follower {
 
     /// Serves the cached snapshot, if there is a good one, because of `reason`.
     async fn fall_back(&self, state: &'static HostState, reason: &str) {
-        let cached = self.cache.join("current.snap");
+        let cached_at = self.cache.join(CACHED_BASE);
         if state.router.live().is_some() {
             return; // The store's snapshot came first after all.
         }
         // Loading takes up to seconds: off the thread of the admin listener.
-        let path = cached.clone();
-        let loaded =
-            tokio::task::spawn_blocking(move || std::fs::read(&path).map(|bytes| state.router.swap_if_empty(&bytes)))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let dir = self.cache.clone();
+        let cached = cached_at.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            self::cached(&dir).map(|(bytes, id, layers)| state.router.swap_state_if_empty(&bytes, id, layers))
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match loaded {
             Ok(swapped) => match swapped {
                 // The store's snapshot came first after all.
@@ -187,7 +273,7 @@ impl Follower {
                 }
                 Err(e) => tracing::error!(
                     "{reason}, and the cached snapshot {} is refused ({e}); answering 503 until the store's can be had",
-                    cached.display()
+                    cached_at.display()
                 ),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -328,22 +414,51 @@ impl Follower {
         Some(wanted)
     }
 
-    /// Fetches, checks and swaps in `pointer`'s snapshot, and caches it.
+    /// Fetches, checks and swaps in `pointer`'s state, and caches it: on
+    /// the live state's base, only the layers it does not hold yet (a
+    /// layer swap: the base's module is not touched); else the base too.
     async fn load(&self, state: &'static HostState, pointer: &Pointer) -> Result<(), FetchError> {
         let start = Instant::now();
-        let bytes = fetch(&self.store, pointer).await?;
+        let live = state.router.live();
+        let base_id = parse_id(&pointer.base.id)?;
+        let (layers, mut fetched) = layers_of(&self.store, pointer, live.as_deref()).await?;
+        let same_base = live.as_ref().is_some_and(|l| l.base.id == base_id);
+        let base = if same_base {
+            None
+        } else {
+            let bytes = fetch(&self.store, ObjectKind::Snapshot, &pointer.base.id).await?;
+            fetched += bytes.len();
+            Some(bytes)
+        };
         // Hashing, loading and caching take milliseconds to seconds
         // (50 MB at 1M routes): never on the threads that serve requests.
         let (router, cache, id) = (&state.router, self.cache.clone(), pointer.id.clone());
-        tokio::task::spawn_blocking(move || {
-            let verified = verify(&bytes, &id)?;
-            router.swap_identified(&bytes, verified).map_err(|e| FetchError::Refused {
+        let base_ref = pointer.base.id.clone();
+        let swapped = tokio::task::spawn_blocking(move || {
+            let refused = |e: crate::engine::EngineError| FetchError::Refused {
                 id: id.clone(),
                 why: e.to_string(),
                 repairable: false,
-            })?;
-            keep(&cache, &bytes);
-            Ok(())
+            };
+            let live = match &base {
+                Some(bytes) => {
+                    verify(bytes, &base_ref)?;
+                    router.swap_state(bytes, base_id, layers).map_err(refused)?
+                }
+                None => match router.swap_layers(base_id, layers.clone()).map_err(refused)? {
+                    Some(live) => live,
+                    // The live base changed meanwhile (a start from the cache): try again.
+                    None => {
+                        return Err(FetchError::Refused {
+                            id: id.clone(),
+                            why: "the base moved".into(),
+                            repairable: true,
+                        })
+                    }
+                },
+            };
+            keep(&cache, base.as_deref(), &live);
+            Ok(live)
         })
         .await
         .map_err(|e| FetchError::Refused {
@@ -352,10 +467,18 @@ impl Follower {
             repairable: true,
         })??;
         state.metrics.swaps.fetch_add(1, Ordering::Relaxed);
+        if swapped.id != pointer.id.as_str() {
+            // The pointer's id is not its base and layers' (a hand-made
+            // pointer): served, since every object was its id, but said.
+            tracing::warn!("the pointer names state {}, but its base and layers make {}", pointer.id, swapped.id);
+        }
         tracing::info!(
-            "serving {} ({} routes; fetched and loaded in {} ms)",
+            "serving {} (base {}, {} routes, and {} layer(s); {} bytes fetched, swapped in {} ms)",
             pointer.id,
-            pointer.routes_estimate(),
+            pointer.base.id,
+            pointer.base.routes,
+            pointer.layers.len(),
+            fetched,
             start.elapsed().as_millis()
         );
         Ok(())

@@ -157,37 +157,59 @@ impl Metrics {
         if let Some(live) = live {
             let _ = writeln!(
                 out,
-                "# HELP edgeroute_snapshot_info The snapshot being served (its id).\n# TYPE edgeroute_snapshot_info gauge\nedgeroute_snapshot_info{{id=\"{}\"}} 1",
-                live.id
+                "# HELP edgeroute_snapshot_info The state being served: its id, and its base snapshot's.\n# TYPE edgeroute_snapshot_info gauge\nedgeroute_snapshot_info{{id=\"{}\",base=\"{}\"}} 1",
+                live.id, live.base.id
             );
             gauge(
                 &mut out,
                 "edgeroute_snapshot_routes",
-                "Routes in the snapshot being served.",
+                "Routes in the base snapshot being served (the layers on it add and delete more).",
                 "gauge",
-                live.route_count.to_string(),
+                live.route_count().to_string(),
             );
             gauge(
                 &mut out,
                 "edgeroute_snapshot_bytes",
-                "Size of the snapshot being served.",
+                "Size of the base snapshot being served.",
                 "gauge",
-                live.size.to_string(),
+                live.base.size.to_string(),
             );
-            let age = live.loaded_at.elapsed().unwrap_or_default();
+            let age = live.base.loaded_at.elapsed().unwrap_or_default();
             gauge(
                 &mut out,
                 "edgeroute_snapshot_age_seconds",
-                "Seconds since the snapshot being served was loaded.",
+                "Seconds since the base snapshot being served was loaded.",
                 "gauge",
                 format!("{:.3}", age.as_secs_f64()),
             );
             gauge(
                 &mut out,
                 "edgeroute_snapshot_load_seconds",
-                "Time it took to check, bake, compile and validate the snapshot being served.",
+                "Time it took to check, bake, compile and validate the base snapshot being served.",
                 "gauge",
-                format!("{:.6}", live.load_time.as_secs_f64()),
+                format!("{:.6}", live.base.load_time.as_secs_f64()),
+            );
+            gauge(
+                &mut out,
+                "edgeroute_state_layers",
+                "Layers on the base in the state being served.",
+                "gauge",
+                live.layers.len().to_string(),
+            );
+            gauge(
+                &mut out,
+                "edgeroute_state_layer_bytes",
+                "Bytes of those layers.",
+                "gauge",
+                live.layer_bytes().to_string(),
+            );
+            let changed = live.changed_at.elapsed().unwrap_or_default();
+            gauge(
+                &mut out,
+                "edgeroute_state_changed_seconds",
+                "Seconds since the state being served last changed (a layer or a base).",
+                "gauge",
+                format!("{:.3}", changed.as_secs_f64()),
             );
         }
         gauge(

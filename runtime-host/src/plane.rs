@@ -46,7 +46,7 @@ pub struct DataPlane {
 /// awaits: what the request is answered with.
 #[derive(Debug)]
 enum Resolved {
-    Static { bucket: String, key: String, status: u16, fallback: Option<String> },
+    Static { bucket: String, key: String, status: u16, fallback: Option<String>, not_found_page: Option<String> },
     Redirect { location: String, status: u16 },
     Balancer(Upstream),
     NotFound,
@@ -131,11 +131,12 @@ impl DataPlane {
             let resolution = worker.resolve(&named.host, &named.target);
             state.metrics.resolve(start.elapsed());
             let route = match resolution? {
-                Resolution::Static { bucket, key, status, fallback, .. } => Resolved::Static {
+                Resolution::Static { bucket, key, status, fallback, not_found_page, .. } => Resolved::Static {
                     bucket: bucket.to_owned(),
                     key: key.to_string(),
                     status,
                     fallback: fallback.map(|f| f.to_string()),
+                    not_found_page: not_found_page.map(|p| p.to_string()),
                 },
                 Resolution::Redirect { location, status, .. } => {
                     Resolved::Redirect { location: location.to_string(), status }
@@ -180,12 +181,17 @@ impl DataPlane {
         client: SocketAddr,
     ) -> (Outcome, Response<Body>) {
         match route {
-            Resolved::Static { bucket, key, status, fallback } => {
+            Resolved::Static { bucket, key, status, fallback, not_found_page } => {
                 // Boxed, as is the proxy's future below: each is kilobytes,
                 // and hyper moves the request's future several times.
-                let site = crate::statics::Site { bucket: &bucket, key: &key, status, fallback: fallback.as_deref() };
-                let fetch =
-                    Box::pin(crate::statics::serve(&self.objects, &self.state.metrics, &req, site, &named.target));
+                let site = crate::statics::Site {
+                    bucket: &bucket,
+                    key: &key,
+                    status,
+                    fallback: fallback.as_deref(),
+                    not_found_page: not_found_page.as_deref(),
+                };
+                let fetch = Box::pin(crate::statics::serve(&self.objects, &self.state.metrics, &req, site));
                 (Outcome::Static, fetch.await)
             }
             Resolved::Redirect { location, status } => (Outcome::Redirect, redirect(status, &location)),

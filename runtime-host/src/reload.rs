@@ -103,7 +103,7 @@ impl SnapshotFile {
         match result {
             Ok(Ok(Some(live))) => {
                 state.metrics.swaps.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("{} {why}: serving {} ({} routes)", self.path.display(), live.id, live.route_count);
+                tracing::info!("{} {why}: serving {} ({} routes)", self.path.display(), live.id, live.route_count());
             }
             Ok(Ok(None)) => tracing::debug!("{} {why}: the same snapshot", self.path.display()),
             Ok(Err(e)) => {

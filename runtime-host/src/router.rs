@@ -7,17 +7,33 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use edgeroute_edge::{Resolution, Snapshot, SnapshotId};
+use edgeroute_edge::{Layer, Resolution, Snapshot, SnapshotId};
 
 use crate::answer::Answer;
-use crate::engine::{EdgeEngine, EdgeInstance, EngineError, SnapshotModule};
+use crate::engine::{EdgeEngine, EdgeInstance, EngineError, HostLayer, SnapshotModule};
 
-/// Everything about the snapshot being served, swapped as one value so
-/// that nothing is ever seen half-swapped.
+/// Everything about the state being served (a base snapshot and the
+/// layers on it), swapped as one value so that nothing is ever seen
+/// half-swapped.
 #[derive(Debug)]
 pub struct Live {
     /// Increases by one with every successful swap.
     pub generation: u64,
+    /// The state's id: the SHA-256 of its base's id and its layers' ids,
+    /// the base's id when it has no layers (`docs/snapshot-format.md`).
+    pub id: SnapshotId,
+    /// The layers on the base, oldest first, validated natively.
+    pub layers: Vec<Arc<HostLayer>>,
+    /// When the state last changed (a layer, or a new base).
+    pub changed_at: SystemTime,
+    /// The base, shared by every state on it.
+    pub base: Arc<Base>,
+}
+
+/// A base snapshot loaded into the edge module: shared by the states
+/// built on it, so that a layer swap never touches it.
+#[derive(Debug)]
+pub struct Base {
     /// The snapshot's id (the SHA-256 of its bytes).
     pub id: SnapshotId,
     pub route_count: u32,
@@ -29,6 +45,18 @@ pub struct Live {
     module: SnapshotModule,
     /// The instance that validated the snapshot, for the first worker.
     spare: Mutex<Option<EdgeInstance>>,
+}
+
+impl Live {
+    /// The routes in the base.
+    pub fn route_count(&self) -> u32 {
+        self.base.route_count
+    }
+
+    /// The bytes of the layers.
+    pub fn layer_bytes(&self) -> usize {
+        self.layers.iter().map(|l| l.bytes.len()).sum()
+    }
 }
 
 /// Serves one snapshot at a time and swaps it atomically. It may start
@@ -44,7 +72,9 @@ pub struct Router {
 impl Router {
     /// Loads the first snapshot.
     pub fn new(engine: EdgeEngine, snapshot: &[u8]) -> Result<Router, EngineError> {
-        let live = Self::load(&engine, snapshot, SnapshotId::of(snapshot), 1)?;
+        let base = Self::load(&engine, snapshot, SnapshotId::of(snapshot))?;
+        let live =
+            Live { generation: 1, id: base.id, layers: Vec::new(), changed_at: base.loaded_at, base: Arc::new(base) };
         Ok(Router { engine, live: ArcSwapOption::from_pointee(live), generations: AtomicU64::new(1) })
     }
 
@@ -53,12 +83,11 @@ impl Router {
         Router { engine, live: ArcSwapOption::empty(), generations: AtomicU64::new(0) }
     }
 
-    fn load(engine: &EdgeEngine, snapshot: &[u8], id: SnapshotId, generation: u64) -> Result<Live, EngineError> {
+    fn load(engine: &EdgeEngine, snapshot: &[u8], id: SnapshotId) -> Result<Base, EngineError> {
         let start = Instant::now();
-        let (module, instance) = engine.load(snapshot)?;
+        let (module, instance) = engine.load(snapshot, id)?;
         let route_count = route_count(snapshot);
-        Ok(Live {
-            generation,
+        Ok(Base {
             id,
             route_count,
             size: snapshot.len(),
@@ -89,7 +118,19 @@ impl Router {
     /// host's cached copy must never replace the store's, which may have
     /// been swapped in meanwhile). `None` when one was there.
     pub fn swap_if_empty(&self, snapshot: &[u8]) -> Result<Option<Arc<Live>>, EngineError> {
-        let live = self.loaded(snapshot, SnapshotId::of(snapshot))?;
+        self.swap_state_if_empty(snapshot, SnapshotId::of(snapshot), Vec::new())
+    }
+
+    /// [`swap_state`](Self::swap_state), but only if there is no state yet.
+    pub fn swap_state_if_empty(
+        &self,
+        snapshot: &[u8],
+        id: SnapshotId,
+        layers: Vec<Arc<HostLayer>>,
+    ) -> Result<Option<Arc<Live>>, EngineError> {
+        check_layers(&id, &layers)?;
+        let base = Arc::new(Self::load(&self.engine, snapshot, id)?);
+        let live = self.numbered(base, layers);
         let before = self.live.compare_and_swap(&None::<Arc<Live>>, Some(live.clone()));
         Ok(before.is_none().then_some(live))
     }
@@ -98,9 +139,58 @@ impl Router {
     /// is good, and atomically, so that two swaps at once never share one
     /// (a worker tells snapshots apart by it).
     fn loaded(&self, snapshot: &[u8], id: SnapshotId) -> Result<Arc<Live>, EngineError> {
-        let mut live = Self::load(&self.engine, snapshot, id, 0)?;
-        live.generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(Arc::new(live))
+        let base = Self::load(&self.engine, snapshot, id)?;
+        Ok(self.numbered(Arc::new(base), Vec::new()))
+    }
+
+    /// The state of `base` and `layers`, with the next generation.
+    fn numbered(&self, base: Arc<Base>, layers: Vec<Arc<HostLayer>>) -> Arc<Live> {
+        let ids: Vec<SnapshotId> = layers.iter().map(|l| l.id).collect();
+        Arc::new(Live {
+            generation: self.generations.fetch_add(1, Ordering::SeqCst) + 1,
+            id: SnapshotId::of_state(&base.id, &ids),
+            layers,
+            changed_at: SystemTime::now(),
+            base,
+        })
+    }
+
+    /// Serves the state of base `base_id` (which must be the live one's
+    /// base: its module is reused as it is) and `layers`, oldest first.
+    /// Each layer must validate and stack in order on that base (checked
+    /// here, natively: the instances then take them as trusted). A layer
+    /// swap costs the serving threads the copy of the new layers into
+    /// their instances, never a rebuild of the base. `None` when the live
+    /// state is on another base (the caller loads that base instead).
+    pub fn swap_layers(
+        &self,
+        base_id: SnapshotId,
+        layers: Vec<Arc<HostLayer>>,
+    ) -> Result<Option<Arc<Live>>, EngineError> {
+        let Some(live) = self.live() else { return Ok(None) };
+        if live.base.id != base_id {
+            return Ok(None);
+        }
+        check_layers(&base_id, &layers)?;
+        let next = self.numbered(live.base.clone(), layers);
+        self.live.store(Some(next.clone()));
+        Ok(Some(next))
+    }
+
+    /// Loads base `snapshot` (its id computed by the caller from these
+    /// bytes) and serves it with `layers`, checked as
+    /// [`swap_layers`](Self::swap_layers) checks them.
+    pub fn swap_state(
+        &self,
+        snapshot: &[u8],
+        id: SnapshotId,
+        layers: Vec<Arc<HostLayer>>,
+    ) -> Result<Arc<Live>, EngineError> {
+        check_layers(&id, &layers)?;
+        let base = Arc::new(Self::load(&self.engine, snapshot, id)?);
+        let next = self.numbered(base, layers);
+        self.live.store(Some(next.clone()));
+        Ok(next)
     }
 
     /// The snapshot being served now, if there is one yet.
@@ -135,6 +225,32 @@ thread_local! {
     static WORKER: RefCell<Option<(usize, Worker<'static>)>> = const { RefCell::new(None) };
 }
 
+/// Checks that `layers` validate and stack in order on base `base`.
+fn check_layers(base: &SnapshotId, layers: &[Arc<HostLayer>]) -> Result<(), EngineError> {
+    let mut top = *base;
+    for (i, layer) in layers.iter().enumerate() {
+        let refused =
+            |e: edgeroute_edge::LayerError| EngineError::LayerRefused { id: layer.id.to_string(), why: leak(e) };
+        let parsed = Layer::from_bytes(&layer.bytes[..]).map_err(refused)?;
+        parsed.check_on(base, &top, i).map_err(refused)?;
+        top = layer.id;
+    }
+    Ok(())
+}
+
+/// A layer error's message, for [`EngineError::LayerRefused`].
+fn leak(e: edgeroute_edge::LayerError) -> &'static str {
+    use edgeroute_edge::LayerError as E;
+    match e {
+        E::Format(_) => "malformed (format, checksum or structure)",
+        E::BadLineage | E::TombstoneCountMismatch { .. } => "its lineage section is inconsistent",
+        E::ForeignBase { .. } => "it was written on another base",
+        E::OutOfOrder { .. } => "it is out of order (not written on the state's top)",
+        E::TooManyLayers => "the state holds the most layers it may; compact it",
+        _ => "refused",
+    }
+}
+
 /// The snapshot's route count, from its header, section table and index
 /// footer (O(1)): the module has validated the snapshot by then.
 fn route_count(snapshot: &[u8]) -> u32 {
@@ -164,11 +280,19 @@ impl Worker<'_> {
         let live = self.router.live.load();
         let Some(live) = live.as_ref() else { return Err(EngineError::NoSnapshot) };
         if self.generation() != Some(live.generation) {
-            let spare = live.spare.lock().ok().and_then(|mut s| s.take());
-            let instance = match spare {
-                Some(i) => i,
-                None => live.module.instance()?,
+            // The same base: this instance stays, and takes the new layers.
+            let kept = match self.current.take() {
+                Some((old, instance)) if Arc::ptr_eq(&old.base, &live.base) => Some(instance),
+                _ => None,
             };
+            let mut instance = match kept {
+                Some(i) => i,
+                None => match live.base.spare.lock().ok().and_then(|mut s| s.take()) {
+                    Some(i) => i,
+                    None => live.base.module.instance()?,
+                },
+            };
+            instance.sync_layers(&live.layers)?;
             self.current = Some((Arc::clone(live), instance));
         }
         let Some((_, instance)) = self.current.as_mut() else { return Err(EngineError::BadAnswer) };

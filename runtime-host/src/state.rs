@@ -40,7 +40,7 @@ impl HostState {
                 detail: format!("no snapshot to serve yet (answering 503): {why}"),
             };
         };
-        let serving = format!("serving {} ({} routes)", live.id, live.route_count);
+        let serving = format!("serving {} ({} routes)", live.id, live.route_count());
         let lag = self.freshness.lock();
         let now = Instant::now();
         let over = |since: Option<Instant>| since.map(|t| now - t).filter(|d| *d > self.freshness.max_behind);

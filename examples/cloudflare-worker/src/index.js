@@ -51,7 +51,7 @@ export default {
 async function route(answer, request, url, host, env) {
   switch (answer.kind) {
     case 'static':
-      return serveStatic(answer, request, url, env);
+      return serveStatic(answer, request, env);
     case 'redirect':
       return new Response('moved\n', { status: answer.status, headers: { location: answer.location, 'content-type': 'text/plain' } });
     case 'balancer':
@@ -63,16 +63,19 @@ async function route(answer, request, url, host, env) {
   }
 }
 
-/** A static site's object, as S3 website hosting answers: the Fallback, else the site's 404.html, else a plain 404. */
-async function serveStatic(answer, request, url, env) {
+/**
+ * A static site's object, as S3 website hosting answers: the key, then the
+ * Fallback, then the site's not-found page (404), then a plain 404; the
+ * resolver's answer names each of them.
+ */
+async function serveStatic(answer, request, env) {
   if (request.method !== 'GET' && request.method !== 'HEAD') {
     return new Response('method not allowed\n', { status: 405, headers: { allow: 'GET, HEAD' } });
   }
   const tries = [[answer.key, answer.status]];
   if (answer.status === 200) {
     if (answer.fallback && answer.fallback !== answer.key) tries.push([answer.fallback, 200]);
-    const page = notFoundPage(answer.key, url.pathname);
-    if (page && page !== answer.key) tries.push([page, 404]);
+    if (answer.not_found_page && answer.not_found_page !== answer.key) tries.push([answer.not_found_page, 404]);
   }
   const base = (env.EDGEROUTE_S3_URL ?? 'https://{bucket}.s3.amazonaws.com').replace('{bucket}', answer.bucket);
   for (const [key, status] of tries) {
@@ -109,20 +112,6 @@ async function serveStatic(answer, request, url, env) {
 /** Whether S3's 403 means a missing key (EDGEROUTE_S3_403_IS_MISSING). */
 function denialMeansMissing(env) {
   return ['true', '1', 'yes'].includes(String(env.EDGEROUTE_S3_403_IS_MISSING ?? '').toLowerCase());
-}
-
-/** The key of the site's 404.html for a key made from the request path (runtime-host's rule). */
-function notFoundPage(key, pathname) {
-  let tail;
-  try {
-    tail = decodeURIComponent(pathname.replace(/^\//, ''));
-  } catch {
-    return null;
-  }
-  if (tail === '' || tail.endsWith('/')) tail += 'index.html';
-  if (!key.endsWith(tail)) return null;
-  const prefix = key.slice(0, key.length - tail.length);
-  return prefix === '' || prefix.endsWith('/') ? `${prefix}404.html` : null;
 }
 
 /** The request, proxied to the load balancer; its answer streamed back. */

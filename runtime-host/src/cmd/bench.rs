@@ -163,7 +163,7 @@ fn measure(snapshot: &[u8], queries: &[Query], threads: usize) -> Result<Report,
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
 
     let router = Router::new(EdgeEngine::new()?, snapshot)?;
-    let wasm_load_ms = router.live().map_or(0.0, |live| live.load_time.as_secs_f64()) * 1e3;
+    let wasm_load_ms = router.live().map_or(0.0, |live| live.base.load_time.as_secs_f64()) * 1e3;
     let mut swaps: Vec<f64> = (0..5)
         .map(|_| {
             let t = Instant::now();

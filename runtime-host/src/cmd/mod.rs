@@ -109,7 +109,7 @@ pub async fn start(
         .context("cannot start the serving threads")?;
     let serving = state.router.live().map_or_else(
         || "no snapshot yet (answering 503)".to_owned(),
-        |live| format!("serving {} ({} routes)", live.id, live.route_count),
+        |live| format!("serving {} ({} routes)", live.id, live.route_count()),
     );
     tracing::info!(
         "listening on {} ({threads} thread(s)), {serving}; metrics on http://{}/metrics",

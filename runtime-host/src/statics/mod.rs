@@ -1,7 +1,8 @@
 //! Static sites, answered as S3 website hosting answers them: the
 //! resolved key; when the bucket has no such object, the site's Fallback
-//! (200), else its `404.html` (404), else a plain 404, never the store's
-//! own error. Objects come from S3 or a directory ([`objects`]); a fetched
+//! (200), else its not-found page (404), else a plain 404, never the
+//! store's own error. The resolver's answer names each of them
+//! (`docs/resolve.md`): the host only follows it. Objects come from S3 or a directory ([`objects`]); a fetched
 //! object becomes a response in [`response`].
 
 pub mod objects;
@@ -27,18 +28,14 @@ pub struct Site<'a> {
     pub status: u16,
     /// For sites without an Assets list: what to serve when `key` is missing.
     pub fallback: Option<&'a str>,
+    /// What to serve with 404 when neither is there.
+    pub not_found_page: Option<&'a str>,
 }
 
 /// Serves `site` for `req` (GET or HEAD; conditional and range requests
-/// honoured), `target` being the request's path and query.
-pub async fn serve<B>(
-    objects: &Objects,
-    metrics: &Metrics,
-    req: &Request<B>,
-    site: Site<'_>,
-    target: &[u8],
-) -> Response<Body> {
-    let Site { bucket, key, status, fallback } = site;
+/// honoured).
+pub async fn serve<B>(objects: &Objects, metrics: &Metrics, req: &Request<B>, site: Site<'_>) -> Response<Body> {
+    let Site { bucket, key, status, fallback, not_found_page } = site;
     let head = match *req.method() {
         Method::GET => false,
         Method::HEAD => true,
@@ -58,8 +55,8 @@ pub async fn serve<B>(
         if let Some(fallback) = fallback.filter(|f| *f != key) {
             tries.push((fallback.to_owned(), 200, want));
         }
-        if let Some(page) = not_found_page(key, target).filter(|p| p != key) {
-            tries.push((page, 404, want.unconditional()));
+        if let Some(page) = not_found_page.filter(|p| *p != key) {
+            tries.push((page.to_owned(), 404, want.unconditional()));
         }
     }
     for (key, status, want) in tries {
@@ -83,36 +80,4 @@ pub async fn serve<B>(
         }
     }
     plain(StatusCode::NOT_FOUND, "not found")
-}
-
-/// The site's `404.html` for a key made from the request path: the key
-/// without that path, + `404.html`. The resolver has checked the path, so
-/// decoding its escapes once gives the key's tail exactly.
-fn not_found_page(key: &str, target: &[u8]) -> Option<String> {
-    let path = target.split(|&b| b == b'?' || b == b'#').next().unwrap_or_default();
-    let mut tail = percent_decode(path.strip_prefix(b"/")?)?;
-    if tail.is_empty() || tail.ends_with('/') {
-        tail.push_str("index.html");
-    }
-    let prefix = key.strip_suffix(tail.as_str())?;
-    (prefix.is_empty() || prefix.ends_with('/')).then(|| format!("{prefix}404.html"))
-}
-
-fn percent_decode(bytes: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }

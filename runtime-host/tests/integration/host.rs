@@ -91,7 +91,7 @@ mod swap {
         let (a, b) = (snapshot(A), snapshot(B));
         let router = Router::new(EdgeEngine::new().unwrap(), a.as_bytes()).unwrap();
         let first = router.live().unwrap();
-        assert_eq!((first.generation, first.route_count), (1, 2));
+        assert_eq!((first.generation, first.route_count()), (1, 2));
         let mut worker = router.worker();
         assert!(worker.resolve(b"a.example.com", b"/").unwrap().json().to_string().contains("one/index.html"));
         let live = router.swap(b.as_bytes()).unwrap();
