@@ -300,6 +300,13 @@ impl EdgeInstance {
         answer.read(self.memory.data(&self.store), self.output)
     }
 
+    /// The size of the instance's memory, in bytes. For tests that layer
+    /// swaps reuse it.
+    #[doc(hidden)]
+    pub fn memory_bytes(&self) -> usize {
+        self.memory.data_size(&self.store)
+    }
+
     /// Makes the instance's layers `layers` (oldest first): the layers it
     /// holds that begin the new list stay, the others are dropped, and the
     /// rest are pushed, as trusted (the host validated them). A layer swap

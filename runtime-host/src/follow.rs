@@ -51,11 +51,12 @@ pub enum FetchError {
     /// Until the pointer moves: damaged or replaced (`repairable`: fetched
     /// again every [`RETRY_MAX`], the object may be repaired in place), or
     /// invalid (its bytes are its id, so they never change).
-    #[error("refused snapshot {id}: {why}")]
-    Refused { id: String, why: String, repairable: bool },
+    /// `what` names it: `snapshot ID`, `layer ID`, `state ID`.
+    #[error("refused {what}: {why}")]
+    Refused { what: String, why: String, repairable: bool },
     /// For now: fetched again after a pause.
-    #[error("cannot fetch snapshot {id} yet: {source}")]
-    Transient { id: String, source: StoreError },
+    #[error("cannot fetch {what} yet: {source}")]
+    Transient { what: String, source: StoreError },
 }
 
 /// What a host knows of its store: where it is, where the last good
@@ -88,13 +89,16 @@ struct Progress {
 /// read before its objects (a publisher killed between its writes, a
 /// replica behind).
 async fn fetch(store: &Store, kind: ObjectKind, id: &str) -> Result<Vec<u8>, FetchError> {
-    store.get_object(kind, id).await.map_err(|source| FetchError::Transient { id: id.to_owned(), source })
+    store
+        .get_object(kind, id)
+        .await
+        .map_err(|source| FetchError::Transient { what: format!("{} {id}", kind.noun()), source })
 }
 
 /// An id as the pointer writes it; anything else is refused for good.
 fn parse_id(id: &str) -> Result<SnapshotId, FetchError> {
     id.parse().map_err(|_| FetchError::Refused {
-        id: id.to_owned(),
+        what: format!("{id:?}"),
         why: "the pointer names no valid id".into(),
         repairable: false,
     })
@@ -117,22 +121,22 @@ async fn layers_of(
             continue;
         }
         let bytes = fetch(store, ObjectKind::Layer, &layer.id).await?;
-        verify(&bytes, &layer.id)?;
+        verify(&bytes, ObjectKind::Layer, &layer.id)?;
         fetched += bytes.len();
         layers.push(Arc::new(HostLayer { id, bytes }));
     }
     Ok((layers, fetched))
 }
 
-/// Checks that a fetched snapshot's bytes are its id; returns the id.
-fn verify(bytes: &[u8], id: &str) -> Result<SnapshotId, FetchError> {
+/// Checks that a fetched object's bytes are its id; returns the id.
+fn verify(bytes: &[u8], kind: ObjectKind, id: &str) -> Result<SnapshotId, FetchError> {
     let found = SnapshotId::of(bytes);
     // The pointer's id exactly as stores write it, lowercase hex (the id's
     // own comparison with text ignores case).
     let written = found.to_string();
     if written != id {
         return Err(FetchError::Refused {
-            id: id.to_owned(),
+            what: format!("{} {id}", kind.noun()),
             why: format!("the object's SHA-256 is {found} (damaged or replaced)"),
             repairable: true,
         });
@@ -432,17 +436,23 @@ impl Follower {
         };
         // Hashing, loading and caching take milliseconds to seconds
         // (50 MB at 1M routes): never on the threads that serve requests.
-        let (router, cache, id) = (&state.router, self.cache.clone(), pointer.id.clone());
+        let (router, cache) = (&state.router, self.cache.clone());
+        // What a refusal names: the snapshot, or the state of a base and layers.
+        let what = match pointer.layers.len() {
+            0 => format!("snapshot {}", pointer.id),
+            _ => format!("state {}", pointer.id),
+        };
+        let label = what.clone();
         let base_ref = pointer.base.id.clone();
         let swapped = tokio::task::spawn_blocking(move || {
             let refused = |e: crate::engine::EngineError| FetchError::Refused {
-                id: id.clone(),
+                what: label.clone(),
                 why: e.to_string(),
                 repairable: false,
             };
             let live = match &base {
                 Some(bytes) => {
-                    verify(bytes, &base_ref)?;
+                    verify(bytes, ObjectKind::Snapshot, &base_ref)?;
                     router.swap_state(bytes, base_id, layers).map_err(refused)?
                 }
                 None => match router.swap_layers(base_id, layers.clone()).map_err(refused)? {
@@ -450,7 +460,7 @@ impl Follower {
                     // The live base changed meanwhile (a start from the cache): try again.
                     None => {
                         return Err(FetchError::Refused {
-                            id: id.clone(),
+                            what: label.clone(),
                             why: "the base moved".into(),
                             repairable: true,
                         })
@@ -461,11 +471,7 @@ impl Follower {
             Ok(live)
         })
         .await
-        .map_err(|e| FetchError::Refused {
-            id: pointer.id.clone(),
-            why: e.to_string(),
-            repairable: true,
-        })??;
+        .map_err(|e| FetchError::Refused { what, why: e.to_string(), repairable: true })??;
         state.metrics.swaps.fetch_add(1, Ordering::Relaxed);
         if swapped.id != pointer.id.as_str() {
             // The pointer's id is not its base and layers' (a hand-made

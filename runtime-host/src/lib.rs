@@ -34,7 +34,7 @@ pub mod state;
 pub mod statics;
 
 pub use crate::answer::Answer;
-pub use crate::engine::{EdgeEngine, EdgeInstance, EngineError, SnapshotModule};
+pub use crate::engine::{EdgeEngine, EdgeInstance, EngineError, HostLayer, SnapshotModule};
 pub use crate::router::{Live, Router, Worker};
 pub use crate::state::HostState;
 

@@ -314,6 +314,12 @@ impl Worker<'_> {
         }
     }
 
+    /// The memory of this worker's instance, in bytes (for tests).
+    #[doc(hidden)]
+    pub fn memory_bytes(&self) -> Option<usize> {
+        self.current.as_ref().map(|(_, instance)| instance.memory_bytes())
+    }
+
     /// The generation this worker answered from last.
     pub fn generation(&self) -> Option<u64> {
         self.current.as_ref().map(|c| c.0.generation)

@@ -1,6 +1,7 @@
 //! Helpers shared by the cross-crate tests and the benchmarks: compiling a
 //! table from text, and generating large realistic tables deterministically.
 
+pub mod changes;
 pub mod export;
 
 use edgeroute_compiler::{compile, source, CompileError, Compiled, Options};

@@ -70,7 +70,7 @@ pub(super) fn free_port() -> u16 {
 }
 
 impl Served {
-    fn start(store: &str, cache: &Path, env: &[(&str, String)]) -> Result<Served, String> {
+    pub(super) fn start(store: &str, cache: &Path, env: &[(&str, String)]) -> Result<Served, String> {
         Served::start_polling(store, cache, env, 50)
     }
 
@@ -161,7 +161,7 @@ impl Served {
     }
 
     /// Waits until the host serves snapshot `want` (by id).
-    fn wait_for(&self, want: &str) {
+    pub(super) fn wait_for(&self, want: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (served, body) = self.get("probe.example.com");

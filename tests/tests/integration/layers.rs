@@ -3,13 +3,10 @@
 //! compile of the table its changes leave, a compaction writes that
 //! compile's bytes, and layers that do not belong are refused.
 
-use std::collections::BTreeMap;
-
-use edgeroute_compiler::{
-    compact, normalize_domain, read_changes, source, write_layer, Change, CompileError, Lineage, Options,
-};
+use edgeroute_compiler::{compact, read_changes, source, write_layer, Change, CompileError, Lineage, Options};
 use edgeroute_edge::format::MAX_LAYERS;
 use edgeroute_edge::{Layer, LayerError, Snapshot, SnapshotError, SnapshotId};
+use edgeroute_tests::changes::RandomChanges;
 use edgeroute_tests::{compile_text, fix_checksum, Rng};
 
 /// The changes of a JSON Lines text, which must be valid.
@@ -98,108 +95,22 @@ fn each_candidate_is_decided_by_the_newest_layer_that_holds_it() {
     assert_eq!(state.resolve("a..example.com", "/"), r#"{"kind":"bad_request","reason":"host_bad_label"}"#);
 }
 
-/// Domains the random changes act on: exact names and wildcards in a few
-/// zones, an IDN zone, and the written forms vary in case.
-fn domain_pool() -> Vec<String> {
-    let zones = ["example.com", "pr-7.example.com", "previews.example.org", "bücher.example"];
-    let mut pool = Vec::new();
-    for zone in zones {
-        pool.push(format!("*.{zone}"));
-        for i in 0..12 {
-            pool.push(format!("env-{i}.{zone}"));
-        }
-    }
-    pool.push("*.a.pr-7.example.com".into());
-    pool.push("deep.a.pr-7.example.com".into());
-    pool
-}
-
-/// One random item for `domain`, written with random case.
-fn random_item(rng: &mut Rng, domain: &str) -> String {
-    let written: String =
-        domain.chars().map(|c| if rng.below(4) == 0 { c.to_uppercase().next().unwrap() } else { c }).collect();
-    let target = match rng.below(4) {
-        0 => format!(r#""Target":"https://origin-{}.example.net:{}""#, rng.below(5), 8000 + rng.below(3)),
-        1 => format!(
-            r#""Target":"s3://bucket-{}/site-{}","Assets":["index.html","404.html","a.js","dir/index.html"]"#,
-            rng.below(3),
-            rng.below(50)
-        ),
-        2 => format!(r#""Target":"s3://bucket-{}/spa-{}","Fallback":"index.html""#, rng.below(3), rng.below(50)),
-        _ => format!(r#""Target":"s3://bucket-{}""#, rng.below(3)),
-    };
-    format!(r#"{{"Domain":{},{target}}}"#, serde_json::to_string(&written).unwrap())
-}
-
-/// Hosts and paths that exercise every candidate of the pool.
-fn probes(pool: &[String]) -> Vec<(String, &'static str)> {
-    let mut hosts = Vec::new();
-    for d in pool {
-        let ascii = normalize_domain(d).unwrap().into_owned();
-        match ascii.strip_prefix("*.") {
-            Some(zone) => {
-                hosts.push(format!("x.{zone}"));
-                hosts.push(format!("y.x.{zone}"));
-                hosts.push(zone.to_owned());
-            }
-            None => hosts.push(ascii.to_uppercase()),
-        }
-    }
-    hosts.push("unknown.dev".into());
-    hosts.sort();
-    hosts.dedup();
-    let mut out = Vec::new();
-    for (i, h) in hosts.into_iter().enumerate() {
-        out.push((h.clone(), "/"));
-        out.push((h, ["/a.js", "/missing", "/dir", "/x/"][i % 4]));
-    }
-    out
-}
-
 /// The differential test of the contract: thousands of random upserts and
 /// deletes (wildcards, case variants, IDN), each written as a layer; after
 /// every step the state resolves every probe as a fresh full compile of
 /// the table those operations leave (keyed by normalized Domain), and
-/// every so often a compaction writes that compile's exact bytes.
+/// every so often a compaction writes that compile's exact bytes. (The
+/// same changes go through the WebAssembly module every 100th step in
+/// `runtime-host`'s tests.)
 #[test]
 fn a_layered_state_resolves_as_a_full_compile_of_the_table_its_changes_leave() {
-    let pool = domain_pool();
-    let probes = probes(&pool);
-    let mut rng = Rng::new(0x1a7e_45ed);
-    // The table: normalized Domain → its line.
-    let mut table: BTreeMap<String, String> = BTreeMap::new();
-    for d in pool.iter().step_by(3) {
-        table.insert(normalize_domain(d).unwrap().into_owned(), random_item(&mut rng, d));
-    }
-    let text = |table: &BTreeMap<String, String>| table.values().map(|l| format!("{l}\n")).collect::<String>();
-    let mut state = State::new(&text(&table));
-    let (mut upserts, mut deletes, mut compactions) = (0, 0, 0);
+    let mut random = RandomChanges::new(0x1a7e_45ed);
+    let probes = random.probes();
+    let mut state = State::new(&random.table());
+    let mut compactions = 0;
     for step in 1..=2000 {
-        // One to three changes to distinct Domains.
-        let mut lines = Vec::new();
-        let mut touched = Vec::new();
-        for _ in 0..1 + rng.below(3) {
-            let d = rng.pick(&pool).clone();
-            let key = normalize_domain(&d).unwrap().into_owned();
-            if touched.contains(&key) {
-                continue;
-            }
-            touched.push(key.clone());
-            if rng.below(3) == 0 {
-                let written: String =
-                    d.chars().map(|c| if rng.below(2) == 0 { c.to_uppercase().next().unwrap() } else { c }).collect();
-                lines.push(format!(r#"{{"Domain":{},"Deleted":true}}"#, serde_json::to_string(&written).unwrap()));
-                table.remove(&key);
-                deletes += 1;
-            } else {
-                let line = random_item(&mut rng, &d);
-                lines.push(line.clone());
-                table.insert(key, line);
-                upserts += 1;
-            }
-        }
-        state.apply(&lines.join("\n"));
-        let compiled = compile_text(&text(&table), Options::default()).unwrap();
+        state.apply(&random.step());
+        let compiled = compile_text(&random.table(), Options::default()).unwrap();
         let full_snap = Snapshot::from_bytes(compiled.bytes.clone()).unwrap();
         for (host, path) in &probes {
             assert_eq!(state.resolve(host, path), full(&full_snap, host, path), "step {step}: {host} {path}");
@@ -212,6 +123,7 @@ fn a_layered_state_resolves_as_a_full_compile_of_the_table_its_changes_leave() {
             compactions += 1;
         }
     }
+    let (upserts, deletes) = (random.upserts, random.deletes);
     assert!(upserts > 2000 && deletes > 1000 && compactions == 40, "{upserts} {deletes} {compactions}");
 }
 
