@@ -35,8 +35,11 @@ fn layer_bytes(lineage: Lineage, text: &str) -> Vec<u8> {
     write_layer(lineage, &changes.changes).unwrap()
 }
 
+/// A layer object in a store: its id and its bytes.
+type StoredLayer<'a> = (&'a str, &'a [u8]);
+
 /// Replaces the pointer with `layers` on `current`'s base, by hand.
-fn point_at_layers(store: &Store, layers: &[(&str, &[u8])]) {
+fn point_at_layers(store: &Store, layers: &[StoredLayer<'_>]) {
     let rt = runtime();
     let (current, version) = rt.block_on(store.read_pointer()).unwrap().unwrap();
     let refs: Vec<LayerRef> = layers
@@ -154,7 +157,7 @@ fn layers_that_do_not_belong_are_refused_while_the_state_keeps_serving() {
     let wrong = "ab".repeat(32);
     rt.block_on(store.put_object(ObjectKind::Layer, &wrong, &second)).unwrap();
 
-    let cases: [(Vec<(&str, &[u8])>, String); 3] = [
+    let cases: [(Vec<StoredLayer<'_>>, String); 3] = [
         (vec![(&first_id, &first), (&wrong, &second)], format!("refused layer {wrong}: the object's SHA-256 is")),
         (vec![(&foreign_id, &foreign)], "it was written on another base".to_owned()),
         (vec![(&second_id, &second), (&first_id, &first)], "it is out of order".to_owned()),
