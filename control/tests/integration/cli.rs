@@ -136,7 +136,7 @@ fn resolve_json_prints_one_object_and_exits_zero_for_every_answer() {
         ),
         (
             vec!["env-123.example.com"],
-            r#"{"kind":"static","domain":"env-123.example.com","bucket":"acme-static-sites","key":"env-123/index.html","status":200}"#,
+            r#"{"kind":"static","domain":"env-123.example.com","bucket":"acme-static-sites","key":"env-123/index.html","status":200,"not_found_page":"env-123/404.html"}"#,
         ),
         (vec!["unknown.example.com", "/"], r#"{"kind":"not_found"}"#),
         (vec!["bad host", "/"], r#"{"kind":"bad_request","reason":"host_bad_char"}"#),

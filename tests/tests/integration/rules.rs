@@ -1,7 +1,29 @@
 //! The resolve rules of docs/resolve.md, one named test (or more) per rule.
 
 use edgeroute_edge::{Reason, Resolution};
-use edgeroute_tests::{resolve_json, snapshot};
+use edgeroute_tests::snapshot;
+
+/// The JSON answer without its `not_found_page`, which
+/// `rule4_the_not_found_page_is_named_in_the_answer` checks on its own.
+fn resolve_json<D: AsRef<[u8]>>(snap: &edgeroute_edge::Snapshot<D>, host: &str, path: &str) -> String {
+    let json = edgeroute_tests::resolve_json(snap, host, path);
+    match json.find(r#","not_found_page":""#) {
+        Some(at) => {
+            let value = at + r#","not_found_page":""#.len();
+            let end = value + json[value..].find('"').expect("a closing quote");
+            format!("{}{}", &json[..at], &json[end + 1..])
+        }
+        None => json,
+    }
+}
+
+/// The page a static answer names for when the bucket has neither its key nor its Fallback.
+fn not_found_page<D: AsRef<[u8]>>(snap: &edgeroute_edge::Snapshot<D>, host: &str, path: &str) -> Option<String> {
+    match snap.resolve(host.as_bytes(), path.as_bytes()) {
+        Resolution::Static { not_found_page, .. } => not_found_page.map(|p| p.to_string()),
+        other => panic!("{host} {path}: not static: {other}"),
+    }
+}
 
 const TABLE: &str = r#"
 {"Domain": "site.example.com", "Target": "s3://bucket/sites/one", "Assets": ["index.html", "404.html", "about/index.html", "app.js", "docs/guide.html", "a b.html", "caf\u00e9.html", "100%.html"]}
@@ -336,4 +358,28 @@ fn rule4_hostile_paths_never_leave_the_prefix() {
             }
         }
     }
+}
+
+/// Rule 4's not-found page: named in every static answer with status 200
+/// where the site has one (a listed `404.html`, or without a list always),
+/// never when the answer is that page.
+#[test]
+fn rule4_the_not_found_page_is_named_in_the_answer() {
+    let s = snap();
+    let page = |host: &str, path: &str| not_found_page(&s, host, path);
+    // Without Assets: the bucket decides, so always (the Fallback before it).
+    assert_eq!(page("open.example.com", "/x/y"), Some("open/404.html".into()));
+    assert_eq!(page("free.example.com", "/x"), Some("free/404.html".into()));
+    assert_eq!(page("xn--bcher-kva.example.org", "/"), Some("books/404.html".into()));
+    // …but not when the request is for that page itself.
+    assert_eq!(page("open.example.com", "/404.html"), None);
+    assert_eq!(page("open.example.com", "/%34%30%34.html"), None);
+    assert_eq!(page("open.example.com", "/a/404.html"), Some("open/404.html".into()));
+    // With Assets: only a listed 404.html, for a 200 answer.
+    assert_eq!(page("site.example.com", "/app.js"), Some("sites/one/404.html".into()));
+    assert_eq!(page("site.example.com", "/nothing"), None, "the 404.html answer itself");
+    assert_eq!(page("spa.example.com", "/route"), Some("spa/404.html".into()), "the Fallback's answer");
+    assert_eq!(page("bare.example.com", "/"), None, "no 404.html listed");
+    let json = edgeroute_tests::resolve_json(&s, "site.example.com", "/app.js");
+    assert!(json.ends_with(r#","status":200,"not_found_page":"sites/one/404.html"}"#), "{json}");
 }
