@@ -366,3 +366,110 @@ fn apply_compact_rollback_and_prune_with_layers_in_s3_on_moto() {
     assert!(rt.block_on(s3.head_object().bucket("edge-layers").key(&key).send()).is_err());
     assert_eq!(answer(&rt, &store, "env-9.example.com"), "{\"kind\":\"not_found\"}");
 }
+
+/// Applies one line through the library, as `edgeroute apply` does.
+fn apply_line(rt: &tokio::runtime::Runtime, store: &Store, line: &str) -> Pointer {
+    let items = edgeroute_compiler::source::parse_json(line.as_bytes()).unwrap();
+    let changes = edgeroute_compiler::read_changes(items, Options::default()).unwrap();
+    match rt.block_on(state::apply(store, &changes.changes, "t", 0, &Manual::named("apply"))).unwrap() {
+        Applied::Current { pointer, .. } => pointer,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Every file under `dir` with its length and modification time.
+fn files_under(dir: &Path, out: &mut std::collections::HashMap<PathBuf, (u64, std::time::SystemTime)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            files_under(&entry.path(), out);
+        } else {
+            out.insert(entry.path(), (meta.len(), meta.modified().unwrap()));
+        }
+    }
+}
+
+/// The bytes written under `dir` between two listings: every file that is
+/// new or was rewritten, whole.
+fn written_between(
+    before: &std::collections::HashMap<PathBuf, (u64, std::time::SystemTime)>,
+    after: &std::collections::HashMap<PathBuf, (u64, std::time::SystemTime)>,
+) -> u64 {
+    after.iter().filter(|(path, meta)| before.get(*path) != Some(meta)).map(|(_, (len, _))| len).sum()
+}
+
+/// The contract's budget: a one-route apply writes at most 64 KB to the
+/// store, pointer and history included, even on the 127th layer, where
+/// the pointer (which lists every layer) is largest.
+#[test]
+fn a_one_route_apply_writes_at_most_64_kb_even_on_the_last_layer() {
+    let dir = scratch("budget");
+    let store_dir = dir.join("store");
+    let to = format!("dir:{}", store_dir.display());
+    let rt = runtime();
+    let store = Store::open(&StoreLocation::Dir(store_dir.clone()), None).unwrap();
+    rt.block_on(publish::publish(&store, &compile_text(&table(5000), Options::default()).unwrap().bytes, "t", 0))
+        .unwrap();
+    for i in 0..edgeroute_edge::format::MAX_LAYERS - 1 {
+        apply_line(&rt, &store, &format!("{{\"Domain\":\"n-{i}.example.com\",\"Target\":\"s3://sites/n\"}}"));
+    }
+    let mut before = std::collections::HashMap::new();
+    files_under(&store_dir, &mut before);
+    std::thread::sleep(std::time::Duration::from_millis(20)); // a rewrite shows in the modification time
+    let line = "{\"Domain\":\"last.example.com\",\"Target\":\"s3://sites/last\"}\n";
+    let out = assert_ok(&edgeroute(&["apply", "--store", &to, "-"], &[], Some(line)));
+    assert!(out.contains("and 128 layer(s)"), "{out}");
+    let mut after = std::collections::HashMap::new();
+    files_under(&store_dir, &mut after);
+    let written = written_between(&before, &after);
+    assert!(written <= 64 * 1024, "the 128th one-route apply wrote {written} bytes");
+    // Three files: the layer, the pointer, the history entry (and the lease's two writes).
+    let changed: Vec<_> = after.keys().filter(|p| before.get(*p) != after.get(*p)).collect();
+    assert!(changed.len() <= 4, "{changed:?}");
+    // One more is refused, and asks for a compaction.
+    let o = edgeroute(
+        &["apply", "--store", &to, "-"],
+        &[],
+        Some("{\"Domain\":\"x.example.com\",\"Target\":\"s3://sites/x\"}\n"),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("edgeroute compact"), "{}", text(&o.stderr));
+}
+
+/// The drop guard after applies: replacing names must not make a publish
+/// of the same table look like a drop (the state's count is not known
+/// after `apply`; the guard compares with the fewest routes it can hold).
+#[test]
+fn applies_that_replace_names_do_not_trip_the_drop_guard() {
+    let dir = scratch("guard");
+    let rt = runtime();
+    let store = Store::open(&StoreLocation::Dir(dir.join("store")), None).unwrap();
+    rt.block_on(publish::publish(&store, &compile_text(&table(100), Options::default()).unwrap().bytes, "t", 0))
+        .unwrap();
+    // 110 replacements: counted as additions, the state would seem to hold 210 routes.
+    for i in 0..110 {
+        apply_line(
+            &rt,
+            &store,
+            &format!("{{\"Domain\":\"env-{}.example.com\",\"Target\":\"s3://sites/moved\"}}", i % 100),
+        );
+    }
+    let guard = publish::DropGuard::default();
+    let manual = Manual::named("publish");
+    let same =
+        compile_text(&table(100).replace("s3://sites/env-7\"", "s3://sites/seven\""), Options::default()).unwrap();
+    let outcome = rt.block_on(publish::publish_guarded(&store, &same.bytes, "t", 0, guard, &manual)).unwrap();
+    assert!(
+        matches!(outcome, publish::Published::Current(_)),
+        "the same table of 100 routes after 110 replacing applies: {}",
+        match &outcome {
+            publish::Published::DropRefused { .. } => "refused by the drop guard",
+            _ => "not published",
+        }
+    );
+    // A real drop is still refused.
+    let fewer = compile_text(&table(40), Options::default()).unwrap();
+    let outcome = rt.block_on(publish::publish_guarded(&store, &fewer.bytes, "t", 0, guard, &manual)).unwrap();
+    assert!(matches!(outcome, publish::Published::DropRefused { .. }), "{outcome:?}");
+}
