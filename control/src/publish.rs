@@ -359,7 +359,7 @@ async fn point_to(
         Ok(match current {
             Some(p) if p.pinned => Err(Published::HeldBack { pinned: p.clone() }),
             Some(p) if p.id == id => Err(Published::AlreadyCurrent(p.clone())),
-            _ if !guard.allows(routes, current.map(Pointer::routes_estimate)) => {
+            _ if !guard.allows(routes, current.map(Pointer::routes_lower_bound)) => {
                 Err(Published::DropRefused { current: current.cloned(), routes, guard })
             }
             _ => Ok(Pointer {

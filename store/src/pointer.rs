@@ -142,6 +142,15 @@ impl Pointer {
         })
     }
 
+    /// The fewest routes the state can hold: its count if known, else the
+    /// base's minus every delete of its layers (each may have removed a
+    /// route; an upsert may only have replaced one). What the drop guard
+    /// compares with, so that replacing names never makes a later publish
+    /// of the same table look like a drop.
+    pub fn routes_lower_bound(&self) -> u64 {
+        self.routes.unwrap_or_else(|| self.base.routes.saturating_sub(self.layers.iter().map(|l| l.deletes).sum()))
+    }
+
     /// A state without layers: its base, named by the base's id.
     pub fn of_base(base: BaseRef) -> Pointer {
         Pointer {

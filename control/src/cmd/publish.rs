@@ -83,7 +83,7 @@ pub fn run(args: &PublishArgs) -> Result<()> {
         Published::DropRefused { current, routes, guard } => bail!(
             "not published: the snapshot has {routes} routes where {store_name} serves {}, more than {} % fewer \
              (a wrong table, region or filter?); --allow-drop publishes it anyway",
-            current.map_or(0, |p| p.routes_estimate()),
+            current.map_or(0, |p| p.routes_lower_bound()),
             guard.max_drop_percent
         ),
         Published::Current(_) | Published::AlreadyCurrent(_) => {}

@@ -945,7 +945,7 @@ impl Publisher<'_> {
                  the last good snapshot stays (`--max-drop 100` lets mass deletions through)",
                 compiled.id,
                 guard.max_drop_percent,
-                current.map_or(0, |p| p.routes_estimate())
+                current.map_or(0, |p| p.routes_lower_bound())
             ),
         }
         Ok(())
