@@ -11,7 +11,9 @@
 # wrk and the upstream to core 1 (taskset). wrk sends a shuffled, uniform mix of the N Host names.
 # It reports requests/s, p99 latency and resident memory of both routers from one run, then runs
 # edgeroute again while its snapshot is republished (every 100 ms at 10k routes, every 1 s at
-# larger sizes), and times how long an nginx reload takes to serve a newly added name.
+# larger sizes), and times how long an nginx reload takes to serve a newly added name. Last, a
+# host following a store with and without `edgeroute apply` of one route every 100 ms (10
+# changes/s, a layer each), in 5 alternating runs (EDGEROUTE_BENCH_APPLY_RUNS), medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in nginx wrk taskset python3; do
@@ -182,6 +184,41 @@ PY
   sw_rss=$(rss_kb "$er")
   kill "$er"; wait "$er" 2>/dev/null || true
 
+  # A host following a store, steady or while one route is applied every 100 ms: each run on a
+  # fresh store holding a.snap, the runs alternating.
+  runs=${EDGEROUTE_BENCH_APPLY_RUNS:-5}
+  steady=(); applying=(); layers_seen=()
+  for run in $(seq 1 "$runs"); do
+    for mode in steady applying; do
+      rm -rf "$work/lstore" "$work/lcache"
+      "$bin/edgeroute" publish --snapshot "$work/a.snap" --store "dir:$work/lstore" >/dev/null
+      taskset -c 0 "$bin/edgeroute-host" serve --store "dir:$work/lstore" --listen 127.0.0.1:$ER \
+        --admin-listen 127.0.0.1:$ER_ADMIN --static-root "$work" --cache-dir "$work/lcache" 2>"$work/er-apply.log" & er=$!; pids+=("$er")
+      wait_port $ER
+      until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $(head -1 "$work/hosts.txt")" "http://127.0.0.1:$ER/")" = 200 ]; do sleep 0.05; done
+      if [ "$mode" = applying ]; then
+        taskset -c 1 bash -c '
+          i=0
+          while :; do
+            echo "{\"Domain\": \"applied-$i.example.com\", \"Target\": \"http://127.0.0.1:'"$UP"'\"}" \
+              | "'"$bin"'/edgeroute" apply --store "dir:'"$work"'/lstore" - >/dev/null 2>&1
+            i=$((i + 1)); sleep 0.1
+          done' & applier=$!; pids+=("$applier")
+      fi
+      read -r rps _p99 _bad < <(load $ER)
+      if [ "$mode" = applying ]; then
+        kill "$applier"; wait "$applier" 2>/dev/null || true
+        layers_seen+=("$(curl -s "http://127.0.0.1:$ER_ADMIN/metrics" | awk '/^edgeroute_state_layers/ {print $2}')")
+        applying+=("$rps")
+      else
+        steady+=("$rps")
+      fi
+      kill "$er"; wait "$er" 2>/dev/null || true
+    done
+  done
+  med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
+  st_med=$(med "${steady[@]}"); ap_med=$(med "${applying[@]}")
+
   ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
   report+=("$(cat <<EOF
 
@@ -192,6 +229,10 @@ $routes hostnames ($duration s per run, $connections connections, router on core
   edgeroute, swapping  $(printf '%10s %9s %8s %9s' "$sw_rps" "$sw_p99" "$((sw_rss / 1024))" "$sw_bad")   ($swaps swaps, one every ${interval} s)
   edgeroute / nginx    throughput $(ratio "$er_rps" "$ngx_rps")x, p99 $(ratio "$er_p99" "$ngx_p99")x, memory $(ratio "$er_rss" "$ngx_rss")x
   a new name served after: nginx reload ${ngx_reload} s; edgeroute: the next snapshot swap (see benches/e2e/src/bin/propagation.rs)
+  following a store, $runs alternating runs each, medians (req/s):
+    steady               ${st_med}   (runs: ${steady[*]})
+    applying 10/s        ${ap_med}   (runs: ${applying[*]}; layers at the end: ${layers_seen[*]})
+    applying / steady    $(ratio "$ap_med" "$st_med")x
 EOF
 )")
   echo "${report[-1]}"

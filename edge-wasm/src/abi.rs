@@ -298,7 +298,10 @@ pub extern "C" fn edgeroute_attach(ptr: u32, len: u32) -> u32 {
         // statics, and the compiler orders a struct's fields, as it likes).
         let statics_end = core::ptr::addr_of!(GLOBAL) as usize + core::mem::size_of::<Global>();
         let fits = ptr >= statics_end && ptr.checked_add(len).is_some_and(|end| end <= memory_len());
-        if !fits {
+        // Nor in the layer arena, whose memory the module hands out again.
+        let arena = s.arena.start..s.arena.start + s.arena.capacity;
+        let in_arena = !arena.is_empty() && ptr < arena.end && ptr + len > arena.start;
+        if !fits || in_arena {
             return commit::BAD_REGION;
         }
         s.region = Some((ptr, len));
@@ -411,19 +414,26 @@ fn reserve_layer(s: &mut State, len: usize) -> Option<usize> {
     }
     let size = need.max(capacity.saturating_mul(2));
     let fresh = grow(size)?;
-    // SAFETY: `start..start + used` holds the committed layers (arena
-    // memory), and `fresh..fresh + size` was just grown: both lie inside
-    // the memory and do not overlap. No `&mut` to either exists; the
-    // layers' shared views of the old copy are replaced below, and the old
-    // memory is never handed out again.
-    unsafe { core::ptr::copy_nonoverlapping(start as *const u8, fresh as *mut u8, used) };
+    if used > 0 {
+        // SAFETY: `start..start + used` holds the committed layers (arena
+        // memory), and `fresh..fresh + size` was just grown: both lie inside
+        // the memory and do not overlap. No `&mut` to either exists; the
+        // layers' shared views of the old copy are replaced below, and the
+        // old memory is never handed out again as arena.
+        unsafe { core::ptr::copy_nonoverlapping(start as *const u8, fresh as *mut u8, used) };
+    }
     let mut from = fresh;
     for i in 0..n {
         let end = s.arena.ends[i] - start + fresh;
         // SAFETY: the copy just made of layer `i`, inside the new arena.
         let bytes: &'static [u8] = unsafe { region_bytes(from, end - from) };
-        // These bytes were validated in place before the copy.
-        s.layers[i] = Layer::from_bytes_trusted(bytes).ok();
+        // These bytes were validated in place before the copy, so this
+        // cannot fail; should it, a gap in the layers would hide the ones
+        // above it: trap instead.
+        match Layer::from_bytes_trusted(bytes) {
+            Ok(layer) => s.layers[i] = Some(layer),
+            Err(_) => panic!("a layer changed while it was copied"),
+        }
         s.arena.ends[i] = end;
         from = end;
     }

@@ -144,40 +144,56 @@ fn verify(bytes: &[u8], kind: ObjectKind, id: &str) -> Result<SnapshotId, FetchE
     Ok(found)
 }
 
-/// The cache's base snapshot, and its list of the state's layers.
-const CACHED_BASE: &str = "current.snap";
-const CACHED_STATE: &str = "current.state";
+/// The cache's files (`docs/publishing.md`, "Hosts"): bases under their
+/// ids, layers under theirs, and the list that names the state's base and
+/// layers, written last. `current.snap` is the cache of versions before
+/// layers (a base alone), still read when there is no list.
+const CACHED_LIST: &str = "current.state";
+const CACHED_BASES: &str = "bases";
 const CACHED_LAYERS: &str = "layers";
+const CACHED_LEGACY: &str = "current.snap";
 
 /// Keeps the state being served on disk for a start without the store:
-/// the base (when `base` is given: it changed) and the layers, then the
-/// list that names them, written last and atomically, so that a crash
-/// between the writes leaves a state that was served (the base alone at
-/// worst). Layers no longer listed are removed.
+/// its base (when `base` is given: it changed) and its layers, each under
+/// its id, then the list that names them, atomically. Since the list is
+/// written last and names objects by id, a crash between the writes
+/// leaves the previous list, which still names what it named: the cache
+/// is always a state that was served. Objects no longer listed go.
 fn keep(cache: &Path, base: Option<&[u8]>, live: &Live) {
     let written = (|| -> std::io::Result<()> {
-        std::fs::create_dir_all(cache.join(CACHED_LAYERS))?;
-        if let Some(bytes) = base {
-            write_file_atomically(&cache.join(CACHED_BASE), bytes)?;
+        for folder in [CACHED_BASES, CACHED_LAYERS] {
+            std::fs::create_dir_all(cache.join(folder))?;
         }
+        let base_name = format!("{}.snap", live.base.id);
+        if let Some(bytes) = base {
+            let path = cache.join(CACHED_BASES).join(&base_name);
+            if !path.exists() {
+                write_file_atomically(&path, bytes)?;
+            }
+        }
+        let mut names = Vec::new();
         for layer in &live.layers {
-            let path = cache.join(CACHED_LAYERS).join(format!("{}.layer", layer.id));
+            let name = format!("{}.layer", layer.id);
+            let path = cache.join(CACHED_LAYERS).join(&name);
             if !path.exists() {
                 write_file_atomically(&path, &layer.bytes)?;
             }
+            names.push(name);
         }
         let mut list = format!("{}\n", live.base.id);
         for layer in &live.layers {
             list.push_str(&format!("{}\n", layer.id));
         }
-        write_file_atomically(&cache.join(CACHED_STATE), list.as_bytes())?;
-        let listed: Vec<String> = live.layers.iter().map(|l| format!("{}.layer", l.id)).collect();
-        for entry in std::fs::read_dir(cache.join(CACHED_LAYERS))? {
-            let name = entry?.file_name().to_string_lossy().into_owned();
-            if !listed.contains(&name) {
-                let _ = std::fs::remove_file(cache.join(CACHED_LAYERS).join(name));
+        write_file_atomically(&cache.join(CACHED_LIST), list.as_bytes())?;
+        for (folder, keep) in [(CACHED_BASES, vec![base_name]), (CACHED_LAYERS, names)] {
+            for entry in std::fs::read_dir(cache.join(folder))? {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if !keep.contains(&name) {
+                    let _ = std::fs::remove_file(cache.join(folder).join(name));
+                }
             }
         }
+        let _ = std::fs::remove_file(cache.join(CACHED_LEGACY));
         Ok(())
     })();
     if let Err(e) = written {
@@ -185,26 +201,41 @@ fn keep(cache: &Path, base: Option<&[u8]>, live: &Live) {
     }
 }
 
-/// The cached state: the base's bytes and the layers the list names, if
-/// the list is about that base (else the base alone).
+/// The cached state: the base and the layers the list names, each checked
+/// against its id; without a list, the cache of earlier versions (a base
+/// alone). A list whose objects are missing or damaged is an error: never
+/// a base without its layers.
 fn cached(cache: &Path) -> std::io::Result<(Vec<u8>, SnapshotId, Vec<Arc<HostLayer>>)> {
-    let base = std::fs::read(cache.join(CACHED_BASE))?;
-    let id = SnapshotId::of(&base);
-    let mut layers = Vec::new();
-    if let Ok(list) = std::fs::read_to_string(cache.join(CACHED_STATE)) {
-        let mut ids = list.lines();
-        if ids.next().and_then(|b| b.parse::<SnapshotId>().ok()) == Some(id) {
-            for layer in ids {
-                let layer_id: SnapshotId = layer.parse().map_err(|_| std::io::Error::other("a bad id in the list"))?;
-                let bytes = std::fs::read(cache.join(CACHED_LAYERS).join(format!("{layer_id}.layer")))?;
-                if SnapshotId::of(&bytes) != layer_id {
-                    return Err(std::io::Error::other(format!("cached layer {layer_id} is damaged")));
-                }
-                layers.push(Arc::new(HostLayer { id: layer_id, bytes }));
-            }
+    let list = match std::fs::read_to_string(cache.join(CACHED_LIST)) {
+        Ok(list) => list,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let base = std::fs::read(cache.join(CACHED_LEGACY))?;
+            let id = SnapshotId::of(&base);
+            return Ok((base, id, Vec::new()));
         }
+        Err(e) => return Err(e),
+    };
+    let bad = |why: String| std::io::Error::other(format!("{}: {why}", cache.join(CACHED_LIST).display()));
+    let mut ids = list.lines().map(|l| l.parse::<SnapshotId>().map_err(|_| bad(format!("{l:?} is not an id"))));
+    let base_id = ids.next().ok_or_else(|| bad("empty".into()))??;
+    let read = |folder: &str, name: String, id: SnapshotId| -> std::io::Result<Vec<u8>> {
+        // The list names it: missing is a damaged cache, not an empty one.
+        let bytes = std::fs::read(cache.join(folder).join(&name)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => bad(format!("the cached object {folder}/{name} it names is missing")),
+            _ => e,
+        })?;
+        if SnapshotId::of(&bytes) != id {
+            return Err(bad(format!("the cached object {id} is damaged")));
+        }
+        Ok(bytes)
+    };
+    let base = read(CACHED_BASES, format!("{base_id}.snap"), base_id)?;
+    let mut layers = Vec::new();
+    for id in ids {
+        let id = id?;
+        layers.push(Arc::new(HostLayer { id, bytes: read(CACHED_LAYERS, format!("{id}.layer"), id)? }));
     }
-    Ok((base, id, layers))
+    Ok((base, base_id, layers))
 }
 
 /// What the host serves, for a log line.
@@ -251,7 +282,7 @@ impl Follower {
 
     /// Serves the cached snapshot, if there is a good one, because of `reason`.
     async fn fall_back(&self, state: &'static HostState, reason: &str) {
-        let cached_at = self.cache.join(CACHED_BASE);
+        let cached_at = self.cache.clone();
         if state.router.live().is_some() {
             return; // The store's snapshot came first after all.
         }

@@ -128,7 +128,7 @@ impl Router {
         id: SnapshotId,
         layers: Vec<Arc<HostLayer>>,
     ) -> Result<Option<Arc<Live>>, EngineError> {
-        check_layers(&id, &layers)?;
+        check_layers(&id, &layers, None)?;
         let base = Arc::new(Self::load(&self.engine, snapshot, id)?);
         let live = self.numbered(base, layers);
         let before = self.live.compare_and_swap(&None::<Arc<Live>>, Some(live.clone()));
@@ -171,7 +171,7 @@ impl Router {
         if live.base.id != base_id {
             return Ok(None);
         }
-        check_layers(&base_id, &layers)?;
+        check_layers(&base_id, &layers, Some(&live))?;
         let next = self.numbered(live.base.clone(), layers);
         self.live.store(Some(next.clone()));
         Ok(Some(next))
@@ -186,7 +186,7 @@ impl Router {
         id: SnapshotId,
         layers: Vec<Arc<HostLayer>>,
     ) -> Result<Arc<Live>, EngineError> {
-        check_layers(&id, &layers)?;
+        check_layers(&id, &layers, None)?;
         let base = Arc::new(Self::load(&self.engine, snapshot, id)?);
         let next = self.numbered(base, layers);
         self.live.store(Some(next.clone()));
@@ -226,13 +226,19 @@ thread_local! {
 }
 
 /// Checks that `layers` validate and stack in order on base `base`.
-fn check_layers(base: &SnapshotId, layers: &[Arc<HostLayer>]) -> Result<(), EngineError> {
+///
+/// Layers the `validated` state holds already (the same allocation) were
+/// validated whole when they came; only their place is checked again
+/// (O(1) each), so a swap costs the validation of its new layers alone.
+fn check_layers(base: &SnapshotId, layers: &[Arc<HostLayer>], validated: Option<&Live>) -> Result<(), EngineError> {
     let mut top = *base;
     for (i, layer) in layers.iter().enumerate() {
         let refused =
             |e: edgeroute_edge::LayerError| EngineError::LayerRefused { id: layer.id.to_string(), why: leak(e) };
-        let parsed = Layer::from_bytes(&layer.bytes[..]).map_err(refused)?;
-        parsed.check_on(base, &top, i).map_err(refused)?;
+        let known = validated.is_some_and(|live| live.layers.iter().any(|held| Arc::ptr_eq(held, layer)));
+        let parsed =
+            if known { Layer::from_bytes_trusted(&layer.bytes[..]) } else { Layer::from_bytes(&layer.bytes[..]) };
+        parsed.map_err(refused)?.check_on(base, &top, i).map_err(refused)?;
         top = layer.id;
     }
     Ok(())
@@ -292,7 +298,14 @@ impl Worker<'_> {
                     None => live.base.module.instance()?,
                 },
             };
-            instance.sync_layers(&live.layers)?;
+            if let Err(e) = instance.sync_layers(&live.layers) {
+                // The layers were validated natively, so this is the
+                // instance's trouble (a trap, memory that cannot grow):
+                // once more in a fresh one, then the error.
+                tracing::warn!("a worker could not take state {}'s layers ({e}); trying a fresh instance", live.id);
+                instance = live.base.module.instance()?;
+                instance.sync_layers(&live.layers)?;
+            }
             self.current = Some((Arc::clone(live), instance));
         }
         let Some((_, instance)) = self.current.as_mut() else { return Err(EngineError::BadAnswer) };

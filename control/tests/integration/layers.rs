@@ -184,7 +184,7 @@ fn apply_compact_rollback_history_and_pins_with_layers_in_a_directory() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(pointer_of(&store_dir).id, first_state);
     assert_ok(&edgeroute(&["unpin", "--store", &to], &[], None));
-    // The default rollback goes back to the state before, the base.
+    // Unpinned, apply goes on.
     assert_ok(&edgeroute(
         &["apply", "--store", &to, "-"],
         &[],
@@ -350,6 +350,19 @@ fn apply_compact_rollback_and_prune_with_layers_in_s3_on_moto() {
     ));
     assert_ok(&edgeroute(&["rollback", "--store", to], &env, None));
     assert_eq!(answer(&rt, &store, "env-9.example.com"), "{\"kind\":\"not_found\"}");
+    // Pinned: apply holds back.
+    let o = edgeroute(
+        &["apply", "--store", to, "-"],
+        &env,
+        Some("{\"Domain\":\"x.example.com\",\"Target\":\"s3://sites/x\"}\n"),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("is pinned to"), "{}", text(&o.stderr));
+    let history = assert_ok(&edgeroute(&["history", "--store", to], &env, None));
+    assert!(
+        history.lines().last().unwrap().contains("+ 1 layer(s)") && history.contains("[current, pinned]"),
+        "{history}"
+    );
     assert_ok(&edgeroute(&["unpin", "--store", to], &env, None));
     let out = assert_ok(&edgeroute(&["compact", "--store", to, "--json"], &env, None));
     let compacted: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -365,6 +378,35 @@ fn apply_compact_rollback_and_prune_with_layers_in_s3_on_moto() {
     assert!(deleted.contains(&base.id.to_string()), "{deleted:?}");
     assert!(rt.block_on(s3.head_object().bucket("edge-layers").key(&key).send()).is_err());
     assert_eq!(answer(&rt, &store, "env-9.example.com"), "{\"kind\":\"not_found\"}");
+
+    // A store of the pointer form before layers, in S3: refused by writers, migrated by ETag.
+    let old = "s3://edge-layers/old";
+    let v1 = format!(
+        "{{\"id\":\"{}\",\"format_version\":2,\"routes\":50,\"size\":{},\"created_at\":\"t\",\"previous\":null,\"source\":\"t\"}}",
+        base.id,
+        base.bytes.len()
+    );
+    let put = |key: String, body: Vec<u8>| {
+        rt.block_on(s3.put_object().bucket("edge-layers").key(key).body(body.into()).send()).unwrap();
+    };
+    put(format!("old/snapshots/{}.snap", base.id), base.bytes.clone());
+    put("old/current.json".into(), v1.into_bytes());
+    let o = edgeroute(
+        &["apply", "--store", old, "-"],
+        &env,
+        Some("{\"Domain\":\"x.example.com\",\"Target\":\"s3://sites/x\"}\n"),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("edgeroute store migrate"), "{}", text(&o.stderr));
+    assert!(assert_ok(&edgeroute(&["store", "migrate", "--store", old], &env, None)).contains("migrated"));
+    assert_ok(&edgeroute(
+        &["apply", "--store", old, "-"],
+        &env,
+        Some("{\"Domain\":\"x.example.com\",\"Target\":\"s3://sites/x\"}\n"),
+    ));
+    let old_store =
+        Store::open(&StoreLocation::S3 { bucket: "edge-layers".into(), prefix: "old".into() }, Some(&config)).unwrap();
+    assert!(answer(&rt, &old_store, "x.example.com").contains("\"key\":\"x/index.html\""));
 }
 
 /// Applies one line through the library, as `edgeroute apply` does.

@@ -182,16 +182,40 @@ fn layers_that_do_not_belong_are_refused_while_the_state_keeps_serving() {
 
 /// The contract's differential test through the WebAssembly module: the
 /// random changes of `edgeroute-tests`' native test, and at every 100th
-/// step the state (base and layers, pushed into the module) answers every
-/// probe as the native resolver answers a fresh full compile.
+/// step the state (base and layers, pushed into one worker's instance as a
+/// host does: only the layers it does not hold) answers every probe as
+/// the native resolver answers a fresh full compile; then the state of
+/// half as many layers (the instance drops the others, as after a
+/// rollback), then the whole state again.
 #[test]
 fn the_module_answers_a_layered_state_as_a_full_compile_every_100th_step() {
     let engine = EdgeEngine::new().unwrap();
     let mut random = RandomChanges::new(0x1a7e_45ed);
     let probes = random.probes();
     let mut base = compile_text(&random.table(), Options::default()).unwrap();
+    // One router and one worker per base, for as long as the base lasts.
+    let new_router =
+        |bytes: &[u8]| -> &'static Router { Box::leak(Box::new(Router::new(engine.clone(), bytes).unwrap())) };
+    let mut router = new_router(&base.bytes);
+    let mut worker = router.worker();
     let mut layers: Vec<Arc<HostLayer>> = Vec::new();
+    // The table after each layer on this base.
+    let mut tables: Vec<String> = Vec::new();
     let mut checked = 0;
+    let check = |router: &Router,
+                 worker: &mut edgeroute_host::Worker<'_>,
+                 layers: &[Arc<HostLayer>],
+                 table: &str,
+                 step: usize| {
+        router.swap_layers(router.live().unwrap().base.id, layers.to_vec()).unwrap().expect("the same base");
+        let full = compile_text(table, Options::default()).unwrap();
+        let native = Snapshot::from_bytes(&full.bytes[..]).unwrap();
+        for (host, path) in &probes {
+            let wasm = worker.resolve(host.as_bytes(), path.as_bytes()).unwrap().json().to_string();
+            let want = native.resolve(host.as_bytes(), path.as_bytes()).json().to_string();
+            assert_eq!(wasm, want, "step {step}, {} layers: {host} {path}", layers.len());
+        }
+    };
     for step in 1..=1000 {
         let text = random.step();
         let changes = read_changes(source::parse_json(text.as_bytes()).unwrap(), Options::default()).unwrap();
@@ -199,26 +223,24 @@ fn the_module_answers_a_layered_state_as_a_full_compile_every_100th_step() {
         let lineage = Lineage { base: base.id, parent, depth: layers.len() as u32 + 1 };
         let bytes = write_layer(lineage, &changes.changes).unwrap();
         layers.push(Arc::new(HostLayer { id: SnapshotId::of(&bytes), bytes }));
+        tables.push(random.table());
         if step % 100 == 0 {
-            let full = compile_text(&random.table(), Options::default()).unwrap();
-            let native = Snapshot::from_bytes(&full.bytes[..]).unwrap();
-            let router = Router::new(engine.clone(), &base.bytes).unwrap();
-            router.swap_layers(base.id, layers.clone()).unwrap().expect("the same base");
-            let mut worker = router.worker();
-            for (host, path) in &probes {
-                let wasm = worker.resolve(host.as_bytes(), path.as_bytes()).unwrap().json().to_string();
-                let want = native.resolve(host.as_bytes(), path.as_bytes()).json().to_string();
-                assert_eq!(wasm, want, "step {step}: {host} {path}");
-            }
+            check(router, &mut worker, &layers, &random.table(), step);
+            let half = layers.len() / 2;
+            check(router, &mut worker, &layers[..half], &tables[half - 1], step);
+            check(router, &mut worker, &layers, &random.table(), step);
             checked += 1;
         }
-        // Compactions in between, so that the states checked have layers.
-        if step % 100 == 50 {
+        // A compaction right after each check: a new base (at most 128 layers on one).
+        if step % 100 == 5 {
             let snap = Snapshot::from_bytes(&base.bytes[..]).unwrap();
             let parsed: Vec<_> =
                 layers.iter().map(|l| edgeroute_edge::Layer::from_bytes(&l.bytes[..]).unwrap()).collect();
             base = edgeroute_compiler::compact(&snap, &parsed).unwrap();
+            router = new_router(&base.bytes);
+            worker = router.worker();
             layers.clear();
+            tables.clear();
         }
     }
     assert_eq!(checked, 10);
@@ -261,4 +283,126 @@ fn layer_swaps_reuse_the_module_s_memory() {
         sizes.push(worker.memory_bytes().unwrap());
     }
     assert_eq!(sizes[10], sizes[199], "the memory grew with the swaps: {:?}", &sizes[..12]);
+}
+
+/// The module's own checks, without a host in front (a host validates
+/// natively first, so these would never show): layers that do not stack
+/// are refused by code, the arena moves when other memory grew after it
+/// and its layers still answer, and no attached region may overlap it.
+#[test]
+fn the_module_refuses_layers_that_do_not_stack_and_moves_its_arena() {
+    use edgeroute_edge_wasm::{commit, field, kind, mode};
+    use wasmtime::{Instance, Module};
+
+    let engine = wasmtime::Engine::default();
+    let module = Module::new(&engine, edgeroute_host::MODULE).unwrap();
+    let mut store = wasmtime::Store::new(&engine, ());
+    let instance = Instance::new(&mut store, &module, &[]).unwrap();
+    let memory = instance.get_memory(&mut store, "memory").unwrap();
+    let f1 = |store: &mut wasmtime::Store<()>, name: &str, arg: u32| -> u32 {
+        instance.get_typed_func::<u32, u32>(&mut *store, name).unwrap().call(&mut *store, arg).unwrap()
+    };
+    let f0 = |store: &mut wasmtime::Store<()>, name: &str| -> u32 {
+        instance.get_typed_func::<(), u32>(&mut *store, name).unwrap().call(&mut *store, ()).unwrap()
+    };
+    let input = f0(&mut store, "edgeroute_input") as usize;
+    let output = f0(&mut store, "edgeroute_output") as usize;
+    let put = |store: &mut wasmtime::Store<()>, at: usize, bytes: &[u8]| {
+        memory.data_mut(&mut *store)[at..at + bytes.len()].copy_from_slice(bytes);
+    };
+    // Reserves, writes and pushes a layer; its status.
+    let push = |store: &mut wasmtime::Store<()>, bytes: &[u8]| -> u32 {
+        let ptr = f1(store, "edgeroute_layer_reserve", bytes.len() as u32) as usize;
+        assert_ne!(ptr, 0);
+        put(store, ptr, bytes);
+        put(store, input, SnapshotId::of(bytes).as_bytes());
+        f1(store, "edgeroute_layer_push", mode::FULL)
+    };
+    // The kind of the answer for `host`.
+    let resolve = |store: &mut wasmtime::Store<()>, host: &str| -> u8 {
+        let mut record = Vec::new();
+        for (tag, value) in [(field::HOST, host.as_bytes()), (field::TARGET, b"/".as_slice())] {
+            record.push(tag);
+            record.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            record.extend_from_slice(value);
+        }
+        // An unknown field, as a later host would send: skipped.
+        record.extend_from_slice(&[200, 3, 0, 0, 0, b'x', b'y', b'z']);
+        put(store, input, &record);
+        f1(store, "edgeroute_resolve", record.len() as u32);
+        memory.data(&*store)[output]
+    };
+    let balancer = |name: &str| format!("{{\"Domain\":\"{name}\",\"Target\":\"https://o-{name}\"}}");
+    let base = compile_text(&balancer("base.example.com"), Options::default()).unwrap();
+    let first = layer_bytes(Lineage { base: base.id, parent: base.id, depth: 1 }, &balancer("one.example.com"));
+    let first_id = SnapshotId::of(&first);
+
+    // No base yet.
+    assert_eq!(push(&mut store, &first), commit::NO_BASE);
+    let ptr = f1(&mut store, "edgeroute_reserve", base.bytes.len() as u32) as usize;
+    put(&mut store, ptr, &base.bytes);
+    put(&mut store, input, base.id.as_bytes());
+    assert_eq!(f1(&mut store, "edgeroute_commit", mode::FULL), commit::OK);
+    assert_eq!(push(&mut store, &first), commit::OK);
+    assert_eq!(resolve(&mut store, "one.example.com"), kind::BALANCER);
+    // Foreign, out of order, a bad count to keep.
+    let other = SnapshotId::of(b"another base");
+    let foreign = layer_bytes(Lineage { base: other, parent: other, depth: 1 }, &balancer("f.example.com"));
+    assert_eq!(push(&mut store, &foreign), commit::FOREIGN_BASE);
+    let third = layer_bytes(Lineage { base: base.id, parent: first_id, depth: 3 }, &balancer("t.example.com"));
+    assert_eq!(push(&mut store, &third), commit::OUT_OF_ORDER);
+    assert_eq!(push(&mut store, &first), commit::OUT_OF_ORDER, "the same layer twice");
+    assert_eq!(f1(&mut store, "edgeroute_layers_truncate", 5), commit::BAD_COUNT);
+    assert_eq!(f0(&mut store, "edgeroute_layer_count"), 1);
+    // Other memory grows after the arena (a base reserved, not committed):
+    // the next layer that does not fit moves the arena, and every layer answers.
+    assert_ne!(f1(&mut store, "edgeroute_reserve", 70_000), 0);
+    let big: String = (0..3000).map(|i| format!("{}\n", balancer(&format!("big-{i}.example.com")))).collect();
+    let second = layer_bytes(Lineage { base: base.id, parent: first_id, depth: 2 }, &big);
+    assert!(second.len() > 65_536, "{}", second.len());
+    assert_eq!(push(&mut store, &second), commit::OK);
+    for host in ["base.example.com", "one.example.com", "big-2999.example.com"] {
+        assert_eq!(resolve(&mut store, host), kind::BALANCER, "{host}");
+    }
+    assert_eq!(resolve(&mut store, "none.example.com"), kind::NOT_FOUND);
+    // No attached region may overlap the arena, whose memory is reused.
+    let size = memory.data_size(&store) as u32;
+    let attach = instance.get_typed_func::<(u32, u32), u32>(&mut store, "edgeroute_attach").unwrap();
+    assert_eq!(attach.call(&mut store, (size - 65_536, 100)).unwrap(), commit::BAD_REGION);
+    // At most 128 layers.
+    assert_eq!(f1(&mut store, "edgeroute_layers_truncate", 0), commit::OK);
+    let mut parent = base.id;
+    for depth in 1..=128u32 {
+        let layer = layer_bytes(Lineage { base: base.id, parent, depth }, &balancer(&format!("d{depth}.example.com")));
+        assert_eq!(push(&mut store, &layer), commit::OK, "layer {depth}");
+        parent = SnapshotId::of(&layer);
+    }
+    let extra = layer_bytes(Lineage { base: base.id, parent, depth: 129 }, &balancer("x.example.com"));
+    assert_eq!(push(&mut store, &extra), commit::TOO_MANY_LAYERS);
+    assert_eq!(resolve(&mut store, "d128.example.com"), kind::BALANCER);
+    assert_eq!(resolve(&mut store, "one.example.com"), kind::NOT_FOUND);
+}
+
+/// A cached state whose layer is gone (a disk error, a hand) is refused
+/// whole: the host answers 503 rather than serve the base without it.
+#[test]
+fn a_cached_state_missing_a_layer_is_refused_not_served_as_its_base() {
+    let dir = scratch("layer-cache");
+    let location = format!("dir:{}", dir.join("store").display());
+    let cache = dir.join("cache");
+    let store = Store::open(&StoreLocation::Dir(dir.join("store")), None).unwrap();
+    runtime().block_on(publish::publish(&store, &snapshot(1), "test", 0)).unwrap();
+    let host = Served::start(&location, &cache, &[]).unwrap();
+    let p1 = apply(&store, r#"{"Domain":"probe.example.com","Deleted":true}"#);
+    host.wait_for(&p1.id);
+    host.wait_until("the state cached", 30, |_| {
+        std::fs::read_to_string(cache.join("current.state")).is_ok_and(|s| s.lines().count() == 2)
+    });
+    drop(host);
+    std::fs::remove_file(cache.join(format!("layers/{}.layer", p1.layers[0].id))).unwrap();
+    let unreachable = aws_env(&format!("http://127.0.0.1:{}", free_port()));
+    let host = Served::start("s3://edge/p", &cache, &unreachable).unwrap();
+    host.wait_until("the cache refused", 30, |h| h.log().contains("cannot be read") && h.log().contains("is missing"));
+    let (status, _, body) = super::serve::raw_get(host.port, "probe.example.com", "/");
+    assert_eq!(status, 503, "{body}");
 }

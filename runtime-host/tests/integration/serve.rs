@@ -123,7 +123,9 @@ impl Served {
     fn wait_cached(&self, cache: &Path, bytes: &[u8]) {
         self.wait_for(&id(bytes));
         self.wait_until("the snapshot cached", 30, |_| {
-            std::fs::read(cache.join("current.snap")).ok().as_deref() == Some(bytes)
+            let list = std::fs::read_to_string(cache.join("current.state")).unwrap_or_default();
+            list.trim() == id(bytes)
+                && std::fs::read(cache.join(format!("bases/{}.snap", id(bytes)))).ok().as_deref() == Some(bytes)
         });
     }
 
