@@ -4,10 +4,13 @@
 use std::io::Read as _;
 
 use anyhow::{bail, Context as _, Result};
+use edgeroute_compiler::elb::{apply_origins, arns_without_origin};
 use edgeroute_compiler::{read_changes, source, CompileError, Options};
+use edgeroute_control::aws::RetryPolicy;
+use edgeroute_control::elb;
 use edgeroute_control::state::{self, Applied, Compacted};
 
-use super::Aws;
+use super::{compile, Aws};
 use crate::flags::{ApplyArgs, CompactArgs};
 
 /// Reads the changes (every bad line reported), then writes them as one
@@ -22,15 +25,32 @@ pub fn apply(args: &ApplyArgs) -> Result<()> {
         let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
         (args.file.display().to_string(), bytes)
     };
-    let items = source::parse_json(&bytes).with_context(|| format!("{name} is not valid JSON"))?;
-    let changes = match read_changes(items, Options { skip_invalid: args.skip_invalid }) {
-        Ok(changes) => changes,
-        Err(CompileError::Invalid(errors)) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            bail!("{} invalid line(s) in {name}; nothing applied (use --skip-invalid to leave them out)", errors.len());
+    let mut items = source::parse_json(&bytes).with_context(|| format!("{name} is not valid JSON"))?;
+    let options = Options { skip_invalid: args.skip_invalid };
+    let mut aws = Aws::new(args.aws.options());
+    // ELB ARN Targets without Origin are looked up as `compile` does them:
+    // every bad line is reported first, before anything asks AWS.
+    let arns = arns_without_origin(&items);
+    if !arns.is_empty() {
+        let pending = compile::set_pending_origins(&mut items, &arns);
+        if let Err(CompileError::Invalid(errors)) = read_changes(items.clone(), options) {
+            return Err(invalid_lines(&name, &errors));
         }
+        for &i in &pending {
+            if let Ok(raw) = &mut items[i].1 {
+                raw.origin = None;
+            }
+        }
+        let needing = compile::items_needing(&items, &pending);
+        let config = aws.config().with_context(|| compile::needs_elb(&needing, arns.len()))?;
+        let origins = aws
+            .block_on(elb::describe_load_balancers(&config, &arns, &RetryPolicy::default()))?
+            .with_context(|| compile::needs_elb(&needing, arns.len()))?;
+        apply_origins(&mut items, &origins);
+    }
+    let changes = match read_changes(items, options) {
+        Ok(changes) => changes,
+        Err(CompileError::Invalid(errors)) => return Err(invalid_lines(&name, &errors)),
         Err(e) => return Err(e.into()),
     };
     for e in &changes.skipped {
@@ -39,7 +59,6 @@ pub fn apply(args: &ApplyArgs) -> Result<()> {
     if changes.changes.is_empty() {
         bail!("{name} holds no change to apply");
     }
-    let mut aws = Aws::new(args.aws.options());
     let store_name = &args.store;
     let store = aws.existing_store(store_name)?;
     if args.dry_run {
@@ -123,6 +142,17 @@ pub fn apply(args: &ApplyArgs) -> Result<()> {
             )
         }
     }
+}
+
+/// Prints every bad line and says that nothing was applied.
+fn invalid_lines(name: &str, errors: &[edgeroute_compiler::ItemError]) -> anyhow::Error {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    anyhow::anyhow!(
+        "{} invalid line(s) in {name}; nothing applied (use --skip-invalid to leave them out)",
+        errors.len()
+    )
 }
 
 /// Merges the current state's layers into a new base and prints the state.

@@ -271,7 +271,7 @@ fn warn_ignored_attributes(items: &[SourceItem<'_>]) {
 /// Gives every item whose ARN Target (one of `arns`) has no Origin a
 /// placeholder one, so that checking the table finds every other fault;
 /// returns where those items are.
-fn set_pending_origins(items: &mut [SourceItem<'_>], arns: &BTreeSet<String>) -> Vec<usize> {
+pub(crate) fn set_pending_origins(items: &mut [SourceItem<'_>], arns: &BTreeSet<String>) -> Vec<usize> {
     let mut pending = Vec::new();
     for (i, (_, item)) in items.iter_mut().enumerate() {
         let Ok(raw) = item else { continue };
@@ -285,7 +285,7 @@ fn set_pending_origins(items: &mut [SourceItem<'_>], arns: &BTreeSet<String>) ->
 
 /// The items at `pending` (ARN Targets without Origin), named for a
 /// person: where each is and its Domain.
-fn items_needing(items: &[SourceItem<'_>], pending: &[usize]) -> Vec<String> {
+pub(crate) fn items_needing(items: &[SourceItem<'_>], pending: &[usize]) -> Vec<String> {
     pending
         .iter()
         .map(|&i| {
@@ -300,7 +300,7 @@ fn items_needing(items: &[SourceItem<'_>], pending: &[usize]) -> Vec<String> {
 
 /// Why the ELBv2 API was asked, for an error that says which items need it
 /// and what else would do.
-fn needs_elb(needing: &[String], arns: usize) -> String {
+pub(crate) fn needs_elb(needing: &[String], arns: usize) -> String {
     const SHOWN: usize = 5;
     let mut list = needing.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
     if needing.len() > SHOWN {

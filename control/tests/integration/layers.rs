@@ -379,6 +379,25 @@ fn apply_compact_rollback_and_prune_with_layers_in_s3_on_moto() {
     assert!(rt.block_on(s3.head_object().bucket("edge-layers").key(&key).send()).is_err());
     assert_eq!(answer(&rt, &store, "env-9.example.com"), "{\"kind\":\"not_found\"}");
 
+    // An ELB ARN Target without Origin is looked up as `compile` looks it up;
+    // one that names no load balancer is a bad line, and nothing is applied.
+    let (arn, dns) = moto.create_load_balancer("layered");
+    let line = format!("{{\"Domain\":\"lb.example.com\",\"Target\":\"{arn}\"}}\n");
+    assert_ok(&edgeroute(&["apply", "--store", to, "-"], &env, Some(&line)));
+    assert!(
+        answer(&rt, &store, "lb.example.com").contains(&format!("\"origin\":\"{dns}\"")),
+        "{}",
+        answer(&rt, &store, "lb.example.com")
+    );
+    let missing = arn.replace("layered", "nowhere");
+    let o = edgeroute(
+        &["apply", "--store", to, "-"],
+        &env,
+        Some(&format!("{{\"Domain\":\"lb2.example.com\",\"Target\":\"{missing}\"}}\n")),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("does not resolve to a load balancer"), "{}", text(&o.stderr));
+
     // A store of the pointer form before layers, in S3: refused by writers, migrated by ETag.
     let old = "s3://edge-layers/old";
     let v1 = format!(
