@@ -582,13 +582,19 @@ impl Follower {
             });
         }
         let mut last_error = String::new();
+        // The first look is at once: a change made before the watcher was
+        // set up (while `start` cached what it loaded, say) would wait for
+        // the next poll otherwise.
+        let mut first = true;
         loop {
             let pause =
                 self.retry_due().map_or(interval, |due| due.saturating_duration_since(Instant::now()).min(interval));
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = wake.notified() => {}
-                _ = hangup.notified() => self.retry_now(),
+            if !std::mem::take(&mut first) {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = wake.notified() => {}
+                    _ = hangup.notified() => self.retry_now(),
+                }
             }
             match self.poll(state).await {
                 Ok(_) | Err(FollowError::Fetch(_)) => last_error.clear(),
