@@ -185,29 +185,32 @@ PY
   kill "$er"; wait "$er" 2>/dev/null || true
 
   # A host following a store, steady or while one route is applied every 100 ms: each run on a
-  # fresh store holding a.snap, the runs alternating.
+  # fresh store holding a.snap, the runs alternating. In both modes the same applier runs on the
+  # load core, so that both load the same: steady, it applies to a store the host does not follow
+  # (the row measures what following the layers costs the router, not what the applier's
+  # processes take from wrk).
   runs=${EDGEROUTE_BENCH_APPLY_RUNS:-5}
   steady=(); applying=(); layers_seen=()
   for run in $(seq 1 "$runs"); do
     for mode in steady applying; do
-      rm -rf "$work/lstore" "$work/lcache"
+      rm -rf "$work/lstore" "$work/lcache" "$work/shadow"
       "$bin/edgeroute" publish --snapshot "$work/a.snap" --store "dir:$work/lstore" >/dev/null
+      "$bin/edgeroute" publish --snapshot "$work/a.snap" --store "dir:$work/shadow" >/dev/null
+      target=$([ "$mode" = applying ] && echo lstore || echo shadow)
       taskset -c 0 "$bin/edgeroute-host" serve --store "dir:$work/lstore" --listen 127.0.0.1:$ER \
         --admin-listen 127.0.0.1:$ER_ADMIN --static-root "$work" --cache-dir "$work/lcache" 2>"$work/er-apply.log" & er=$!; pids+=("$er")
       wait_port $ER
       until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $(head -1 "$work/hosts.txt")" "http://127.0.0.1:$ER/")" = 200 ]; do sleep 0.05; done
-      if [ "$mode" = applying ]; then
-        taskset -c 1 bash -c '
-          i=0
-          while :; do
-            echo "{\"Domain\": \"applied-$i.example.com\", \"Target\": \"http://127.0.0.1:'"$UP"'\"}" \
-              | "'"$bin"'/edgeroute" apply --store "dir:'"$work"'/lstore" - >/dev/null 2>&1
-            i=$((i + 1)); sleep 0.1
-          done' & applier=$!; pids+=("$applier")
-      fi
+      taskset -c 1 bash -c '
+        i=0
+        while :; do
+          echo "{\"Domain\": \"applied-$i.example.com\", \"Target\": \"http://127.0.0.1:'"$UP"'\"}" \
+            | "'"$bin"'/edgeroute" apply --store "dir:'"$work/$target"'" - >/dev/null 2>&1
+          i=$((i + 1)); sleep 0.1
+        done' & applier=$!; pids+=("$applier")
       read -r rps _p99 _bad < <(load $ER)
+      kill "$applier"; wait "$applier" 2>/dev/null || true
       if [ "$mode" = applying ]; then
-        kill "$applier"; wait "$applier" 2>/dev/null || true
         layers_seen+=("$(curl -s "http://127.0.0.1:$ER_ADMIN/metrics" | awk '/^edgeroute_state_layers/ {print $2}')")
         applying+=("$rps")
       else

@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::sync::mpsc;
 
 use edgeroute_edge::format::*;
-use edgeroute_edge::{crc32c, Scheme, SnapshotId};
+use edgeroute_edge::{crc32c, filter_insert, filter_len, key_hash, Scheme, SnapshotId};
 use rustc_hash::FxHashMap;
 
 use crate::entry::{Entry, Target};
@@ -239,8 +239,18 @@ pub fn write_layer_sorted<R: AsRecord>(lineage: Lineage, keys: &[&[u8]], records
     section.extend_from_slice(&lineage.depth.to_le_bytes());
     section.extend_from_slice(&tombstones.to_le_bytes());
     debug_assert_eq!(section.len(), LINEAGE_LEN);
-    let sections: [(SectionKind, &[u8]); 3] =
-        [(SectionKind::Lineage, &section), (SectionKind::Fst, &fst_bytes), (SectionKind::Routes, &routes)];
+    // The filter holds every key, tombstones included: a lookup that skips
+    // a layer must skip only layers that cannot decide any candidate.
+    let mut filter = vec![0u8; filter_len(keys.len())];
+    for key in keys {
+        filter_insert(&mut filter, key_hash(key));
+    }
+    let sections: [(SectionKind, &[u8]); 4] = [
+        (SectionKind::Lineage, &section),
+        (SectionKind::Filter, &filter),
+        (SectionKind::Fst, &fst_bytes),
+        (SectionKind::Routes, &routes),
+    ];
     assemble(LAYER_MAGIC, LAYER_FORMAT_VERSION, count, &sections)
 }
 

@@ -33,6 +33,11 @@ pub enum SnapshotError {
     /// (its strings, its site, its Assets order), refers to something that
     /// is not an earlier string or site, or bytes follow the last record.
     BadRoute { offset: u32 },
+    /// A layer's filter section is not a power of two of at least 8 bytes.
+    BadFilterLength { len: usize },
+    /// A layer's filter does not hold key `index` (from 0, in key order): a
+    /// lookup would never find that key.
+    FilterMissesKey { index: u64 },
 }
 
 impl SnapshotError {
@@ -60,6 +65,12 @@ impl SnapshotError {
             SnapshotError::BadFst(e) => write!(f, "{noun} {} section is malformed: {e}", SectionKind::Fst.name()),
             SnapshotError::RouteCountMismatch { header, fst } => {
                 write!(f, "{noun} header says {header} entries but its index holds {fst}")
+            }
+            SnapshotError::BadFilterLength { len } => {
+                write!(f, "{noun} filter section is {len} bytes, not a power of two of at least 8")
+            }
+            SnapshotError::FilterMissesKey { index } => {
+                write!(f, "{noun} filter section does not hold key {index} of its index")
             }
             SnapshotError::BadRoute { offset } => {
                 write!(f, "{noun} record at offset {offset} of the routes section is malformed")

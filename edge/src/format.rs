@@ -55,19 +55,25 @@ pub enum SectionKind {
     /// A layer's lineage: the ids of its base and its parent and its depth
     /// ([`LINEAGE_LEN`] bytes).
     Lineage = 3,
+    /// A layer's filter: a Bloom filter of its keys, so that a lookup skips
+    /// a layer that holds none of the host's candidates without walking its
+    /// index (`crate::filter`).
+    Filter = 4,
 }
 
 impl SectionKind {
     /// A snapshot's sections, in file order.
     pub const ALL: [SectionKind; 2] = [SectionKind::Fst, SectionKind::Routes];
     /// A layer's sections, in file order.
-    pub const LAYER: [SectionKind; 3] = [SectionKind::Lineage, SectionKind::Fst, SectionKind::Routes];
+    pub const LAYER: [SectionKind; 4] =
+        [SectionKind::Lineage, SectionKind::Filter, SectionKind::Fst, SectionKind::Routes];
 
     pub fn name(self) -> &'static str {
         match self {
             SectionKind::Fst => "fst",
             SectionKind::Routes => "routes",
             SectionKind::Lineage => "lineage",
+            SectionKind::Filter => "filter",
         }
     }
 }
@@ -82,7 +88,7 @@ pub const HEADER_LEN: usize = FIXED_HEADER_LEN + SECTION_ENTRY_LEN * SectionKind
 pub const LAYER_MAGIC: [u8; 8] = *b"EDGLAYER";
 /// The exact layer format version this crate reads and the compiler writes.
 pub const LAYER_FORMAT_VERSION: u32 = 1;
-/// A layer's header: the fixed part and a section table of three.
+/// A layer's header: the fixed part and a section table of four.
 pub const LAYER_HEADER_LEN: usize = FIXED_HEADER_LEN + SECTION_ENTRY_LEN * SectionKind::LAYER.len();
 /// The lineage section: base id (32 bytes), parent id (32 bytes), depth
 /// (`u32`: 1 for a layer written on the base itself, its parent's depth + 1
@@ -94,6 +100,14 @@ pub const LINEAGE_PARENT_OFFSET: usize = 32;
 pub const LINEAGE_DEPTH_OFFSET: usize = 64;
 /// Where the tombstone count sits in the lineage section.
 pub const LINEAGE_TOMBSTONES_OFFSET: usize = 68;
+/// Bits of a layer's filter per entry: with [`FILTER_PROBES`] probes, about
+/// 0.3 % of the lookups of a key the layer does not hold walk its index.
+pub const FILTER_BITS_PER_ENTRY: usize = 16;
+/// The fewest bytes a filter has (and its length is a power of two).
+pub const FILTER_MIN_LEN: usize = 8;
+/// Bits each key sets in a filter (double hashing of its key hash).
+pub const FILTER_PROBES: u32 = 3;
+
 /// The most layers a state may hold on its base. A lookup walks every
 /// layer's index, so a longer stack is compacted instead
 /// (`edgeroute compact`); the WebAssembly module keeps this many in a

@@ -25,6 +25,8 @@ pub struct Layer<D> {
     data: D,
     table: Table,
     lineage: Lineage,
+    /// Where the filter section sits in `data`.
+    filter: Range<usize>,
 }
 
 /// What a layer's lineage section says.
@@ -112,20 +114,20 @@ impl<D: AsRef<[u8]>> Layer<D> {
     /// section table, lineage and the FST's header and footer only, O(1).
     /// Reads stay bounds-checked.
     pub fn from_bytes_trusted(data: D) -> Result<Layer<D>, LayerError> {
-        let (table, lineage) = Self::check_header(data.as_ref(), false)?;
-        Ok(Layer { data, table, lineage })
+        let (table, lineage, filter) = Self::check_header(data.as_ref(), false)?;
+        Ok(Layer { data, table, lineage, filter })
     }
 
     fn checked(data: D, verify_checksum: bool) -> Result<Layer<D>, LayerError> {
-        let (table, lineage) = Self::check_header(data.as_ref(), verify_checksum)?;
-        let records = table.check(data.as_ref(), true)?;
+        let (table, lineage, filter) = Self::check_header(data.as_ref(), verify_checksum)?;
+        let records = table.check(data.as_ref(), true, data.as_ref().get(filter.clone()))?;
         if records != lineage.tombstones {
             return Err(LayerError::TombstoneCountMismatch { lineage: lineage.tombstones, records });
         }
-        Ok(Layer { data, table, lineage })
+        Ok(Layer { data, table, lineage, filter })
     }
 
-    fn check_header(bytes: &[u8], verify_checksum: bool) -> Result<(Table, Lineage), LayerError> {
+    fn check_header(bytes: &[u8], verify_checksum: bool) -> Result<(Table, Lineage, Range<usize>), LayerError> {
         let len = bytes.len();
         if len < LAYER_HEADER_LEN + CHECKSUM_LEN {
             return Err(SnapshotError::TooShort { len }.into());
@@ -156,7 +158,7 @@ impl<D: AsRef<[u8]>> Layer<D> {
         if field(FLAGS_OFFSET) != 0 || field(SECTION_COUNT_OFFSET) as usize != SectionKind::LAYER.len() {
             return Err(SnapshotError::BadHeader.into());
         }
-        let mut ranges: [Range<usize>; 3] = [0..0, 0..0, 0..0];
+        let mut ranges: [Range<usize>; 4] = [0..0, 0..0, 0..0, 0..0];
         let mut expect_offset = LAYER_HEADER_LEN;
         for (i, kind) in SectionKind::LAYER.iter().enumerate() {
             let entry = FIXED_HEADER_LEN + i * SECTION_ENTRY_LEN;
@@ -170,12 +172,17 @@ impl<D: AsRef<[u8]>> Layer<D> {
         if expect_offset != len - CHECKSUM_LEN || ranges[0].len() != LINEAGE_LEN {
             return Err(SnapshotError::BadHeader.into());
         }
-        let [lineage, fst, routes] = ranges;
+        let [lineage, filter, fst, routes] = ranges;
+        // A filter's length is a power of two (its probes mask a bit
+        // index), at least FILTER_MIN_LEN bytes.
+        if filter.len() < FILTER_MIN_LEN || !filter.len().is_power_of_two() {
+            return Err(SnapshotError::BadFilterLength { len: filter.len() }.into());
+        }
         let lineage = Lineage::read(&bytes[lineage])?;
         if lineage.tombstones > count {
             return Err(LayerError::BadLineage);
         }
-        Ok((Table::new(bytes, count, fst, routes)?, lineage))
+        Ok((Table::new(bytes, count, fst, routes)?, lineage, filter))
     }
 
     /// The id of the base snapshot this layer applies to.
@@ -215,6 +222,16 @@ impl<D: AsRef<[u8]>> Layer<D> {
 
     pub(crate) fn fst(&self) -> Fst<'_> {
         self.table.fst(self.data.as_ref())
+    }
+
+    /// Whether this layer may hold the key of hash `hash` (a
+    /// [`key_hash`](crate::key_hash)): `false` means it does not, so a
+    /// lookup need not walk its index.
+    #[inline]
+    pub(crate) fn may_contain(&self, hash: u64) -> bool {
+        // An empty range never happens after check_header; it would read as
+        // "holds nothing", which check() refuses for any layer with keys.
+        crate::filter::may_contain(self.data.as_ref().get(self.filter.clone()).unwrap_or_default(), hash)
     }
 
     /// The record at `offset` of the routes section: what the index gives.

@@ -27,6 +27,7 @@ mod crc32c;
 mod error;
 #[cfg(feature = "std")]
 mod explain;
+mod filter;
 pub mod format;
 mod fst;
 mod host;
@@ -43,6 +44,7 @@ pub use crate::crc32c::crc32c;
 pub use crate::error::SnapshotError;
 #[cfg(feature = "std")]
 pub use crate::explain::explain;
+pub use crate::filter::{filter_insert, filter_len, key_hash};
 pub use crate::fst::{FstError, MAX_KEY_LEN};
 pub use crate::host::{HostName, MAX_HOST_LEN, MAX_LABEL_LEN};
 pub use crate::id::{ParseSnapshotIdError, ShortId, SnapshotId};

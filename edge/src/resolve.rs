@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+use crate::filter::KeyHash;
 use crate::format::{KEY_LABEL_SEPARATOR, KEY_WILDCARD};
 use crate::fst::Fst;
 use crate::host::HostName;
@@ -507,6 +508,34 @@ fn walk_candidates<T: Trace>(fst: Fst<'_>, host: HostName<'_>, trace: &mut T, mu
     }
 }
 
+/// The filter hash ([`key_hash`](crate::key_hash)) of each candidate's
+/// key, by rank, and the set of ranks the host has: the same candidates as
+/// [`walk_candidates`], hashed once per request rather than once per layer.
+#[inline]
+fn candidate_hashes(host: HostName<'_>) -> ([u64; 128], u128) {
+    let raw = host.raw();
+    let mut hashes = [0u64; 128];
+    let mut ranks = 0u128;
+    let mut hash = KeyHash::START;
+    let mut end = raw.len();
+    // A host has at most 127 labels (253 bytes), so every rank fits.
+    let mut label = raw.iter().filter(|&&b| b == b'.').count();
+    loop {
+        let start = raw[..end].iter().rposition(|&b| b == b'.').map_or(0, |dot| dot + 1);
+        hash = hash.with(&raw[start..end]);
+        let (rank, key) = if start == 0 { (0, hash) } else { (label, hash.with(&[KEY_WILDCARD])) };
+        if let Some(slot) = hashes.get_mut(rank) {
+            *slot = key.finish();
+            ranks |= 1u128 << rank;
+        }
+        if start == 0 {
+            return (hashes, ranks);
+        }
+        end = start - 1;
+        label = label.saturating_sub(1);
+    }
+}
+
 impl<D: AsRef<[u8]>> Snapshot<D> {
     /// Resolves a request: `host` is the `Host` header value, `target` the
     /// request target (path, optionally `?query` and `#fragment`).
@@ -576,8 +605,22 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             }
             None => false,
         };
+        let (hashes, candidates) = candidate_hashes(host);
         for i in (0..layers.count()).rev() {
             let Some(layer) = layers.layer(i) else { continue };
+            // Ranks that could still change the answer: not decided by a
+            // newer layer, and before the best route found so far.
+            let below_best = best.as_ref().map_or(u128::MAX, |(b, _)| (1u128 << b.rank) - 1);
+            let mut open = candidates & !decided & below_best;
+            let mut may_hold = false;
+            while open != 0 && !may_hold {
+                let rank = open.trailing_zeros() as usize;
+                open &= open - 1;
+                may_hold = layer.may_contain(hashes[rank]);
+            }
+            if !may_hold {
+                continue;
+            }
             walk_candidates(layer.fst(), host, &mut NoTrace, |candidate, id| {
                 let bit = 1u128 << candidate.rank;
                 if decided & bit != 0 {

@@ -134,7 +134,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
 
     fn check_body(&self) -> Result<(), SnapshotError> {
         // A snapshot holds routes only: a tombstone is a malformed record.
-        self.layout.check(self.data.as_ref(), false).map(|_| ())
+        self.layout.check(self.data.as_ref(), false, None).map(|_| ())
     }
 
     pub(crate) fn fst(&self) -> Fst<'_> {

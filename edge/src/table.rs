@@ -56,11 +56,11 @@ impl Table {
     }
 
     /// Walks the whole index and every record (see `docs/snapshot-format.md`,
-    /// "Validation"): each key a routing key, each output exactly where the
-    /// previous record ended, each record well formed, nothing after the
-    /// last. Tombstones are allowed only if `tombstones`; returns how many
-    /// there are.
-    pub(crate) fn check(&self, bytes: &[u8], tombstones: bool) -> Result<u32, SnapshotError> {
+    /// "Validation"): each key a routing key (and in `filter`, a layer's),
+    /// each output exactly where the previous record ended, each record well
+    /// formed, nothing after the last. Tombstones are allowed only if
+    /// `tombstones`; returns how many there are.
+    pub(crate) fn check(&self, bytes: &[u8], tombstones: bool, filter: Option<&[u8]>) -> Result<u32, SnapshotError> {
         let routes = self.routes(bytes);
         let mut next = 0usize;
         let mut index = 0u64;
@@ -71,6 +71,10 @@ impl Table {
             }
             if out != next as u64 {
                 return Err(FstError::BadOutput { expected: next as u64, found: out }.into());
+            }
+            // A layer's filter must hold every key: a key it refused would never be found.
+            if filter.is_some_and(|f| !crate::filter::may_contain(f, crate::filter::key_hash(key))) {
+                return Err(SnapshotError::FilterMissesKey { index });
             }
             let bad = SnapshotError::BadRoute { offset: next as u32 };
             if tombstones && routes.get(next) == Some(&ROUTE_TOMBSTONE) {

@@ -280,3 +280,57 @@ fn structurally_corrupt_layers_are_refused_or_resolve_without_panicking() {
     // Most mutants are refused; the strings' bytes can change and stay valid.
     assert!(refused > 3000, "{refused} refused, {accepted} accepted");
 }
+
+/// The filter section (`docs/snapshot-format.md`, "Layers"): the lookup
+/// consults it and skips a layer it rules out (so a filter that forgot a
+/// key would hide it, which validation refuses), it hashes a request's
+/// host in any case, and a filter of the wrong length is refused.
+#[test]
+fn the_layer_filter_is_consulted_in_any_case_and_checked_key_by_key() {
+    let mut state = State::new(r#"{"Domain":"a.example.com","Target":"s3://base/a"}"#);
+    let bytes = state.apply(
+        r#"{"Domain":"b.example.com","Target":"s3://layer/b"}
+{"Domain":"*.pr-7.example.com","Target":"s3://layer/pr7"}
+{"Domain":"a.example.com","Deleted":true}"#,
+    );
+    for host in ["b.example.com", "B.Example.COM", "x.pr-7.example.com", "X.PR-7.EXAMPLE.COM."] {
+        assert!(state.resolve(host, "/").contains(r#""bucket":"layer""#), "{host}: {}", state.resolve(host, "/"));
+    }
+    assert_eq!(state.resolve("A.EXAMPLE.COM", "/"), r#"{"kind":"not_found"}"#);
+    // Where the filter sits: the second entry of the section table.
+    let field = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let entry = edgeroute_edge::format::FIXED_HEADER_LEN + edgeroute_edge::format::SECTION_ENTRY_LEN;
+    assert_eq!(field(&bytes, entry), edgeroute_edge::format::SectionKind::Filter as usize);
+    let (at, len) = (field(&bytes, entry + 4), field(&bytes, entry + 8));
+    assert!(len >= 8 && len.is_power_of_two(), "filter of {len} bytes");
+    // A filter emptied: validation names the first key it misses…
+    let mut empty = bytes.clone();
+    empty[at..at + len].fill(0);
+    fix_checksum(&mut empty);
+    assert_eq!(
+        Layer::from_bytes(&empty[..]).unwrap_err(),
+        LayerError::Format(SnapshotError::FilterMissesKey { index: 0 })
+    );
+    // …and a lookup trusting it skips the layer: its routes and its
+    // tombstone go unseen, which shows the filter decides what is walked.
+    let trusted = Layer::from_bytes_trusted(&empty[..]).unwrap();
+    let skipped =
+        |host: &str| state.base.resolve_layered(&[trusted.clone()][..], host.as_bytes(), b"/").json().to_string();
+    assert_eq!(skipped("b.example.com"), r#"{"kind":"not_found"}"#);
+    assert!(skipped("a.example.com").contains(r#""bucket":"base""#));
+    // A filter one byte short of a power of two, sections still end to end.
+    let mut short = bytes.clone();
+    short.remove(at);
+    for (i, delta) in [(1usize, 0usize), (2, 1), (3, 1)] {
+        let e = edgeroute_edge::format::FIXED_HEADER_LEN + i * edgeroute_edge::format::SECTION_ENTRY_LEN;
+        let (off, n) = (field(&short, e + 4), field(&short, e + 8));
+        let (off, n) = if i == 1 { (off, n - 1) } else { (off - delta, n) };
+        short[e + 4..e + 8].copy_from_slice(&(off as u32).to_le_bytes());
+        short[e + 8..e + 12].copy_from_slice(&(n as u32).to_le_bytes());
+    }
+    fix_checksum(&mut short);
+    assert_eq!(
+        Layer::from_bytes(&short[..]).unwrap_err(),
+        LayerError::Format(SnapshotError::BadFilterLength { len: len - 1 })
+    );
+}

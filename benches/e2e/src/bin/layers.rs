@@ -116,6 +116,10 @@ fn main() {
     let mut served_ms = Vec::new();
     let mut written = Vec::new();
     for i in 0..applies {
+        if i > 0 {
+            // As a person or a pipeline applies: not back to back.
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let name = format!("bench-{i}.example.com");
         let line = format!("{{\"Domain\":\"{name}\",\"Target\":\"s3://bench/site\"}}\n");
         let before = bytes_under(&dir.join("store"));
@@ -133,6 +137,7 @@ fn main() {
             assert!(t0.elapsed() < Duration::from_secs(60), "{name} never served");
         }
         served_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        println!("  apply {i}: served after {:.1} ms", served_ms[i]);
         assert!(apply.wait().expect("apply").success());
         written.push(bytes_under(&dir.join("store")) - before);
     }

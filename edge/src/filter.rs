@@ -1,0 +1,123 @@
+//! The filter of a layer (`docs/snapshot-format.md`, "Layers"): a Bloom
+//! filter of its routing keys, so that a lookup skips, at the cost of a few
+//! bit tests, every layer that holds none of the host's candidates. A state
+//! that follows a store at ten changes a second holds a hundred small
+//! layers; walking each one's index would cost more than the base's.
+//!
+//! The hash is over a key's labels in key order (`com.example.api`), each
+//! label's bytes with bit 5 set (`| 0x20`: lowercase letters, and injective
+//! on the bytes a key may hold), so that the lookup hashes the request's
+//! host as it comes, right to left, with no copy and in any case.
+
+use crate::format::{FILTER_MIN_LEN, FILTER_PROBES, KEY_LABEL_SEPARATOR};
+
+const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+#[inline]
+fn mix(h: u64, v: u64) -> u64 {
+    (h ^ v).wrapping_mul(0xBF58_476D_1CE4_E5B9).rotate_left(29)
+}
+
+/// The hash of one label, as it is stored or as the request spells it.
+#[inline]
+pub(crate) fn label_hash(label: &[u8]) -> u64 {
+    let mut h = label.len() as u64;
+    for chunk in label.chunks(8) {
+        let mut word = 0u64;
+        for (i, &b) in chunk.iter().enumerate() {
+            word |= u64::from(b | 0x20) << (8 * i);
+        }
+        h = mix(h, word);
+    }
+    h
+}
+
+/// The hash of a key so far (its labels up to here), for [`KeyHash::with`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyHash(u64);
+
+impl KeyHash {
+    pub(crate) const START: KeyHash = KeyHash(SEED);
+
+    /// The key with one more label.
+    #[inline]
+    pub(crate) fn with(self, label: &[u8]) -> KeyHash {
+        KeyHash(mix(self.0, label_hash(label)))
+    }
+
+    /// The hash of the key as it stands.
+    #[inline]
+    pub(crate) fn finish(self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 31;
+        h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
+        h ^ (h >> 29)
+    }
+}
+
+/// The hash a filter is built from and probed with, of a routing key
+/// (`com.example.api`, `com.example.*`).
+pub fn key_hash(key: &[u8]) -> u64 {
+    key.split(|&b| b == KEY_LABEL_SEPARATOR).fold(KeyHash::START, |h, label| h.with(label)).finish()
+}
+
+/// The length in bytes of the filter of a layer of `entries` keys: 16 bits
+/// per key, rounded up to a power of two, at least [`FILTER_MIN_LEN`].
+pub fn filter_len(entries: usize) -> usize {
+    (entries.saturating_mul(crate::format::FILTER_BITS_PER_ENTRY) / 8).max(FILTER_MIN_LEN).next_power_of_two()
+}
+
+/// The bits a key hash sets in a filter of `len` bytes (a power of two).
+#[inline]
+fn probes(hash: u64, len: usize) -> impl Iterator<Item = usize> {
+    let mask = (len * 8 - 1) as u64;
+    let (h1, h2) = (hash & 0xFFFF_FFFF, (hash >> 32) | 1);
+    (0..u64::from(FILTER_PROBES)).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) & mask) as usize)
+}
+
+/// Sets the bits of `hash` in `filter` (the writer's side).
+pub fn filter_insert(filter: &mut [u8], hash: u64) {
+    let len = filter.len();
+    for bit in probes(hash, len) {
+        if let Some(byte) = filter.get_mut(bit / 8) {
+            *byte |= 1 << (bit % 8);
+        }
+    }
+}
+
+/// Whether a key of hash `hash` may be in `filter`: `false` means it is not.
+#[inline]
+pub(crate) fn may_contain(filter: &[u8], hash: u64) -> bool {
+    let len = filter.len();
+    len >= FILTER_MIN_LEN && probes(hash, len).all(|bit| filter.get(bit / 8).is_some_and(|b| b & (1 << (bit % 8)) != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_ignores_case_and_tells_labels_apart() {
+        assert_eq!(key_hash(b"com.example.api"), key_hash(b"COM.Example.API"));
+        assert_ne!(key_hash(b"com.example.api"), key_hash(b"com.exampleapi"));
+        assert_ne!(key_hash(b"com.example.*"), key_hash(b"com.example"));
+        let built = KeyHash::START.with(b"com").with(b"example").with(b"api").finish();
+        assert_eq!(built, key_hash(b"com.example.api"));
+    }
+
+    #[test]
+    fn a_filter_never_forgets_and_mostly_refuses() {
+        let keys: std::vec::Vec<std::string::String> = (0..1000).map(|i| std::format!("com.example.k{i}")).collect();
+        let mut filter = std::vec![0u8; filter_len(keys.len())];
+        for k in &keys {
+            filter_insert(&mut filter, key_hash(k.as_bytes()));
+        }
+        assert!(keys.iter().all(|k| may_contain(&filter, key_hash(k.as_bytes()))));
+        let false_positives =
+            (0..10_000).filter(|i| may_contain(&filter, key_hash(std::format!("com.example.x{i}").as_bytes()))).count();
+        assert!(false_positives < 100, "{false_positives} of 10,000");
+        assert_eq!(filter_len(0), 8);
+        assert_eq!(filter_len(1), 8);
+        assert_eq!(filter_len(1000), 2048);
+    }
+}
