@@ -201,7 +201,8 @@ PY
         --admin-listen 127.0.0.1:$ER_ADMIN --static-root "$work" --cache-dir "$work/lcache" 2>"$work/er-apply.log" & er=$!; pids+=("$er")
       wait_port $ER
       until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $(head -1 "$work/hosts.txt")" "http://127.0.0.1:$ER/")" = 200 ]; do sleep 0.05; done
-      taskset -c 1 bash -c '
+      # Its own process group, so that stopping it stops an apply under way too.
+      setsid taskset -c 1 bash -c '
         i=0
         while :; do
           echo "{\"Domain\": \"applied-$i.example.com\", \"Target\": \"http://127.0.0.1:'"$UP"'\"}" \
@@ -209,7 +210,7 @@ PY
           i=$((i + 1)); sleep 0.1
         done' & applier=$!; pids+=("$applier")
       read -r rps _p99 _bad < <(load $ER)
-      kill "$applier"; wait "$applier" 2>/dev/null || true
+      kill -- -"$applier" 2>/dev/null || kill "$applier"; wait "$applier" 2>/dev/null || true
       if [ "$mode" = applying ]; then
         layers_seen+=("$(curl -s "http://127.0.0.1:$ER_ADMIN/metrics" | awk '/^edgeroute_state_layers/ {print $2}')")
         applying+=("$rps")

@@ -5,9 +5,12 @@
 //! layers; walking each one's index would cost more than the base's.
 //!
 //! The hash is over a key's labels in key order (`com.example.api`), each
-//! label's bytes with bit 5 set (`| 0x20`: lowercase letters, and injective
-//! on the bytes a key may hold), so that the lookup hashes the request's
-//! host as it comes, right to left, with no copy and in any case.
+//! label's bytes with bit 5 set (`| 0x20`), so that the lookup hashes the
+//! request's host as it comes, right to left, with no copy and in any
+//! case: an uppercase letter hashes as its lowercase one, `_` as 0x7F on
+//! both sides (no key holds 0x7F), and every other byte a host may hold
+//! has bit 5 set already. Either side maps a byte exactly as the other,
+//! which is all a filter needs: it may only ever say "maybe" too often.
 
 use crate::format::{FILTER_MIN_LEN, FILTER_PROBES, KEY_LABEL_SEPARATOR};
 

@@ -100,16 +100,18 @@ pub const LINEAGE_PARENT_OFFSET: usize = 32;
 pub const LINEAGE_DEPTH_OFFSET: usize = 64;
 /// Where the tombstone count sits in the lineage section.
 pub const LINEAGE_TOMBSTONES_OFFSET: usize = 68;
-/// Bits of a layer's filter per entry: with [`FILTER_PROBES`] probes, about
-/// 0.3 % of the lookups of a key the layer does not hold walk its index.
+/// Bits of a layer's filter per entry (at least: the length is rounded up
+/// to a power of two): with [`FILTER_PROBES`] probes, at most about 0.5 %
+/// of the lookups of a key the layer does not hold walk its index.
 pub const FILTER_BITS_PER_ENTRY: usize = 16;
 /// The fewest bytes a filter has (and its length is a power of two).
 pub const FILTER_MIN_LEN: usize = 8;
 /// Bits each key sets in a filter (double hashing of its key hash).
 pub const FILTER_PROBES: u32 = 3;
 
-/// The most layers a state may hold on its base. A lookup walks every
-/// layer's index, so a longer stack is compacted instead
+/// The most layers a state may hold on its base. A lookup tests every
+/// layer's filter (and walks the index of each that may hold a candidate),
+/// so a longer stack is compacted instead
 /// (`edgeroute compact`); the WebAssembly module keeps this many in a
 /// fixed table.
 pub const MAX_LAYERS: usize = 128;

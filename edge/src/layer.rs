@@ -109,10 +109,13 @@ impl<D: AsRef<[u8]>> Layer<D> {
         Self::checked(data, false)
     }
 
-    /// Wraps bytes that [`from_bytes`](Self::from_bytes) accepted already
-    /// (by another instance of the WebAssembly module, say): header,
-    /// section table, lineage and the FST's header and footer only, O(1).
-    /// Reads stay bounds-checked.
+    /// Wraps bytes that [`from_bytes`](Self::from_bytes) of this same
+    /// crate accepted already (the host's native validation, or another
+    /// instance of the WebAssembly module): header, section table, lineage
+    /// and the FST's header and footer only, O(1). Reads stay
+    /// bounds-checked, so other bytes never panic, but they may resolve
+    /// wrongly: a filter that misses a key hides that key's route or
+    /// tombstone, which only the full validation rules out.
     pub fn from_bytes_trusted(data: D) -> Result<Layer<D>, LayerError> {
         let (table, lineage, filter) = Self::check_header(data.as_ref(), false)?;
         Ok(Layer { data, table, lineage, filter })
@@ -229,9 +232,12 @@ impl<D: AsRef<[u8]>> Layer<D> {
     /// lookup need not walk its index.
     #[inline]
     pub(crate) fn may_contain(&self, hash: u64) -> bool {
-        // An empty range never happens after check_header; it would read as
-        // "holds nothing", which check() refuses for any layer with keys.
-        crate::filter::may_contain(self.data.as_ref().get(self.filter.clone()).unwrap_or_default(), hash)
+        // A filter that cannot be read (never, after check_header) says
+        // "maybe": a filter may only ever save a walk, never hide a key.
+        match self.data.as_ref().get(self.filter.clone()) {
+            Some(filter) if filter.len() >= FILTER_MIN_LEN => crate::filter::may_contain(filter, hash),
+            _ => true,
+        }
     }
 
     /// The record at `offset` of the routes section: what the index gives.

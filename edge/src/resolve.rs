@@ -579,8 +579,9 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
     /// holds falls to the base. The answer is the one a full compile of
     /// the resulting table gives.
     ///
-    /// One walk of each layer's index and of the base's, newest first,
-    /// stopping as soon as no older table can change the answer.
+    /// Newest first: a layer whose filter holds none of the candidates
+    /// still open is skipped, any other's index is walked once, then the
+    /// base's, stopping as soon as no older table can change the answer.
     /// Allocates nothing and never panics.
     pub fn resolve_layered<'s, 'r, L: Layers + ?Sized>(
         &'s self,
@@ -605,7 +606,8 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             }
             None => false,
         };
-        let (hashes, candidates) = candidate_hashes(host);
+        // Hashed once for all layers, and only when there are layers.
+        let (hashes, candidates) = if layers.count() > 0 { candidate_hashes(host) } else { ([0; 128], 0) };
         for i in (0..layers.count()).rev() {
             let Some(layer) = layers.layer(i) else { continue };
             // Ranks that could still change the answer: not decided by a
@@ -733,7 +735,61 @@ fn answer<'s, 'r, T: Trace>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::string::String;
     use std::vec::Vec;
+
+    /// Records the key of every candidate an exhaustive walk tries.
+    struct Candidates(Vec<String>);
+
+    impl Trace for Candidates {
+        const EXHAUSTIVE: bool = true;
+        fn entry(&mut self, domain: Domain<'_>, _route: Option<u32>) {
+            let name: String = domain.name.bytes().map(char::from).collect();
+            let mut key: Vec<&str> = name.split('.').rev().collect();
+            if domain.wildcard {
+                key.push("*");
+            }
+            self.0.push(key.join("."));
+        }
+    }
+
+    /// The filter's hashes are the keys' the walk tries, rank by rank, for
+    /// hosts of every shape rule 1 accepts: a wrong hash would make the
+    /// lookup skip a layer that holds a candidate.
+    #[test]
+    fn candidate_hashes_are_the_hashes_of_the_keys_the_walk_tries() {
+        let deep = ["l"; 127].join(".");
+        let hosts: [&[u8]; 9] = [
+            b"api.example.com",
+            b"API.Example.COM",
+            b"svc_1.under_score.example.com.",
+            b"localhost",
+            b"x.pr-7.example.com:8080",
+            b"A-B.0-9.Z_Z",
+            b"a.b.c.d.e.f.g.h.i.j.k",
+            deep.as_bytes(),
+            b"m\xc3",
+        ];
+        // An index with no path: the exhaustive walk still reports every candidate.
+        let fst = Fst::from_parts(&[], 0, 0);
+        for raw in hosts {
+            let Ok(host) = HostName::parse(raw) else {
+                assert_eq!(raw, b"m\xc3", "only the last host is refused");
+                continue;
+            };
+            let mut walked = Candidates(Vec::new());
+            walk_candidates(fst, host, &mut walked, |_, _| {});
+            let (hashes, ranks) = candidate_hashes(host);
+            assert_eq!(ranks.count_ones() as usize, walked.0.len(), "{host}");
+            let labels = host.raw().iter().filter(|&&b| b == b'.').count();
+            for (i, key) in walked.0.iter().enumerate() {
+                // The walk tries wildcards from the shortest suffix, then the host.
+                let rank = if i + 1 == walked.0.len() { 0 } else { labels - i };
+                assert!(ranks & (1u128 << rank) != 0, "{host}: rank {rank} missing");
+                assert_eq!(hashes[rank], crate::filter::key_hash(key.as_bytes()), "{host}: {key} at rank {rank}");
+            }
+        }
+    }
 
     #[test]
     fn copy_to_agrees_with_bytes() {

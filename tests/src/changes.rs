@@ -34,6 +34,11 @@ impl RandomChanges {
         }
         pool.push("*.a.pr-7.example.com".into());
         pool.push("deep.a.pr-7.example.com".into());
+        // Underscores and a single label: bytes and shapes the layers'
+        // filters hash like any other.
+        pool.push("svc_1.example.com".into());
+        pool.push("*.svc_2.example.com".into());
+        pool.push("localhost".into());
         let mut table = BTreeMap::new();
         for d in pool.iter().step_by(3) {
             table.insert(normalize(d), random_item(&mut rng, d));
@@ -88,6 +93,10 @@ impl RandomChanges {
             }
         }
         hosts.push("unknown.dev".into());
+        // A port, a trailing dot and a deep host reach the same candidates.
+        hosts.push("ENV-1.example.com:8443".into());
+        hosts.push("x.Svc_2.example.com.".into());
+        hosts.push("a.b.c.d.e.f.g.deep.a.pr-7.example.com".into());
         hosts.sort();
         hosts.dedup();
         let mut out = Vec::new();
