@@ -66,6 +66,8 @@ pub struct Follower {
     store: Store,
     cache: PathBuf,
     progress: Mutex<Progress>,
+    /// The generation of the state cached last ([`keep_in_order`]).
+    cached: Arc<Mutex<u64>>,
 }
 
 /// The follower's position: the pointer's version last read, the snapshot
@@ -159,17 +161,21 @@ const CACHED_LEGACY: &str = "current.snap";
 /// written last and names objects by id, a crash between the writes
 /// leaves the previous list, which still names what it named: the cache
 /// is always a state that was served. Objects no longer listed go.
-fn keep(cache: &Path, base: Option<&[u8]>, live: &Live) {
-    let written = (|| -> std::io::Result<()> {
+///
+/// A state on a base whose bytes are not given and not cached yet (its
+/// base's own caching has not run) is not written, since the list would
+/// name a missing base: `Ok(false)`.
+fn keep(cache: &Path, base: Option<&[u8]>, live: &Live) -> std::io::Result<bool> {
+    {
         for folder in [CACHED_BASES, CACHED_LAYERS] {
             std::fs::create_dir_all(cache.join(folder))?;
         }
         let base_name = format!("{}.snap", live.base.id);
-        if let Some(bytes) = base {
-            let path = cache.join(CACHED_BASES).join(&base_name);
-            if !path.exists() {
-                write_file_atomically(&path, bytes)?;
-            }
+        let path = cache.join(CACHED_BASES).join(&base_name);
+        match base {
+            Some(bytes) if !path.exists() => write_file_atomically(&path, bytes)?,
+            None if !path.exists() => return Ok(false),
+            _ => {}
         }
         let mut names = Vec::new();
         for layer in &live.layers {
@@ -194,10 +200,27 @@ fn keep(cache: &Path, base: Option<&[u8]>, live: &Live) {
             }
         }
         let _ = std::fs::remove_file(cache.join(CACHED_LEGACY));
-        Ok(())
-    })();
-    if let Err(e) = written {
-        tracing::warn!("cannot cache the state in {}: {e}", cache.display());
+        Ok(true)
+    }
+}
+
+/// Caches `live` (see [`keep`]) unless a newer state is cached already:
+/// the cache writes of successive swaps run on their own threads, off the
+/// follower's path (a base's is 50 MB of writes and fsyncs at 1M routes,
+/// which the next layer must not wait for), and may start in any order;
+/// `cached` holds the generation written last, so an older state never
+/// overwrites a newer one.
+fn keep_in_order(cache: &Path, cached: &Mutex<u64>, base: Option<&[u8]>, live: &Live) {
+    let mut last = cached.lock().unwrap_or_else(|p| p.into_inner());
+    if *last >= live.generation {
+        return;
+    }
+    match keep(cache, base, live) {
+        Ok(true) => *last = live.generation,
+        // Its base's own write comes next, or was superseded by a newer
+        // state's: the cache keeps what it had until then.
+        Ok(false) => tracing::debug!("state {} not cached: its base {} is not cached yet", live.id, live.base.id),
+        Err(e) => tracing::warn!("cannot cache the state in {}: {e}", cache.display()),
     }
 }
 
@@ -245,7 +268,7 @@ fn serving(state: &HostState) -> String {
 
 impl Follower {
     pub fn new(store: Store, cache: PathBuf) -> Follower {
-        Follower { store, cache, progress: Mutex::new(Progress::default()) }
+        Follower { store, cache, progress: Mutex::new(Progress::default()), cached: Arc::new(Mutex::new(0)) }
     }
 
     fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
@@ -467,7 +490,7 @@ impl Follower {
         };
         // Hashing, loading and caching take milliseconds to seconds
         // (50 MB at 1M routes): never on the threads that serve requests.
-        let (router, cache) = (&state.router, self.cache.clone());
+        let router = &state.router;
         // What a refusal names: the snapshot, or the state of a base and layers.
         let what = match pointer.layers.len() {
             0 => format!("snapshot {}", pointer.id),
@@ -498,11 +521,14 @@ impl Follower {
                     }
                 },
             };
-            keep(&cache, base.as_deref(), &live);
-            Ok(live)
+            Ok((live, base))
         })
         .await
         .map_err(|e| FetchError::Refused { what, why: e.to_string(), repairable: true })??;
+        let (swapped, base) = swapped;
+        // Cached on a thread of its own: the next change need not wait for the disk.
+        let (cache, cached, live) = (self.cache.clone(), self.cached.clone(), swapped.clone());
+        tokio::task::spawn_blocking(move || keep_in_order(&cache, &cached, base.as_deref(), &live));
         state.metrics.swaps.fetch_add(1, Ordering::Relaxed);
         if swapped.id != pointer.id.as_str() {
             // The pointer's id is not its base and layers' (a hand-made
@@ -655,5 +681,38 @@ mod tests {
         assert!(!changes(&event(EventKind::Access(AccessKind::Read), "/store/current.json"), pointer));
         assert!(!changes(&event(EventKind::Modify(ModifyKind::Any), "/store/lease.json"), pointer));
         assert!(!changes(&event(EventKind::Create(CreateKind::File), "/store/.lock"), pointer));
+    }
+
+    /// The cache writes run on threads of their own and may start in any
+    /// order: a state whose base is not cached yet is not written (its
+    /// list would name a missing base), and an older state never replaces
+    /// a newer one.
+    #[test]
+    fn cache_writes_in_any_order_leave_the_newest_state_whole() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let base = std::fs::read(root.join("snapshots/demo.snap")).unwrap();
+        let layer = std::fs::read(root.join("snapshots/demo-change.layer")).unwrap();
+        let (base_id, layer_id) = (SnapshotId::of(&base), SnapshotId::of(&layer));
+        let router = crate::router::Router::new(crate::engine::EdgeEngine::new().unwrap(), &base).unwrap();
+        let first = router.live().unwrap();
+        let second =
+            router.swap_layers(base_id, vec![Arc::new(HostLayer { id: layer_id, bytes: layer })]).unwrap().unwrap();
+        assert!(second.generation > first.generation);
+        let cache = std::env::temp_dir().join(format!("edgeroute-keep-order-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cache);
+        let (cached, list) = (Mutex::new(0), cache.join(CACHED_LIST));
+        // The layer's state first, its base not cached: nothing written.
+        keep_in_order(&cache, &cached, None, &second);
+        assert!(!list.exists());
+        // The base's state, then the layer's: both written, in turn.
+        keep_in_order(&cache, &cached, Some(&base), &first);
+        assert_eq!(std::fs::read_to_string(&list).unwrap(), format!("{base_id}\n"));
+        keep_in_order(&cache, &cached, None, &second);
+        assert_eq!(std::fs::read_to_string(&list).unwrap(), format!("{base_id}\n{layer_id}\n"));
+        // The base's state again, late: it does not replace the newer one.
+        keep_in_order(&cache, &cached, Some(&base), &first);
+        assert_eq!(std::fs::read_to_string(&list).unwrap(), format!("{base_id}\n{layer_id}\n"));
+        assert!(cache.join(CACHED_LAYERS).join(format!("{layer_id}.layer")).exists());
+        let _ = std::fs::remove_dir_all(&cache);
     }
 }
