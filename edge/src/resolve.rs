@@ -508,28 +508,121 @@ fn walk_candidates<T: Trace>(fst: Fst<'_>, host: HostName<'_>, trace: &mut T, mu
     }
 }
 
-/// The filter hash ([`key_hash`](crate::key_hash)) of each candidate's
-/// key, by rank, and the set of ranks the host has: the same candidates as
-/// [`walk_candidates`], hashed once per request rather than once per layer.
+/// Candidates whose key is hashed for the layers' filters: ranks below
+/// this. A candidate of a higher rank (a host of more labels, which no
+/// real name has) is never ruled out by a filter: every layer that could
+/// hold it is walked. A small array keeps the lookup's stack small.
+const HASHED_RANKS: usize = 16;
+
+/// A set of candidate ranks (0 to 126: a host has at most 127 labels), in
+/// two words: WebAssembly has no 128-bit shifts, and a `u128` shift there
+/// is a call into the compiler's runtime, a few of which per lookup cost
+/// more than the layers' filters save.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ranks {
+    lo: u64,
+    hi: u64,
+}
+
+impl Ranks {
+    const NONE: Ranks = Ranks { lo: 0, hi: 0 };
+    const ALL: Ranks = Ranks { lo: u64::MAX, hi: u64::MAX };
+
+    /// Just `rank`.
+    #[inline]
+    fn one(rank: u32) -> Ranks {
+        match rank {
+            0..64 => Ranks { lo: 1 << rank, hi: 0 },
+            _ => Ranks { lo: 0, hi: 1u64.checked_shl(rank - 64).unwrap_or(0) },
+        }
+    }
+
+    /// Every rank below `rank`.
+    #[inline]
+    fn below(rank: u32) -> Ranks {
+        match rank {
+            0..64 => Ranks { lo: (1 << rank) - 1, hi: 0 },
+            _ => Ranks { lo: u64::MAX, hi: 1u64.checked_shl(rank - 64).map_or(u64::MAX, |bit| bit - 1) },
+        }
+    }
+
+    #[inline]
+    fn and(self, other: Ranks) -> Ranks {
+        Ranks { lo: self.lo & other.lo, hi: self.hi & other.hi }
+    }
+
+    #[inline]
+    fn without(self, other: Ranks) -> Ranks {
+        Ranks { lo: self.lo & !other.lo, hi: self.hi & !other.hi }
+    }
+
+    #[inline]
+    fn with(self, other: Ranks) -> Ranks {
+        Ranks { lo: self.lo | other.lo, hi: self.hi | other.hi }
+    }
+
+    #[inline]
+    fn holds(self, rank: u32) -> bool {
+        self.and(Ranks::one(rank)) != Ranks::NONE
+    }
+
+    /// Whether every rank of `other` is in this set.
+    #[inline]
+    fn covers(self, other: Ranks) -> bool {
+        self.and(other) == other
+    }
+}
+
+/// A host's candidates for the layers' filters: the same as
+/// [`walk_candidates`]'s, hashed once per request rather than once per
+/// layer.
+struct CandidateHashes {
+    /// The filter hash ([`key_hash`](crate::key_hash)) of the key of the
+    /// candidate of each rank below [`HASHED_RANKS`] (that the host has).
+    hashes: [u64; HASHED_RANKS],
+    /// The ranks the host has.
+    all: Ranks,
+}
+
+impl CandidateHashes {
+    /// Whether `layer` may hold any candidate of `open`: a rank not
+    /// hashed always may.
+    #[inline]
+    fn may_be_in<D: AsRef<[u8]>>(&self, layer: &Layer<D>, open: Ranks) -> bool {
+        if open.hi != 0 || open.lo >> HASHED_RANKS != 0 {
+            return true;
+        }
+        let mut open = open.lo;
+        while open != 0 {
+            let rank = open.trailing_zeros() as usize;
+            open &= open - 1;
+            if self.hashes.get(rank).is_none_or(|&h| layer.may_contain(h)) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 #[inline]
-fn candidate_hashes(host: HostName<'_>) -> ([u64; 128], u128) {
+fn candidate_hashes(host: HostName<'_>) -> CandidateHashes {
     let raw = host.raw();
-    let mut hashes = [0u64; 128];
-    let mut ranks = 0u128;
+    let mut hashes = [0u64; HASHED_RANKS];
     let mut hash = KeyHash::START;
     let mut end = raw.len();
     // A host has at most 127 labels (253 bytes), so every rank fits.
-    let mut label = raw.iter().filter(|&&b| b == b'.').count();
+    let labels = raw.iter().filter(|&&b| b == b'.').count() as u32 + 1;
+    let mut label = labels as usize - 1;
     loop {
         let start = raw[..end].iter().rposition(|&b| b == b'.').map_or(0, |dot| dot + 1);
         hash = hash.with(&raw[start..end]);
         let (rank, key) = if start == 0 { (0, hash) } else { (label, hash.with(&[KEY_WILDCARD])) };
         if let Some(slot) = hashes.get_mut(rank) {
             *slot = key.finish();
-            ranks |= 1u128 << rank;
         }
         if start == 0 {
-            return (hashes, ranks);
+            // Ranks 0 (the host) to its label count - 1 (the shortest suffix's wildcard).
+            return CandidateHashes { hashes, all: Ranks::below(labels) };
         }
         end = start - 1;
         label = label.saturating_sub(1);
@@ -596,39 +689,30 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         // Candidates whose key a newer table held (decided), and the
         // lowest-ranked route found so far. A host has at most 127 labels,
         // so ranks fit the 128 bits.
-        let mut decided = 0u128;
+        let mut decided = Ranks::NONE;
         let mut best: Option<(Candidate, Route<'s>)> = None;
-        let settled = |decided: u128, best: &Option<(Candidate, Route<'s>)>| match best {
+        let settled = |decided: Ranks, best: &Option<(Candidate, Route<'s>)>| match best {
             // Every candidate ranked before the best one is decided already.
-            Some((c, _)) => {
-                let before = (1u128 << c.rank) - 1;
-                decided & before == before
-            }
+            Some((c, _)) => decided.covers(Ranks::below(c.rank)),
             None => false,
         };
         // Hashed once for all layers, and only when there are layers.
-        let (hashes, candidates) = if layers.count() > 0 { candidate_hashes(host) } else { ([0; 128], 0) };
+        let candidates = if layers.count() > 0 { Some(candidate_hashes(host)) } else { None };
         for i in (0..layers.count()).rev() {
             let Some(layer) = layers.layer(i) else { continue };
             // Ranks that could still change the answer: not decided by a
             // newer layer, and before the best route found so far.
-            let below_best = best.as_ref().map_or(u128::MAX, |(b, _)| (1u128 << b.rank) - 1);
-            let mut open = candidates & !decided & below_best;
-            let mut may_hold = false;
-            while open != 0 && !may_hold {
-                let rank = open.trailing_zeros() as usize;
-                open &= open - 1;
-                may_hold = layer.may_contain(hashes[rank]);
-            }
-            if !may_hold {
-                continue;
+            let below_best = best.as_ref().map_or(Ranks::ALL, |(b, _)| Ranks::below(b.rank));
+            if let Some(c) = &candidates {
+                if !c.may_be_in(layer, c.all.without(decided).and(below_best)) {
+                    continue;
+                }
             }
             walk_candidates(layer.fst(), host, &mut NoTrace, |candidate, id| {
-                let bit = 1u128 << candidate.rank;
-                if decided & bit != 0 {
+                if decided.holds(candidate.rank) {
                     return;
                 }
-                decided |= bit;
+                decided = decided.with(Ranks::one(candidate.rank));
                 if best.as_ref().is_some_and(|(b, _)| b.rank < candidate.rank) {
                     return;
                 }
@@ -641,15 +725,19 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             }
         }
         if !settled(decided, &best) {
+            // The walk finds candidates in falling rank, so the last one
+            // that no layer decided and that ranks before the layers' best
+            // is the answer: its record alone is read (each read of a
+            // record of a large base is a cache miss).
+            let mut found = None;
             walk_candidates(self.fst(), host, &mut NoTrace, |candidate, id| {
-                let bit = 1u128 << candidate.rank;
-                if decided & bit != 0 || best.as_ref().is_some_and(|(b, _)| b.rank < candidate.rank) {
-                    return;
-                }
-                if let Some(route) = u32::try_from(id).ok().and_then(|id| self.route_at(id)) {
-                    best = Some((candidate, route));
+                if !decided.holds(candidate.rank) && best.as_ref().is_none_or(|(b, _)| candidate.rank < b.rank) {
+                    found = Some((candidate, id));
                 }
             });
+            if let Some(route) = found.and_then(|(c, id)| Some((c, self.route_at(u32::try_from(id).ok()?)?))) {
+                best = Some(route);
+            }
         }
         match best {
             Some((candidate, route)) => answer(route, candidate.domain(host), target, &mut NoTrace),
@@ -753,6 +841,18 @@ mod tests {
         }
     }
 
+    #[test]
+    fn rank_sets_hold_every_rank_a_host_can_have() {
+        for rank in 0..127u32 {
+            let below = Ranks::below(rank);
+            assert_eq!(below.lo.count_ones() + below.hi.count_ones(), rank);
+            assert!(Ranks::one(rank).holds(rank) && !below.holds(rank) && Ranks::below(rank + 1).holds(rank));
+            assert!(Ranks::below(rank + 1).covers(below) && !below.covers(Ranks::one(rank)));
+            assert_eq!(Ranks::below(rank + 1).without(below), Ranks::one(rank));
+        }
+        assert_eq!(Ranks::below(128), Ranks::ALL);
+    }
+
     /// The filter's hashes are the keys' the walk tries, rank by rank, for
     /// hosts of every shape rule 1 accepts: a wrong hash would make the
     /// lookup skip a layer that holds a candidate.
@@ -779,14 +879,16 @@ mod tests {
             };
             let mut walked = Candidates(Vec::new());
             walk_candidates(fst, host, &mut walked, |_, _| {});
-            let (hashes, ranks) = candidate_hashes(host);
-            assert_eq!(ranks.count_ones() as usize, walked.0.len(), "{host}");
+            let c = candidate_hashes(host);
+            assert_eq!((c.all.lo.count_ones() + c.all.hi.count_ones()) as usize, walked.0.len(), "{host}");
             let labels = host.raw().iter().filter(|&&b| b == b'.').count();
             for (i, key) in walked.0.iter().enumerate() {
                 // The walk tries wildcards from the shortest suffix, then the host.
                 let rank = if i + 1 == walked.0.len() { 0 } else { labels - i };
-                assert!(ranks & (1u128 << rank) != 0, "{host}: rank {rank} missing");
-                assert_eq!(hashes[rank], crate::filter::key_hash(key.as_bytes()), "{host}: {key} at rank {rank}");
+                assert!(c.all.holds(rank as u32), "{host}: rank {rank} missing");
+                if rank < HASHED_RANKS {
+                    assert_eq!(c.hashes[rank], crate::filter::key_hash(key.as_bytes()), "{host}: {key} at {rank}");
+                }
             }
         }
     }

@@ -293,7 +293,14 @@ fn the_layer_filter_is_consulted_in_any_case_and_checked_key_by_key() {
 {"Domain":"*.pr-7.example.com","Target":"s3://layer/pr7"}
 {"Domain":"a.example.com","Deleted":true}"#,
     );
-    for host in ["b.example.com", "B.Example.COM", "x.pr-7.example.com", "X.PR-7.EXAMPLE.COM."] {
+    // The last: a wildcard candidate of rank 18, past the ranks the lookup hashes (walked always).
+    for host in [
+        "b.example.com",
+        "B.Example.COM",
+        "x.pr-7.example.com",
+        "X.PR-7.EXAMPLE.COM.",
+        "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.x.pr-7.example.com",
+    ] {
         assert!(state.resolve(host, "/").contains(r#""bucket":"layer""#), "{host}: {}", state.resolve(host, "/"));
     }
     assert_eq!(state.resolve("A.EXAMPLE.COM", "/"), r#"{"kind":"not_found"}"#);
