@@ -6,7 +6,9 @@ use core::cell::{Cell, UnsafeCell};
 use core::fmt::{self, Write};
 
 use edgeroute_edge::format::MAX_LAYERS;
-use edgeroute_edge::{Layer, LayerError, Reason, Resolution, Scheme, Snapshot, SnapshotError, SnapshotId};
+use edgeroute_edge::{
+    FilteredLayers, Layer, LayerError, Reason, Resolution, Scheme, Snapshot, SnapshotError, SnapshotId, StateFilter,
+};
 
 /// Bumped on any change to this ABI.
 pub const ABI_VERSION: u32 = 2;
@@ -151,6 +153,9 @@ struct State {
     /// Each layer's id, as the host gave it at its push.
     layer_ids: [[u8; SnapshotId::LEN]; MAX_LAYERS],
     layer_count: usize,
+    /// A filter over the keys of the first `layer_count` layers, so that a
+    /// lookup none of them can decide skips them all at once.
+    layer_filter: StateFilter,
     /// Where layers live: memory grown for them and reused after a
     /// truncation, so that following a store for days does not grow it.
     arena: Arena,
@@ -198,6 +203,7 @@ static GLOBAL: Global = Global {
         layers: [const { None }; MAX_LAYERS],
         layer_ids: [[0; SnapshotId::LEN]; MAX_LAYERS],
         layer_count: 0,
+        layer_filter: StateFilter::new(),
         arena: Arena { start: 0, capacity: 0, ends: [0; MAX_LAYERS] },
         layer_region: None,
     }),
@@ -374,6 +380,11 @@ fn truncate_layers(s: &mut State, keep: usize) {
         *layer = None;
     }
     s.layer_count = s.layer_count.min(keep);
+    // Rebuilt from the layers kept (a truncation is a rollback or a rebase: rare).
+    s.layer_filter.clear();
+    for layer in s.layers[..s.layer_count].iter().flatten() {
+        s.layer_filter.add(layer);
+    }
 }
 
 /// Reserves `len` bytes for a layer on top of the committed layers and
@@ -478,6 +489,7 @@ pub extern "C" fn edgeroute_layer_push(mode: u32) -> u32 {
             Err(_) => return commit::OUT_OF_ORDER,
         }
         s.layer_ids[n].copy_from_slice(&s.input[..SnapshotId::LEN]);
+        s.layer_filter.add(&layer);
         s.layers[n] = Some(layer);
         s.arena.ends[n] = ptr + len;
         s.layer_count = n + 1;
@@ -617,7 +629,11 @@ fn resolve_input(s: &mut State, len: u32) -> u32 {
         return fail(header, error::BAD_INPUT);
     };
     let layers = &s.layers[..s.layer_count];
-    let answer = if layers.is_empty() { snap.resolve(host, path) } else { snap.resolve_layered(layers, host, path) };
+    let filtered = FilteredLayers { layers, filter: &s.layer_filter };
+    let answer = match layers.is_empty() {
+        true => snap.resolve(host, path),
+        false => snap.resolve_layered(&filtered, host, path),
+    };
     let mut cursor = Cursor { data, len: 0 };
     match encode(&answer, header, &mut cursor) {
         Ok(k) => k as u32,

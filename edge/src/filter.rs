@@ -103,6 +103,60 @@ pub(crate) fn may_contain(filter: &[u8], hash: u64) -> bool {
     len >= FILTER_MIN_LEN && probes(hash, len).all(|bit| filter.get(bit / 8).is_some_and(|b| b & (1 << (bit % 8)) != 0))
 }
 
+/// Bytes of a [`StateFilter`]: 128 Ki bits, 16 per key for 8k keys (more
+/// keys only make it say "maybe" more often).
+pub const STATE_FILTER_LEN: usize = 16 * 1024;
+
+/// A filter over the keys of every layer a holder keeps (the WebAssembly
+/// module keeps one beside its layers, built as they are pushed): a lookup
+/// whose candidates it rules out skips the whole stack with a few bit
+/// tests, where each layer's own filter costs a few per layer (a host
+/// following a store at ten changes a second holds a hundred layers).
+/// Built from the layers' keys, not their filters, whose sizes differ.
+#[derive(Clone)]
+pub struct StateFilter {
+    bits: [u8; STATE_FILTER_LEN],
+}
+
+impl StateFilter {
+    /// A filter of no keys.
+    pub const fn new() -> StateFilter {
+        StateFilter { bits: [0; STATE_FILTER_LEN] }
+    }
+
+    /// Forgets every key (before the layers it covers are rebuilt).
+    pub fn clear(&mut self) {
+        self.bits.fill(0);
+    }
+
+    /// Adds every key of `layer`, tombstones included: O(its keys).
+    pub fn add<D: AsRef<[u8]>>(&mut self, layer: &crate::Layer<D>) {
+        let _ = layer.fst().walk::<crate::FstError>(|key, _| {
+            filter_insert(&mut self.bits, key_hash(key));
+            Ok(())
+        });
+    }
+
+    /// Whether any layer added may hold the key of hash `hash`.
+    #[inline]
+    pub(crate) fn may_contain(&self, hash: u64) -> bool {
+        may_contain(&self.bits, hash)
+    }
+}
+
+impl Default for StateFilter {
+    fn default() -> Self {
+        StateFilter::new()
+    }
+}
+
+impl core::fmt::Debug for StateFilter {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let set: u32 = self.bits.iter().map(|b| b.count_ones()).sum();
+        f.debug_struct("StateFilter").field("bits_set", &set).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,12 +44,12 @@ pub use crate::crc32c::crc32c;
 pub use crate::error::SnapshotError;
 #[cfg(feature = "std")]
 pub use crate::explain::explain;
-pub use crate::filter::{filter_insert, filter_len, key_hash};
+pub use crate::filter::{filter_insert, filter_len, key_hash, StateFilter, STATE_FILTER_LEN};
 pub use crate::fst::{FstError, MAX_KEY_LEN};
 pub use crate::host::{HostName, MAX_HOST_LEN, MAX_LABEL_LEN};
 pub use crate::id::{ParseSnapshotIdError, ShortId, SnapshotId};
 pub use crate::json::Json;
 pub use crate::layer::{Layer, LayerError};
-pub use crate::resolve::{Domain, Key, Layers, Location, NoTrace, Reason, Resolution, Trace};
+pub use crate::resolve::{Domain, FilteredLayers, Key, Layers, Location, NoTrace, Reason, Resolution, Trace};
 pub use crate::snapshot::{Assets, Origin, Route, Scheme, SectionInfo, Snapshot, StaticSite};
 pub use crate::table::Record;

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::filter::KeyHash;
+use crate::filter::{KeyHash, StateFilter};
 use crate::format::{KEY_LABEL_SEPARATOR, KEY_WILDCARD};
 use crate::fst::Fst;
 use crate::host::HostName;
@@ -399,6 +399,36 @@ pub trait Layers {
     fn count(&self) -> usize;
     /// Layer `i`, from 0 (the oldest).
     fn layer(&self, i: usize) -> Option<&Layer<Self::Data>>;
+    /// A filter over every layer's keys, if the holder keeps one: see
+    /// [`FilteredLayers`].
+    fn state_filter(&self) -> Option<&StateFilter> {
+        None
+    }
+}
+
+/// Layers with a [`StateFilter`] their holder built from exactly these
+/// layers (each [`StateFilter::add`]ed): a lookup that it rules out skips
+/// them all at once. A filter that misses a layer's key would hide it.
+#[derive(Clone, Copy, Debug)]
+pub struct FilteredLayers<'a, L: ?Sized> {
+    pub layers: &'a L,
+    pub filter: &'a StateFilter,
+}
+
+impl<L: Layers + ?Sized> Layers for FilteredLayers<'_, L> {
+    type Data = L::Data;
+    #[inline]
+    fn count(&self) -> usize {
+        self.layers.count()
+    }
+    #[inline]
+    fn layer(&self, i: usize) -> Option<&Layer<L::Data>> {
+        self.layers.layer(i)
+    }
+    #[inline]
+    fn state_filter(&self) -> Option<&StateFilter> {
+        Some(self.filter)
+    }
 }
 
 impl<D: AsRef<[u8]>> Layers for [Layer<D>] {
@@ -585,10 +615,10 @@ struct CandidateHashes {
 }
 
 impl CandidateHashes {
-    /// Whether `layer` may hold any candidate of `open`: a rank not
-    /// hashed always may.
+    /// Whether a filter (`may_contain`) may hold any candidate of `open`:
+    /// a rank not hashed always may.
     #[inline]
-    fn may_be_in<D: AsRef<[u8]>>(&self, layer: &Layer<D>, open: Ranks) -> bool {
+    fn may_be_in(&self, may_contain: impl Fn(u64) -> bool, open: Ranks) -> bool {
         if open.hi != 0 || open.lo >> HASHED_RANKS != 0 {
             return true;
         }
@@ -596,7 +626,7 @@ impl CandidateHashes {
         while open != 0 {
             let rank = open.trailing_zeros() as usize;
             open &= open - 1;
-            if self.hashes.get(rank).is_none_or(|&h| layer.may_contain(h)) {
+            if self.hashes.get(rank).is_none_or(|&h| may_contain(h)) {
                 return true;
             }
         }
@@ -698,13 +728,18 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
         };
         // Hashed once for all layers, and only when there are layers.
         let candidates = if layers.count() > 0 { Some(candidate_hashes(host)) } else { None };
-        for i in (0..layers.count()).rev() {
+        // A holder's filter over every layer: no candidate in any, no layer walked.
+        let count = match (&candidates, layers.state_filter()) {
+            (Some(c), Some(filter)) if !c.may_be_in(|h| filter.may_contain(h), c.all) => 0,
+            _ => layers.count(),
+        };
+        for i in (0..count).rev() {
             let Some(layer) = layers.layer(i) else { continue };
             // Ranks that could still change the answer: not decided by a
             // newer layer, and before the best route found so far.
             let below_best = best.as_ref().map_or(Ranks::ALL, |(b, _)| Ranks::below(b.rank));
             if let Some(c) = &candidates {
-                if !c.may_be_in(layer, c.all.without(decided).and(below_best)) {
+                if !c.may_be_in(|h| layer.may_contain(h), c.all.without(decided).and(below_best)) {
                     continue;
                 }
             }

@@ -5,7 +5,7 @@
 
 use edgeroute_compiler::{compact, read_changes, source, write_layer, Change, CompileError, Lineage, Options};
 use edgeroute_edge::format::MAX_LAYERS;
-use edgeroute_edge::{Layer, LayerError, Snapshot, SnapshotError, SnapshotId};
+use edgeroute_edge::{FilteredLayers, Layer, LayerError, Snapshot, SnapshotError, SnapshotId, StateFilter};
 use edgeroute_tests::changes::RandomChanges;
 use edgeroute_tests::{compile_text, fix_checksum, Rng};
 
@@ -25,12 +25,15 @@ struct State {
     base_id: SnapshotId,
     layers: Vec<Layer<Vec<u8>>>,
     ids: Vec<SnapshotId>,
+    /// A filter over the layers' keys, as the WebAssembly module keeps.
+    filter: Box<StateFilter>,
 }
 
 impl State {
     fn new(table: &str) -> State {
         let compiled = compile_text(table, Options::default()).unwrap();
-        State { base_id: compiled.id, base: Snapshot::from_bytes(compiled.bytes).unwrap(), layers: vec![], ids: vec![] }
+        let base = Snapshot::from_bytes(compiled.bytes).unwrap();
+        State { base_id: compiled.id, base, layers: vec![], ids: vec![], filter: Box::default() }
     }
 
     fn lineage(&self) -> Lineage {
@@ -52,13 +55,20 @@ impl State {
         let id = SnapshotId::of(&bytes);
         let layer = Layer::from_bytes(bytes)?;
         layer.check_on(&self.base_id, self.ids.last().unwrap_or(&self.base_id), self.layers.len())?;
+        self.filter.add(&layer);
         self.layers.push(layer);
         self.ids.push(id);
         Ok(())
     }
 
+    /// The answer through the layers, the same with the filter over them all.
     fn resolve(&self, host: &str, path: &str) -> String {
-        self.base.resolve_layered(self.layers.as_slice(), host.as_bytes(), path.as_bytes()).json().to_string()
+        let answer =
+            self.base.resolve_layered(self.layers.as_slice(), host.as_bytes(), path.as_bytes()).json().to_string();
+        let filtered = FilteredLayers { layers: self.layers.as_slice(), filter: &self.filter };
+        let through_filter = self.base.resolve_layered(&filtered, host.as_bytes(), path.as_bytes());
+        assert_eq!(through_filter.json().to_string(), answer, "{host} {path}: the state filter changed the answer");
+        answer
     }
 }
 
@@ -119,7 +129,8 @@ fn a_layered_state_resolves_as_a_full_compile_of_the_table_its_changes_leave() {
             let compacted = compact(&state.base, &state.layers).unwrap();
             assert_eq!(compacted.id, compiled.id, "step {step}: the compaction is not the full compile");
             assert_eq!(compacted.bytes, compiled.bytes);
-            state = State { base_id: compacted.id, base: full_snap, layers: vec![], ids: vec![] };
+            state =
+                State { base_id: compacted.id, base: full_snap, layers: vec![], ids: vec![], filter: Box::default() };
             compactions += 1;
         }
     }
@@ -304,6 +315,13 @@ fn the_layer_filter_is_consulted_in_any_case_and_checked_key_by_key() {
         assert!(state.resolve(host, "/").contains(r#""bucket":"layer""#), "{host}: {}", state.resolve(host, "/"));
     }
     assert_eq!(state.resolve("A.EXAMPLE.COM", "/"), r#"{"kind":"not_found"}"#);
+    // A holder's filter over all layers is consulted first: one that was
+    // never given the layer's keys makes the lookup skip every layer.
+    let empty = StateFilter::new();
+    let skipping = FilteredLayers { layers: state.layers.as_slice(), filter: &empty };
+    let through = |host: &str| state.base.resolve_layered(&skipping, host.as_bytes(), b"/").json().to_string();
+    assert_eq!(through("b.example.com"), r#"{"kind":"not_found"}"#);
+    assert!(through("a.example.com").contains(r#""bucket":"base""#));
     // Where the filter sits: the second entry of the section table.
     let field = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
     let entry = edgeroute_edge::format::FIXED_HEADER_LEN + edgeroute_edge::format::SECTION_ENTRY_LEN;
