@@ -380,10 +380,11 @@ fn truncate_layers(s: &mut State, keep: usize) {
         *layer = None;
     }
     s.layer_count = s.layer_count.min(keep);
-    // Rebuilt from the layers kept (a truncation is a rollback or a rebase: rare).
-    s.layer_filter.clear();
-    for layer in s.layers[..s.layer_count].iter().flatten() {
-        s.layer_filter.add(layer);
+    // The keys of the layers dropped may stay in the filter (it only ever
+    // says "maybe" more often) until no layer is left; a rebuild would walk
+    // every key kept on a serving thread.
+    if s.layer_count == 0 {
+        s.layer_filter.clear();
     }
 }
 

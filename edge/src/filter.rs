@@ -131,10 +131,16 @@ impl StateFilter {
 
     /// Adds every key of `layer`, tombstones included: O(its keys).
     pub fn add<D: AsRef<[u8]>>(&mut self, layer: &crate::Layer<D>) {
-        let _ = layer.fst().walk::<crate::FstError>(|key, _| {
+        let walked = layer.fst().walk::<crate::FstError>(|key, _| {
             filter_insert(&mut self.bits, key_hash(key));
             Ok(())
         });
+        if walked.is_err() {
+            // An index that cannot be walked to its end (never one that
+            // was validated): say "maybe" to everything rather than miss
+            // the keys past the fault.
+            self.bits.fill(0xFF);
+        }
     }
 
     /// Whether any layer added may hold the key of hash `hash`.

@@ -66,8 +66,8 @@ pub struct Follower {
     store: Store,
     cache: PathBuf,
     progress: Mutex<Progress>,
-    /// The generation of the state cached last ([`keep_in_order`]).
-    cached: Arc<Mutex<u64>>,
+    /// Writes the states served to the cache, off the follower's path.
+    cache_writer: Arc<CacheWriter>,
 }
 
 /// The follower's position: the pointer's version last read, the snapshot
@@ -204,23 +204,101 @@ fn keep(cache: &Path, base: Option<&[u8]>, live: &Live) -> std::io::Result<bool>
     }
 }
 
-/// Caches `live` (see [`keep`]) unless a newer state is cached already:
-/// the cache writes of successive swaps run on their own threads, off the
-/// follower's path (a base's is 50 MB of writes and fsyncs at 1M routes,
-/// which the next layer must not wait for), and may start in any order;
-/// `cached` holds the generation written last, so an older state never
-/// overwrites a newer one.
-fn keep_in_order(cache: &Path, cached: &Mutex<u64>, base: Option<&[u8]>, live: &Live) {
-    let mut last = cached.lock().unwrap_or_else(|p| p.into_inner());
-    if *last >= live.generation {
-        return;
+/// The writer of the cache (see [`keep`]): one thread of its own, off the
+/// follower's path (a base is 50 MB of writes and fsyncs at 1M routes,
+/// which the next change must not wait for), fed through a slot that holds
+/// the newest state only: when changes come faster than the disk, states
+/// in between are skipped, and an older state is never written after a
+/// newer one. The slot also keeps the bytes of a base until they are
+/// written, for the states on it that come without them.
+#[derive(Debug)]
+struct CacheWriter {
+    cache: PathBuf,
+    slot: Mutex<CacheSlot>,
+    wake: std::sync::Condvar,
+    started: std::sync::Once,
+}
+
+#[derive(Debug, Default)]
+struct CacheSlot {
+    /// The newest state not written yet.
+    state: Option<Arc<Live>>,
+    /// The bytes of the newest base given, until it is written.
+    base: Option<(SnapshotId, Arc<Vec<u8>>)>,
+    /// Whether the thread is writing (for [`CacheWriter::flush`]).
+    busy: bool,
+}
+
+impl CacheWriter {
+    fn new(cache: PathBuf) -> CacheWriter {
+        CacheWriter {
+            cache,
+            slot: Mutex::new(CacheSlot::default()),
+            wake: std::sync::Condvar::new(),
+            started: std::sync::Once::new(),
+        }
     }
-    match keep(cache, base, live) {
-        Ok(true) => *last = live.generation,
-        // Its base's own write comes next, or was superseded by a newer
-        // state's: the cache keeps what it had until then.
-        Ok(false) => tracing::debug!("state {} not cached: its base {} is not cached yet", live.id, live.base.id),
-        Err(e) => tracing::warn!("cannot cache the state in {}: {e}", cache.display()),
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, CacheSlot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks for `live` to be cached, with its base's bytes if it brought a
+    /// new base; returns at once.
+    fn submit(self: &Arc<Self>, live: Arc<Live>, base: Option<Vec<u8>>) {
+        let mut slot = self.slot();
+        if let Some(bytes) = base {
+            slot.base = Some((live.base.id, Arc::new(bytes)));
+        }
+        slot.state = Some(live);
+        drop(slot);
+        self.wake.notify_all();
+        self.started.call_once(|| {
+            let writer = Arc::clone(self);
+            let spawned = std::thread::Builder::new().name("edgeroute-cache".into()).spawn(move || writer.run());
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start the cache writer ({e}): states will not be cached");
+            }
+        });
+    }
+
+    fn run(&self) {
+        loop {
+            let mut slot = self.slot();
+            while slot.state.is_none() {
+                slot = self.wake.wait(slot).unwrap_or_else(|p| p.into_inner());
+            }
+            let Some(live) = slot.state.take() else { continue };
+            let base = slot.base.clone().filter(|(id, _)| *id == live.base.id);
+            slot.busy = true;
+            drop(slot);
+            let written = keep(&self.cache, base.as_ref().map(|(_, b)| b.as_slice()), &live);
+            let mut slot = self.slot();
+            slot.busy = false;
+            match written {
+                Ok(true) => {
+                    // Written: its bytes are on disk now (unless a newer base came meanwhile).
+                    if slot.base.as_ref().is_some_and(|(id, _)| *id == live.base.id) {
+                        slot.base = None;
+                    }
+                }
+                // Only a state whose base never came with its bytes (never
+                // the case for a base this follower loaded).
+                Ok(false) => tracing::warn!("state {} not cached: its base {} is not cached", live.id, live.base.id),
+                Err(e) => tracing::warn!("cannot cache the state in {}: {e}", self.cache.display()),
+            }
+            drop(slot);
+            self.wake.notify_all();
+        }
+    }
+
+    /// Waits until every state submitted is written (for tests).
+    #[cfg(test)]
+    fn flush(&self) {
+        let mut slot = self.slot();
+        while slot.state.is_some() || slot.busy {
+            slot = self.wake.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
     }
 }
 
@@ -268,7 +346,8 @@ fn serving(state: &HostState) -> String {
 
 impl Follower {
     pub fn new(store: Store, cache: PathBuf) -> Follower {
-        Follower { store, cache, progress: Mutex::new(Progress::default()), cached: Arc::new(Mutex::new(0)) }
+        let cache_writer = Arc::new(CacheWriter::new(cache.clone()));
+        Follower { store, cache, progress: Mutex::new(Progress::default()), cache_writer }
     }
 
     fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
@@ -527,8 +606,7 @@ impl Follower {
         .map_err(|e| FetchError::Refused { what, why: e.to_string(), repairable: true })??;
         let (swapped, base) = swapped;
         // Cached on a thread of its own: the next change need not wait for the disk.
-        let (cache, cached, live) = (self.cache.clone(), self.cached.clone(), swapped.clone());
-        tokio::task::spawn_blocking(move || keep_in_order(&cache, &cached, base.as_deref(), &live));
+        self.cache_writer.submit(swapped.clone(), base);
         state.metrics.swaps.fetch_add(1, Ordering::Relaxed);
         if swapped.id != pointer.id.as_str() {
             // The pointer's id is not its base and layers' (a hand-made
@@ -683,36 +761,61 @@ mod tests {
         assert!(!changes(&event(EventKind::Create(CreateKind::File), "/store/.lock"), pointer));
     }
 
-    /// The cache writes run on threads of their own and may start in any
-    /// order: a state whose base is not cached yet is not written (its
-    /// list would name a missing base), and an older state never replaces
-    /// a newer one.
+    /// The cache writer takes states faster than it writes them: the
+    /// newest is written whole (its base's bytes kept from the state that
+    /// brought them), a newer base replaces the older one on disk, and a
+    /// state whose base never came with its bytes is not written (its list
+    /// would name a missing base).
     #[test]
-    fn cache_writes_in_any_order_leave_the_newest_state_whole() {
+    fn the_cache_writer_leaves_the_newest_state_whole() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let base = std::fs::read(root.join("snapshots/demo.snap")).unwrap();
         let layer = std::fs::read(root.join("snapshots/demo-change.layer")).unwrap();
+        let other = edgeroute_tests::compile_text(
+            r#"{"Domain":"other.example.com","Target":"s3://other-bucket/site"}"#,
+            edgeroute_compiler::Options::default(),
+        )
+        .unwrap();
         let (base_id, layer_id) = (SnapshotId::of(&base), SnapshotId::of(&layer));
         let router = crate::router::Router::new(crate::engine::EdgeEngine::new().unwrap(), &base).unwrap();
         let first = router.live().unwrap();
         let second =
             router.swap_layers(base_id, vec![Arc::new(HostLayer { id: layer_id, bytes: layer })]).unwrap().unwrap();
-        assert!(second.generation > first.generation);
-        let cache = std::env::temp_dir().join(format!("edgeroute-keep-order-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&cache);
-        let (cached, list) = (Mutex::new(0), cache.join(CACHED_LIST));
-        // The layer's state first, its base not cached: nothing written.
-        keep_in_order(&cache, &cached, None, &second);
-        assert!(!list.exists());
-        // The base's state, then the layer's: both written, in turn.
-        keep_in_order(&cache, &cached, Some(&base), &first);
-        assert_eq!(std::fs::read_to_string(&list).unwrap(), format!("{base_id}\n"));
-        keep_in_order(&cache, &cached, None, &second);
-        assert_eq!(std::fs::read_to_string(&list).unwrap(), format!("{base_id}\n{layer_id}\n"));
-        // The base's state again, late: it does not replace the newer one.
-        keep_in_order(&cache, &cached, Some(&base), &first);
-        assert_eq!(std::fs::read_to_string(&list).unwrap(), format!("{base_id}\n{layer_id}\n"));
-        assert!(cache.join(CACHED_LAYERS).join(format!("{layer_id}.layer")).exists());
-        let _ = std::fs::remove_dir_all(&cache);
+        let third = router.swap_state(&other.bytes, other.id, Vec::new()).unwrap();
+        let dir = std::env::temp_dir().join(format!("edgeroute-cache-writer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let list = |cache: &Path| std::fs::read_to_string(cache.join(CACHED_LIST)).unwrap_or_default();
+        let files = |cache: &Path, folder: &str| {
+            let mut names: Vec<String> = std::fs::read_dir(cache.join(folder))
+                .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+
+        // A base, then a layer on it before the writer has run: the newest whole.
+        let cache = dir.join("a");
+        let writer = Arc::new(CacheWriter::new(cache.clone()));
+        writer.submit(first.clone(), Some(base.clone()));
+        writer.submit(second.clone(), None);
+        writer.flush();
+        assert_eq!(list(&cache), format!("{base_id}\n{layer_id}\n"));
+        assert_eq!(files(&cache, CACHED_BASES), [format!("{base_id}.snap")]);
+        assert_eq!(files(&cache, CACHED_LAYERS), [format!("{layer_id}.layer")]);
+        assert_eq!(super::cached(&cache).unwrap().1, base_id);
+        // A new base: the old base and its layer go.
+        writer.submit(third.clone(), Some(other.bytes.clone()));
+        writer.flush();
+        assert_eq!(list(&cache), format!("{}\n", other.id));
+        assert_eq!(files(&cache, CACHED_BASES), [format!("{}.snap", other.id)]);
+        assert!(files(&cache, CACHED_LAYERS).is_empty());
+
+        // A state whose base never came with its bytes: nothing written.
+        let cache = dir.join("b");
+        let writer = Arc::new(CacheWriter::new(cache.clone()));
+        writer.submit(second, None);
+        writer.flush();
+        assert_eq!(list(&cache), "");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -183,7 +183,7 @@ fn main() {
     );
     println!(
         "  bytes the host fetched per apply: median {}, worst {} ({} swaps logged)",
-        median(fetched.iter().map(|&b| b as f64).collect::<Vec<_>>().into_iter().chain([0.0]).collect()),
+        if fetched.is_empty() { 0.0 } else { median(fetched.iter().map(|&b| b as f64).collect()) },
         fetched.iter().max().unwrap_or(&0),
         fetched.len()
     );
