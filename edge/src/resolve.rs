@@ -717,8 +717,7 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             Err(reason) => return Resolution::BadRequest(reason),
         };
         // Candidates whose key a newer table held (decided), and the
-        // lowest-ranked route found so far. A host has at most 127 labels,
-        // so ranks fit the 128 bits.
+        // lowest-ranked route found so far.
         let mut decided = Ranks::NONE;
         let mut best: Option<(Candidate, Route<'s>)> = None;
         let settled = |decided: Ranks, best: &Option<(Candidate, Route<'s>)>| match best {
@@ -726,12 +725,14 @@ impl<D: AsRef<[u8]>> Snapshot<D> {
             Some((c, _)) => decided.covers(Ranks::below(c.rank)),
             None => false,
         };
-        // Hashed once for all layers, and only when there are layers.
-        let candidates = if layers.count() > 0 { Some(candidate_hashes(host)) } else { None };
+        // Counted once (a fixed table counts its entries), hashed once for
+        // all layers, and only when there are layers.
+        let count = layers.count();
+        let candidates = if count > 0 { Some(candidate_hashes(host)) } else { None };
         // A holder's filter over every layer: no candidate in any, no layer walked.
         let count = match (&candidates, layers.state_filter()) {
             (Some(c), Some(filter)) if !c.may_be_in(|h| filter.may_contain(h), c.all) => 0,
-            _ => layers.count(),
+            _ => count,
         };
         for i in (0..count).rev() {
             let Some(layer) = layers.layer(i) else { continue };
