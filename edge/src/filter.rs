@@ -97,10 +97,16 @@ pub fn filter_insert(filter: &mut [u8], hash: u64) {
 }
 
 /// Whether a key of hash `hash` may be in `filter`: `false` means it is not.
+/// Bytes that are not a filter (shorter than [`FILTER_MIN_LEN`], or not a
+/// power of two: never after validation) say "maybe": a filter may only
+/// ever save a walk, never hide a key.
 #[inline]
 pub(crate) fn may_contain(filter: &[u8], hash: u64) -> bool {
     let len = filter.len();
-    len >= FILTER_MIN_LEN && probes(hash, len).all(|bit| filter.get(bit / 8).is_some_and(|b| b & (1 << (bit % 8)) != 0))
+    if len < FILTER_MIN_LEN || !len.is_power_of_two() {
+        return true;
+    }
+    probes(hash, len).all(|bit| filter.get(bit / 8).is_some_and(|b| b & (1 << (bit % 8)) != 0))
 }
 
 /// Bytes of a [`StateFilter`]: 128 Ki bits, 16 per key for 8k keys (more

@@ -232,12 +232,9 @@ impl<D: AsRef<[u8]>> Layer<D> {
     /// lookup need not walk its index.
     #[inline]
     pub(crate) fn may_contain(&self, hash: u64) -> bool {
-        // A filter that cannot be read (never, after check_header) says
-        // "maybe": a filter may only ever save a walk, never hide a key.
-        match self.data.as_ref().get(self.filter.clone()) {
-            Some(filter) if filter.len() >= FILTER_MIN_LEN => crate::filter::may_contain(filter, hash),
-            _ => true,
-        }
+        // Bytes that cannot be read (never, after check_header) are no
+        // filter, which says "maybe".
+        crate::filter::may_contain(self.data.as_ref().get(self.filter.clone()).unwrap_or_default(), hash)
     }
 
     /// The record at `offset` of the routes section: what the index gives.

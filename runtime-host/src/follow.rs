@@ -166,42 +166,40 @@ const CACHED_LEGACY: &str = "current.snap";
 /// base's own caching has not run) is not written, since the list would
 /// name a missing base: `Ok(false)`.
 fn keep(cache: &Path, base: Option<&[u8]>, live: &Live) -> std::io::Result<bool> {
-    {
-        for folder in [CACHED_BASES, CACHED_LAYERS] {
-            std::fs::create_dir_all(cache.join(folder))?;
-        }
-        let base_name = format!("{}.snap", live.base.id);
-        let path = cache.join(CACHED_BASES).join(&base_name);
-        match base {
-            Some(bytes) if !path.exists() => write_file_atomically(&path, bytes)?,
-            None if !path.exists() => return Ok(false),
-            _ => {}
-        }
-        let mut names = Vec::new();
-        for layer in &live.layers {
-            let name = format!("{}.layer", layer.id);
-            let path = cache.join(CACHED_LAYERS).join(&name);
-            if !path.exists() {
-                write_file_atomically(&path, &layer.bytes)?;
-            }
-            names.push(name);
-        }
-        let mut list = format!("{}\n", live.base.id);
-        for layer in &live.layers {
-            list.push_str(&format!("{}\n", layer.id));
-        }
-        write_file_atomically(&cache.join(CACHED_LIST), list.as_bytes())?;
-        for (folder, keep) in [(CACHED_BASES, vec![base_name]), (CACHED_LAYERS, names)] {
-            for entry in std::fs::read_dir(cache.join(folder))? {
-                let name = entry?.file_name().to_string_lossy().into_owned();
-                if !keep.contains(&name) {
-                    let _ = std::fs::remove_file(cache.join(folder).join(name));
-                }
-            }
-        }
-        let _ = std::fs::remove_file(cache.join(CACHED_LEGACY));
-        Ok(true)
+    for folder in [CACHED_BASES, CACHED_LAYERS] {
+        std::fs::create_dir_all(cache.join(folder))?;
     }
+    let base_name = format!("{}.snap", live.base.id);
+    let path = cache.join(CACHED_BASES).join(&base_name);
+    match base {
+        Some(bytes) if !path.exists() => write_file_atomically(&path, bytes)?,
+        None if !path.exists() => return Ok(false),
+        _ => {}
+    }
+    let mut names = Vec::new();
+    for layer in &live.layers {
+        let name = format!("{}.layer", layer.id);
+        let path = cache.join(CACHED_LAYERS).join(&name);
+        if !path.exists() {
+            write_file_atomically(&path, &layer.bytes)?;
+        }
+        names.push(name);
+    }
+    let mut list = format!("{}\n", live.base.id);
+    for layer in &live.layers {
+        list.push_str(&format!("{}\n", layer.id));
+    }
+    write_file_atomically(&cache.join(CACHED_LIST), list.as_bytes())?;
+    for (folder, keep) in [(CACHED_BASES, vec![base_name]), (CACHED_LAYERS, names)] {
+        for entry in std::fs::read_dir(cache.join(folder))? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                let _ = std::fs::remove_file(cache.join(folder).join(name));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(cache.join(CACHED_LEGACY));
+    Ok(true)
 }
 
 /// The writer of the cache (see [`keep`]): one thread of its own, off the
@@ -567,8 +565,9 @@ impl Follower {
             fetched += bytes.len();
             Some(bytes)
         };
-        // Hashing, loading and caching take milliseconds to seconds
-        // (50 MB at 1M routes): never on the threads that serve requests.
+        // Hashing and loading take milliseconds to seconds (50 MB at 1M
+        // routes): never on the threads that serve requests (nor on this
+        // task: the cache is written by its own thread).
         let router = &state.router;
         // What a refusal names: the snapshot, or the state of a base and layers.
         let what = match pointer.layers.len() {
