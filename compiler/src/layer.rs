@@ -182,6 +182,26 @@ pub fn write_layer(lineage: Lineage, changes: &[Change<'_>]) -> Result<Vec<u8>, 
     write_layer_sorted(lineage, &keys, &records)
 }
 
+/// Merges consecutive layers of one state (oldest first) into one layer on
+/// `lineage` that decides every key as they did together: the newest
+/// record of each key, tombstones included (the base may hold the name).
+/// So the state with the merged layer in their place resolves as before,
+/// and compacts to the same bytes.
+pub fn merge_layers<L: AsRef<[u8]>>(lineage: Lineage, layers: &[&Layer<L>]) -> Result<Vec<u8>, WriteError> {
+    let mut newest: BTreeMap<Vec<u8>, Change<'_>> = BTreeMap::new();
+    for layer in layers {
+        layer.for_each_record(|domain, record| {
+            let change = match record {
+                Record::Route(route) => Change::Upsert(entry_of(domain, route)),
+                Record::Tombstone => Change::Delete(Cow::Owned(domain.to_owned())),
+            };
+            newest.insert(key_of(domain), change);
+        });
+    }
+    let changes: Vec<Change<'_>> = newest.into_values().collect();
+    write_layer(lineage, &changes)
+}
+
 /// A table entry read back from a snapshot or a layer.
 pub fn entry_of<'s>(domain: &str, route: Route<'s>) -> Entry<'s> {
     let target = match route {
@@ -201,9 +221,9 @@ pub fn entry_of<'s>(domain: &str, route: Route<'s>) -> Entry<'s> {
 /// Merges a base and its layers (oldest first, each checked on the one
 /// before by the caller) into one snapshot: the bytes a full compile of
 /// the table they leave would write.
-pub fn compact<B: AsRef<[u8]>, L: AsRef<[u8]>>(
+pub fn compact<'l, B: AsRef<[u8]>, L: AsRef<[u8]> + 'l>(
     base: &Snapshot<B>,
-    layers: &[Layer<L>],
+    layers: impl IntoIterator<Item = &'l Layer<L>>,
 ) -> Result<Compiled, WriteError> {
     // The newest change of each key, in key order.
     let mut changed: BTreeMap<Vec<u8>, Option<Entry<'_>>> = BTreeMap::new();

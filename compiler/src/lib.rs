@@ -23,5 +23,5 @@ pub mod writer;
 pub use crate::compile::{check, compile, CompileError, Compiled, Options, Progress, Stats};
 pub use crate::entry::{normalize_domain, Entry, ItemError, ItemErrorKind, Target};
 pub use crate::item::{Location, RawItem, Value};
-pub use crate::layer::{compact, read_changes, write_layer, Change, Changes};
+pub use crate::layer::{compact, merge_layers, read_changes, write_layer, Change, Changes};
 pub use crate::writer::{write_sorted, Lineage, WriteError};

@@ -4,14 +4,21 @@
 //! [`compile`](crate::compile()) with `skip_invalid` makes from the same
 //! items (tested), duplicates included: two items that normalize to the
 //! same Domain are both left out.
+//!
+//! It also tracks what changed since it was last [settled](Mirror::settle):
+//! [`changes`](Mirror::changes) are the routes to upsert and the names to
+//! delete that take a state built from the mirror then to one built from
+//! it now, which the watcher writes as a layer. Their cost follows the
+//! items changed, not the table.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use edgeroute_edge::SnapshotId;
 
 use crate::compile::{Compiled, Stats};
 use crate::entry::{self, Entry, ItemError, ItemErrorKind};
 use crate::item::{Location, RawItem, Value};
+use crate::layer::Change;
 use crate::writer::{write_sorted, WriteError};
 
 /// One item: its index key and entry, or why it is left out.
@@ -26,6 +33,26 @@ pub struct Mirror {
     items: HashMap<String, Slot>,
     /// Index key → the valid items that have it (more than one: duplicates).
     keys: BTreeMap<Vec<u8>, Vec<String>>,
+    /// Index keys whose route may have changed since the last settle, with
+    /// the route each had then.
+    touched: BTreeMap<Vec<u8>, Option<Entry<'static>>>,
+    /// Table keys set since the last settle.
+    touched_items: BTreeSet<String>,
+    /// Keys with exactly one valid item: the routes a build holds.
+    routes: usize,
+    /// Items a build leaves out: invalid ones, and every item of a key
+    /// that more than one has.
+    left_out: usize,
+}
+
+/// What a key held by `n` valid items adds to the routes and to the items
+/// left out.
+fn counts(n: usize) -> (usize, usize) {
+    match n {
+        0 => (0, 0),
+        1 => (1, 0),
+        n => (0, n),
+    }
 }
 
 impl Mirror {
@@ -46,14 +73,26 @@ impl Mirror {
     /// An `Err` is an item already known to be bad (an ARN that did not
     /// resolve, say).
     pub fn set(&mut self, domain: &str, item: Option<Result<RawItem<'static>, ItemError>>) {
+        self.touched_items.insert(domain.to_owned());
+        // The route before the change is noted while the old item is still there.
+        if let Some(Slot { result: Ok((key, _)) }) = self.items.get(domain) {
+            let key = key.clone();
+            self.touch(&key);
+        }
         if let Some(old) = self.items.remove(domain) {
-            if let Ok((key, _)) = old.result {
-                if let Some(list) = self.keys.get_mut(&key) {
-                    list.retain(|d| d != domain);
-                    if list.is_empty() {
-                        self.keys.remove(&key);
+            match old.result {
+                Ok((key, _)) => {
+                    if let Some(list) = self.keys.get_mut(&key) {
+                        let before = list.len();
+                        list.retain(|d| d != domain);
+                        let after = list.len();
+                        if list.is_empty() {
+                            self.keys.remove(&key);
+                        }
+                        self.recount(before, after);
                     }
                 }
+                Err(_) => self.left_out -= 1,
             }
         }
         let Some(item) = item else { return };
@@ -61,10 +100,106 @@ impl Mirror {
             let route = entry::validate(Location::Index(0), &item)?;
             Ok((route.key(), route))
         });
-        if let Ok((key, _)) = &result {
-            self.keys.entry(key.clone()).or_default().push(domain.to_owned());
+        match &result {
+            Ok((key, _)) => {
+                self.touch(key);
+                let list = self.keys.entry(key.clone()).or_default();
+                list.push(domain.to_owned());
+                let after = list.len();
+                self.recount(after - 1, after);
+            }
+            Err(_) => self.left_out += 1,
         }
         self.items.insert(domain.to_owned(), Slot { result });
+    }
+
+    /// Moves the counts of a key from `before` valid items to `after`.
+    fn recount(&mut self, before: usize, after: usize) {
+        let (routes_before, out_before) = counts(before);
+        let (routes_after, out_after) = counts(after);
+        self.routes = self.routes + routes_after - routes_before;
+        self.left_out = self.left_out + out_after - out_before;
+    }
+
+    /// Notes the route `key` has before its first change since the last settle.
+    fn touch(&mut self, key: &[u8]) {
+        if !self.touched.contains_key(key) {
+            let before = self.route(key).cloned();
+            self.touched.insert(key.to_vec(), before);
+        }
+    }
+
+    /// The route a build holds under `key`: its item's, when exactly one
+    /// valid item has it.
+    fn route(&self, key: &[u8]) -> Option<&Entry<'static>> {
+        match self.keys.get(key).map(Vec::as_slice) {
+            Some([only]) => match &self.items[only].result {
+                Ok((_, route)) => Some(route),
+                Err(_) => unreachable!("only valid items are indexed"),
+            },
+            _ => None,
+        }
+    }
+
+    /// How many routes a build holds now.
+    pub fn routes(&self) -> usize {
+        self.routes
+    }
+
+    /// How many items a build leaves out now (invalid, or duplicates).
+    pub fn left_out(&self) -> usize {
+        self.left_out
+    }
+
+    /// The changes since the last [`settle`](Self::settle), sorted by key
+    /// and one per key (as a layer is written): a route for each key whose
+    /// route is new or another, a delete for each key that lost its route.
+    /// A key changed and changed back is not among them.
+    pub fn changes(&self) -> Vec<Change<'static>> {
+        let mut changes = Vec::new();
+        for (key, before) in &self.touched {
+            let now = self.route(key);
+            if now == before.as_ref() {
+                continue;
+            }
+            changes.push(match (now, before) {
+                (Some(route), _) => Change::Upsert(route.clone()),
+                (None, Some(gone)) => Change::Delete(gone.domain.clone()),
+                (None, None) => unreachable!("equal"),
+            });
+        }
+        changes
+    }
+
+    /// The table keys set since the last settle, sorted.
+    pub fn changed_items(&self) -> impl Iterator<Item = &str> {
+        self.touched_items.iter().map(String::as_str)
+    }
+
+    /// Forgets the changes: the state built from the mirror now is the
+    /// one the next [`changes`](Self::changes) start from.
+    pub fn settle(&mut self) {
+        self.touched.clear();
+        self.touched_items.clear();
+    }
+
+    /// Why the item under table key `domain` is left out of a build, if it is.
+    pub fn why_left_out(&self, domain: &str) -> Option<ItemError> {
+        let (key, route) = match &self.items.get(domain)?.result {
+            Err(e) => return Some(e.clone()),
+            Ok((key, route)) => (key, route),
+        };
+        let domains = &self.keys[key];
+        let other = domains.iter().filter(|d| *d != domain).min()?;
+        Some(ItemError {
+            location: Location::Index(0),
+            domain: Some(domain.to_owned()),
+            kind: ItemErrorKind::Duplicate {
+                domain: route.domain.to_string(),
+                other: Location::Index(0),
+                other_written: other.clone(),
+            },
+        })
     }
 
     /// Writes the snapshot of the table as it is now.

@@ -17,7 +17,7 @@ use edgeroute_control::aws::{AwsOptions, RetryPolicy};
 use edgeroute_control::lease::LeaseOptions;
 use edgeroute_control::publish::{DropGuard, Manual};
 use edgeroute_control::scan::ScanOptions;
-use edgeroute_control::watch::{Backoff, WatchOptions};
+use edgeroute_control::watch::{Backoff, CompactionPolicy, WatchOptions};
 use edgeroute_control::Source;
 use edgeroute_store::StoreLocation;
 
@@ -256,6 +256,13 @@ pub struct WatchArgs {
     /// routes, or none; 100 lets real mass deletions through.
     #[arg(long, value_name = "PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub max_drop: u8,
+    /// Compact the layers into a new base (in the background) when they
+    /// hold this many bytes. Default: an eighth of the base, at least 1 MiB.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub compact_bytes: Option<u64>,
+    /// …or when they hold this many records (changes). Default: no limit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub compact_entries: Option<u64>,
     #[command(flatten)]
     pub scan: ScanArgs,
     #[command(flatten)]
@@ -283,6 +290,7 @@ impl WatchArgs {
                 first: Duration::from_millis(self.restart_backoff_ms),
                 max: Duration::from_millis(self.restart_backoff_max_ms.max(self.restart_backoff_ms)),
             },
+            compaction: CompactionPolicy { bytes: self.compact_bytes, entries: self.compact_entries },
             ..WatchOptions::default()
         }
     }

@@ -206,6 +206,49 @@ pub async fn apply(
     .await
 }
 
+/// What [`advance`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Advanced {
+    /// The pointer names the new state.
+    Current(Pointer),
+    /// The store is pinned (a rollback): nothing was written.
+    HeldBack { pinned: Pointer },
+    /// The pointer names another state than the one the writer built on.
+    Moved(Pointer),
+}
+
+/// Moves the pointer from the state `from` (its id) to `next`, whose
+/// objects are stored, under a lease the caller holds (the generation
+/// `next` carries): the watcher's writes of its own states, each built on
+/// the one before. `record` adds a history entry (a new state); a pointer
+/// that only says something new about the same state is written without.
+pub async fn advance(store: &Store, from: &str, next: &Pointer, record: bool) -> Result<Advanced, PublishError> {
+    for attempt in 0..MAX_ATTEMPTS {
+        let (current, version) = store.read_pointer().await?.ok_or(PublishError::Empty)?;
+        if current.generation > next.generation {
+            return Err(PublishError::Fenced { generation: next.generation, current: current.generation });
+        }
+        if current.pinned {
+            return Ok(Advanced::HeldBack { pinned: current });
+        }
+        if current.id != from || current.legacy {
+            return Ok(Advanced::Moved(current));
+        }
+        let next = Pointer {
+            previous: if record { Some(current.id.clone()) } else { current.previous.clone() },
+            ..next.clone()
+        };
+        if store.replace_pointer(&next, Some(&version)).await? {
+            if record {
+                store.append_history(&next).await?;
+            }
+            return Ok(Advanced::Current(next));
+        }
+        backoff(attempt).await;
+    }
+    Err(PublishError::Contention(MAX_ATTEMPTS))
+}
+
 /// What a `compact` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Compacted {

@@ -49,8 +49,8 @@ pub use sdk_error::{describe_sdk_error, ResponseStatus};
 use dir::DirStore;
 use s3::S3Store;
 
-/// A store, opened.
-#[derive(Debug)]
+/// A store, opened. A clone shares the S3 client (cheap).
+#[derive(Clone, Debug)]
 pub enum Store {
     /// A directory store's root.
     Dir(PathBuf),

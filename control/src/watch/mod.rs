@@ -19,6 +19,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+mod layers;
 mod status;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +41,7 @@ use edgeroute_compiler::elb::{apply_origins, arns_without_origin, Origins};
 use edgeroute_compiler::entry::ItemErrorKind;
 use edgeroute_compiler::item::{dynamodb_type_name, Location, RawItem, Value};
 use edgeroute_compiler::mirror::{table_key, Mirror};
+pub use layers::{CompactionPolicy, COMPACT_AT_LAYERS, FAN_IN, MIN_AUTO_BYTES};
 pub use status::{Phase, WatchStatus};
 
 /// How to watch.
@@ -66,6 +68,8 @@ pub struct WatchOptions {
     pub lease: LeaseOptions,
     /// The wait before bootstrapping again after an error.
     pub backoff: Backoff,
+    /// When the layers are compacted into a new base.
+    pub compaction: CompactionPolicy,
     /// What the admin listener reports.
     pub status: Arc<WatchStatus>,
 }
@@ -73,13 +77,17 @@ pub struct WatchOptions {
 /// One publish and how long its stages took.
 #[derive(Clone, Debug)]
 pub struct PublishReport {
+    /// The state's id.
     pub id: String,
     pub routes: u64,
     pub skipped: u64,
+    /// Layers on its base (0: a new base).
+    pub layers: usize,
     /// How old the oldest change of the burst was when it was read from the stream.
     pub stream_delay: Duration,
     /// From reading that change to starting the compile.
     pub debounce: Duration,
+    /// Writing the layer, or the whole snapshot.
     pub compile: Duration,
     pub upload: Duration,
     /// When the pointer was moved.
@@ -100,6 +108,7 @@ impl Default for WatchOptions {
             drop_guard: DropGuard::default(),
             lease: LeaseOptions::named("watch"),
             backoff: Backoff::default(),
+            compaction: CompactionPolicy::default(),
             status: Arc::default(),
         }
     }
@@ -218,6 +227,9 @@ pub async fn watch(
         failures: 0,
         failures_at_cap: 0,
         status: options.status.clone(),
+        state: None,
+        compaction: None,
+        compaction_policy: options.compaction,
     };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -497,7 +509,7 @@ async fn mirror_and_follow(
         start.elapsed().as_secs_f64(),
         shards.len()
     );
-    publisher.publish(&mirror, None).await?;
+    publisher.publish(&mut mirror, None).await?;
     publisher.bootstraps += 1;
     options.status.bootstrapped();
     options.status.phase(Phase::Following);
@@ -679,6 +691,14 @@ async fn read_shards(
                 }
             }
         }
+        // Between bursts: merges and compactions of the layers.
+        if pending.is_none() {
+            match publisher.tidy().await {
+                Ok(()) => {}
+                Err(e @ WatchError::LeaseLost(_)) => return Err(e),
+                Err(e) => warn!("cannot tidy the layers ({e}); trying again after the next change"),
+            }
+        }
         if !read_any {
             tokio::time::sleep(options.idle_poll.min(options.debounce)).await;
         }
@@ -756,7 +776,7 @@ async fn scan_periodically(
         let scanned = scan_table(config, table, &options.scan, &()).await?;
         let mut mirror = Mirror::new();
         publisher.admit(&mut mirror, scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect()).await?;
-        publisher.publish(&mirror, None).await?;
+        publisher.publish(&mut mirror, None).await?;
         publisher.bootstraps += 1;
         options.status.bootstrapped();
         options.status.phase(Phase::Scanning);
@@ -795,6 +815,12 @@ struct Publisher<'a> {
     failures: u32,
     failures_at_cap: u32,
     status: Arc<WatchStatus>,
+    /// The state this watcher published last, while the store holds it:
+    /// the next change is a layer on it.
+    state: Option<layers::Published>,
+    /// A compaction of that state under way.
+    compaction: Option<layers::Compaction>,
+    compaction_policy: CompactionPolicy,
 }
 
 impl Publisher<'_> {
@@ -820,7 +846,10 @@ impl Publisher<'_> {
         Ok(())
     }
 
-    async fn publish(&mut self, mirror: &Mirror, pending: Option<Pending>) -> Result<(), WatchError> {
+    /// Publishes the mirror: a burst of changes as a layer on the state this
+    /// watcher published last, else (a bootstrap, a store that holds
+    /// another state) the whole table as a new base.
+    async fn publish(&mut self, mirror: &mut Mirror, pending: Option<Pending>) -> Result<(), WatchError> {
         if self.lease_lost.load(Ordering::SeqCst) {
             return Err(WatchError::LeaseLost("another writer holds it now".into()));
         }
@@ -829,6 +858,20 @@ impl Publisher<'_> {
             self.lease_lost.store(true, Ordering::SeqCst);
             return Err(WatchError::LeaseLost("it ran out before it could be renewed".into()));
         }
+        if let Some(p) = pending {
+            if let layers::LayerOutcome::Done = self.publish_layer(mirror, p).await? {
+                return Ok(());
+            }
+        }
+        let result = self.publish_base(mirror, pending).await;
+        // The base path needs no record of what changed: it writes it all.
+        mirror.settle();
+        result
+    }
+
+    /// The whole mirror as a new base.
+    async fn publish_base(&mut self, mirror: &Mirror, pending: Option<Pending>) -> Result<(), WatchError> {
+        self.forget_state();
         let compile_start = Instant::now();
         let compiled = match mirror.build() {
             Ok(c) => c,
@@ -838,14 +881,7 @@ impl Publisher<'_> {
             }
         };
         if compiled.skipped.len() != self.last_bad || !compiled.skipped.is_empty() && pending.is_none() {
-            for e in &compiled.skipped {
-                let domain = e.domain.as_deref().unwrap_or("?");
-                match &e.kind {
-                    ItemErrorKind::Duplicate { domain: normalized, other_written, .. } => warn!("left out Domain {domain:?}: the table also has {other_written:?}; both are {normalized:?} once normalized"
-                    ),
-                    kind => warn!("left out Domain {domain:?}: {kind}"),
-                }
-            }
+            compiled.skipped.iter().for_each(warn_left_out);
         }
         self.last_bad = compiled.skipped.len();
         let compile_time = compile_start.elapsed();
@@ -875,7 +911,7 @@ impl Publisher<'_> {
             }
         }
         let upload_start = Instant::now();
-        let source = format!("dynamodb://{} (watch)", self.table);
+        let source = self.source();
         let skipped = compiled.skipped.len() as u64;
         let outcome =
             match publish_fenced(self.store, &compiled.bytes, &source, skipped, self.drop_guard, self.generation).await
@@ -891,7 +927,6 @@ impl Publisher<'_> {
                 Err(e) => return Err(e.into()),
             };
         let upload = upload_start.elapsed();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         self.taken_back = false;
         if let Published::Current(p) | Published::AlreadyCurrent(p) = &outcome {
             self.last_published = Some(p.id.clone());
@@ -904,38 +939,15 @@ impl Publisher<'_> {
         }
         match outcome {
             Published::Current(p) => {
-                if let Some(reports) = &self.reports {
-                    let _ = reports.send(PublishReport {
-                        id: p.id.clone(),
-                        routes: p.routes_estimate(),
-                        skipped: p.skipped,
-                        stream_delay: pending.map_or(Duration::ZERO, |p| p.stream_delay),
-                        debounce: pending.map_or(Duration::ZERO, |p| compile_start.duration_since(p.first_seen)),
-                        compile: compile_time,
-                        upload,
-                        published_at: Instant::now(),
-                    });
-                }
-                let stages = match pending {
-                    Some(p) => format!(
-                        "stream {:.0} ms, debounce {:.0} ms, ",
-                        ms(p.stream_delay),
-                        ms(compile_start.duration_since(p.first_seen))
-                    ),
-                    None => String::new(),
-                };
-                let total = pending.map_or(compile_time + upload, |p| p.stream_delay + p.first_seen.elapsed());
-                info!(
-                    "published {} ({} routes, {} left out) in {:.0} ms: {stages}compile {:.0} ms, upload {:.0} ms",
-                    p.id,
-                    p.routes_estimate(),
-                    p.skipped,
-                    ms(total),
-                    ms(compile_time),
-                    ms(upload)
-                );
+                self.report(&p, pending, compile_start, compile_time, upload, "a new base");
+                self.status.layers(0, 0);
+                self.state = Some(layers::Published::of_base(p, compiled.bytes));
             }
-            Published::AlreadyCurrent(p) => info!("{} is already current", p.id),
+            Published::AlreadyCurrent(p) => {
+                info!("{} is already current", p.id);
+                self.status.layers(0, 0);
+                self.state = Some(layers::Published::of_base(p, compiled.bytes));
+            }
             Published::HeldBack { pinned } => warn!(
                 "holding back {}: the store is pinned to {} (rolled back; `edgeroute unpin` to go on)",
                 compiled.id, pinned.id
@@ -949,6 +961,22 @@ impl Publisher<'_> {
             ),
         }
         Ok(())
+    }
+
+    /// What the pointers this watcher writes say they come from.
+    fn source(&self) -> String {
+        format!("dynamodb://{} (watch)", self.table)
+    }
+}
+
+/// Says why an item is left out.
+fn warn_left_out(e: &edgeroute_compiler::ItemError) {
+    let domain = e.domain.as_deref().unwrap_or("?");
+    match &e.kind {
+        ItemErrorKind::Duplicate { domain: normalized, other_written, .. } => warn!(
+            "left out Domain {domain:?}: the table also has {other_written:?}; both are {normalized:?} once normalized"
+        ),
+        kind => warn!("left out Domain {domain:?}: {kind}"),
     }
 }
 

@@ -46,6 +46,10 @@ pub struct WatchStatus {
     lease_errors: AtomicU64,
     routes: AtomicU64,
     last_publish_ms: AtomicU64,
+    merges: AtomicU64,
+    compactions: AtomicU64,
+    layers: AtomicU64,
+    layer_bytes: AtomicU64,
 }
 
 impl Default for WatchStatus {
@@ -65,6 +69,10 @@ impl Default for WatchStatus {
             lease_errors: AtomicU64::new(0),
             routes: AtomicU64::new(0),
             last_publish_ms: AtomicU64::new(0),
+            merges: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
+            layers: AtomicU64::new(0),
+            layer_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -98,6 +106,20 @@ impl WatchStatus {
         self.routes.store(routes, Ordering::Relaxed);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
         self.last_publish_ms.store(u64::try_from(now.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The state last made current has `layers` layers of `bytes` in all.
+    pub(crate) fn layers(&self, layers: usize, bytes: u64) {
+        self.layers.store(layers as u64, Ordering::Relaxed);
+        self.layer_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn merged(&self) {
+        self.merges.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn compacted(&self) {
+        self.compactions.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn publish_failed(&self) {
@@ -200,6 +222,30 @@ impl Status for WatchStatus {
             &one(&self.lease_errors),
         );
         metric("edgeroute_watch_routes", "gauge", "Routes in the snapshot last made current.", &one(&self.routes));
+        metric(
+            "edgeroute_watch_layers",
+            "gauge",
+            "Layers on the base of the state last made current.",
+            &one(&self.layers),
+        );
+        metric(
+            "edgeroute_watch_layer_bytes",
+            "gauge",
+            "Bytes of those layers (a compaction merges them into a new base past its threshold).",
+            &one(&self.layer_bytes),
+        );
+        metric(
+            "edgeroute_watch_layer_merges_total",
+            "counter",
+            "Merges of a full tier of layers into one.",
+            &one(&self.merges),
+        );
+        metric(
+            "edgeroute_watch_compactions_total",
+            "counter",
+            "Compactions of the layers into a new base made current.",
+            &one(&self.compactions),
+        );
         let last = self.last_publish_ms.load(Ordering::Relaxed) / 1000;
         metric(
             "edgeroute_watch_last_publish_timestamp_seconds",

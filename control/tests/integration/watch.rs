@@ -143,14 +143,17 @@ fn current(store: &Path) -> Option<(Pointer, Snapshot<Vec<u8>>)> {
 fn current_of(store: &Store) -> Option<(Pointer, Snapshot<Vec<u8>>)> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (pointer, _) = rt.block_on(store.read_pointer()).ok()??;
-    let bytes = rt.block_on(store.get_snapshot(&pointer.id)).ok()?;
-    assert_eq!(
-        edgeroute_edge::SnapshotId::of(&bytes).to_string(),
-        pointer.id,
-        "a pointer named bytes that are not its id"
-    );
-    let snapshot = Snapshot::from_bytes(bytes).expect("a published snapshot validates");
+    let snapshot = snapshot_of(store, &pointer)?;
     Some((pointer, snapshot))
+}
+
+/// The state `pointer` names as one snapshot: every object checked against
+/// its id, the layers stacked on the base, compacted.
+fn snapshot_of(store: &Store, pointer: &Pointer) -> Option<Snapshot<Vec<u8>>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let state = rt.block_on(edgeroute_control::state::load(store, pointer)).ok()?;
+    let merged = edgeroute_compiler::compact(&state.base, &state.layers).unwrap();
+    Some(Snapshot::from_bytes(merged.bytes).expect("a published state compacts to a valid snapshot"))
 }
 
 fn serves(snapshot: &Snapshot<Vec<u8>>, host: &str) -> bool {
@@ -737,8 +740,7 @@ fn two_watchers_on_one_store_take_turns_and_a_stalled_one_cannot_regress_it() {
         if i > 0 {
             assert!(pointer.generation >= history[i - 1].generation, "a generation fell: {history:#?}");
         }
-        let bytes = rt.block_on(opened.get_snapshot(&pointer.id)).unwrap();
-        let has_b = serves(&Snapshot::from_bytes(bytes).unwrap(), "b.example.com");
+        let has_b = serves(&snapshot_of(&opened, pointer).unwrap(), "b.example.com");
         deleted |= !has_b && i > 0;
         assert!(!(deleted && has_b), "b came back at entry {i}: {history:#?}\n{}\n{}", first.log(), second.log());
     }
@@ -863,4 +865,87 @@ fn errors_it_can_survive_do_not_end_the_watcher() {
     eventually(&watcher, "/health ok again", || {
         watcher.admin("/health") == (200, "ok: following the table's stream\n".into())
     });
+}
+
+/// Each burst is published as one small layer on the base; full tiers of
+/// layers are merged, and past the threshold they are compacted into a
+/// new base in the background. Through it all the state is, byte for
+/// byte, what a full compile of the table makes, case-variant duplicates
+/// (both left out) and bad rows included.
+#[test]
+fn changes_are_layers_merged_in_tiers_and_compacted_to_a_full_compile() {
+    let moto = Moto::start();
+    let dir = scratch("layers");
+    let store = dir.join("store");
+    let rt = runtime();
+    let initial: Vec<Json> = (0..40).map(|i| item(&format!("env-{i}.example.com"))).collect();
+    let config = streamed_routes(&moto, &rt, &initial);
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &["--compact-entries", "30"]);
+    let (first, _) = watcher.wait_for(&store, "the initial 40 routes", |p, _| p.routes == Some(40));
+    assert!(first.layers.is_empty());
+
+    // One change at a time, each waited for: every one is its own burst.
+    let mut bases = std::collections::BTreeSet::new();
+    let mut most_layers = 0;
+    let mut step = |put: Vec<Json>, delete: Vec<String>, what: &str, ok: &dyn Fn(&Snapshot<Vec<u8>>) -> bool| {
+        let before = current(&store).unwrap().0;
+        rt.block_on(async {
+            put_items(&config, "routes", &put).await;
+            let delete: Vec<&str> = delete.iter().map(String::as_str).collect();
+            delete_items(&config, "routes", &delete).await;
+        });
+        let (pointer, _) = watcher.wait_for(&store, what, |p, s| p.id != before.id && ok(s));
+        bases.insert(pointer.base.id.clone());
+        most_layers = most_layers.max(pointer.layers.len());
+        if let Some(top) = pointer.layers.last() {
+            // A burst's layer holds its change, not the table.
+            assert!(top.size < 64 * 1024, "{pointer:?}");
+        }
+        pointer
+    };
+    for i in 0..24 {
+        let name = format!("new-{i}.example.com");
+        step(vec![item(&name)], vec![], &name, &|s| serves(s, &name));
+    }
+    // A case variant of a live name: both are left out, and come back one
+    // at a time as the other goes.
+    let p = step(vec![item("ENV-1.Example.com")], vec![], "env-1 and its variant left out", &|s| {
+        !serves(s, "env-1.example.com")
+    });
+    assert_eq!(p.skipped, 2, "{p:?}");
+    let p = step(vec![], vec!["env-1.example.com".into()], "the variant alone", &|s| serves(s, "env-1.example.com"));
+    assert_eq!(p.skipped, 0, "{p:?}");
+    let bad = json!({"Domain": {"S": "bad.example.com"}, "Target": {"N": "7"}});
+    step(vec![bad, item("after-bad.example.com")], vec![], "a bad row beside a good one", &|s| {
+        serves(s, "after-bad.example.com")
+    });
+    for i in 0..12 {
+        let name = format!("new-{i}.example.com");
+        step(vec![], vec![name.clone()], &format!("{name} deleted"), &|s| !serves(s, &name));
+    }
+    let log = watcher.log();
+    assert!(log.contains(&format!("merged the {} newest layers into one", edgeroute_control::watch::FAN_IN)), "{log}");
+    let compacted = |log: &str| log.contains("compacted ") && log.contains(" into base ");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !compacted(&watcher.log()) {
+        assert!(Instant::now() < deadline, "never compacted:\n{}", watcher.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(bases.len() >= 2 || current(&store).unwrap().0.base.id != first.base.id, "{bases:?}");
+    // Merged in tiers: never more than a tier's worth and one (40 changes, two tiers at most).
+    assert!((2..=2 * edgeroute_control::watch::FAN_IN).contains(&most_layers), "{most_layers}");
+
+    // The state now is a full compile of the table, byte for byte.
+    let (pointer, snapshot) = current(&store).unwrap();
+    let full = dir.join("full.snap");
+    let env = aws_env(&moto.endpoint);
+    let out = Command::new(env!("CARGO_BIN_EXE_edgeroute"))
+        .args(["compile", "--from", "dynamodb://routes", "--skip-invalid", "--out", full.to_str().unwrap()])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(snapshot.as_bytes(), &std::fs::read(&full).unwrap()[..], "{pointer:?}");
+    assert_eq!(pointer.skipped, 1, "{pointer:?}");
+    assert_eq!(pointer.routes, Some(u64::from(snapshot.route_count())), "{pointer:?}");
 }

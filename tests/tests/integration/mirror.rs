@@ -79,3 +79,92 @@ fn mirror_builds_equal_full_compiles() {
     // The sequence did meet every case.
     assert!(duplicates > 0 && invalid > duplicates && routes > 0, "{duplicates} {invalid} {routes}");
 }
+
+/// The watcher's layers: a base built from the mirror, then after every
+/// few changes a layer of the mirror's [`Mirror::changes`], now and then
+/// the newest layers merged into one. The state always compacts to the
+/// bytes the mirror builds, and the mirror's counts match its build.
+#[test]
+fn layers_of_the_mirrors_changes_compact_to_its_build() {
+    use edgeroute_compiler::writer::Lineage;
+    use edgeroute_compiler::{compact, merge_layers, write_layer};
+    use edgeroute_edge::{Layer, Snapshot, SnapshotId};
+
+    let mut domains = Vec::new();
+    for i in 0..30 {
+        domains.push(format!("d{i}.example.com"));
+        if i % 4 == 0 {
+            domains.push(format!("D{i}.Example.COM."));
+        }
+        if i % 6 == 0 {
+            domains.push(format!("*.w{i}.example.com"));
+        }
+        if i % 9 == 0 {
+            domains.push(format!("bad..{i}.example.com"));
+        }
+    }
+    let mut rng = Rng::new(20261202);
+    let mut table = Mirror::new();
+    for d in domains.iter().step_by(2) {
+        table.set(d, Some(Ok(random_item(&mut rng, d))));
+    }
+    let mut base_bytes = table.build().unwrap().bytes;
+    table.settle();
+    let mut layers: Vec<Vec<u8>> = Vec::new();
+    let (mut written, mut merged, mut compacted, mut empty) = (0, 0, 0, 0);
+    for step in 0..800 {
+        let domain = rng.pick(&domains).clone();
+        match rng.below(4) {
+            0 => table.set(&domain, None),
+            _ => table.set(&domain, Some(Ok(random_item(&mut rng, &domain)))),
+        }
+        if rng.below(3) != 0 {
+            continue;
+        }
+        let base_id = SnapshotId::of(&base_bytes);
+        let changes = table.changes();
+        table.settle();
+        if changes.is_empty() {
+            empty += 1;
+        } else {
+            let parent = layers.last().map_or(base_id, |l| SnapshotId::of(l));
+            let lineage = Lineage { base: base_id, parent, depth: layers.len() as u32 + 1 };
+            layers.push(write_layer(lineage, &changes).unwrap());
+            written += 1;
+        }
+        // Now and then the newest layers become one.
+        if layers.len() >= 3 && rng.below(4) == 0 {
+            let from = layers.len() - 2 - rng.below(2);
+            let parsed: Vec<Layer<&[u8]>> = layers[from..].iter().map(|l| Layer::from_bytes(&l[..]).unwrap()).collect();
+            let parent = if from == 0 { base_id } else { SnapshotId::of(&layers[from - 1]) };
+            let lineage = Lineage { base: base_id, parent, depth: from as u32 + 1 };
+            let one = merge_layers(lineage, &parsed.iter().collect::<Vec<_>>()).unwrap();
+            layers.truncate(from);
+            layers.push(one);
+            merged += 1;
+        }
+        let base = Snapshot::from_bytes(&base_bytes[..]).unwrap();
+        let mut parsed: Vec<Layer<&[u8]>> = Vec::new();
+        for l in &layers {
+            let layer = Layer::from_bytes(&l[..]).unwrap();
+            let top = parsed.last().map_or(base_id, |p: &Layer<&[u8]>| SnapshotId::of(p.as_bytes()));
+            layer.check_on(&base_id, &top, parsed.len()).unwrap();
+            parsed.push(layer);
+        }
+        let state = compact(&base, &parsed).unwrap();
+        let built = table.build().unwrap();
+        assert_eq!(state.bytes, built.bytes, "step {step}");
+        assert_eq!(table.routes(), built.stats.routes, "step {step}");
+        assert_eq!(table.left_out(), built.skipped.len(), "step {step}");
+        for e in &built.skipped {
+            let d = e.domain.as_deref().unwrap();
+            assert_eq!(table.why_left_out(d).map(|w| w.kind), Some(e.kind.clone()), "step {step}: {d}");
+        }
+        if rng.below(10) == 0 {
+            base_bytes = state.bytes;
+            layers.clear();
+            compacted += 1;
+        }
+    }
+    assert!(written > 50 && merged > 10 && compacted > 3 && empty > 0, "{written} {merged} {compacted} {empty}");
+}
