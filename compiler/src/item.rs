@@ -85,7 +85,35 @@ pub struct RawItem<'a> {
 /// The attributes edgeroute reads, spelled as the table must spell them.
 pub const ATTRIBUTES: [&str; 5] = ["Domain", "Target", "Origin", "Assets", "Fallback"];
 
+impl Value<'_> {
+    /// The value, owning its strings.
+    pub fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Str(s) => Value::Str(Cow::Owned(s.into_owned())),
+            Value::List(list) => Value::List(list.into_iter().map(Value::into_owned).collect()),
+            Value::Bool(b) => Value::Bool(b),
+            Value::Other(t) => Value::Other(t),
+        }
+    }
+}
+
 impl RawItem<'_> {
+    /// The item, owning its strings.
+    pub fn into_owned(self) -> RawItem<'static> {
+        let own = |v: Option<Value<'_>>| v.map(Value::into_owned);
+        RawItem {
+            domain: own(self.domain),
+            target: own(self.target),
+            origin: own(self.origin),
+            assets: own(self.assets),
+            fallback: own(self.fallback),
+            deleted: own(self.deleted),
+            not_an_object: self.not_an_object,
+            duplicate_attribute: self.duplicate_attribute,
+            miscased: self.miscased.into_iter().map(|m| Cow::Owned(m.into_owned())).collect(),
+        }
+    }
+
     /// Notes `name`, an attribute edgeroute does not read, if it is one of
     /// [`ATTRIBUTES`] in another case.
     pub fn note_unread(&mut self, name: &str) {
@@ -299,6 +327,44 @@ pub fn dynamodb_type_name(tag: &str) -> Option<&'static str> {
     })
 }
 
+/// An item as DynamoDB's typed JSON that [`DynamoItem`] reads back as the
+/// same item: the watcher's checkpoint of a table's items as written. A
+/// type edgeroute never reads keeps only its name (`{"N": null}`), and an
+/// attribute named like one of edgeroute's in another case is kept as a
+/// `NULL`, which is all its errors say of it.
+pub fn to_dynamodb_json(item: &RawItem<'_>) -> serde_json::Value {
+    fn typed(value: &Value<'_>) -> serde_json::Value {
+        let (tag, inner) = match value {
+            Value::Str(s) => ("S", serde_json::Value::String(s.to_string())),
+            Value::List(list) => ("L", serde_json::Value::Array(list.iter().map(typed).collect())),
+            Value::Bool(b) => ("BOOL", serde_json::Value::Bool(*b)),
+            Value::Other(name) => (dynamodb_tag(name).unwrap_or("NULL"), serde_json::Value::Null),
+        };
+        serde_json::json!({ tag: inner })
+    }
+    let mut map = serde_json::Map::new();
+    for (name, value) in [
+        ("Domain", &item.domain),
+        ("Target", &item.target),
+        ("Origin", &item.origin),
+        ("Assets", &item.assets),
+        ("Fallback", &item.fallback),
+    ] {
+        if let Some(value) = value {
+            map.insert(name.to_owned(), typed(value));
+        }
+    }
+    for name in &item.miscased {
+        map.insert(name.to_string(), serde_json::json!({"NULL": true}));
+    }
+    serde_json::Value::Object(map)
+}
+
+/// The tag of a type [`dynamodb_type_name`] names.
+fn dynamodb_tag(name: &str) -> Option<&'static str> {
+    ["N", "B", "BOOL", "NULL", "M", "NS", "BS"].into_iter().find(|tag| dynamodb_type_name(tag) == Some(name))
+}
+
 /// One typed value: `{"S": "…"}`, `{"L": [typed values]}`, `{"SS": ["…"]}`,
 /// or another type, kept by name only.
 struct TypedValue<'a>(Value<'a>);
@@ -353,5 +419,33 @@ impl<'de> Visitor<'de> for TypedValueVisitor {
             return Err(de::Error::custom(format!("a DynamoDB attribute value has one type key; {tag} has company")));
         }
         Ok(TypedValue(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamodb_json_reads_back_as_the_same_item() {
+        let s = |t: &str| Value::Str(Cow::Owned(t.to_owned()));
+        let items = [
+            RawItem { domain: Some(s("A.example.com")), target: Some(s("s3://b/p")), ..RawItem::default() },
+            RawItem {
+                domain: Some(s("x.example.com")),
+                target: Some(Value::Other("number (N)")),
+                origin: Some(Value::Other("map (M)")),
+                assets: Some(Value::List(vec![s("a.js"), Value::List(vec![s("deep")]), Value::Other("binary (B)")])),
+                fallback: Some(Value::Other("null (NULL)")),
+                miscased: vec![Cow::Borrowed("domain"), Cow::Borrowed("target")],
+                ..RawItem::default()
+            },
+            RawItem { target: Some(s("https://h")), miscased: vec![Cow::Borrowed("DOMAIN")], ..RawItem::default() },
+        ];
+        for item in items {
+            let json = to_dynamodb_json(&item).to_string();
+            let back: DynamoItem<'_> = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.0, item, "{json}");
+        }
     }
 }

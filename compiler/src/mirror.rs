@@ -176,6 +176,11 @@ impl Mirror {
         self.touched_items.iter().map(String::as_str)
     }
 
+    /// Whether no change is outstanding since the last settle.
+    pub fn is_settled(&self) -> bool {
+        self.touched.is_empty()
+    }
+
     /// Forgets the changes: the state built from the mirror now is the
     /// one the next [`changes`](Self::changes) start from.
     pub fn settle(&mut self) {

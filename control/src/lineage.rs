@@ -133,6 +133,46 @@ impl Lineage {
         ready
     }
 
+    /// Every known shard: its id, whether it is being read (`Some(None)`),
+    /// waits for its parent (`Some(Some(parent))`) or is done (`None`), by
+    /// id; and the shards done whose children no listing has shown. What a
+    /// checkpoint keeps to [`restore`](Self::restore) it.
+    #[allow(clippy::type_complexity)]
+    pub fn export(&self) -> (Vec<(String, Option<Option<String>>)>, Vec<String>) {
+        let mut shards: Vec<(String, Option<Option<String>>)> = self
+            .shards
+            .iter()
+            .map(|(id, state)| {
+                let state = match state {
+                    ShardState::Reading => Some(None),
+                    ShardState::Waiting { parent } => Some(Some(parent.clone())),
+                    ShardState::Done => None,
+                };
+                (id.clone(), state)
+            })
+            .collect();
+        shards.sort_unstable();
+        (shards, self.childless.clone())
+    }
+
+    /// The lineage [`export`](Self::export) gave, and the shards to read now.
+    pub fn restore(shards: &[(String, Option<Option<String>>)], childless: &[String]) -> (Lineage, Vec<String>) {
+        let mut lineage = Lineage { shards: HashMap::new(), childless: childless.to_vec() };
+        let mut reading = Vec::new();
+        for (id, state) in shards {
+            let state = match state {
+                Some(None) => {
+                    reading.push(id.clone());
+                    ShardState::Reading
+                }
+                Some(Some(parent)) => ShardState::Waiting { parent: parent.clone() },
+                None => ShardState::Done,
+            };
+            lineage.shards.insert(id.clone(), state);
+        }
+        (lineage, reading)
+    }
+
     /// Whether a shard this watcher read to its end has no known child
     /// yet (the listing has not shown them): the watcher lists sooner.
     pub fn awaits_children(&self) -> bool {
@@ -175,6 +215,19 @@ mod tests {
         let listed = [shard("c", Some("p"), false), shard("g", Some("c"), false)];
         assert_eq!(lineage.discover(&listed), Discovery { start: vec!["c".into()], unknown: vec![] });
         assert!(!lineage.awaits_children());
+    }
+
+    #[test]
+    fn an_exported_lineage_restores_to_the_same_decisions() {
+        let (mut lineage, _) = Lineage::bootstrap(&[shard("p", None, false), shard("q", None, true)]);
+        let listed = [shard("p", None, true), shard("a", Some("p"), false), shard("b", Some("p"), false)];
+        lineage.discover(&listed);
+        let (shards, childless) = lineage.export();
+        let (mut restored, reading) = Lineage::restore(&shards, &childless);
+        assert_eq!(reading, ["p"]);
+        assert_eq!(restored.export(), lineage.export());
+        assert_eq!(restored.finished("p"), ["a", "b"]);
+        assert_eq!(restored.discover(&listed), Discovery::default());
     }
 
     #[test]

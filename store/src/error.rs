@@ -35,6 +35,9 @@ pub enum StoreError {
     /// The layer object with this id is missing (never stored, or pruned).
     #[error("layer {id} is not in the store")]
     NoLayer { id: String },
+    /// The items object of a watcher's checkpoint with this id is missing.
+    #[error("checkpoint items {id} are not in the store")]
+    NoItems { id: String },
     /// A directory store opened to be read does not exist: never created by
     /// a publish, or a typo. Reading never creates a store.
     #[error("no store at {path}: publish to it first, or check the path")]
@@ -52,6 +55,7 @@ impl StoreError {
         match kind {
             crate::ObjectKind::Snapshot => StoreError::NoSnapshot { id },
             crate::ObjectKind::Layer => StoreError::NoLayer { id },
+            crate::ObjectKind::Items => StoreError::NoItems { id },
         }
     }
 }

@@ -7,6 +7,8 @@
 //! current.json               the pointer: which state (base and layers) is live
 //! history/<ns>-<id>.json     every pointer that was ever made current
 //! lease.json                 who may write the pointer now, and its generation
+//! checkpoint.json            where `edgeroute watch` resumes: its items and stream positions
+//! items/<id>.jsonl.gz        a checkpoint's items (all of a table's, or changes); <id> likewise
 //! .lock                      (directories only) held while the pointer is swapped
 //! ```
 //!
@@ -25,6 +27,12 @@ pub(crate) const POINTER: &str = "current.json";
 /// only by a compare-and-swap, as the pointer is.
 pub(crate) const LEASE: &str = "lease.json";
 
+/// The watcher's checkpoint document (its JSON is the control plane's):
+/// which table and stream it follows, the items objects that rebuild its
+/// mirror, and how far it has read each shard. Replaced only by a
+/// compare-and-swap, as the pointer is.
+pub(crate) const CHECKPOINT: &str = "checkpoint.json";
+
 /// The folder of snapshot objects. Content-addressed: an object is written
 /// once under its id and never overwritten, so it can be cached forever.
 pub(crate) const SNAPSHOTS: &str = "snapshots";
@@ -38,13 +46,21 @@ pub(crate) const LAYERS: &str = "layers";
 /// What follows a layer's id in its name.
 const LAYER_SUFFIX: &str = ".layer";
 
-/// The two kinds of content-addressed objects a store holds.
+/// The folder of a checkpoint's items objects, content-addressed like snapshots.
+pub(crate) const ITEMS: &str = "items";
+
+/// What follows an items object's id in its name (gzipped JSON Lines).
+const ITEMS_SUFFIX: &str = ".jsonl.gz";
+
+/// The kinds of content-addressed objects a store holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ObjectKind {
     /// A base snapshot, `snapshots/<id>.snap`.
     Snapshot,
     /// A layer, `layers/<id>.layer`.
     Layer,
+    /// Items of a watcher's checkpoint, `items/<id>.jsonl.gz`.
+    Items,
 }
 
 impl ObjectKind {
@@ -53,6 +69,7 @@ impl ObjectKind {
         match self {
             ObjectKind::Snapshot => SNAPSHOTS,
             ObjectKind::Layer => LAYERS,
+            ObjectKind::Items => ITEMS,
         }
     }
 
@@ -60,14 +77,16 @@ impl ObjectKind {
         match self {
             ObjectKind::Snapshot => SNAPSHOT_SUFFIX,
             ObjectKind::Layer => LAYER_SUFFIX,
+            ObjectKind::Items => ITEMS_SUFFIX,
         }
     }
 
-    /// "snapshot" or "layer", for messages.
+    /// "snapshot", "layer" or "items", for messages.
     pub fn noun(self) -> &'static str {
         match self {
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Layer => "layer",
+            ObjectKind::Items => "items",
         }
     }
 }

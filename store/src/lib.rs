@@ -180,6 +180,28 @@ impl Store {
         self.replace_document(layout::LEASE, new.to_json(), expected).await
     }
 
+    /// The watcher's checkpoint document and its version, or `None` if no
+    /// watcher wrote one (its JSON is the watcher's business).
+    pub async fn read_checkpoint(&self) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+        Ok(self.read_document(layout::CHECKPOINT, None).await?.map(|(bytes, version, _)| (bytes, version)))
+    }
+
+    /// Replaces the checkpoint if it is still at `expected` (`None`: there
+    /// is none yet), and returns its new version; `None`, writing nothing,
+    /// when another writer got there first.
+    pub async fn replace_checkpoint(
+        &self,
+        bytes: Vec<u8>,
+        expected: Option<&Version>,
+    ) -> Result<Option<Version>, StoreError> {
+        self.replace_document(layout::CHECKPOINT, bytes, expected).await
+    }
+
+    /// Where the checkpoint is, for messages.
+    pub fn checkpoint_name(&self) -> String {
+        self.root_path(layout::CHECKPOINT)
+    }
+
     /// The pointer if it differs from the version `known` (in S3 a
     /// conditional GET with `If-None-Match`, so an unchanged pointer costs
     /// a 304 and no body); `Ok(None)` if it is unchanged or absent.

@@ -113,6 +113,21 @@ impl Published {
         Published { pointer, base: Arc::new(base), base_id, layers: Vec::new() }
     }
 
+    /// A state read from the store (every object checked), with its
+    /// layers' tiers as a checkpoint kept them.
+    pub fn adopt(state: crate::state::LoadedState, tiers: &[u32]) -> Published {
+        let crate::state::LoadedState { pointer, base, base_id, layers, layer_ids } = state;
+        let tiers = if tiers.len() == layers.len() { tiers.to_vec() } else { vec![0; layers.len()] };
+        let layers = layers
+            .into_iter()
+            .zip(layer_ids)
+            .zip(pointer.layers.iter().cloned())
+            .zip(tiers)
+            .map(|(((layer, id), reference), tier)| StateLayer { id, layer: Arc::new(layer), reference, tier })
+            .collect();
+        Published { pointer, base: Arc::new(base), base_id, layers }
+    }
+
     /// The lineage of a layer written at position `at` (over `layers[..at]`).
     fn lineage_at(&self, at: usize) -> Lineage {
         let parent = at.checked_sub(1).map_or(self.base_id, |i| self.layers[i].id);
@@ -327,6 +342,7 @@ impl Publisher<'_> {
     /// One pointer write at most, so that a burst waiting meanwhile waits
     /// for one write at most.
     pub(super) async fn tidy(&mut self) -> Result<(), WatchError> {
+        self.finish_roll().await;
         if self.compaction.as_ref().is_some_and(|c| c.task.is_finished()) {
             let compaction = self.compaction.take().expect("checked");
             return self.finish_compaction(compaction).await;
@@ -371,12 +387,14 @@ impl Publisher<'_> {
         state.pointer = pointer;
         self.status.merged();
         self.status.layers(state.layers.len(), state.layer_totals().0);
+        let (merged_records, merged_size) = (state.layers[from].layer.entry_count(), state.layers[from].reference.size);
+        let layers_now = state.layers.len();
+        // The checkpoint names the state by id: the merged one now.
+        self.write_checkpoint().await;
         info!(
-            "merged the {merged} newest layers into one ({} records, {} bytes) in {:.0} ms; the state has {} layers",
-            state.layers[from].layer.entry_count(),
-            state.layers[from].reference.size,
+            "merged the {merged} newest layers into one ({merged_records} records, {merged_size} bytes) in {:.0} ms; \
+             the state has {layers_now} layers",
             start.elapsed().as_secs_f64() * 1000.0,
-            state.layers.len()
         );
         Ok(())
     }
@@ -437,9 +455,14 @@ impl Publisher<'_> {
             swap_start.elapsed().as_secs_f64() * 1000.0
         );
         self.status.compacted();
+        if let Some(checkpoint) = self.checkpoint.as_mut() {
+            // The checkpoint's changes roll into a new object of every item as well.
+            checkpoint.start_roll(self.store);
+        }
         let state = Published { pointer, base: Arc::new(base), base_id: new_base_id, layers: rebased };
         self.status.layers(state.layers.len(), state.layer_totals().0);
         self.state = Some(state);
+        self.write_checkpoint().await;
         Ok(())
     }
 

@@ -19,6 +19,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+mod checkpoint;
 mod layers;
 mod status;
 
@@ -230,6 +231,9 @@ pub async fn watch(
         state: None,
         compaction: None,
         compaction_policy: options.compaction,
+        checkpoint: None,
+        burst_items: checkpoint::ItemSet::new(),
+        positions: (Vec::new(), Vec::new()),
     };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -486,6 +490,17 @@ async fn mirror_and_follow(
         );
         return scan_periodically(config, table, options, publisher).await;
     };
+    let table_arn = description.table_arn().map(str::to_owned);
+    if let Some(arn) = &table_arn {
+        if let Some((mut mirror, mut following)) =
+            checkpoint::resume(&streams, arn, &stream, options, publisher).await?
+        {
+            publisher.bootstraps += 1;
+            options.status.bootstrapped();
+            options.status.phase(Phase::Following);
+            return read_shards(&streams, &mut following, &mut mirror, options, publisher).await;
+        }
+    }
     // Positions first, then the Scan, then the stream from those positions.
     let listed = list_shards(&streams, &stream, &options.retry).await?;
     let (lineage, latest) = Lineage::bootstrap(&listed);
@@ -502,7 +517,15 @@ async fn mirror_and_follow(
     let bootstrap = ScanOptions { consistent: true, ..options.scan };
     let scanned = scan_table(config, table, &bootstrap, &()).await?;
     let mut mirror = Mirror::new();
-    publisher.admit(&mut mirror, scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect()).await?;
+    let items: Vec<RawItem<'static>> = scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect();
+    // The items as written, for the checkpoint.
+    publisher.burst_items.clear();
+    for item in &items {
+        if let Some(key) = table_key(item) {
+            publisher.burst_items.insert(key.to_owned(), Some(checkpoint::written(item)));
+        }
+    }
+    publisher.admit(&mut mirror, items).await?;
     info!(
         "mirrored {table}: {} items in {:.2} s; following {} shard(s) of {stream}",
         mirror.len(),
@@ -513,7 +536,11 @@ async fn mirror_and_follow(
     publisher.bootstraps += 1;
     options.status.bootstrapped();
     options.status.phase(Phase::Following);
-    let mut following = Following { stream: &stream, shards, lineage };
+    let mut following = Following { stream: stream.clone(), shards, lineage, replaying: Default::default() };
+    publisher.positions = following.positions();
+    if let Some(arn) = &table_arn {
+        publisher.begin_checkpoint(arn, &stream).await;
+    }
     read_shards(&streams, &mut following, &mut mirror, options, publisher).await
 }
 
@@ -526,13 +553,37 @@ struct Restart {
 
 /// The stream being followed: the shards being read, and their lineage
 /// (`lineage.rs`: which shards to read, and when).
-struct Following<'a> {
-    stream: &'a str,
+struct Following {
+    stream: String,
     shards: Vec<Shard>,
     lineage: Lineage,
+    /// Shards read again from their start after a resume (their position
+    /// was not known): nothing is published until each has caught up.
+    replaying: std::collections::HashSet<String>,
 }
 
-impl Following<'_> {
+impl Following {
+    /// Where each shard is, for the checkpoint.
+    fn positions(&self) -> (Vec<checkpoint::ShardPosition>, Vec<String>) {
+        use checkpoint::{ShardPosition, ShardProgress};
+        let (shards, childless) = self.lineage.export();
+        let positions = shards
+            .into_iter()
+            .map(|(id, state)| {
+                let open = self.shards.iter().find(|s| s.id == id);
+                let (state, parent) = match state {
+                    Some(None) => (ShardProgress::Reading, None),
+                    Some(Some(parent)) => (ShardProgress::Waiting, Some(parent)),
+                    None => (ShardProgress::Done, None),
+                };
+                let after = open.and_then(|s| s.last_sequence.clone());
+                let from_latest = open.is_some_and(|s| s.from_latest) && after.is_none();
+                ShardPosition { id, parent, state, after, from_latest }
+            })
+            .collect();
+        (positions, childless)
+    }
+
     /// Starts reading `ids` from `TRIM_HORIZON` (children of shards read to their end).
     async fn start(
         &mut self,
@@ -541,7 +592,8 @@ impl Following<'_> {
         retry: &RetryPolicy,
     ) -> Result<(), WatchError> {
         for id in ids {
-            let iterator = iterator_for(streams, self.stream, &id, ShardIteratorType::TrimHorizon, None, retry).await?;
+            let iterator =
+                iterator_for(streams, &self.stream, &id, ShardIteratorType::TrimHorizon, None, retry).await?;
             info!("following new shard {id}");
             self.shards.push(Shard { id, iterator: Some(iterator), last_sequence: None, from_latest: false });
         }
@@ -553,12 +605,13 @@ impl Following<'_> {
 /// publishes after each debounced burst.
 async fn read_shards(
     streams: &aws_sdk_dynamodbstreams::Client,
-    following: &mut Following<'_>,
+    following: &mut Following,
     mirror: &mut Mirror,
     options: &WatchOptions,
     publisher: &mut Publisher<'_>,
 ) -> Result<Restart, WatchError> {
-    let stream = following.stream;
+    let stream = following.stream.clone();
+    let stream = stream.as_str();
     let mut pending: Option<Pending> = None;
     let mut retry_at: Option<Instant> = None;
     let mut last_describe = Instant::now();
@@ -619,9 +672,16 @@ async fn read_shards(
                 }
                 let Some(AttributeValue::S(domain)) = change.keys().and_then(|k| k.get("Domain")) else { continue };
                 match record.event_name() {
-                    Some(OperationType::Remove) => mirror.set(domain, None),
+                    Some(OperationType::Remove) => {
+                        mirror.set(domain, None);
+                        publisher.burst_items.insert(domain.clone(), None);
+                    }
                     _ => match change.new_image() {
-                        Some(image) => publisher.admit(mirror, vec![stream_item(image)]).await?,
+                        Some(image) => {
+                            let item = stream_item(image);
+                            publisher.burst_items.insert(domain.clone(), Some(checkpoint::written(&item)));
+                            publisher.admit(mirror, vec![item]).await?
+                        }
                         None => return Err(WatchError::NoNewImage { stream: stream.to_owned() }),
                     },
                 }
@@ -639,6 +699,10 @@ async fn read_shards(
                 publisher.status.records(1);
             }
             shard.iterator = out.next_shard_iterator().map(str::to_owned);
+            if out.records().is_empty() || shard.iterator.is_none() {
+                // Caught up (or ended): its replay no longer holds publishes back.
+                following.replaying.remove(&shard.id);
+            }
             if shard.iterator.is_none() {
                 closed.push(shard.id.clone());
             }
@@ -675,11 +739,16 @@ async fn read_shards(
             let now = Instant::now();
             let due = now.duration_since(p.last_seen) >= options.debounce
                 || now.duration_since(p.first_seen) >= options.max_delay;
-            if due && retry_at.is_none_or(|at| now >= at) {
+            if due && retry_at.is_none_or(|at| now >= at) && following.replaying.is_empty() {
                 match publisher.publish(mirror, Some(p)).await {
                     Ok(()) => {
                         pending = None;
                         retry_at = None;
+                        // Only a mirror the store holds all of is checkpointed
+                        // (not one whose changes the drop guard held back).
+                        if mirror.is_settled() {
+                            publisher.checkpoint_burst(following.positions()).await;
+                        }
                     }
                     Err(e @ WatchError::LeaseLost(_)) => return Err(e),
                     // The store may come back: keep the changes and try again shortly.
@@ -821,6 +890,13 @@ struct Publisher<'a> {
     /// A compaction of that state under way.
     compaction: Option<layers::Compaction>,
     compaction_policy: CompactionPolicy,
+    /// The checkpoint, once a bootstrap or a resume has made one.
+    checkpoint: Option<checkpoint::Checkpointing>,
+    /// The items changed since the last checkpoint, as written.
+    burst_items: checkpoint::ItemSet,
+    /// Where each shard was read to, and the shards awaiting children, as
+    /// of the last publish.
+    positions: (Vec<checkpoint::ShardPosition>, Vec<String>),
 }
 
 impl Publisher<'_> {

@@ -814,7 +814,13 @@ fn errors_it_can_survive_do_not_end_the_watcher() {
                 ));
             }
             Survivable::DescribeStreamFailing if r.target.ends_with(".DescribeStream") => (Fault::ServerError, 4),
-            Survivable::StoreDown if r.method == "PUT" && r.path.starts_with("/edge/p/snapshots/") => {
+            // The bootstrap after it resumes from the checkpoint: the store
+            // fails it when it reads the pointer (or, had it scanned, when
+            // it stores the new base).
+            Survivable::StoreDown
+                if r.method == "PUT" && r.path.starts_with("/edge/p/snapshots/")
+                    || r.method == "GET" && r.path.starts_with("/edge/p/current.json") =>
+            {
                 (Fault::ServerError, 6)
             }
             _ => return None,

@@ -95,7 +95,9 @@ fn main() {
         // The host may serve the change before the watcher has sent its
         // report (it is sent once the pointer moved): wait for it then.
         let report = report
-            .or_else(|| rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), reports.recv()).await }).ok()?)
+            .or_else(|| {
+                rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), reports.recv()).await }).ok()?
+            })
             .expect("the change was published");
         total.push(served - t0);
         stream.push(report.stream_delay);

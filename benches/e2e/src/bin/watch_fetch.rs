@@ -77,7 +77,8 @@ fn main() {
 
     // The history, replayed as a host that sees every state fetches it.
     let history_dir = dir.join("store").join("history");
-    let mut names: Vec<_> = std::fs::read_dir(&history_dir).expect("history").map(|e| e.expect("entry").path()).collect();
+    let mut names: Vec<_> =
+        std::fs::read_dir(&history_dir).expect("history").map(|e| e.expect("entry").path()).collect();
     names.sort();
     let history = rt.block_on(store.history()).expect("history");
     assert_eq!(history.len(), names.len());
