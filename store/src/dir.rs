@@ -34,7 +34,7 @@ impl<'a> DirStore<'a> {
 
     /// Creates the store's folders if missing (at open, so it blocks).
     pub(crate) fn create(root: &Path) -> Result<(), StoreError> {
-        for folder in [layout::SNAPSHOTS, layout::LAYERS, layout::HISTORY] {
+        for folder in [layout::SNAPSHOTS, layout::LAYERS, layout::ITEMS, layout::HISTORY] {
             std::fs::create_dir_all(root.join(folder)).map_err(io(root))?;
         }
         Ok(())

@@ -955,3 +955,126 @@ fn changes_are_layers_merged_in_tiers_and_compacted_to_a_full_compile() {
     assert_eq!(pointer.skipped, 1, "{pointer:?}");
     assert_eq!(pointer.routes, Some(u64::from(snapshot.route_count())), "{pointer:?}");
 }
+
+/// A proxy in front of moto that counts the Scans it forwards and, while
+/// `trim` is raised, answers every GetShardIterator at a sequence number
+/// as DynamoDB does for a position the stream has trimmed.
+fn scan_counting_proxy(
+    moto: &Moto,
+) -> (FaultProxy, std::sync::Arc<std::sync::atomic::AtomicU64>, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let (scans, trim) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let (s, t) = (scans.clone(), trim.clone());
+    let proxy = FaultProxy::start(&moto.endpoint, move |r| {
+        // A Scan's first page of its first segment: one per Scan of the table.
+        let first_page = r.body.get("ExclusiveStartKey").is_none() && r.body["Segment"].as_u64().unwrap_or(0) == 0;
+        if r.target.ends_with(".Scan") && first_page {
+            s.fetch_add(1, Ordering::SeqCst);
+        }
+        let at_position = r.body["ShardIteratorType"].as_str() == Some("AFTER_SEQUENCE_NUMBER");
+        if t.load(Ordering::SeqCst) && r.target.ends_with(".GetShardIterator") && at_position {
+            return Some(Fault::Answer(
+                400,
+                "application/x-amz-json-1.0",
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#TrimmedDataAccessException","message":"injected: trimmed"}"#
+                    .into(),
+            ));
+        }
+        None
+    });
+    (proxy, scans, trim)
+}
+
+/// Compiles table `table` on `moto` in full, as `edgeroute compile` does.
+fn full_compile(moto: &Moto, table: &str, out: &Path) -> Vec<u8> {
+    let o = Command::new(env!("CARGO_BIN_EXE_edgeroute"))
+        .args(["compile", "--from", &format!("dynamodb://{table}"), "--skip-invalid", "--out", out.to_str().unwrap()])
+        .envs(aws_env(&moto.endpoint))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read(out).unwrap()
+}
+
+/// A restarted watcher resumes from its checkpoint: no Scan, the state it
+/// published kept (the changes made while it was down become a layer on
+/// it), and the mirror exactly what it was, case-variant duplicates and
+/// bad rows included. After the stream has trimmed past its positions, it
+/// Scans instead, and loses nothing.
+#[test]
+fn a_restart_resumes_from_the_checkpoint_and_scans_only_past_the_stream() {
+    use std::sync::atomic::Ordering;
+    let moto = Moto::start();
+    let dir = scratch("resume");
+    let store = dir.join("store");
+    let rt = runtime();
+    let mut initial: Vec<Json> = (0..30).map(|i| item(&format!("env-{i}.example.com"))).collect();
+    initial.push(item("Twin.example.com"));
+    initial.push(item("twin.example.com"));
+    initial.push(json!({"Domain": {"S": "bad.example.com"}, "Target": {"N": "7"}}));
+    let config = streamed_routes(&moto, &rt, &initial);
+    let (proxy, scans, trim) = scan_counting_proxy(&moto);
+    let watcher = Watcher::start("routes", &store, &proxy.endpoint, &[]);
+    let (first, _) = watcher.wait_for(&store, "the initial routes", |p, _| p.routes == Some(30) && p.skipped == 3);
+    rt.block_on(put_items(&config, "routes", &[item("one.example.com")]));
+    watcher.wait_for(&store, "one", |_, s| serves(s, "one.example.com"));
+    drop(watcher);
+    assert_eq!(scans.load(Ordering::SeqCst), 1);
+
+    // Changes while it is down, the duplicate resolved among them.
+    rt.block_on(async {
+        delete_items(&config, "routes", &["env-1.example.com", "Twin.example.com"]).await;
+        put_items(&config, "routes", &[item("while-down.example.com")]).await;
+    });
+    let watcher = Watcher::start("routes", &store, &proxy.endpoint, &[]);
+    let (pointer, snapshot) = watcher.wait_for(&store, "the changes made while down", |_, s| {
+        serves(s, "while-down.example.com") && !serves(s, "env-1.example.com") && serves(s, "twin.example.com")
+    });
+    assert_eq!(scans.load(Ordering::SeqCst), 1, "a Scan after all:\n{}", watcher.log());
+    assert!(watcher.log().contains("resumed from the checkpoint"), "{}", watcher.log());
+    assert_eq!(pointer.base.id, first.base.id, "the state was kept, the changes layered on it: {pointer:?}");
+    assert_eq!(pointer.skipped, 1, "{pointer:?}");
+    assert_eq!(snapshot.as_bytes(), &full_compile(&moto, "routes", &dir.join("a.snap"))[..]);
+    drop(watcher);
+
+    // Trimmed past its positions: a Scan, and nothing lost.
+    trim.store(true, Ordering::SeqCst);
+    rt.block_on(put_items(&config, "routes", &[item("after-trim.example.com")]));
+    let watcher = Watcher::start("routes", &store, &proxy.endpoint, &[]);
+    let (_, snapshot) = watcher.wait_for(&store, "after-trim", |_, s| serves(s, "after-trim.example.com"));
+    let log = watcher.log();
+    assert!(log.contains("cannot resume from the checkpoint") && log.contains("trimmed"), "{log}");
+    assert_eq!(scans.load(Ordering::SeqCst), 2, "{log}");
+    assert_eq!(snapshot.as_bytes(), &full_compile(&moto, "routes", &dir.join("b.snap"))[..]);
+}
+
+/// A checkpoint another table's watcher left in the store is not resumed
+/// from: the watcher Scans its own table, and the state is that table's.
+#[test]
+fn a_checkpoint_of_another_table_is_not_resumed_from() {
+    let moto = Moto::start();
+    let dir = scratch("foreign");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = streamed_routes(&moto, &rt, &[item("mine.example.com")]);
+    rt.block_on(async {
+        create_streamed_table(&config, "other").await;
+        put_items(&config, "other", &[item("theirs.example.com")]).await;
+    });
+    let watcher = Watcher::start("other", &store, &moto.endpoint, &[]);
+    watcher.wait_for(&store, "the other table", |_, s| serves(s, "theirs.example.com"));
+    let log = watcher.log();
+    drop(watcher);
+    let checkpoint = std::fs::read_to_string(store.join("checkpoint.json")).unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert!(checkpoint.contains("table/other"), "{checkpoint}");
+
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &["--max-drop", "100"]);
+    let (_, snapshot) = watcher
+        .wait_for(&store, "this table", |_, s| serves(s, "mine.example.com") && !serves(s, "theirs.example.com"));
+    let log = watcher.log();
+    assert!(log.contains("cannot resume from the checkpoint: it is of table") && log.contains("table/other"), "{log}");
+    assert_eq!(snapshot.as_bytes(), &full_compile(&moto, "routes", &dir.join("full.snap"))[..]);
+    let checkpoint = std::fs::read_to_string(store.join("checkpoint.json")).unwrap();
+    assert!(checkpoint.contains("table/routes"), "this watcher's checkpoint replaced it: {checkpoint}");
+}
