@@ -1,26 +1,33 @@
-//! The wasmtime side: one engine, snapshot modules (the edge module with a
-//! snapshot baked in), and instances of them that answer requests.
+//! The wasmtime side: one engine with the edge module compiled once,
+//! snapshot modules (the module and one base snapshot, in a sealed memfd
+//! that every instance maps), and instances of them that answer requests.
+//!
+//! A base is validated natively, once, by the same `edge` code the module
+//! runs (`Snapshot::from_bytes`); instances take it as trusted. Loading a
+//! base compiles nothing and copies it once (into its memfd): an instance
+//! grows its memory by the base's pages and maps the file over them,
+//! copy-on-write, so every instance on every thread shares one copy.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use edgeroute_edge::format::{CHECKSUM_LEN, HEADER_LEN};
-use edgeroute_edge::SnapshotId;
+use edgeroute_edge::{Snapshot, SnapshotError, SnapshotId};
 use wasmtime::{Config, Engine, Instance, Memory, Module, Store, TypedFunc};
 
 use edgeroute_edge_wasm::{self as abi, FIELD_HEADER, INPUT_CAPACITY};
 
 use crate::answer::{Answer, OUTPUT_LEN};
-use crate::bake::{bake, BakeError};
+use crate::base_file::{BaseFile, WASM_PAGE};
 use crate::MODULE;
 
 /// The epoch advances this often; a call's deadline is counted in ticks.
 pub const TICK: Duration = Duration::from_millis(10);
 /// Ticks a `resolve` call may run (a resolve takes about a microsecond).
 const RESOLVE_TICKS: u64 = 10;
-/// Ticks a full validation may run, per MiB of snapshot, plus a floor.
-const COMMIT_TICKS_PER_MIB: u64 = 100;
+/// Ticks a commit or a layer push may run (a trusted commit reads a header;
+/// a push copies and indexes one layer).
 const COMMIT_TICKS_MIN: u64 = 500;
 
 /// What can go wrong running the module.
@@ -30,8 +37,12 @@ pub enum EngineError {
     Checksum { stored: u32, computed: u32 },
     #[error("snapshot is truncated: {len} bytes")]
     TooShort { len: usize },
-    #[error(transparent)]
-    Bake(#[from] BakeError),
+    #[error("the snapshot is malformed: {0}")]
+    Invalid(#[from] SnapshotError),
+    #[error("cannot map the snapshot: {0}")]
+    Map(#[from] std::io::Error),
+    #[error("a {len}-byte snapshot does not fit in the module's 4 GiB memory")]
+    TooLarge { len: usize },
     #[error("the edge module refused the snapshot: {0}")]
     Refused(&'static str),
     #[error("the edge module trapped or ran out of time: {0}")]
@@ -52,10 +63,12 @@ fn trap(e: wasmtime::Error) -> EngineError {
     EngineError::Trap(format!("{e:#}"))
 }
 
-/// The engine, with its epoch ticker (stopped when the last clone drops).
+/// The engine and the edge module compiled for it, with its epoch ticker
+/// (stopped when the last clone drops).
 #[derive(Clone)]
 pub struct EdgeEngine {
     engine: Engine,
+    module: Module,
     _ticker: Arc<Ticker>,
 }
 
@@ -64,29 +77,6 @@ struct Ticker(Arc<AtomicBool>);
 impl Drop for Ticker {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Cranelift's compiled functions, kept for the life of the engine. The
-/// module's functions are the same for every snapshot, so this holds one
-/// module's worth of code (about 40 KB of Wasm).
-#[derive(Debug, Default)]
-struct CompiledFunctions(std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<u8>>>);
-
-impl wasmtime::CacheStore for CompiledFunctions {
-    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key).map(|v| std::borrow::Cow::Owned(v.clone()))
-    }
-
-    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Bounded: the module's functions, not every snapshot's.
-        if map.len() >= 4096 {
-            return false;
-        }
-        map.insert(key.to_vec(), value);
-        true
     }
 }
 
@@ -101,13 +91,14 @@ impl EdgeEngine {
         let mut config = Config::new();
         // Bound every call: a guest that loops is interrupted at its deadline.
         config.epoch_interruption(true);
-        // Snapshot pages are shared by every instance (copy-on-write).
+        // The module's own data pages are shared by every instance.
         config.memory_init_cow(true);
-        // Every snapshot makes a new module, but only its data differs: with
-        // the functions' machine code cached, a swap does not recompile them
-        // (at 10k routes this cut a swap's load from ~150 ms to a few ms).
-        config.enable_incremental_compilation(Arc::new(CompiledFunctions::default())).map_err(trap)?;
+        // A memory is a 4 GiB reservation that never moves when it grows: the
+        // base mapped into it stays where it was mapped.
+        config.memory_reservation(1 << 32);
+        config.memory_may_move(false);
         let engine = Engine::new(&config).map_err(trap)?;
+        let module = Module::new(&engine, MODULE).map_err(trap)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (weak, flag) = (engine.weak(), stop.clone());
         std::thread::Builder::new()
@@ -122,17 +113,20 @@ impl EdgeEngine {
                 }
             })
             .map_err(|e| EngineError::Trap(e.to_string()))?;
-        Ok(EdgeEngine { engine, _ticker: Arc::new(Ticker(stop)) })
+        Ok(EdgeEngine { engine, module, _ticker: Arc::new(Ticker(stop)) })
     }
 
-    /// Checks the snapshot's CRC-32C natively (hardware where there is
-    /// one), bakes it into the module, compiles the result, and validates
-    /// the snapshot's structure in a first instance. The result can be
-    /// instantiated on any number of threads, sharing the snapshot.
+    /// Checks the snapshot natively (its length, its CRC-32C, then its
+    /// whole structure, as `Snapshot::from_bytes` does), puts it in a sealed
+    /// memfd, and makes a first instance of the module on it. The result
+    /// can be instantiated on any number of threads, sharing the snapshot.
     pub fn load(&self, snapshot: &[u8], id: SnapshotId) -> Result<(SnapshotModule, EdgeInstance), EngineError> {
         let len = snapshot.len();
         if len < HEADER_LEN + CHECKSUM_LEN {
             return Err(EngineError::TooShort { len });
+        }
+        if u32::try_from(len).is_err() {
+            return Err(EngineError::TooLarge { len });
         }
         let body = len - CHECKSUM_LEN;
         let stored = u32::from_le_bytes(snapshot[body..].try_into().map_err(|_| EngineError::TooShort { len })?);
@@ -140,24 +134,30 @@ impl EdgeEngine {
         if stored != computed {
             return Err(EngineError::Checksum { stored, computed });
         }
-        let baked = bake(MODULE, snapshot)?;
-        let module = Module::new(&self.engine, &baked.module).map_err(trap)?;
-        let sm = SnapshotModule { engine: self.clone(), module, ptr: baked.ptr, len: baked.len, id };
-        let instance = sm.instantiate(Commit::Structure)?;
+        let file = BaseFile::new(snapshot)?;
+        // The bytes validated are the file's, which its seals keep as they are.
+        Snapshot::from_bytes_checksum_verified(file.bytes())?;
+        let sm = SnapshotModule { engine: self.clone(), file: Arc::new(file), id };
+        let instance = sm.instance()?;
         Ok((sm, instance))
     }
 }
 
-/// The edge module with one snapshot baked in.
+/// The edge module with one base snapshot, validated.
 #[derive(Clone)]
 pub struct SnapshotModule {
     engine: EdgeEngine,
-    module: Module,
-    ptr: u32,
-    len: u32,
-    /// The baked snapshot's id, given to each instance at its commit: the
-    /// base its layers must name.
+    file: Arc<BaseFile>,
+    /// The snapshot's id, given to each instance at its commit: the base
+    /// its layers must name.
     id: SnapshotId,
+}
+
+impl SnapshotModule {
+    /// The snapshot's bytes (one copy, shared with every instance).
+    pub fn bytes(&self) -> &[u8] {
+        self.file.bytes()
+    }
 }
 
 /// A layer as the host holds it: its id and bytes, validated natively
@@ -171,30 +171,18 @@ pub struct HostLayer {
 
 impl std::fmt::Debug for SnapshotModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnapshotModule").field("ptr", &self.ptr).field("len", &self.len).finish()
+        f.debug_struct("SnapshotModule").field("id", &self.id).field("len", &self.file.len()).finish()
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Commit {
-    /// Validate the structure (the checksum was checked natively).
-    Structure,
-    /// The same bytes were validated by an earlier instance of this module.
-    Trusted,
 }
 
 impl SnapshotModule {
-    /// A new instance answering from the baked snapshot. After the first
-    /// (validating) instance, instances skip validation: they map the very
-    /// same memory image.
+    /// A new instance answering from the snapshot: the module instantiated,
+    /// its memory grown by the snapshot's pages and the snapshot's memfd
+    /// mapped over them, then committed as trusted (validated natively).
     pub fn instance(&self) -> Result<EdgeInstance, EngineError> {
-        self.instantiate(Commit::Trusted)
-    }
-
-    pub(crate) fn instantiate(&self, commit: Commit) -> Result<EdgeInstance, EngineError> {
         let mut store = Store::new(&self.engine.engine, ());
-        store.set_epoch_deadline(COMMIT_TICKS_MIN + COMMIT_TICKS_PER_MIB * (self.len as u64 >> 20));
-        let instance = Instance::new(&mut store, &self.module, &[]).map_err(trap)?;
+        store.set_epoch_deadline(COMMIT_TICKS_MIN);
+        let instance = Instance::new(&mut store, &self.engine.module, &[]).map_err(trap)?;
         let mut call = |name: &str| {
             instance.get_typed_func::<(), u32>(&mut store, name).and_then(|f| f.call(&mut store, ())).map_err(trap)
         };
@@ -208,17 +196,29 @@ impl SnapshotModule {
         // The base's id goes first in the input buffer: the module keeps it
         // to check the layers' lineage.
         let memory = instance.get_memory(&mut store, "memory").ok_or(EngineError::Abi)?;
+        let len = self.file.len();
+        let pages_before = memory.grow(&mut store, self.file.pages()).map_err(|_| EngineError::TooLarge { len })?;
+        let ptr = usize::try_from(pages_before).map_err(|_| EngineError::TooLarge { len })? * WASM_PAGE;
+        let end = ptr.checked_add(self.file.pages() as usize * WASM_PAGE).ok_or(EngineError::TooLarge { len })?;
+        if end > memory.data_size(&store) || u32::try_from(ptr + len).is_err() {
+            return Err(EngineError::TooLarge { len });
+        }
+        // SAFETY: `ptr..end` is the range the grow just made accessible in
+        // this instance's memory, which this function owns through `store`
+        // and nothing borrows; the memory never moves (`memory_may_move`
+        // is off), and wasmtime unmaps its whole reservation, this mapping
+        // included, when the store drops.
+        #[allow(unsafe_code)]
+        unsafe {
+            self.file.map_over(memory.data_ptr(&store).add(ptr))?
+        };
         let id_slot = input..input + SnapshotId::LEN;
         memory.data_mut(&mut store).get_mut(id_slot).ok_or(EngineError::Abi)?.copy_from_slice(self.id.as_bytes());
-        let status = attach.call(&mut store, (self.ptr, self.len)).map_err(trap)?;
+        let status = attach.call(&mut store, (ptr as u32, len as u32)).map_err(trap)?;
         if status != abi::commit::OK {
             return Err(EngineError::Refused(abi::commit::describe(status)));
         }
-        let mode = match commit {
-            Commit::Structure => abi::mode::STRUCTURE,
-            Commit::Trusted => abi::mode::TRUSTED,
-        };
-        let status = commit_fn.call(&mut store, mode).map_err(trap)?;
+        let status = commit_fn.call(&mut store, abi::mode::TRUSTED).map_err(trap)?;
         if status != abi::commit::OK {
             return Err(EngineError::Refused(abi::commit::describe(status)));
         }

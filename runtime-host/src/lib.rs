@@ -1,9 +1,10 @@
 //! `edgeroute-host` is the data plane: it runs the edge module
 //! (`edgeroute-edge-wasm`, built by this crate's build script and embedded
-//! as [`MODULE`]) in wasmtime, and serves HTTP with it. Each snapshot is
-//! baked into the module's data, so every worker thread's instance shares its
-//! pages copy-on-write; a [`Router`] swaps snapshots atomically, validating
-//! each in a fresh instance first; epoch interruption bounds every call.
+//! as [`MODULE`]) in wasmtime, and serves HTTP with it. The module is
+//! compiled once; each base snapshot is validated natively, once, and held
+//! in a sealed memfd ([`base_file`]) that every worker thread's instance
+//! maps copy-on-write; a [`Router`] swaps states atomically; epoch
+//! interruption bounds every call.
 //!
 //! A request's way through, one module per phase: the [`http`] listener and
 //! its limits, the request's host ([`http::request`]), the resolve through
@@ -18,7 +19,7 @@
 pub mod admin;
 pub mod answer;
 pub mod aws;
-pub mod bake;
+pub mod base_file;
 pub mod body;
 pub mod engine;
 pub mod follow;

@@ -185,7 +185,7 @@ impl Metrics {
             gauge(
                 &mut out,
                 "edgeroute_snapshot_load_seconds",
-                "Time it took to check, bake, compile and validate the base snapshot being served.",
+                "Time it took to check and validate the base snapshot being served and map it into a first instance.",
                 "gauge",
                 format!("{:.6}", live.base.load_time.as_secs_f64()),
             );

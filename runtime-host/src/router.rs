@@ -38,7 +38,7 @@ pub struct Base {
     pub id: SnapshotId,
     pub route_count: u32,
     pub size: usize,
-    /// Checksum, bake, compile and validation.
+    /// Checksum, the copy into its memfd, validation and the first instance.
     pub load_time: Duration,
     /// When it was loaded (its age, in the metrics).
     pub loaded_at: SystemTime,

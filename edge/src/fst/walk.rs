@@ -1,7 +1,8 @@
 //! Enumerating every key, and proving the map sound on the way.
 
 use super::error::FstError;
-use super::node::{Node, EMPTY_ADDRESS};
+use super::header::HEADER_LEN;
+use super::node::{Layout, Node, EMPTY_ADDRESS};
 use super::{Fst, MAX_KEY_LEN};
 
 impl Fst<'_> {
@@ -39,9 +40,11 @@ impl Fst<'_> {
             node: Node,
             next: usize,
             out: u64,
+            /// The input of the transition taken before `next` (none yet: 256).
+            last: u16,
         }
         let root = self.root().ok_or(FstError::BadNode { addr: self.root })?;
-        let empty = Frame { node: root, next: 0, out: 0 };
+        let empty = Frame { node: root, next: 0, out: 0, last: 256 };
         let mut stack = [empty; MAX_KEY_LEN + 1];
         let mut key = [0u8; MAX_KEY_LEN];
         let mut depth = 0usize;
@@ -49,7 +52,10 @@ impl Fst<'_> {
             f(&[], root.final_output)?;
         }
         loop {
-            let frame = &mut stack[depth];
+            // The frame and the one above it, borrowed apart: the node is
+            // read in place, not copied for every transition.
+            let (below, above) = stack.split_at_mut(depth + 1);
+            let frame = &mut below[depth];
             if frame.next == frame.node.ntrans {
                 if depth == 0 {
                     return Ok(());
@@ -59,21 +65,27 @@ impl Fst<'_> {
             }
             let i = frame.next;
             frame.next += 1;
-            let node = frame.node;
+            let node = &frame.node;
             let out_here = frame.out;
             let bad_node = FstError::BadNode { addr: node.start };
-            let t = self.transition(&node, i).ok_or(bad_node)?;
+            let t = self.transition(node, i).ok_or(bad_node)?;
             // Inputs must ascend strictly: that is what makes keys sorted,
             // ids ascending, and `step` agree with the enumeration.
-            if i > 0 {
-                let prev = self.transition(&node, i - 1).ok_or(bad_node)?;
-                if prev.input >= t.input {
-                    return Err(bad_node.into());
-                }
+            if frame.last != 256 && frame.last >= u16::from(t.input) {
+                return Err(bad_node.into());
             }
+            frame.last = u16::from(t.input);
             // `step` must find every transition the enumeration finds (this
-            // also checks the 256-byte index of wide nodes).
-            if self.step(&node, t.input) != Some(t) || self.step_addr(node.start, t.input) != Some((t.out, t.addr)) {
+            // also checks the 256-byte index of wide nodes), and so must the
+            // lookup's fast path. For a node of many transitions that path is
+            // this very node's `step` (decoded at the same address), once its
+            // address is one the fast path accepts: checked without decoding
+            // the node again.
+            let fast_path_agrees = match node.layout {
+                Layout::AnyTrans(_) => node.start != EMPTY_ADDRESS && node.start >= HEADER_LEN,
+                _ => self.step_addr(node.start, t.input) == Some((t.out, t.addr)),
+            };
+            if self.step(node, t.input) != Some(t) || !fast_path_agrees {
                 return Err(bad_node.into());
             }
             // Children are written before parents: forward or self pointers
@@ -99,7 +111,7 @@ impl Fst<'_> {
                 // A dead end that is not a key: the builder never writes one.
                 return Err(bad_child.into());
             }
-            stack[depth] = Frame { node: child, next: 0, out };
+            above[0] = Frame { node: child, next: 0, out, last: 256 };
         }
     }
 }

@@ -92,7 +92,7 @@ pub struct Report {
     pub hashmap: Stats,
     /// Native `Snapshot::from_bytes` (checksum and full validation).
     pub load_ms: f64,
-    /// Wasm: native CRC, bake, compile, validation in a first instance.
+    /// Wasm: native CRC and validation, the copy into a memfd, a first instance.
     pub wasm_load_ms: f64,
     /// A hot swap to the same snapshot again (the module's functions already
     /// compiled): the median of five, what a host pays per publish.
@@ -293,7 +293,7 @@ impl Report {
             self.wasm.p50 / self.hashmap.p50.max(1e-9)
         ));
         s.push_str(&format!(
-            "  load: native {:.1} ms (checksum + validation); wasm {:.1} ms (crc, bake, compile, validation); \
+            "  load: native {:.1} ms (checksum + validation); wasm {:.1} ms (crc, validation, memfd, first instance); \
              a hot swap {:.1} ms\n",
             self.load_ms, self.wasm_load_ms, self.swap_ms
         ));

@@ -121,18 +121,19 @@ mod swap {
         let mut flipped = bytes.to_vec();
         flipped[100] ^= 4;
         assert!(matches!(router.swap(&flipped).unwrap_err(), EngineError::Checksum { .. }));
-        // Structural corruption with a correct checksum: refused by the guest.
+        // Structural corruption with a correct checksum: refused by the
+        // native validator (the module then takes the bytes as trusted).
         let mut broken = bytes.to_vec();
         let routes = b.sections()[1].offset;
         broken[routes] = 9;
         fix_checksum(&mut broken);
         let e = router.swap(&broken).unwrap_err();
-        assert!(matches!(e, EngineError::Refused(_)), "{e}");
+        assert!(matches!(e, EngineError::Invalid(_)), "{e}");
         assert!(e.to_string().contains("malformed"), "{e}");
         // Not a snapshot at all.
         let mut junk = vec![0u8; 200];
         fix_checksum(&mut junk);
-        assert!(matches!(router.swap(&junk).unwrap_err(), EngineError::Refused(_)));
+        assert!(matches!(router.swap(&junk).unwrap_err(), EngineError::Invalid(_)));
         // Through all of it, the first snapshot answered and still does.
         assert_eq!(router.live().unwrap().generation, 1);
         assert!(key(&router, "a.example.com").contains("one/index.html"));
