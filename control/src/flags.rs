@@ -17,7 +17,7 @@ use edgeroute_control::aws::{AwsOptions, RetryPolicy};
 use edgeroute_control::lease::LeaseOptions;
 use edgeroute_control::publish::{DropGuard, Manual};
 use edgeroute_control::scan::ScanOptions;
-use edgeroute_control::watch::{Backoff, CompactionPolicy, WatchOptions};
+use edgeroute_control::watch::{Backoff, CompactionPolicy, Retention, WatchOptions};
 use edgeroute_control::Source;
 use edgeroute_store::StoreLocation;
 
@@ -263,6 +263,17 @@ pub struct WatchArgs {
     /// …or when they hold this many records (changes). Default: no limit.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub compact_entries: Option<u64>,
+    /// Keep the newest N states of the history (and their objects); older
+    /// entries, and objects nothing kept names, are pruned. 0: never prune.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub keep_states: usize,
+    /// Never prune what is younger than this (a concurrent publisher stores
+    /// its object before it moves the pointer to it).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub keep_grace: u64,
+    /// How often to prune.
+    #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub prune_interval_ms: u64,
     #[command(flatten)]
     pub scan: ScanArgs,
     #[command(flatten)]
@@ -291,6 +302,11 @@ impl WatchArgs {
                 max: Duration::from_millis(self.restart_backoff_max_ms.max(self.restart_backoff_ms)),
             },
             compaction: CompactionPolicy { bytes: self.compact_bytes, entries: self.compact_entries },
+            retention: (self.keep_states > 0).then(|| Retention {
+                keep: self.keep_states,
+                grace: Duration::from_secs(self.keep_grace),
+                every: Duration::from_millis(self.prune_interval_ms),
+            }),
             ..WatchOptions::default()
         }
     }

@@ -533,6 +533,82 @@ pub async fn prune_with_grace(store: &Store, keep: usize, grace: Duration) -> Re
     Ok(deleted)
 }
 
+/// What [`prune_history`] deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryPruned {
+    /// History entries deleted.
+    pub entries: usize,
+    /// Objects deleted (snapshots, layers, checkpoint items).
+    pub objects: usize,
+}
+
+/// The objects a history entry names, by its name: read once, kept across
+/// prunes (entries never change), so that a prune reads only new entries.
+pub type KnownEntries = std::collections::HashMap<String, Vec<String>>;
+
+/// Keeps a store's history bounded at change rates: the newest `keep`
+/// history entries stay, with every entry younger than `grace`; older
+/// entries are deleted, and so is every snapshot, layer and (when
+/// `items` is given: the ids the watcher's checkpoint names) checkpoint
+/// items object that no kept entry, the pointer or the checkpoint names
+/// and that is older than `grace` (a concurrent publisher stores its
+/// object before it moves the pointer to it). The pointer is read last,
+/// right before deleting. `known` carries the entries already read.
+pub async fn prune_history(
+    store: &Store,
+    keep: usize,
+    grace: Duration,
+    items: Option<&[String]>,
+    known: &mut KnownEntries,
+) -> Result<HistoryPruned, PublishError> {
+    let now = crate::clock::now();
+    let young =
+        |at: Option<std::time::SystemTime>| at.is_none_or(|at| now.duration_since(at).map_or(true, |age| age < grace));
+    // Names sort by time: the entries to delete are a prefix, up to the
+    // newest `keep` and to the first one younger than the grace.
+    let names = store.history_names().await?;
+    let beyond_keep = names.len().saturating_sub(keep);
+    let doomed_len = names[..beyond_keep].partition_point(|name| !young(edgeroute_store::history_entry_time(name)));
+    let (doomed, kept) = names.split_at(doomed_len);
+    known.retain(|name, _| kept.binary_search(name).is_ok());
+    for name in kept {
+        if !known.contains_key(name) {
+            let pointer = store.history_entry(name).await?;
+            let ids = std::iter::once(pointer.base.id).chain(pointer.layers.into_iter().map(|l| l.id)).collect();
+            known.insert(name.clone(), ids);
+        }
+    }
+    let mut referenced: std::collections::HashSet<&str> = known.values().flatten().map(String::as_str).collect();
+    referenced.extend(items.unwrap_or_default().iter().map(String::as_str));
+    let mut candidates: Vec<(ObjectKind, String)> = Vec::new();
+    let kinds: &[ObjectKind] = match items {
+        Some(_) => &[ObjectKind::Snapshot, ObjectKind::Layer, ObjectKind::Items],
+        None => &[ObjectKind::Snapshot, ObjectKind::Layer],
+    };
+    for &kind in kinds {
+        for (id, written) in store.objects(kind).await? {
+            if !referenced.contains(id.as_str()) && !young(Some(written)) {
+                candidates.push((kind, id));
+            }
+        }
+    }
+    // Read last: the objects of a pointer moved meanwhile are kept.
+    let current = store.read_pointer().await?.map(|(p, _)| p);
+    let mut pruned = HistoryPruned::default();
+    for (kind, id) in candidates {
+        let live = current.as_ref().is_some_and(|p| p.base.id == id || p.layer_ids().any(|l| l == id));
+        if !live {
+            store.delete_object(kind, &id).await?;
+            pruned.objects += 1;
+        }
+    }
+    for name in doomed {
+        store.delete_history_entry(name).await?;
+        pruned.entries += 1;
+    }
+    Ok(pruned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,6 +130,32 @@ impl<'a> DirStore<'a> {
         .await
     }
 
+    /// The names in `folder`, sorted.
+    pub(crate) async fn names(self, folder: &'static str) -> Result<Vec<String>, StoreError> {
+        self.blocking(move |root| list(&root.join(folder))).await
+    }
+
+    /// The bytes of the file `name` (relative to the root).
+    pub(crate) async fn read_named(self, name: String) -> Result<Vec<u8>, StoreError> {
+        self.blocking(move |root| {
+            let path = root.join(name);
+            std::fs::read(&path).map_err(io(&path))
+        })
+        .await
+    }
+
+    /// Deletes the file `name` (relative to the root); one already gone is fine.
+    pub(crate) async fn delete_named(self, name: String) -> Result<(), StoreError> {
+        self.blocking(move |root| {
+            let path = root.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
     /// The names of the files in `folder` with when each was last written,
     /// sorted by name.
     pub(crate) async fn list_with_times(

@@ -142,6 +142,13 @@ pub(crate) fn history_entry(at: SystemTime, id: &str) -> String {
     format!("{HISTORY}/{nanos:0width$}-{id}{HISTORY_SUFFIX}", width = HISTORY_TIME_DIGITS)
 }
 
+/// When the history entry named `name` (within `history/`) was made
+/// current, as its name says.
+pub fn history_entry_time(name: &str) -> Option<SystemTime> {
+    let nanos: u64 = name.get(..HISTORY_TIME_DIGITS)?.parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(nanos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +163,8 @@ mod tests {
         assert_eq!(object_id(ObjectKind::Snapshot, "ab12.snap.123.9f.tmp"), None);
         let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_764_000_000_123_456_789);
         assert_eq!(history_entry(at, "ab12"), "history/01764000000123456789-ab12.json");
+        assert_eq!(history_entry_time("01764000000123456789-ab12.json"), Some(at));
+        assert_eq!(history_entry_time("x.json"), None);
     }
 
     #[test]

@@ -39,7 +39,7 @@ mod sdk_error;
 
 pub use error::StoreError;
 pub use fs::write_file_atomically;
-pub use layout::ObjectKind;
+pub use layout::{history_entry_time, ObjectKind};
 pub use lease::{Lease, LeaseRole};
 pub use location::StoreLocation;
 pub use pointer::{BaseRef, LayerRef, Pointer, Version, POINTER_VERSION};
@@ -269,6 +269,34 @@ impl Store {
             Backend::S3(s3) => s3.read_folder(layout::HISTORY).await?,
         };
         entries.iter().map(|(name, bytes)| Pointer::from_json(bytes, name)).collect()
+    }
+
+    /// The names of the history entries (within `history/`), oldest first:
+    /// a listing, no entry read.
+    pub async fn history_names(&self) -> Result<Vec<String>, StoreError> {
+        match self.backend() {
+            Backend::Dir(dir) => dir.names(layout::HISTORY).await,
+            Backend::S3(s3) => s3.list(layout::HISTORY).await,
+        }
+    }
+
+    /// The history entry named `name` (from [`history_names`](Self::history_names)).
+    pub async fn history_entry(&self, name: &str) -> Result<Pointer, StoreError> {
+        let path = format!("{}/{name}", layout::HISTORY);
+        let bytes = match self.backend() {
+            Backend::Dir(dir) => dir.read_named(path.clone()).await?,
+            Backend::S3(s3) => s3.read_named(path.clone()).await?,
+        };
+        Pointer::from_json(&bytes, &path)
+    }
+
+    /// Deletes the history entry named `name`.
+    pub async fn delete_history_entry(&self, name: &str) -> Result<(), StoreError> {
+        let path = format!("{}/{name}", layout::HISTORY);
+        match self.backend() {
+            Backend::Dir(dir) => dir.delete_named(path).await,
+            Backend::S3(s3) => s3.delete_named(path).await,
+        }
     }
 
     /// The ids of the snapshots stored, sorted.

@@ -198,6 +198,33 @@ impl S3Store<'_> {
             .map_err(|e| self.error("DELETE", &key, &e))
     }
 
+    /// The bytes of the object `name` (relative to the prefix).
+    pub(crate) async fn read_named(self, name: String) -> Result<Vec<u8>, StoreError> {
+        let key = self.key(&name);
+        let object = self
+            .client
+            .get_object()
+            .bucket(self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| self.error("GET", &key, &e))?;
+        self.body("GET", &key, object.body).await
+    }
+
+    /// Deletes the object `name` (relative to the prefix).
+    pub(crate) async fn delete_named(self, name: String) -> Result<(), StoreError> {
+        let key = self.key(&name);
+        self.client
+            .delete_object()
+            .bucket(self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("DELETE", &key, &e))
+    }
+
     /// Writes a history entry (`name` from [`layout::history_entry`]).
     pub(crate) async fn put_history(self, name: String, bytes: Vec<u8>) -> Result<(), StoreError> {
         let key = self.key(&name);

@@ -71,6 +71,8 @@ pub struct WatchOptions {
     pub backoff: Backoff,
     /// When the layers are compacted into a new base.
     pub compaction: CompactionPolicy,
+    /// How much history the watcher keeps (`None`: it never prunes).
+    pub retention: Option<Retention>,
     /// What the admin listener reports.
     pub status: Arc<WatchStatus>,
 }
@@ -110,8 +112,28 @@ impl Default for WatchOptions {
             lease: LeaseOptions::named("watch"),
             backoff: Backoff::default(),
             compaction: CompactionPolicy::default(),
+            retention: Some(Retention::default()),
             status: Arc::default(),
         }
+    }
+}
+
+/// How much history a watcher keeps: at 10 changes a second a store
+/// gains 864,000 states a day. Every `every`, it prunes the history to
+/// the newest `keep` states and the objects nothing kept names
+/// ([`publish::prune_history`]), never touching anything younger than
+/// `grace`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub keep: usize,
+    pub grace: Duration,
+    pub every: Duration,
+}
+
+impl Default for Retention {
+    /// The newest 1,000 states, and everything of the last 10 minutes, every minute.
+    fn default() -> Retention {
+        Retention { keep: 1000, grace: publish::PRUNE_GRACE, every: Duration::from_secs(60) }
     }
 }
 
@@ -236,6 +258,7 @@ pub async fn watch(
         positions: (Vec::new(), Vec::new()),
     };
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut known = publish::KnownEntries::new();
     loop {
         let mut lease = tokio::select! {
             lease = stand_by(store, &options.lease, &options.status) => lease,
@@ -264,9 +287,11 @@ pub async fn watch(
             let mut follow = std::pin::pin!(follow_table(config, table, options, &mut publisher));
             let mut keep =
                 std::pin::pin!(keep_lease(store, &mut lease, options.lease.renew_every, &lost, &lease_until));
+            let mut prune = std::pin::pin!(prune_periodically(store, options, &lost, &mut known));
             tokio::select! {
                 end = &mut follow => end,
                 () = &mut keep => unreachable!("it never ends"),
+                () = &mut prune => unreachable!("it never ends"),
                 () = &mut shutdown => {
                     // Stop cooperatively: no new publish starts, and one under
                     // way finishes (its pointer and history entry both written).
@@ -380,6 +405,47 @@ async fn keep_lease(store: &Store, lease: &mut HeldLease, every: Duration, lost:
     }
     lost.store(true, Ordering::SeqCst);
     std::future::pending().await
+}
+
+/// Prunes the store's history every `options.retention.every` while the
+/// lease is held (a writer's job), so that it stays bounded at any change
+/// rate. Never ends.
+async fn prune_periodically(
+    store: &Store,
+    options: &WatchOptions,
+    lost: &AtomicBool,
+    known: &mut publish::KnownEntries,
+) {
+    let Some(retention) = options.retention else { return std::future::pending().await };
+    loop {
+        tokio::time::sleep(retention.every).await;
+        if lost.load(Ordering::SeqCst) {
+            continue;
+        }
+        // The checkpoint's items objects are kept (an unreadable checkpoint: all of them).
+        let items = match checkpoint::read(store).await {
+            Ok(Some((c, _))) => Some(std::iter::once(c.items).chain(c.changes.into_iter().map(|r| r.id)).collect()),
+            Ok(None) => Some(Vec::new()),
+            Err(_) => None,
+        };
+        let items: Option<Vec<String>> = items;
+        match publish::prune_history(store, retention.keep, retention.grace, items.as_deref(), known).await {
+            Ok(pruned) => {
+                options.status.pruned(pruned.entries, pruned.objects);
+                if pruned.entries + pruned.objects > 0 {
+                    info!(
+                        "pruned {} history entries and {} objects (kept the newest {} states and everything younger \
+                         than {} s)",
+                        pruned.entries,
+                        pruned.objects,
+                        retention.keep,
+                        retention.grace.as_secs()
+                    );
+                }
+            }
+            Err(e) => warn!("cannot prune the store's history ({e}); trying again in {} s", retention.every.as_secs()),
+        }
+    }
 }
 
 /// How long to wait before bootstrapping again after an error: `first`,

@@ -50,6 +50,8 @@ pub struct WatchStatus {
     compactions: AtomicU64,
     layers: AtomicU64,
     layer_bytes: AtomicU64,
+    pruned_entries: AtomicU64,
+    pruned_objects: AtomicU64,
 }
 
 impl Default for WatchStatus {
@@ -73,6 +75,8 @@ impl Default for WatchStatus {
             compactions: AtomicU64::new(0),
             layers: AtomicU64::new(0),
             layer_bytes: AtomicU64::new(0),
+            pruned_entries: AtomicU64::new(0),
+            pruned_objects: AtomicU64::new(0),
         }
     }
 }
@@ -112,6 +116,11 @@ impl WatchStatus {
     pub(crate) fn layers(&self, layers: usize, bytes: u64) {
         self.layers.store(layers as u64, Ordering::Relaxed);
         self.layer_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn pruned(&self, entries: usize, objects: usize) {
+        self.pruned_entries.fetch_add(entries as u64, Ordering::Relaxed);
+        self.pruned_objects.fetch_add(objects as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn merged(&self) {
@@ -245,6 +254,18 @@ impl Status for WatchStatus {
             "counter",
             "Compactions of the layers into a new base made current.",
             &one(&self.compactions),
+        );
+        metric(
+            "edgeroute_watch_pruned_entries_total",
+            "counter",
+            "History entries pruned (beyond the states kept).",
+            &one(&self.pruned_entries),
+        );
+        metric(
+            "edgeroute_watch_pruned_objects_total",
+            "counter",
+            "Snapshots, layers and checkpoint items pruned (named by nothing kept).",
+            &one(&self.pruned_objects),
         );
         let last = self.last_publish_ms.load(Ordering::Relaxed) / 1000;
         metric(

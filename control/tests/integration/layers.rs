@@ -534,3 +534,76 @@ fn applies_that_replace_names_do_not_trip_the_drop_guard() {
     let outcome = rt.block_on(publish::publish_guarded(&store, &fewer.bytes, "t", 0, guard, &manual)).unwrap();
     assert!(matches!(outcome, publish::Published::DropRefused { .. }), "{outcome:?}");
 }
+
+/// [6/8] History at change rates: `prune_history` keeps the newest states
+/// (every one of them still loads) and the current one, deletes older
+/// history entries and every object nothing kept names, never anything
+/// younger than its grace (a concurrent publisher's object not yet named),
+/// and keeps the checkpoint items it is told of. It reads each kept entry
+/// once across prunes.
+#[test]
+fn pruning_keeps_the_newest_states_and_what_they_name_and_nothing_younger_than_its_grace() {
+    use edgeroute_store::ObjectKind;
+    use std::time::Duration;
+    let dir = scratch("prune-history");
+    let rt = runtime();
+    let store = Store::open(&StoreLocation::Dir(dir.join("store")), None).unwrap();
+    rt.block_on(publish::publish(&store, &compile_text(&table(50), Options::default()).unwrap().bytes, "t", 0))
+        .unwrap();
+    for i in 0..12 {
+        apply_line(&rt, &store, &format!("{{\"Domain\":\"new-{i}.example.com\",\"Target\":\"s3://sites/n{i}\"}}"));
+    }
+    // A compaction: the first base and its layers are named only by old entries now.
+    assert!(matches!(
+        rt.block_on(state::compact(&store, "t", &Manual::named("compact"))).unwrap(),
+        Compacted::Current { .. }
+    ));
+    for i in 12..15 {
+        apply_line(&rt, &store, &format!("{{\"Domain\":\"new-{i}.example.com\",\"Target\":\"s3://sites/n{i}\"}}"));
+    }
+    // Objects no state names: a concurrent publisher's (fresh), and checkpoint items (one named, one not).
+    rt.block_on(store.put_object(ObjectKind::Layer, &"e".repeat(64), b"fresh")).unwrap();
+    rt.block_on(store.put_object(ObjectKind::Items, &"a".repeat(64), b"named")).unwrap();
+    rt.block_on(store.put_object(ObjectKind::Items, &"b".repeat(64), b"stale")).unwrap();
+    let before = rt.block_on(store.history_names()).unwrap();
+    assert_eq!(before.len(), 17);
+
+    // With a long grace nothing is old enough: nothing goes.
+    let mut known = publish::KnownEntries::new();
+    let named = vec!["a".repeat(64)];
+    let pruned =
+        rt.block_on(publish::prune_history(&store, 4, Duration::from_secs(3600), Some(&named), &mut known)).unwrap();
+    assert_eq!(pruned, publish::HistoryPruned::default());
+    assert_eq!(known.len(), 17, "every entry is young, so kept and read");
+
+    // With no grace: the newest 4 states stay, whole.
+    let pruned = rt.block_on(publish::prune_history(&store, 4, Duration::ZERO, Some(&named), &mut known)).unwrap();
+    let after = rt.block_on(store.history_names()).unwrap();
+    assert_eq!(after, before[before.len() - 4..]);
+    assert_eq!(pruned.entries, 13);
+    assert_eq!(known.len(), 4);
+    for name in &after {
+        let entry = rt.block_on(store.history_entry(name)).unwrap();
+        rt.block_on(state::load(&store, &entry)).unwrap_or_else(|e| panic!("kept state {} is broken: {e}", entry.id));
+    }
+    let (current, _) = rt.block_on(store.read_pointer()).unwrap().unwrap();
+    rt.block_on(state::load(&store, &current)).unwrap();
+    assert!(answer(&rt, &store, "new-14.example.com").contains("n14"));
+    // The first base went (only pruned entries named it), with the fresh
+    // layer and the stale items; the named items stayed.
+    let ids = |kind| rt.block_on(store.objects(kind)).unwrap().into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    let snapshots = ids(ObjectKind::Snapshot);
+    assert_eq!(snapshots, std::slice::from_ref(&current.base.id), "{snapshots:?}");
+    assert!(!ids(ObjectKind::Layer).contains(&"e".repeat(64)));
+    assert_eq!(ids(ObjectKind::Items), ["a".repeat(64)]);
+    let kept_layers: std::collections::HashSet<String> = after
+        .iter()
+        .flat_map(|n| rt.block_on(store.history_entry(n)).unwrap().layers.into_iter().map(|l| l.id))
+        .collect();
+    assert_eq!(ids(ObjectKind::Layer).into_iter().collect::<std::collections::HashSet<_>>(), kept_layers);
+    assert!(pruned.objects >= 12, "{pruned:?}");
+    // Without checkpoint ids, items are left alone.
+    rt.block_on(store.put_object(ObjectKind::Items, &"c".repeat(64), b"other")).unwrap();
+    rt.block_on(publish::prune_history(&store, 4, Duration::ZERO, None, &mut known)).unwrap();
+    assert_eq!(ids(ObjectKind::Items).len(), 2);
+}

@@ -1070,3 +1070,36 @@ fn a_checkpoint_of_another_table_is_not_resumed_from() {
     let checkpoint = std::fs::read_to_string(store.join("checkpoint.json")).unwrap();
     assert!(checkpoint.contains("table/routes"), "this watcher's checkpoint replaced it: {checkpoint}");
 }
+
+/// At change rates the watcher keeps the history bounded: it prunes it to
+/// the newest `--keep-states` states (and what they name) as it goes, and
+/// the state it serves stays whole.
+#[test]
+fn the_watcher_prunes_its_history_as_it_goes() {
+    let moto = Moto::start();
+    let dir = scratch("prune");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = streamed_routes(&moto, &rt, &[item("a.example.com")]);
+    // A grace of a second: longer than any publish here takes from storing
+    // its objects to naming them (what the grace protects).
+    let retention = ["--keep-states", "3", "--keep-grace", "1", "--prune-interval-ms", "100"];
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &retention);
+    watcher.wait_for(&store, "a", |_, s| serves(s, "a.example.com"));
+    for i in 0..10 {
+        let name = format!("n{i}.example.com");
+        rt.block_on(put_items(&config, "routes", &[item(&name)]));
+        watcher.wait_for(&store, &name, |_, s| serves(s, &name));
+    }
+    let entries = || std::fs::read_dir(store.join("history")).unwrap().count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while entries() > 3 {
+        assert!(Instant::now() < deadline, "{} history entries:\n{}", entries(), watcher.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (_, snapshot) = current(&store).unwrap();
+    assert!((0..10).all(|i| serves(&snapshot, &format!("n{i}.example.com"))));
+    let (_, metrics) = watcher.admin("/metrics");
+    assert!(!metrics.contains("edgeroute_watch_pruned_entries_total 0\n"), "{metrics}");
+    assert!(watcher.log().contains("pruned "), "{}", watcher.log());
+}
