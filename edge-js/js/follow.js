@@ -1,7 +1,8 @@
-// Following a store from a JavaScript runtime: the store's `current.json` and
-// snapshots read over HTTP(S) (an S3 or R2 bucket, a CDN, any HTTP server),
-// checked, and swapped in; the bundled snapshot serves until then, and
-// whenever the store cannot be read. The layout is docs/publishing.md's.
+// Following a store from a JavaScript runtime: the store's `current.json`, its
+// base snapshots and layers read over HTTP(S) (an S3 or R2 bucket, a CDN, any
+// HTTP server), checked, and swapped in; a base is fetched once, and then only
+// the layers each change adds. The bundled snapshot serves until the store has
+// been read, and whenever it cannot be. The layout is docs/publishing.md's.
 import { Router } from './index.js';
 
 const ID = /^[0-9a-f]{64}$/;
@@ -17,8 +18,11 @@ export class Follower {
   #inflight = null;
   #first;
 
-  /** What the follower has done: checks made, snapshots swapped in, refused, failed reads. */
-  stats = { checks: 0, swaps: 0, refused: 0, errors: 0, lastError: null };
+  /**
+   * What the follower has done: checks made, states swapped in (of them, new
+   * bases), objects refused, failed reads, and the bytes of the objects it fetched.
+   */
+  stats = { checks: 0, swaps: 0, bases: 0, refused: 0, errors: 0, lastError: null, bytes: 0 };
 
   /**
    * `url`: the store's base URL (where `current.json` is). `fallback`: the
@@ -98,61 +102,97 @@ export class Follower {
     if (answer.status === 304) return false;
     if (!answer.ok) throw new Error(`current.json: HTTP ${answer.status}`);
     const etag = answer.headers.get('etag');
-    const { id, size } = stateOf(await answer.json());
-    if (this.#router && this.#router.id === id) {
+    const pointer = stateOf(await answer.json());
+    if (this.#router && this.#router.state === pointer.state) {
       this.#etag = etag;
       return false;
     }
-    const object = await this.#fetch(`${this.#base}/snapshots/${id}.snap`);
-    if (!object.ok) throw new Error(`snapshot ${id}: HTTP ${object.status}`);
-    const bytes = new Uint8Array(await object.arrayBuffer());
-    let router;
-    try {
-      if (Number.isInteger(size) && bytes.length !== size) {
-        throw new Error(`${bytes.length} bytes, the pointer says ${size}`);
-      }
-      router = Router.fromBytes(bytes);
-      if (router.id !== id) {
-        const got = router.id;
-        router.free();
-        throw new Error(`its SHA-256 is ${got}`);
-      }
-    } catch (error) {
-      // Refused: remember nothing, so that the next check tries again (the
-      // publisher may still be writing, or a cache served a damaged copy).
-      this.stats.refused += 1;
-      throw new Error(`refused snapshot ${id}: ${error.message}`);
+    // The base: the one served when it is the same (only layers are fetched), else fetched once.
+    let router = this.#router;
+    let keep = 0;
+    if (router && router.id === pointer.base.id) {
+      const held = router.layerIds;
+      while (keep < held.length && keep < pointer.layers.length && held[keep] === pointer.layers[keep].id) keep += 1;
+    } else {
+      const bytes = await this.#object('snapshot', pointer.base.id, pointer.base.size);
+      router = this.#checked(`snapshot ${pointer.base.id}`, () => {
+        const fresh = Router.fromBytes(bytes);
+        if (fresh.id !== pointer.base.id) {
+          const got = fresh.id;
+          fresh.free();
+          throw new Error(`its SHA-256 is ${got}`);
+        }
+        return fresh;
+      });
     }
+    const fetched = [];
+    for (const layer of pointer.layers.slice(keep)) {
+      fetched.push({ id: layer.id, bytes: await this.#object('layer', layer.id, layer.size) });
+    }
+    // All fetched: checked and put in place at once, so a request never sees half a state.
+    this.#checked(`state ${pointer.state}`, () => router.setLayers(keep, fetched, pointer.state));
+    if (router !== this.#router) this.stats.bases += 1;
     this.#router = router;
     this.#etag = etag;
     this.stats.swaps += 1;
     return true;
   }
+
+  /** A snapshot's or a layer's bytes, checked against the size the pointer gives. */
+  async #object(kind, id, size) {
+    const path = kind === 'snapshot' ? `snapshots/${id}.snap` : `layers/${id}.layer`;
+    const object = await this.#fetch(`${this.#base}/${path}`);
+    if (!object.ok) throw new Error(`${kind} ${id}: HTTP ${object.status}`);
+    const bytes = new Uint8Array(await object.arrayBuffer());
+    this.stats.bytes += bytes.length;
+    if (Number.isInteger(size) && bytes.length !== size) {
+      this.stats.refused += 1;
+      throw new Error(`refused ${kind} ${id}: ${bytes.length} bytes, the pointer says ${size}`);
+    }
+    return bytes;
+  }
+
+  /**
+   * Runs a check that throws when an object is refused: counted, and said
+   * with what was refused. Nothing is remembered, so that the next check
+   * tries again (the publisher may still be writing, or a cache served a
+   * damaged copy).
+   */
+  #checked(what, check) {
+    try {
+      return check();
+    } catch (error) {
+      this.stats.refused += 1;
+      throw new Error(`refused ${what}: ${error.message}`);
+    }
+  }
 }
 
 /**
- * The snapshot a pointer names, and its size: pointer version 2 (a state,
- * a base and layers on it) or version 1 (from before layers: a snapshot).
- * A state with layers is refused for now (this follower serves bases only;
- * serving a base without its layers' tombstones would answer for deleted
- * names), and so is a pointer of a version it does not know.
+ * The state a pointer names: its id, its base (`{id, size}`) and its layers
+ * (`[{id, size}]`, oldest first). Pointer version 2 (a state), or version 1
+ * (from before layers: a snapshot). A pointer of a version this follower
+ * does not know is refused.
  */
 function stateOf(pointer) {
-  let id;
-  let size;
+  let state;
+  let base;
+  let layers = [];
   if (pointer?.pointer_version === undefined) {
-    ({ id, size } = pointer ?? {});
+    state = pointer?.id;
+    base = { id: state, size: pointer?.size };
   } else if (pointer.pointer_version === 2) {
-    id = pointer.state;
-    size = pointer.base?.size;
-    const layers = Array.isArray(pointer.layers) ? pointer.layers.length : 0;
-    if (layers > 0) {
-      throw new Error(`current.json names state ${pointer.state} with ${layers} layer(s), which this follower does not apply yet`);
+    state = pointer.state;
+    base = { id: pointer.base?.id, size: pointer.base?.size };
+    layers = Array.isArray(pointer.layers) ? pointer.layers.map((l) => ({ id: l?.id, size: l?.size })) : [];
+    if (layers.length === 0 && base.id !== state) {
+      throw new Error('current.json names a state without layers whose id is not its base\'s');
     }
-    if (pointer.base?.id !== id) throw new Error('current.json names a state without layers whose id is not its base\'s');
   } else {
     throw new Error(`current.json has pointer version ${pointer.pointer_version}, which this follower does not read (upgrade it)`);
   }
-  if (typeof id !== 'string' || !ID.test(id)) throw new Error('current.json names no snapshot id');
-  return { id, size };
+  for (const id of [state, base.id, ...layers.map((l) => l.id)]) {
+    if (typeof id !== 'string' || !ID.test(id)) throw new Error('current.json names no snapshot or layer id (64 hex digits)');
+  }
+  return { state, base, layers };
 }

@@ -31,8 +31,19 @@ export class Router {
   private constructor();
   /** Validates a snapshot and makes a router of it; throws on a damaged or truncated one. */
   static fromBytes(bytes: Uint8Array | ArrayBuffer | ArrayBufferView): Router;
-  /** The lowercase hex SHA-256 of the snapshot. */
+  /** The lowercase hex SHA-256 of the base snapshot. */
   readonly id: string;
+  /** The state's id (base and layers), as store pointers name it; the base's id without layers. */
+  readonly state: string;
+  /** The layers' ids, oldest first. */
+  readonly layerIds: string[];
+  /** Bytes of the layers. */
+  readonly layerBytes: number;
+  /**
+   * Makes the state the first `keep` layers, then `layers`, which must make state `state`;
+   * every layer and the state's id are checked before anything changes. Throws, changing nothing, if refused.
+   */
+  setLayers(keep: number, layers: { id: string; bytes: Uint8Array | ArrayBuffer }[], state: string): void;
   /** Routes in the snapshot. */
   readonly routes: number;
   /** Bytes in the snapshot. */
@@ -56,13 +67,21 @@ export interface FollowerOptions {
 
 export class Follower {
   constructor(options: FollowerOptions);
-  /** The store's latest good snapshot, else the fallback. */
+  /** The store's latest good state, else the fallback. */
   readonly router: Router | null;
-  readonly stats: { checks: number; swaps: number; refused: number; errors: number; lastError: string | null };
+  readonly stats: {
+    checks: number;
+    swaps: number;
+    bases: number;
+    refused: number;
+    errors: number;
+    lastError: string | null;
+    bytes: number;
+  };
   /** Waits for the first read of the store, at most timeoutMs (default 1000). */
   ready(options?: { timeoutMs?: number }): Promise<Router | null>;
   /** Starts a refresh when one is due; its promise (never rejected), or null. */
   refreshIfDue(now?: number): Promise<boolean> | null;
-  /** Reads the pointer and swaps in a new, checked snapshot; true if it swapped. */
+  /** Reads the pointer and swaps in the new state, checked (a new base fetched only when the base changed); true if it swapped. */
   refresh(): Promise<boolean>;
 }

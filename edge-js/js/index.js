@@ -45,9 +45,10 @@ export function allocations() {
 }
 
 /**
- * One validated snapshot. `resolve` writes the host and path into a buffer
- * inside the module that is reused for every call and parses the answer the
- * module writes back: the JSON object of `edgeroute resolve --json`.
+ * One validated state: a base snapshot and the layers on it (none at first).
+ * `resolve` writes the host and path into a buffer inside the module that is
+ * reused for every call and parses the answer the module writes back: the
+ * JSON object of `edgeroute resolve --json`.
  */
 export class Router {
   #raw;
@@ -78,9 +79,42 @@ export class Router {
     return new Router(RawRouter.fromBytes(bytes));
   }
 
-  /** The snapshot's id: the lowercase hex SHA-256 of its bytes. */
+  /** The base snapshot's id: the lowercase hex SHA-256 of its bytes. */
   get id() {
     return (this.#id ??= this.#raw.id);
+  }
+
+  /** The state's id (the base's id and its layers' ids, hashed), as store pointers name it; the base's id without layers. */
+  get state() {
+    return this.#raw.state;
+  }
+
+  /** The layers' ids, oldest first. */
+  get layerIds() {
+    const ids = [];
+    for (let i = 0; i < this.#raw.layerCount; i += 1) ids.push(this.#raw.layerId(i));
+    return ids;
+  }
+
+  /** Bytes of the layers. */
+  get layerBytes() {
+    return this.#raw.layerBytes;
+  }
+
+  /**
+   * Makes the state the first `keep` layers and then `layers` (`[{id, bytes}]`,
+   * oldest first), which must be state `state` (its id, as a pointer names
+   * it): each layer is checked (its SHA-256 is its id, it validates, it stacks
+   * on the layers before it and on this base), and the state's id, before
+   * anything changes, and the change is made at once. Throws, changing
+   * nothing, if anything is refused.
+   */
+  setLayers(keep, layers, state) {
+    this.#raw.beginLayers(keep);
+    for (const { id, bytes } of layers) {
+      this.#raw.stageLayer(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes), id);
+    }
+    this.#raw.commitLayers(state);
   }
 
   /** Routes in the snapshot. */

@@ -15,7 +15,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use edgeroute_edge::{Snapshot, SnapshotError, SnapshotId};
+use edgeroute_edge::{Layer, Snapshot, SnapshotError, SnapshotId};
 use wasm_bindgen::prelude::*;
 
 /// The allocator, counting allocations so that tests can check that a
@@ -59,12 +59,19 @@ pub fn allocations() -> u32 {
 /// longer request comes (`reserve`), once, and stays that size.
 pub const INPUT_CAPACITY: usize = 16 * 1024;
 
-/// One snapshot and the buffers its resolves reuse.
+/// One state (a base snapshot and the layers on it, oldest first) and the
+/// buffers its resolves reuse.
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct RawRouter {
     snapshot: Snapshot<Box<[u8]>>,
     id: SnapshotId,
+    layers: Vec<Layer<Box<[u8]>>>,
+    layer_ids: Vec<SnapshotId>,
+    /// Layers being staged to replace those from `keep` on: each validated
+    /// and checked on the ones before it as it comes, then committed at once.
+    staged: Vec<(Layer<Box<[u8]>>, SnapshotId)>,
+    keep: usize,
     input: Vec<u8>,
     output: String,
 }
@@ -82,6 +89,86 @@ impl RawRouter {
     #[wasm_bindgen(getter)]
     pub fn id(&self) -> String {
         self.id.to_string()
+    }
+
+    /// The state's id: the SHA-256 of the base's id and the layers' ids (the
+    /// base's id without layers), as store pointers name states.
+    #[wasm_bindgen(getter)]
+    pub fn state(&self) -> String {
+        SnapshotId::of_state(&self.id, &self.layer_ids).to_string()
+    }
+
+    /// How many layers the state has.
+    #[wasm_bindgen(getter, js_name = layerCount)]
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Layer `i`'s id (from 0, the oldest).
+    #[wasm_bindgen(js_name = layerId)]
+    pub fn layer_id(&self, i: usize) -> Option<String> {
+        self.layer_ids.get(i).map(SnapshotId::to_string)
+    }
+
+    /// Starts staging the layers that will follow the first `keep` (the
+    /// layers a new state shares with this one); forgets anything staged.
+    #[wasm_bindgen(js_name = beginLayers)]
+    pub fn begin_layers(&mut self, keep: usize) -> Result<(), JsError> {
+        if keep > self.layers.len() {
+            return Err(JsError::new(&format!("the state has {} layers, not {keep}", self.layers.len())));
+        }
+        self.staged.clear();
+        self.keep = keep;
+        Ok(())
+    }
+
+    /// Stages one layer whose id (its SHA-256) must be `id`: validated
+    /// whole and checked to stack on the layers before it and on this
+    /// base. Nothing changes in the state until [`commit_layers`](Self::commit_layers).
+    #[wasm_bindgen(js_name = stageLayer)]
+    pub fn stage_layer(&mut self, bytes: Vec<u8>, id: &str) -> Result<(), JsError> {
+        let found = SnapshotId::of(&bytes);
+        if found != *id {
+            return Err(JsError::new(&format!("layer {id}: its SHA-256 is {found}")));
+        }
+        let layer = Layer::from_bytes(bytes.into_boxed_slice())
+            .map_err(|e| JsError::new(&format!("layer {id} is not usable: {e}")))?;
+        let below = self.keep + self.staged.len();
+        let top = match self.staged.last() {
+            Some((_, id)) => *id,
+            None => self.keep.checked_sub(1).map_or(self.id, |i| self.layer_ids[i]),
+        };
+        layer.check_on(&self.id, &top, below).map_err(|e| JsError::new(&format!("layer {id}: {e}")))?;
+        self.staged.push((layer, found));
+        Ok(())
+    }
+
+    /// Makes the state the first `keep` layers and the staged ones, at once,
+    /// if that state's id is `state` (as the pointer names it); else
+    /// changes nothing.
+    #[wasm_bindgen(js_name = commitLayers)]
+    pub fn commit_layers(&mut self, state: &str) -> Result<(), JsError> {
+        let ids: Vec<SnapshotId> =
+            self.layer_ids[..self.keep].iter().copied().chain(self.staged.iter().map(|(_, id)| *id)).collect();
+        let found = SnapshotId::of_state(&self.id, &ids);
+        if found != *state {
+            self.staged.clear();
+            return Err(JsError::new(&format!("its layers make state {found}, not {state}")));
+        }
+        self.layers.truncate(self.keep);
+        self.layer_ids.truncate(self.keep);
+        for (layer, id) in self.staged.drain(..) {
+            self.layers.push(layer);
+            self.layer_ids.push(id);
+        }
+        self.keep = self.layers.len();
+        Ok(())
+    }
+
+    /// Bytes of the layers.
+    #[wasm_bindgen(getter, js_name = layerBytes)]
+    pub fn layer_bytes(&self) -> usize {
+        self.layers.iter().map(|l| l.as_bytes().len()).sum()
     }
 
     /// Routes in the snapshot.
@@ -128,7 +215,7 @@ impl RawRouter {
             .and_then(|end| self.input.get(..end))
             .ok_or_else(|| JsError::new("host and path lengths exceed the input buffer"))?;
         let (host, path) = input.split_at(host_len);
-        let answer = self.snapshot.resolve(host, path);
+        let answer = self.snapshot.resolve_layered(self.layers.as_slice(), host, path);
         self.output.clear();
         // Writing to a String cannot fail; it grows only past its capacity.
         let _ = write!(self.output, "{}", answer.json());
@@ -151,6 +238,15 @@ impl RawRouter {
         // Room for the longest answers to the longest inputs without growing:
         // a key or location can be the path percent-encoded (3x).
         let output = String::with_capacity(3 * INPUT_CAPACITY + 1024);
-        Ok(RawRouter { snapshot, id, input, output })
+        Ok(RawRouter {
+            snapshot,
+            id,
+            layers: Vec::new(),
+            layer_ids: Vec::new(),
+            staged: Vec::new(),
+            keep: 0,
+            input,
+            output,
+        })
     }
 }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { Follower, init, Router } from '../pkg/index.js';
-import { compile, publish, scratch } from './support.mjs';
+import { apply, compact, compile, publish, scratch } from './support.mjs';
 
 await init();
 
@@ -17,7 +17,8 @@ const table = (n) =>
 let server;
 let base;
 let store;
-const faults = { status: 0, damage: false, requests: [] };
+// `damage`: a suffix (`.snap`, `.layer`) whose objects are served with a byte flipped.
+const faults = { status: 0, damage: null, requests: [] };
 
 before(async () => {
   store = scratch('store');
@@ -41,7 +42,7 @@ before(async () => {
       return;
     }
     let body = readFileSync(file);
-    if (faults.damage && file.endsWith('.snap')) {
+    if (faults.damage && file.endsWith(faults.damage)) {
       body = Buffer.from(body);
       body[body.length >> 1] ^= 0xff;
     }
@@ -91,10 +92,10 @@ test('a damaged snapshot, a store error or a missing object keeps the current ro
 
   const [, next] = compile(table(7));
   publish(next, store2);
-  faults.damage = true;
+  faults.damage = '.snap';
   quiet.errors.length = 0;
   assert.equal(await follower.refresh(), false);
-  faults.damage = false;
+  faults.damage = null;
   assert.equal(follower.router, good, 'still the previous snapshot');
   assert.equal(follower.stats.refused, 1);
   assert.match(quiet.errors[0], /refused snapshot [0-9a-f]{64}: not a usable snapshot: .*checksum/);
@@ -114,7 +115,7 @@ test('a damaged snapshot, a store error or a missing object keeps the current ro
   // A pointer naming no valid id is never turned into a URL.
   writeFileSync(join(store2, 'current.json'), JSON.stringify(name('../../etc/passwd')));
   assert.equal(await follower.refresh(), false);
-  assert.match(quiet.errors.at(-1), /names no snapshot id/);
+  assert.match(quiet.errors.at(-1), /names no snapshot or layer id/);
   writeFileSync(join(store2, 'current.json'), JSON.stringify(pointer));
 
   // Once the store is whole again, the next refresh swaps.
@@ -123,7 +124,7 @@ test('a damaged snapshot, a store error or a missing object keeps the current ro
   assert.equal(follower.stats.errors, 4);
 });
 
-test('a pointer from before layers is followed; a state with layers, or a newer pointer version, is refused', async () => {
+test('a pointer from before layers is followed, and one of a newer version refused', async () => {
   const follower = new Follower({ url: base, intervalMs: 0, log: quiet });
   await follower.refresh();
   const good = follower.router;
@@ -139,19 +140,92 @@ test('a pointer from before layers is followed; a state with layers, or a newer 
   writeFileSync(join(store, 'current.json'), JSON.stringify(v1));
   assert.equal(await follower.refresh(), true);
   assert.equal(follower.router.routes, 9);
-  const served = follower.router;
-
-  // A state with a layer: never its base alone (the layer may delete names).
-  const layered = { ...v2, state: 'a'.repeat(64), layers: [{ id: 'b'.repeat(64), upserts: 0, deletes: 1, size: 120 }] };
-  writeFileSync(join(store, 'current.json'), JSON.stringify(layered));
   quiet.errors.length = 0;
-  assert.equal(await follower.refresh(), false);
-  assert.equal(follower.router, served);
-  assert.match(quiet.errors.at(-1), /with 1 layer\(s\), which this follower does not apply yet/);
   writeFileSync(join(store, 'current.json'), JSON.stringify({ ...v2, pointer_version: 3 }));
   assert.equal(await follower.refresh(), false);
   assert.match(quiet.errors.at(-1), /pointer version 3, which this follower does not read/);
   writeFileSync(join(store, 'current.json'), JSON.stringify(v2));
+});
+
+test('a base is fetched once, then only the layers each change adds; a damaged or foreign layer changes nothing', async () => {
+  const layered = scratch('layered');
+  const [bundled, path] = compile(table(20));
+  publish(path, layered);
+  const requests = [];
+  const app = createServer((req, res) => {
+    requests.push(req.url);
+    const file = join(layered, new URL(req.url, 'http://x').pathname);
+    let body;
+    try {
+      body = Buffer.from(readFileSync(file));
+    } catch {
+      res.writeHead(404).end();
+      return;
+    }
+    if (faults.damage && file.endsWith(faults.damage)) body[body.length >> 1] ^= 0xff;
+    res.writeHead(200).end(body);
+  });
+  await new Promise((resolve) => app.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${app.address().port}`;
+  try {
+    // The bundled base is the store's: nothing but the pointer is fetched.
+    const follower = new Follower({ url, fallback: bundled, intervalMs: 0, log: quiet });
+    assert.equal(await follower.refresh(), false);
+    assert.deepEqual(requests, ['/current.json']);
+
+    apply('{"Domain":"new.example.com","Target":"s3://sites/new"}\n{"Domain":"env-3.example.com","Deleted":true}\n', layered);
+    assert.equal(await follower.refresh(), true);
+    const router = follower.router;
+    assert.equal(router.resolve('new.example.com', '/').kind, 'static');
+    assert.equal(router.resolve('env-3.example.com', '/').kind, 'not_found');
+    assert.equal(router.resolve('env-4.example.com', '/').kind, 'balancer');
+    const pointer = () => JSON.parse(readFileSync(join(layered, 'current.json'), 'utf8'));
+    assert.equal(router.state, pointer().state);
+    assert.equal(router.layerIds.length, 1);
+    apply('{"Domain":"env-3.example.com","Target":"https://back.example.net"}\n', layered);
+    requests.length = 0;
+    const bytesBefore = follower.stats.bytes;
+    assert.equal(await follower.refresh(), true);
+    assert.equal(follower.router, router, 'the same router: the base stayed, a layer came');
+    assert.deepEqual(requests.map((r) => r.split('/')[1]), ['current.json', 'layers']);
+    assert.equal(follower.stats.bytes - bytesBefore, pointer().layers[1].size);
+    assert.equal(router.resolve('env-3.example.com', '/').origin, 'back.example.net');
+    assert.equal(follower.stats.bases, 0);
+
+    // A damaged layer: refused, the state before it serves on.
+    apply('{"Domain":"env-5.example.com","Deleted":true}\n', layered);
+    faults.damage = '.layer';
+    quiet.errors.length = 0;
+    assert.equal(await follower.refresh(), false);
+    faults.damage = null;
+    assert.match(quiet.errors.at(-1), /refused state [0-9a-f]{64}: layer [0-9a-f]{64}/);
+    assert.equal(router.resolve('env-5.example.com', '/').kind, 'balancer');
+    assert.equal(router.layerIds.length, 2);
+    // A pointer whose layers do not make its state: refused.
+    const good = pointer();
+    writeFileSync(join(layered, 'current.json'), JSON.stringify({ ...good, state: 'c'.repeat(64) }));
+    assert.equal(await follower.refresh(), false);
+    assert.match(quiet.errors.at(-1), /its layers make state [0-9a-f]{64}, not c{64}/);
+    // Layers out of order do not stack: refused.
+    writeFileSync(join(layered, 'current.json'), JSON.stringify({ ...good, layers: [...good.layers].reverse() }));
+    assert.equal(await follower.refresh(), false);
+    assert.match(quiet.errors.at(-1), /refused state/);
+    assert.equal(router.layerIds.length, 2);
+    writeFileSync(join(layered, 'current.json'), JSON.stringify(good));
+    assert.equal(await follower.refresh(), true);
+    assert.equal(router.resolve('env-5.example.com', '/').kind, 'not_found');
+
+    // A compaction: the new base is fetched, once.
+    compact(layered);
+    assert.equal(await follower.refresh(), true);
+    assert.equal(follower.stats.bases, 1);
+    assert.notEqual(follower.router, router);
+    assert.equal(follower.router.layerIds.length, 0);
+    assert.equal(follower.router.resolve('env-5.example.com', '/').kind, 'not_found');
+    assert.equal(follower.router.resolve('new.example.com', '/').kind, 'static');
+  } finally {
+    app.close();
+  }
 });
 
 test('refreshIfDue starts one refresh per interval, and none while one runs', async () => {

@@ -5,7 +5,11 @@ import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 
 import { allocations, init, Router } from '../pkg/index.js';
-import { compile, conformance, resolveNative } from './support.mjs';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { apply, compile, conformance, edgeroute, publish, resolveNative, scratch } from './support.mjs';
 
 await init();
 const [table, cases] = conformance();
@@ -45,6 +49,32 @@ test('a resolve allocates nothing in the module', () => {
   const before = allocations();
   for (let i = 0; i < 20; i++) for (const c of cases) router.resolve(c.host, c.path);
   assert.equal(allocations() - before, 0, 'allocations during 20 passes over the corpus');
+});
+
+test('a resolve through layers allocates nothing either, and answers as the native resolver of the state', () => {
+  const store = scratch('alloc-layers');
+  publish(snapshotPath, store);
+  // Every route of the table changed or deleted, across two layers.
+  const hosts = table.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l).Domain);
+  const half = Math.ceil(hosts.length / 2);
+  apply(hosts.slice(0, half).map((h) => JSON.stringify({ Domain: h, Target: `s3://changed/${h}` })).join('\n') + '\n', store);
+  apply(hosts.slice(half).map((h) => JSON.stringify({ Domain: h, Deleted: true })).join('\n') + '\n', store);
+  const pointer = JSON.parse(readFileSync(join(store, 'current.json'), 'utf8'));
+  const layers = pointer.layers.map(({ id }) => ({ id, bytes: readFileSync(join(store, 'layers', `${id}.layer`)) }));
+  const router = Router.fromBytes(bytes);
+  router.setLayers(0, layers, pointer.state);
+  assert.equal(router.state, pointer.state);
+  for (const c of cases) router.resolve(c.host, c.path);
+  const before = allocations();
+  for (let i = 0; i < 20; i++) for (const c of cases) router.resolve(c.host, c.path);
+  assert.equal(allocations() - before, 0, 'allocations during 20 passes over the corpus, through two layers');
+  // The state as one snapshot, through the native resolver.
+  execFileSync(edgeroute, ['compact', '--store', `dir:${store}`]);
+  const compacted = JSON.parse(readFileSync(join(store, 'current.json'), 'utf8'));
+  const mergedPath = join(store, 'snapshots', `${compacted.state}.snap`);
+  for (const c of cases.filter((c) => !`${c.host}${c.path}`.includes('\0')).slice(0, 40)) {
+    assert.deepStrictEqual(router.resolve(c.host, c.path), resolveNative(mergedPath, c.host, c.path), `${c.host} ${c.path}`);
+  }
 });
 
 test('id, routes and size describe the snapshot', () => {

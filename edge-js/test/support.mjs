@@ -40,6 +40,16 @@ export function publish(snapshot, store) {
   execFileSync(edgeroute, ['publish', '--store', `dir:${store}`, '--snapshot', snapshot], { stdio: ['ignore', 'ignore', 'inherit'] });
 }
 
+/** Applies changes (JSON Lines text) to a directory store as one layer. */
+export function apply(lines, store) {
+  execFileSync(edgeroute, ['apply', '--store', `dir:${store}`, '-'], { input: lines, stdio: ['pipe', 'ignore', 'inherit'] });
+}
+
+/** Compacts a directory store's layers into a new base. */
+export function compact(store) {
+  execFileSync(edgeroute, ['compact', '--store', `dir:${store}`], { stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
 /** The conformance corpus: [table text, cases]. */
 export function conformance() {
   const table = readFileSync(join(root, 'tests/conformance/table.jsonl'), 'utf8');

@@ -61,7 +61,7 @@ export function createHandlers({ router = null, follower = null, config = {} }) 
     }
     const target = request.querystring ? `${request.uri}?${request.querystring}` : request.uri;
     const answer = routes.resolve(host, target);
-    const id = routes.id.slice(0, 12);
+    const id = routes.state.slice(0, 12);
     switch (answer.kind) {
       case 'static': {
         const region = cfg.s3.region;

@@ -43,7 +43,7 @@ export default {
     if (response.status === 101) return response;
     // Responses from fetch() are immutable: copy before adding the header.
     const out = new Response(response.body, response);
-    out.headers.set('x-edgeroute-snapshot', router.id.slice(0, 12));
+    out.headers.set('x-edgeroute-snapshot', router.state.slice(0, 12));
     return out;
   },
 };

@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import { build } from 'esbuild';
 import { Miniflare } from 'miniflare';
 
-import { compile, conformance, root, scratch } from '../../../edge-js/test/support.mjs';
+import { apply, compile, conformance, publish, root, scratch } from '../../../edge-js/test/support.mjs';
 
 const here = join(root, 'examples/cloudflare-worker');
 const sites = join(root, 'snapshots/demo-sites');
@@ -255,4 +255,40 @@ test('redirects, unknown hosts and hostile requests are answered by the Worker',
   r = await get('env-123.example.com', '/a%00b');
   assert.equal(r.status, 400);
   assert.equal(s3Requests.length, before, 'a refused request never reaches the bucket');
+});
+
+test('with a store, the Worker follows layers on its bundled base and fetches no base', async () => {
+  const store = scratch('worker-store');
+  publish(join(here, 'routes.snap'), store);
+  apply('{"Domain": "layered.example.com", "Target": "https://layer.example.net"}\n{"Domain": "env-123.example.com", "Deleted": true}\n', store);
+  const fetched = [];
+  const port = await listen((req, res) => {
+    fetched.push(req.url);
+    try {
+      res.end(readFileSync(join(store, new URL(req.url, 'http://x').pathname)));
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  const following = new Miniflare({
+    host: '127.0.0.1',
+    port: 0,
+    ...routerOptions,
+    bindings: { ...routerOptions.bindings, EDGEROUTE_STORE_URL: `http://127.0.0.1:${port}`, EDGEROUTE_REFRESH_SECONDS: '0' },
+  });
+  try {
+    const state = JSON.parse(readFileSync(join(store, 'current.json'), 'utf8')).state;
+    let answer;
+    for (let i = 0; i < 100; i++) {
+      answer = await get('env-123.example.com', '/', { via: following });
+      if (answer.status === 404) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(answer.status, 404, 'the layer deleted it');
+    assert.equal(answer.headers.get('x-edgeroute-snapshot'), state.slice(0, 12));
+    assert.ok(fetched.some((u) => u.startsWith('/layers/')), fetched.join(' '));
+    assert.ok(!fetched.some((u) => u.startsWith('/snapshots/')), `no base fetched: ${fetched.join(' ')}`);
+  } finally {
+    await following.dispose();
+  }
 });

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 
 import { Router, init } from '../../../edge-js/pkg/index.js';
-import { compile, publish, root, scratch } from '../../../edge-js/test/support.mjs';
+import { apply, compile, publish, root, scratch } from '../../../edge-js/test/support.mjs';
 import { createHandlers, viewerHost } from '../index.mjs';
 
 await init();
@@ -266,4 +266,36 @@ test('the packaged function serves its bundled snapshot, then follows the store'
   assert.equal(answer.origin.s3.domainName, 'fresh-bucket.s3.us-east-1.amazonaws.com');
   const response = await deployed.originResponseHandler(originResponseEvent(answer, '200'));
   assert.equal(response.status, '200');
+});
+
+test('the packaged function follows layers on its bundled base without fetching a base', async () => {
+  const store = scratch('lambda-layers');
+  const fetched = [];
+  const server = createServer((req, res) => {
+    fetched.push(req.url);
+    try {
+      res.end(readFileSync(join(store, new URL(req.url, 'http://x').pathname)));
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  servers.push(server);
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  // The store's base is the one the function ships; a change is a layer on it.
+  publish(demoPath, store);
+  apply('{"Domain": "layered.example.com", "Target": "s3://layer-bucket"}\n{"Domain": "env-123.example.com", "Deleted": true}\n', store);
+  const dir = scratch('lambda-layers-dist');
+  const config = join(dir, 'config.json');
+  writeFileSync(config, JSON.stringify({ store: `http://127.0.0.1:${server.address().port}`, refreshSeconds: 0, coldStartWaitMs: 2000 }));
+  const dist = join(dir, 'dist');
+  execFileSync(join(root, 'examples/lambda-edge/package.sh'), [demoPath, config, dist], { stdio: 'ignore' });
+  const deployed = await import(join(dist, 'index.mjs'));
+  const answer = await deployed.handler(originRequestEvent({ host: 'layered.example.com' }));
+  assert.equal(answer.origin.s3.domainName, 'layer-bucket.s3.us-east-1.amazonaws.com');
+  const gone = await deployed.handler(originRequestEvent({ host: 'env-123.example.com' }));
+  assert.equal(gone.status, '404');
+  const state = JSON.parse(readFileSync(join(store, 'current.json'), 'utf8')).state;
+  assert.equal(h(answer, 'x-edgeroute-snapshot'), state.slice(0, 12));
+  assert.ok(fetched.some((u) => u.startsWith('/layers/')), fetched.join(' '));
+  assert.ok(!fetched.some((u) => u.startsWith('/snapshots/')), `no base fetched: ${fetched.join(' ')}`);
 });
