@@ -33,7 +33,9 @@ export class Follower {
   constructor({ url, fallback = null, intervalMs = 30_000, fetch = globalThis.fetch, log = console }) {
     if (!url) throw new TypeError('Follower needs the store URL');
     this.#base = String(url).replace(/\/+$/, '');
-    this.#fetch = fetch;
+    // Called as a plain function: workerd refuses its `fetch` called as a
+    // method of another object ("Illegal invocation").
+    this.#fetch = (url, init) => fetch(url, init);
     this.#interval = intervalMs;
     this.#log = log;
     this.#router = fallback === null || fallback instanceof Router ? fallback : Router.fromBytes(fallback);
