@@ -121,22 +121,31 @@ impl EdgeEngine {
     /// memfd, and makes a first instance of the module on it. The result
     /// can be instantiated on any number of threads, sharing the snapshot.
     pub fn load(&self, snapshot: &[u8], id: SnapshotId) -> Result<(SnapshotModule, EdgeInstance), EngineError> {
-        let len = snapshot.len();
-        if len < HEADER_LEN + CHECKSUM_LEN {
-            return Err(EngineError::TooShort { len });
+        self.load_file(BaseFile::new(snapshot)?, id)
+    }
+
+    /// [`load`](Self::load) for a snapshot already in a sealed memfd (as
+    /// a follower fetches one): nothing is copied.
+    pub fn load_file(&self, file: BaseFile, id: SnapshotId) -> Result<(SnapshotModule, EdgeInstance), EngineError> {
+        {
+            // The bytes checked are the file's, which its seals keep as
+            // they are; mapped only while they are checked.
+            let snapshot = file.map()?;
+            let len = snapshot.len();
+            if len < HEADER_LEN + CHECKSUM_LEN {
+                return Err(EngineError::TooShort { len });
+            }
+            if u32::try_from(len).is_err() {
+                return Err(EngineError::TooLarge { len });
+            }
+            let body = len - CHECKSUM_LEN;
+            let stored = u32::from_le_bytes(snapshot[body..].try_into().map_err(|_| EngineError::TooShort { len })?);
+            let computed = crc32c::crc32c(&snapshot[..body]);
+            if stored != computed {
+                return Err(EngineError::Checksum { stored, computed });
+            }
+            Snapshot::from_bytes_checksum_verified(&snapshot[..])?;
         }
-        if u32::try_from(len).is_err() {
-            return Err(EngineError::TooLarge { len });
-        }
-        let body = len - CHECKSUM_LEN;
-        let stored = u32::from_le_bytes(snapshot[body..].try_into().map_err(|_| EngineError::TooShort { len })?);
-        let computed = crc32c::crc32c(&snapshot[..body]);
-        if stored != computed {
-            return Err(EngineError::Checksum { stored, computed });
-        }
-        let file = BaseFile::new(snapshot)?;
-        // The bytes validated are the file's, which its seals keep as they are.
-        Snapshot::from_bytes_checksum_verified(file.bytes())?;
         let sm = SnapshotModule { engine: self.clone(), file: Arc::new(file), id };
         let instance = sm.instance()?;
         Ok((sm, instance))
@@ -154,9 +163,9 @@ pub struct SnapshotModule {
 }
 
 impl SnapshotModule {
-    /// The snapshot's bytes (one copy, shared with every instance).
-    pub fn bytes(&self) -> &[u8] {
-        self.file.bytes()
+    /// The snapshot's file (one copy, shared with every instance).
+    pub fn file(&self) -> &BaseFile {
+        &self.file
     }
 }
 

@@ -31,8 +31,11 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use edgeroute_edge::SnapshotId;
-use edgeroute_store::{write_file_atomically, ObjectKind, Pointer, Store, StoreError, StoreLocation, Version};
+use edgeroute_store::{
+    write_file_atomically, write_file_atomically_with, ObjectKind, Pointer, Store, StoreError, StoreLocation, Version,
+};
 
+use crate::base_file::{BaseFile, BaseFileBuilder};
 use crate::engine::HostLayer;
 use crate::router::Live;
 use crate::state::HostState;
@@ -95,6 +98,21 @@ async fn fetch(store: &Store, kind: ObjectKind, id: &str) -> Result<Vec<u8>, Fet
         .get_object(kind, id)
         .await
         .map_err(|source| FetchError::Transient { what: format!("{} {id}", kind.noun()), source })
+}
+
+/// A base snapshot's bytes, written into a sealed memfd as they arrive: the
+/// copy the host serves from, never held in a buffer first (a 10M-route
+/// base is 640 MB; with the base being served, two bases in memory at most).
+async fn fetch_base(store: &Store, id: &str) -> Result<BaseFile, FetchError> {
+    let transient = |source| FetchError::Transient { what: format!("snapshot {id}"), source };
+    let local = |e: std::io::Error| FetchError::Refused {
+        what: format!("snapshot {id}"),
+        why: format!("cannot keep it in memory: {e}"),
+        repairable: true,
+    };
+    let builder = BaseFileBuilder::new().map_err(local)?;
+    let builder = store.get_object_into(ObjectKind::Snapshot, id, builder).await.map_err(transient)?;
+    builder.finish().map_err(local)
 }
 
 /// An id as the pointer writes it; anything else is refused for good.
@@ -165,16 +183,15 @@ const CACHED_LEGACY: &str = "current.snap";
 /// A state on a base whose bytes are not given and not cached yet (its
 /// base's own caching has not run) is not written, since the list would
 /// name a missing base: `Ok(false)`.
-fn keep(cache: &Path, base: Option<&[u8]>, live: &Live) -> std::io::Result<bool> {
+fn keep(cache: &Path, live: &Live) -> std::io::Result<bool> {
     for folder in [CACHED_BASES, CACHED_LAYERS] {
         std::fs::create_dir_all(cache.join(folder))?;
     }
     let base_name = format!("{}.snap", live.base.id);
     let path = cache.join(CACHED_BASES).join(&base_name);
-    match base {
-        Some(bytes) if !path.exists() => write_file_atomically(&path, bytes)?,
-        None if !path.exists() => return Ok(false),
-        _ => {}
+    if !path.exists() {
+        // From the base's memfd, through the file: no copy in memory.
+        write_file_atomically_with(&path, |f| live.base.copy_to(f))?;
     }
     let mut names = Vec::new();
     for layer in &live.layers {
@@ -207,8 +224,7 @@ fn keep(cache: &Path, base: Option<&[u8]>, live: &Live) -> std::io::Result<bool>
 /// which the next change must not wait for), fed through a slot that holds
 /// the newest state only: when changes come faster than the disk, states
 /// in between are skipped, and an older state is never written after a
-/// newer one. The slot also keeps the bytes of a base until they are
-/// written, for the states on it that come without them.
+/// newer one. A base's bytes come from its memfd, which the state holds.
 #[derive(Debug)]
 struct CacheWriter {
     cache: PathBuf,
@@ -221,8 +237,6 @@ struct CacheWriter {
 struct CacheSlot {
     /// The newest state not written yet.
     state: Option<Arc<Live>>,
-    /// The bytes of the newest base given, until it is written.
-    base: Option<(SnapshotId, Arc<Vec<u8>>)>,
     /// Whether the thread is writing (for [`CacheWriter::flush`]).
     busy: bool,
 }
@@ -241,13 +255,9 @@ impl CacheWriter {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Asks for `live` to be cached, with its base's bytes if it brought a
-    /// new base; returns at once.
-    fn submit(self: &Arc<Self>, live: Arc<Live>, base: Option<Vec<u8>>) {
+    /// Asks for `live` to be cached; returns at once.
+    fn submit(self: &Arc<Self>, live: Arc<Live>) {
         let mut slot = self.slot();
-        if let Some(bytes) = base {
-            slot.base = Some((live.base.id, Arc::new(bytes)));
-        }
         slot.state = Some(live);
         drop(slot);
         self.wake.notify_all();
@@ -267,23 +277,13 @@ impl CacheWriter {
                 slot = self.wake.wait(slot).unwrap_or_else(|p| p.into_inner());
             }
             let Some(live) = slot.state.take() else { continue };
-            let base = slot.base.clone().filter(|(id, _)| *id == live.base.id);
             slot.busy = true;
             drop(slot);
-            let written = keep(&self.cache, base.as_ref().map(|(_, b)| b.as_slice()), &live);
+            let written = keep(&self.cache, &live);
             let mut slot = self.slot();
             slot.busy = false;
-            match written {
-                Ok(true) => {
-                    // Written: its bytes are on disk now (unless a newer base came meanwhile).
-                    if slot.base.as_ref().is_some_and(|(id, _)| *id == live.base.id) {
-                        slot.base = None;
-                    }
-                }
-                // Only a state whose base never came with its bytes (never
-                // the case for a base this follower loaded).
-                Ok(false) => tracing::warn!("state {} not cached: its base {} is not cached", live.id, live.base.id),
-                Err(e) => tracing::warn!("cannot cache the state in {}: {e}", self.cache.display()),
+            if let Err(e) = written {
+                tracing::warn!("cannot cache the state in {}: {e}", self.cache.display());
             }
             drop(slot);
             self.wake.notify_all();
@@ -304,12 +304,17 @@ impl CacheWriter {
 /// against its id; without a list, the cache of earlier versions (a base
 /// alone). A list whose objects are missing or damaged is an error: never
 /// a base without its layers.
-fn cached(cache: &Path) -> std::io::Result<(Vec<u8>, SnapshotId, Vec<Arc<HostLayer>>)> {
+fn cached(cache: &Path) -> std::io::Result<(BaseFile, SnapshotId, Vec<Arc<HostLayer>>)> {
+    // A base goes from its file straight into a memfd, and is hashed there.
+    let base_file = |path: &Path| -> std::io::Result<(BaseFile, SnapshotId)> {
+        let file = BaseFile::read_from(&mut std::fs::File::open(path)?)?;
+        let id = SnapshotId::of(&file.map()?);
+        Ok((file, id))
+    };
     let list = match std::fs::read_to_string(cache.join(CACHED_LIST)) {
         Ok(list) => list,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let base = std::fs::read(cache.join(CACHED_LEGACY))?;
-            let id = SnapshotId::of(&base);
+            let (base, id) = base_file(&cache.join(CACHED_LEGACY))?;
             return Ok((base, id, Vec::new()));
         }
         Err(e) => return Err(e),
@@ -328,7 +333,16 @@ fn cached(cache: &Path) -> std::io::Result<(Vec<u8>, SnapshotId, Vec<Arc<HostLay
         }
         Ok(bytes)
     };
-    let base = read(CACHED_BASES, format!("{base_id}.snap"), base_id)?;
+    let path = cache.join(CACHED_BASES).join(format!("{base_id}.snap"));
+    let (base, found) = base_file(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            bad(format!("the cached object {CACHED_BASES}/{base_id}.snap it names is missing"))
+        }
+        _ => e,
+    })?;
+    if found != base_id {
+        return Err(bad(format!("the cached object {base_id} is damaged")));
+    }
     let mut layers = Vec::new();
     for id in ids {
         let id = id?;
@@ -390,7 +404,7 @@ impl Follower {
         let dir = self.cache.clone();
         let cached = cached_at.clone();
         let loaded = tokio::task::spawn_blocking(move || {
-            self::cached(&dir).map(|(bytes, id, layers)| state.router.swap_state_if_empty(&bytes, id, layers))
+            self::cached(&dir).map(|(base, id, layers)| state.router.swap_state_file_if_empty(base, id, layers))
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
@@ -561,9 +575,9 @@ impl Follower {
         let base = if same_base {
             None
         } else {
-            let bytes = fetch(&self.store, ObjectKind::Snapshot, &pointer.base.id).await?;
-            fetched += bytes.len();
-            Some(bytes)
+            let file = fetch_base(&self.store, &pointer.base.id).await?;
+            fetched += file.len();
+            Some(file)
         };
         // Hashing and loading take milliseconds to seconds (50 MB at 1M
         // routes): never on the threads that serve requests (nor on this
@@ -582,10 +596,12 @@ impl Follower {
                 why: e.to_string(),
                 repairable: false,
             };
-            let live = match &base {
-                Some(bytes) => {
-                    verify(bytes, ObjectKind::Snapshot, &base_ref)?;
-                    router.swap_state(bytes, base_id, layers).map_err(refused)?
+            let live = match base {
+                Some(file) => {
+                    let mapped = file.map().map_err(|e| refused(e.into()))?;
+                    verify(&mapped, ObjectKind::Snapshot, &base_ref)?;
+                    drop(mapped);
+                    router.swap_state_file(file, base_id, layers).map_err(refused)?
                 }
                 None => match router.swap_layers(base_id, layers.clone()).map_err(refused)? {
                     Some(live) => live,
@@ -599,13 +615,12 @@ impl Follower {
                     }
                 },
             };
-            Ok((live, base))
+            Ok(live)
         })
         .await
         .map_err(|e| FetchError::Refused { what, why: e.to_string(), repairable: true })??;
-        let (swapped, base) = swapped;
         // Cached on a thread of its own: the next change need not wait for the disk.
-        self.cache_writer.submit(swapped.clone(), base);
+        self.cache_writer.submit(swapped.clone());
         state.metrics.swaps.fetch_add(1, Ordering::Relaxed);
         if swapped.id != pointer.id.as_str() {
             // The pointer's id is not its base and layers' (a hand-made
@@ -795,26 +810,29 @@ mod tests {
         // A base, then a layer on it before the writer has run: the newest whole.
         let cache = dir.join("a");
         let writer = Arc::new(CacheWriter::new(cache.clone()));
-        writer.submit(first.clone(), Some(base.clone()));
-        writer.submit(second.clone(), None);
+        writer.submit(first.clone());
+        writer.submit(second.clone());
         writer.flush();
         assert_eq!(list(&cache), format!("{base_id}\n{layer_id}\n"));
+        assert_eq!(std::fs::read(cache.join(CACHED_BASES).join(format!("{base_id}.snap"))).unwrap(), base);
         assert_eq!(files(&cache, CACHED_BASES), [format!("{base_id}.snap")]);
         assert_eq!(files(&cache, CACHED_LAYERS), [format!("{layer_id}.layer")]);
         assert_eq!(super::cached(&cache).unwrap().1, base_id);
         // A new base: the old base and its layer go.
-        writer.submit(third.clone(), Some(other.bytes.clone()));
+        writer.submit(third.clone());
         writer.flush();
         assert_eq!(list(&cache), format!("{}\n", other.id));
         assert_eq!(files(&cache, CACHED_BASES), [format!("{}.snap", other.id)]);
         assert!(files(&cache, CACHED_LAYERS).is_empty());
 
-        // A state whose base never came with its bytes: nothing written.
+        // A state on a base never submitted: written whole, its base's
+        // bytes from the memfd the state holds.
         let cache = dir.join("b");
         let writer = Arc::new(CacheWriter::new(cache.clone()));
-        writer.submit(second, None);
+        writer.submit(second);
         writer.flush();
-        assert_eq!(list(&cache), "");
+        assert_eq!(list(&cache), format!("{base_id}\n{layer_id}\n"));
+        assert_eq!(std::fs::read(cache.join(CACHED_BASES).join(format!("{base_id}.snap"))).unwrap(), base);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

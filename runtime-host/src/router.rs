@@ -10,6 +10,7 @@ use arc_swap::ArcSwapOption;
 use edgeroute_edge::{Layer, Resolution, Snapshot, SnapshotId};
 
 use crate::answer::Answer;
+use crate::base_file::BaseFile;
 use crate::engine::{EdgeEngine, EdgeInstance, EngineError, HostLayer, SnapshotModule};
 
 /// Everything about the state being served (a base snapshot and the
@@ -45,6 +46,13 @@ pub struct Base {
     module: SnapshotModule,
     /// The instance that validated the snapshot, for the first worker.
     spare: Mutex<Option<EdgeInstance>>,
+}
+
+impl Base {
+    /// Copies the base's bytes to `out` (to cache them), from its memfd.
+    pub fn copy_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        self.module.file().copy_to(out)
+    }
 }
 
 impl Live {
@@ -84,13 +92,18 @@ impl Router {
     }
 
     fn load(engine: &EdgeEngine, snapshot: &[u8], id: SnapshotId) -> Result<Base, EngineError> {
+        Self::load_file(engine, BaseFile::new(snapshot)?, id)
+    }
+
+    fn load_file(engine: &EdgeEngine, file: BaseFile, id: SnapshotId) -> Result<Base, EngineError> {
         let start = Instant::now();
-        let (module, instance) = engine.load(snapshot, id)?;
-        let route_count = route_count(snapshot);
+        let size = file.len();
+        let (module, instance) = engine.load_file(file, id)?;
+        let route_count = route_count(&module.file().map()?);
         Ok(Base {
             id,
             route_count,
-            size: snapshot.len(),
+            size,
             load_time: start.elapsed(),
             loaded_at: SystemTime::now(),
             module,
@@ -175,6 +188,35 @@ impl Router {
         let next = self.numbered(live.base.clone(), layers);
         self.live.store(Some(next.clone()));
         Ok(Some(next))
+    }
+
+    /// [`swap_state`](Self::swap_state) for a base in a sealed memfd (as a
+    /// follower fetches one): nothing is copied.
+    pub fn swap_state_file(
+        &self,
+        file: BaseFile,
+        id: SnapshotId,
+        layers: Vec<Arc<HostLayer>>,
+    ) -> Result<Arc<Live>, EngineError> {
+        check_layers(&id, &layers, None)?;
+        let base = Arc::new(Self::load_file(&self.engine, file, id)?);
+        let next = self.numbered(base, layers);
+        self.live.store(Some(next.clone()));
+        Ok(next)
+    }
+
+    /// [`swap_state_if_empty`](Self::swap_state_if_empty) for a base in a sealed memfd.
+    pub fn swap_state_file_if_empty(
+        &self,
+        file: BaseFile,
+        id: SnapshotId,
+        layers: Vec<Arc<HostLayer>>,
+    ) -> Result<Option<Arc<Live>>, EngineError> {
+        check_layers(&id, &layers, None)?;
+        let base = Arc::new(Self::load_file(&self.engine, file, id)?);
+        let live = self.numbered(base, layers);
+        let before = self.live.compare_and_swap(&None::<Arc<Live>>, Some(live.clone()));
+        Ok(before.is_none().then_some(live))
     }
 
     /// Loads base `snapshot` (its id computed by the caller from these

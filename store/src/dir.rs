@@ -111,6 +111,26 @@ impl<'a> DirStore<'a> {
         .await
     }
 
+    /// Copies object `id` into `out`.
+    pub(crate) async fn get_object_into<W: std::io::Write + Send + 'static>(
+        self,
+        kind: ObjectKind,
+        id: &str,
+        mut out: W,
+    ) -> Result<W, StoreError> {
+        let (name, id) = (layout::object(kind, id), id.to_owned());
+        self.blocking(move |root| {
+            let path = root.join(name);
+            let mut file = std::fs::File::open(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StoreError::missing(kind, id),
+                _ => io(&path)(e),
+            })?;
+            std::io::copy(&mut file, &mut out).map_err(io(&path))?;
+            Ok(out)
+        })
+        .await
+    }
+
     /// Deletes snapshot `id`'s object.
     pub(crate) async fn delete_object(self, kind: ObjectKind, id: &str) -> Result<(), StoreError> {
         let name = layout::object(kind, id);

@@ -21,13 +21,22 @@ use crate::layout::TEMP_SUFFIX;
 /// step fails. The function blocks: in async code, call it from
 /// `tokio::task::spawn_blocking`.
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_file_atomically_with(path, |f| f.write_all(bytes))
+}
+
+/// [`write_file_atomically`], the bytes written by `write` into the
+/// temporary file (from another file, say, without holding them all).
+pub fn write_file_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = parent_dir(path);
     let mut name = path.file_name().unwrap_or_default().to_owned();
     name.push(format!(".{}.{:x}{TEMP_SUFFIX}", std::process::id(), fastrand::u64(..)));
     let tmp = dir.join(name);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        write(&mut f)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()

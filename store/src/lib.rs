@@ -38,7 +38,7 @@ mod s3;
 mod sdk_error;
 
 pub use error::StoreError;
-pub use fs::write_file_atomically;
+pub use fs::{write_file_atomically, write_file_atomically_with};
 pub use layout::{history_entry_time, ObjectKind};
 pub use lease::{Lease, LeaseRole};
 pub use location::StoreLocation;
@@ -248,6 +248,21 @@ impl Store {
         match self.backend() {
             Backend::Dir(dir) => dir.get_object(kind, id).await,
             Backend::S3(s3) => s3.get_object(kind, id).await,
+        }
+    }
+
+    /// Writes an object's bytes into `out` as they arrive (never all of them
+    /// in memory at once), or [`StoreError::NoSnapshot`] /
+    /// [`StoreError::NoLayer`]; returns `out`. The caller checks them.
+    pub async fn get_object_into<W: std::io::Write + Send + 'static>(
+        &self,
+        kind: ObjectKind,
+        id: &str,
+        out: W,
+    ) -> Result<W, StoreError> {
+        match self.backend() {
+            Backend::Dir(dir) => dir.get_object_into(kind, id, out).await,
+            Backend::S3(s3) => s3.get_object_into(kind, id, out).await,
         }
     }
 

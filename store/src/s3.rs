@@ -185,6 +185,34 @@ impl S3Store<'_> {
         self.body("GET", &key, out.body).await
     }
 
+    /// Writes object `id`'s body into `out` chunk by chunk as it arrives.
+    pub(crate) async fn get_object_into<W: std::io::Write + Send + 'static>(
+        self,
+        kind: ObjectKind,
+        id: &str,
+        mut out: W,
+    ) -> Result<W, StoreError> {
+        let key = self.key(&layout::object(kind, id));
+        let object = match self.client.get_object().bucket(self.bucket).key(&key).send().await {
+            Ok(object) => object,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Err(StoreError::missing(kind, id.to_owned()))
+            }
+            Err(e) => return Err(self.error("GET", &key, &e)),
+        };
+        let mut body = object.body;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.body_error("GET", &key, &e))?;
+            out.write_all(&chunk).map_err(|e| StoreError::S3 {
+                op: "GET",
+                bucket: self.bucket.to_owned(),
+                key: key.clone(),
+                why: format!("cannot keep the body: {e}"),
+            })?;
+        }
+        Ok(out)
+    }
+
     /// Deletes snapshot `id`'s object.
     pub(crate) async fn delete_object(self, kind: ObjectKind, id: &str) -> Result<(), StoreError> {
         let key = self.key(&layout::object(kind, id));
