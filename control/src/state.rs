@@ -209,8 +209,9 @@ pub async fn apply(
 /// What [`advance`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Advanced {
-    /// The pointer names the new state.
-    Current(Pointer),
+    /// The pointer names the new state, since `moved_at` (before the
+    /// history entry was written).
+    Current { pointer: Pointer, moved_at: std::time::Instant },
     /// The store is pinned (a rollback): nothing was written.
     HeldBack { pinned: Pointer },
     /// The pointer names another state than the one the writer built on.
@@ -239,10 +240,11 @@ pub async fn advance(store: &Store, from: &str, next: &Pointer, record: bool) ->
             ..next.clone()
         };
         if store.replace_pointer(&next, Some(&version)).await? {
+            let moved_at = std::time::Instant::now();
             if record {
                 store.append_history(&next).await?;
             }
-            return Ok(Advanced::Current(next));
+            return Ok(Advanced::Current { pointer: next, moved_at });
         }
         backoff(attempt).await;
     }

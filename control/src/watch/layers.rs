@@ -299,7 +299,10 @@ impl Publisher<'_> {
     async fn advance(&mut self, next: &Pointer, record: bool) -> Result<Option<Pointer>, WatchError> {
         let from = self.state.as_ref().map(|s| s.pointer.id.clone()).unwrap_or_default();
         match advance(self.store, &from, next, record).await {
-            Ok(Advanced::Current(pointer)) => Ok(Some(pointer)),
+            Ok(Advanced::Current { pointer, moved_at }) => {
+                self.moved_at = Some(moved_at);
+                Ok(Some(pointer))
+            }
             Ok(Advanced::HeldBack { pinned }) => {
                 self.status.refused("pinned");
                 warn!(
@@ -489,7 +492,7 @@ impl Publisher<'_> {
                 debounce,
                 compile: write,
                 upload,
-                published_at: Instant::now(),
+                published_at: self.moved_at.unwrap_or_else(Instant::now),
             });
         }
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;

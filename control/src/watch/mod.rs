@@ -93,7 +93,7 @@ pub struct PublishReport {
     /// Writing the layer, or the whole snapshot.
     pub compile: Duration,
     pub upload: Duration,
-    /// When the pointer was moved.
+    /// When the pointer was moved (before its history entry was written).
     pub published_at: Instant,
 }
 
@@ -253,6 +253,7 @@ pub async fn watch(
         state: None,
         compaction: None,
         compaction_policy: options.compaction,
+        moved_at: None,
         checkpoint: None,
         burst_items: checkpoint::ItemSet::new(),
         positions: (Vec::new(), Vec::new()),
@@ -956,6 +957,8 @@ struct Publisher<'a> {
     /// A compaction of that state under way.
     compaction: Option<layers::Compaction>,
     compaction_policy: CompactionPolicy,
+    /// When this watcher's last pointer write moved the pointer (for reports).
+    moved_at: Option<Instant>,
     /// The checkpoint, once a bootstrap or a resume has made one.
     checkpoint: Option<checkpoint::Checkpointing>,
     /// The items changed since the last checkpoint, as written.
@@ -1014,6 +1017,7 @@ impl Publisher<'_> {
     /// The whole mirror as a new base.
     async fn publish_base(&mut self, mirror: &Mirror, pending: Option<Pending>) -> Result<(), WatchError> {
         self.forget_state();
+        self.moved_at = None;
         let compile_start = Instant::now();
         let compiled = match mirror.build() {
             Ok(c) => c,
