@@ -13,6 +13,9 @@ export class Follower {
   #interval;
   #log;
   #router;
+  /** The router a base swap replaced: freed at the next base swap, once
+   * requests that took it before the swap are long done. */
+  #retired = null;
   #etag = null;
   #lastCheck = -Infinity;
   #inflight = null;
@@ -132,8 +135,20 @@ export class Follower {
       fetched.push({ id: layer.id, bytes: await this.#object('layer', layer.id, layer.size) });
     }
     // All fetched: checked and put in place at once, so a request never sees half a state.
-    this.#checked(`state ${pointer.state}`, () => router.setLayers(keep, fetched, pointer.state));
-    if (router !== this.#router) this.stats.bases += 1;
+    try {
+      this.#checked(`state ${pointer.state}`, () => router.setLayers(keep, fetched, pointer.state));
+    } catch (error) {
+      // A new base refused with its layers: its copy in the module goes now
+      // (WebAssembly memory never shrinks; retries must not pile copies up).
+      if (router !== this.#router) router.free();
+      throw error;
+    }
+    if (router !== this.#router) {
+      this.stats.bases += 1;
+      // The module's memory holds two bases at most: the one before the last swap goes.
+      this.#retired?.free();
+      this.#retired = this.#router;
+    }
     this.#router = router;
     this.#etag = etag;
     this.stats.swaps += 1;

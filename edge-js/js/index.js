@@ -53,6 +53,7 @@ export function allocations() {
 export class Router {
   #raw;
   #id = null;
+  #state = null;
   #input;
   #capacity;
 
@@ -86,7 +87,7 @@ export class Router {
 
   /** The state's id (the base's id and its layers' ids, hashed), as store pointers name it; the base's id without layers. */
   get state() {
-    return this.#raw.state;
+    return (this.#state ??= this.#raw.state);
   }
 
   /** The layers' ids, oldest first. */
@@ -114,6 +115,7 @@ export class Router {
     for (const { id, bytes } of layers) {
       this.#raw.stageLayer(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes), id);
     }
+    this.#state = null;
     this.#raw.commitLayers(state);
   }
 

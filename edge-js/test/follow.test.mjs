@@ -223,6 +223,13 @@ test('a base is fetched once, then only the layers each change adds; a damaged o
     assert.equal(follower.router.layerIds.length, 0);
     assert.equal(follower.router.resolve('env-5.example.com', '/').kind, 'not_found');
     assert.equal(follower.router.resolve('new.example.com', '/').kind, 'static');
+    // A second compaction: the base before the last swap is freed (the module holds two at most).
+    apply('{"Domain":"newer.example.com","Target":"s3://sites/newer"}\n', layered);
+    compact(layered);
+    assert.equal(await follower.refresh(), true);
+    assert.equal(follower.stats.bases, 2);
+    assert.equal(follower.router.resolve('newer.example.com', '/').kind, 'static');
+    assert.throws(() => router.resolve('new.example.com', '/'), 'the first base was freed');
   } finally {
     app.close();
   }

@@ -88,7 +88,14 @@ impl<'a> DirStore<'a> {
             // bytes. One that is not (a torn write, a bad disk) is replaced,
             // by bytes that are the id's (never by others).
             match std::fs::read(&path) {
-                Ok(stored) if stored == bytes || !layout::is_id_of(&id, &bytes) => return Ok(()),
+                Ok(stored) if stored == bytes => {
+                    // Stored again: written now, as far as a prune's grace
+                    // goes (a writer names it next).
+                    let file = std::fs::File::options().write(true).open(&path).map_err(io(&path))?;
+                    file.set_modified(std::time::SystemTime::now()).map_err(io(&path))?;
+                    return Ok(());
+                }
+                Ok(_) if !layout::is_id_of(&id, &bytes) => return Ok(()),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io(&path)(e)),

@@ -62,6 +62,9 @@ pub struct Checkpoint {
     pub layer_tiers: Vec<u32>,
     /// When it was written (ms since 1970).
     pub written_at_ms: u64,
+    /// When the positions in `shards` were taken (ms since 1970): how old
+    /// they are, which a resume checks against the stream's retention.
+    pub positions_at_ms: u64,
     /// The generation of the lease it was written under.
     pub generation: u64,
     /// The items object that holds every item at some point.
@@ -111,6 +114,20 @@ pub enum ShardProgress {
     Reading,
     Waiting,
     Done,
+}
+
+/// Where the watcher had read the stream to: every shard's position, the
+/// shards awaiting children, and when they were taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Positions {
+    pub shards: Vec<ShardPosition>,
+    pub childless: Vec<String>,
+    pub at_ms: u64,
+}
+
+/// Now, in ms since 1970.
+pub(super) fn now_ms() -> u64 {
+    crate::clock::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Why a checkpoint cannot be resumed from (the watcher Scans instead).
@@ -277,6 +294,11 @@ pub(super) struct Checkpointing {
     pub version: Option<Version>,
     /// A roll of the first changes into a new items object of every item.
     pub rolling: Option<Roll>,
+    /// A burst's items could not be stored: the items objects no longer
+    /// build the state published, so no document is written (a resume
+    /// would take a state for one the items build) until a later burst's
+    /// items, which hold this one's, are stored.
+    pub stale: bool,
 }
 
 /// The changes' first `merged` items objects rolled into a new one of
@@ -287,23 +309,17 @@ pub(super) struct Roll {
 }
 
 impl Checkpointing {
-    /// The document for `state` (with its layers' `tiers`), `shards` and `childless`.
-    pub fn document(
-        &self,
-        state: &str,
-        tiers: Vec<u32>,
-        generation: u64,
-        shards: Vec<ShardPosition>,
-        childless: Vec<String>,
-    ) -> Checkpoint {
-        let now = crate::clock::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    /// The document for `state` (with its layers' `tiers`) and `positions`.
+    pub fn document(&self, state: &str, tiers: Vec<u32>, generation: u64, positions: Positions) -> Checkpoint {
+        let Positions { shards, childless, at_ms } = positions;
         Checkpoint {
             checkpoint_version: CHECKPOINT_VERSION,
             table: self.table.clone(),
             stream: self.stream.clone(),
             state: state.to_owned(),
             layer_tiers: tiers,
-            written_at_ms: now,
+            written_at_ms: now_ms(),
+            positions_at_ms: at_ms,
             generation,
             items: self.items.clone(),
             changes: self.changes.iter().map(|(r, _)| r.clone()).collect(),
@@ -374,6 +390,7 @@ impl super::Publisher<'_> {
                     changes: Vec::new(),
                     version,
                     rolling: None,
+                    stale: false,
                 });
                 self.write_checkpoint().await;
             }
@@ -386,7 +403,7 @@ impl super::Publisher<'_> {
     /// merged, and the document names them and `positions`, where each
     /// shard was read to. The positions are taken in only once the items
     /// read up to them are stored.
-    pub(super) async fn checkpoint_burst(&mut self, positions: (Vec<ShardPosition>, Vec<String>)) {
+    pub(super) async fn checkpoint_burst(&mut self, positions: Positions) {
         if self.checkpoint.is_none() || self.state.is_none() {
             return;
         }
@@ -397,10 +414,14 @@ impl super::Publisher<'_> {
                 Ok(id) => {
                     let set = Arc::new(std::mem::take(&mut self.burst_items));
                     let reference = ChangesRef { id, tier: 0, items: set.len() as u64 };
-                    self.checkpoint.as_mut().expect("checked").changes.push((reference, set));
+                    let checkpoint = self.checkpoint.as_mut().expect("checked");
+                    checkpoint.changes.push((reference, set));
+                    checkpoint.stale = false;
                 }
                 Err(e) => {
-                    // The burst stays, for the next checkpoint.
+                    // The burst stays, for the next checkpoint; until then
+                    // no document names a state these items do not build.
+                    self.checkpoint.as_mut().expect("checked").stale = true;
                     return tracing::warn!(
                         "cannot store the checkpoint's changes ({e}); trying again after the next change"
                     );
@@ -458,9 +479,11 @@ impl super::Publisher<'_> {
     /// watcher wrote last (a document of a newer lease is left alone).
     pub(super) async fn write_checkpoint(&mut self) {
         let (Some(checkpoint), Some(state)) = (self.checkpoint.as_ref(), self.state.as_ref()) else { return };
+        if checkpoint.stale {
+            return;
+        }
         let tiers = state.layers.iter().map(|l| l.tier).collect();
-        let (shards, childless) = self.positions.clone();
-        let bytes = checkpoint.document(&state.pointer.id, tiers, self.generation, shards, childless).to_json();
+        let bytes = checkpoint.document(&state.pointer.id, tiers, self.generation, self.positions.clone()).to_json();
         let mut expected = checkpoint.version.clone();
         for _ in 0..2 {
             match self.store.replace_checkpoint(bytes.clone(), expected.as_ref()).await {
@@ -526,10 +549,9 @@ pub(super) async fn resume(
     if checkpoint.stream != stream {
         return scan(format!("it follows stream {}, and the table's stream is now {stream}", checkpoint.stream));
     }
-    let now = crate::clock::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let age = std::time::Duration::from_millis(now.saturating_sub(checkpoint.written_at_ms));
+    let age = std::time::Duration::from_millis(now_ms().saturating_sub(checkpoint.positions_at_ms));
     if age > RESUMABLE_FOR {
-        return scan(format!("it is {:.1} h old, and the stream keeps 24 h", age.as_secs_f64() / 3600.0));
+        return scan(format!("its positions are {:.1} h old, and the stream keeps 24 h", age.as_secs_f64() / 3600.0));
     }
     let start = std::time::Instant::now();
     // The items: every item at some point, then the changes since.
@@ -579,7 +601,7 @@ pub(super) async fn resume(
         }
     }
     let mut shards = Vec::with_capacity(reading.len());
-    let mut replaying = std::collections::HashSet::new();
+    let mut replaying = std::collections::HashMap::new();
     for id in reading {
         let position = checkpoint.shards.iter().find(|p| p.id == id).expect("restored from them");
         let (kind, after) = match &position.after {
@@ -591,7 +613,7 @@ pub(super) async fn resume(
             Err(why) => return scan(format!("shard {id}: {why}")),
         };
         if position.after.is_none() && position.from_latest {
-            replaying.insert(id.clone());
+            replaying.insert(id.clone(), 0);
         }
         shards.push(Shard {
             id,
@@ -621,10 +643,12 @@ pub(super) async fn resume(
         changes,
         version: Some(version),
         rolling: None,
+        stale: false,
     });
-    let store_state = publisher.store.read_pointer().await.map_err(PublishError::from)?;
+    let store_state = publisher.store.read_pointer().await.map_err(PublishError::from)?.map(|(p, _)| p);
+    let forced = store_state.as_ref().filter(|p| p.forced).map(|p| p.id.clone());
     let adopted = match store_state {
-        Some((pointer, _)) if pointer.id == checkpoint.state && !pointer.pinned && !pointer.legacy => {
+        Some(pointer) if pointer.id == checkpoint.state && !pointer.pinned && !pointer.legacy => {
             match crate::state::load(publisher.store, &pointer).await {
                 Ok(state) => Some(super::layers::Published::adopt(state, &checkpoint.layer_tiers)),
                 Err(e) => {
@@ -637,7 +661,18 @@ pub(super) async fn resume(
     };
     let mut following = super::Following { stream: stream.to_owned(), shards, lineage, replaying };
     following.start(streams, found.start, &options.retry).await?;
-    publisher.positions = following.positions();
+    if adopted.is_none() {
+        // The store holds another state: this watcher may have died after
+        // moving the pointer and before writing the checkpoint, so the
+        // store can be ahead of the items. Nothing is published until the
+        // stream has been read up to now; then the mirror (the items and
+        // every record since) is published as a base.
+        for shard in &following.shards {
+            following.replaying.entry(shard.id.clone()).or_insert(0);
+        }
+    }
+    // The checkpoint's positions, as old as they were then.
+    publisher.positions = Positions { at_ms: checkpoint.positions_at_ms, ..following.positions() };
     match adopted {
         Some(state) => {
             let replayed = match following.replaying.len() {
@@ -656,15 +691,22 @@ pub(super) async fn resume(
             publisher.status.layers(state.layers.len(), state.layer_totals().0);
             publisher.state = Some(state);
         }
+        None if forced.is_some() => {
+            info!(
+                "resumed the mirror from the checkpoint ({count} items in {:.2} s); the store keeps {}, written with \
+                 --force, until the table's next change",
+                start.elapsed().as_secs_f64(),
+                forced.unwrap_or_default()
+            );
+        }
         None => {
             info!(
                 "resumed the mirror from the checkpoint ({count} items in {:.2} s); the store holds another state than \
-                 the checkpoint's {}: publishing the table as a new base",
+                 the checkpoint's {}: the stream is read up to now, and the next change publishes the table as a new \
+                 base",
                 start.elapsed().as_secs_f64(),
                 checkpoint.state
             );
-            publisher.publish(&mut mirror, None).await?;
-            publisher.write_checkpoint().await;
         }
     }
     Ok(Some((mirror, following)))
@@ -705,6 +747,7 @@ mod tests {
             state: "ab".into(),
             layer_tiers: vec![1, 0],
             written_at_ms: 5,
+            positions_at_ms: 4,
             generation: 3,
             items: "cd".into(),
             changes: vec![ChangesRef { id: "ef".into(), tier: 0, items: 2 }],

@@ -29,7 +29,7 @@ use edgeroute_store::{BaseRef, LayerRef, ObjectKind, Pointer, Store};
 use tracing::{info, warn};
 
 use super::{Pending, PublishReport, Publisher, WatchError};
-use crate::publish::{base_ref, now_rfc3339, PublishError};
+use crate::publish::{self, base_ref, now_rfc3339, PublishError};
 use crate::state::{advance, rewrite_layer, Advanced};
 
 /// How many layers of one tier are merged into one of the next.
@@ -38,6 +38,9 @@ pub const FAN_IN: usize = 8;
 /// A state with this many layers is compacted whatever the policy says,
 /// well before [`MAX_LAYERS`] (a long compaction goes on adding layers).
 pub const COMPACT_AT_LAYERS: usize = MAX_LAYERS - 32;
+
+/// The pause after a compaction failed (the store down, say) before the next.
+const RETRY_COMPACTION: Duration = Duration::from_secs(30);
 
 /// When the watcher compacts its layers into a new base.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -235,7 +238,14 @@ impl Publisher<'_> {
             // Nothing a host resolves differently; the count of rows left
             // out may still have moved (a bad row written or mended).
             if skipped != state.pointer.skipped {
-                let next = Pointer { skipped, created_at: now_rfc3339(), ..state.pointer.clone() };
+                // This watcher's pointer: its generation fences off an older writer.
+                let next = Pointer {
+                    skipped,
+                    created_at: now_rfc3339(),
+                    source: self.source(),
+                    generation: self.generation,
+                    ..state.pointer.clone()
+                };
                 match self.advance(&next, false).await? {
                     Some(pointer) => self.state.as_mut().expect("set").pointer = pointer,
                     None => return Ok(LayerOutcome::NeedsBase),
@@ -355,15 +365,63 @@ impl Publisher<'_> {
         if let Some(from) = state.merge_due(frozen) {
             return self.merge(from).await;
         }
-        if self.compaction.is_none() && self.compaction_policy.due(state) {
+        let may_compact = self.compaction_retry_at.is_none_or(|at| Instant::now() >= at);
+        if self.compaction.is_none() && may_compact && self.compaction_policy.due(state) {
             let (bytes, entries) = state.layer_totals();
             info!(
                 "compacting {} layers ({bytes} bytes, {entries} records) into a new base in the background",
                 state.layers.len()
             );
             self.compaction = Some(Compaction::start(self.store, state));
+            return Ok(());
+        }
+        // Pruning runs here, between this watcher's own writes (an object
+        // it stores is named before a prune can look at it), and not while
+        // a compaction's new base waits to be named.
+        if self.compaction.is_none() {
+            self.prune_if_due().await;
         }
         Ok(())
+    }
+
+    /// Prunes the store's history when its interval has passed, so that
+    /// it stays bounded at any change rate ([`publish::prune_history`]).
+    async fn prune_if_due(&mut self) {
+        let Some(retention) = self.retention else { return };
+        if self.last_prune.elapsed() < retention.every {
+            return;
+        }
+        self.last_prune = Instant::now();
+        // The checkpoint's items objects are kept (an unreadable checkpoint: all of them).
+        let items: Option<Vec<String>> = match super::checkpoint::read(self.store).await {
+            Ok(Some((c, _))) => Some(std::iter::once(c.items).chain(c.changes.into_iter().map(|r| r.id)).collect()),
+            Ok(None) => Some(Vec::new()),
+            Err(_) => None,
+        };
+        let pruned = publish::prune_history(
+            self.store,
+            retention.keep,
+            retention.grace,
+            items.as_deref(),
+            &mut self.known_entries,
+        )
+        .await;
+        match pruned {
+            Ok(pruned) => {
+                self.status.pruned(pruned.entries, pruned.objects);
+                if pruned.entries + pruned.objects > 0 {
+                    info!(
+                        "pruned {} history entries and {} objects (kept the newest {} states and everything younger \
+                         than {} s)",
+                        pruned.entries,
+                        pruned.objects,
+                        retention.keep,
+                        retention.grace.as_secs()
+                    );
+                }
+            }
+            Err(e) => warn!("cannot prune the store's history ({e}); trying again in {} s", retention.every.as_secs()),
+        }
     }
 
     /// Merges the layers from `from` on into one of the next tier.
@@ -409,11 +467,19 @@ impl Publisher<'_> {
         let (new_base_id, bytes) = match task.await {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
-                warn!("the compaction failed ({e}); the layers stay, and it is tried again");
+                warn!(
+                    "the compaction failed ({e}); the layers stay, and it is tried again in {} s",
+                    RETRY_COMPACTION.as_secs()
+                );
+                self.compaction_retry_at = Some(Instant::now() + RETRY_COMPACTION);
                 return Ok(());
             }
             Err(e) => {
-                warn!("the compaction stopped ({e}); the layers stay, and it is tried again");
+                warn!(
+                    "the compaction stopped ({e}); the layers stay, and it is tried again in {} s",
+                    RETRY_COMPACTION.as_secs()
+                );
+                self.compaction_retry_at = Some(Instant::now() + RETRY_COMPACTION);
                 return Ok(());
             }
         };

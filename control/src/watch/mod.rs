@@ -252,14 +252,17 @@ pub async fn watch(
         status: options.status.clone(),
         state: None,
         compaction: None,
+        compaction_retry_at: None,
         compaction_policy: options.compaction,
         moved_at: None,
         checkpoint: None,
+        retention: options.retention,
+        last_prune: Instant::now(),
+        known_entries: publish::KnownEntries::new(),
         burst_items: checkpoint::ItemSet::new(),
-        positions: (Vec::new(), Vec::new()),
+        positions: checkpoint::Positions::default(),
     };
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut known = publish::KnownEntries::new();
     loop {
         let mut lease = tokio::select! {
             lease = stand_by(store, &options.lease, &options.status) => lease,
@@ -288,11 +291,9 @@ pub async fn watch(
             let mut follow = std::pin::pin!(follow_table(config, table, options, &mut publisher));
             let mut keep =
                 std::pin::pin!(keep_lease(store, &mut lease, options.lease.renew_every, &lost, &lease_until));
-            let mut prune = std::pin::pin!(prune_periodically(store, options, &lost, &mut known));
             tokio::select! {
                 end = &mut follow => end,
                 () = &mut keep => unreachable!("it never ends"),
-                () = &mut prune => unreachable!("it never ends"),
                 () = &mut shutdown => {
                     // Stop cooperatively: no new publish starts, and one under
                     // way finishes (its pointer and history entry both written).
@@ -408,47 +409,6 @@ async fn keep_lease(store: &Store, lease: &mut HeldLease, every: Duration, lost:
     std::future::pending().await
 }
 
-/// Prunes the store's history every `options.retention.every` while the
-/// lease is held (a writer's job), so that it stays bounded at any change
-/// rate. Never ends.
-async fn prune_periodically(
-    store: &Store,
-    options: &WatchOptions,
-    lost: &AtomicBool,
-    known: &mut publish::KnownEntries,
-) {
-    let Some(retention) = options.retention else { return std::future::pending().await };
-    loop {
-        tokio::time::sleep(retention.every).await;
-        if lost.load(Ordering::SeqCst) {
-            continue;
-        }
-        // The checkpoint's items objects are kept (an unreadable checkpoint: all of them).
-        let items = match checkpoint::read(store).await {
-            Ok(Some((c, _))) => Some(std::iter::once(c.items).chain(c.changes.into_iter().map(|r| r.id)).collect()),
-            Ok(None) => Some(Vec::new()),
-            Err(_) => None,
-        };
-        let items: Option<Vec<String>> = items;
-        match publish::prune_history(store, retention.keep, retention.grace, items.as_deref(), known).await {
-            Ok(pruned) => {
-                options.status.pruned(pruned.entries, pruned.objects);
-                if pruned.entries + pruned.objects > 0 {
-                    info!(
-                        "pruned {} history entries and {} objects (kept the newest {} states and everything younger \
-                         than {} s)",
-                        pruned.entries,
-                        pruned.objects,
-                        retention.keep,
-                        retention.grace.as_secs()
-                    );
-                }
-            }
-            Err(e) => warn!("cannot prune the store's history ({e}); trying again in {} s", retention.every.as_secs()),
-        }
-    }
-}
-
 /// How long to wait before bootstrapping again after an error: `first`,
 /// doubling on every failure in a row up to `max`; a bootstrap that
 /// completes starts the count again.
@@ -521,6 +481,10 @@ async fn follow_table(
         }
     }
 }
+
+/// Empty pages in a row after which a shard read again after a resume
+/// counts as caught up.
+const CAUGHT_UP_AFTER: u8 = 3;
 
 /// Failures in a row at the longest backoff after which a watcher gives
 /// its lease up, so that a standby (in another zone, with other
@@ -624,14 +588,16 @@ struct Following {
     stream: String,
     shards: Vec<Shard>,
     lineage: Lineage,
-    /// Shards read again from their start after a resume (their position
-    /// was not known): nothing is published until each has caught up.
-    replaying: std::collections::HashSet<String>,
+    /// Shards read again after a resume (from their start, when their
+    /// position was not known; from their positions, when the store may be
+    /// ahead of the checkpoint), with the empty pages each has returned in
+    /// a row: nothing is published until each has caught up.
+    replaying: std::collections::HashMap<String, u8>,
 }
 
 impl Following {
     /// Where each shard is, for the checkpoint.
-    fn positions(&self) -> (Vec<checkpoint::ShardPosition>, Vec<String>) {
+    fn positions(&self) -> checkpoint::Positions {
         use checkpoint::{ShardPosition, ShardProgress};
         let (shards, childless) = self.lineage.export();
         let positions = shards
@@ -648,7 +614,7 @@ impl Following {
                 ShardPosition { id, parent, state, after, from_latest }
             })
             .collect();
-        (positions, childless)
+        checkpoint::Positions { shards: positions, childless, at_ms: checkpoint::now_ms() }
     }
 
     /// Starts reading `ids` from `TRIM_HORIZON` (children of shards read to their end).
@@ -766,9 +732,14 @@ async fn read_shards(
                 publisher.status.records(1);
             }
             shard.iterator = out.next_shard_iterator().map(str::to_owned);
-            if out.records().is_empty() || shard.iterator.is_none() {
-                // Caught up (or ended): its replay no longer holds publishes back.
-                following.replaying.remove(&shard.id);
+            // Caught up (or ended): its replay no longer holds publishes back.
+            // One empty page is not enough: a shard may answer empty pages
+            // before records that follow.
+            if let Some(empty) = following.replaying.get_mut(&shard.id) {
+                *empty = if out.records().is_empty() { empty.saturating_add(1) } else { 0 };
+                if *empty >= CAUGHT_UP_AFTER || shard.iterator.is_none() {
+                    following.replaying.remove(&shard.id);
+                }
             }
             if shard.iterator.is_none() {
                 closed.push(shard.id.clone());
@@ -956,16 +927,23 @@ struct Publisher<'a> {
     state: Option<layers::Published>,
     /// A compaction of that state under way.
     compaction: Option<layers::Compaction>,
+    /// After a compaction failed: not before then.
+    compaction_retry_at: Option<Instant>,
     compaction_policy: CompactionPolicy,
     /// When this watcher's last pointer write moved the pointer (for reports).
     moved_at: Option<Instant>,
     /// The checkpoint, once a bootstrap or a resume has made one.
     checkpoint: Option<checkpoint::Checkpointing>,
+    /// How much history to keep, when it was last pruned, and the history
+    /// entries read so far (entries never change).
+    retention: Option<Retention>,
+    last_prune: Instant,
+    known_entries: publish::KnownEntries,
     /// The items changed since the last checkpoint, as written.
     burst_items: checkpoint::ItemSet,
     /// Where each shard was read to, and the shards awaiting children, as
     /// of the last publish.
-    positions: (Vec<checkpoint::ShardPosition>, Vec<String>),
+    positions: checkpoint::Positions,
 }
 
 impl Publisher<'_> {

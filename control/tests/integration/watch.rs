@@ -1103,3 +1103,56 @@ fn the_watcher_prunes_its_history_as_it_goes() {
     assert!(!metrics.contains("edgeroute_watch_pruned_entries_total 0\n"), "{metrics}");
     assert!(watcher.log().contains("pruned "), "{}", watcher.log());
 }
+
+/// A watcher that died after moving the pointer and before writing its
+/// checkpoint leaves a checkpoint behind the store: the next one resumes
+/// from it without a Scan, reads the stream up to now before publishing
+/// anything, and never puts an older table back over the newer state.
+#[test]
+fn a_checkpoint_behind_the_store_never_puts_an_older_table_back() {
+    use std::sync::atomic::Ordering;
+    let moto = Moto::start();
+    let dir = scratch("behind");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = streamed_routes(&moto, &rt, &[item("a.example.com")]);
+    let (proxy, scans, _) = scan_counting_proxy(&moto);
+    let watcher = Watcher::start("routes", &store, &proxy.endpoint, &[]);
+    rt.block_on(put_items(&config, "routes", &[item("x1.example.com")]));
+    watcher.wait_for(&store, "x1", |_, s| serves(s, "x1.example.com"));
+    let checkpoint = || std::fs::read(store.join("checkpoint.json")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&checkpoint()).contains(&current(&store).unwrap().0.id) {
+        assert!(Instant::now() < deadline, "no checkpoint of the state serving x1");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let behind = checkpoint();
+    rt.block_on(async {
+        put_items(&config, "routes", &[item("x2.example.com")]).await;
+        delete_items(&config, "routes", &["x1.example.com"]).await;
+    });
+    let (newer, _) = watcher
+        .wait_for(&store, "x2, and x1 deleted", |_, s| serves(s, "x2.example.com") && !serves(s, "x1.example.com"));
+    drop(watcher);
+    // As if it had died before writing the checkpoint of the newer state.
+    std::fs::write(store.join("checkpoint.json"), &behind).unwrap();
+    let before = rt.block_on(Store::open(&StoreLocation::Dir(store.clone()), None).unwrap().history()).unwrap().len();
+
+    let watcher = Watcher::start("routes", &store, &proxy.endpoint, &[]);
+    rt.block_on(put_items(&config, "routes", &[item("x3.example.com")]));
+    watcher.wait_for(&store, "x3", |_, s| serves(s, "x3.example.com"));
+    assert_eq!(scans.load(Ordering::SeqCst), 1, "{}", watcher.log());
+    assert!(watcher.log().contains("the store holds another state than the checkpoint's"), "{}", watcher.log());
+    let opened = Store::open(&StoreLocation::Dir(store.clone()), None).unwrap();
+    let history = rt.block_on(opened.history()).unwrap();
+    assert_eq!(history[before - 1].id, newer.id);
+    for entry in &history[before..] {
+        let snapshot = snapshot_of(&opened, entry).unwrap();
+        assert!(
+            serves(&snapshot, "x2.example.com") && !serves(&snapshot, "x1.example.com"),
+            "state {} went back to an older table:\n{}",
+            entry.id,
+            watcher.log()
+        );
+    }
+}

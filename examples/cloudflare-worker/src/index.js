@@ -38,12 +38,14 @@ export default {
     const url = new URL(request.url);
     const host = request.headers.get('host') ?? url.host;
     const answer = router.resolve(host, url.pathname + url.search);
+    // Read now: the router is not used after an await (a base swap may retire it).
+    const state = router.state;
     const response = await route(answer, request, url, host, env);
     // A WebSocket the origin accepted goes back as it is.
     if (response.status === 101) return response;
     // Responses from fetch() are immutable: copy before adding the header.
     const out = new Response(response.body, response);
-    out.headers.set('x-edgeroute-snapshot', router.state.slice(0, 12));
+    out.headers.set('x-edgeroute-snapshot', state.slice(0, 12));
     return out;
   },
 };
