@@ -13,7 +13,8 @@
 //!   changes go on as layers; the swap then rebases the layers written
 //!   meanwhile onto the new base (small: they are a few tiers' worth).
 //!
-//! Neither delays a change: both run between bursts. Every state the
+//! Merges and the swap run between bursts, one pointer write at a time;
+//! a compaction's merge runs on another thread. Every state the
 //! watcher writes compacts to the bytes a full compile of its mirror makes
 //! (tested), so hosts and a later compaction see one table whatever the
 //! mix of layers.
