@@ -1084,7 +1084,8 @@ fn the_watcher_prunes_its_history_as_it_goes() {
     // A grace of a second: longer than any publish here takes from storing
     // its objects to naming them (what the grace protects).
     let retention = ["--keep-states", "3", "--keep-grace", "1", "--prune-interval-ms", "100"];
-    let watcher = Watcher::start("routes", &store, &moto.endpoint, &retention);
+    let (proxy, scans, _) = scan_counting_proxy(&moto);
+    let watcher = Watcher::start("routes", &store, &proxy.endpoint, &retention);
     watcher.wait_for(&store, "a", |_, s| serves(s, "a.example.com"));
     for i in 0..10 {
         let name = format!("n{i}.example.com");
@@ -1102,6 +1103,13 @@ fn the_watcher_prunes_its_history_as_it_goes() {
     let (_, metrics) = watcher.admin("/metrics");
     assert!(!metrics.contains("edgeroute_watch_pruned_entries_total 0\n"), "{metrics}");
     assert!(watcher.log().contains("pruned "), "{}", watcher.log());
+    // What the checkpoint names was kept: a restart resumes from it, without a Scan.
+    drop(watcher);
+    rt.block_on(put_items(&config, "routes", &[item("after.example.com")]));
+    let watcher = Watcher::start("routes", &store, &proxy.endpoint, &retention);
+    watcher.wait_for(&store, "after", |_, s| serves(s, "after.example.com") && serves(s, "n9.example.com"));
+    assert!(watcher.log().contains("resumed from the checkpoint"), "{}", watcher.log());
+    assert_eq!(scans.load(std::sync::atomic::Ordering::SeqCst), 1, "{}", watcher.log());
 }
 
 /// A watcher that died after moving the pointer and before writing its
