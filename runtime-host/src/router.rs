@@ -261,6 +261,9 @@ impl Router {
     }
 }
 
+/// How often a serving thread lets go of an instance on an old base.
+pub const RELEASE_EVERY: Duration = Duration::from_secs(1);
+
 thread_local! {
     /// Each thread's worker, with the router it belongs to (several routers
     /// may share a process, as in tests; a thread keeps the last one's).
@@ -358,6 +361,22 @@ impl Worker<'_> {
             return Err(e);
         }
         self.answer.resolution()
+    }
+
+    /// Lets go of this worker's instance if it is on a base the router no
+    /// longer serves: an idle serving thread must not keep an old base (a
+    /// memfd and its mapping) alive until its next request. Serving threads
+    /// call it every [`RELEASE_EVERY`]; the next lookup makes a new instance.
+    pub fn release_stale(&mut self) {
+        let live = self.router.live.load();
+        let stale = match (&self.current, live.as_ref()) {
+            (Some((held, _)), Some(live)) => !Arc::ptr_eq(&held.base, &live.base),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if stale {
+            self.current = None;
+        }
     }
 
     /// Makes this worker's next lookup trap (see

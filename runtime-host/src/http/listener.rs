@@ -81,6 +81,15 @@ impl Workers {
                     let shutdown = async move {
                         let _ = stopped.wait_for(|stop| *stop).await;
                     };
+                    // This thread's instance lets go of a base no longer served,
+                    // even while no request comes (two bases in memory at most).
+                    let state = plane.state;
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(crate::router::RELEASE_EVERY).await;
+                            state.router.with_worker(|worker| worker.release_stale());
+                        }
+                    });
                     serve(plane, listener, limits, permits, shutdown).await;
                 });
             });

@@ -107,6 +107,25 @@ mod swap {
     }
 
     #[test]
+    fn an_idle_worker_lets_go_of_a_base_no_longer_served() {
+        let (a, b) = (snapshot(A), snapshot(B));
+        let router = Router::new(EdgeEngine::new().unwrap(), a.as_bytes()).unwrap();
+        let mut worker = router.worker();
+        worker.resolve(b"a.example.com", b"/").unwrap();
+        let old = std::sync::Arc::downgrade(&router.live().unwrap().base);
+        // The same base: kept.
+        worker.release_stale();
+        assert!(worker.generation().is_some());
+        router.swap(b.as_bytes()).unwrap();
+        assert!(old.upgrade().is_some(), "the idle worker still holds the old base");
+        worker.release_stale();
+        assert_eq!(worker.generation(), None);
+        assert!(old.upgrade().is_none(), "the old base is gone once the worker let go");
+        // The next lookup answers from the new base.
+        assert!(worker.resolve(b"a.example.com", b"/").unwrap().json().to_string().contains("two/index.html"));
+    }
+
+    #[test]
     fn corrupt_or_truncated_snapshots_are_refused_and_the_old_one_keeps_answering() {
         let a = snapshot(A);
         let router = Router::new(EdgeEngine::new().unwrap(), a.as_bytes()).unwrap();
