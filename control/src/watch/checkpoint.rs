@@ -633,7 +633,7 @@ pub(super) async fn resume(
     let mut mirror = edgeroute_compiler::mirror::Mirror::new();
     let items: Vec<RawItem<'static>> = all.values().flatten().map(|json| read_written(json)).collect();
     let count = items.len();
-    publisher.admit(&mut mirror, items).await?;
+    publisher.admit(&mut mirror, items, false).await?;
     mirror.settle();
     publisher.burst_items.clear();
     publisher.checkpoint = Some(Checkpointing {

@@ -551,12 +551,7 @@ async fn mirror_and_follow(
     let items: Vec<RawItem<'static>> = scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect();
     // The items as written, for the checkpoint.
     publisher.burst_items.clear();
-    for item in &items {
-        if let Some(key) = table_key(item) {
-            publisher.burst_items.insert(key.to_owned(), Some(checkpoint::written(item)));
-        }
-    }
-    publisher.admit(&mut mirror, items).await?;
+    publisher.admit(&mut mirror, items, true).await?;
     info!(
         "mirrored {table}: {} items in {:.2} s; following {} shard(s) of {stream}",
         mirror.len(),
@@ -710,11 +705,7 @@ async fn read_shards(
                         publisher.burst_items.insert(domain.clone(), None);
                     }
                     _ => match change.new_image() {
-                        Some(image) => {
-                            let item = stream_item(image);
-                            publisher.burst_items.insert(domain.clone(), Some(checkpoint::written(&item)));
-                            publisher.admit(mirror, vec![item]).await?
-                        }
+                        Some(image) => publisher.admit(mirror, vec![stream_item(image)], true).await?,
                         None => return Err(WatchError::NoNewImage { stream: stream.to_owned() }),
                     },
                 }
@@ -882,7 +873,9 @@ async fn scan_periodically(
     loop {
         let scanned = scan_table(config, table, &options.scan, &()).await?;
         let mut mirror = Mirror::new();
-        publisher.admit(&mut mirror, scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect()).await?;
+        publisher
+            .admit(&mut mirror, scanned.items.into_iter().filter_map(|(_, item)| item.ok()).collect(), false)
+            .await?;
         publisher.publish(&mut mirror, None).await?;
         publisher.bootstraps += 1;
         options.status.bootstrapped();
@@ -949,7 +942,17 @@ struct Publisher<'a> {
 impl Publisher<'_> {
     /// Puts items into the mirror (validated there), after resolving the
     /// ELB ARNs it has not seen before.
-    async fn admit(&mut self, mirror: &mut Mirror, items: Vec<RawItem<'static>>) -> Result<(), WatchError> {
+    ///
+    /// With `record`, each item goes into the checkpoint's burst as written,
+    /// with the ELB DNS name resolved here for an ARN without an `Origin`
+    /// (so that a resume builds the very routes published, asking ELB
+    /// nothing).
+    async fn admit(
+        &mut self,
+        mirror: &mut Mirror,
+        items: Vec<RawItem<'static>>,
+        record: bool,
+    ) -> Result<(), WatchError> {
         let (mut keys, mut slots) = (Vec::with_capacity(items.len()), Vec::with_capacity(items.len()));
         for item in items {
             if let Some(key) = table_key(&item).map(str::to_owned) {
@@ -957,12 +960,22 @@ impl Publisher<'_> {
                 slots.push((Location::Index(0), Ok(item)));
             }
         }
+        let written: Vec<Option<std::sync::Arc<str>>> = match record {
+            true => slots.iter().map(|(_, item)| item.as_ref().ok().map(checkpoint::written)).collect(),
+            false => Vec::new(),
+        };
         let arns: std::collections::BTreeSet<String> =
             arns_without_origin(&slots).into_iter().filter(|a| !self.origins.contains_key(a)).collect();
         if !arns.is_empty() {
             self.origins.extend(elb::describe_load_balancers(self.config, &arns, &self.retry).await?);
         }
         apply_origins(&mut slots, &self.origins);
+        if record {
+            for ((key, (_, item)), as_written) in keys.iter().zip(&slots).zip(written) {
+                let resolved = item.as_ref().ok().filter(|i| i.origin.is_some()).map(checkpoint::written);
+                self.burst_items.insert(key.clone(), resolved.or(as_written));
+            }
+        }
         for (key, (_, item)) in keys.iter().zip(slots) {
             mirror.set(key, Some(item));
         }
