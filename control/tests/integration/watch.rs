@@ -1041,6 +1041,21 @@ fn a_restart_resumes_from_the_checkpoint_and_scans_only_past_the_stream() {
     assert_eq!(snapshot.as_bytes(), &full_compile(&moto, "routes", &dir.join("b.snap"))[..]);
 }
 
+/// The store's checkpoint once it contains `what`: it is written after the
+/// pointer moves, so a test that stops a watcher right after seeing a state
+/// served waits for it first.
+fn wait_for_checkpoint(store: &Path, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let checkpoint = std::fs::read_to_string(store.join("checkpoint.json")).unwrap_or_default();
+        if checkpoint.contains(what) {
+            return checkpoint;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint containing {what}: {checkpoint}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 /// A checkpoint another table's watcher left in the store is not resumed
 /// from: the watcher Scans its own table, and the state is that table's.
 #[test]
@@ -1056,10 +1071,8 @@ fn a_checkpoint_of_another_table_is_not_resumed_from() {
     });
     let watcher = Watcher::start("other", &store, &moto.endpoint, &[]);
     watcher.wait_for(&store, "the other table", |_, s| serves(s, "theirs.example.com"));
-    let log = watcher.log();
+    wait_for_checkpoint(&store, "table/other");
     drop(watcher);
-    let checkpoint = std::fs::read_to_string(store.join("checkpoint.json")).unwrap_or_else(|e| panic!("{e}\n{log}"));
-    assert!(checkpoint.contains("table/other"), "{checkpoint}");
 
     let watcher = Watcher::start("routes", &store, &moto.endpoint, &["--max-drop", "100"]);
     let (_, snapshot) = watcher
@@ -1067,8 +1080,8 @@ fn a_checkpoint_of_another_table_is_not_resumed_from() {
     let log = watcher.log();
     assert!(log.contains("cannot resume from the checkpoint: it is of table") && log.contains("table/other"), "{log}");
     assert_eq!(snapshot.as_bytes(), &full_compile(&moto, "routes", &dir.join("full.snap"))[..]);
-    let checkpoint = std::fs::read_to_string(store.join("checkpoint.json")).unwrap();
-    assert!(checkpoint.contains("table/routes"), "this watcher's checkpoint replaced it: {checkpoint}");
+    // This watcher's checkpoint replaces it.
+    wait_for_checkpoint(&store, "table/routes");
 }
 
 /// At change rates the watcher keeps the history bounded: it prunes it to
@@ -1128,13 +1141,8 @@ fn a_checkpoint_behind_the_store_never_puts_an_older_table_back() {
     let watcher = Watcher::start("routes", &store, &proxy.endpoint, &[]);
     rt.block_on(put_items(&config, "routes", &[item("x1.example.com")]));
     watcher.wait_for(&store, "x1", |_, s| serves(s, "x1.example.com"));
-    let checkpoint = || std::fs::read(store.join("checkpoint.json")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !String::from_utf8_lossy(&checkpoint()).contains(&current(&store).unwrap().0.id) {
-        assert!(Instant::now() < deadline, "no checkpoint of the state serving x1");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let behind = checkpoint();
+    // The checkpoint is written after the pointer moves: it may not exist yet.
+    let behind = wait_for_checkpoint(&store, &current(&store).unwrap().0.id).into_bytes();
     rt.block_on(async {
         put_items(&config, "routes", &[item("x2.example.com")]).await;
         delete_items(&config, "routes", &["x1.example.com"]).await;
