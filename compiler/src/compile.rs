@@ -1,14 +1,14 @@
 //! Compiling a table: validate every item, resolve duplicates, write.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use edgeroute_edge::SnapshotId;
 
-use crate::entry::{self, Entry, ItemError, ItemErrorKind, Target};
+use crate::entry::{self, ItemError, ItemErrorKind};
 use crate::item::{Location, Value};
+use crate::pack::{Packed, PackedRoute, Run};
 use crate::source::SourceItem;
-use crate::writer::{write_sorted, WriteError};
+use crate::writer::{write_sorted, AsRecord, RecordRef, WriteError};
 
 /// How to compile.
 #[derive(Clone, Copy, Debug, Default)]
@@ -57,15 +57,6 @@ pub trait Progress: Sync {
 
 impl Progress for () {}
 
-/// A valid item with its index key.
-struct Keyed<'a> {
-    key: Vec<u8>,
-    location: Location,
-    entry: Entry<'a>,
-    /// The Domain as the table wrote it, for messages about duplicates.
-    written: Cow<'a, str>,
-}
-
 /// How many threads to validate on.
 fn threads(items: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -83,178 +74,207 @@ pub fn compile(
     options: Options,
     progress: &dyn Progress,
 ) -> Result<Compiled, CompileError> {
-    let (runs, mut errors) = validate_all(items, progress);
-    let unique = unique_keys(&merge_runs(&runs), &mut errors);
-    errors.sort_by_key(|e| e.location);
-    if !errors.is_empty() && !options.skip_invalid {
-        return Err(CompileError::Invalid(errors));
-    }
-
-    progress.writing();
-    let keys: Vec<&[u8]> = unique.iter().map(|k| k.key.as_slice()).collect();
-    let routes: Vec<&Entry<'_>> = unique.iter().map(|k| &k.entry).collect();
-    let bytes = write_sorted(&keys, &routes)?;
-    Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats: Stats::of(&routes), skipped: errors })
+    let mut compiler = Compiler::new(options);
+    compiler.add(&items, progress);
+    drop(items);
+    compiler.finish(progress)
 }
 
 /// Every error [`compile`] would report for `items`, in source order,
 /// without writing a snapshot: a caller can show them all before it does
 /// anything slow or remote (such as asking AWS for load balancers' names).
-/// The items are only borrowed: each is validated where it is.
 pub fn check(items: &[SourceItem<'_>]) -> Vec<ItemError> {
-    let size = items.len().div_ceil(threads(items.len())).max(1);
-    let results: Vec<(Vec<Keyed<'_>>, Vec<ItemError>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = items.chunks(size).map(|chunk| s.spawn(move || check_chunk(chunk))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-    });
-    let (runs, errors): (Vec<_>, Vec<Vec<ItemError>>) = results.into_iter().unzip();
-    let mut errors: Vec<ItemError> = errors.into_iter().flatten().collect();
-    unique_keys(&merge_runs(&runs), &mut errors);
-    errors.sort_by_key(|e| e.location);
-    errors
+    let mut compiler = Compiler::new(Options::default());
+    compiler.add(items, &());
+    compiler.check()
 }
 
-/// [`validate_chunk`] for borrowed items.
-fn check_chunk<'a>(chunk: &[SourceItem<'a>]) -> (Vec<Keyed<'a>>, Vec<ItemError>) {
-    let mut keyed = Vec::with_capacity(chunk.len());
+/// A compile fed in parts: a table too big to hold in memory as items is
+/// read a chunk at a time, each chunk validated, packed and dropped before
+/// the next (`edgeroute compile` does this with JSON Lines files). The
+/// snapshot is the one [`compile`] writes from all the items at once.
+#[derive(Debug)]
+pub struct Compiler {
+    options: Options,
+    /// The valid items, packed, in runs sorted by (key, location).
+    runs: Vec<Run>,
+    /// The bad items found so far (duplicates are found at the end).
+    errors: Vec<ItemError>,
+    /// How many items were added.
+    added: usize,
+}
+
+impl Compiler {
+    pub fn new(options: Options) -> Compiler {
+        Compiler { options, runs: Vec::new(), errors: Vec::new(), added: 0 }
+    }
+
+    /// How many items have been added.
+    pub fn added(&self) -> usize {
+        self.added
+    }
+
+    /// Validates `items` on all cores and keeps what the snapshot needs of
+    /// the valid ones; the caller can drop them (and their source) after.
+    pub fn add(&mut self, items: &[SourceItem<'_>], progress: &dyn Progress) {
+        let total = self.added + items.len();
+        let done = AtomicUsize::new(self.added);
+        let size = items.len().div_ceil(threads(items.len())).max(1);
+        let results: Vec<(Vec<Run>, Vec<ItemError>)> = std::thread::scope(|s| {
+            let done = &done;
+            let handles: Vec<_> =
+                items.chunks(size).map(|chunk| s.spawn(move || validate_chunk(chunk, done, total, progress))).collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        });
+        progress.validated(total, total);
+        for (runs, errors) in results {
+            self.runs.extend(runs);
+            self.errors.extend(errors);
+        }
+        self.added = total;
+    }
+
+    /// Every error the items added hold, duplicates included, in source
+    /// order: what [`Compiler::finish`] would refuse.
+    pub fn check(self) -> Vec<ItemError> {
+        let mut errors = self.errors;
+        let (arenas, indexes): (Vec<_>, Vec<_>) = self.runs.into_iter().map(Run::into_parts).unzip();
+        unique_routes(&arenas, indexes, &mut errors);
+        errors.sort_by_key(|e| e.location);
+        errors
+    }
+
+    /// Resolves duplicates and writes the snapshot of every item added.
+    pub fn finish(self, progress: &dyn Progress) -> Result<Compiled, CompileError> {
+        let mut errors = self.errors;
+        let (arenas, indexes): (Vec<_>, Vec<_>) = self.runs.into_iter().map(Run::into_parts).unzip();
+        let unique = unique_routes(&arenas, indexes, &mut errors);
+        errors.sort_by_key(|e| e.location);
+        if !errors.is_empty() && !self.options.skip_invalid {
+            return Err(CompileError::Invalid(errors));
+        }
+        progress.writing();
+        let keys: Vec<&[u8]> = unique.iter().map(PackedRoute::key).collect();
+        let bytes = write_sorted(&keys, &unique)?;
+        Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats: Stats::of(&keys, &unique), skipped: errors })
+    }
+}
+
+/// The routes whose key no other route has, in key order, merged from the
+/// runs; every route of a key given more than once becomes an error. The
+/// runs' indexes are dropped on the way: the writer needs only the arenas.
+fn unique_routes<'r>(
+    arenas: &'r [Vec<u8>],
+    indexes: Vec<Vec<Packed>>,
+    errors: &mut Vec<ItemError>,
+) -> Vec<PackedRoute<'r>> {
+    let mut unique = Vec::with_capacity(indexes.iter().map(Vec::len).sum());
+    let mut merged = merge_runs(arenas, &indexes).peekable();
+    let mut same: Vec<(PackedRoute<'r>, Location)> = Vec::new();
+    while let Some(first) = merged.next() {
+        same.clear();
+        same.push(first);
+        while let Some(next) = merged.next_if(|(r, _)| r.key() == first.0.key()) {
+            same.push(next);
+        }
+        if let [(route, _)] = same[..] {
+            unique.push(route);
+            continue;
+        }
+        let domain = first.0.domain();
+        for (k, (route, location)) in same.iter().enumerate() {
+            let (other, other_location) = if k == 0 { same[1] } else { same[0] };
+            errors.push(ItemError {
+                location: *location,
+                domain: Some(route.written()),
+                kind: ItemErrorKind::Duplicate {
+                    domain: domain.clone(),
+                    other: other_location,
+                    other_written: other.written(),
+                },
+            });
+        }
+    }
+    unique
+}
+
+/// The routes of every run in (key, location) order: a k-way merge.
+fn merge_runs<'r, 'i>(
+    arenas: &'r [Vec<u8>],
+    indexes: &'i [Vec<Packed>],
+) -> impl Iterator<Item = (PackedRoute<'r>, Location)> + 'i
+where
+    'r: 'i,
+{
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let head = |run: usize, i: usize| {
+        indexes[run].get(i).map(|p| {
+            let route = p.route(&arenas[run]);
+            Reverse((route.key(), p.location, run, i))
+        })
+    };
+    let mut heap: BinaryHeap<_> = (0..indexes.len()).filter_map(|run| head(run, 0)).collect();
+    std::iter::from_fn(move || {
+        let Reverse((_, location, run, i)) = heap.pop()?;
+        if let Some(next) = head(run, i + 1) {
+            heap.push(next);
+        }
+        Some((indexes[run][i].route(&arenas[run]), location))
+    })
+}
+
+impl Stats {
+    /// Counts routes by kind.
+    pub fn of<R: AsRecord>(keys: &[&[u8]], routes: &[R]) -> Stats {
+        Stats {
+            routes: routes.len(),
+            static_sites: routes.iter().filter(|r| matches!(r.record(), RecordRef::Static { .. })).count(),
+            balancers: routes.iter().filter(|r| matches!(r.record(), RecordRef::Balancer { .. })).count(),
+            // A wildcard's key ends in its `*` label.
+            wildcards: keys.iter().filter(|k| k.ends_with(b"*")).count(),
+        }
+    }
+}
+
+/// Validates a chunk of items into runs (one, unless its arena would grow
+/// past a run's limit), each sorted by (key, location), and the errors.
+fn validate_chunk(
+    chunk: &[SourceItem<'_>],
+    done: &AtomicUsize,
+    total: usize,
+    progress: &dyn Progress,
+) -> (Vec<Run>, Vec<ItemError>) {
+    let mut runs = vec![Run::default()];
     let mut errors = Vec::new();
-    for (location, item) in chunk {
+    for (n, (location, item)) in chunk.iter().enumerate() {
         let valid = item.as_ref().map_err(Clone::clone).and_then(|raw| {
             let entry = entry::validate(*location, raw)?;
             let written = match &raw.domain {
-                Some(Value::Str(d)) => d.clone(),
+                Some(Value::Str(d)) => d,
                 _ => unreachable!("a valid item has a string Domain"),
             };
             Ok((entry, written))
         });
         match valid {
-            Ok((entry, written)) => keyed.push(Keyed { key: entry.key(), location: *location, entry, written }),
-            Err(e) => errors.push(e),
-        }
-    }
-    keyed.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.location.cmp(&b.location)));
-    (keyed, errors)
-}
-
-/// Validates every item on all cores: the valid ones in runs sorted by
-/// key, and the errors.
-fn validate_all<'a>(items: Vec<SourceItem<'a>>, progress: &dyn Progress) -> (Vec<Vec<Keyed<'a>>>, Vec<ItemError>) {
-    let total = items.len();
-    let done = AtomicUsize::new(0);
-    // Validate in chunks on all cores; each chunk comes back sorted by key.
-    let mut chunks = Vec::new();
-    let mut items = items;
-    let n = threads(total);
-    for i in (1..n).rev() {
-        chunks.push(items.split_off(total * i / n));
-    }
-    chunks.push(items);
-    let results: Vec<(Vec<Keyed<'_>>, Vec<ItemError>)> = std::thread::scope(|s| {
-        let handles: Vec<_> =
-            chunks.into_iter().map(|chunk| s.spawn(|| validate_chunk(chunk, &done, total, progress))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-    });
-    progress.validated(total, total);
-    let mut errors = Vec::new();
-    let mut runs = Vec::with_capacity(results.len());
-    for (run, errs) in results {
-        runs.push(run);
-        errors.extend(errs);
-    }
-    (runs, errors)
-}
-
-/// The items whose key no other item has; every member of a run of equal
-/// keys (adjacent in `keyed`) becomes an error.
-fn unique_keys<'k, 'a>(keyed: &[&'k Keyed<'a>], errors: &mut Vec<ItemError>) -> Vec<&'k Keyed<'a>> {
-    let mut unique: Vec<&Keyed<'_>> = Vec::with_capacity(keyed.len());
-    let mut i = 0;
-    while i < keyed.len() {
-        let mut j = i + 1;
-        while j < keyed.len() && keyed[j].key == keyed[i].key {
-            j += 1;
-        }
-        if j - i == 1 {
-            unique.push(keyed[i]);
-        } else {
-            for k in i..j {
-                let other = if k == i { keyed[i + 1] } else { keyed[i] };
-                errors.push(ItemError {
-                    location: keyed[k].location,
-                    domain: Some(keyed[k].written.to_string()),
-                    kind: ItemErrorKind::Duplicate {
-                        domain: keyed[k].entry.domain.to_string(),
-                        other: other.location,
-                        other_written: other.written.to_string(),
-                    },
-                });
+            Ok((entry, written)) => {
+                let run = runs.last_mut().expect("one run at least");
+                run.push(&entry.key(), &entry, written, *location);
+                if run.is_full() {
+                    runs.push(Run::default());
+                }
             }
-        }
-        i = j;
-    }
-    unique
-}
-
-impl Stats {
-    /// Counts routes by kind.
-    pub fn of(routes: &[&Entry<'_>]) -> Stats {
-        Stats {
-            routes: routes.len(),
-            static_sites: routes.iter().filter(|r| matches!(r.target, Target::Static { .. })).count(),
-            balancers: routes.iter().filter(|r| matches!(r.target, Target::Balancer { .. })).count(),
-            wildcards: routes.iter().filter(|r| r.is_wildcard()).count(),
-        }
-    }
-}
-
-fn validate_chunk<'a>(
-    chunk: Vec<SourceItem<'a>>,
-    done: &AtomicUsize,
-    total: usize,
-    progress: &dyn Progress,
-) -> (Vec<Keyed<'a>>, Vec<ItemError>) {
-    let mut routes = Vec::with_capacity(chunk.len());
-    let mut errors = Vec::new();
-    for (n, (location, item)) in chunk.into_iter().enumerate() {
-        match item.and_then(|mut item| {
-            let entry = entry::validate(location, &item)?;
-            let written = match item.domain.take() {
-                Some(Value::Str(d)) => d,
-                _ => unreachable!("a valid item has a string Domain"),
-            };
-            Ok((entry, written))
-        }) {
-            Ok((entry, written)) => routes.push(Keyed { key: entry.key(), location, entry, written }),
             Err(e) => errors.push(e),
         }
         if n % 16_384 == 16_383 {
             progress.validated(done.fetch_add(16_384, Ordering::Relaxed) + 16_384, total);
         }
     }
-    // Ties (duplicates) keep source order, so messages are stable.
-    routes.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.location.cmp(&b.location)));
-    (routes, errors)
-}
-
-/// Merges runs sorted by (key, location) into one sorted list of
-/// references (moving the routes themselves would cost more than the merge).
-fn merge_runs<'k, 'a>(runs: &'k [Vec<Keyed<'a>>]) -> Vec<&'k Keyed<'a>> {
-    let mut merged: Vec<&Keyed<'a>> = Vec::new();
-    for run in runs {
-        let mut out = Vec::with_capacity(merged.len() + run.len());
-        let (mut a, mut b) = (merged.into_iter().peekable(), run.iter().peekable());
-        loop {
-            let take_a = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) => (&x.key, x.location) <= (&y.key, y.location),
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            out.extend(if take_a { a.next() } else { b.next() });
-        }
-        merged = out;
+    for run in &mut runs {
+        run.sort();
     }
-    merged
+    runs.retain(|r| r.len() > 0);
+    (runs, errors)
 }
 
 #[cfg(test)]

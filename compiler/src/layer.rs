@@ -16,7 +16,7 @@ use crate::compile::{CompileError, Compiled, Options, Stats};
 use crate::entry::{self, normalize_domain, Entry, ItemError, ItemErrorKind, Target};
 use crate::item::{Location, Value};
 use crate::source::SourceItem;
-use crate::writer::{write_layer_sorted, write_sorted, AsRecord, Lineage, WriteError};
+use crate::writer::{write_layer_sorted, write_sorted, AsRecord, Lineage, RecordRef, WriteError};
 
 /// One change: a route to upsert, or a Domain (normalized) to delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,10 +41,10 @@ impl Change<'_> {
 }
 
 impl AsRecord for &Change<'_> {
-    fn route(&self) -> Option<&Entry<'_>> {
+    fn record(&self) -> RecordRef<'_> {
         match self {
-            Change::Upsert(entry) => Some(entry),
-            Change::Delete(_) => None,
+            Change::Upsert(entry) => RecordRef::of(entry),
+            Change::Delete(_) => RecordRef::Tombstone,
         }
     }
 }
@@ -263,5 +263,5 @@ pub fn compact<'l, B: AsRef<[u8]>, L: AsRef<[u8]> + 'l>(
     let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
     let routes: Vec<&Entry<'_>> = entries.iter().map(|(_, e)| e).collect();
     let bytes = write_sorted(&keys, &routes)?;
-    Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats: Stats::of(&routes), skipped: Vec::new() })
+    Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats: Stats::of(&keys, &routes), skipped: Vec::new() })
 }

@@ -17,10 +17,11 @@ pub mod export;
 pub mod item;
 pub mod layer;
 pub mod mirror;
+mod pack;
 pub mod source;
 pub mod writer;
 
-pub use crate::compile::{check, compile, CompileError, Compiled, Options, Progress, Stats};
+pub use crate::compile::{check, compile, CompileError, Compiled, Compiler, Options, Progress, Stats};
 pub use crate::entry::{normalize_domain, Entry, ItemError, ItemErrorKind, Target};
 pub use crate::item::{Location, RawItem, Value};
 pub use crate::layer::{compact, merge_layers, read_changes, write_layer, Change, Changes};

@@ -240,7 +240,7 @@ impl Mirror {
         skipped.extend(self.items.values().filter_map(|e| e.result.as_ref().err().cloned()));
         skipped.sort_by(|a, b| a.domain.cmp(&b.domain));
         let bytes = write_sorted(&keys, &routes)?;
-        Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats: Stats::of(&routes), skipped })
+        Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats: Stats::of(&keys, &routes), skipped })
     }
 }
 

@@ -1,6 +1,7 @@
 //! Routing tables in JSON: one array of items, or JSON Lines. Table
 //! exports are read by [`crate::export`]; live tables by the control plane.
 
+use std::io::Read as _;
 use std::path::Path;
 
 use crate::entry::{ItemError, ItemErrorKind};
@@ -40,7 +41,12 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<SourceItem<'_>>, serde_json::Error
         let items: Vec<RawItem<'_>> = serde_json::from_slice(bytes)?;
         return Ok(items.into_iter().enumerate().map(|(i, item)| (Location::Index(i), Ok(item))).collect());
     }
-    // JSON Lines parse independently: split at line boundaries, one chunk per core.
+    Ok(parse_json_lines(bytes))
+}
+
+/// Parses JSON Lines (lines numbered from 1) on all cores.
+fn parse_json_lines(bytes: &[u8]) -> Vec<SourceItem<'_>> {
+    // Lines parse independently: split at line boundaries, one chunk per core.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let n = cores.min(bytes.len() / (1 << 20)).clamp(1, 16);
     let mut bounds = vec![0];
@@ -66,7 +72,128 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<SourceItem<'_>>, serde_json::Error
         }));
         first_line += lines;
     }
-    Ok(out)
+    out
+}
+
+/// A JSON Lines file read a chunk of whole lines at a time, so that a
+/// table of any size is compiled in bounded memory (see
+/// [`crate::Compiler`]). A JSON array cannot be split: [`LineChunks::open`]
+/// says when the file is one.
+#[derive(Debug)]
+pub struct LineChunks<R> {
+    reader: R,
+    path: String,
+    /// Bytes read past the last whole line.
+    carry: Vec<u8>,
+    /// The number of the next chunk's first line.
+    next_line: usize,
+    chunk_bytes: usize,
+    done: bool,
+}
+
+/// One chunk of whole lines and the number of its first line.
+#[derive(Debug)]
+pub struct Chunk {
+    pub bytes: Vec<u8>,
+    pub first_line: usize,
+}
+
+impl Chunk {
+    /// Its items, located by line in the whole file.
+    pub fn items(&self) -> Vec<SourceItem<'_>> {
+        let shift = |l: Location| match l {
+            Location::Line(n) => Location::Line(n + self.first_line - 1),
+            other => other,
+        };
+        parse_json_lines(&self.bytes)
+            .into_iter()
+            .map(|(location, item)| (shift(location), item.map_err(|e| ItemError { location: shift(e.location), ..e })))
+            .collect()
+    }
+}
+
+/// What a table file holds, by its first byte.
+#[derive(Debug)]
+pub enum TableFile<R> {
+    /// JSON Lines, to read in chunks.
+    Lines(LineChunks<R>),
+    /// One JSON array: [`read_file`] and [`parse_json_file`] read it whole.
+    Array,
+}
+
+impl LineChunks<std::fs::File> {
+    /// Opens a table file, in chunks of about `chunk_bytes` when it is JSON
+    /// Lines.
+    pub fn open(path: &Path, chunk_bytes: usize) -> Result<TableFile<std::fs::File>, SourceError> {
+        let file =
+            std::fs::File::open(path).map_err(|source| SourceError::Io { path: path.display().to_string(), source })?;
+        LineChunks::new(file, path.display().to_string(), chunk_bytes)
+    }
+}
+
+impl<R: std::io::Read> LineChunks<R> {
+    pub fn new(mut reader: R, path: String, chunk_bytes: usize) -> Result<TableFile<R>, SourceError> {
+        let io = |source| SourceError::Io { path: path.clone(), source };
+        // Enough of the start to see the first byte that is not whitespace.
+        let mut carry = Vec::new();
+        loop {
+            let start = carry.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&carry);
+            if let Some(first) = start.iter().find(|b| !b.is_ascii_whitespace()) {
+                if *first == b'[' {
+                    return Ok(TableFile::Array);
+                }
+                break;
+            }
+            let read = (&mut reader).take(64 * 1024).read_to_end(&mut carry).map_err(io)?;
+            if read == 0 {
+                break;
+            }
+        }
+        if let Some(rest) = carry.strip_prefix(b"\xEF\xBB\xBF") {
+            carry = rest.to_vec();
+        }
+        Ok(TableFile::Lines(LineChunks { reader, path, carry, next_line: 1, chunk_bytes, done: false }))
+    }
+
+    /// The next chunk of whole lines (the last may lack its newline), or
+    /// `None` at the end of the file.
+    pub fn next_chunk(&mut self) -> Result<Option<Chunk>, SourceError> {
+        while !self.done && self.carry.len() < self.chunk_bytes {
+            let want = (self.chunk_bytes - self.carry.len()) as u64;
+            let read = (&mut self.reader)
+                .take(want)
+                .read_to_end(&mut self.carry)
+                .map_err(|source| SourceError::Io { path: self.path.clone(), source })?;
+            self.done = read == 0;
+        }
+        if self.carry.is_empty() {
+            return Ok(None);
+        }
+        // Whole lines only; a line longer than a chunk makes the chunk longer.
+        let cut = match self.done {
+            true => self.carry.len(),
+            false => loop {
+                match self.carry.iter().rposition(|&b| b == b'\n') {
+                    Some(p) => break p + 1,
+                    None => {
+                        let read = (&mut self.reader)
+                            .take(self.chunk_bytes as u64)
+                            .read_to_end(&mut self.carry)
+                            .map_err(|source| SourceError::Io { path: self.path.clone(), source })?;
+                        if read == 0 {
+                            self.done = true;
+                            break self.carry.len();
+                        }
+                    }
+                }
+            },
+        };
+        let rest = self.carry.split_off(cut);
+        let bytes = std::mem::replace(&mut self.carry, rest);
+        let first_line = self.next_line;
+        self.next_line += bytes.iter().filter(|&&b| b == b'\n').count();
+        Ok(Some(Chunk { bytes, first_line }))
+    }
 }
 
 /// Parses JSON Lines, numbering lines from 1; returns the items and how
@@ -92,4 +219,55 @@ fn parse_lines(bytes: &[u8]) -> (Vec<SourceItem<'_>>, usize) {
         lines -= 1;
     }
     (out, lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked(text: &[u8], chunk_bytes: usize) -> Vec<(Location, Result<RawItem<'static>, ItemError>)> {
+        let TableFile::Lines(mut chunks) = LineChunks::new(text, "t".into(), chunk_bytes).unwrap() else {
+            panic!("JSON Lines read as an array");
+        };
+        let mut out = Vec::new();
+        while let Some(chunk) = chunks.next_chunk().unwrap() {
+            out.extend(chunk.items().into_iter().map(|(l, i)| (l, i.map(RawItem::into_owned))));
+        }
+        out
+    }
+
+    /// Read in chunks of any size, a file gives the items (and the line
+    /// numbers, and the errors) it gives read whole: a byte-order mark,
+    /// blank lines, a bad line, a line longer than a chunk, no final newline.
+    #[test]
+    fn a_file_read_in_chunks_gives_the_items_it_gives_whole() {
+        let mut text = b"\xEF\xBB\xBF\n".to_vec();
+        for i in 0..50 {
+            let line = match i {
+                7 => "not json".to_owned(),
+                9 => String::new(),
+                20 => format!("{{\"Domain\":\"long{}.dev\",\"Target\":\"s3://b\"}}", "x".repeat(200)),
+                _ => format!("{{\"Domain\":\"d{i}.dev\",\"Target\":\"s3://b/{i}\"}}"),
+            };
+            text.extend_from_slice(line.as_bytes());
+            text.push(b'\n');
+        }
+        text.extend_from_slice(b"{\"Domain\":\"last.dev\",\"Target\":\"s3://b\"}");
+        let whole: Vec<_> =
+            parse_json(&text).unwrap().into_iter().map(|(l, i)| (l, i.map(RawItem::into_owned))).collect();
+        assert_eq!(whole.len(), 50);
+        assert_eq!(whole.last().unwrap().0, Location::Line(52));
+        for chunk_bytes in [1, 7, 64, 100, 1 << 20] {
+            assert_eq!(chunked(&text, chunk_bytes), whole, "chunks of {chunk_bytes} bytes");
+        }
+        assert!(chunked(b"", 10).is_empty());
+        assert!(chunked(b"\n\n  \n", 10).is_empty());
+    }
+
+    #[test]
+    fn an_array_is_said_to_be_one() {
+        for text in [&b"[]"[..], b"  \n [{\"Domain\":\"a.dev\"}]", b"\xEF\xBB\xBF["] {
+            assert!(matches!(LineChunks::new(text, "t".into(), 4).unwrap(), TableFile::Array));
+        }
+    }
 }

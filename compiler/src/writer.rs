@@ -32,20 +32,113 @@ pub enum WriteError {
 /// Record offsets are handed to the index builder in batches of this many.
 const BATCH: usize = 8192;
 
-/// A static site's (Fallback, Assets), compared by content.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct SiteKey<'r> {
-    fallback: Option<&'r str>,
-    assets: Option<&'r [Cow<'r, str>]>,
+/// What one record holds, borrowed from wherever the route is kept (an
+/// [`Entry`], or the compiler's packed runs): the writer needs nothing else.
+#[derive(Clone, Copy, Debug)]
+pub enum RecordRef<'r> {
+    Static {
+        bucket: &'r str,
+        prefix: &'r str,
+        site: Option<SiteKey<'r>>,
+    },
+    Balancer {
+        host: &'r str,
+        port: u16,
+        scheme: Scheme,
+    },
+    /// In a layer: the deletion of the key.
+    Tombstone,
 }
 
-impl<'r> SiteKey<'r> {
-    fn of(target: &'r Target<'_>) -> Option<SiteKey<'r>> {
-        match target {
-            Target::Static { assets, fallback, .. } if assets.is_some() || fallback.is_some() => {
-                Some(SiteKey { fallback: fallback.as_deref(), assets: assets.as_deref() })
+/// A static site's (Fallback, Assets), compared by content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SiteKey<'r> {
+    pub fallback: Option<&'r str>,
+    pub assets: Option<Assets<'r>>,
+}
+
+/// A site's Assets (sorted, deduplicated), wherever they are kept; two
+/// lists are equal when their strings are, whatever holds them.
+#[derive(Clone, Copy, Debug)]
+pub struct Assets<'r>(AssetsRepr<'r>);
+
+#[derive(Clone, Copy, Debug)]
+enum AssetsRepr<'r> {
+    Strings(&'r [Cow<'r, str>]),
+    /// `count` strings as [`crate::pack`] writes them.
+    Packed {
+        count: u32,
+        bytes: &'r [u8],
+    },
+}
+
+impl<'r> Assets<'r> {
+    pub fn strings(list: &'r [Cow<'r, str>]) -> Assets<'r> {
+        Assets(AssetsRepr::Strings(list))
+    }
+
+    /// `count` strings packed by [`crate::pack`] (only it writes them).
+    pub(crate) fn packed(count: u32, bytes: &'r [u8]) -> Assets<'r> {
+        Assets(AssetsRepr::Packed { count, bytes })
+    }
+
+    pub fn len(&self) -> usize {
+        match self.0 {
+            AssetsRepr::Strings(list) => list.len(),
+            AssetsRepr::Packed { count, .. } => count as usize,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'r str> + 'r {
+        let (strings, mut packed) = match self.0 {
+            AssetsRepr::Strings(list) => (list, None),
+            AssetsRepr::Packed { count, bytes } => (&[][..], Some((count, bytes))),
+        };
+        strings.iter().map(|s| s.as_ref()).chain(std::iter::from_fn(move || {
+            let (count, bytes) = packed.as_mut()?;
+            if *count == 0 {
+                return None;
             }
-            _ => None,
+            *count -= 1;
+            let (s, rest) = crate::pack::read_str(bytes);
+            *bytes = rest;
+            Some(s)
+        }))
+    }
+}
+
+impl PartialEq for Assets<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Assets<'_> {}
+
+impl std::hash::Hash for Assets<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.len().hash(state);
+        for s in self.iter() {
+            s.hash(state);
+        }
+    }
+}
+
+impl<'r> RecordRef<'r> {
+    /// An entry's record.
+    pub fn of(entry: &'r Entry<'_>) -> RecordRef<'r> {
+        match &entry.target {
+            Target::Static { bucket, prefix, assets, fallback } => RecordRef::Static {
+                bucket,
+                prefix,
+                site: (assets.is_some() || fallback.is_some())
+                    .then(|| SiteKey { fallback: fallback.as_deref(), assets: assets.as_deref().map(Assets::strings) }),
+            },
+            Target::Balancer { host, port, scheme } => RecordRef::Balancer { host, port: *port, scheme: *scheme },
         }
     }
 }
@@ -132,7 +225,7 @@ impl<'r> Records<'r> {
             self.entries.clear();
             self.offsets.clear();
             self.first.clear();
-            for a in assets {
+            for a in assets.iter() {
                 self.offsets.push(u32_len(self.entries.len())?);
                 self.string(true, a)?;
             }
@@ -159,10 +252,9 @@ impl<'r> Records<'r> {
         Ok(())
     }
 
-    fn record(&mut self, route: &'r Entry<'_>) -> Result<(), WriteError> {
-        match &route.target {
-            Target::Static { bucket, prefix, .. } => {
-                let site = SiteKey::of(&route.target);
+    fn record(&mut self, record: RecordRef<'r>) -> Result<(), WriteError> {
+        match record {
+            RecordRef::Static { bucket, prefix, site } => {
                 let earlier = site.and_then(|key| self.sites.get(&key).copied());
                 self.out.push(ROUTE_STATIC);
                 self.out.push(match (site, earlier) {
@@ -181,12 +273,13 @@ impl<'r> Records<'r> {
                     (Some(_), Some(at)) => push_leb(&mut self.out, at),
                 }
             }
-            Target::Balancer { host, port, scheme } => {
+            RecordRef::Balancer { host, port, scheme } => {
                 self.out.push(ROUTE_BALANCER);
-                self.out.push(if *scheme == Scheme::Https { FLAG_HTTPS } else { 0 });
+                self.out.push(if scheme == Scheme::Https { FLAG_HTTPS } else { 0 });
                 self.out.extend_from_slice(&port.to_le_bytes());
                 self.string(false, host)?;
             }
+            RecordRef::Tombstone => self.out.push(ROUTE_TOMBSTONE),
         }
         Ok(())
     }
@@ -195,13 +288,12 @@ impl<'r> Records<'r> {
 /// What the writer writes under one key: a route, or (in a layer) a
 /// tombstone, the deletion of the key.
 pub trait AsRecord: Sync {
-    /// The route; `None` for a tombstone.
-    fn route(&self) -> Option<&Entry<'_>>;
+    fn record(&self) -> RecordRef<'_>;
 }
 
 impl AsRecord for &Entry<'_> {
-    fn route(&self) -> Option<&Entry<'_>> {
-        Some(self)
+    fn record(&self) -> RecordRef<'_> {
+        RecordRef::of(self)
     }
 }
 
@@ -209,7 +301,7 @@ impl AsRecord for &Entry<'_> {
 /// `routes[i].key()`), as [`compile`](crate::compile) leaves them; keys out
 /// of order or repeated come back as the index builder's error. The index
 /// is built on a second thread meanwhile.
-pub fn write_sorted(keys: &[&[u8]], routes: &[&Entry<'_>]) -> Result<Vec<u8>, WriteError> {
+pub fn write_sorted<R: AsRecord>(keys: &[&[u8]], routes: &[R]) -> Result<Vec<u8>, WriteError> {
     let count = u32::try_from(routes.len()).map_err(|_| WriteError::TooLarge)?;
     let (fst_bytes, records) = write_table(keys, routes)?;
     let sections: [(SectionKind, &[u8]); 2] = [(SectionKind::Fst, &fst_bytes), (SectionKind::Routes, &records)];
@@ -231,7 +323,7 @@ pub struct Lineage {
 /// ascending key, as [`write_sorted`] writes a snapshot's.
 pub fn write_layer_sorted<R: AsRecord>(lineage: Lineage, keys: &[&[u8]], records: &[R]) -> Result<Vec<u8>, WriteError> {
     let count = u32::try_from(records.len()).map_err(|_| WriteError::TooLarge)?;
-    let tombstones = records.iter().filter(|r| r.route().is_none()).count() as u32;
+    let tombstones = records.iter().filter(|r| matches!(r.record(), RecordRef::Tombstone)).count() as u32;
     let (fst_bytes, routes) = write_table(keys, records)?;
     let mut section = Vec::with_capacity(LINEAGE_LEN);
     section.extend_from_slice(lineage.base.as_bytes());
@@ -325,10 +417,7 @@ fn write_records<R: AsRecord>(routes: &[R], mut emit: impl FnMut(Vec<u32>)) -> R
         if batch.len() == BATCH {
             emit(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
         }
-        match route.route() {
-            Some(entry) => records.record(entry)?,
-            None => records.out.push(ROUTE_TOMBSTONE),
-        }
+        records.record(route.record())?;
     }
     emit(batch);
     Ok(records.out)

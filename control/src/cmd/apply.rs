@@ -42,10 +42,10 @@ pub fn apply(args: &ApplyArgs) -> Result<()> {
             }
         }
         let needing = compile::items_needing(&items, &pending);
-        let config = aws.config().with_context(|| compile::needs_elb(&needing, arns.len()))?;
+        let config = aws.config().with_context(|| compile::needs_elb(&needing, needing.len(), arns.len()))?;
         let origins = aws
             .block_on(elb::describe_load_balancers(&config, &arns, &RetryPolicy::default()))?
-            .with_context(|| compile::needs_elb(&needing, arns.len()))?;
+            .with_context(|| compile::needs_elb(&needing, needing.len(), arns.len()))?;
         apply_origins(&mut items, &origins);
     }
     let changes = match read_changes(items, options) {

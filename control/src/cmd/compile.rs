@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use edgeroute_compiler::elb::{apply_origins, arns_without_origin};
 use edgeroute_compiler::export::Export;
-use edgeroute_compiler::source::SourceItem;
-use edgeroute_compiler::{compile, source, CompileError, ItemError, Location, Options, Progress, Value};
+use edgeroute_compiler::source::{LineChunks, SourceItem, TableFile};
+use edgeroute_compiler::{
+    compile, source, CompileError, Compiled, Compiler, ItemError, Location, Options, Progress, Value,
+};
 use edgeroute_control::scan::{scan_table, ScanProgress};
 use edgeroute_control::{elb, export_s3, Source};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -80,6 +82,13 @@ fn file_kind(kind: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// How much of a JSON Lines table file is read, validated and packed at a
+/// time: memory holds one chunk's text and items, not the table's.
+const CHUNK_BYTES: usize = 64 << 20;
+
+/// ELB ARNs resolved, ARNs asked about, items given an Origin.
+type ElbReport = (usize, usize, usize);
+
 /// Compiles the table; writes the snapshot to `out` if given (`compile`),
 /// and reports what it made (or, `check`, would make).
 fn compile_table(args: &Job<'_>, out: Option<&Path>) -> Result<()> {
@@ -87,11 +96,17 @@ fn compile_table(args: &Job<'_>, out: Option<&Path>) -> Result<()> {
     let scan = args.scan.options();
     let (file, export);
     let mut source_line = None;
-    let mut items = match args.from {
-        Source::File(path) => {
-            file = source::read_file(path)?;
-            source::parse_json_file(path, &file)?
-        }
+    let items = match args.from {
+        Source::File(path) => match LineChunks::open(path, CHUNK_BYTES)? {
+            TableFile::Lines(chunks) => {
+                let (compiled, elb_report) = compile_lines(args, path, chunks, &mut aws)?;
+                return report(args, out, compiled, None, elb_report);
+            }
+            TableFile::Array => {
+                file = source::read_file(path)?;
+                source::parse_json_file(path, &file)?
+            }
+        },
         Source::Export(_) | Source::ExportS3 { .. } => {
             let start = Instant::now();
             export = match args.from {
@@ -138,7 +153,16 @@ fn compile_table(args: &Job<'_>, out: Option<&Path>) -> Result<()> {
             scanned.items
         }
     };
+    let (compiled, elb_report) = compile_items(args, items, &mut aws)?;
+    report(args, out, compiled, source_line, elb_report)
+}
 
+/// Compiles a table held in memory as items.
+fn compile_items(
+    args: &Job<'_>,
+    mut items: Vec<SourceItem<'_>>,
+    aws: &mut Aws,
+) -> Result<(Compiled, Option<ElbReport>)> {
     warn_ignored_attributes(&items);
     let arns = arns_without_origin(&items);
     let mut elb_report = None;
@@ -156,15 +180,11 @@ fn compile_table(args: &Job<'_>, out: Option<&Path>) -> Result<()> {
             return Err(invalid(args.from, errors));
         }
         let needing = items_needing(&items, &pending);
-        let config = aws.config().with_context(|| needs_elb(&needing, arns.len()))?;
-        let origins = aws
-            .block_on(elb::describe_load_balancers(&config, &arns, &scan.retry))?
-            .with_context(|| needs_elb(&needing, arns.len()))?;
+        let origins = resolve_origins(args, aws, &arns, &needing, pending.len())?;
         let filled = apply_origins(&mut items, &origins);
         let resolved = origins.values().filter(|o| o.is_ok()).count();
         elb_report = Some((resolved, arns.len(), filled));
     }
-
     // Only long compiles get a bar; indicatif hides it when stderr is not a terminal.
     let bar = if items.len() >= 50_000 { ProgressBar::new(items.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(
@@ -173,11 +193,107 @@ fn compile_table(args: &Job<'_>, out: Option<&Path>) -> Result<()> {
     );
     let compiled = compile(items, Options { skip_invalid: args.skip_invalid }, &Bar(bar.clone()));
     bar.finish_and_clear();
-    let compiled = match compiled {
-        Ok(compiled) => compiled,
-        Err(CompileError::Invalid(errors)) => return Err(invalid(args.from, errors)),
-        Err(e) => return Err(e.into()),
+    Ok((finished(args, compiled)?, elb_report))
+}
+
+/// Compiles a JSON Lines table file a chunk at a time ([`CHUNK_BYTES`]):
+/// memory holds the packed routes and the snapshot, never the table's text
+/// or items whole. Items with an ARN Target and no Origin are checked with
+/// a placeholder in a first pass; when there are any, their load balancers
+/// are looked up and a second pass compiles with their names.
+fn compile_lines(
+    args: &Job<'_>,
+    path: &Path,
+    mut chunks: LineChunks<std::fs::File>,
+    aws: &mut Aws,
+) -> Result<(Compiled, Option<ElbReport>)> {
+    let options = Options { skip_invalid: args.skip_invalid };
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    // Only long compiles get a bar; indicatif hides it when stderr is not a terminal.
+    let bar = if size >= 8 << 20 { ProgressBar::new(size) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} validating {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut compiler = Compiler::new(options);
+    let mut arns = BTreeSet::new();
+    let (mut needing, mut pending) = (Vec::new(), 0);
+    while let Some(chunk) = chunks.next_chunk()? {
+        let mut items = chunk.items();
+        warn_ignored_attributes(&items);
+        let found = arns_without_origin(&items);
+        if !found.is_empty() {
+            let at = set_pending_origins(&mut items, &found);
+            pending += at.len();
+            if needing.len() < SHOWN_NEEDING {
+                needing.extend(items_needing(&items, &at).into_iter().take(SHOWN_NEEDING - needing.len()));
+            }
+            arns.extend(found);
+        }
+        compiler.add(&items, &());
+        bar.inc(chunk.bytes.len() as u64);
+    }
+    if arns.is_empty() {
+        bar.set_message("writing snapshot");
+        let compiled = compiler.finish(&());
+        bar.finish_and_clear();
+        return Ok((finished(args, compiled)?, None));
+    }
+    bar.finish_and_clear();
+    let errors = compiler.check();
+    if !errors.is_empty() && !args.skip_invalid {
+        return Err(invalid(args.from, errors));
+    }
+    let origins = resolve_origins(args, aws, &arns, &needing, pending)?;
+    let TableFile::Lines(mut chunks) = LineChunks::open(path, CHUNK_BYTES)? else {
+        bail!("{} changed while it was compiled", path.display());
     };
+    let mut compiler = Compiler::new(options);
+    let mut filled = 0;
+    while let Some(chunk) = chunks.next_chunk()? {
+        let mut items = chunk.items();
+        filled += apply_origins(&mut items, &origins);
+        compiler.add(&items, &());
+    }
+    let resolved = origins.values().filter(|o| o.is_ok()).count();
+    Ok((finished(args, compiler.finish(&()))?, Some((resolved, arns.len(), filled))))
+}
+
+/// How many of the items that need the ELBv2 API an error names.
+const SHOWN_NEEDING: usize = 5;
+
+/// Looks up the load balancers of `arns` (ARN Targets without Origin).
+fn resolve_origins(
+    args: &Job<'_>,
+    aws: &mut Aws,
+    arns: &BTreeSet<String>,
+    needing: &[String],
+    pending: usize,
+) -> Result<edgeroute_compiler::elb::Origins> {
+    let config = aws.config().with_context(|| needs_elb(needing, pending, arns.len()))?;
+    let origins = aws
+        .block_on(elb::describe_load_balancers(&config, arns, &args.scan.options().retry))?
+        .with_context(|| needs_elb(needing, pending, arns.len()))?;
+    Ok(origins)
+}
+
+/// A compile's outcome, its bad items printed.
+fn finished(args: &Job<'_>, compiled: Result<Compiled, CompileError>) -> Result<Compiled> {
+    match compiled {
+        Ok(compiled) => Ok(compiled),
+        Err(CompileError::Invalid(errors)) => Err(invalid(args.from, errors)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints what was compiled, and writes it to `out`.
+fn report(
+    args: &Job<'_>,
+    out: Option<&Path>,
+    compiled: Compiled,
+    source_line: Option<String>,
+    elb_report: Option<ElbReport>,
+) -> Result<()> {
     for e in &compiled.skipped {
         eprintln!("skipped: {e}");
     }
@@ -300,17 +416,17 @@ pub(crate) fn items_needing(items: &[SourceItem<'_>], pending: &[usize]) -> Vec<
 
 /// Why the ELBv2 API was asked, for an error that says which items need it
 /// and what else would do.
-pub(crate) fn needs_elb(needing: &[String], arns: usize) -> String {
-    const SHOWN: usize = 5;
-    let mut list = needing.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
-    if needing.len() > SHOWN {
-        list.push_str(&format!(" and {} more", needing.len() - SHOWN));
+/// `needing` names the first of the `count` items.
+pub(crate) fn needs_elb(needing: &[String], count: usize, arns: usize) -> String {
+    let shown = needing.len().min(SHOWN_NEEDING);
+    let mut list = needing[..shown].join(", ");
+    if count > shown {
+        list.push_str(&format!(" and {} more", count - shown));
     }
     format!(
-        "{} item(s) have an ELB ARN Target without Origin ({list}), so their {arns} load balancer(s) must be \
+        "{count} item(s) have an ELB ARN Target without Origin ({list}), so their {arns} load balancer(s) must be \
          looked up through the ELBv2 API; give each such item an Origin (its load balancer's DNS name) to compile \
-         without AWS",
-        needing.len()
+         without AWS"
     )
 }
 
