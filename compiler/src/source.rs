@@ -127,12 +127,12 @@ impl LineChunks<std::fs::File> {
     pub fn open(path: &Path, chunk_bytes: usize) -> Result<TableFile<std::fs::File>, SourceError> {
         let file =
             std::fs::File::open(path).map_err(|source| SourceError::Io { path: path.display().to_string(), source })?;
-        LineChunks::new(file, path.display().to_string(), chunk_bytes)
+        LineChunks::from_reader(file, path.display().to_string(), chunk_bytes)
     }
 }
 
 impl<R: std::io::Read> LineChunks<R> {
-    pub fn new(mut reader: R, path: String, chunk_bytes: usize) -> Result<TableFile<R>, SourceError> {
+    pub fn from_reader(mut reader: R, path: String, chunk_bytes: usize) -> Result<TableFile<R>, SourceError> {
         let io = |source| SourceError::Io { path: path.clone(), source };
         // Enough of the start to see the first byte that is not whitespace.
         let mut carry = Vec::new();
@@ -226,7 +226,7 @@ mod tests {
     use super::*;
 
     fn chunked(text: &[u8], chunk_bytes: usize) -> Vec<(Location, Result<RawItem<'static>, ItemError>)> {
-        let TableFile::Lines(mut chunks) = LineChunks::new(text, "t".into(), chunk_bytes).unwrap() else {
+        let TableFile::Lines(mut chunks) = LineChunks::from_reader(text, "t".into(), chunk_bytes).unwrap() else {
             panic!("JSON Lines read as an array");
         };
         let mut out = Vec::new();
@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn an_array_is_said_to_be_one() {
         for text in [&b"[]"[..], b"  \n [{\"Domain\":\"a.dev\"}]", b"\xEF\xBB\xBF["] {
-            assert!(matches!(LineChunks::new(text, "t".into(), 4).unwrap(), TableFile::Array));
+            assert!(matches!(LineChunks::from_reader(text, "t".into(), 4).unwrap(), TableFile::Array));
         }
     }
 }
