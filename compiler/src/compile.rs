@@ -8,7 +8,7 @@ use crate::entry::{self, ItemError, ItemErrorKind};
 use crate::item::{Location, Value};
 use crate::pack::{Packed, PackedRoute, Run};
 use crate::source::SourceItem;
-use crate::writer::{write_sorted, AsRecord, RecordRef, WriteError};
+use crate::writer::{write_sections, AsRecord, RecordRef, WriteError};
 
 /// How to compile.
 #[derive(Clone, Copy, Debug, Default)]
@@ -155,8 +155,14 @@ impl Compiler {
         }
         progress.writing();
         let keys: Vec<&[u8]> = unique.iter().map(PackedRoute::key).collect();
-        let bytes = write_sorted(&keys, &unique)?;
-        Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats: Stats::of(&keys, &unique), skipped: errors })
+        let sections = write_sections(&keys, &unique)?;
+        let stats = Stats::of(&keys, &unique);
+        // The routes are in the sections now: let go of them before the file is put together.
+        drop(keys);
+        drop(unique);
+        drop(arenas);
+        let bytes = sections.assemble()?;
+        Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats, skipped: errors })
     }
 }
 

@@ -105,9 +105,12 @@ impl Run {
         self.routes.push(Packed { at, location });
     }
 
-    /// Sorts the run by (key, location): ties (duplicates) keep source
-    /// order, so messages are stable.
+    /// Sorts the run by (key, location) (ties, duplicates, keep source
+    /// order, so messages are stable), once it holds all its routes.
     pub fn sort(&mut self) {
+        // A run is complete when it is sorted: what it did not use goes back.
+        self.arena.shrink_to_fit();
+        self.routes.shrink_to_fit();
         let arena = &self.arena;
         self.routes.sort_unstable_by(|a, b| {
             read_bytes(&arena[a.at as usize..])

@@ -12,11 +12,13 @@
 //! else (time, host, hash-map order) reaches the file.
 
 use std::borrow::Cow;
+use std::hash::BuildHasher as _;
 use std::sync::mpsc;
 
 use edgeroute_edge::format::*;
 use edgeroute_edge::{crc32c, filter_insert, filter_len, key_hash, Scheme, SnapshotId};
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 use crate::entry::{Entry, Target};
 
@@ -170,26 +172,73 @@ fn u32_len(n: usize) -> Result<u32, WriteError> {
 
 /// The routes section as it is written, with where each string and site
 /// first appears in it.
-#[derive(Default)]
-struct Records<'r> {
+///
+/// The two tables of first appearances hold offsets only (a string is
+/// compared with the bytes written at its offset, a site with the route
+/// that first had it), not keys: at 10M routes of mostly distinct strings,
+/// a table keyed by the strings themselves took 800 MB where this takes 160.
+struct Records<'r, R> {
+    routes: &'r [R],
     out: Vec<u8>,
-    strings: FxHashMap<&'r str, u32>,
-    sites: FxHashMap<SiteKey<'r>, u32>,
+    /// The offset in `out` of each string's first field written in place.
+    strings: HashTable<u32>,
+    /// The first route with each site, and its site record's offset.
+    sites: HashTable<(u32, u32)>,
     /// Scratch space for an Assets list's entries and their offsets, and
-    /// the strings that first appear among them.
+    /// the strings (hash, field) that first appear among them.
     entries: Vec<u8>,
     offsets: Vec<u32>,
-    first: Vec<(&'r str, u32)>,
+    first: Vec<(u64, u32)>,
 }
 
-impl<'r> Records<'r> {
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    FxBuildHasher.hash_one(bytes)
+}
+
+/// The bytes of the string field written in place at `field` of `out`.
+fn inline_at(out: &[u8], field: u32) -> &[u8] {
+    let mut tag = 0u32;
+    for (i, &b) in out[field as usize..].iter().enumerate() {
+        tag |= u32::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            let start = field as usize + i + 1;
+            debug_assert_eq!(tag & 1, STRING_INLINE);
+            return &out[start..start + (tag >> 1) as usize];
+        }
+    }
+    unreachable!("a field recorded as written is in `out`")
+}
+
+/// A record's site, if it has one.
+fn site_of(record: RecordRef<'_>) -> Option<SiteKey<'_>> {
+    match record {
+        RecordRef::Static { site, .. } => site,
+        _ => None,
+    }
+}
+
+impl<'r, R: AsRecord> Records<'r, R> {
+    fn new(routes: &'r [R]) -> Self {
+        Records {
+            routes,
+            out: Vec::with_capacity(routes.len() * 56),
+            strings: HashTable::new(),
+            sites: HashTable::new(),
+            entries: Vec::new(),
+            offsets: Vec::new(),
+            first: Vec::new(),
+        }
+    }
+
     /// Writes a string field to `out` (the routes section, or the entries
     /// scratch, whose offset in the section will be `base`): a reference to
     /// the string's first field when there is one and it is shorter, else
     /// the bytes in place.
-    fn string(&mut self, to_scratch: bool, s: &'r str) -> Result<(), WriteError> {
+    fn string(&mut self, to_scratch: bool, s: &str) -> Result<(), WriteError> {
         let inline_tag = (tag_value(s.len())? << 1) | STRING_INLINE;
-        let known = self.strings.get(s).map(|&field| field << 1);
+        let hash = hash_bytes(s.as_bytes());
+        let written = &self.out;
+        let known = self.strings.find(hash, |&f| inline_at(written, f) == s.as_bytes()).map(|&field| field << 1);
         let out = if to_scratch { &mut self.entries } else { &mut self.out };
         match known {
             Some(tag) if leb_len(tag) < leb_len(inline_tag) + s.len() => push_leb(out, tag),
@@ -199,9 +248,10 @@ impl<'r> Records<'r> {
                 out.extend_from_slice(s.as_bytes());
                 if known.is_none() {
                     if to_scratch {
-                        self.first.push((s, field));
+                        self.first.push((hash, field));
                     } else {
-                        self.strings.insert(s, field);
+                        let written = &self.out;
+                        self.strings.insert_unique(hash, field, |&f| hash_bytes(inline_at(written, f)));
                     }
                 }
             }
@@ -212,7 +262,7 @@ impl<'r> Records<'r> {
     /// Writes a site record in place: flags, Fallback, then the Assets
     /// offset table and entries. Assets are sorted by bytes already: that
     /// order is what the resolver's binary search relies on.
-    fn site(&mut self, site: SiteKey<'r>) -> Result<(), WriteError> {
+    fn site(&mut self, site: SiteKey<'_>) -> Result<(), WriteError> {
         let flags_at = self.out.len();
         self.out.push(0);
         let mut flags = 0;
@@ -244,18 +294,27 @@ impl<'r> Records<'r> {
             push_leb(&mut self.out, u32_len(self.entries.len())?);
             let base = tag_value(self.out.len())?;
             self.out.extend_from_slice(&self.entries);
-            for &(s, field) in &self.first {
-                self.strings.insert(s, tag_value(base as usize + field as usize)?);
+            for &(hash, field) in &self.first {
+                let field = tag_value(base as usize + field as usize)?;
+                let written = &self.out;
+                self.strings.insert_unique(hash, field, |&f| hash_bytes(inline_at(written, f)));
             }
         }
         self.out[flags_at] = flags;
         Ok(())
     }
 
-    fn record(&mut self, record: RecordRef<'r>) -> Result<(), WriteError> {
-        match record {
+    /// Writes the record of `self.routes[i]`.
+    fn record(&mut self, i: usize) -> Result<(), WriteError> {
+        let routes = self.routes;
+        match routes[i].record() {
             RecordRef::Static { bucket, prefix, site } => {
-                let earlier = site.and_then(|key| self.sites.get(&key).copied());
+                let hash = site.map(|key| FxBuildHasher.hash_one(key));
+                let earlier = site.zip(hash).and_then(|(key, hash)| {
+                    self.sites
+                        .find(hash, |&(j, _)| site_of(routes[j as usize].record()) == Some(key))
+                        .map(|&(_, at)| at)
+                });
                 self.out.push(ROUTE_STATIC);
                 self.out.push(match (site, earlier) {
                     (None, _) => 0,
@@ -267,7 +326,10 @@ impl<'r> Records<'r> {
                 match (site, earlier) {
                     (None, _) => {}
                     (Some(key), None) => {
-                        self.sites.insert(key, u32_len(self.out.len())?);
+                        let first = (u32_len(i)?, u32_len(self.out.len())?);
+                        self.sites.insert_unique(hash.unwrap_or_default(), first, |&(j, _)| {
+                            FxBuildHasher.hash_one(site_of(routes[j as usize].record()))
+                        });
                         self.site(key)?;
                     }
                     (Some(_), Some(at)) => push_leb(&mut self.out, at),
@@ -302,10 +364,32 @@ impl AsRecord for &Entry<'_> {
 /// of order or repeated come back as the index builder's error. The index
 /// is built on a second thread meanwhile.
 pub fn write_sorted<R: AsRecord>(keys: &[&[u8]], routes: &[R]) -> Result<Vec<u8>, WriteError> {
+    write_sections(keys, routes)?.assemble()
+}
+
+/// A snapshot's sections, written and not yet put in one file: a caller
+/// holding the routes in memory can let go of them first (the file is
+/// about as big as the sections).
+#[derive(Debug)]
+pub struct Sections {
+    count: u32,
+    fst: Vec<u8>,
+    routes: Vec<u8>,
+}
+
+/// [`write_sorted`]'s first half: the sections.
+pub fn write_sections<R: AsRecord>(keys: &[&[u8]], routes: &[R]) -> Result<Sections, WriteError> {
     let count = u32::try_from(routes.len()).map_err(|_| WriteError::TooLarge)?;
-    let (fst_bytes, records) = write_table(keys, routes)?;
-    let sections: [(SectionKind, &[u8]); 2] = [(SectionKind::Fst, &fst_bytes), (SectionKind::Routes, &records)];
-    assemble(MAGIC, FORMAT_VERSION, count, &sections)
+    let (fst, routes) = write_table(keys, routes)?;
+    Ok(Sections { count, fst, routes })
+}
+
+impl Sections {
+    /// The snapshot file.
+    pub fn assemble(self) -> Result<Vec<u8>, WriteError> {
+        let sections: [(SectionKind, &[u8]); 2] = [(SectionKind::Fst, &self.fst), (SectionKind::Routes, &self.routes)];
+        assemble(MAGIC, FORMAT_VERSION, self.count, &sections)
+    }
 }
 
 /// The base a layer applies to, the layer (or base) it is written on, and
@@ -410,14 +494,14 @@ fn write_table<R: AsRecord>(keys: &[&[u8]], records: &[R]) -> Result<(Vec<u8>, V
 /// The routes section, in route order; `emit` receives the records'
 /// offsets in batches, in order.
 fn write_records<R: AsRecord>(routes: &[R], mut emit: impl FnMut(Vec<u32>)) -> Result<Vec<u8>, WriteError> {
-    let mut records = Records { out: Vec::with_capacity(routes.len() * 56), ..Records::default() };
+    let mut records = Records::new(routes);
     let mut batch = Vec::with_capacity(BATCH);
-    for route in routes {
+    for i in 0..routes.len() {
         batch.push(u32_len(records.out.len())?);
         if batch.len() == BATCH {
             emit(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
         }
-        records.record(route.record())?;
+        records.record(i)?;
     }
     emit(batch);
     Ok(records.out)
