@@ -313,6 +313,51 @@ mod tests {
         assert_eq!(checked, refused);
     }
 
+    /// A table fed to a [`Compiler`] in chunks compiles to the bytes, the
+    /// stats and the errors of the table compiled at once, whatever the
+    /// chunks: duplicates across chunks, bad lines, wildcards, sites
+    /// shared by routes of different chunks.
+    #[test]
+    fn a_table_compiled_in_chunks_is_the_table_compiled_at_once() {
+        let mut text = String::new();
+        for i in 0..30_000 {
+            let line = match i % 997 {
+                5 => format!("{{\"Domain\":\"bad..{i}.dev\",\"Target\":\"s3://bucket\"}}"),
+                6 => format!("{{\"Domain\":\"D{}.dev\",\"Target\":\"s3://bucket\"}}", (i * 7) % 30_000),
+                7 => format!("{{\"Domain\":\"*.w{i}.dev\",\"Target\":\"https://lb-{}.example.net:8443\"}}", i % 3),
+                _ => format!(
+                    "{{\"Domain\":\"d{i}.dev\",\"Target\":\"s3://bucket/{}\",\"Assets\":[\"index.html\",\"a{}.js\"],\"Fallback\":\"index.html\"}}",
+                    i % 50,
+                    i % 11
+                ),
+            };
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let items = crate::source::parse_json(text.as_bytes()).unwrap();
+        let options = Options { skip_invalid: true };
+        let whole = compile(items.clone(), options, &()).unwrap();
+        assert!(whole.skipped.iter().any(|e| matches!(e.kind, ItemErrorKind::Duplicate { .. })));
+        assert!(whole.stats.wildcards > 0 && whole.stats.balancers > 0 && whole.stats.static_sites > 0);
+        for size in [1, 999, 7_000, 29_999] {
+            let mut compiler = Compiler::new(options);
+            for chunk in items.chunks(size) {
+                compiler.add(chunk, &());
+            }
+            assert_eq!(compiler.added(), items.len());
+            let chunked = compiler.finish(&()).unwrap();
+            assert_eq!(
+                (chunked.id, chunked.stats, &chunked.skipped),
+                (whole.id, whole.stats, &whole.skipped),
+                "{size}"
+            );
+        }
+        let Err(CompileError::Invalid(refused)) = compile(items.clone(), Options::default(), &()) else {
+            panic!("the table has bad items");
+        };
+        assert_eq!(refused, whole.skipped);
+    }
+
     #[test]
     fn a_compiled_snapshot_is_named_by_the_lowercase_hex_sha256_of_its_bytes() {
         let compiled = compile(Vec::new(), Options::default(), &()).unwrap();
