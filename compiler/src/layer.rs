@@ -15,8 +15,9 @@ use edgeroute_edge::{Layer, Record, Route, Snapshot, SnapshotId};
 use crate::compile::{CompileError, Compiled, Options, Stats};
 use crate::entry::{self, normalize_domain, Entry, ItemError, ItemErrorKind, Target};
 use crate::item::{Location, Value};
+use crate::pack::{PackedRoute, Run};
 use crate::source::SourceItem;
-use crate::writer::{write_layer_sorted, write_sorted, AsRecord, Lineage, RecordRef, WriteError};
+use crate::writer::{write_layer_sorted, write_sections, AsRecord, Lineage, RecordRef, WriteError};
 
 /// One change: a route to upsert, or a Domain (normalized) to delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -236,7 +237,16 @@ pub fn compact<'l, B: AsRef<[u8]>, L: AsRef<[u8]> + 'l>(
             changed.insert(key_of(domain), entry);
         });
     }
-    let mut entries: Vec<(Vec<u8>, Entry<'_>)> = Vec::with_capacity(base.route_count() as usize);
+    // The routes, in key order, packed as a compile packs them: a table of
+    // millions costs its packed size, not an entry (and allocations) each.
+    let mut runs = vec![Run::default()];
+    let mut push = |key: &[u8], entry: &Entry<'_>| {
+        let run = runs.last_mut().expect("one run at least");
+        run.push(key, entry, &entry.domain, Location::Index(0));
+        if run.is_full() {
+            runs.push(Run::default());
+        }
+    };
     let mut pending = changed.into_iter().peekable();
     base.for_each_route(|domain, route| {
         let key = key_of(domain);
@@ -247,21 +257,34 @@ pub fn compact<'l, B: AsRef<[u8]>, L: AsRef<[u8]> + 'l>(
                 break;
             }
             if let Some((k, Some(entry))) = pending.next() {
-                entries.push((k, entry));
+                push(&k, &entry);
             }
         }
         match pending.peek() {
             Some((k, _)) if *k == key => {
                 if let Some((k, Some(entry))) = pending.next() {
-                    entries.push((k, entry));
+                    push(&k, &entry);
                 }
             }
-            _ => entries.push((key, entry_of(domain, route))),
+            _ => push(&key, &entry_of(domain, route)),
         }
     });
-    entries.extend(pending.filter_map(|(k, e)| Some((k, e?))));
-    let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
-    let routes: Vec<&Entry<'_>> = entries.iter().map(|(_, e)| e).collect();
-    let bytes = write_sorted(&keys, &routes)?;
-    Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats: Stats::of(&keys, &routes), skipped: Vec::new() })
+    for (k, entry) in pending {
+        if let Some(entry) = entry {
+            push(&k, &entry);
+        }
+    }
+    // Each run follows the one before in key order: no merge.
+    let (arenas, indexes): (Vec<_>, Vec<_>) = runs.into_iter().map(Run::into_parts).unzip();
+    let routes: Vec<PackedRoute<'_>> =
+        arenas.iter().zip(&indexes).flat_map(|(arena, index)| index.iter().map(move |p| p.route(arena))).collect();
+    drop(indexes);
+    let keys: Vec<&[u8]> = routes.iter().map(PackedRoute::key).collect();
+    let sections = write_sections(&keys, &routes)?;
+    let stats = Stats::of(&keys, &routes);
+    drop(keys);
+    drop(routes);
+    drop(arenas);
+    let bytes = sections.assemble()?;
+    Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats, skipped: Vec::new() })
 }
