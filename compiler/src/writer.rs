@@ -182,8 +182,9 @@ struct Records<'r, R> {
     out: Vec<u8>,
     /// The offset in `out` of each string's first field written in place.
     strings: HashTable<u32>,
-    /// The first route with each site, and its site record's offset.
-    sites: HashTable<(u32, u32)>,
+    /// Each site's hash, the first route with it, and its site record's
+    /// offset (the hash kept: a rehash then reads no route again).
+    sites: HashTable<(u64, u32, u32)>,
     /// Scratch space for an Assets list's entries and their offsets, and
     /// the strings (hash, field) that first appear among them.
     entries: Vec<u8>,
@@ -312,8 +313,8 @@ impl<'r, R: AsRecord> Records<'r, R> {
                 let hash = site.map(|key| FxBuildHasher.hash_one(key));
                 let earlier = site.zip(hash).and_then(|(key, hash)| {
                     self.sites
-                        .find(hash, |&(j, _)| site_of(routes[j as usize].record()) == Some(key))
-                        .map(|&(_, at)| at)
+                        .find(hash, |&(h, j, _)| h == hash && site_of(routes[j as usize].record()) == Some(key))
+                        .map(|&(_, _, at)| at)
                 });
                 self.out.push(ROUTE_STATIC);
                 self.out.push(match (site, earlier) {
@@ -326,10 +327,9 @@ impl<'r, R: AsRecord> Records<'r, R> {
                 match (site, earlier) {
                     (None, _) => {}
                     (Some(key), None) => {
-                        let first = (u32_len(i)?, u32_len(self.out.len())?);
-                        self.sites.insert_unique(hash.unwrap_or_default(), first, |&(j, _)| {
-                            FxBuildHasher.hash_one(site_of(routes[j as usize].record()))
-                        });
+                        let hash = hash.unwrap_or_default();
+                        let first = (hash, u32_len(i)?, u32_len(self.out.len())?);
+                        self.sites.insert_unique(hash, first, |&(h, _, _)| h);
                         self.site(key)?;
                     }
                     (Some(_), Some(at)) => push_leb(&mut self.out, at),
