@@ -120,12 +120,19 @@ impl Compiler {
         let total = self.added + items.len();
         let done = AtomicUsize::new(self.added);
         let size = items.len().div_ceil(threads(items.len())).max(1);
-        let results: Vec<(Vec<Run>, Vec<ItemError>)> = std::thread::scope(|s| {
-            let done = &done;
-            let handles: Vec<_> =
-                items.chunks(size).map(|chunk| s.spawn(move || validate_chunk(chunk, done, total, progress))).collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-        });
+        let results: Vec<(Vec<Run>, Vec<ItemError>)> = if size >= items.len() {
+            // One thread's worth: no thread.
+            vec![validate_chunk(items, &done, total, progress)]
+        } else {
+            std::thread::scope(|s| {
+                let done = &done;
+                let handles: Vec<_> = items
+                    .chunks(size)
+                    .map(|chunk| s.spawn(move || validate_chunk(chunk, done, total, progress)))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+            })
+        };
         progress.validated(total, total);
         for (runs, errors) in results {
             self.runs.extend(runs);

@@ -170,12 +170,14 @@ impl<R: std::io::Read> LineChunks<R> {
             return Ok(None);
         }
         // Whole lines only; a line longer than a chunk makes the chunk longer.
+        let mut searched = 0;
         let cut = match self.done {
             true => self.carry.len(),
             false => loop {
-                match self.carry.iter().rposition(|&b| b == b'\n') {
-                    Some(p) => break p + 1,
+                match self.carry[searched..].iter().rposition(|&b| b == b'\n') {
+                    Some(p) => break searched + p + 1,
                     None => {
+                        searched = self.carry.len();
                         let read = (&mut self.reader)
                             .take(self.chunk_bytes as u64)
                             .read_to_end(&mut self.carry)

@@ -105,6 +105,10 @@ pub struct CompileArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// How much of a JSON Lines file is read, validated and packed at a time
+    /// (tests use small chunks to see a table cross them).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, hide = true)]
+    pub chunk_bytes: usize,
     #[command(flatten)]
     pub scan: ScanArgs,
     #[command(flatten)]

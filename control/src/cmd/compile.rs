@@ -30,14 +30,27 @@ const ORIGIN_PENDING: &str = "elb-name-pending.invalid";
 /// Origin, and writes the snapshot to `args.out` whole or not at all.
 pub fn run(args: &CompileArgs) -> Result<()> {
     refuse_special_output(&args.out)?;
-    let job =
-        Job { from: &args.from, skip_invalid: args.skip_invalid, json: args.json, scan: &args.scan, aws: &args.aws };
+    let job = Job {
+        from: &args.from,
+        skip_invalid: args.skip_invalid,
+        json: args.json,
+        chunk_bytes: args.chunk_bytes.max(1),
+        scan: &args.scan,
+        aws: &args.aws,
+    };
     compile_table(&job, Some(&args.out))
 }
 
 /// `edgeroute check TABLE`: everything `compile` does but write.
 pub fn check(args: &CheckArgs) -> Result<()> {
-    let job = Job { from: &args.from, skip_invalid: false, json: args.json, scan: &args.scan, aws: &args.aws };
+    let job = Job {
+        from: &args.from,
+        skip_invalid: false,
+        json: args.json,
+        chunk_bytes: CHUNK_BYTES,
+        scan: &args.scan,
+        aws: &args.aws,
+    };
     compile_table(&job, None)
 }
 
@@ -46,6 +59,8 @@ struct Job<'a> {
     from: &'a Source,
     skip_invalid: bool,
     json: bool,
+    /// How much of a JSON Lines file is compiled at a time.
+    chunk_bytes: usize,
     scan: &'a ScanArgs,
     aws: &'a AwsArgs,
 }
@@ -97,16 +112,20 @@ fn compile_table(args: &Job<'_>, out: Option<&Path>) -> Result<()> {
     let (file, export);
     let mut source_line = None;
     let items = match args.from {
-        Source::File(path) => match LineChunks::open(path, CHUNK_BYTES)? {
-            TableFile::Lines(chunks) => {
-                let (compiled, elb_report) = compile_lines(args, path, chunks, &mut aws)?;
-                return report(args, out, compiled, None, elb_report);
+        Source::File(path) => {
+            // A regular file is read in chunks, and again if a second pass
+            // needs it; anything else (a pipe, `/dev/stdin`) can be read
+            // once only: whole, as an array is.
+            let regular = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+            if regular {
+                if let TableFile::Lines(chunks) = LineChunks::open(path, args.chunk_bytes)? {
+                    let (compiled, elb_report) = compile_lines(args, path, chunks, &mut aws)?;
+                    return report(args, out, compiled, None, elb_report);
+                }
             }
-            TableFile::Array => {
-                file = source::read_file(path)?;
-                source::parse_json_file(path, &file)?
-            }
-        },
+            file = source::read_file(path)?;
+            source::parse_json_file(path, &file)?
+        }
         Source::Export(_) | Source::ExportS3 { .. } => {
             let start = Instant::now();
             export = match args.from {
@@ -208,7 +227,9 @@ fn compile_lines(
     aws: &mut Aws,
 ) -> Result<(Compiled, Option<ElbReport>)> {
     let options = Options { skip_invalid: args.skip_invalid };
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let stamp = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.len(), m.modified().ok()));
+    let first_stamp = stamp(path);
+    let size = first_stamp.map_or(0, |(len, _)| len);
     // Only long compiles get a bar; indicatif hides it when stderr is not a terminal.
     let bar = if size >= 8 << 20 { ProgressBar::new(size) } else { ProgressBar::hidden() };
     bar.set_style(
@@ -240,13 +261,20 @@ fn compile_lines(
         return Ok((finished(args, compiled)?, None));
     }
     bar.finish_and_clear();
+    let compiler_added = compiler.added();
     let errors = compiler.check();
     if !errors.is_empty() && !args.skip_invalid {
         return Err(invalid(args.from, errors));
     }
+    let added = compiler_added;
     let origins = resolve_origins(args, aws, &arns, &needing, pending)?;
-    let TableFile::Lines(mut chunks) = LineChunks::open(path, CHUNK_BYTES)? else {
-        bail!("{} changed while it was compiled", path.display());
+    // The second pass reads the file again: it must be the file checked.
+    let changed = || anyhow::anyhow!("{} changed while it was compiled; nothing written", path.display());
+    if stamp(path) != first_stamp {
+        return Err(changed());
+    }
+    let TableFile::Lines(mut chunks) = LineChunks::open(path, args.chunk_bytes)? else {
+        return Err(changed());
     };
     let mut compiler = Compiler::new(options);
     let mut filled = 0;
@@ -254,6 +282,9 @@ fn compile_lines(
         let mut items = chunk.items();
         filled += apply_origins(&mut items, &origins);
         compiler.add(&items, &());
+    }
+    if compiler.added() != added || stamp(path) != first_stamp {
+        return Err(changed());
     }
     let resolved = origins.values().filter(|o| o.is_ok()).count();
     Ok((finished(args, compiler.finish(&()))?, Some((resolved, arns.len(), filled))))

@@ -466,3 +466,80 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A JSON Lines file is compiled a chunk at a time: in chunks of a few
+/// lines it compiles to the bytes, the errors (line numbers included) and
+/// the ELB lookups it gives read whole, with bad lines, a duplicate and
+/// ARN Targets without Origin only past the first chunks; and a table
+/// that comes through a pipe (read once: whole) compiles the same, as a
+/// JSON Lines table needing a second pass and as an array.
+#[test]
+fn a_table_file_compiles_the_same_in_chunks_and_through_a_pipe() {
+    use std::io::Write as _;
+    let moto = Moto::start();
+    let dir = scratch("chunks");
+    let lbs = moto.create_load_balancers("chunked", 3);
+    let env = aws_env(&moto.endpoint);
+    let mut lines = Vec::new();
+    for i in 0..120 {
+        lines.push(match i {
+            17 => "{\"Domain\": \"bad..example.com\", \"Target\": \"s3://site-bucket\"}".to_owned(),
+            40 => "not json".to_owned(),
+            // The same Domain as line 3, in another case, chunks away.
+            95 => "{\"Domain\": \"ENV-2.example.com\", \"Target\": \"s3://site-bucket/b\"}".to_owned(),
+            i if i >= 100 && i % 4 == 0 => {
+                format!("{{\"Domain\": \"lb-{i}.example.com\", \"Target\": \"{}\"}}", lbs[i % 3].0)
+            }
+            i => format!("{{\"Domain\": \"env-{i}.example.com\", \"Target\": \"s3://site-bucket/{i}\"}}"),
+        });
+    }
+    let table = lines.join("\n") + "\n";
+    let file = dir.join("routes.jsonl");
+    std::fs::write(&file, &table).unwrap();
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["--skip-invalid"];
+        args.extend_from_slice(extra);
+        let o = compile(file.to_str().unwrap(), out, &args, &env);
+        assert_ok(&o);
+        (std::fs::read(out).unwrap(), text(&o.stdout), text(&o.stderr))
+    };
+    let (whole, stdout, stderr) = run(&dir.join("whole.snap"), &[]);
+    assert!(stdout.contains("compiled 116 routes"), "{stdout}");
+    assert!(stdout.contains("3 of 3 ELB ARNs resolved through DescribeLoadBalancers (5 items)"), "{stdout}");
+    for expected in ["line 18", "line 41: not valid JSON", "line 96", "line 3 (Domain \"env-2.example.com\")"] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    for chunk in ["1", "150", "700"] {
+        let (bytes, chunked_stdout, chunked_stderr) =
+            run(&dir.join(format!("c{chunk}.snap")), &["--chunk-bytes", chunk]);
+        assert_eq!(bytes, whole, "chunks of {chunk} bytes");
+        assert_eq!(chunked_stderr, stderr, "chunks of {chunk} bytes");
+        assert_eq!(chunked_stdout.replace(&format!("c{chunk}.snap"), "whole.snap"), stdout);
+    }
+
+    // Through a pipe: the file cannot be read twice, nor its start looked at first.
+    let piped = |body: &str, out: &Path| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeroute"))
+            .args(["compile", "--skip-invalid", "--from", "/dev/stdin", "--out", out.to_str().unwrap()])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert_ok(&o);
+        std::fs::read(out).unwrap()
+    };
+    assert_eq!(piped(&table, &dir.join("piped.snap")), whole);
+    let good: Vec<&str> =
+        lines.iter().map(String::as_str).filter(|l| l.starts_with('{') && !l.contains("..")).collect();
+    let array = format!("[{}]", good.join(",\n"));
+    std::fs::write(dir.join("array.json"), &array).unwrap();
+    let from_file = dir.join("array-file.snap");
+    assert_ok(&compile(dir.join("array.json").to_str().unwrap(), &from_file, &["--skip-invalid"], &env));
+    let from_pipe = piped(&array, &dir.join("array-piped.snap"));
+    assert_eq!(from_pipe, std::fs::read(&from_file).unwrap());
+    assert_eq!(from_pipe, whole, "the same routes");
+}
