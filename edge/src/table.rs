@@ -7,7 +7,7 @@ use core::ops::Range;
 
 use crate::error::SnapshotError;
 use crate::format::*;
-use crate::fst::{Fst, FstError};
+use crate::fst::{Cursor, Fst, FstError};
 use crate::host::{is_host_byte, MAX_LABEL_LEN};
 use crate::snapshot::{read_site, Assets, Origin, Route, Scheme, StaticSite};
 use crate::wire::{u16_le, utf8, Reader};
@@ -61,33 +61,120 @@ impl Table {
     /// formed, nothing after the last. Tombstones are allowed only if
     /// `tombstones`; returns how many there are.
     pub(crate) fn check(&self, bytes: &[u8], tombstones: bool, filter: Option<&[u8]>) -> Result<u32, SnapshotError> {
+        let part = self.check_part(bytes, tombstones, filter, None, None)?;
+        Part::join(&[Ok(part)], self.fst(bytes).len(), self.routes(bytes).len())
+    }
+
+    /// [`Table::check`] on `threads` threads: the walk split into parts of
+    /// about as many record bytes each ([`Fst::cursor_at`]), each checked
+    /// as the whole walk checks it, and the parts joined: together they
+    /// must give each key once, their records end to end.
+    #[cfg(feature = "std")]
+    pub(crate) fn check_on(
+        &self,
+        bytes: &[u8],
+        tombstones: bool,
+        filter: Option<&[u8]>,
+        threads: usize,
+    ) -> Result<u32, SnapshotError> {
+        use std::vec::Vec;
+        let fst = self.fst(bytes);
+        let total = self.routes(bytes).len() as u64;
+        let threads = threads.max(1);
+        let cursors: Vec<_> = (1..threads).map(|k| fst.cursor_at(total * k as u64 / threads as u64)).collect();
+        let bounds: Vec<(Option<&Cursor>, Option<&Cursor>)> =
+            (0..threads).map(|k| (k.checked_sub(1).map(|i| &cursors[i]), cursors.get(k))).collect();
+        let parts: Vec<Result<Part, SnapshotError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = bounds
+                .iter()
+                .map(|&(from, to)| s.spawn(move || self.check_part(bytes, tombstones, filter, from, to)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        });
+        Part::join(&parts, fst.len(), total as usize)
+    }
+
+    /// Checks the keys and records of the walk from `from` to `to` (see
+    /// [`Fst::walk_between`]). The first part's records start at 0; any
+    /// other's where its first key's output says, which [`Part::join`]
+    /// then holds against where the part before ended.
+    fn check_part(
+        &self,
+        bytes: &[u8],
+        tombstones: bool,
+        filter: Option<&[u8]>,
+        from: Option<&Cursor>,
+        to: Option<&Cursor>,
+    ) -> Result<Part, SnapshotError> {
         let routes = self.routes(bytes);
-        let mut next = 0usize;
+        let mut next: Option<usize> = from.is_none().then_some(0);
+        let mut first = None;
         let mut index = 0u64;
         let mut deleted = 0u32;
-        self.fst(bytes).validate(|key, out| -> Result<(), SnapshotError> {
+        let keys = self.fst(bytes).walk_between(from, to, |key, out| -> Result<(), SnapshotError> {
             if !valid_key(key) {
                 return Err(FstError::BadKey { index }.into());
             }
-            if out != next as u64 {
-                return Err(FstError::BadOutput { expected: next as u64, found: out }.into());
+            let at = match next {
+                Some(at) => at,
+                None => usize::try_from(out).map_err(|_| FstError::BadOutput { expected: 0, found: out })?,
+            };
+            if out != at as u64 {
+                return Err(FstError::BadOutput { expected: at as u64, found: out }.into());
             }
+            first.get_or_insert(at);
             // A layer's filter must hold every key: a key it refused would never be found.
             if filter.is_some_and(|f| !crate::filter::may_contain(f, crate::filter::key_hash(key))) {
                 return Err(SnapshotError::FilterMissesKey { index });
             }
-            let bad = SnapshotError::BadRoute { offset: next as u32 };
-            if tombstones && routes.get(next) == Some(&ROUTE_TOMBSTONE) {
+            let bad = SnapshotError::BadRoute { offset: at as u32 };
+            if tombstones && routes.get(at) == Some(&ROUTE_TOMBSTONE) {
                 deleted += 1;
-                next += 1;
+                next = Some(at + 1);
             } else {
-                next = check_route(routes, next).ok_or(bad)?;
+                next = Some(check_route(routes, at).ok_or(bad)?);
             }
             index += 1;
             Ok(())
         })?;
-        if next != routes.len() {
-            return Err(SnapshotError::BadRoute { offset: next as u32 });
+        Ok(Part { first, end: next.unwrap_or(0), keys, deleted })
+    }
+}
+
+/// What one part of a table's walk checked.
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    /// Where its first record starts (none: it gave no key).
+    first: Option<usize>,
+    /// Where its last record ends.
+    end: usize,
+    keys: u64,
+    deleted: u32,
+}
+
+impl Part {
+    /// Joins the parts of a walk, in order: each part's records start where
+    /// the previous part's ended (the first's at 0), the last ends at the
+    /// section's end, and the keys are as many as the index says. Returns
+    /// the tombstones.
+    fn join(parts: &[Result<Part, SnapshotError>], keys: u64, routes_len: usize) -> Result<u32, SnapshotError> {
+        let (mut end, mut found, mut deleted) = (0usize, 0u64, 0u32);
+        for part in parts {
+            let part = (*part)?;
+            if let Some(first) = part.first {
+                if first != end {
+                    return Err(FstError::BadOutput { expected: end as u64, found: first as u64 }.into());
+                }
+                end = part.end;
+            }
+            found += part.keys;
+            deleted += part.deleted;
+        }
+        if found != keys {
+            return Err(FstError::KeyCount { footer: keys, found }.into());
+        }
+        if end != routes_len {
+            return Err(SnapshotError::BadRoute { offset: end as u32 });
         }
         Ok(deleted)
     }
@@ -274,4 +361,29 @@ pub(crate) fn domain_to_key<'b>(domain: &str, buf: &'b mut [u8; crate::MAX_KEY_L
         at += label.len();
     }
     Some(&buf[..at])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parts join only end to end: a gap or an overlap between two parts'
+    /// records, keys more or fewer than the index's, or a last part that
+    /// stops short of the section's end are each refused; a part without
+    /// keys joins anywhere.
+    #[test]
+    fn parts_join_only_end_to_end() {
+        let part = |first: Option<usize>, end, keys| Ok(Part { first, end, keys, deleted: 1 });
+        assert_eq!(Part::join(&[part(Some(0), 10, 2), part(None, 0, 0), part(Some(10), 20, 3)], 5, 20), Ok(3));
+        let gap = Part::join(&[part(Some(0), 10, 2), part(Some(12), 20, 3)], 5, 20);
+        assert_eq!(gap, Err(FstError::BadOutput { expected: 10, found: 12 }.into()));
+        let overlap = Part::join(&[part(Some(0), 10, 2), part(Some(8), 20, 3)], 5, 20);
+        assert_eq!(overlap, Err(FstError::BadOutput { expected: 10, found: 8 }.into()));
+        let late_start = Part::join(&[part(Some(4), 20, 5)], 5, 20);
+        assert_eq!(late_start, Err(FstError::BadOutput { expected: 0, found: 4 }.into()));
+        let keys = Part::join(&[part(Some(0), 10, 2), part(Some(10), 20, 3)], 6, 20);
+        assert_eq!(keys, Err(FstError::KeyCount { footer: 6, found: 5 }.into()));
+        let short = Part::join(&[part(Some(0), 10, 2), part(Some(10), 18, 3)], 5, 20);
+        assert_eq!(short, Err(SnapshotError::BadRoute { offset: 18 }));
+    }
 }

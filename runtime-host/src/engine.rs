@@ -144,7 +144,10 @@ impl EdgeEngine {
             if stored != computed {
                 return Err(EngineError::Checksum { stored, computed });
             }
-            Snapshot::from_bytes_checksum_verified(&snapshot[..])?;
+            // On every core: the walk of a base of millions of routes is
+            // the load's cost (this thread is never a serving one).
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Snapshot::from_bytes_checksum_verified_on(&snapshot[..], threads)?;
         }
         let sm = SnapshotModule { engine: self.clone(), file: Arc::new(file), id };
         let instance = sm.instance()?;

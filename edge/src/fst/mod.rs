@@ -37,6 +37,7 @@ mod walk;
 
 pub use self::error::FstError;
 pub use self::node::{Node, Transition};
+pub use self::walk::Cursor;
 
 use self::header::{Frame, HEADER_LEN};
 use self::node::{EMPTY_ADDRESS, ONE_TRANS_FLAG};

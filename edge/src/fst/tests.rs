@@ -192,3 +192,58 @@ fn errors_say_what_is_wrong() {
     let e = crate::SnapshotError::from(FstError::BadNode { addr: 1234 });
     assert!(e.to_string().ends_with(&FstError::BadNode { addr: 1234 }.to_string()), "{e}");
 }
+
+/// Cursors at any outputs split the walk into parts that together give
+/// every key once, in order: the parts of any number of cursors, at
+/// outputs between keys, on keys, before the first and past the last.
+#[test]
+fn walks_between_cursors_cover_the_walk_once() {
+    let mut pairs = vec::Vec::new();
+    let mut out = 0u64;
+    for i in 0..3000u32 {
+        let key = format!("com.example.{}.{}", i % 37, i);
+        pairs.push((key.into_bytes(), 0u64));
+    }
+    pairs.sort();
+    for p in &mut pairs {
+        p.1 = out;
+        out += 7 + (p.0.len() as u64 % 5);
+    }
+    let refs: Vec<(&[u8], u64)> = pairs.iter().map(|(k, v)| (k.as_slice(), *v)).collect();
+    let bytes = build(&refs);
+    let f = Fst::new(&bytes).unwrap();
+    let mut whole = Vec::new();
+    f.walk::<FstError>(|k, v| {
+        whole.push((k.to_vec(), v));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(whole, pairs);
+    for parts in [2u64, 3, 5, 16, 5000] {
+        let cursors: Vec<Cursor> = (1..parts).map(|k| f.cursor_at(out * k / parts)).collect();
+        let mut seen = Vec::new();
+        let mut sizes = Vec::new();
+        for k in 0..parts as usize {
+            let (from, to) = (k.checked_sub(1).map(|i| &cursors[i]), cursors.get(k));
+            let keys = f
+                .walk_between::<FstError>(from, to, |key, v| {
+                    seen.push((key.to_vec(), v));
+                    Ok(())
+                })
+                .unwrap();
+            sizes.push(keys);
+        }
+        assert_eq!(seen, whole, "{parts} parts");
+        if parts <= 16 {
+            // Each part about its share (the cursors follow the outputs).
+            let share = pairs.len() as u64 / parts;
+            assert!(sizes.iter().all(|&n| n.abs_diff(share) <= share / 10 + 2), "{parts} parts: {sizes:?}");
+        }
+    }
+    // Before the first key and past the last.
+    let (start, end) = (f.cursor_at(0), f.cursor_at(u64::MAX));
+    let count = |from, to| f.walk_between::<FstError>(from, to, |_, _| Ok(())).unwrap();
+    assert_eq!(count(None, Some(&start)), 0);
+    assert_eq!(count(Some(&start), None), 3000);
+    assert_eq!(count(None, Some(&end)) + count(Some(&end), None), 3000);
+}

@@ -251,3 +251,47 @@ fn snapshot_from_bytes_checksum_verified_still_checks_structure() {
     // The checksum is now wrong, but the caller says it checked: structure still refuses.
     assert!(matches!(Snapshot::from_bytes_checksum_verified(m.as_slice()), Err(SnapshotError::BadRoute { offset: 0 })));
 }
+
+/// The walk split over threads gives the verdict of one walk: a valid
+/// snapshot is accepted whatever the number of parts, and of thousands of
+/// mutants (the index most of all, where the parts split), each is refused
+/// by the split walk exactly when the whole walk refuses it.
+#[test]
+fn the_walk_split_over_threads_gives_the_verdict_of_one_walk() {
+    let base = {
+        let table = generate_table(800, 9);
+        let demo = std::fs::read_to_string(workspace_root().join("snapshots/demo.jsonl")).unwrap();
+        snapshot(&format!("{demo}\n{}", table.jsonl)).as_bytes().to_vec()
+    };
+    for threads in 1..=9 {
+        let snap = Snapshot::from_bytes_checksum_verified_on(base.as_slice(), threads).unwrap();
+        assert_eq!(snap.route_count(), Snapshot::from_bytes(base.as_slice()).unwrap().route_count());
+    }
+    let secs = sections(&base);
+    let mut rng = Rng::new(17);
+    let (mut accepted, mut refused) = (0, 0);
+    for round in 0..1_500 {
+        let mut m = base.clone();
+        // Three rounds in four in the index.
+        let sec = &secs[if round % 4 == 3 { 1 } else { 0 }];
+        for _ in 0..1 + rng.below(2) {
+            let at = sec.start + rng.below(sec.len());
+            match rng.below(3) {
+                0 => m[at] ^= 1 << rng.below(8),
+                1 => m[at] = rng.next_u64() as u8,
+                _ => m[at] = m[at].wrapping_add(1),
+            }
+        }
+        let whole = Snapshot::from_bytes_checksum_verified(m.as_slice()).is_ok();
+        for threads in [2, 3, 8] {
+            let split = Snapshot::from_bytes_checksum_verified_on(m.as_slice(), threads).is_ok();
+            assert_eq!(split, whole, "round {round}, {threads} threads");
+        }
+        if whole {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(refused > 500 && accepted > 0, "refused {refused}, accepted {accepted}");
+}
