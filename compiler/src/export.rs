@@ -197,12 +197,28 @@ fn parallel<T: Sync, R: Send>(
     all.into_iter().map(|(_, r)| r).collect()
 }
 
-/// A data file, read, checked and decompressed.
+/// A data file, read and checked against its MD5; decompressed when it
+/// is read ([`Export::for_each_file`]), so that an export is held
+/// compressed, its text one file at a time.
 #[derive(Debug)]
 struct DataFile {
     path: PathBuf,
     expected_items: u64,
-    text: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+impl DataFile {
+    fn text(&self) -> Result<Vec<u8>, ExportError> {
+        // An empty partition may be exported as an empty object rather than
+        // an empty gzip stream.
+        let mut text = Vec::with_capacity(self.raw.len() * 6);
+        if !self.raw.is_empty() {
+            flate2::read::MultiGzDecoder::new(&self.raw[..])
+                .read_to_end(&mut text)
+                .map_err(|source| ExportError::Gzip { path: self.path.clone(), source })?;
+        }
+        Ok(text)
+    }
 }
 
 /// A table export whose manifests and data files agree; [`Export::items`]
@@ -216,6 +232,8 @@ pub struct Export {
     /// The number of items, as the summary gives it (and the files agree).
     pub item_count: u64,
     files: Vec<DataFile>,
+    /// Every file's text, for [`Export::items`] (which lends items from it).
+    texts: std::sync::OnceLock<Vec<Vec<u8>>>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ExportError> {
@@ -248,41 +266,50 @@ impl Export {
         Export::from_data_files(manifest, raw)
     }
 
-    /// Checks and decompresses the data files, given as (where it was read,
-    /// its bytes) in [`Manifest::data_files`] order, on all cores.
+    /// Checks the data files, given as (where it was read, its bytes) in
+    /// [`Manifest::data_files`] order, against their MD5s on all cores.
     pub fn from_data_files(manifest: Manifest, raw: Vec<(PathBuf, Vec<u8>)>) -> Result<Export, ExportError> {
-        let pairs: Vec<(&(PathBuf, Vec<u8>), &FileEntry)> =
-            raw.iter().zip(manifest.entries.iter().map(|(_, e)| e)).collect();
-        let files = parallel(&pairs, |((path, bytes), entry)| check_data_file(path, bytes, entry))?;
+        let entries: Vec<&FileEntry> = manifest.entries.iter().map(|(_, e)| e).collect();
+        parallel(&raw.iter().zip(&entries).collect::<Vec<_>>(), |((path, bytes), entry)| {
+            check_data_file(path, bytes, entry)
+        })?;
+        let files = raw
+            .into_iter()
+            .zip(entries)
+            .map(|((path, raw), entry)| DataFile { path, expected_items: entry.item_count, raw })
+            .collect();
         Ok(Export {
             export_arn: manifest.summary.export_arn,
             table_arn: manifest.summary.table_arn,
             item_count: manifest.summary.item_count,
             files,
+            texts: std::sync::OnceLock::new(),
         })
     }
 
-    /// Parses every item, borrowing its strings from the decompressed files.
-    /// A line that is not a valid item is that item's error (it still
+    /// Parses every item, borrowing its strings from the decompressed files
+    /// (all of them held: [`Export::for_each_file`] holds one at a time). A
+    /// line that is not a valid item is that item's error (it still
     /// counts); the count of every file and the total must match the
     /// manifests.
     pub fn items(&self) -> Result<Vec<SourceItem<'_>>, ExportError> {
+        let texts = match self.texts.get() {
+            Some(texts) => texts,
+            None => {
+                let texts = parallel(&self.files.iter().collect::<Vec<_>>(), |f| f.text())?;
+                self.texts.get_or_init(|| texts)
+            }
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(texts.len()).max(1);
+        let per_core = texts.len().div_ceil(cores).max(1);
         let parsed: Vec<Vec<SourceItem<'_>>> = std::thread::scope(|s| {
-            let per_core = self
-                .files
-                .len()
-                .div_ceil(std::thread::available_parallelism().map_or(1, |n| n.get()).min(self.files.len()).max(1));
-            let handles: Vec<_> = self
-                .files
-                .chunks(per_core.max(1))
+            let handles: Vec<_> = texts
+                .chunks(per_core)
                 .enumerate()
                 .map(|(c, chunk)| {
                     s.spawn(move || {
-                        chunk
-                            .iter()
-                            .enumerate()
-                            .map(|(i, f)| parse_data_file(f, (c * per_core + i + 1) as u32))
-                            .collect::<Vec<_>>()
+                        let number = |i: usize| (c * per_core + i + 1) as u32;
+                        chunk.iter().enumerate().map(|(i, text)| parse_text(text, number(i))).collect::<Vec<_>>()
                     })
                 })
                 .collect();
@@ -290,40 +317,67 @@ impl Export {
         });
         let mut total = 0u64;
         for (file, items) in self.files.iter().zip(&parsed) {
-            let found = items.len() as u64;
-            if found != file.expected_items {
-                return Err(ExportError::FileCount { path: file.path.clone(), expected: file.expected_items, found });
-            }
-            total += found;
+            total += file.check_count(items.len())?;
         }
-        if total != self.item_count {
-            return Err(ExportError::TotalCount { expected: self.item_count, found: total });
-        }
+        self.check_total(total)?;
         Ok(parsed.into_iter().flatten().collect())
+    }
+
+    /// Gives each data file's items to `each`, in manifest order, one file
+    /// decompressed at a time; each file's count is checked before its
+    /// items are given, the total after the last.
+    pub fn for_each_file<E: From<ExportError>>(
+        &self,
+        mut each: impl FnMut(Vec<SourceItem<'_>>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut total = 0u64;
+        for (i, file) in self.files.iter().enumerate() {
+            let text = file.text()?;
+            let items = parse_text(&text, i as u32 + 1);
+            total += file.check_count(items.len())?;
+            each(items)?;
+        }
+        Ok(self.check_total(total)?)
+    }
+
+    /// The compressed size of the data files.
+    pub fn compressed_len(&self) -> u64 {
+        self.files.iter().map(|f| f.raw.len() as u64).sum()
+    }
+
+    fn check_total(&self, total: u64) -> Result<(), ExportError> {
+        match total == self.item_count {
+            true => Ok(()),
+            false => Err(ExportError::TotalCount { expected: self.item_count, found: total }),
+        }
     }
 }
 
-fn check_data_file(path: &Path, raw: &[u8], entry: &FileEntry) -> Result<DataFile, ExportError> {
+impl DataFile {
+    /// `found` items, if the manifest says so.
+    fn check_count(&self, found: usize) -> Result<u64, ExportError> {
+        let found = found as u64;
+        match found == self.expected_items {
+            true => Ok(found),
+            false => Err(ExportError::FileCount { path: self.path.clone(), expected: self.expected_items, found }),
+        }
+    }
+}
+
+fn check_data_file(path: &Path, raw: &[u8], entry: &FileEntry) -> Result<(), ExportError> {
     if let Some(expected) = &entry.md5_checksum {
         let found = base64(&Md5::digest(raw));
         if &found != expected {
             return Err(ExportError::Checksum { path: path.to_owned(), expected: expected.clone(), found });
         }
     }
-    // An empty partition may be exported as an empty object rather than an
-    // empty gzip stream.
-    let mut text = Vec::with_capacity(raw.len() * 6);
-    if !raw.is_empty() {
-        flate2::read::MultiGzDecoder::new(raw)
-            .read_to_end(&mut text)
-            .map_err(|source| ExportError::Gzip { path: path.to_owned(), source })?;
-    }
-    Ok(DataFile { path: path.to_owned(), expected_items: entry.item_count, text })
+    Ok(())
 }
 
-fn parse_data_file(file: &DataFile, number: u32) -> Vec<SourceItem<'_>> {
+/// The items of data file `number` (from 1), its text decompressed.
+fn parse_text(text: &[u8], number: u32) -> Vec<SourceItem<'_>> {
     let mut out = Vec::new();
-    for (n, line) in file.text.split(|&b| b == b'\n').enumerate() {
+    for (n, line) in text.split(|&b| b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }

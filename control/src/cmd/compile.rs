@@ -136,15 +136,15 @@ fn compile_table(args: &Job<'_>, out: Option<&Path>) -> Result<()> {
                 Source::Export(path) => Export::open(path)?,
                 _ => unreachable!("matched above"),
             };
-            let items = export.items()?;
+            let (compiled, elb_report) = compile_export(args, &export, &mut aws)?;
             source_line = Some(format!(
                 "{}: {} items in {:.2} s{}",
                 args.from,
-                items.len(),
+                export.item_count,
                 start.elapsed().as_secs_f64(),
                 export.table_arn.as_deref().map(|t| format!(" (exported from {t})")).unwrap_or_default()
             ));
-            items
+            return report(args, out, compiled, source_line, elb_report);
         }
         Source::Table(table) => {
             let config = aws.config()?;
@@ -215,20 +215,39 @@ fn compile_items(
     Ok((finished(args, compiled)?, elb_report))
 }
 
-/// Compiles a JSON Lines table file a chunk at a time ([`CHUNK_BYTES`]):
-/// memory holds the packed routes and the snapshot, never the table's text
-/// or items whole. Items with an ARN Target and no Origin are checked with
-/// a placeholder in a first pass; when there are any, their load balancers
-/// are looked up and a second pass compiles with their names.
+/// One pass over a table read in parts: gives each part's items, in
+/// order, to the function it is called with, with how much of the table
+/// the part was (for the progress bar).
+type Each<'e> = dyn FnMut(&mut Vec<SourceItem<'_>>, u64) -> Result<()> + 'e;
+
+/// Compiles a JSON Lines table file a chunk at a time (`--chunk-bytes`).
 fn compile_lines(
     args: &Job<'_>,
     path: &Path,
-    mut chunks: LineChunks<std::fs::File>,
+    chunks: LineChunks<std::fs::File>,
     aws: &mut Aws,
 ) -> Result<(Compiled, Option<ElbReport>)> {
-    let options = Options { skip_invalid: args.skip_invalid };
     let stamp = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.len(), m.modified().ok()));
     let first_stamp = stamp(path);
+    // A second pass reads the file again: it must be the file checked.
+    let changed = || anyhow::anyhow!("{} changed while it was compiled; nothing written", path.display());
+    let mut opened = Some(chunks);
+    let pass = |each: &mut Each<'_>| -> Result<()> {
+        let mut chunks = match opened.take() {
+            Some(chunks) => chunks,
+            None => match LineChunks::open(path, args.chunk_bytes)? {
+                TableFile::Lines(chunks) if stamp(path) == first_stamp => chunks,
+                _ => return Err(changed()),
+            },
+        };
+        while let Some(chunk) = chunks.next_chunk()? {
+            each(&mut chunk.items(), chunk.bytes.len() as u64)?;
+        }
+        if stamp(path) != first_stamp {
+            return Err(changed());
+        }
+        Ok(())
+    };
     let size = first_stamp.map_or(0, |(len, _)| len);
     // Only long compiles get a bar; indicatif hides it when stderr is not a terminal.
     let bar = if size >= 8 << 20 { ProgressBar::new(size) } else { ProgressBar::hidden() };
@@ -236,24 +255,57 @@ fn compile_lines(
         ProgressStyle::with_template("{spinner} validating {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    compile_in_parts(args, aws, &bar, pass)
+}
+
+/// Compiles a table export one data file at a time.
+fn compile_export(args: &Job<'_>, export: &Export, aws: &mut Aws) -> Result<(Compiled, Option<ElbReport>)> {
+    let count = export.item_count;
+    let bar = if count >= 50_000 { ProgressBar::new(count) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} validating {pos}/{len} items [{bar:30}] {per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let pass = |each: &mut Each<'_>| -> Result<()> {
+        export.for_each_file(|mut items| {
+            let n = items.len() as u64;
+            each(&mut items, n)
+        })
+    };
+    compile_in_parts(args, aws, &bar, pass)
+}
+
+/// Compiles a table read in parts by `pass`, each part validated, packed
+/// and dropped before the next: memory holds the packed routes and the
+/// snapshot, never the table's text or items whole. Items with an ARN
+/// Target and no Origin are checked with a placeholder in a first pass;
+/// when there are any, their load balancers are looked up and a second
+/// pass compiles with their names.
+fn compile_in_parts(
+    args: &Job<'_>,
+    aws: &mut Aws,
+    bar: &ProgressBar,
+    mut pass: impl FnMut(&mut Each<'_>) -> Result<()>,
+) -> Result<(Compiled, Option<ElbReport>)> {
+    let options = Options { skip_invalid: args.skip_invalid };
     let mut compiler = Compiler::new(options);
     let mut arns = BTreeSet::new();
     let (mut needing, mut pending) = (Vec::new(), 0);
-    while let Some(chunk) = chunks.next_chunk()? {
-        let mut items = chunk.items();
-        warn_ignored_attributes(&items);
-        let found = arns_without_origin(&items);
+    pass(&mut |items, size| {
+        warn_ignored_attributes(items);
+        let found = arns_without_origin(items);
         if !found.is_empty() {
-            let at = set_pending_origins(&mut items, &found);
+            let at = set_pending_origins(items, &found);
             pending += at.len();
             if needing.len() < SHOWN_NEEDING {
-                needing.extend(items_needing(&items, &at).into_iter().take(SHOWN_NEEDING - needing.len()));
+                needing.extend(items_needing(items, &at).into_iter().take(SHOWN_NEEDING - needing.len()));
             }
             arns.extend(found);
         }
-        compiler.add(&items, &());
-        bar.inc(chunk.bytes.len() as u64);
-    }
+        compiler.add(items, &());
+        bar.inc(size);
+        Ok(())
+    })?;
     if arns.is_empty() {
         bar.set_message("writing snapshot");
         let compiled = compiler.finish(&());
@@ -261,30 +313,21 @@ fn compile_lines(
         return Ok((finished(args, compiled)?, None));
     }
     bar.finish_and_clear();
-    let compiler_added = compiler.added();
+    let added = compiler.added();
     let errors = compiler.check();
     if !errors.is_empty() && !args.skip_invalid {
         return Err(invalid(args.from, errors));
     }
-    let added = compiler_added;
     let origins = resolve_origins(args, aws, &arns, &needing, pending)?;
-    // The second pass reads the file again: it must be the file checked.
-    let changed = || anyhow::anyhow!("{} changed while it was compiled; nothing written", path.display());
-    if stamp(path) != first_stamp {
-        return Err(changed());
-    }
-    let TableFile::Lines(mut chunks) = LineChunks::open(path, args.chunk_bytes)? else {
-        return Err(changed());
-    };
     let mut compiler = Compiler::new(options);
     let mut filled = 0;
-    while let Some(chunk) = chunks.next_chunk()? {
-        let mut items = chunk.items();
-        filled += apply_origins(&mut items, &origins);
-        compiler.add(&items, &());
-    }
-    if compiler.added() != added || stamp(path) != first_stamp {
-        return Err(changed());
+    pass(&mut |items, _| {
+        filled += apply_origins(items, &origins);
+        compiler.add(items, &());
+        Ok(())
+    })?;
+    if compiler.added() != added {
+        bail!("{} changed while it was compiled; nothing written", args.from);
     }
     let resolved = origins.values().filter(|o| o.is_ok()).count();
     Ok((finished(args, compiler.finish(&()))?, Some((resolved, arns.len(), filled))))
