@@ -22,14 +22,20 @@
 use std::io::{Read as _, Seek as _, Write as _};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
+use edgeroute_edge::SnapshotId;
+use sha2::{Digest as _, Sha256};
+
 /// The WebAssembly page: a base is mapped in whole pages.
 pub const WASM_PAGE: usize = 65536;
 
-/// A memfd being written, not sealed yet.
+/// A memfd being written, not sealed yet, and the SHA-256 of the bytes
+/// written so far: a base is hashed as it arrives (over the network or
+/// from a disk), not read again afterwards.
 #[derive(Debug)]
 pub struct BaseFileBuilder {
     file: std::fs::File,
     len: usize,
+    hash: Sha256,
 }
 
 impl BaseFileBuilder {
@@ -43,14 +49,15 @@ impl BaseFileBuilder {
         }
         // SAFETY: `raw` is a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        Ok(BaseFileBuilder { file: std::fs::File::from(fd), len: 0 })
+        Ok(BaseFileBuilder { file: std::fs::File::from(fd), len: 0, hash: Sha256::new() })
     }
 
     /// Seals the bytes written, and pads the file with zeros to whole
     /// WebAssembly pages (so that a mapping of those pages never reaches
     /// past its end).
     pub fn finish(self) -> std::io::Result<BaseFile> {
-        let BaseFileBuilder { file, len } = self;
+        let BaseFileBuilder { file, len, hash } = self;
+        let id = SnapshotId::from(<[u8; SnapshotId::LEN]>::from(hash.finalize()));
         let pages_len = len.div_ceil(WASM_PAGE).max(1) * WASM_PAGE;
         file.set_len(pages_len as u64)?;
         let fd = OwnedFd::from(file);
@@ -59,13 +66,14 @@ impl BaseFileBuilder {
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(BaseFile { fd, len, pages_len })
+        Ok(BaseFile { fd, len, pages_len, id })
     }
 }
 
 impl std::io::Write for BaseFileBuilder {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.file.write(buf)?;
+        self.hash.update(&buf[..n]);
         self.len += n;
         Ok(n)
     }
@@ -83,6 +91,8 @@ pub struct BaseFile {
     len: usize,
     /// The file's length: `len` rounded up to whole WebAssembly pages.
     pages_len: usize,
+    /// The SHA-256 of the snapshot's bytes, taken as they were written.
+    id: SnapshotId,
 }
 
 impl BaseFile {
@@ -98,6 +108,12 @@ impl BaseFile {
         let mut builder = BaseFileBuilder::new()?;
         std::io::copy(reader, &mut builder)?;
         builder.finish()
+    }
+
+    /// The SHA-256 of the snapshot's bytes (its id if it is a snapshot),
+    /// taken as they were written into the file, which its seals keep.
+    pub fn id(&self) -> SnapshotId {
+        self.id
     }
 
     /// The snapshot's length.
@@ -198,6 +214,9 @@ mod tests {
         let bytes: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
         let file = BaseFile::read_from(&mut &bytes[..]).unwrap();
         assert_eq!(&*file.map().unwrap(), &bytes[..]);
+        // Hashed as written, in the pieces `copy` writes: the bytes' id.
+        assert_eq!(file.id(), SnapshotId::of(&bytes));
+        assert_eq!(BaseFile::new(&bytes[..99]).unwrap().id(), SnapshotId::of(&bytes[..99]));
         assert_eq!(file.pages(), 2);
         let mut copied = Vec::new();
         file.copy_to(&mut copied).unwrap();

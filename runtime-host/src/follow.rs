@@ -150,7 +150,11 @@ async fn layers_of(
 
 /// Checks that a fetched object's bytes are its id; returns the id.
 fn verify(bytes: &[u8], kind: ObjectKind, id: &str) -> Result<SnapshotId, FetchError> {
-    let found = SnapshotId::of(bytes);
+    check_id(SnapshotId::of(bytes), kind, id)
+}
+
+/// Checks that `found`, a fetched object's SHA-256, is its id.
+fn check_id(found: SnapshotId, kind: ObjectKind, id: &str) -> Result<SnapshotId, FetchError> {
     // The pointer's id exactly as stores write it, lowercase hex (the id's
     // own comparison with text ignores case).
     let written = found.to_string();
@@ -305,10 +309,10 @@ impl CacheWriter {
 /// alone). A list whose objects are missing or damaged is an error: never
 /// a base without its layers.
 fn cached(cache: &Path) -> std::io::Result<(BaseFile, SnapshotId, Vec<Arc<HostLayer>>)> {
-    // A base goes from its file straight into a memfd, and is hashed there.
+    // A base goes from its file straight into a memfd, hashed on the way.
     let base_file = |path: &Path| -> std::io::Result<(BaseFile, SnapshotId)> {
         let file = BaseFile::read_from(&mut std::fs::File::open(path)?)?;
-        let id = SnapshotId::of(&file.map()?);
+        let id = file.id();
         Ok((file, id))
     };
     let list = match std::fs::read_to_string(cache.join(CACHED_LIST)) {
@@ -598,9 +602,8 @@ impl Follower {
             };
             let live = match base {
                 Some(file) => {
-                    let mapped = file.map().map_err(|e| refused(e.into()))?;
-                    verify(&mapped, ObjectKind::Snapshot, &base_ref)?;
-                    drop(mapped);
+                    // Hashed as it arrived.
+                    check_id(file.id(), ObjectKind::Snapshot, &base_ref)?;
                     router.swap_state_file(file, base_id, layers).map_err(refused)?
                 }
                 None => match router.swap_layers(base_id, layers.clone()).map_err(refused)? {

@@ -80,7 +80,9 @@ pub struct Router {
 impl Router {
     /// Loads the first snapshot.
     pub fn new(engine: EdgeEngine, snapshot: &[u8]) -> Result<Router, EngineError> {
-        let base = Self::load(&engine, snapshot, SnapshotId::of(snapshot))?;
+        let file = BaseFile::new(snapshot)?;
+        let id = file.id();
+        let base = Self::load_file(&engine, file, id)?;
         let live =
             Live { generation: 1, id: base.id, layers: Vec::new(), changed_at: base.loaded_at, base: Arc::new(base) };
         Ok(Router { engine, live: ArcSwapOption::from_pointee(live), generations: AtomicU64::new(1) })
@@ -115,7 +117,10 @@ impl Router {
     /// makes it the live one. Lookups in flight finish on the old one; a
     /// refused snapshot leaves the old one serving and comes back as the error.
     pub fn swap(&self, snapshot: &[u8]) -> Result<Arc<Live>, EngineError> {
-        self.swap_identified(snapshot, SnapshotId::of(snapshot))
+        // Hashed as it is copied into its memfd: one pass over the bytes.
+        let file = BaseFile::new(snapshot)?;
+        let id = file.id();
+        self.swap_state_file(file, id, Vec::new())
     }
 
     /// [`swap`](Self::swap) for a snapshot whose id (its [`SnapshotId`]) the
