@@ -242,8 +242,10 @@ fn read(path: &Path) -> Result<Vec<u8>, ExportError> {
 
 impl Export {
     /// Reads the export folder `dir` (the one holding `manifest-summary.json`):
-    /// both manifests, then every data file on all cores (MD5 checked,
-    /// decompressed). Item counts are checked by [`Export::items`].
+    /// both manifests, then every data file on all cores, MD5 checked. The
+    /// files are decompressed and their item counts checked as they are read
+    /// ([`Export::for_each_file`], [`Export::items`]): a damaged gzip stream
+    /// is found then, before anything is written.
     pub fn open(dir: &Path) -> Result<Export, ExportError> {
         let summary_path = dir.join("manifest-summary.json");
         let files_path = dir.join("manifest-files.json");
@@ -374,14 +376,46 @@ fn check_data_file(path: &Path, raw: &[u8], entry: &FileEntry) -> Result<(), Exp
     Ok(())
 }
 
-/// The items of data file `number` (from 1), its text decompressed.
+/// The items of data file `number` (from 1), its text decompressed: on
+/// all cores, split at line boundaries, when the file is big.
 fn parse_text(text: &[u8], number: u32) -> Vec<SourceItem<'_>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = cores.min(text.len() / (1 << 20)).clamp(1, 16);
+    if n == 1 {
+        return parse_lines(text, number, 0);
+    }
+    let mut bounds = vec![0];
+    for i in 1..n {
+        let at = (text.len() * i / n).max(*bounds.last().unwrap_or(&0));
+        let cut = text[at..].iter().position(|&b| b == b'\n').map_or(text.len(), |p| at + p + 1);
+        bounds.push(cut);
+    }
+    bounds.push(text.len());
+    // Each range's first line: the newlines before it.
+    let mut first_lines = vec![0u32];
+    for w in bounds.windows(2).take(n - 1) {
+        let before = *first_lines.last().unwrap_or(&0);
+        first_lines.push(before + text[w[0]..w[1]].iter().filter(|&&b| b == b'\n').count() as u32);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .zip(first_lines)
+            .map(|(w, first)| s.spawn(move || parse_lines(&text[w[0]..w[1]], number, first)))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
+}
+
+/// The items of lines of data file `number`, the first of them the file's
+/// line `skipped + 1`.
+fn parse_lines(text: &[u8], number: u32, skipped: u32) -> Vec<SourceItem<'_>> {
     let mut out = Vec::new();
     for (n, line) in text.split(|&b| b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let location = Location::Export { file: number, line: n as u32 + 1 };
+        let location = Location::Export { file: number, line: skipped + n as u32 + 1 };
         let item = serde_json::from_slice::<ExportLine<'_>>(line).map(|l| l.item.0).map_err(|e| ItemError {
             location,
             domain: None,
@@ -413,6 +447,30 @@ pub(crate) fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A big data file is parsed on all cores into the items (and the line
+    /// numbers) it gives parsed on one.
+    #[test]
+    fn a_big_file_parses_the_same_on_all_cores() {
+        let mut text = Vec::new();
+        for i in 0..40_000 {
+            match i % 1000 {
+                3 => text.extend_from_slice(b"not json\n"),
+                4 => text.extend_from_slice(b"\n"),
+                _ => text.extend_from_slice(
+                    format!(
+                        "{{\"Item\":{{\"Domain\":{{\"S\":\"d{i}.dev\"}},\"Target\":{{\"S\":\"s3://bucket/{i}\"}}}}}}\n"
+                    )
+                    .as_bytes(),
+                ),
+            }
+        }
+        assert!(text.len() > 2 << 20);
+        let all_cores = parse_text(&text, 3);
+        assert_eq!(all_cores, parse_lines(&text, 3, 0));
+        assert_eq!(all_cores.len(), 39_960);
+        assert_eq!(all_cores.last().unwrap().0, Location::Export { file: 3, line: 40_000 });
+    }
 
     #[test]
     fn base64_matches_rfc4648() {

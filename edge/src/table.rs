@@ -84,14 +84,26 @@ impl Table {
         let cursors: Vec<_> = (1..threads).map(|k| fst.cursor_at(total * k as u64 / threads as u64)).collect();
         let bounds: Vec<(Option<&Cursor>, Option<&Cursor>)> =
             (0..threads).map(|k| (k.checked_sub(1).map(|i| &cursors[i]), cursors.get(k))).collect();
-        let parts: Vec<Result<Part, SnapshotError>> = std::thread::scope(|s| {
+        let parts: Option<Vec<Result<Part, SnapshotError>>> = std::thread::scope(|s| {
             let handles: Vec<_> = bounds
                 .iter()
-                .map(|&(from, to)| s.spawn(move || self.check_part(bytes, tombstones, filter, from, to)))
+                .map(|&(from, to)| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(s, move || self.check_part(bytes, tombstones, filter, from, to))
+                })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+            handles
+                .into_iter()
+                .map(|h| h.ok().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
+                .collect()
         });
-        Part::join(&parts, fst.len(), total as usize)
+        match parts.map(|parts| Part::join(&parts, fst.len(), total as usize)) {
+            Some(Ok(deleted)) => Ok(deleted),
+            // Refused: the whole walk again, on this thread, so that the error
+            // is the one it gives (a part numbers keys from its own start).
+            // The same when a thread could not be started.
+            _ => self.check(bytes, tombstones, filter),
+        }
     }
 
     /// Checks the keys and records of the walk from `from` to `to` (see

@@ -57,6 +57,8 @@ pub enum EngineError {
     BadAnswer,
     #[error("there is no snapshot to answer from yet")]
     NoSnapshot,
+    #[error("the snapshot's bytes are {found}, not {expected}")]
+    WrongId { expected: SnapshotId, found: SnapshotId },
 }
 
 fn trap(e: wasmtime::Error) -> EngineError {
@@ -127,6 +129,11 @@ impl EdgeEngine {
     /// [`load`](Self::load) for a snapshot already in a sealed memfd (as
     /// a follower fetches one): nothing is copied.
     pub fn load_file(&self, file: BaseFile, id: SnapshotId) -> Result<(SnapshotModule, EdgeInstance), EngineError> {
+        // The file was hashed as it was written: the id the module is
+        // committed with is its bytes', whatever the caller thought.
+        if file.id() != id {
+            return Err(EngineError::WrongId { expected: id, found: file.id() });
+        }
         {
             // The bytes checked are the file's, which its seals keep as
             // they are; mapped only while they are checked.
@@ -146,7 +153,9 @@ impl EdgeEngine {
             }
             // On every core: the walk of a base of millions of routes is
             // the load's cost (this thread is never a serving one).
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // Parts of a few MB at least: below that a thread costs more than it saves.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let threads = cores.min(len / (4 << 20)).max(1);
             Snapshot::from_bytes_checksum_verified_on(&snapshot[..], threads)?;
         }
         let sm = SnapshotModule { engine: self.clone(), file: Arc::new(file), id };

@@ -583,9 +583,10 @@ impl Follower {
             fetched += file.len();
             Some(file)
         };
-        // Hashing and loading take milliseconds to seconds (50 MB at 1M
-        // routes): never on the threads that serve requests (nor on this
-        // task: the cache is written by its own thread).
+        // Loading takes milliseconds to seconds (50 MB at 1M routes): never
+        // on the threads that serve requests (nor on this task: the cache is
+        // written by its own thread). The base was hashed as it arrived, on
+        // the task that fetched it (or the blocking thread of a dir store).
         let router = &state.router;
         // What a refusal names: the snapshot, or the state of a base and layers.
         let what = match pointer.layers.len() {

@@ -127,10 +127,12 @@ enum ReloadError {
 
 /// Swaps in the snapshot at `path` unless it is the one being served.
 fn load(path: &Path, state: &HostState) -> Result<Option<std::sync::Arc<crate::router::Live>>, ReloadError> {
-    let bytes = std::fs::read(path).map_err(ReloadError::Read)?;
-    let id = edgeroute_edge::SnapshotId::of(&bytes);
+    // Into a memfd as it is read, hashed on the way: one pass over the bytes.
+    let mut file = std::fs::File::open(path).map_err(ReloadError::Read)?;
+    let base = crate::base_file::BaseFile::read_from(&mut file).map_err(ReloadError::Read)?;
+    let id = base.id();
     if state.router.live().is_some_and(|live| live.id == id) {
         return Ok(None);
     }
-    Ok(Some(state.router.swap_identified(&bytes, id)?))
+    Ok(Some(state.router.swap_state_file(base, id, Vec::new())?))
 }

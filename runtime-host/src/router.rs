@@ -123,20 +123,13 @@ impl Router {
         self.swap_state_file(file, id, Vec::new())
     }
 
-    /// [`swap`](Self::swap) for a snapshot whose id (its [`SnapshotId`]) the
-    /// caller has just computed from these bytes, e.g. to check them against
-    /// a store's pointer: hashing 50 MB twice would cost a swap ~100 ms.
-    pub fn swap_identified(&self, snapshot: &[u8], id: SnapshotId) -> Result<Arc<Live>, EngineError> {
-        let live = self.loaded(snapshot, id)?;
-        self.live.store(Some(live.clone()));
-        Ok(live)
-    }
-
     /// [`swap`](Self::swap), but only if there is no snapshot yet (a starting
     /// host's cached copy must never replace the store's, which may have
     /// been swapped in meanwhile). `None` when one was there.
     pub fn swap_if_empty(&self, snapshot: &[u8]) -> Result<Option<Arc<Live>>, EngineError> {
-        self.swap_state_if_empty(snapshot, SnapshotId::of(snapshot), Vec::new())
+        let file = BaseFile::new(snapshot)?;
+        let id = file.id();
+        self.swap_state_file_if_empty(file, id, Vec::new())
     }
 
     /// [`swap_state`](Self::swap_state), but only if there is no state yet.
@@ -153,15 +146,9 @@ impl Router {
         Ok(before.is_none().then_some(live))
     }
 
-    /// A validated snapshot with the next generation: numbered only once it
-    /// is good, and atomically, so that two swaps at once never share one
-    /// (a worker tells snapshots apart by it).
-    fn loaded(&self, snapshot: &[u8], id: SnapshotId) -> Result<Arc<Live>, EngineError> {
-        let base = Self::load(&self.engine, snapshot, id)?;
-        Ok(self.numbered(Arc::new(base), Vec::new()))
-    }
-
-    /// The state of `base` and `layers`, with the next generation.
+    /// The state of `base` and `layers`, with the next generation: numbered
+    /// only once it is good, and atomically, so that two swaps at once never
+    /// share one (a worker tells snapshots apart by it).
     fn numbered(&self, base: Arc<Base>, layers: Vec<Arc<HostLayer>>) -> Arc<Live> {
         let ids: Vec<SnapshotId> = layers.iter().map(|l| l.id).collect();
         Arc::new(Live {

@@ -138,7 +138,7 @@ fn compile_table(args: &Job<'_>, out: Option<&Path>) -> Result<()> {
             };
             let (compiled, elb_report) = compile_export(args, &export, &mut aws)?;
             source_line = Some(format!(
-                "{}: {} items in {:.2} s{}",
+                "{}: {} items, read and compiled in {:.2} s{}",
                 args.from,
                 export.item_count,
                 start.elapsed().as_secs_f64(),
@@ -227,7 +227,14 @@ fn compile_lines(
     chunks: LineChunks<std::fs::File>,
     aws: &mut Aws,
 ) -> Result<(Compiled, Option<ElbReport>)> {
-    let stamp = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.len(), m.modified().ok()));
+    // Any write changes the status-change time, even one that puts the
+    // size and the modification time back (`cp -p`, `rsync`).
+    let stamp = |path: &Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.len(), m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
+    };
     let first_stamp = stamp(path);
     // A second pass reads the file again: it must be the file checked.
     let changed = || anyhow::anyhow!("{} changed while it was compiled; nothing written", path.display());
@@ -248,7 +255,7 @@ fn compile_lines(
         }
         Ok(())
     };
-    let size = first_stamp.map_or(0, |(len, _)| len);
+    let size = first_stamp.map_or(0, |s| s.0);
     // Only long compiles get a bar; indicatif hides it when stderr is not a terminal.
     let bar = if size >= 8 << 20 { ProgressBar::new(size) } else { ProgressBar::hidden() };
     bar.set_style(

@@ -5,7 +5,7 @@
 //! `fst` because `fst`'s reader trusts its input: a structurally corrupt FST
 //! can make it index out of bounds in the middle of a lookup. Every read here
 //! goes through `slice::get` and checked arithmetic, so a lookup over any
-//! bytes at all returns `None` rather than panicking; [`Fst::validate`] then
+//! bytes at all returns `None` rather than panicking; [`Fst::walk_between`] then
 //! proves, once, that the map is exactly what the compiler would have written.
 //!
 //! The code is laid out as `fst`'s own `src/raw/`:
@@ -103,7 +103,7 @@ impl<'a> Fst<'a> {
     /// The lookup fast path: follows input `b` from the node at `addr`,
     /// returning the output and the next node's address. The one-transition
     /// layouts, which make up most of a hostname FST, are decoded in place
-    /// without building a [`Node`]. [`Fst::validate`] proves it agrees with
+    /// without building a [`Node`]. [`Fst::walk_between`] proves it agrees with
     /// [`Fst::step`] on every transition.
     #[inline]
     pub fn step_addr(&self, addr: usize, b: u8) -> Option<(u64, usize)> {
