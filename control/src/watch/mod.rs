@@ -38,6 +38,7 @@ use crate::lease::{HeldLease, LeaseError, LeaseOptions};
 use crate::lineage::{Lineage, ListedShard};
 use crate::publish::{self, publish_fenced, DropGuard, PublishError, Published};
 use crate::scan::{scan_table, ScanOptions};
+pub use checkpoint::{encode_items, ItemsKind};
 use edgeroute_compiler::elb::{apply_origins, arns_without_origin, Origins};
 use edgeroute_compiler::entry::ItemErrorKind;
 use edgeroute_compiler::item::{dynamodb_type_name, Location, RawItem, Value};
