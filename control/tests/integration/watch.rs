@@ -1041,6 +1041,33 @@ fn a_restart_resumes_from_the_checkpoint_and_scans_only_past_the_stream() {
     assert_eq!(snapshot.as_bytes(), &full_compile(&moto, "routes", &dir.join("b.snap"))[..]);
 }
 
+/// Changes at a steady rate (each written as soon as the one before is
+/// served, as a busy table's are) are merged up every tier, not only the
+/// first: the layers stay a few tiers' worth, and no compaction is forced
+/// by their count long before their bytes call for one.
+#[test]
+fn steady_changes_are_merged_up_every_tier() {
+    use edgeroute_control::watch::FAN_IN;
+    let moto = Moto::start();
+    let dir = scratch("steady");
+    let store = dir.join("store");
+    let rt = runtime();
+    let config = streamed_routes(&moto, &rt, &[item("a.example.com")]);
+    let watcher = Watcher::start("routes", &store, &moto.endpoint, &[]);
+    watcher.wait_for(&store, "a", |_, s| serves(s, "a.example.com"));
+    let mut most_layers = 0;
+    for i in 0..250 {
+        let name = format!("steady-{i}.example.com");
+        rt.block_on(put_items(&config, "routes", &[item(&name)]));
+        let (pointer, _) = watcher.wait_for(&store, &name, |_, s| serves(s, &name));
+        most_layers = most_layers.max(pointer.layers.len());
+    }
+    // 250 changes: tiers 0, 1 and 2, at most FAN_IN - 1 layers each, and
+    // a merge in flight.
+    assert!(most_layers <= 2 * (FAN_IN - 1) + 3, "{most_layers} layers at once:\n{}", watcher.log());
+    assert!(!watcher.log().contains("compacting "), "{}", watcher.log());
+}
+
 /// The store's checkpoint once it contains `what`: it is written after the
 /// pointer moves, so a test that stops a watcher right after seeing a state
 /// served waits for it first.
