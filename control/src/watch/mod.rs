@@ -790,8 +790,16 @@ async fn read_shards(
                 }
             }
         }
-        // Between bursts: merges and compactions of the layers.
-        if pending.is_none() {
+        // Between bursts, and while one gathers (its debounce not over):
+        // merges and compactions of the layers, one write at most. Not only
+        // when nothing is pending: under a steady rate of changes there is
+        // always a burst gathering, and merges of every tier past the first
+        // would wait for a pause that never comes.
+        let gathering = pending.as_ref().is_some_and(|p| {
+            let now = Instant::now();
+            now.duration_since(p.last_seen) < options.debounce && now.duration_since(p.first_seen) < options.max_delay
+        });
+        if pending.is_none() || gathering {
             match publisher.tidy().await {
                 Ok(()) => {}
                 Err(e @ WatchError::LeaseLost(_)) => return Err(e),
