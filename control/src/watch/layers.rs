@@ -13,7 +13,7 @@
 //!   changes go on as layers; the swap then rebases the layers written
 //!   meanwhile onto the new base (small: they are a few tiers' worth).
 //!
-//! Merges and the swap run between bursts, one pointer write at a time;
+//! Merges and the swap run between bursts (and while one gathers), one pointer write at a time;
 //! a compaction's merge runs on another thread. Every state the
 //! watcher writes compacts to the bytes a full compile of its mirror makes
 //! (tested), so hosts and a later compaction see one table whatever the
@@ -351,7 +351,7 @@ impl Publisher<'_> {
         }
     }
 
-    /// Between bursts: swaps in a finished compaction, merges the newest
+    /// Between bursts (or while one gathers): swaps in a finished compaction, merges the newest
     /// layers when a tier is full, and starts a compaction when one is due.
     /// One pointer write at most, so that a burst waiting meanwhile waits
     /// for one write at most.
