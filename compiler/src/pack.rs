@@ -21,7 +21,7 @@ use edgeroute_edge::Scheme;
 
 use crate::entry::{Entry, Target};
 use crate::item::Location;
-use crate::writer::{AsRecord, Assets, RecordRef, SiteKey};
+use crate::writer::{push_leb, AsRecord, Assets, RecordRef, SiteKey};
 
 /// A static site (else a balancer).
 const PACKED_STATIC: u8 = 1;
@@ -206,20 +206,14 @@ fn take_str<'r>(rest: &mut &'r [u8]) -> &'r str {
     s
 }
 
-fn write_leb(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let byte = (n & 0x7F) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
+/// A length as the snapshot writer writes one (LEB128). Lengths in an
+/// arena stay under [`ARENA_LIMIT`], far below `u32::MAX`.
+fn write_leb(out: &mut Vec<u8>, n: usize) {
+    push_leb(out, u32::try_from(n).expect("a length in an arena fits 32 bits"));
 }
 
 fn leb_len(n: usize) -> usize {
-    ((usize::BITS - (n | 1).leading_zeros()) as usize).div_ceil(7)
+    crate::writer::leb_len(u32::try_from(n).expect("a length in an arena fits 32 bits"))
 }
 
 fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {

@@ -145,7 +145,7 @@ impl<'r> RecordRef<'r> {
     }
 }
 
-fn push_leb(out: &mut Vec<u8>, mut n: u32) {
+pub(crate) fn push_leb(out: &mut Vec<u8>, mut n: u32) {
     loop {
         let byte = (n & 0x7F) as u8;
         n >>= 7;
@@ -157,7 +157,7 @@ fn push_leb(out: &mut Vec<u8>, mut n: u32) {
     }
 }
 
-fn leb_len(n: u32) -> usize {
+pub(crate) fn leb_len(n: u32) -> usize {
     (32 - (n | 1).leading_zeros()).div_ceil(7) as usize
 }
 
