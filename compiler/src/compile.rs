@@ -8,7 +8,7 @@ use crate::entry::{self, ItemError, ItemErrorKind};
 use crate::item::{Location, Value};
 use crate::pack::{Packed, PackedRoute, Run};
 use crate::source::SourceItem;
-use crate::writer::{write_sections, AsRecord, RecordRef, WriteError};
+use crate::writer::{write_sections, AsRecord, RecordRef, Sections, WriteError};
 
 /// How to compile.
 #[derive(Clone, Copy, Debug, Default)]
@@ -161,16 +161,21 @@ impl Compiler {
             return Err(CompileError::Invalid(errors));
         }
         progress.writing();
-        let keys: Vec<&[u8]> = unique.iter().map(PackedRoute::key).collect();
-        let sections = write_sections(&keys, &unique)?;
-        let stats = Stats::of(&keys, &unique);
+        let (sections, stats) = write_packed(unique)?;
         // The routes are in the sections now: let go of them before the file is put together.
-        drop(keys);
-        drop(unique);
         drop(arenas);
         let bytes = sections.assemble()?;
         Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats, skipped: errors })
     }
+}
+
+/// Writes packed routes, sorted by strictly ascending key, as a snapshot's
+/// sections, and counts them; lets go of the list (not of the arenas it
+/// points into, which the caller drops before putting the file together).
+pub(crate) fn write_packed(routes: Vec<PackedRoute<'_>>) -> Result<(Sections, Stats), WriteError> {
+    let keys: Vec<&[u8]> = routes.iter().map(PackedRoute::key).collect();
+    let sections = write_sections(&keys, &routes)?;
+    Ok((sections, Stats::of(&keys, &routes)))
 }
 
 /// The routes whose key no other route has, in key order, merged from the

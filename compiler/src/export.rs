@@ -379,18 +379,11 @@ fn check_data_file(path: &Path, raw: &[u8], entry: &FileEntry) -> Result<(), Exp
 /// The items of data file `number` (from 1), its text decompressed: on
 /// all cores, split at line boundaries, when the file is big.
 fn parse_text(text: &[u8], number: u32) -> Vec<SourceItem<'_>> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let n = cores.min(text.len() / (1 << 20)).clamp(1, 16);
+    let bounds = crate::source::line_bounds(text);
+    let n = bounds.len() - 1;
     if n == 1 {
         return parse_lines(text, number, 0);
     }
-    let mut bounds = vec![0];
-    for i in 1..n {
-        let at = (text.len() * i / n).max(*bounds.last().unwrap_or(&0));
-        let cut = text[at..].iter().position(|&b| b == b'\n').map_or(text.len(), |p| at + p + 1);
-        bounds.push(cut);
-    }
-    bounds.push(text.len());
     // Each range's first line: the newlines before it.
     let mut first_lines = vec![0u32];
     for w in bounds.windows(2).take(n - 1) {

@@ -12,12 +12,12 @@ use std::collections::BTreeMap;
 
 use edgeroute_edge::{Layer, Record, Route, Snapshot, SnapshotId};
 
-use crate::compile::{CompileError, Compiled, Options, Stats};
+use crate::compile::{write_packed, CompileError, Compiled, Options};
 use crate::entry::{self, normalize_domain, Entry, ItemError, ItemErrorKind, Target};
 use crate::item::{Location, Value};
 use crate::pack::{PackedRoute, Run};
 use crate::source::SourceItem;
-use crate::writer::{write_layer_sorted, write_sections, AsRecord, Lineage, RecordRef, WriteError};
+use crate::writer::{write_layer_sorted, AsRecord, Lineage, RecordRef, WriteError};
 
 /// One change: a route to upsert, or a Domain (normalized) to delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -279,11 +279,7 @@ pub fn compact<'l, B: AsRef<[u8]>, L: AsRef<[u8]> + 'l>(
     let routes: Vec<PackedRoute<'_>> =
         arenas.iter().zip(&indexes).flat_map(|(arena, index)| index.iter().map(move |p| p.route(arena))).collect();
     drop(indexes);
-    let keys: Vec<&[u8]> = routes.iter().map(PackedRoute::key).collect();
-    let sections = write_sections(&keys, &routes)?;
-    let stats = Stats::of(&keys, &routes);
-    drop(keys);
-    drop(routes);
+    let (sections, stats) = write_packed(routes)?;
     drop(arenas);
     let bytes = sections.assemble()?;
     Ok(Compiled { id: SnapshotId::of(&bytes), bytes, stats, skipped: Vec::new() })

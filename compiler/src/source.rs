@@ -44,9 +44,9 @@ pub fn parse_json(bytes: &[u8]) -> Result<Vec<SourceItem<'_>>, serde_json::Error
     Ok(parse_json_lines(bytes))
 }
 
-/// Parses JSON Lines (lines numbered from 1) on all cores.
-fn parse_json_lines(bytes: &[u8]) -> Vec<SourceItem<'_>> {
-    // Lines parse independently: split at line boundaries, one chunk per core.
+/// Where to split `bytes` into ranges of whole lines, one per core (one
+/// range below a MiB a core): the ranges' starts, then the end.
+pub(crate) fn line_bounds(bytes: &[u8]) -> Vec<usize> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let n = cores.min(bytes.len() / (1 << 20)).clamp(1, 16);
     let mut bounds = vec![0];
@@ -56,6 +56,13 @@ fn parse_json_lines(bytes: &[u8]) -> Vec<SourceItem<'_>> {
         bounds.push(cut);
     }
     bounds.push(bytes.len());
+    bounds
+}
+
+/// Parses JSON Lines (lines numbered from 1) on all cores.
+fn parse_json_lines(bytes: &[u8]) -> Vec<SourceItem<'_>> {
+    // Lines parse independently: one range of lines per core.
+    let bounds = line_bounds(bytes);
     let chunks: Vec<(Vec<SourceItem<'_>>, usize)> = std::thread::scope(|s| {
         let handles: Vec<_> = bounds.windows(2).map(|w| s.spawn(move || parse_lines(&bytes[w[0]..w[1]]))).collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
