@@ -6,6 +6,7 @@ mod integration {
     pub mod dataplane;
     pub mod environments;
     pub mod host;
+    pub mod hostile;
     pub mod layers;
     pub mod s3;
     pub mod serve;

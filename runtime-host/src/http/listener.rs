@@ -12,27 +12,44 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use crate::plane::DataPlane;
 use crate::state::HostState;
 
-/// Limits of the public listener.
+/// Limits of the public listener: what one client, or many, can hold of it.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Connections one client address (an IPv6 client's /64) may hold at
+    /// once; more are closed as they are accepted. 0: no cap. Trusted
+    /// proxies (`--trusted-proxies`) are exempt.
+    pub max_connections_per_client: usize,
     /// Bytes of a request's head (request line and headers) over HTTP/1.1,
     /// and of its header list over HTTP/2.
     pub max_header_bytes: usize,
     /// How long a shutdown waits for requests in flight.
     pub drain: Duration,
-    /// How long a client may take to send its request head.
+    /// How long a new connection may stay silent before its first byte.
+    pub first_byte_timeout: Duration,
+    /// How long a client may take to send a request head, from its first byte.
     pub header_timeout: Duration,
+    /// How long a connection may stay without a request in flight
+    /// (HTTP/1.1 keep-alive, HTTP/2, a WebSocket tunnel without traffic),
+    /// and how long a write may wait for a client that does not read.
+    pub idle_timeout: Duration,
+    /// How often an HTTP/2 connection is pinged; a peer that does not answer
+    /// within the same time is closed.
+    pub h2_ping_interval: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
+            max_connections_per_client: 256,
             max_header_bytes: 64 * 1024,
             drain: Duration::from_secs(30),
-            header_timeout: Duration::from_secs(30),
+            first_byte_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            h2_ping_interval: Duration::from_secs(30),
         }
     }
 }

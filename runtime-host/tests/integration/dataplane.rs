@@ -23,11 +23,11 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-fn scratch(name: &str) -> PathBuf {
+pub(super) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("edgeroute-dataplane-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -36,13 +36,13 @@ fn scratch(name: &str) -> PathBuf {
 
 /// A data plane for `table` on a free port, served as `edgeroute-host serve`
 /// serves it: two threads, each with its own runtime, on one listener.
-struct Plane {
-    addr: SocketAddr,
-    state: &'static HostState,
-    workers: Option<http::Workers>,
+pub(super) struct Plane {
+    pub(super) addr: SocketAddr,
+    pub(super) state: &'static HostState,
+    pub(super) workers: Option<http::Workers>,
 }
 
-async fn start(table: &str, objects: Objects, proxy: ProxyConfig, limits: Limits) -> Plane {
+pub(super) async fn start(table: &str, objects: Objects, proxy: ProxyConfig, limits: Limits) -> Plane {
     let bytes = compile_text(table, Options::default()).unwrap().bytes;
     let state = HostState::leak(Router::new(EdgeEngine::new().unwrap(), &bytes).unwrap(), std::time::Duration::MAX);
     let plane = DataPlane { state, objects, proxy: Proxy::new(proxy).unwrap() };
@@ -52,15 +52,15 @@ async fn start(table: &str, objects: Objects, proxy: ProxyConfig, limits: Limits
 }
 
 impl Plane {
-    async fn get(&self, host: &str, path: &str) -> RawResponse {
+    pub(super) async fn get(&self, host: &str, path: &str) -> RawResponse {
         self.send(&format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")).await
     }
 
-    async fn get_with(&self, host: &str, path: &str, headers: &str) -> RawResponse {
+    pub(super) async fn get_with(&self, host: &str, path: &str, headers: &str) -> RawResponse {
         self.send(&format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n")).await
     }
 
-    async fn send(&self, request: &str) -> RawResponse {
+    pub(super) async fn send(&self, request: &str) -> RawResponse {
         let answer = exchange(self.addr, request.as_bytes()).await.unwrap();
         assert_eq!(
             answer.header("x-edgeroute-snapshot").map(str::len),
@@ -71,13 +71,13 @@ impl Plane {
     }
 }
 
-fn text(r: &RawResponse) -> String {
+pub(super) fn text(r: &RawResponse) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
 
 // ---------------------------------------------------------------- static sites
 
-const SITES: &str = r#"
+pub(super) const SITES: &str = r#"
 {"Domain": "assets.example.com", "Target": "s3://sites/a", "Assets": ["index.html", "404.html", "about/index.html", "app.js", "big.bin", "café.html"]}
 {"Domain": "spa.example.com", "Target": "s3://sites/spa", "Assets": ["index.html", "app.js"], "Fallback": "index.html"}
 {"Domain": "bare.example.com", "Target": "s3://sites/bare"}
@@ -182,6 +182,35 @@ async fn static_sites_behave(plane: &Plane) {
     assert_eq!((r.status, r.body.len(), r.header("etag")), (304, 0, Some(etag.as_str())));
     let r = plane.get_with("assets.example.com", "/app.js", "If-None-Match: \"other\"\r\n").await;
     assert_eq!(r.status, 200);
+    // If-Modified-Since (RFC 9110 13.1.3), as S3 and nginx answer it: 304
+    // unless the object changed after the date; a date that is no date is
+    // ignored; If-None-Match, when present, decides alone (13.2.2).
+    let modified = plane.get("assets.example.com", "/app.js").await.header("last-modified").unwrap().to_owned();
+    let since = |date: &str| format!("If-Modified-Since: {date}\r\n");
+    let r = plane.get_with("assets.example.com", "/app.js", &since(&modified)).await;
+    assert_eq!((r.status, r.body.len(), r.header("last-modified")), (304, 0, Some(modified.as_str())), "{r:?}");
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    let r = plane.get_with("assets.example.com", "/app.js", &since("Fri, 01 Jan 2100 00:00:00 GMT")).await;
+    assert_eq!(r.status, 304);
+    let r = plane.get_with("assets.example.com", "/app.js", &since("Thu, 01 Jan 1970 00:00:01 GMT")).await;
+    assert_eq!((r.status, text(&r).as_str()), (200, "console.log('app')"));
+    let r = plane.get_with("assets.example.com", "/app.js", &since("yesterday")).await;
+    assert_eq!(r.status, 200);
+    let other_tag = format!("If-None-Match: \"other\"\r\n{}", since(&modified));
+    assert_eq!(plane.get_with("assets.example.com", "/app.js", &other_tag).await.status, 200);
+    let same_tag = format!("If-None-Match: {etag}\r\n{}", since("Thu, 01 Jan 1970 00:00:01 GMT"));
+    assert_eq!(plane.get_with("assets.example.com", "/app.js", &same_tag).await.status, 304);
+    let r = plane
+        .send(&format!(
+            "HEAD /app.js HTTP/1.1\r\nHost: assets.example.com\r\n{}Connection: close\r\n\r\n",
+            since(&modified)
+        ))
+        .await;
+    assert_eq!(r.status, 304);
+    // A site's own 404 page is sent whole, whatever the conditions.
+    let r =
+        plane.get_with("assets.example.com", "/secret-not-an-asset.txt", &since("Fri, 01 Jan 2100 00:00:00 GMT")).await;
+    assert_eq!((r.status, text(&r).as_str()), (404, "<h1>assets 404 page</h1>"));
     // Ranges: a slice, a suffix, one out of bounds.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let r = plane.get_with("assets.example.com", "/big.bin", "Range: bytes=1000-1999\r\n").await;
@@ -205,7 +234,7 @@ async fn static_sites_behave(plane: &Plane) {
     assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
 }
 
-fn write_sites(root: &Path) {
+pub(super) fn write_sites(root: &Path) {
     for (key, body) in site_objects() {
         let path = root.join("sites").join(key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -291,7 +320,7 @@ fn an_unreachable_s3_is_a_502_that_names_nothing() {
 /// `/big` streams 2 MB; `/slow` waits 3 s before answering; `/stall` sends
 /// the first part of its body, then nothing for 3 s, then the rest; `/ws`
 /// accepts a WebSocket upgrade and echoes what it reads.
-pub(crate) async fn upstream(listener: tokio::net::TcpListener) {
+pub(super) async fn upstream(listener: tokio::net::TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         tokio::spawn(async move {

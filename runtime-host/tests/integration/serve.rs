@@ -89,7 +89,11 @@ impl Served {
     /// `edgeroute-host serve ARGS` on a free port, with a free admin port;
     /// `Err` with its log if it exits before it listens.
     pub(super) fn run(args: &[&str], env: &[(&str, String)]) -> Result<Served, String> {
-        let port = free_port();
+        Served::run_at(free_port(), args, env)
+    }
+
+    /// [`Served::run`] on `port`.
+    pub(super) fn run_at(port: u16, args: &[&str], env: &[(&str, String)]) -> Result<Served, String> {
         let admin = std::iter::repeat_with(free_port).find(|&p| p != port).unwrap();
         let log = scratch_root().join(format!("host-{port}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgeroute-host"))

@@ -1,0 +1,491 @@
+//! Hostile clients against the data plane (`docs/serving.md`, "What a
+//! client can and cannot make the host do"): sockets that stay silent or
+//! send their head a byte at a time, one address opening thousands of
+//! connections, upgrades to anything but a WebSocket, spoofed forwarding
+//! headers, requests that loop back through the host, and origins whose
+//! failures must not tell a client where they are.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use edgeroute_compiler::Options;
+use edgeroute_host::http::Limits;
+use edgeroute_host::probe::exchange;
+use edgeroute_host::proxy::ProxyConfig;
+use edgeroute_host::statics::{DirObjects, Objects};
+use edgeroute_tests::compile_text;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use super::dataplane::{runtime, scratch, start, text, upstream, write_sites, SITES};
+use super::serve::{free_port, raw_get, Served};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Reads `stream` until the server closes it (an end of file or a reset),
+/// for at most `limit`: how long that took from `since`, and what was read;
+/// `None` for the time if it was still open at the limit.
+async fn wait_closed(stream: &mut TcpStream, since: Instant, limit: Duration) -> (Option<Duration>, Vec<u8>) {
+    let mut read = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::from_std(since + limit);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return (None, read),
+            Ok(Ok(0)) | Ok(Err(_)) => return (Some(since.elapsed()), read),
+            Ok(Ok(n)) => read.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Asserts that a connection was closed by the server no earlier than
+/// `deadline` (less a little for timer granularity) and not long after it.
+fn assert_closed_at(what: &str, closed: Option<Duration>, deadline: Duration) {
+    let closed = closed.unwrap_or_else(|| panic!("{what}: still open {:?} after its deadline", deadline + ms(2500)));
+    assert!(closed + ms(100) >= deadline, "{what}: closed after {closed:?}, before its deadline {deadline:?}");
+}
+
+// ---------------------------------------------------------------- HTTP/2 frames by hand
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const SETTINGS: u8 = 0x4;
+const HEADERS: u8 = 0x1;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const ACK: u8 = 0x1;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A GET's header block in HPACK: `:method GET`, `:scheme http` (indexed),
+/// `:path` and `:authority` (literals without indexing).
+fn hpack_get(host: &str, path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, host.len() as u8]);
+    block.extend_from_slice(host.as_bytes());
+    block
+}
+
+/// The frames in `bytes` (whole ones), as (type, flags).
+fn frames(bytes: &[u8]) -> Vec<(u8, u8)> {
+    let mut found = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 9 {
+        let len = (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
+        found.push((rest[3], rest[4]));
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    found
+}
+
+/// A request from `from` (another loopback address than the crowd's).
+async fn exchange_from(from: IpAddr, addr: SocketAddr, request: &[u8]) -> std::io::Result<String> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    let mut stream = socket.connect(addr).await?;
+    stream.write_all(request).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
+const GET_ASSETS: &[u8] = b"GET / HTTP/1.1\r\nHost: assets.example.com\r\nConnection: close\r\n\r\n";
+
+// ---------------------------------------------------------------- 1. silent and slow connections
+
+#[test]
+fn silent_slow_and_idle_connections_are_closed_at_their_deadlines() {
+    let dir = scratch("deadlines");
+    write_sites(&dir);
+    let limits = Limits {
+        max_connections_per_client: 0,
+        first_byte_timeout: ms(600),
+        header_timeout: ms(1200),
+        idle_timeout: ms(1800),
+        ..Limits::default()
+    };
+    runtime().block_on(async {
+        let plane = start(SITES, Objects::Dir(DirObjects::new(&dir)), ProxyConfig::default(), limits).await;
+        let addr = plane.addr;
+        let limit = ms(1800 + 2500);
+
+        // A socket that sends nothing.
+        let silent = async {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            wait_closed(&mut stream, Instant::now(), limit).await.0
+        };
+        // HTTP/1.1 slowloris: a header line every 100 ms, never the end of the head.
+        let slowloris = async {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut read, mut write) = stream.into_split();
+            let start = Instant::now();
+            let trickle = tokio::spawn(async move {
+                let _ = write.write_all(b"GET / HTTP/1.1\r\nHost: assets.example.com\r\n").await;
+                while write.write_all(b"X-Slow: 1\r\n").await.is_ok() {
+                    tokio::time::sleep(ms(100)).await;
+                }
+            });
+            let mut buf = [0u8; 1024];
+            let closed = loop {
+                match tokio::time::timeout_at(tokio::time::Instant::from_std(start + limit), read.read(&mut buf)).await
+                {
+                    Err(_) => break None,
+                    Ok(Ok(0)) | Ok(Err(_)) => break Some(start.elapsed()),
+                    Ok(Ok(_)) => {}
+                }
+            };
+            trickle.abort();
+            closed
+        };
+        // HTTP/2: a HEADERS frame whose block arrives a byte every 100 ms.
+        let slow_h2 = async {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let start = Instant::now();
+            stream.write_all(PREFACE).await.unwrap();
+            stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+            let block = hpack_get("assets.example.com", "/");
+            let whole = frame(HEADERS, END_STREAM | END_HEADERS, 1, &block);
+            stream.write_all(&whole[..9]).await.unwrap();
+            let (mut read, mut write) = stream.into_split();
+            let trickle = tokio::spawn(async move {
+                for byte in &whole[9..] {
+                    tokio::time::sleep(ms(100)).await;
+                    if write.write_all(&[*byte]).await.is_err() {
+                        break;
+                    }
+                }
+                write
+            });
+            let mut buf = [0u8; 4096];
+            let closed = loop {
+                match tokio::time::timeout_at(tokio::time::Instant::from_std(start + limit), read.read(&mut buf)).await
+                {
+                    Err(_) => break None,
+                    Ok(Ok(0)) | Ok(Err(_)) => break Some(start.elapsed()),
+                    Ok(Ok(_)) => {}
+                }
+            };
+            trickle.abort();
+            closed
+        };
+        // HTTP/2 with no request at all: closed when idle, with a GOAWAY first.
+        let idle_h2 = async {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let start = Instant::now();
+            stream.write_all(PREFACE).await.unwrap();
+            stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+            wait_closed(&mut stream, start, limit).await
+        };
+        // HTTP/1.1 keep-alive: one answer, then nothing.
+        let idle_h1 = async {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: assets.example.com\r\n\r\n").await.unwrap();
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&answer).contains("<h1>assets home</h1>") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed before its answer: {:?}", String::from_utf8_lossy(&answer));
+                answer.extend_from_slice(&buf[..n]);
+            }
+            wait_closed(&mut stream, Instant::now(), limit).await.0
+        };
+
+        let (silent, slowloris, slow_h2, (idle_h2, h2_bytes), idle_h1) =
+            tokio::join!(silent, slowloris, slow_h2, idle_h2, idle_h1);
+        assert_closed_at("a silent socket", silent, ms(600));
+        assert_closed_at("an HTTP/1.1 head sent a line at a time", slowloris, ms(1200));
+        assert_closed_at("an HTTP/2 header block sent a byte at a time", slow_h2, ms(1200));
+        assert_closed_at("an HTTP/2 connection with no request", idle_h2, ms(1800));
+        assert!(frames(&h2_bytes).iter().any(|&(kind, _)| kind == GOAWAY), "no GOAWAY before the close");
+        assert_closed_at("an HTTP/1.1 keep-alive connection", idle_h1, ms(1800));
+
+        // None of it stops a normal request.
+        let r = exchange(addr, GET_ASSETS).await.unwrap();
+        assert_eq!((r.status, text(&r).as_str()), (200, "<h1>assets home</h1>"));
+    });
+}
+
+#[test]
+fn http2_connections_are_pinged_and_closed_when_the_peer_stops_answering() {
+    let dir = scratch("pings");
+    write_sites(&dir);
+    let limits = Limits { h2_ping_interval: ms(300), idle_timeout: ms(20_000), ..Limits::default() };
+    runtime().block_on(async {
+        let plane = start(SITES, Objects::Dir(DirObjects::new(&dir)), ProxyConfig::default(), limits).await;
+        let mut stream = TcpStream::connect(plane.addr).await.unwrap();
+        let start = Instant::now();
+        stream.write_all(PREFACE).await.unwrap();
+        stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+        // This peer never answers a PING: closed long before its idle timeout.
+        let (closed, bytes) = wait_closed(&mut stream, start, ms(5_000)).await;
+        assert!(frames(&bytes).iter().any(|&(kind, flags)| kind == PING && flags & ACK == 0), "never pinged");
+        assert!(closed.is_some(), "a peer that never answers a PING is still connected after 5 s");
+    });
+}
+
+#[test]
+fn one_client_address_cannot_hold_every_connection() {
+    let dir = scratch("per-client");
+    write_sites(&dir);
+    let limits = Limits {
+        max_connections: 30,
+        max_connections_per_client: 10,
+        first_byte_timeout: ms(30_000),
+        ..Limits::default()
+    };
+    runtime().block_on(async {
+        let plane = start(SITES, Objects::Dir(DirObjects::new(&dir)), ProxyConfig::default(), limits).await;
+        let addr = plane.addr;
+        let mut crowd = Vec::new();
+        for _ in 0..25 {
+            crowd.push(TcpStream::connect(addr).await.unwrap());
+            // In order: the first ten are the ones kept.
+            tokio::time::sleep(ms(20)).await;
+        }
+        let mut closed = Vec::new();
+        for (n, stream) in crowd.iter_mut().enumerate() {
+            if wait_closed(stream, Instant::now(), ms(300)).await.0.is_some() {
+                closed.push(n);
+            }
+        }
+        assert_eq!(closed, (10..25).collect::<Vec<_>>(), "the connections over the cap of 10 are closed");
+        assert_eq!(plane.state.metrics.connections.load(Ordering::Relaxed), 10);
+
+        // Another address is served; this one is not until it lets one go.
+        let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        let answer = exchange_from(other, addr, GET_ASSETS).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let refused = exchange_from(IpAddr::V4(Ipv4Addr::LOCALHOST), addr, GET_ASSETS).await;
+        assert!(refused.as_deref().unwrap_or("").is_empty(), "over the cap yet answered: {refused:?}");
+        drop(crowd.remove(0));
+        tokio::time::sleep(ms(300)).await;
+        let answer = exchange_from(IpAddr::V4(Ipv4Addr::LOCALHOST), addr, GET_ASSETS).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    });
+}
+
+/// The issue's measurement, with the default deadlines and cap: 3,000
+/// silent sockets from one address against `--max-connections 1000`, and
+/// 12 s later another address is answered within 1 s.
+#[test]
+fn three_thousand_silent_sockets_from_one_address_do_not_shut_out_another() {
+    let dir = scratch("crowd");
+    write_sites(&dir);
+    let limits = Limits { max_connections: 1000, ..Limits::default() };
+    runtime().block_on(async {
+        let plane = start(SITES, Objects::Dir(DirObjects::new(&dir)), ProxyConfig::default(), limits).await;
+        let addr = plane.addr;
+        let crowd: Vec<_> = (0..3000).map(|_| tokio::spawn(TcpStream::connect(addr))).collect();
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        let answer = tokio::time::timeout(Duration::from_secs(1), exchange_from(other, addr, GET_ASSETS)).await;
+        let answer = answer.expect("no answer within 1 s").unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        drop(crowd);
+    });
+}
+
+// ---------------------------------------------------------------- 2. upgrades
+
+/// Opens a WebSocket through `addr` to the recording upstream, and checks
+/// that it echoes.
+async fn open_websocket(addr: SocketAddr) -> TcpStream {
+    let mut ws = TcpStream::connect(addr).await.unwrap();
+    ws.write_all(b"GET /ws HTTP/1.1\r\nHost: a.lb.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(ws.read(&mut byte).await.unwrap(), 1, "closed during the handshake: {head:?}");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    ws.write_all(b"\x81\x02hi").await.unwrap();
+    let mut echo = [0u8; 4];
+    ws.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"\x81\x02hi");
+    ws
+}
+
+async fn lb_table() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(upstream(listener));
+    format!("{{\"Domain\": \"*.lb.example.com\", \"Target\": \"http://127.0.0.1:{}\"}}\n", up.port())
+}
+
+#[test]
+fn upgrades_are_websocket_only_and_tunnels_stay_within_the_limits() {
+    let limits = Limits { max_connections: 1, idle_timeout: ms(1500), drain: ms(10_000), ..Limits::default() };
+    runtime().block_on(async {
+        let table = lb_table().await;
+        let nowhere = Objects::Dir(DirObjects::new("/nonexistent"));
+        let mut plane = start(&table, nowhere, ProxyConfig::default(), limits).await;
+        let addr = plane.addr;
+
+        // h2c (or any protocol but websocket) is no upgrade: the origin
+        // sees a plain request.
+        let r = plane
+            .get_with(
+                "a.lb.example.com",
+                "/",
+                "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n",
+            )
+            .await;
+        let body = text(&r).to_ascii_lowercase();
+        assert_eq!(r.status, 200, "{body}");
+        assert!(!body.contains("upgrade") && !body.contains("h2c") && !body.contains("http2-settings"), "{body}");
+
+        // A tunnel holds its connection's slot: with one slot, another
+        // client waits.
+        let mut ws = open_websocket(addr).await;
+        let echoed = Instant::now();
+        let waiting = tokio::spawn(async move {
+            exchange(addr, b"GET / HTTP/1.1\r\nHost: a.lb.example.com\r\nConnection: close\r\n\r\n").await
+        });
+        tokio::time::sleep(ms(700)).await;
+        assert!(!waiting.is_finished(), "answered while the one connection slot was the tunnel's");
+        assert_eq!(plane.state.metrics.connections.load(Ordering::Relaxed), 1);
+        // A silent tunnel is closed at the idle timeout; then the other client is served.
+        let (closed, _) = wait_closed(&mut ws, echoed, ms(1500 + 2500)).await;
+        assert_closed_at("a silent WebSocket tunnel", closed, ms(1500));
+        let r = waiting.await.unwrap().unwrap();
+        assert_eq!(r.status, 200, "{}", text(&r));
+
+        // A tunnel is closed when the host drains, not waited for.
+        let mut ws = open_websocket(addr).await;
+        let started = Instant::now();
+        let shutdown = tokio::spawn(plane.workers.take().unwrap().shutdown());
+        let (closed, _) = wait_closed(&mut ws, started, ms(3000)).await;
+        assert!(closed.is_some(), "a tunnel outlived the drain's start by 3 s");
+        tokio::time::timeout(ms(3000), shutdown).await.expect("the drain waited for a tunnel").unwrap();
+    });
+}
+
+// ---------------------------------------------------------------- 3. forwarding headers
+
+#[test]
+fn clients_cannot_spoof_forwarding_headers() {
+    runtime().block_on(async {
+        let table = lb_table().await;
+        let nowhere = Objects::Dir(DirObjects::new("/nonexistent"));
+        let plane = start(&table, nowhere, ProxyConfig::default(), Limits::default()).await;
+        let spoof = "X-Forwarded-For: 6.6.6.6\r\nx-forwarded-for: 6.6.6.7\r\nForwarded: for=6.6.6.6;proto=https\r\n\
+                     X-Real-IP: 6.6.6.6\r\nX-Forwarded-Port: 6666\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\n";
+        let r = plane.get_with("a.lb.example.com", "/", spoof).await;
+        let body = text(&r);
+        assert_eq!(r.status, 200, "{body}");
+        for spoofed in ["6.6.6.", "6666", "evil.example", "https"] {
+            assert!(!body.contains(spoofed), "{spoofed} reached the origin:\n{body}");
+        }
+        let port = plane.addr.port();
+        for set in [
+            "x-forwarded-for: 127.0.0.1\n".to_owned(),
+            "x-real-ip: 127.0.0.1\n".to_owned(),
+            "x-forwarded-proto: http\n".to_owned(),
+            "x-forwarded-host: a.lb.example.com\n".to_owned(),
+            format!("x-forwarded-port: {port}\n"),
+            "forwarded: for=127.0.0.1;host=a.lb.example.com;proto=http\n".to_owned(),
+        ] {
+            assert!(body.contains(&set), "no {set:?} in:\n{body}");
+        }
+    });
+}
+
+/// The host's log, and the snapshot of `table` in a file for `serve --snapshot`.
+fn snapshot_file(name: &str, table: &str) -> String {
+    let path = scratch(name).join("routes.snap");
+    std::fs::write(&path, compile_text(table, Options::default()).unwrap().bytes).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn trusting_every_client_s_forwarded_proto_is_refused_with_its_replacement() {
+    let snap = snapshot_file("trust-proto", "{\"Domain\": \"a.example.com\", \"Target\": \"https://o.example\"}\n");
+    let Err(why) = Served::run(&["--snapshot", &snap, "--trust-forwarded-proto"], &[]) else {
+        panic!("--trust-forwarded-proto was accepted")
+    };
+    assert!(why.contains("--trusted-proxies"), "{why}");
+}
+
+// ---------------------------------------------------------------- 5. what a failed origin tells
+
+#[test]
+fn a_failed_origin_is_answered_generically_with_a_request_id_its_details_logged() {
+    let rt = runtime();
+    let silent = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let down_port = free_port(); // nothing listens there
+    let table = format!(
+        "{{\"Domain\": \"down.example.com\", \"Target\": \"http://127.0.0.1:{down_port}\"}}\n\
+         {{\"Domain\": \"slow.example.com\", \"Target\": \"http://127.0.0.1:{silent_port}\"}}\n"
+    );
+    let snap = snapshot_file("origin-failures", &table);
+    let host = Served::run(&["--snapshot", &snap, "--read-timeout-ms", "500"], &[]).unwrap();
+    for (name, port, status) in [("down.example.com", down_port, 502), ("slow.example.com", silent_port, 504)] {
+        let (got, head, body) = raw_get(host.port, name, "/");
+        assert_eq!(got, status, "{head}\n{body}");
+        for leak in ["127.0.0.1", &port.to_string(), "Connect", "origin http"] {
+            assert!(!body.contains(leak), "{name}: the answer tells {leak:?}: {body}");
+        }
+        let id = body
+            .split("request id ")
+            .nth(1)
+            .map(|rest| rest.chars().take_while(char::is_ascii_alphanumeric).collect::<String>())
+            .unwrap_or_else(|| panic!("{name}: no request id in {body:?}"));
+        assert!(id.len() >= 8, "{id}");
+        assert!(head.to_ascii_lowercase().contains(&format!("x-edgeroute-request-id: {id}")), "{head}");
+        let log = host.log();
+        let line = log.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{id} not in the log:\n{log}"));
+        assert!(line.contains(&format!("127.0.0.1:{port}")), "the log line does not name the origin: {line}");
+    }
+    drop(silent);
+}
+
+// ---------------------------------------------------------------- 7. loops
+
+/// The machine's host name, the default `--via-name`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned()
+}
+
+#[test]
+fn a_request_that_already_passed_this_host_is_a_508_not_a_loop() {
+    let rt = runtime();
+    let table = rt.block_on(lb_table());
+    let port = free_port();
+    let table = format!("{table}{{\"Domain\": \"loop.example.com\", \"Target\": \"http://127.0.0.1:{port}\"}}\n");
+    let snap = snapshot_file("loops", &table);
+    let host = Served::run_at(port, &["--snapshot", &snap], &[]).unwrap();
+    let name = hostname();
+
+    // The origin learns which host the request passed.
+    let (status, _, body) = raw_get(host.port, "a.lb.example.com", "/");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("via: 1.1 {name}\n")), "{body}");
+    // A request that names this host in its Via already has been here.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", host.port)).unwrap();
+    use std::io::{Read as _, Write as _};
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: a.lb.example.com\r\nVia: 1.0 cdn-7, 1.1 {name} (edgeroute)\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 508"), "{answer}");
+    // An entry whose origin is the host itself: one pass, then 508.
+    let (status, _, body) = raw_get(host.port, "loop.example.com", "/");
+    assert_eq!(status, 508, "{body}");
+    drop(rt);
+}
