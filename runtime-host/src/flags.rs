@@ -15,7 +15,8 @@ use clap::{Args, Parser, Subcommand};
 pub use edgeroute_cli::resolve::ResolveArgs;
 use edgeroute_host::aws::{AwsSettings, S3Limits};
 use edgeroute_host::http::Limits;
-use edgeroute_host::proxy::{ProxyConfig, TlsName};
+use edgeroute_host::proxy::{default_via_name, ProxyConfig, TlsName};
+use edgeroute_host::trust::{Cidr, TrustedProxies};
 use edgeroute_store::StoreLocation;
 
 /// What `--help` says about exit statuses, and what `main` returns.
@@ -130,9 +131,28 @@ pub struct ListenerArgs {
     /// Connections served at once (all threads together); more wait in the backlog.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Connections one client address (an IPv6 client's /64) may hold at
+    /// once; more are closed as they come. 0: no cap. --trusted-proxies are exempt.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections_per_client: usize,
     /// Largest request head (HTTP/1.1) or header list (HTTP/2); larger is a 431.
     #[arg(long, value_name = "BYTES", default_value_t = 65_536)]
     pub max_header_bytes: usize,
+    /// How long a new connection may stay silent before it is closed.
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = positive_seconds)]
+    pub first_byte_timeout: Duration,
+    /// How long a request head (HTTP/1.1) or header block (HTTP/2) may take
+    /// from its first byte.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = positive_seconds)]
+    pub header_timeout: Duration,
+    /// How long a connection may stay without a request in flight (keep-alive,
+    /// HTTP/2, a quiet WebSocket), and a client may leave its answer unread.
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = positive_seconds)]
+    pub idle_timeout: Duration,
+    /// How often an HTTP/2 connection is pinged; one whose peer does not
+    /// answer within as long is closed.
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = positive_seconds)]
+    pub h2_ping_interval: Duration,
     /// On SIGTERM or Ctrl-C, how long to wait for requests in flight.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub drain_seconds: u64,
@@ -143,9 +163,13 @@ impl ListenerArgs {
     pub fn limits(&self) -> Limits {
         Limits {
             max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
             max_header_bytes: self.max_header_bytes,
             drain: Duration::from_secs(self.drain_seconds),
-            ..Limits::default()
+            first_byte_timeout: self.first_byte_timeout,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            h2_ping_interval: self.h2_ping_interval,
         }
     }
 
@@ -202,9 +226,20 @@ pub struct OriginArgs {
     /// PEM certificates to trust for TLS origins, besides the system's.
     #[arg(long, value_name = "FILE")]
     pub origin_ca: Vec<PathBuf>,
-    /// Keep a client's X-Forwarded-Proto instead of setting `http` (behind a
-    /// load balancer that terminates TLS).
-    #[arg(long)]
+    /// The load balancers or CDNs in front (CIDR or address, repeatable or
+    /// comma-separated): their X-Forwarded-*, X-Real-IP and Forwarded headers
+    /// are passed on, and they are exempt from --max-connections-per-client.
+    /// Everyone else's are replaced.
+    #[arg(long, value_name = "CIDR", num_args = 1.., value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
+    /// The name this host adds to a proxied request's Via; a request already
+    /// naming it is a loop (508). One name for a fleet behind one load
+    /// balancer [default: this machine's host name]
+    #[arg(long, value_name = "NAME")]
+    pub via_name: Option<String>,
+    /// Gone: it trusted every client's X-Forwarded-Proto. Refused, naming
+    /// --trusted-proxies.
+    #[arg(long, hide = true)]
     pub trust_forwarded_proto: bool,
     /// The longest wait for a connection to an origin.
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
@@ -218,6 +253,13 @@ impl OriginArgs {
     /// The proxy's settings, with the `--origin-ca` files read.
     pub fn proxy_config(&self) -> anyhow::Result<ProxyConfig> {
         use anyhow::Context as _;
+        if self.trust_forwarded_proto {
+            anyhow::bail!(
+                "--trust-forwarded-proto is gone: it let every client claim https. Name the load balancers in \
+                 front instead, --trusted-proxies CIDR… (their X-Forwarded-Proto, X-Forwarded-For and Forwarded \
+                 are then passed on; everyone else's are replaced)"
+            );
+        }
         let mut extra_roots = Vec::new();
         for file in &self.origin_ca {
             extra_roots
@@ -228,7 +270,8 @@ impl OriginArgs {
             read_timeout: Duration::from_millis(self.read_timeout_ms),
             tls_name: self.origin_tls_name,
             extra_roots,
-            trust_forwarded_proto: self.trust_forwarded_proto,
+            trusted_proxies: TrustedProxies::new(self.trusted_proxies.clone()),
+            via_name: self.via_name.clone().unwrap_or_else(default_via_name),
             ..ProxyConfig::default()
         })
     }
@@ -288,6 +331,14 @@ fn seconds(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a number of seconds (e.g. 60, 2.5)"))
 }
 
+/// A number of seconds greater than zero (a timeout of 0 would close everything).
+fn positive_seconds(text: &str) -> Result<Duration, String> {
+    seconds(text)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a number of seconds greater than 0 (e.g. 10, 2.5)"))
+}
+
 /// An address to listen on, with a hint for the usual slip: a bare port.
 fn listen_address(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse() {
@@ -318,6 +369,36 @@ mod tests {
     fn every_visible_argument_has_a_help_line() {
         let missing = edgeroute_cli::help::undocumented(&Cli::command());
         assert!(missing.is_empty(), "no help line: {missing:#?}");
+    }
+
+    #[test]
+    fn timeouts_are_more_than_zero_seconds() {
+        assert_eq!(positive_seconds("0.25"), Ok(Duration::from_millis(250)));
+        for bad in ["0", "-1", "soon"] {
+            assert!(positive_seconds(bad).unwrap_err().contains("greater than 0"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_repeated_or_listed() {
+        let cli = Cli::try_parse_from([
+            "edgeroute-host",
+            "serve",
+            "--snapshot",
+            "x.snap",
+            "--trusted-proxies",
+            "10.0.0.0/8,192.0.2.7",
+            "--trusted-proxies",
+            "2001:db8::/32",
+        ])
+        .unwrap();
+        let Command::Serve(serve) = cli.command else { panic!("not serve") };
+        let shown: Vec<String> = serve.origins.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+        let e = Cli::try_parse_from(["edgeroute-host", "serve", "--snapshot", "x", "--trusted-proxies", "10.1.2.3/8"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean 10.0.0.0/8"), "{e}");
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod respond;
 pub mod router;
 pub mod state;
 pub mod statics;
+pub mod trust;
 
 pub use crate::answer::Answer;
 pub use crate::engine::{EdgeEngine, EdgeInstance, EngineError, HostLayer, SnapshotModule};

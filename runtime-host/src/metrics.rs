@@ -51,6 +51,39 @@ const STATUSES: usize = 600;
 const RESOLVE_BUCKETS_NS: [u64; 12] =
     [500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 250_000, 1_000_000, 10_000_000, 100_000_000];
 
+/// Why the host closed a client's connection itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The client's address held its `--max-connections-per-client`.
+    ClientCap,
+    /// No byte within `--first-byte-timeout`.
+    FirstByte,
+    /// A request head not complete within `--header-timeout` of its first byte.
+    Head,
+    /// No request in flight for `--idle-timeout` (closed gracefully).
+    Idle,
+    /// A client that stopped reading its answer for `--idle-timeout`.
+    Send,
+    /// A WebSocket tunnel that carried nothing for `--idle-timeout`.
+    TunnelIdle,
+}
+
+impl Closed {
+    pub const ALL: [Closed; 6] =
+        [Closed::ClientCap, Closed::FirstByte, Closed::Head, Closed::Idle, Closed::Send, Closed::TunnelIdle];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closed::ClientCap => "client_cap",
+            Closed::FirstByte => "first_byte",
+            Closed::Head => "head",
+            Closed::Idle => "idle",
+            Closed::Send => "send",
+            Closed::TunnelIdle => "tunnel_idle",
+        }
+    }
+}
+
 /// Counters of one host process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -76,6 +109,8 @@ pub struct Metrics {
     pub origin_errors: AtomicU64,
     /// Static objects S3 refused access to (403), answered 502.
     pub static_denied: AtomicU64,
+    /// Connections the host closed itself, by [`Closed`] reason.
+    closed: [AtomicU64; Closed::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -93,6 +128,7 @@ impl Default for Metrics {
             in_flight: AtomicU64::new(0),
             origin_errors: AtomicU64::new(0),
             static_denied: AtomicU64::new(0),
+            closed: Default::default(),
         }
     }
 }
@@ -102,6 +138,16 @@ impl Metrics {
     pub fn request(&self, outcome: Outcome, status: u16) {
         let status = usize::from(status).min(STATUSES - 1);
         self.requests[outcome as usize * STATUSES + status].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one connection the host closed itself.
+    pub fn closed(&self, why: Closed) {
+        self.closed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed for `why` so far.
+    pub fn closed_count(&self, why: Closed) -> u64 {
+        self.closed[why as usize].load(Ordering::Relaxed)
     }
 
     /// Counts one resolve and its latency.
@@ -268,6 +314,15 @@ impl Metrics {
             "gauge",
             load(&self.connections).to_string(),
         );
+        out.push_str("# HELP edgeroute_connections_closed_total Connections the host closed itself: over the per-client cap, no first byte, a request head too slow, idle, a client that stopped reading, an idle tunnel.\n");
+        out.push_str("# TYPE edgeroute_connections_closed_total counter\n");
+        for why in Closed::ALL {
+            out.push_str(&format!(
+                "edgeroute_connections_closed_total{{reason=\"{}\"}} {}\n",
+                why.as_str(),
+                load(&self.closed[why as usize])
+            ));
+        }
         gauge(
             &mut out,
             "edgeroute_requests_in_flight",

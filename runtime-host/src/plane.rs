@@ -17,8 +17,8 @@
 //! nothing in them fails or panics on bad input.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use edgeroute_edge::{Resolution, Scheme, SnapshotId};
@@ -27,6 +27,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::body::Body;
 use crate::engine::EngineError;
 use crate::http::request::{host_name, request_host, InFlight};
+use crate::http::Connection;
 use crate::metrics::Outcome;
 use crate::proxy::{Forwarded, Proxy, ProxyOutcome, Upstream};
 use crate::respond::{name_snapshot, plain, redirect};
@@ -80,7 +81,8 @@ type Phase<T> = Result<T, Short>;
 impl DataPlane {
     /// Answers one request. Never fails and never panics on bad input: every
     /// outcome is a response.
-    pub async fn handle(&self, req: Request<hyper::body::Incoming>, client: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, req: Request<hyper::body::Incoming>, connection: &Arc<Connection>) -> Response<Body> {
+        let client = connection.client;
         let metrics = &self.state.metrics;
         // Counted down when the request ends, answered or dropped (a client
         // that goes away mid-proxy drops this future).
@@ -93,7 +95,7 @@ impl DataPlane {
             Ok(named) => match self.resolve(&named) {
                 Err(short) => (short.outcome, plain(short.status, &short.text), None),
                 Ok((route, id)) => {
-                    let (outcome, response) = self.dispatch(req, named, route, client).await;
+                    let (outcome, response) = self.dispatch(req, named, route, connection).await;
                     (outcome, response, Some(id))
                 }
             },
@@ -178,7 +180,7 @@ impl DataPlane {
         req: Request<hyper::body::Incoming>,
         named: Named,
         route: Resolved,
-        client: SocketAddr,
+        connection: &Arc<Connection>,
     ) -> (Outcome, Response<Body>) {
         match route {
             Resolved::Static { bucket, key, status, fallback, not_found_page } => {
@@ -197,7 +199,7 @@ impl DataPlane {
             Resolved::Redirect { location, status } => (Outcome::Redirect, redirect(status, &location)),
             Resolved::Balancer(origin) => {
                 let name = host_name(&named.host);
-                let fwd = Forwarded { host: &named.host, name: &name, client };
+                let fwd = Forwarded { host: &named.host, name: &name, connection };
                 let (response, result) = Box::pin(self.proxy.forward(req, &origin, fwd)).await;
                 if result == ProxyOutcome::OriginFailed {
                     self.state.metrics.origin_errors.fetch_add(1, Ordering::Relaxed);

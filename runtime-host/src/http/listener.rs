@@ -1,16 +1,18 @@
 //! Phase 0, the listener: serving threads that accept connections on one
-//! socket, the limits that protect them, and a graceful drain.
+//! socket, the limits that protect them (all told and per client; each
+//! connection's deadlines are its socket's: `deadlines.rs`), and a
+//! graceful drain.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use super::connection::{Admitted, Answer, ClientSlot, ClientSlots, Connection, InRequest};
+use super::deadlines::{Deadlines, Watched};
+use crate::metrics::Closed;
 use crate::plane::DataPlane;
-use crate::state::HostState;
 
 /// Limits of the public listener: what one client, or many, can hold of it.
 #[derive(Clone, Debug)]
@@ -54,6 +56,13 @@ impl Default for Limits {
     }
 }
 
+/// What the serving threads share: the connection slots, all told and per client.
+#[derive(Clone, Debug)]
+struct Shared {
+    permits: Arc<tokio::sync::Semaphore>,
+    client_slots: Arc<ClientSlots>,
+}
+
 /// The data plane on several threads, each with a single-threaded tokio
 /// runtime of its own, all accepting from one listening socket (as nginx's
 /// workers do). A request is then served start to end on one thread: its
@@ -77,7 +86,10 @@ impl Workers {
     ) -> std::io::Result<Workers> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+        let shared = Shared {
+            permits: Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1))),
+            client_slots: ClientSlots::new(limits.max_connections_per_client),
+        };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut workers = Workers { addr, stop, threads: Vec::new() };
         for n in 0..threads.max(1) {
@@ -88,15 +100,12 @@ impl Workers {
                 objects: plane.objects.clone(),
                 proxy: plane.proxy.with_own_pool(),
             });
-            let (limits, permits, mut stopped) = (limits.clone(), permits.clone(), stopped.clone());
+            let (limits, shared, stopped) = (limits.clone(), shared.clone(), stopped.clone());
             let thread = std::thread::Builder::new().name(format!("edgeroute-serve-{n}")).spawn(move || {
                 runtime.block_on(async move {
                     let listener = match tokio::net::TcpListener::from_std(listener) {
                         Ok(listener) => listener,
                         Err(e) => return tracing::error!("serving thread {n} cannot listen: {e}"),
-                    };
-                    let shutdown = async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
                     };
                     // This thread's instance lets go of a base no longer served,
                     // even while no request comes (two bases in memory at most).
@@ -107,7 +116,7 @@ impl Workers {
                             state.router.with_worker(|worker| worker.release_stale());
                         }
                     });
-                    serve(plane, listener, limits, permits, shutdown).await;
+                    serve(plane, listener, limits, shared, stopped).await;
                 });
             });
             match thread {
@@ -149,31 +158,43 @@ impl Drop for Workers {
 }
 
 /// Serves the data plane on `listener` until `shutdown` completes, then
-/// stops accepting and waits up to `limits.drain` for requests in flight.
+/// stops accepting, tells every connection to finish (HTTP/1.1 after its
+/// request, HTTP/2 with a GOAWAY; tunnels at once) and waits up to
+/// `limits.drain` for them.
 async fn serve(
     plane: Arc<DataPlane>,
     listener: tokio::net::TcpListener,
     limits: Limits,
-    permits: Arc<tokio::sync::Semaphore>,
-    shutdown: impl Future<Output = ()>,
+    shared: Shared,
+    stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let Shared { permits, client_slots } = shared;
+    let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let deadlines =
+        Deadlines { first_byte: limits.first_byte_timeout, header: limits.header_timeout, idle: limits.idle_timeout };
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // The connection's own deadlines (`deadlines.rs`) bound heads and idle
+    // time; hyper's head timeout, which also runs between requests, stays
+    // as a backstop past them.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        .header_read_timeout(limits.idle_timeout + limits.header_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(limits.h2_ping_interval)
+        .keep_alive_timeout(limits.h2_ping_interval)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
-    tokio::pin!(shutdown);
+    let tasks = tokio_util::task::TaskTracker::new();
+    let metrics = &plane.state.metrics;
+    let mut shutdown = stopped.clone();
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
-            () = &mut shutdown => break,
+            _ = shutdown.wait_for(|stop| *stop) => break,
         };
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -185,27 +206,70 @@ async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let trusted = plane.proxy.trusts(client.ip());
+        let client_slot = if trusted {
+            ClientSlot::uncapped()
+        } else {
+            match client_slots.take(client.ip()) {
+                Some(slot) => slot,
+                None => {
+                    // Closed at once, its permit free for the next one.
+                    metrics.closed(Closed::ClientCap);
+                    continue;
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
-        let state: &'static HostState = plane.state;
-        let metrics = &state.metrics;
-        metrics.connections.fetch_add(1, Ordering::Relaxed);
-        let plane = plane.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let plane = plane.clone();
-            async move { Ok::<_, std::convert::Infallible>(plane.handle(req, client).await) }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
-            metrics.connections.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
+        let admitted = Admitted {
+            client,
+            local,
+            trusted,
+            idle_timeout: limits.idle_timeout,
+            permit,
+            client_slot,
+            stop: stopped.clone(),
+        };
+        let connection = Arc::new(Connection::open(admitted, metrics));
+        let io = TokioIo::new(Watched::new(stream, connection.clone(), deadlines));
+        let service = {
+            let (plane, connection) = (plane.clone(), connection.clone());
+            hyper::service::service_fn(move |req| {
+                let plane = plane.clone();
+                let request = InRequest::begin(&connection);
+                async move {
+                    let response = plane.handle(req, request.connection()).await;
+                    Ok::<_, std::convert::Infallible>(response.map(|body| Answer::new(body, request)))
+                }
+            })
+        };
+        let serving = builder.serve_connection_with_upgrades(io, service).into_owned();
+        let grace = limits.header_timeout;
+        tasks.spawn(async move {
+            tokio::pin!(serving);
+            let mut stop = connection.stop.clone();
+            let (mut finishing, mut closing) = (false, None::<std::pin::Pin<Box<tokio::time::Sleep>>>);
+            loop {
+                tokio::select! {
+                    _ = serving.as_mut() => break,
+                    // Idle too long: finish gracefully, and not forever.
+                    () = connection.idle.notified(), if closing.is_none() => {
+                        serving.as_mut().graceful_shutdown();
+                        closing = Some(Box::pin(tokio::time::sleep(grace)));
+                    }
+                    _ = stop.wait_for(|stop| *stop), if !finishing => {
+                        serving.as_mut().graceful_shutdown();
+                        finishing = true;
+                    }
+                    () = async { closing.as_mut().expect("guarded").await }, if closing.is_some() => break,
+                }
+            }
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.drain, graceful.shutdown()).await.is_err() {
+    tasks.close();
+    if tokio::time::timeout(limits.drain, tasks.wait()).await.is_err() {
         tracing::warn!("shutdown: requests still in flight after {:?}; closing them", limits.drain);
     }
 }

@@ -1,12 +1,16 @@
 //! The headers a proxied request gains, loses and joins on its way to the
 //! origin.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
-/// The protocol a request asks to upgrade to (`Connection: upgrade` with an
-/// `Upgrade` header), if any.
+/// The protocol a request asks to upgrade to, if it is a WebSocket
+/// (`Connection: upgrade` with `Upgrade: websocket`). Nothing else is
+/// passed: an `h2c` or any other upgrade would hand the client a raw
+/// connection to the origin, outside every limit of the host; such a
+/// request goes on as a plain one, its `Upgrade` dropped with the other
+/// hop-by-hop headers.
 pub(super) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = headers
         .get_all(hyper::header::CONNECTION)
@@ -14,7 +18,13 @@ pub(super) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(hyper::header::UPGRADE).cloned()).flatten()
+    let mut upgrades = headers.get_all(hyper::header::UPGRADE).iter();
+    match (upgrades.next(), upgrades.next()) {
+        (Some(one), None) if asks && one.to_str().is_ok_and(|p| p.trim().eq_ignore_ascii_case("websocket")) => {
+            Some(one.clone())
+        }
+        _ => None,
+    }
 }
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): the fixed ones and
@@ -45,16 +55,109 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client's address to `X-Forwarded-For` (one header, the
-/// earlier hops first).
-pub(super) fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
-    let name = HeaderName::from_static("x-forwarded-for");
-    let mut hops: Vec<String> =
-        headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).map(|v| v.trim().to_owned()).collect();
-    hops.retain(|h| !h.is_empty());
-    hops.push(client.ip().to_string());
-    if let Ok(value) = HeaderValue::from_str(&hops.join(", ")) {
-        headers.insert(name, value);
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const FORWARDED: HeaderName = hyper::header::FORWARDED;
+
+/// What the origin is told about the hop a request took to the host.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Hop<'a> {
+    /// The peer of the connection (a client, or a trusted proxy).
+    pub client: IpAddr,
+    /// The `Host` the client sent.
+    pub host: &'a HeaderValue,
+    /// The port the client connected to.
+    pub port: u16,
+    /// The peer is a trusted proxy, speaking for its clients.
+    pub trusted: bool,
+}
+
+/// Sets the forwarding headers: `X-Forwarded-For`, `-Proto`, `-Host`,
+/// `-Port`, `X-Real-IP` and `Forwarded` (RFC 7239). From a client they are
+/// replaced, whatever it sent: anyone can claim an address or https. From
+/// a trusted proxy they are kept; this hop is appended to the two lists
+/// (`X-Forwarded-For`, `Forwarded`) and fills in the others where missing.
+pub(super) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
+    let client = hop.client.to_canonical();
+    let ip = HeaderValue::from_str(&client.to_string()).expect("an IP address is a header value");
+    let node = match client {
+        IpAddr::V4(v4) => format!("for={v4}"),
+        IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+    };
+    let element = match hop.host.to_str() {
+        Ok(host) => format!("{node};host={};proto=http", forwarded_value(host)),
+        Err(_) => format!("{node};proto=http"),
+    };
+    let element = HeaderValue::from_str(&element).expect("made of header-safe parts");
+    let port = HeaderValue::from(hop.port);
+    let http = HeaderValue::from_static("http");
+    if hop.trusted {
+        append_to_list(headers, X_FORWARDED_FOR, &ip);
+        append_to_list(headers, FORWARDED, &element);
+        for (name, value) in
+            [(X_REAL_IP, ip), (X_FORWARDED_PROTO, http), (X_FORWARDED_HOST, hop.host.clone()), (X_FORWARDED_PORT, port)]
+        {
+            headers.entry(name).or_insert(value);
+        }
+    } else {
+        headers.insert(X_FORWARDED_FOR, ip.clone());
+        headers.insert(X_REAL_IP, ip);
+        headers.insert(X_FORWARDED_PROTO, http);
+        headers.insert(X_FORWARDED_HOST, hop.host.clone());
+        headers.insert(X_FORWARDED_PORT, port);
+        headers.insert(FORWARDED, element);
+    }
+}
+
+/// A `Forwarded` parameter's value: a token as it is, else a quoted string.
+fn forwarded_value(value: &str) -> String {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !value.is_empty() && value.bytes().all(tchar) {
+        return value.to_owned();
+    }
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// Appends `value` to the list header `name` (one header, the earlier
+/// entries first, however many fields they came in).
+fn append_to_list(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue) {
+    let mut entries: Vec<&[u8]> =
+        headers.get_all(&name).iter().map(|v| v.as_bytes().trim_ascii()).filter(|v| !v.is_empty()).collect();
+    entries.push(value.as_bytes());
+    if let Ok(joined) = HeaderValue::from_bytes(&entries.join(&b", "[..])) {
+        headers.insert(name, joined);
+    }
+}
+
+/// Whether a `Via` names `name` as a host the request passed already: then
+/// this request has come round (RFC 9110 §7.6.3: `protocol received-by`).
+pub(super) fn via_names(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(hyper::header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|element| element.split_whitespace().nth(1).is_some_and(|by| by.eq_ignore_ascii_case(name)))
+}
+
+/// Appends this host (`ours`: `1.1 NAME`) to the request's `Via`.
+pub(super) fn append_via(headers: &mut HeaderMap, ours: &HeaderValue) {
+    if headers.contains_key(hyper::header::VIA) {
+        append_to_list(headers, hyper::header::VIA, ours);
+    } else {
+        headers.insert(hyper::header::VIA, ours.clone());
     }
 }
 
@@ -86,13 +189,75 @@ mod tests {
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
     }
 
-    #[test]
-    fn forwarded_for_appends() {
+    fn forwarded(client: &str, host: &'static str, trusted: bool, sent: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
-        h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1, 10.0.0.1"));
-        append_forwarded_for(&mut h, "127.0.0.1:5555".parse().unwrap());
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.7, 198.51.100.1, 10.0.0.1, 127.0.0.1");
+        for (name, value) in sent {
+            h.append(*name, HeaderValue::from_static(value));
+        }
+        let host = HeaderValue::from_static(host);
+        set_forwarding(&mut h, &Hop { client: client.parse().unwrap(), host: &host, port: 8443, trusted });
+        h
+    }
+
+    #[test]
+    fn a_client_s_forwarding_headers_are_replaced() {
+        let sent = [
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-port", "1"),
+            ("x-forwarded-host", "evil"),
+        ];
+        let h = forwarded("192.0.2.7", "a.example.com:8080", false, &sent);
+        let got = |n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+        assert_eq!(got("x-forwarded-for"), ["192.0.2.7"]);
+        assert_eq!(got("x-real-ip"), ["192.0.2.7"]);
+        assert_eq!(got("x-forwarded-proto"), ["http"]);
+        assert_eq!(got("x-forwarded-port"), ["8443"]);
+        assert_eq!(got("x-forwarded-host"), ["a.example.com:8080"]);
+        assert_eq!(got("forwarded"), ["for=192.0.2.7;host=\"a.example.com:8080\";proto=http"]);
+        let v6 = forwarded("::ffff:192.0.2.7", "b.example.com", false, &[]);
+        assert_eq!(v6.get("x-forwarded-for").unwrap(), "192.0.2.7", "an IPv4 client on a dual-stack socket");
+        let v6 = forwarded("2001:db8::1", "b.example.com", false, &[]);
+        assert_eq!(v6.get("forwarded").unwrap(), "for=\"[2001:db8::1]\";host=b.example.com;proto=http");
+    }
+
+    #[test]
+    fn a_trusted_proxy_s_forwarding_headers_are_kept_and_appended_to() {
+        let sent = [
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "198.51.100.1, 10.0.0.1"),
+            ("forwarded", "for=203.0.113.7;proto=https"),
+            ("x-real-ip", "203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+        ];
+        let h = forwarded("10.0.0.2", "a.example.com", true, &sent);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.7, 198.51.100.1, 10.0.0.1, 10.0.0.2");
+        assert_eq!(
+            h.get("forwarded").unwrap(),
+            "for=203.0.113.7;proto=https, for=10.0.0.2;host=a.example.com;proto=http"
+        );
+        assert_eq!(h.get("x-real-ip").unwrap(), "203.0.113.7");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        // What the proxy did not say, this hop does.
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "a.example.com");
+        assert_eq!(h.get("x-forwarded-port").unwrap(), "8443");
+    }
+
+    #[test]
+    fn via_is_appended_and_a_name_in_it_is_a_loop() {
+        let mut h = HeaderMap::new();
+        let ours = HeaderValue::from_static("1.1 edge-a");
+        assert!(!via_names(&h, "edge-a"));
+        append_via(&mut h, &ours);
+        assert!(via_names(&h, "edge-a") && via_names(&h, "EDGE-A") && !via_names(&h, "edge"));
+        let mut h = HeaderMap::new();
+        h.append("via", HeaderValue::from_static("1.0 fred, 1.1 p.example.net (Apache/1.1)"));
+        h.append("via", HeaderValue::from_static("2 cdn"));
+        assert!(via_names(&h, "p.example.net") && via_names(&h, "cdn") && !via_names(&h, "edge-a"));
+        append_via(&mut h, &ours);
+        assert_eq!(h.get("via").unwrap(), "1.0 fred, 1.1 p.example.net (Apache/1.1), 2 cdn, 1.1 edge-a");
     }
 
     #[test]
@@ -109,11 +274,20 @@ mod tests {
     }
 
     #[test]
-    fn upgrades_need_both_headers() {
+    fn only_websocket_upgrades_and_only_with_both_headers() {
         let mut h = HeaderMap::new();
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         assert_eq!(upgrade_protocol(&h), None);
         h.insert("connection", HeaderValue::from_static("keep-alive, Upgrade"));
         assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
+        h.insert("upgrade", HeaderValue::from_static("WebSocket"));
+        assert_eq!(upgrade_protocol(&h).unwrap(), "WebSocket");
+        for other in ["h2c", "websocket, h2c", "TLS/1.2", ""] {
+            h.insert("upgrade", HeaderValue::from_static(other));
+            assert_eq!(upgrade_protocol(&h), None, "{other}");
+        }
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.append("upgrade", HeaderValue::from_static("h2c"));
+        assert_eq!(upgrade_protocol(&h), None, "two Upgrade fields");
     }
 }

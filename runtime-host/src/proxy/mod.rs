@@ -1,38 +1,46 @@
 //! [`Proxy`]: reverse-proxying a request to its load balancer or origin.
 //!
 //! The request keeps its `Host` (load balancers route on it), gains the
-//! `X-Forwarded-*` headers and loses its hop-by-hop ones; both bodies
-//! stream; a WebSocket (any HTTP/1.1 `Upgrade`) is passed through once the
-//! origin agrees to it. Connections to origins are pooled and kept alive;
+//! forwarding headers (a client's replaced, a trusted proxy's kept:
+//! [`headers`]) and this host's `Via` (a request that names it already is a
+//! loop: 508), and loses its hop-by-hop ones; both bodies stream; a
+//! WebSocket upgrade (and no other) is passed through once the origin
+//! agrees to it, into a [`tunnel`] that keeps the connection's slot. Connections to origins are pooled and kept alive;
 //! `https` origins are reached through rustls, with SNI and certificate
 //! checks against the origin's name, or against the request's host
 //! ([`TlsName::RequestHost`]), since load balancers often present the
 //! customer's certificate.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt as _;
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject as _;
 
 use crate::body::{self, Body, BoxError};
-use crate::respond::plain;
+use crate::http::Connection;
+use crate::respond::{failure, plain, RequestId};
+use crate::trust::TrustedProxies;
 
 mod headers;
 mod idle;
 mod tls;
+mod tunnel;
 
 pub use self::headers::strip_hop_by_hop;
-use self::headers::{append_forwarded_for, join_cookies, upgrade_protocol};
+use self::headers::{append_via, join_cookies, set_forwarding, upgrade_protocol, via_names, Hop};
 use self::idle::IdleTimeout;
 use self::tls::ServerName;
 pub use self::tls::TlsName;
+
+/// What a client learns of an origin it could not reach: not its address,
+/// nor why (the log line with the request id says both).
+const UNREACHABLE: &str = "bad gateway: the origin could not be reached";
 
 /// How the proxy reaches origins.
 #[derive(Clone, Debug)]
@@ -50,10 +58,14 @@ pub struct ProxyConfig {
     /// connection, and one over this limit is closed as soon as it is idle,
     /// so a low limit means a connect per request at steady load.
     pub idle_per_origin: usize,
-    /// Keep the client's `X-Forwarded-Proto` (set it only when absent): for a
-    /// host behind a load balancer that terminates TLS and says so. Off, the
-    /// header always says `http`, so that no client can claim `https`.
-    pub trust_forwarded_proto: bool,
+    /// The load balancers or CDNs in front of the host, whose forwarding
+    /// headers are passed on (`headers::set_forwarding`); a client's are
+    /// replaced.
+    pub trusted_proxies: TrustedProxies,
+    /// The name this host adds to a proxied request's `Via`; a request that
+    /// names it already has come round through an origin (a 508). One name
+    /// for a fleet behind one load balancer.
+    pub via_name: String,
 }
 
 impl Default for ProxyConfig {
@@ -64,7 +76,8 @@ impl Default for ProxyConfig {
             tls_name: TlsName::Origin,
             extra_roots: Vec::new(),
             idle_per_origin: 1024,
-            trust_forwarded_proto: false,
+            trusted_proxies: TrustedProxies::default(),
+            via_name: default_via_name(),
         }
     }
 }
@@ -76,6 +89,25 @@ pub enum ProxyError {
     Certificates(String),
     #[error("no trusted root certificates: the system has none and no --origin-ca was given")]
     NoRoots,
+    #[error("--via-name {0:?} is not a name for Via: letters, digits and !#$%&'*+-.^_`|~ only")]
+    ViaName(String),
+}
+
+/// The machine's host name (`--via-name`'s default), or `edgeroute`.
+pub fn default_via_name() -> String {
+    // Linux's own record of it (the host runs on Linux: memfd, openat2).
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = name.trim();
+    if is_token(name) {
+        name.to_owned()
+    } else {
+        "edgeroute".to_owned()
+    }
+}
+
+/// An RFC 9110 token (what a `Via` recipient's name must be).
+pub fn is_token(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Where a proxied request goes: the resolved balancer or origin (the
@@ -94,7 +126,8 @@ pub struct Forwarded<'a> {
     pub host: &'a [u8],
     /// The host name alone, lowercased (the TLS name in [`TlsName::RequestHost`] mode).
     pub name: &'a str,
-    pub client: SocketAddr,
+    /// The connection it came on: its peer, and the slot a tunnel keeps.
+    pub connection: &'a Arc<Connection>,
 }
 
 /// What a failed proxy attempt tells the metrics.
@@ -113,6 +146,8 @@ pub struct Proxy {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
     connector: hyper_rustls::HttpsConnector<HttpConnector>,
     config: ProxyConfig,
+    /// This host's `Via` entry for a request received over HTTP/1.0, 1.1, 2.
+    via: Arc<[HeaderValue; 3]>,
 }
 
 fn pooled(
@@ -159,7 +194,20 @@ impl Proxy {
             .enable_http1()
             .wrap_connector(http);
         let client = pooled(connector.clone(), &config);
-        Ok(Proxy { client, connector, config })
+        if !is_token(&config.via_name) {
+            return Err(ProxyError::ViaName(config.via_name.clone()));
+        }
+        let via = |protocol: &str| {
+            HeaderValue::from_str(&format!("{protocol} {}", config.via_name))
+                .map_err(|_| ProxyError::ViaName(config.via_name.clone()))
+        };
+        let via = Arc::new([via("1.0")?, via("1.1")?, via("2")?]);
+        Ok(Proxy { client, connector, config, via })
+    }
+
+    /// Whether a connection from `ip` comes from a trusted proxy.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.config.trusted_proxies.trusts(ip)
     }
 
     /// The same proxy with a pool of its own: for a thread with its own
@@ -176,6 +224,18 @@ impl Proxy {
         origin: &Upstream,
         fwd: Forwarded<'_>,
     ) -> (Response<Body>, ProxyOutcome) {
+        // A request that has passed this host already came round through an
+        // origin that points back at it: answered, not sent round again.
+        if via_names(req.headers(), &self.config.via_name) {
+            tracing::warn!("{}: a loop (Via names this host, {}): 508", fwd.name, self.config.via_name);
+            let answer = plain(StatusCode::LOOP_DETECTED, "loop detected: this request has passed this host already");
+            return (answer, ProxyOutcome::Answered);
+        }
+        let via = match req.version() {
+            hyper::Version::HTTP_10 => &self.via[0],
+            hyper::Version::HTTP_2 => &self.via[2],
+            _ => &self.via[1],
+        };
         let upgrade = upgrade_protocol(req.headers());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
@@ -189,10 +249,9 @@ impl Proxy {
         let uri = match format!("{scheme}://{tls_user}{host}:{}{path}", origin.port).parse::<hyper::Uri>() {
             Ok(uri) => uri,
             Err(e) => {
-                return (
-                    plain(StatusCode::BAD_GATEWAY, &format!("bad gateway: bad origin URI ({e})")),
-                    ProxyOutcome::OriginFailed,
-                )
+                let id = RequestId::new();
+                tracing::warn!("request {id}: no URI for the origin {host}:{} of {}: {e}", origin.port, fwd.name);
+                return (failure(StatusCode::BAD_GATEWAY, UNREACHABLE, id), ProxyOutcome::OriginFailed);
             }
         };
 
@@ -200,16 +259,18 @@ impl Proxy {
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
         headers.remove(hyper::header::HOST);
-        if let Ok(value) = HeaderValue::from_bytes(fwd.host) {
-            headers.insert(hyper::header::HOST, value.clone());
-            headers.insert(HeaderName::from_static("x-forwarded-host"), value);
-        }
+        let host = HeaderValue::from_bytes(fwd.host).unwrap_or_else(|_| HeaderValue::from_static(""));
+        headers.insert(hyper::header::HOST, host.clone());
         join_cookies(&mut headers);
-        append_forwarded_for(&mut headers, fwd.client);
-        let proto = HeaderName::from_static("x-forwarded-proto");
-        if !(self.config.trust_forwarded_proto && headers.contains_key(&proto)) {
-            headers.insert(proto, HeaderValue::from_static("http"));
-        }
+        let connection = fwd.connection;
+        let hop = Hop {
+            client: connection.client.ip(),
+            host: &host,
+            port: connection.local.port(),
+            trusted: connection.trusted,
+        };
+        set_forwarding(&mut headers, &hop);
+        append_via(&mut headers, via);
         if let Some(protocol) = &upgrade {
             headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(hyper::header::UPGRADE, protocol.clone());
@@ -224,27 +285,16 @@ impl Proxy {
         let mut answer = match tokio::time::timeout(self.config.read_timeout, self.client.request(upstream)).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => {
-                let why = error_chain(&e);
-                let name = name();
-                tracing::warn!("origin {name} for {}: {why}", fwd.name);
-                return (
-                    plain(StatusCode::BAD_GATEWAY, &format!("bad gateway: cannot reach the origin {name} ({why})")),
-                    ProxyOutcome::OriginFailed,
-                );
+                let id = RequestId::new();
+                tracing::warn!("request {id}: origin {} for {}: {}", name(), fwd.name, error_chain(&e));
+                return (failure(StatusCode::BAD_GATEWAY, UNREACHABLE, id), ProxyOutcome::OriginFailed);
             }
             Err(_) => {
-                let name = name();
-                tracing::warn!("origin {name} for {}: no answer within {:?}", fwd.name, self.config.read_timeout);
-                return (
-                    plain(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        &format!(
-                            "gateway timeout: the origin {name} did not answer within {:?}",
-                            self.config.read_timeout
-                        ),
-                    ),
-                    ProxyOutcome::OriginFailed,
-                );
+                let id = RequestId::new();
+                let limit = self.config.read_timeout;
+                tracing::warn!("request {id}: origin {} for {}: no answer within {limit:?}", name(), fwd.name);
+                let what = "gateway timeout: the origin did not answer in time";
+                return (failure(StatusCode::GATEWAY_TIMEOUT, what, id), ProxyOutcome::OriginFailed);
             }
         };
 
@@ -252,12 +302,11 @@ impl Proxy {
             if let Some(client_upgrade) = client_upgrade {
                 let origin_upgrade = hyper::upgrade::on(&mut answer);
                 let name = name();
+                // The tunnel keeps the connection's slot until it ends.
+                let connection = fwd.connection.clone();
                 tokio::spawn(async move {
                     match tokio::try_join!(client_upgrade, origin_upgrade) {
-                        Ok((client, origin)) => {
-                            let (mut client, mut origin) = (TokioIo::new(client), TokioIo::new(origin));
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut origin).await;
-                        }
+                        Ok((client, origin)) => tunnel::carry(client, origin, &connection).await,
                         Err(e) => tracing::debug!("upgrade with {name} failed: {e}"),
                     }
                 });

@@ -17,7 +17,7 @@ pub use self::objects::{DirObjects, Fetched, ObjectMeta, Objects, S3Objects, Sta
 use self::response::object_response;
 use crate::body::Body;
 use crate::metrics::Metrics;
-use crate::respond::{method_not_allowed, plain};
+use crate::respond::{failure, method_not_allowed, plain, RequestId};
 
 /// The resolver's answer for a static site.
 #[derive(Clone, Copy, Debug)]
@@ -32,8 +32,8 @@ pub struct Site<'a> {
     pub not_found_page: Option<&'a str>,
 }
 
-/// Serves `site` for `req` (GET or HEAD; conditional and range requests
-/// honoured).
+/// Serves `site` for `req` (GET or HEAD; conditional (`If-None-Match`,
+/// `If-Modified-Since`) and range requests honoured).
 pub async fn serve<B>(objects: &Objects, metrics: &Metrics, req: &Request<B>, site: Site<'_>) -> Response<Body> {
     let Site { bucket, key, status, fallback, not_found_page } = site;
     let head = match *req.method() {
@@ -42,9 +42,12 @@ pub async fn serve<B>(objects: &Objects, metrics: &Metrics, req: &Request<B>, si
         _ => return method_not_allowed("GET, HEAD", "method not allowed"),
     };
     let header = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let (if_none_match, if_modified_since) =
+        Want::conditions(header(hyper::header::IF_NONE_MATCH), header(hyper::header::IF_MODIFIED_SINCE));
     let want = Want {
         head,
-        if_none_match: header(hyper::header::IF_NONE_MATCH),
+        if_none_match,
+        if_modified_since,
         range: header(hyper::header::RANGE),
         if_range: header(hyper::header::IF_RANGE),
     };
@@ -64,18 +67,20 @@ pub async fn serve<B>(objects: &Objects, metrics: &Metrics, req: &Request<B>, si
             Ok(Fetched::Missing) => continue,
             Ok(fetched) => return object_response(fetched, status),
             Err(e) => {
-                tracing::warn!("{e}");
+                let id = RequestId::new();
+                tracing::warn!("request {id}: {e}");
                 metrics.origin_errors.fetch_add(1, Ordering::Relaxed);
-                return match e {
+                let (status, what) = match e {
                     StaticError::Timeout { .. } => {
-                        plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the site's storage did not answer in time")
+                        (StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the site's storage did not answer in time")
                     }
                     StaticError::Denied { .. } => {
                         metrics.static_denied.fetch_add(1, Ordering::Relaxed);
-                        plain(StatusCode::BAD_GATEWAY, "bad gateway: the site's storage refused access")
+                        (StatusCode::BAD_GATEWAY, "bad gateway: the site's storage refused access")
                     }
-                    _ => plain(StatusCode::BAD_GATEWAY, "bad gateway: the site's storage did not answer"),
+                    _ => (StatusCode::BAD_GATEWAY, "bad gateway: the site's storage did not answer"),
                 };
+                return failure(status, what, id);
             }
         }
     }

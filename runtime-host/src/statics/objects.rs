@@ -18,6 +18,9 @@ pub struct Want<'a> {
     pub head: bool,
     /// The `If-None-Match` header.
     pub if_none_match: Option<&'a str>,
+    /// The `If-Modified-Since` header, when it is an HTTP date and no
+    /// `If-None-Match` came (which then decides alone: RFC 9110 13.2.2).
+    pub if_modified_since: Option<SystemTime>,
     /// The `Range` header (`bytes=…`); ignored when `If-Range` does not
     /// match the object (the whole object is sent instead).
     pub range: Option<&'a str>,
@@ -25,7 +28,30 @@ pub struct Want<'a> {
     pub if_range: Option<&'a str>,
 }
 
-impl Want<'_> {
+impl<'a> Want<'a> {
+    /// The conditions of a GET or HEAD as its headers state them: a date
+    /// that is no HTTP date is ignored (RFC 9110 13.1.3), and so is
+    /// `If-Modified-Since` beside an `If-None-Match`.
+    pub fn conditions(
+        if_none_match: Option<&'a str>,
+        if_modified_since: Option<&str>,
+    ) -> (Option<&'a str>, Option<SystemTime>) {
+        let since = if_none_match.is_none().then(|| if_modified_since.and_then(|d| httpdate::parse_http_date(d).ok()));
+        (if_none_match, since.flatten())
+    }
+
+    /// Whether an object last modified at `modified` is unchanged for this
+    /// request's conditions (a 304).
+    pub fn not_modified(&self, etag: Option<&str>, modified: SystemTime) -> bool {
+        if let Some(tags) = self.if_none_match {
+            return etag_matches(tags, etag);
+        }
+        // HTTP dates have whole seconds: an object modified within the
+        // second of the date is not newer than it.
+        let whole = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.if_modified_since.is_some_and(|since| whole(modified) <= whole(since))
+    }
+
     /// The same request without its conditions (for an error page).
     pub fn unconditional(&self) -> Want<'static> {
         Want { head: self.head, ..Want::default() }
@@ -52,7 +78,7 @@ pub struct ObjectMeta {
 pub enum Fetched {
     /// The object (or the requested range of it: `partial`); an empty body for HEAD.
     Object { meta: ObjectMeta, partial: bool, body: Body },
-    /// `If-None-Match` matched.
+    /// `If-None-Match` matched, or the object is not newer than `If-Modified-Since`.
     NotModified { meta: ObjectMeta },
     /// The range lies outside the object of `size` bytes.
     RangeNotSatisfiable { size: u64 },
@@ -141,10 +167,8 @@ impl DirObjects {
             content_length: size,
             ..ObjectMeta::default()
         };
-        if let Some(tags) = want.if_none_match {
-            if etag_matches(tags, meta.etag.as_deref()) {
-                return Ok(Fetched::NotModified { meta });
-            }
+        if want.not_modified(meta.etag.as_deref(), modified) {
+            return Ok(Fetched::NotModified { meta });
         }
         let range = match want.range {
             Some(range) if if_range_holds(want.if_range, &meta) => parse_range(range, size),
@@ -324,6 +348,7 @@ impl S3Objects {
                 .bucket(bucket)
                 .key(key)
                 .set_if_none_match(want.if_none_match.map(str::to_owned))
+                .set_if_modified_since(want.if_modified_since.map(aws_sdk_s3::primitives::DateTime::from))
                 .set_range(range.map(str::to_owned))
                 .send()
                 .await
@@ -338,6 +363,7 @@ impl S3Objects {
                 .bucket(bucket)
                 .key(key)
                 .set_if_none_match(want.if_none_match.map(str::to_owned))
+                .set_if_modified_since(want.if_modified_since.map(aws_sdk_s3::primitives::DateTime::from))
                 .set_range(range.map(str::to_owned))
                 .send()
                 .await

@@ -1,0 +1,294 @@
+//! [`Connection`]: one accepted connection's share of the listener, held by
+//! the task that serves it, by each of its requests until its answer is
+//! sent ([`InRequest`], carried by the answer's body: [`Answer`]), and by a
+//! WebSocket tunnel it turns into. Its slot (a permit of
+//! `--max-connections`, a count against its client's cap, the connections
+//! gauge) is given back when the last of them lets go, so that a tunnel
+//! keeps the slot its connection had.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+
+use crate::body::{Body, BoxError};
+use crate::metrics::Metrics;
+
+/// Milliseconds on the host's own clock (from its first use, at least 1:
+/// 0 stands for "never" where a time is kept in an atomic).
+pub(crate) fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1)
+}
+
+/// The instant of [`now_ms`]'s clock reading `ms`, for a timer.
+pub(crate) fn instant_at(ms: u64) -> tokio::time::Instant {
+    let now = now_ms();
+    let from_now = Duration::from_millis(ms.saturating_sub(now));
+    tokio::time::Instant::now() + from_now
+}
+
+/// One connection on the public listener.
+#[derive(Debug)]
+pub struct Connection {
+    /// The peer's address.
+    pub client: SocketAddr,
+    /// The address the client connected to (its port is `X-Forwarded-Port`).
+    pub local: SocketAddr,
+    /// Whether the peer is a trusted proxy (`--trusted-proxies`).
+    pub trusted: bool,
+    /// How long a tunnel may carry nothing before it is closed.
+    pub idle_timeout: Duration,
+    /// Requests whose answer is not sent yet (nor dropped).
+    in_flight: AtomicU32,
+    /// Request heads read so far.
+    heads: AtomicU64,
+    /// When `in_flight` last fell to 0 (on [`now_ms`]'s clock): the idle
+    /// timeout counts from there.
+    idle_since: AtomicU64,
+    /// The task reading the connection, woken when its last request ends
+    /// (its idle deadline starts then).
+    reader: AtomicWaker,
+    /// Told when the connection has been idle too long: its task then
+    /// closes it gracefully (an HTTP/2 GOAWAY first).
+    pub(crate) idle: Notify,
+    /// True once the host drains: tunnels end then.
+    pub(crate) stop: tokio::sync::watch::Receiver<bool>,
+    metrics: &'static Metrics,
+    _permit: OwnedSemaphorePermit,
+    _client_slot: ClientSlot,
+}
+
+/// What the listener hands a new [`Connection`].
+#[derive(Debug)]
+pub struct Admitted {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub trusted: bool,
+    pub idle_timeout: Duration,
+    pub permit: OwnedSemaphorePermit,
+    pub client_slot: ClientSlot,
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// A connection just accepted, counted in the connections gauge until
+    /// it is dropped.
+    pub fn open(admitted: Admitted, metrics: &'static Metrics) -> Connection {
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        let Admitted { client, local, trusted, idle_timeout, permit, client_slot, stop } = admitted;
+        Connection {
+            client,
+            local,
+            trusted,
+            idle_timeout,
+            in_flight: AtomicU32::new(0),
+            heads: AtomicU64::new(0),
+            idle_since: AtomicU64::new(now_ms()),
+            reader: AtomicWaker::new(),
+            idle: Notify::new(),
+            stop,
+            metrics,
+            _permit: permit,
+            _client_slot: client_slot,
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> &'static Metrics {
+        self.metrics
+    }
+
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn heads(&self) -> u64 {
+        self.heads.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn idle_since(&self) -> u64 {
+        self.idle_since.load(Ordering::Acquire)
+    }
+
+    /// Wakes `waker` when the last request in flight ends.
+    pub(crate) fn wake_when_idle(&self, waker: &std::task::Waker) {
+        self.reader.register(waker);
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One request of a connection, from its head until its answer is sent or
+/// dropped: while one is in flight the connection is not idle.
+#[derive(Debug)]
+pub struct InRequest(Arc<Connection>);
+
+impl InRequest {
+    pub fn begin(connection: &Arc<Connection>) -> InRequest {
+        connection.heads.fetch_add(1, Ordering::AcqRel);
+        connection.in_flight.fetch_add(1, Ordering::AcqRel);
+        InRequest(connection.clone())
+    }
+
+    /// The connection the request came on.
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.0
+    }
+}
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        let connection = &self.0;
+        if connection.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            connection.idle_since.store(now_ms(), Ordering::Release);
+            connection.reader.wake();
+        }
+    }
+}
+
+/// An answer's body, holding its request in flight until it is sent.
+#[derive(Debug)]
+pub struct Answer {
+    body: Body,
+    _request: InRequest,
+}
+
+impl Answer {
+    pub fn new(body: Body, request: InRequest) -> Answer {
+        Answer { body, _request: request }
+    }
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Who a client is, for the per-client cap: its IPv4 address, or its IPv6
+/// /64 (one subscriber's prefix; a client owns every address in it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ClientKey {
+    V4(u32),
+    V6(u64),
+}
+
+impl ClientKey {
+    fn of(ip: IpAddr) -> ClientKey {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => ClientKey::V4(u32::from(v4)),
+            IpAddr::V6(v6) => ClientKey::V6((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+/// The connections each client holds, against `--max-connections-per-client`.
+#[derive(Debug)]
+pub struct ClientSlots {
+    cap: usize,
+    held: Mutex<HashMap<ClientKey, usize>>,
+}
+
+impl ClientSlots {
+    /// Slots of `cap` connections per client; 0: no cap.
+    pub fn new(cap: usize) -> Arc<ClientSlots> {
+        Arc::new(ClientSlots { cap, held: Mutex::new(HashMap::new()) })
+    }
+
+    /// A slot for a connection from `ip`, or `None` when it holds its cap.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        if self.cap == 0 {
+            return Some(ClientSlot::uncapped());
+        }
+        let key = ClientKey::of(ip);
+        let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = held.entry(key).or_insert(0);
+        if *count >= self.cap {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot(Some((self.clone(), key))))
+    }
+
+    fn give_back(&self, key: ClientKey) {
+        let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = held.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&key);
+            }
+        }
+    }
+}
+
+/// One connection's count against its client's cap, given back on drop.
+#[derive(Debug)]
+pub struct ClientSlot(Option<(Arc<ClientSlots>, ClientKey)>);
+
+impl ClientSlot {
+    /// A slot that counts against nothing (no cap, or a trusted proxy).
+    pub fn uncapped() -> ClientSlot {
+        ClientSlot(None)
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Some((slots, key)) = self.0.take() {
+            slots.give_back(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_holds_its_cap_and_gets_slots_back() {
+        let slots = ClientSlots::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let (one, two) = (slots.take(a).unwrap(), slots.take(a).unwrap());
+        assert!(slots.take(a).is_none());
+        assert!(slots.take("192.0.2.2".parse().unwrap()).is_some(), "another client has its own cap");
+        drop(one);
+        let three = slots.take(a).expect("a slot given back is free again");
+        drop((two, three));
+        assert!(slots.held.lock().unwrap().is_empty(), "no entry left for a client with no connection");
+        // An IPv6 client is its /64; an IPv4 client on a dual-stack socket is its IPv4 address.
+        let _x = slots.take("2001:db8:1:2::1".parse().unwrap()).unwrap();
+        let _y = slots.take("2001:db8:1:2:ffff::9".parse().unwrap()).unwrap();
+        assert!(slots.take("2001:db8:1:2::77".parse().unwrap()).is_none());
+        assert!(slots.take("2001:db8:1:3::1".parse().unwrap()).is_some());
+        let _v4 = (slots.take(a).unwrap(), slots.take("::ffff:192.0.2.1".parse().unwrap()).unwrap());
+        assert!(slots.take(a).is_none());
+        let none = ClientSlots::new(0);
+        assert!((0..1000).all(|_| none.take(a).is_some_and(|slot| slot.0.is_none())));
+    }
+}
