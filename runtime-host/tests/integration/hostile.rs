@@ -489,3 +489,211 @@ fn a_request_that_already_passed_this_host_is_a_508_not_a_loop() {
     assert_eq!(status, 508, "{body}");
     drop(rt);
 }
+
+// ---------------------------------------------------------------- 6. outside --static-root
+
+#[test]
+fn static_answers_stay_beneath_the_root_follow_no_link_and_are_regular_files() {
+    use std::os::unix::fs::{symlink, OpenOptionsExt as _};
+    let dir = scratch("beneath");
+    write_sites(&dir);
+    let outside = scratch("beneath-outside");
+    std::fs::write(outside.join("secret.txt"), "secret outside the root").unwrap();
+    let bare = dir.join("sites/bare");
+    symlink(outside.join("secret.txt"), bare.join("leak.html")).unwrap();
+    symlink(&outside, bare.join("linked")).unwrap();
+    symlink("index.html", bare.join("alias.html")).unwrap(); // a link, even one that stays inside
+    std::fs::create_dir_all(bare.join("folder.html")).unwrap();
+    let fifo = bare.join("fifo.html");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    runtime().block_on(async {
+        let plane = start(SITES, Objects::Dir(DirObjects::new(&dir)), ProxyConfig::default(), Limits::default()).await;
+        for path in ["/leak.html", "/linked/secret.txt", "/alias.html", "/folder.html", "/fifo.html"] {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: bare.example.com\r\nConnection: close\r\n\r\n");
+            let answer = tokio::time::timeout(Duration::from_secs(5), exchange(plane.addr, request.as_bytes())).await;
+            if answer.is_err() {
+                // Let a thread blocked in open(2) on the FIFO go, then fail.
+                let _ = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo);
+            }
+            let r = answer.unwrap_or_else(|_| panic!("{path}: no answer within 5 s")).unwrap();
+            assert_eq!((r.status, text(&r).trim()), (404, "not found"), "{path}");
+        }
+        let r = plane.get("bare.example.com", "/index.html").await;
+        assert_eq!((r.status, text(&r).as_str()), (200, "<h1>bare home</h1>"));
+    });
+}
+
+// ---------------------------------------------------------------- 8. smuggling and malformed framing
+
+/// An origin that records every request it receives whole: method, target,
+/// headers, and its body (or how the body failed).
+async fn recording_origin() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use http_body_util::BodyExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let record = record.clone();
+                    async move {
+                        let mut text = format!("{} {}\n", req.method(), req.uri());
+                        for (name, value) in req.headers() {
+                            text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+                        }
+                        match req.into_body().collect().await {
+                            Ok(body) => text.push_str(&format!("body: {:?}\n", body.to_bytes())),
+                            Err(e) => text.push_str(&format!("body failed: {e}\n")),
+                        }
+                        record.lock().unwrap().push(text);
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(edgeroute_host::body::full("recorded")))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Sends `raw` on one connection and reads until the host closes it (or 5 s).
+async fn send_raw(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(raw).await;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn ambiguous_framing_never_reaches_an_origin() {
+    runtime().block_on(async {
+        let (origin, seen) = recording_origin().await;
+        let table = format!("{{\"Domain\": \"a.lb.example.com\", \"Target\": \"http://127.0.0.1:{}\"}}\n", origin.port());
+        let nowhere = Objects::Dir(DirObjects::new("/nonexistent"));
+        let limits = Limits { header_timeout: ms(1000), ..Limits::default() };
+        let plane = start(&table, nowhere, ProxyConfig::default(), limits).await;
+        let addr = plane.addr;
+        let smuggled = "GET /smuggled HTTP/1.1\r\nHost: a.lb.example.com\r\n\r\n";
+
+        // Each of these is refused with a 400 (or its connection closed),
+        // and nothing of it reaches the origin.
+        for (case, raw) in [
+            (
+                "Content-Length with Transfer-Encoding",
+                format!("POST /te-cl HTTP/1.1\r\nHost: a.lb.example.com\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+            ),
+            (
+                "Transfer-Encoding with Content-Length",
+                format!("POST /cl-te HTTP/1.1\r\nHost: a.lb.example.com\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+            ),
+            (
+                "two different Content-Lengths",
+                format!("POST /two-cl HTTP/1.1\r\nHost: a.lb.example.com\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\nhello{smuggled}"),
+            ),
+            (
+                "a list of two Content-Lengths",
+                format!("POST /cl-list HTTP/1.1\r\nHost: a.lb.example.com\r\nContent-Length: 5, 40\r\n\r\nhello{smuggled}"),
+            ),
+            (
+                "obs-fold",
+                format!("POST /fold HTTP/1.1\r\nHost: a.lb.example.com\r\nContent-Length: 5\r\nX-Folded: a\r\n Transfer-Encoding: chunked\r\n\r\nhello"),
+            ),
+            (
+                "a Transfer-Encoding other than chunked last",
+                format!("POST /te-gzip HTTP/1.1\r\nHost: a.lb.example.com\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+            ),
+            (
+                "Transfer-Encoding on HTTP/1.0",
+                format!("POST /te-10 HTTP/1.0\r\nHost: a.lb.example.com\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            ),
+            (
+                "a space before the colon",
+                format!("POST /space HTTP/1.1\r\nHost: a.lb.example.com\r\nTransfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\nhello"),
+            ),
+        ] {
+            let answer = send_raw(addr, raw.as_bytes()).await;
+            assert!(
+                answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+                "{case}: answered {answer:?}"
+            );
+            let seen = seen.lock().unwrap();
+            assert!(seen.is_empty(), "{case}: reached the origin: {seen:#?}");
+        }
+
+        // A chunk size past any length: the origin never sees a complete body.
+        let answer = send_raw(
+            addr,
+            b"POST /huge-chunk HTTP/1.1\r\nHost: a.lb.example.com\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(!answer.starts_with("HTTP/1.1 2"), "{answer}");
+        tokio::time::sleep(ms(300)).await;
+        for request in seen.lock().unwrap().iter() {
+            assert!(request.contains("body failed"), "a complete request reached the origin: {request}");
+        }
+        seen.lock().unwrap().clear();
+
+        // Bare LF line ends: one request, reframed with CRLF and one length
+        // the origin cannot read otherwise.
+        let answer = send_raw(addr, b"POST /bare-lf HTTP/1.1\nHost: a.lb.example.com\nContent-Length: 5\nConnection: close\n\nhello").await;
+        assert!(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 400"), "{answer}");
+        // Two equal Content-Lengths are one length (RFC 9112 6.3): forwarded once.
+        let answer = send_raw(
+            addr,
+            b"POST /same-cl HTTP/1.1\r\nHost: a.lb.example.com\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let seen = seen.lock().unwrap().clone();
+        for request in &seen {
+            assert_eq!(request.matches("content-length").count(), 1, "one framing header: {request}");
+            assert!(!request.contains("transfer-encoding") && !request.contains("smuggled"), "{request}");
+            assert!(request.ends_with("body: b\"hello\"\n"), "{request}");
+        }
+        assert!(seen.iter().any(|r| r.starts_with("POST /same-cl")), "{seen:#?}");
+    });
+}
+
+#[test]
+fn http2_rapid_reset_is_cut_off_and_the_host_keeps_serving() {
+    runtime().block_on(async {
+        let (origin, seen) = recording_origin().await;
+        let table =
+            format!("{{\"Domain\": \"a.lb.example.com\", \"Target\": \"http://127.0.0.1:{}\"}}\n", origin.port());
+        let nowhere = Objects::Dir(DirObjects::new("/nonexistent"));
+        let plane = start(&table, nowhere, ProxyConfig::default(), Limits::default()).await;
+        let mut stream = TcpStream::connect(plane.addr).await.unwrap();
+        let mut burst = PREFACE.to_vec();
+        burst.extend(frame(SETTINGS, 0, 0, &[]));
+        let block = hpack_get("a.lb.example.com", "/reset");
+        const RST_STREAM: u8 = 0x3;
+        for n in 0..5_000u32 {
+            let id = 2 * n + 1;
+            burst.extend(frame(HEADERS, END_STREAM | END_HEADERS, id, &block));
+            burst.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes())); // CANCEL
+        }
+        let start = Instant::now();
+        let _ = stream.write_all(&burst).await;
+        let (closed, bytes) = wait_closed(&mut stream, start, ms(5_000)).await;
+        assert!(closed.is_some(), "a connection resetting 5,000 streams is still open");
+        assert!(frames(&bytes).iter().any(|&(kind, _)| kind == GOAWAY), "no GOAWAY");
+        let reached = seen.lock().unwrap().len();
+        assert!(reached < 500, "{reached} of the reset requests reached the origin");
+        let r = plane.get("a.lb.example.com", "/after").await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+    });
+}
