@@ -257,6 +257,13 @@ impl Proxy {
 
         let (parts, incoming) = req.into_parts();
         let mut headers = parts.headers;
+        // One length, as read: a client's `Content-Length: 5, 5` or two equal
+        // fields (which hyper accepts as one) go on as one field.
+        if headers.contains_key(hyper::header::CONTENT_LENGTH) {
+            if let Some(length) = hyper::body::Body::size_hint(&incoming).exact() {
+                headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+        }
         strip_hop_by_hop(&mut headers);
         headers.remove(hyper::header::HOST);
         let host = HeaderValue::from_bytes(fwd.host).unwrap_or_else(|_| HeaderValue::from_static(""));

@@ -147,16 +147,16 @@ impl DirObjects {
     async fn fetch(&self, bucket: &str, key: &str, want: &Want<'_>) -> Result<Fetched, StaticError> {
         let Some(path) = self.path(bucket, key) else { return Ok(Fetched::Missing) };
         let io = |source| StaticError::Io { path: path.clone(), source };
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if is_missing(&e) => return Ok(Fetched::Missing),
+        let (root, relative) = (self.root.clone(), Path::new(bucket).join(key));
+        let opened = tokio::task::spawn_blocking(move || open_beneath(&root, &relative))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?;
+        let (file, stat) = match opened {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return Ok(Fetched::Missing),
             Err(e) => return Err(io(e)),
         };
-        let stat = file.metadata().await.map_err(io)?;
-        // S3 has no folders: a directory is no object.
-        if !stat.is_file() {
-            return Ok(Fetched::Missing);
-        }
+        let mut file = tokio::fs::File::from_std(file);
         let size = stat.len();
         let modified = stat.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         let nanos = modified.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -197,6 +197,60 @@ impl DirObjects {
         ));
         Ok(Fetched::Object { meta, partial, body: body.boxed_unsync() })
     }
+}
+
+/// Opens `relative` (`BUCKET/KEY`) beneath `root` as S3 would find it: a
+/// regular file, reached without following any link (a symlink in the
+/// tree could lead anywhere; `O_NOFOLLOW` alone checks only the last
+/// component) and without blocking (a FIFO's open would wait for a writer
+/// forever). `None`: no such object, as far as a client may know, which
+/// covers a link, a folder, a FIFO or a device in its place.
+fn open_beneath(root: &Path, relative: &Path) -> std::io::Result<Option<(std::fs::File, std::fs::Metadata)>> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let root = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    let read = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let opened = match rustix::fs::openat2(&root, relative, read, Mode::empty(), resolve) {
+        // Kernels before 5.6, or a sandbox that filters openat2: the same
+        // rule, one component at a time.
+        Err(rustix::io::Errno::NOSYS) => open_walking(&root, relative),
+        opened => opened.map_err(std::io::Error::from),
+    };
+    let file = match opened {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) if is_missing(&e) => return Ok(None),
+        Err(e) if is_refused_link(&e) => {
+            tracing::debug!("{}: a link or a way out of --static-root, answered as missing", relative.display());
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let stat = file.metadata()?;
+    // S3 has no folders, nor FIFOs: only a regular file is an object.
+    Ok(stat.is_file().then_some((file, stat)))
+}
+
+/// [`open_beneath`]'s rule without `openat2`: each folder opened from the
+/// last with `O_NOFOLLOW | O_DIRECTORY`, the file with `O_NOFOLLOW`.
+/// (`relative` has only normal components: `DirObjects::path`.)
+fn open_walking(root: &std::os::fd::OwnedFd, relative: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let mut parts: Vec<_> = relative.components().collect();
+    let last = parts.pop().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+    let folder = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut at: Option<std::os::fd::OwnedFd> = None;
+    for part in parts {
+        let here = at.as_ref().unwrap_or(root);
+        at = Some(rustix::fs::openat(here, part.as_os_str(), folder, Mode::empty())?);
+    }
+    let read = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(at.as_ref().unwrap_or(root), last.as_os_str(), read, Mode::empty())?)
+}
+
+/// A link refused on the way (`ELOOP`), or a path that would leave the
+/// root (`EXDEV`).
+fn is_refused_link(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EXDEV))
 }
 
 fn is_missing(e: &std::io::Error) -> bool {
@@ -462,6 +516,45 @@ mod tests {
         assert!(etag_matches("*", Some("\"a\"")));
         assert!(!etag_matches("\"b\"", Some("\"a\"")));
         assert!(!etag_matches("*", None));
+    }
+
+    /// The rule of `open_beneath`, by both ways of opening.
+    #[test]
+    fn opening_beneath_the_root_follows_no_link_and_finds_regular_files_only() {
+        use std::os::unix::fs::symlink;
+        let root = std::env::temp_dir().join(format!("edgeroute-beneath-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("b/sub")).unwrap();
+        std::fs::write(root.join("b/ok.html"), "ok").unwrap();
+        std::fs::write(root.join("b/sub/deep.html"), "deep").unwrap();
+        std::fs::write(root.join("outside.txt"), "outside").unwrap();
+        symlink(root.join("outside.txt"), root.join("b/leak.html")).unwrap();
+        symlink(root.join("b/sub"), root.join("b/linked")).unwrap();
+        assert!(std::process::Command::new("mkfifo").arg(root.join("b/fifo.html")).status().unwrap().success());
+        let found = |relative: &str| {
+            let opened = open_beneath(&root, Path::new(relative)).unwrap();
+            opened.map(|(file, _)| std::io::read_to_string(file).unwrap())
+        };
+        assert_eq!(found("b/ok.html").as_deref(), Some("ok"));
+        assert_eq!(found("b/sub/deep.html").as_deref(), Some("deep"));
+        for missing in ["b/leak.html", "b/linked/deep.html", "b/fifo.html", "b/sub", "b/none.html", "b/ok.html/x"] {
+            assert_eq!(found(missing), None, "{missing}");
+        }
+        // Without openat2, one component at a time: the same verdicts.
+        use rustix::fs::{Mode, OFlags};
+        let dir = rustix::fs::open(&root, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let walked = |relative: &str| open_walking(&dir, Path::new(relative)).map(std::fs::File::from);
+        assert_eq!(std::io::read_to_string(walked("b/sub/deep.html").unwrap()).unwrap(), "deep");
+        for link in ["b/leak.html", "b/linked/deep.html"] {
+            // A linked file is ELOOP; a linked folder, opened as a folder
+            // without following it, ENOTDIR: neither is served.
+            let e = walked(link).unwrap_err();
+            assert!(is_refused_link(&e) || is_missing(&e), "{link}: {e}");
+        }
+        let fifo = walked("b/fifo.html").expect("a FIFO opens without blocking");
+        assert!(!fifo.metadata().unwrap().is_file());
+        assert!(is_missing(&walked("b/none.html").unwrap_err()));
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

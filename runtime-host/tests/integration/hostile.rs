@@ -589,17 +589,33 @@ fn ambiguous_framing_never_reaches_an_origin() {
         let addr = plane.addr;
         let smuggled = "GET /smuggled HTTP/1.1\r\nHost: a.lb.example.com\r\n\r\n";
 
-        // Each of these is refused with a 400 (or its connection closed),
-        // and nothing of it reaches the origin.
-        for (case, raw) in [
+        // Content-Length beside Transfer-Encoding: read by the
+        // Transfer-Encoding alone (RFC 9112 6.3), the connection closed after
+        // it, and forwarded with one framing: the origin sees that request
+        // whole, and nothing hidden in its body.
+        for (case, raw, path) in [
             (
                 "Content-Length with Transfer-Encoding",
                 format!("POST /te-cl HTTP/1.1\r\nHost: a.lb.example.com\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+                "POST /te-cl",
             ),
             (
                 "Transfer-Encoding with Content-Length",
-                format!("POST /cl-te HTTP/1.1\r\nHost: a.lb.example.com\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+                "POST /cl-te HTTP/1.1\r\nHost: a.lb.example.com\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\nhello".to_owned(),
+                "POST /cl-te",
             ),
+        ] {
+            let answer = send_raw(addr, raw.as_bytes()).await;
+            assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("connection: close"), "{case}: {answer:?}");
+            let seen = std::mem::take(&mut *seen.lock().unwrap());
+            assert_eq!(seen.len(), 1, "{case}: {seen:#?}");
+            assert!(seen[0].starts_with(path) && seen[0].ends_with("body: b\"\"\n"), "{case}: {seen:#?}");
+            assert!(!seen[0].contains("content-length: 6") && !seen[0].contains("content-length: 3"), "{case}: {seen:#?}");
+        }
+
+        // Each of these is refused with a 400 (or its connection closed),
+        // and nothing of it reaches the origin.
+        for (case, raw) in [
             (
                 "two different Content-Lengths",
                 format!("POST /two-cl HTTP/1.1\r\nHost: a.lb.example.com\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\nhello{smuggled}"),
@@ -610,19 +626,19 @@ fn ambiguous_framing_never_reaches_an_origin() {
             ),
             (
                 "obs-fold",
-                format!("POST /fold HTTP/1.1\r\nHost: a.lb.example.com\r\nContent-Length: 5\r\nX-Folded: a\r\n Transfer-Encoding: chunked\r\n\r\nhello"),
+                "POST /fold HTTP/1.1\r\nHost: a.lb.example.com\r\nContent-Length: 5\r\nX-Folded: a\r\n Transfer-Encoding: chunked\r\n\r\nhello".to_owned(),
             ),
             (
                 "a Transfer-Encoding other than chunked last",
-                format!("POST /te-gzip HTTP/1.1\r\nHost: a.lb.example.com\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+                "POST /te-gzip HTTP/1.1\r\nHost: a.lb.example.com\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_owned(),
             ),
             (
                 "Transfer-Encoding on HTTP/1.0",
-                format!("POST /te-10 HTTP/1.0\r\nHost: a.lb.example.com\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+                "POST /te-10 HTTP/1.0\r\nHost: a.lb.example.com\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_owned(),
             ),
             (
                 "a space before the colon",
-                format!("POST /space HTTP/1.1\r\nHost: a.lb.example.com\r\nTransfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\nhello"),
+                "POST /space HTTP/1.1\r\nHost: a.lb.example.com\r\nTransfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\nhello".to_owned(),
             ),
         ] {
             let answer = send_raw(addr, raw.as_bytes()).await;
