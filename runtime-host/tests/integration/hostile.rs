@@ -286,7 +286,17 @@ fn three_thousand_silent_sockets_from_one_address_do_not_shut_out_another() {
     runtime().block_on(async {
         let plane = start(SITES, Objects::Dir(DirObjects::new(&dir)), ProxyConfig::default(), limits).await;
         let addr = plane.addr;
-        let crowd: Vec<_> = (0..3000).map(|_| tokio::spawn(TcpStream::connect(addr))).collect();
+        // The crowd comes from 127.0.0.3: its 3,000 ports are taken on that
+        // address, where no other test listens or picks a free port.
+        let crowd: Vec<_> = (0..3000)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)), 0))?;
+                    socket.connect(addr).await
+                })
+            })
+            .collect();
         tokio::time::sleep(Duration::from_secs(12)).await;
         let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
         let answer = tokio::time::timeout(Duration::from_secs(1), exchange_from(other, addr, GET_ASSETS)).await;
