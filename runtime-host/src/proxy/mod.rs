@@ -58,6 +58,10 @@ pub struct ProxyConfig {
     /// connection, and one over this limit is closed as soon as it is idle,
     /// so a low limit means a connect per request at steady load.
     pub idle_per_origin: usize,
+    /// Idle keep-alive connections kept to all origins together, all
+    /// serving threads together: past it, a connection is closed when its
+    /// answer is done rather than kept.
+    pub max_idle_connections: usize,
     /// The load balancers or CDNs in front of the host, whose forwarding
     /// headers are passed on (`headers::set_forwarding`); a client's are
     /// replaced.
@@ -76,6 +80,7 @@ impl Default for ProxyConfig {
             tls_name: TlsName::Origin,
             extra_roots: Vec::new(),
             idle_per_origin: 1024,
+            max_idle_connections: 1024,
             trusted_proxies: TrustedProxies::default(),
             via_name: default_via_name(),
         }

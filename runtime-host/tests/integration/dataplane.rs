@@ -515,6 +515,24 @@ fn load_balancers_are_proxied() {
 /// A TLS upstream with a certificate for `names`, signed by a test CA whose
 /// PEM is returned.
 async fn tls_upstream(names: &[&str]) -> (SocketAddr, Vec<u8>) {
+    let (addr, ca, _) = tls_upstream_counted(names).await;
+    (addr, ca)
+}
+
+/// What a test upstream has seen of its connections.
+#[derive(Debug, Default)]
+pub(super) struct Counts {
+    /// TLS handshakes completed.
+    pub(super) handshakes: std::sync::atomic::AtomicUsize,
+    /// Connections open now.
+    pub(super) open: std::sync::atomic::AtomicUsize,
+}
+
+/// [`tls_upstream`], counting its handshakes and open connections.
+pub(super) async fn tls_upstream_counted(names: &[&str]) -> (SocketAddr, Vec<u8>, Arc<Counts>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counts = Arc::new(Counts::default());
+    let counting = counts.clone();
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -538,9 +556,14 @@ async fn tls_upstream(names: &[&str]) -> (SocketAddr, Vec<u8>) {
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let acceptor = acceptor.clone();
+            let (acceptor, counts) = (acceptor.clone(), counting.clone());
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else { return };
+                counts.open.fetch_add(1, Relaxed);
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    counts.open.fetch_sub(1, Relaxed);
+                    return;
+                };
+                counts.handshakes.fetch_add(1, Relaxed);
                 let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
                 let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let sni = sni.clone();
@@ -552,10 +575,11 @@ async fn tls_upstream(names: &[&str]) -> (SocketAddr, Vec<u8>) {
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+                counts.open.fetch_sub(1, Relaxed);
             });
         }
     });
-    (addr, ca.pem().into_bytes())
+    (addr, ca.pem().into_bytes(), counts)
 }
 
 #[test]

@@ -18,7 +18,7 @@ use edgeroute_tests::compile_text;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use super::dataplane::{runtime, scratch, start, text, upstream, write_sites, SITES};
+use super::dataplane::{runtime, scratch, start, text, tls_upstream_counted, upstream, write_sites, Counts, SITES};
 use super::serve::{free_port, raw_get, Served};
 
 fn ms(n: u64) -> Duration {
@@ -721,5 +721,101 @@ fn http2_rapid_reset_is_cut_off_and_the_host_keeps_serving() {
         assert!(reached < 500, "{reached} of the reset requests reached the origin");
         let r = plane.get("a.lb.example.com", "/after").await;
         assert_eq!(r.status, 200, "{}", text(&r));
+    });
+}
+
+// ---------------------------------------------------------------- 4. connections to origins
+
+#[test]
+fn random_subdomains_ride_one_connection_their_certificate_covers_and_no_other() {
+    runtime().block_on(async {
+        // A load balancer presenting the customer's wildcard certificate.
+        let (up, ca, counts) = tls_upstream_counted(&["*.pr-7.example.com"]).await;
+        let table = format!(
+            "{{\"Domain\": \"*.pr-7.example.com\", \"Target\": \"https://localhost:{port}\"}}\n\
+             {{\"Domain\": \"other.example.com\", \"Target\": \"https://localhost:{port}\"}}\n",
+            port = up.port()
+        );
+        let by_host = ProxyConfig {
+            extra_roots: vec![ca],
+            tls_name: edgeroute_host::proxy::TlsName::RequestHost,
+            ..ProxyConfig::default()
+        };
+        let nowhere = Objects::Dir(DirObjects::new("/nonexistent"));
+        let plane = start(&table, nowhere, by_host, Limits::default()).await;
+        // Thirty names never seen before, one after another: each serving
+        // thread makes one connection, and its certificate covers them all.
+        for n in 0..30 {
+            let host = format!("r{n}-{}.pr-7.example.com", n * 7919);
+            let r = plane.get(&host, "/").await;
+            let body = text(&r);
+            assert_eq!(r.status, 200, "{host}: {body}");
+            assert!(body.starts_with("tls ok, sni ") && body.ends_with(&format!("host {host}\n")), "{body}");
+        }
+        let handshakes = counts.handshakes.load(Ordering::Relaxed);
+        assert!(handshakes <= 2, "{handshakes} TLS handshakes for 30 hosts one certificate covers");
+        // A host that certificate does not cover never rides those
+        // connections: it gets a handshake of its own, and is refused.
+        let r = plane.get("other.example.com", "/").await;
+        assert_eq!(r.status, 502, "{}", text(&r));
+        assert!(counts.handshakes.load(Ordering::Relaxed) == handshakes, "the refused handshake did not complete");
+        assert!(counts.open.load(Ordering::Relaxed) <= 2);
+    });
+}
+
+/// A plain upstream that answers after `delay`, counting its open connections.
+async fn slow_upstream(delay: Duration) -> (SocketAddr, std::sync::Arc<Counts>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = std::sync::Arc::new(Counts::default());
+    let counting = counts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let counts = counting.clone();
+            tokio::spawn(async move {
+                counts.open.fetch_add(1, Ordering::Relaxed);
+                let service =
+                    hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(edgeroute_host::body::full("slow")))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                counts.open.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    });
+    (addr, counts)
+}
+
+#[test]
+fn idle_connections_to_origins_are_capped_across_the_host() {
+    runtime().block_on(async {
+        let (up, counts) = slow_upstream(ms(300)).await;
+        let table = format!("{{\"Domain\": \"*.lb.example.com\", \"Target\": \"http://127.0.0.1:{}\"}}\n", up.port());
+        let capped = ProxyConfig { max_idle_connections: 4, ..ProxyConfig::default() };
+        let nowhere = Objects::Dir(DirObjects::new("/nonexistent"));
+        let plane = start(&table, nowhere, capped, Limits::default()).await;
+        let addr = plane.addr;
+        // Forty requests at once: forty connections to the origin.
+        let requests: Vec<_> = (0..40)
+            .map(|n| {
+                let request = format!("GET / HTTP/1.1\r\nHost: h{n}.lb.example.com\r\nConnection: close\r\n\r\n");
+                tokio::spawn(async move { exchange(addr, request.as_bytes()).await })
+            })
+            .collect();
+        for request in requests {
+            assert_eq!(request.await.unwrap().unwrap().status, 200);
+        }
+        // Then at most four stay open, idle, for the next requests.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while counts.open.load(Ordering::Relaxed) > 4 && Instant::now() < deadline {
+            tokio::time::sleep(ms(50)).await;
+        }
+        let open = counts.open.load(Ordering::Relaxed);
+        assert!(open <= 4, "{open} idle connections to the origin, over a cap of 4");
+        assert_eq!(plane.get("again.lb.example.com", "/").await.status, 200);
     });
 }
