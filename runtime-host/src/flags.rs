@@ -241,6 +241,10 @@ pub struct OriginArgs {
     /// --trusted-proxies.
     #[arg(long, hide = true)]
     pub trust_forwarded_proto: bool,
+    /// Idle keep-alive connections to origins kept by the whole host (all
+    /// origins, all threads); past it a connection is closed once its answer is done.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_idle_origin_connections: usize,
     /// The longest wait for a connection to an origin.
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
     pub connect_timeout_ms: u64,
@@ -271,6 +275,7 @@ impl OriginArgs {
             tls_name: self.origin_tls_name,
             extra_roots,
             trusted_proxies: TrustedProxies::new(self.trusted_proxies.clone()),
+            max_idle_connections: self.max_idle_origin_connections,
             via_name: self.via_name.clone().unwrap_or_else(default_via_name),
             ..ProxyConfig::default()
         })

@@ -108,12 +108,14 @@ impl Workers {
                         Err(e) => return tracing::error!("serving thread {n} cannot listen: {e}"),
                     };
                     // This thread's instance lets go of a base no longer served,
-                    // even while no request comes (two bases in memory at most).
-                    let state = plane.state;
+                    // even while no request comes (two bases in memory at most),
+                    // and its pool closes connections to origins idle too long.
+                    let tidying = plane.clone();
                     tokio::spawn(async move {
                         loop {
                             tokio::time::sleep(crate::router::RELEASE_EVERY).await;
-                            state.router.with_worker(|worker| worker.release_stale());
+                            tidying.state.router.with_worker(|worker| worker.release_stale());
+                            tidying.proxy.sweep_idle();
                         }
                     });
                     serve(plane, listener, limits, shared, stopped).await;

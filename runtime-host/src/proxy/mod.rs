@@ -17,9 +17,6 @@ use std::time::Duration;
 use http_body_util::BodyExt as _;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject as _;
 
 use crate::body::{self, Body, BoxError};
@@ -29,13 +26,14 @@ use crate::trust::TrustedProxies;
 
 mod headers;
 mod idle;
+mod pool;
 mod tls;
 mod tunnel;
 
 pub use self::headers::strip_hop_by_hop;
 use self::headers::{append_via, join_cookies, set_forwarding, upgrade_protocol, via_names, Hop};
 use self::idle::IdleTimeout;
-use self::tls::ServerName;
+use self::pool::{Conn, Connector, IdleBudget, Key, Pool};
 pub use self::tls::TlsName;
 
 /// What a client learns of an origin it could not reach: not its address,
@@ -145,25 +143,16 @@ pub enum ProxyOutcome {
 }
 
 /// A pooled, keep-alive client for every origin. Clones share the pool;
-/// [`Proxy::with_own_pool`] makes one that does not.
+/// [`Proxy::with_own_pool`] makes one that does not (one per serving
+/// thread), under the same budget of idle connections.
 #[derive(Clone, Debug)]
 pub struct Proxy {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
-    connector: hyper_rustls::HttpsConnector<HttpConnector>,
+    pool: Arc<Pool>,
+    budget: Arc<IdleBudget>,
+    connector: Connector,
     config: ProxyConfig,
     /// This host's `Via` entry for a request received over HTTP/1.0, 1.1, 2.
     via: Arc<[HeaderValue; 3]>,
-}
-
-fn pooled(
-    connector: hyper_rustls::HttpsConnector<HttpConnector>,
-    config: &ProxyConfig,
-) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Body> {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(config.idle_per_origin)
-        .set_host(false)
-        .build(connector)
 }
 
 impl Proxy {
@@ -188,17 +177,8 @@ impl Proxy {
             .map_err(|e| ProxyError::Certificates(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .with_server_name_resolver(ServerName)
-            .enable_http1()
-            .wrap_connector(http);
-        let client = pooled(connector.clone(), &config);
+        let connector =
+            Connector { tls: tokio_rustls::TlsConnector::from(Arc::new(tls)), connect_timeout: config.connect_timeout };
         if !is_token(&config.via_name) {
             return Err(ProxyError::ViaName(config.via_name.clone()));
         }
@@ -207,18 +187,74 @@ impl Proxy {
                 .map_err(|_| ProxyError::ViaName(config.via_name.clone()))
         };
         let via = Arc::new([via("1.0")?, via("1.1")?, via("2")?]);
-        Ok(Proxy { client, connector, config, via })
+        let budget = IdleBudget::new(config.max_idle_connections);
+        let pool = Arc::new(Pool::new(config.idle_per_origin, budget.clone()));
+        Ok(Proxy { pool, budget, connector, config, via })
+    }
+
+    /// The same proxy with a pool of its own: for a thread with its own
+    /// runtime, whose connections are then driven where they are used. The
+    /// budget of idle connections stays shared.
+    pub fn with_own_pool(&self) -> Proxy {
+        Proxy { pool: Arc::new(Pool::new(self.config.idle_per_origin, self.budget.clone())), ..self.clone() }
+    }
+
+    /// Closes this pool's connections idle too long (each serving thread
+    /// calls it now and then).
+    pub fn sweep_idle(&self) {
+        self.pool.sweep();
+    }
+
+    /// Idle connections to origins held now, by every pool of the host.
+    pub fn idle_connections(&self) -> usize {
+        self.budget.held()
+    }
+
+    /// Sends `req` to `key` on a pooled connection whose certificate covers
+    /// `name`, else on a new one; the connection goes back to the pool once
+    /// the answer is done. A pooled connection found closed before the
+    /// request went out is left for the next (the request was not sent).
+    async fn send(
+        &self,
+        key: Key,
+        name: &str,
+        mut req: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, BoxError> {
+        while let Some(mut conn) = self.pool.checkout(&key, name) {
+            if conn.sender.ready().await.is_err() {
+                continue;
+            }
+            match conn.sender.try_send_request(req).await {
+                Ok(answer) => {
+                    self.give_back(key, conn);
+                    return Ok(answer);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(e.into_error().into()),
+                },
+            }
+        }
+        let mut conn = self.connector.connect(&key, name).await?;
+        let answer = conn.sender.send_request(req).await?;
+        self.give_back(key, conn);
+        Ok(answer)
+    }
+
+    /// Pools `conn` once it can take another request (its answer read to
+    /// the end); an upgraded or failed connection is not.
+    fn give_back(&self, key: Key, mut conn: Conn) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            if conn.sender.ready().await.is_ok() {
+                pool.checkin(key, conn);
+            }
+        });
     }
 
     /// Whether a connection from `ip` comes from a trusted proxy.
     pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
         self.config.trusted_proxies.trusts(ip)
-    }
-
-    /// The same proxy with a pool of its own: for a thread with its own
-    /// runtime, whose connections are then driven where they are used.
-    pub fn with_own_pool(&self) -> Proxy {
-        Proxy { client: pooled(self.connector.clone(), &self.config), ..self.clone() }
     }
 
     /// Forwards `req` to `origin`, and streams its answer back. Never fails:
@@ -245,19 +281,19 @@ impl Proxy {
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
         let scheme = if origin.https { "https" } else { "http" };
-        let tls_user = match (origin.https, self.config.tls_name) {
-            (true, TlsName::RequestHost) => format!("{}@", fwd.name),
-            _ => String::new(),
-        };
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let host = if origin.host.contains(':') { format!("[{}]", origin.host) } else { origin.host.clone() };
-        let uri = match format!("{scheme}://{tls_user}{host}:{}{path}", origin.port).parse::<hyper::Uri>() {
-            Ok(uri) => uri,
-            Err(e) => {
-                let id = RequestId::new();
-                tracing::warn!("request {id}: no URI for the origin {host}:{} of {}: {e}", origin.port, fwd.name);
-                return (failure(StatusCode::BAD_GATEWAY, UNREACHABLE, id), ProxyOutcome::OriginFailed);
-            }
+        // Sent in origin form: the path and query, as they came.
+        let uri = req.uri().path_and_query().map_or_else(
+            || hyper::Uri::from_static("/"),
+            |p| {
+                hyper::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(p.as_str().as_bytes()))
+                    .unwrap_or_else(|_| hyper::Uri::from_static("/"))
+            },
+        );
+        let key = Key { https: origin.https, host: origin.host.clone(), port: origin.port };
+        // The name the origin's certificate must carry (and SNI).
+        let tls_name = match self.config.tls_name {
+            TlsName::RequestHost => fwd.name,
+            TlsName::Origin => origin.host.as_str(),
         };
 
         let (parts, incoming) = req.into_parts();
@@ -294,11 +330,12 @@ impl Proxy {
         *upstream.headers_mut() = headers;
 
         let name = || format!("{scheme}://{}:{}", origin.host, origin.port);
-        let mut answer = match tokio::time::timeout(self.config.read_timeout, self.client.request(upstream)).await {
+        let mut answer = match tokio::time::timeout(self.config.read_timeout, self.send(key, tls_name, upstream)).await
+        {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => {
                 let id = RequestId::new();
-                tracing::warn!("request {id}: origin {} for {}: {}", name(), fwd.name, error_chain(&e));
+                tracing::warn!("request {id}: origin {} for {}: {}", name(), fwd.name, error_chain(&*e));
                 return (failure(StatusCode::BAD_GATEWAY, UNREACHABLE, id), ProxyOutcome::OriginFailed);
             }
             Err(_) => {
