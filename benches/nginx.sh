@@ -1,24 +1,37 @@
 #!/usr/bin/env bash
-# edgeroute-host against nginx, as hostname routers in front of the same upstream.
-# Run by hand (not in CI); needs Debian's nginx and wrk (apt-get install nginx wrk).
+# edgeroute-host against nginx and HAProxy, as hostname routers in front of the same upstream.
+# Run by hand (not in CI); needs Debian's nginx, haproxy and wrk
+# (apt-get install nginx-light haproxy wrk).
 #
 #   benches/nginx.sh [ROUTES...]        default: 10000 1000000
 #
+# EDGEROUTE_BENCH_OLD=PATH also runs an earlier edgeroute-host binary against this one, 5
+# alternating runs each (EDGEROUTE_BENCH_AB_RUNS), and reports the medians and new/old;
+# EDGEROUTE_BENCH_IDLE=N (default 10000; 0 skips it) opens N idle keep-alive connections to
+# edgeroute-host (and the earlier binary) and reports its resident memory without and with them.
+#
 # For each table size N it generates N hostnames (api-t9yhp25-portal.example.com style), then
 #  - nginx, one worker, `map $host ... { hostnames; ... }` + proxy_pass with upstream keep-alive;
+#  - HAProxy, one thread, `req.hdr(host),lower,map_str(FILE)` (an exact-match tree) + a backend
+#    with connection reuse; a new name is added through its runtime API (`add map`);
 #  - edgeroute-host serve --snapshot of the same table, every route a balancer to the same origin;
-# both proxying to one local upstream (a second nginx answering 200), the router pinned to core 0,
+# all proxying to one local upstream (a second nginx answering 200), the router pinned to core 0,
 # wrk and the upstream to core 1 (taskset). wrk sends a shuffled, uniform mix of the N Host names.
 # It reports requests/s, p99 latency and resident memory of both routers from one run, then runs
 # edgeroute again while its snapshot is republished (every 100 ms at 10k routes, every 1 s at
 # larger sizes), and times how long an nginx reload takes to serve a newly added name. Last, a
 # host following a store with and without `edgeroute apply` of one route every 100 ms (10
-# changes/s, a layer each), in 5 alternating runs (EDGEROUTE_BENCH_APPLY_RUNS), medians.
+# changes/s, a layer each), in 5 alternating runs (EDGEROUTE_BENCH_APPLY_RUNS; 0 skips them), medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in nginx wrk taskset python3; do
-  command -v "$tool" >/dev/null || { echo "benches/nginx.sh needs $tool (apt-get install nginx wrk)" >&2; exit 2; }
+for tool in nginx haproxy wrk taskset python3 curl; do
+  command -v "$tool" >/dev/null || { echo "benches/nginx.sh needs $tool (apt-get install nginx-light haproxy wrk curl)" >&2; exit 2; }
 done
+old_bin=${EDGEROUTE_BENCH_OLD:-}
+[ -z "$old_bin" ] || [ -x "$old_bin" ] || { echo "EDGEROUTE_BENCH_OLD=$old_bin is not an executable" >&2; exit 2; }
+old_bin=${old_bin:+$(cd "$(dirname "$old_bin")" && pwd)/$(basename "$old_bin")}
+ab_runs=${EDGEROUTE_BENCH_AB_RUNS:-5}
+idle_conns=${EDGEROUTE_BENCH_IDLE:-10000}
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(10000 1000000)
 duration=${EDGEROUTE_BENCH_SECONDS:-10}
@@ -37,11 +50,12 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -f "$work/up.pid" ] && kill "$(cat "$work/up.pid")" 2>/dev/null || true
   [ -f "$work/ngx.pid" ] && kill "$(cat "$work/ngx.pid")" 2>/dev/null || true
+  [ -f "$work/hap.pid" ] && kill "$(cat "$work/hap.pid")" 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
 
-UP=18081 NGX=18080 ER=18090 ER_ADMIN=18091
+UP=18081 NGX=18080 HAP=18082 ER=18090 ER_ADMIN=18091
 
 # The upstream: a second nginx, one worker, on the load core.
 mkdir -p "$work/up"
@@ -101,11 +115,13 @@ with open(f"{work}/gen.jsonl") as f:
         d = json.loads(line)["Domain"]
         if not d.startswith("*."):
             hosts.append(d)
-with open(f"{work}/table.jsonl", "w") as t, open(f"{work}/hosts.txt", "w") as h, open(f"{work}/map.conf", "w") as m:
+with open(f"{work}/table.jsonl", "w") as t, open(f"{work}/hosts.txt", "w") as h, \
+        open(f"{work}/map.conf", "w") as m, open(f"{work}/hap.map", "w") as hm:
     for d in hosts:
         t.write(json.dumps({"Domain": d, "Target": f"http://127.0.0.1:{up}"}) + "\n")
         h.write(d + "\n")
         m.write(f"{d} 1;\n")
+        hm.write(f"{d} 1\n")
 EOF
   "$bin/edgeroute" compile --from "$work/table.jsonl" --out "$work/a.snap" >/dev/null
   # A second snapshot differing by one route, for the swap runs.
@@ -142,6 +158,44 @@ EOF
   until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: reloaded-$n.example.com" "http://127.0.0.1:$NGX/")" = 200 ]; do sleep 0.01; done
   ngx_reload=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')")
   kill "$(cat "$work/ngx.pid")"; rm -f "$work/ngx.pid"; sleep 1
+
+  # HAProxy as the router: one thread, the Host looked up in an exact-match map.
+  cat > "$work/haproxy.cfg" <<EOF
+global
+  maxconn 20000
+  nbthread 1
+  daemon
+  pidfile $work/hap.pid
+  stats socket $work/hap.sock mode 600 level admin
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+frontend routes
+  bind 127.0.0.1:$HAP
+  http-request return status 404 unless { req.hdr(host),lower,map_str($work/hap.map) -m found }
+  default_backend up
+backend up
+  http-reuse always
+  server up 127.0.0.1:$UP
+EOF
+  t0=$(date +%s.%N)
+  taskset -c 0 haproxy -f "$work/haproxy.cfg" 2>"$work/hap.log"
+  wait_port $HAP
+  hap_start=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')")
+  read -r hap_rps hap_p99 hap_bad < <(load $HAP)
+  hap_rss=$(rss_kb "$(cat "$work/hap.pid")")
+  # A new name through the runtime API, until it is served.
+  t0=$(date +%s.%N)
+  python3 - "$work/hap.sock" "add map $work/hap.map added-$n.example.com 1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall((sys.argv[2] + "\n").encode()); s.recv(4096)
+PY
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: added-$n.example.com" "http://127.0.0.1:$HAP/")" = 200 ]; do sleep 0.01; done
+  hap_add=$(python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')")
+  kill "$(cat "$work/hap.pid")"; rm -f "$work/hap.pid"; sleep 1
 
   # edgeroute as the router.
   t0=$(date +%s.%N)
@@ -189,6 +243,59 @@ PY
   # load core, so that both load the same: steady, it applies to a store the host does not follow
   # (the row measures what following the layers costs the router, not what the applier's
   # processes take from wrk).
+  # This binary against an earlier one (EDGEROUTE_BENCH_OLD), alternating runs.
+  ab_old=(); ab_new=()
+  if [ -n "$old_bin" ]; then
+    for run in $(seq 1 "$ab_runs"); do
+      for which in old new; do
+        b=$([ "$which" = old ] && echo "$old_bin" || echo "$bin/edgeroute-host")
+        taskset -c 0 "$b" serve --snapshot "$work/a.snap" --listen 127.0.0.1:$ER --admin-listen 127.0.0.1:$ER_ADMIN \
+          --static-root "$work" 2>"$work/er-ab.log" & er=$!; pids+=("$er")
+        wait_port $ER
+        read -r rps _p99 _bad < <(load $ER)
+        if [ "$which" = old ]; then ab_old+=("$rps"); else ab_new+=("$rps"); fi
+        kill "$er"; wait "$er" 2>/dev/null || true
+      done
+    done
+  fi
+
+  # Resident memory with many idle keep-alive connections (each has made one request).
+  idle_line=""
+  if [ "$idle_conns" -gt 0 ]; then
+    for which in new ${old_bin:+old}; do
+      b=$([ "$which" = old ] && echo "$old_bin" || echo "$bin/edgeroute-host")
+      extra=(); [ "$which" = new ] && extra=(--max-connections-per-client 0)
+      taskset -c 0 "$b" serve --snapshot "$work/a.snap" --listen 127.0.0.1:$ER --admin-listen 127.0.0.1:$ER_ADMIN \
+        --static-root "$work" --max-connections $((idle_conns + 1000)) "${extra[@]}" 2>"$work/er-idle.log" & er=$!; pids+=("$er")
+      wait_port $ER
+      before=$(rss_kb "$er")
+      taskset -c 1 python3 - "$ER" "$idle_conns" "$(head -1 "$work/hosts.txt")" > "$work/idle.out" <<'PY' &
+import asyncio, resource, sys
+port, n, host = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+resource.setrlimit(resource.RLIMIT_NOFILE, (n + 1000, n + 1000))
+async def one(held):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await reader.readuntil(b"ok\n")
+    held.append(writer)
+async def main():
+    held = []
+    for start in range(0, n, 500):
+        await asyncio.gather(*(one(held) for _ in range(start, min(n, start + 500))))
+    print(f"{len(held)} open", flush=True)
+    await asyncio.sleep(40)
+asyncio.run(main())
+PY
+      holder=$!; pids+=("$holder")
+      for _ in $(seq 1 600); do grep -q open "$work/idle.out" 2>/dev/null && break; sleep 0.1; done
+      sleep 1
+      with=$(rss_kb "$er")
+      idle_line+="$(printf '\n    %-4s %6s MB without, %6s MB with %s connections (%s KiB each)' "$which" "$((before / 1024))" "$((with / 1024))" "$idle_conns" "$(( (with - before) / idle_conns ))")"
+      kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true
+      kill "$er"; wait "$er" 2>/dev/null || true
+    done
+  fi
+
   runs=${EDGEROUTE_BENCH_APPLY_RUNS:-5}
   steady=(); applying=(); layers_seen=()
   for run in $(seq 1 "$runs"); do
@@ -221,22 +328,32 @@ PY
     done
   done
   med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
-  st_med=$(med "${steady[@]}"); ap_med=$(med "${applying[@]}")
+  apply_line=""
+  if [ "$runs" -gt 0 ]; then
+    st_med=$(med "${steady[@]}"); ap_med=$(med "${applying[@]}")
+    apply_line="$(printf '\n  following a store, %s alternating runs each, medians (req/s):\n    steady               %s   (runs: %s)\n    applying 10/s        %s   (runs: %s; layers at the end: %s)\n    applying / steady    %sx' \
+      "$runs" "$st_med" "${steady[*]}" "$ap_med" "${applying[*]}" "${layers_seen[*]}" "$(python3 -c "print(f'{$ap_med / $st_med:.2f}')")")"
+  fi
 
   ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+  ab_line=""
+  if [ -n "$old_bin" ]; then
+    old_med=$(med "${ab_old[@]}"); new_med=$(med "${ab_new[@]}")
+    ab_line="$(printf '\n  this binary against %s, %s alternating runs each, medians (req/s):\n    old %s (runs: %s)\n    new %s (runs: %s)\n    new / old %s' \
+      "$old_bin" "$ab_runs" "$old_med" "${ab_old[*]}" "$new_med" "${ab_new[*]}" "$(ratio "$new_med" "$old_med")")"
+  fi
   report+=("$(cat <<EOF
 
 $routes hostnames ($duration s per run, $connections connections, router on core 0, wrk + upstream on core 1)
                        requests/s    p99 ms   RSS MB   non-2xx   start s
   nginx map            $(printf '%10s %9s %8s %9s %9s' "$ngx_rps" "$ngx_p99" "$((ngx_rss / 1024))" "$ngx_bad" "$ngx_start")
+  HAProxy map_str      $(printf '%10s %9s %8s %9s %9s' "$hap_rps" "$hap_p99" "$((hap_rss / 1024))" "$hap_bad" "$hap_start")
   edgeroute            $(printf '%10s %9s %8s %9s %9s' "$er_rps" "$er_p99" "$((er_rss / 1024))" "$er_bad" "$er_start")
   edgeroute, swapping  $(printf '%10s %9s %8s %9s' "$sw_rps" "$sw_p99" "$((sw_rss / 1024))" "$sw_bad")   ($swaps swaps, one every ${interval} s)
   edgeroute / nginx    throughput $(ratio "$er_rps" "$ngx_rps")x, p99 $(ratio "$er_p99" "$ngx_p99")x, memory $(ratio "$er_rss" "$ngx_rss")x
-  a new name served after: nginx reload ${ngx_reload} s; edgeroute: the next snapshot swap (see benches/e2e/src/bin/propagation.rs)
-  following a store, $runs alternating runs each, medians (req/s):
-    steady               ${st_med}   (runs: ${steady[*]})
-    applying 10/s        ${ap_med}   (runs: ${applying[*]}; layers at the end: ${layers_seen[*]})
-    applying / steady    $(ratio "$ap_med" "$st_med")x
+  edgeroute / HAProxy  throughput $(ratio "$er_rps" "$hap_rps")x, p99 $(ratio "$er_p99" "$hap_p99")x, memory $(ratio "$er_rss" "$hap_rss")x
+  a new name served after: nginx reload ${ngx_reload} s; HAProxy add map ${hap_add} s; edgeroute: the next snapshot swap (see benches/e2e/src/bin/propagation.rs)${ab_line}
+  resident memory with idle keep-alive connections:${idle_line}${apply_line}
 EOF
 )")
   echo "${report[-1]}"
