@@ -819,3 +819,45 @@ fn idle_connections_to_origins_are_capped_across_the_host() {
         assert_eq!(plane.get("again.lb.example.com", "/").await.status, 200);
     });
 }
+
+#[test]
+fn a_websocket_carrying_traffic_outlives_the_head_and_idle_timeouts() {
+    let limits = Limits { header_timeout: ms(800), idle_timeout: ms(1200), ..Limits::default() };
+    runtime().block_on(async {
+        let table = lb_table().await;
+        let nowhere = Objects::Dir(DirObjects::new("/nonexistent"));
+        let plane = start(&table, nowhere, ProxyConfig::default(), limits).await;
+        let mut ws = open_websocket(plane.addr).await;
+        // A frame each way every 300 ms for 3 s: past both timeouts, never idle.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(ms(300)).await;
+            ws.write_all(b"\x81\x04ping").await.expect("the tunnel was closed while carrying traffic");
+            let mut echo = [0u8; 6];
+            ws.read_exact(&mut echo).await.expect("the tunnel was closed while carrying traffic");
+            assert_eq!(&echo, b"\x81\x04ping");
+        }
+        assert_eq!(plane.state.metrics.closed_count(edgeroute_host::metrics::Closed::Head), 0);
+    });
+}
+
+#[test]
+fn an_http2_client_that_stops_reading_is_closed_at_the_idle_timeout() {
+    let dir = scratch("h2-stalled");
+    write_sites(&dir);
+    let limits = Limits { idle_timeout: ms(1500), ..Limits::default() };
+    runtime().block_on(async {
+        let plane = start(SITES, Objects::Dir(DirObjects::new(&dir)), ProxyConfig::default(), limits).await;
+        let mut stream = TcpStream::connect(plane.addr).await.unwrap();
+        let start = Instant::now();
+        stream.write_all(PREFACE).await.unwrap();
+        // SETTINGS_INITIAL_WINDOW_SIZE = 0: the server may send no DATA at all.
+        stream.write_all(&frame(SETTINGS, 0, 0, &[0x00, 0x04, 0, 0, 0, 0])).await.unwrap();
+        let block = hpack_get("assets.example.com", "/big.bin");
+        stream.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &block)).await.unwrap();
+        let (closed, bytes) = wait_closed(&mut stream, start, ms(1500 + 2500)).await;
+        assert!(frames(&bytes).iter().any(|&(kind, _)| kind == HEADERS), "no answer began");
+        assert_closed_at("an HTTP/2 client that never opens its window", closed, ms(1500));
+        assert_eq!(plane.state.metrics.connections.load(Ordering::Relaxed), 0);
+    });
+}
