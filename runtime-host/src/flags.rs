@@ -153,6 +153,9 @@ pub struct ListenerArgs {
     /// answer within as long is closed.
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = positive_seconds)]
     pub h2_ping_interval: Duration,
+    /// Requests one HTTP/2 connection may have in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub h2_max_streams: u32,
     /// On SIGTERM or Ctrl-C, how long to wait for requests in flight.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub drain_seconds: u64,
@@ -170,6 +173,7 @@ impl ListenerArgs {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
             h2_ping_interval: self.h2_ping_interval,
+            h2_max_streams: self.h2_max_streams,
         }
     }
 
@@ -336,12 +340,13 @@ fn seconds(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a number of seconds (e.g. 60, 2.5)"))
 }
 
-/// A number of seconds greater than zero (a timeout of 0 would close everything).
+/// A timeout: more than zero seconds (0 would close everything), a day at
+/// most.
 fn positive_seconds(text: &str) -> Result<Duration, String> {
     seconds(text)
         .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{text:?} is not a number of seconds greater than 0 (e.g. 10, 2.5)"))
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(86_400))
+        .ok_or_else(|| format!("{text:?} is not a number of seconds from more than 0 to 86400 (e.g. 10, 2.5)"))
 }
 
 /// An address to listen on, with a hint for the usual slip: a bare port.
@@ -379,8 +384,8 @@ mod tests {
     #[test]
     fn timeouts_are_more_than_zero_seconds() {
         assert_eq!(positive_seconds("0.25"), Ok(Duration::from_millis(250)));
-        for bad in ["0", "-1", "soon"] {
-            assert!(positive_seconds(bad).unwrap_err().contains("greater than 0"), "{bad}");
+        for bad in ["0", "-1", "soon", "86401", "1e17"] {
+            assert!(positive_seconds(bad).unwrap_err().contains("more than 0 to 86400"), "{bad}");
         }
     }
 

@@ -32,7 +32,8 @@ pub(crate) fn now_ms() -> u64 {
 /// The instant of [`now_ms`]'s clock reading `ms`, for a timer.
 pub(crate) fn instant_at(ms: u64) -> tokio::time::Instant {
     let now = now_ms();
-    let from_now = Duration::from_millis(ms.saturating_sub(now));
+    // A day at most: far enough for any deadline, near enough not to overflow.
+    let from_now = Duration::from_millis(ms.saturating_sub(now).min(86_400_000));
     tokio::time::Instant::now() + from_now
 }
 
@@ -51,6 +52,13 @@ pub struct Connection {
     in_flight: AtomicU32,
     /// Request heads read so far.
     heads: AtomicU64,
+    /// Answers begun and not yet sent.
+    answering: AtomicU32,
+    /// When an answer last moved (begun, or a frame of it taken to send),
+    /// or the client last sent body data: while answers are under way, the
+    /// connection must move within the idle timeout (a client that never
+    /// reads, such as an HTTP/2 peer keeping its window shut, is closed).
+    progress: AtomicU64,
     /// When `in_flight` last fell to 0 (on [`now_ms`]'s clock): the idle
     /// timeout counts from there.
     idle_since: AtomicU64,
@@ -92,6 +100,8 @@ impl Connection {
             idle_timeout,
             in_flight: AtomicU32::new(0),
             heads: AtomicU64::new(0),
+            answering: AtomicU32::new(0),
+            progress: AtomicU64::new(now_ms()),
             idle_since: AtomicU64::new(now_ms()),
             reader: AtomicWaker::new(),
             idle: Notify::new(),
@@ -118,6 +128,21 @@ impl Connection {
         self.idle_since.load(Ordering::Acquire)
     }
 
+    /// Answers under way now.
+    pub(crate) fn answering(&self) -> u32 {
+        self.answering.load(Ordering::Acquire)
+    }
+
+    /// When the connection last moved (see the field).
+    pub(crate) fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Acquire)
+    }
+
+    /// Notes that the connection moved now.
+    pub(crate) fn moved(&self) {
+        self.progress.store(now_ms(), Ordering::Release);
+    }
+
     /// Wakes `waker` when the last request in flight ends.
     pub(crate) fn wake_when_idle(&self, waker: &std::task::Waker) {
         self.reader.register(waker);
@@ -138,6 +163,13 @@ pub struct InRequest(Arc<Connection>);
 impl InRequest {
     pub fn begin(connection: &Arc<Connection>) -> InRequest {
         connection.heads.fetch_add(1, Ordering::AcqRel);
+        InRequest::hold(connection)
+    }
+
+    /// Holds the connection busy without a request head: a WebSocket tunnel,
+    /// for as long as it lives (its own idle timer bounds it), so that none
+    /// of the socket's HTTP deadlines applies to its frames.
+    pub fn hold(connection: &Arc<Connection>) -> InRequest {
         connection.in_flight.fetch_add(1, Ordering::AcqRel);
         InRequest(connection.clone())
     }
@@ -162,12 +194,21 @@ impl Drop for InRequest {
 #[derive(Debug)]
 pub struct Answer {
     body: Body,
-    _request: InRequest,
+    request: InRequest,
 }
 
 impl Answer {
     pub fn new(body: Body, request: InRequest) -> Answer {
-        Answer { body, _request: request }
+        let connection = request.connection();
+        connection.answering.fetch_add(1, Ordering::AcqRel);
+        connection.moved();
+        Answer { body, request }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.request.connection().answering.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -179,7 +220,11 @@ impl hyper::body::Body for Answer {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &frame {
+            self.request.connection().moved();
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

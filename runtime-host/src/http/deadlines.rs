@@ -15,7 +15,9 @@
 //!   last answer, whatever bytes come meanwhile): the connection's task is
 //!   told, and closes it gracefully (a GOAWAY on HTTP/2);
 //! - a **write** that waits on a client that does not read, `idle_timeout`
-//!   at most.
+//!   at most; and over HTTP/2, where a peer that keeps its window shut
+//!   blocks no write, answers under way that do not move (no frame taken to
+//!   send, no request data read) for `idle_timeout`.
 //!
 //! A head or first byte past its deadline fails the read (`TimedOut`), and
 //! hyper closes the connection. Timers are armed only when a read or write
@@ -37,6 +39,7 @@ use crate::metrics::Closed;
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An HTTP/2 frame header: length (3 bytes), type, flags, stream (4).
 const H2_FRAME_HEADER: usize = 9;
+const H2_DATA: u8 = 0x0;
 const H2_HEADERS: u8 = 0x1;
 const H2_CONTINUATION: u8 = 0x9;
 const H2_END_HEADERS: u8 = 0x4;
@@ -79,6 +82,8 @@ struct H2Frames {
     ends_head: bool,
     /// When the pending header block's first frame header came.
     head_since: Option<u64>,
+    /// Request body data has come (since the connection last noted it).
+    data: bool,
 }
 
 impl H2Frames {
@@ -102,6 +107,9 @@ impl H2Frames {
                 let [l0, l1, l2, kind, flags, ..] = self.header;
                 self.payload_left = u64::from(l0) << 16 | u64::from(l1) << 8 | u64::from(l2);
                 self.ends_head = false;
+                if kind == H2_DATA && self.payload_left > 0 {
+                    self.data = true;
+                }
                 if kind == H2_HEADERS || kind == H2_CONTINUATION {
                     self.head_since.get_or_insert_with(now_ms);
                     self.ends_head = flags & H2_END_HEADERS != 0;
@@ -188,7 +196,12 @@ impl Watched {
                     *head = Some((now_ms(), heads));
                 }
             }
-            Protocol::Http2(frames) => frames.feed(bytes),
+            Protocol::Http2(frames) => {
+                frames.feed(bytes);
+                if std::mem::take(&mut frames.data) {
+                    self.connection.moved();
+                }
+            }
             Protocol::Detecting { .. } => {}
         }
     }
@@ -197,26 +210,35 @@ impl Watched {
     /// `None` while a request is in flight (its origin's timeouts bound it).
     fn read_deadline(&mut self) -> Option<(u64, Expiry)> {
         let Some(first) = self.first_byte_at else {
-            return Some((self.accepted + ms(self.deadlines.first_byte), Expiry::Close(Closed::FirstByte)));
+            return Some((
+                self.accepted.saturating_add(ms(self.deadlines.first_byte)),
+                Expiry::Close(Closed::FirstByte),
+            ));
         };
         let header = ms(self.deadlines.header);
         let in_flight = self.connection.in_flight();
         match &mut self.protocol {
             // A preface begun and not finished.
-            Protocol::Detecting { .. } => return Some((first + header, Expiry::Close(Closed::Head))),
+            Protocol::Detecting { .. } => return Some((first.saturating_add(header), Expiry::Close(Closed::Head))),
             Protocol::Http1 { head } => match *head {
                 Some((since, heads)) if heads == self.connection.heads() && in_flight == 0 => {
-                    return Some((since + header, Expiry::Close(Closed::Head)));
+                    return Some((since.saturating_add(header), Expiry::Close(Closed::Head)));
                 }
                 _ => *head = None,
             },
             Protocol::Http2(frames) => {
                 if let Some(since) = frames.head_since {
-                    return Some((since + header, Expiry::Close(Closed::Head)));
+                    return Some((since.saturating_add(header), Expiry::Close(Closed::Head)));
+                }
+                // Answers under way must move: HTTP/2 sends nothing to a
+                // peer whose window is shut, so no write ever blocks.
+                if self.connection.answering() > 0 {
+                    let until = self.connection.progress().saturating_add(ms(self.deadlines.idle));
+                    return Some((until, Expiry::Close(Closed::Send)));
                 }
             }
         }
-        (in_flight == 0).then(|| (self.connection.idle_since() + ms(self.deadlines.idle), Expiry::Idle))
+        (in_flight == 0).then(|| (self.connection.idle_since().saturating_add(ms(self.deadlines.idle)), Expiry::Idle))
     }
 
     /// A read has to wait: under which deadline, and is it past?
@@ -256,7 +278,7 @@ impl Watched {
     /// A write has to wait: the client is not reading. Past `idle`, fail it.
     fn wait_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
         let since = *self.write_stalled_since.get_or_insert_with(now_ms);
-        let at = since + ms(self.deadlines.idle);
+        let at = since.saturating_add(ms(self.deadlines.idle));
         loop {
             if now_ms() >= at {
                 self.connection.metrics().closed(Closed::Send);

@@ -39,6 +39,8 @@ pub struct Limits {
     /// How often an HTTP/2 connection is pinged; a peer that does not answer
     /// within the same time is closed.
     pub h2_ping_interval: Duration,
+    /// Requests one HTTP/2 connection may have in flight at once.
+    pub h2_max_streams: u32,
 }
 
 impl Default for Limits {
@@ -52,6 +54,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             h2_ping_interval: Duration::from_secs(30),
+            h2_max_streams: 100,
         }
     }
 }
@@ -186,6 +189,7 @@ async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_streams)
         .keep_alive_interval(limits.h2_ping_interval)
         .keep_alive_timeout(limits.h2_ping_interval)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
@@ -264,7 +268,14 @@ async fn serve(
                         serving.as_mut().graceful_shutdown();
                         finishing = true;
                     }
-                    () = async { closing.as_mut().expect("guarded").await }, if closing.is_some() => break,
+                    // The grace is over: closed, unless a request came in
+                    // meanwhile (it is let finish; the other deadlines bound it).
+                    () = async { closing.as_mut().expect("guarded").await }, if closing.is_some() => {
+                        if connection.in_flight() == 0 {
+                            break;
+                        }
+                        closing = Some(Box::pin(tokio::time::sleep(grace)));
+                    }
                 }
             }
         });

@@ -62,6 +62,47 @@ const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port")
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const FORWARDED: HeaderName = hyper::header::FORWARDED;
 
+/// Headers through which frameworks learn a client's address or scheme
+/// besides the six [`set_forwarding`] sets (Rack reads `X-Forwarded-Ssl`,
+/// CDNs send `True-Client-IP`, …): from a client they are dropped, in any
+/// spelling with `_` for `-` too (CGI, Rack and WSGI read both alike).
+const CLAIMS: [&str; 18] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "forwarded",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-server",
+    "x-forwarded-prefix",
+    "x-url-scheme",
+    "front-end-https",
+    "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "x-original-forwarded-for",
+];
+
+/// Drops every header of [`CLAIMS`] a client sent, whatever its spelling.
+fn drop_claims(headers: &mut HeaderMap) {
+    for name in CLAIMS {
+        headers.remove(name);
+    }
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| CLAIMS.contains(&name.as_str().replace('_', "-").as_str()))
+        .cloned()
+        .collect();
+    for name in underscored {
+        headers.remove(name);
+    }
+}
+
 /// What the origin is told about the hop a request took to the host.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Hop<'a> {
@@ -103,6 +144,7 @@ pub(super) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
             headers.entry(name).or_insert(value);
         }
     } else {
+        drop_claims(headers);
         headers.insert(X_FORWARDED_FOR, ip.clone());
         headers.insert(X_REAL_IP, ip);
         headers.insert(X_FORWARDED_PROTO, http);
@@ -209,7 +251,29 @@ mod tests {
             ("x-forwarded-port", "1"),
             ("x-forwarded-host", "evil"),
         ];
+        let mut sent = sent.to_vec();
+        sent.extend([
+            ("x-forwarded-ssl", "on"),
+            ("x_forwarded_proto", "https"),
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("true-client-ip", "6.6.6.6"),
+            ("cf-connecting-ip", "6.6.6.6"),
+            ("front-end-https", "on"),
+            ("x_kept_custom", "yes"),
+        ]);
         let h = forwarded("192.0.2.7", "a.example.com:8080", false, &sent);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        for gone in [
+            "x-forwarded-ssl",
+            "x_forwarded_proto",
+            "x_forwarded_for",
+            "true-client-ip",
+            "cf-connecting-ip",
+            "front-end-https",
+        ] {
+            assert!(!names.contains(&gone), "{gone} kept: {names:?}");
+        }
+        assert_eq!(h.get("x_kept_custom").unwrap(), "yes", "other underscored headers stay");
         let got = |n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
         assert_eq!(got("x-forwarded-for"), ["192.0.2.7"]);
         assert_eq!(got("x-real-ip"), ["192.0.2.7"]);

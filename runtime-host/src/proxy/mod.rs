@@ -20,6 +20,7 @@ use hyper::{Request, Response, StatusCode};
 use rustls::pki_types::pem::PemObject as _;
 
 use crate::body::{self, Body, BoxError};
+use crate::http::connection::InRequest;
 use crate::http::Connection;
 use crate::respond::{failure, plain, RequestId};
 use crate::trust::TrustedProxies;
@@ -351,13 +352,16 @@ impl Proxy {
             if let Some(client_upgrade) = client_upgrade {
                 let origin_upgrade = hyper::upgrade::on(&mut answer);
                 let name = name();
-                // The tunnel keeps the connection's slot until it ends.
+                // The tunnel keeps the connection's slot until it ends, and
+                // holds it busy: none of its HTTP deadlines applies to frames.
                 let connection = fwd.connection.clone();
+                let busy = InRequest::hold(&connection);
                 tokio::spawn(async move {
                     match tokio::try_join!(client_upgrade, origin_upgrade) {
                         Ok((client, origin)) => tunnel::carry(client, origin, &connection).await,
                         Err(e) => tracing::debug!("upgrade with {name} failed: {e}"),
                     }
+                    drop(busy);
                 });
                 let (parts, _) = answer.into_parts();
                 return (Response::from_parts(parts, body::empty()), ProxyOutcome::Answered);

@@ -211,9 +211,10 @@ fn open_beneath(root: &Path, relative: &Path) -> std::io::Result<Option<(std::fs
     let read = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
     let opened = match rustix::fs::openat2(&root, relative, read, Mode::empty(), resolve) {
-        // Kernels before 5.6, or a sandbox that filters openat2: the same
-        // rule, one component at a time.
-        Err(rustix::io::Errno::NOSYS) => open_walking(&root, relative),
+        // Kernels before 5.6, or a sandbox that filters openat2 (some
+        // container seccomp profiles answer EPERM): the same rule, one
+        // component at a time.
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => open_walking(&root, relative),
         opened => opened.map_err(std::io::Error::from),
     };
     let file = match opened {
