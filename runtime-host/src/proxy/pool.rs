@@ -27,8 +27,9 @@ use crate::body::{Body, BoxError};
 /// How long a connection may wait idle in the pool.
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The names a verified certificate was found to cover, remembered per
-/// connection up to this many (a check parses the certificate: a few µs).
+/// The names a verified certificate was found to cover, and not to cover,
+/// remembered per connection up to this many each (a check parses the
+/// certificate: a few µs, under the pool's lock).
 const NAMES_REMEMBERED: usize = 32;
 
 /// Where a pooled connection goes.
@@ -44,24 +45,29 @@ pub(super) struct Key {
 enum Peer {
     /// Plain HTTP: any request host may use it.
     Plain,
-    /// TLS, verified with `cert` for each of `names`.
-    Tls { cert: Option<CertificateDer<'static>>, names: Vec<String> },
+    /// TLS, verified with `cert` for each of `names`; found not to cover
+    /// each of `not`.
+    Tls { cert: Option<CertificateDer<'static>>, names: Vec<String>, not: Vec<String> },
 }
 
 impl Peer {
     /// Whether the connection may carry a request whose certificate must
     /// name `name`.
     fn covers(&mut self, name: &str) -> bool {
-        let Peer::Tls { cert, names } = self else { return true };
+        let Peer::Tls { cert, names, not } = self else { return true };
         if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
             return true;
+        }
+        if not.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            return false;
         }
         let Some(cert) = cert else { return false };
         let Ok(server_name) = ServerName::try_from(name) else { return false };
         let covered = webpki::EndEntityCert::try_from(&*cert)
             .is_ok_and(|end| end.verify_is_valid_for_subject_name(&server_name).is_ok());
-        if covered && names.len() < NAMES_REMEMBERED {
-            names.push(name.to_ascii_lowercase());
+        let remembered = if covered { names } else { not };
+        if remembered.len() < NAMES_REMEMBERED {
+            remembered.push(name.to_ascii_lowercase());
         }
         covered
     }
@@ -204,7 +210,7 @@ impl Connector {
             .await
             .map_err(|_| format!("no TLS handshake within {:?}", self.connect_timeout))??;
         let cert = tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()).map(|c| c.clone().into_owned());
-        handshake(tls, Peer::Tls { cert, names: vec![name.to_ascii_lowercase()] }).await
+        handshake(tls, Peer::Tls { cert, names: vec![name.to_ascii_lowercase()], not: Vec::new() }).await
     }
 
     async fn tcp(&self, key: &Key) -> Result<tokio::net::TcpStream, BoxError> {
@@ -250,17 +256,28 @@ mod tests {
 
     #[test]
     fn a_certificate_covers_the_names_it_was_issued_for_and_no_other() {
-        let mut peer = Peer::Tls { cert: Some(cert_for(&["*.pr-7.example.com", "shop.example.com"])), names: vec![] };
+        let mut peer =
+            Peer::Tls { cert: Some(cert_for(&["*.pr-7.example.com", "shop.example.com"])), names: vec![], not: vec![] };
         for name in ["a.pr-7.example.com", "Zz-9.PR-7.example.com", "shop.example.com"] {
             assert!(peer.covers(name), "{name}");
         }
         for name in ["pr-7.example.com", "a.b.pr-7.example.com", "other.example.com", "a.pr-8.example.com", "", "-"] {
             assert!(!peer.covers(name), "{name}");
         }
-        let Peer::Tls { names, .. } = &peer else { unreachable!() };
+        let Peer::Tls { names, not, .. } = &peer else { unreachable!() };
         assert_eq!(names, &["a.pr-7.example.com", "zz-9.pr-7.example.com", "shop.example.com"]);
+        assert_eq!(not.len(), 4, "{not:?}: the names that are no DNS name are not remembered");
+        assert!(!peer_covers_again(&peer, "other.example.com"));
         assert!(Peer::Plain.covers("anything.example"));
-        assert!(!Peer::Tls { cert: None, names: vec!["a.example.com".into()] }.covers("b.example.com"));
+        assert!(!Peer::Tls { cert: None, names: vec!["a.example.com".into()], not: vec![] }.covers("b.example.com"));
+    }
+
+    /// A refusal remembered answers without the certificate.
+    fn peer_covers_again(peer: &Peer, name: &str) -> bool {
+        let Peer::Tls { names, not, .. } = peer else { return true };
+        let mut without_cert = Peer::Tls { cert: None, names: names.clone(), not: not.clone() };
+        assert!(not.iter().any(|n| n == name), "{name} not remembered as refused");
+        without_cert.covers(name)
     }
 
     #[test]
