@@ -873,3 +873,21 @@ fn an_http2_client_that_stops_reading_is_closed_at_the_idle_timeout() {
         assert_eq!(plane.state.metrics.connections.load(Ordering::Relaxed), 0);
     });
 }
+
+#[test]
+fn an_upgrade_request_whose_body_never_comes_does_not_hold_its_connection() {
+    let limits = Limits { header_timeout: ms(1000), idle_timeout: ms(1500), ..Limits::default() };
+    runtime().block_on(async {
+        let table = lb_table().await;
+        let nowhere = Objects::Dir(DirObjects::new("/nonexistent"));
+        let plane = start(&table, nowhere, ProxyConfig::default(), limits).await;
+        let mut ws = TcpStream::connect(plane.addr).await.unwrap();
+        let start = Instant::now();
+        // The origin answers 101 without reading the body this request announces and never sends.
+        ws.write_all(b"GET /ws HTTP/1.1\r\nHost: a.lb.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 10\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+        let (closed, _) = wait_closed(&mut ws, start, ms(8000)).await;
+        assert!(closed.is_some(), "still held 8 s later");
+        tokio::time::sleep(ms(200)).await;
+        assert_eq!(plane.state.metrics.connections.load(Ordering::Relaxed), 0);
+    });
+}
