@@ -66,7 +66,7 @@ const FORWARDED: HeaderName = hyper::header::FORWARDED;
 /// besides the six [`set_forwarding`] sets (Rack reads `X-Forwarded-Ssl`,
 /// CDNs send `True-Client-IP`, …): from a client they are dropped, in any
 /// spelling with `_` for `-` too (CGI, Rack and WSGI read both alike).
-const CLAIMS: [&str; 18] = [
+const CLAIMS: [&str; 19] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
@@ -85,6 +85,7 @@ const CLAIMS: [&str; 18] = [
     "x-cluster-client-ip",
     "cf-connecting-ip",
     "x-original-forwarded-for",
+    "x-forwarded-by",
 ];
 
 /// Drops every header of [`CLAIMS`] a client sent, whatever its spelling.
@@ -92,6 +93,12 @@ fn drop_claims(headers: &mut HeaderMap) {
     for name in CLAIMS {
         headers.remove(name);
     }
+    drop_underscored_claims(headers);
+}
+
+/// Drops the `_` spellings of [`CLAIMS`], from anyone: no proxy sets them,
+/// and one in front passes a client's on (an ALB does, by default).
+fn drop_underscored_claims(headers: &mut HeaderMap) {
     let underscored: Vec<HeaderName> = headers
         .keys()
         .filter(|name| name.as_str().contains('_'))
@@ -136,6 +143,7 @@ pub(super) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
     let port = HeaderValue::from(hop.port);
     let http = HeaderValue::from_static("http");
     if hop.trusted {
+        drop_underscored_claims(headers);
         append_to_list(headers, X_FORWARDED_FOR, &ip);
         append_to_list(headers, FORWARDED, &element);
         for (name, value) in
@@ -295,8 +303,10 @@ mod tests {
             ("forwarded", "for=203.0.113.7;proto=https"),
             ("x-real-ip", "203.0.113.7"),
             ("x-forwarded-proto", "https"),
+            ("x_forwarded_for", "6.6.6.6"),
         ];
         let h = forwarded("10.0.0.2", "a.example.com", true, &sent);
+        assert!(h.get("x_forwarded_for").is_none(), "a _ spelling passed through a trusted proxy");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.7, 198.51.100.1, 10.0.0.1, 10.0.0.2");
         assert_eq!(
             h.get("forwarded").unwrap(),

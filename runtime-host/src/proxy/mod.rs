@@ -278,7 +278,11 @@ impl Proxy {
             hyper::Version::HTTP_2 => &self.via[2],
             _ => &self.via[1],
         };
-        let upgrade = upgrade_protocol(req.headers());
+        // An upgrade request carries no body: one that does is a plain
+        // request (hyper would hand over the socket only once the body was
+        // read, and a client that never sends it would hold the connection).
+        let bodiless = hyper::body::Body::size_hint(req.body()).exact() == Some(0);
+        let upgrade = upgrade_protocol(req.headers()).filter(|_| bodiless);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
         let scheme = if origin.https { "https" } else { "http" };
@@ -355,13 +359,18 @@ impl Proxy {
                 // The tunnel keeps the connection's slot until it ends, and
                 // holds it busy: none of its HTTP deadlines applies to frames.
                 let connection = fwd.connection.clone();
-                let busy = InRequest::hold(&connection);
+                let handover = connection.idle_timeout;
                 tokio::spawn(async move {
-                    match tokio::try_join!(client_upgrade, origin_upgrade) {
-                        Ok((client, origin)) => tunnel::carry(client, origin, &connection).await,
-                        Err(e) => tracing::debug!("upgrade with {name} failed: {e}"),
+                    match tokio::time::timeout(handover, async { tokio::try_join!(client_upgrade, origin_upgrade) })
+                        .await
+                    {
+                        Ok(Ok((client, origin))) => {
+                            let _busy = InRequest::hold(&connection);
+                            tunnel::carry(client, origin, &connection).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!("upgrade with {name} failed: {e}"),
+                        Err(_) => tracing::debug!("upgrade with {name}: no handover within {handover:?}"),
                     }
-                    drop(busy);
                 });
                 let (parts, _) = answer.into_parts();
                 return (Response::from_parts(parts, body::empty()), ProxyOutcome::Answered);
