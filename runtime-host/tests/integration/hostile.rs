@@ -891,3 +891,31 @@ fn an_upgrade_request_whose_body_never_comes_does_not_hold_its_connection() {
         assert_eq!(plane.state.metrics.connections.load(Ordering::Relaxed), 0);
     });
 }
+
+#[test]
+fn an_http2_answer_waiting_on_its_origin_is_not_a_client_that_stopped_reading() {
+    use http_body_util::BodyExt as _;
+    let limits = Limits { idle_timeout: ms(1000), ..Limits::default() };
+    runtime().block_on(async {
+        let table = lb_table().await;
+        let nowhere = Objects::Dir(DirObjects::new("/nonexistent"));
+        let patient = ProxyConfig { read_timeout: ms(5000), ..ProxyConfig::default() };
+        let plane = start(&table, nowhere, patient, limits).await;
+        let stream = TcpStream::connect(plane.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        // The origin sends a part, is silent for 3 s (past the idle timeout,
+        // within its read timeout), then sends the rest: a stream of events.
+        let request = hyper::Request::get("http://a.lb.example.com/stall")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let body = response.into_body().collect().await.expect("the answer was cut").to_bytes();
+        assert_eq!(&body[..], b"first part\nsecond part\n");
+    });
+}
