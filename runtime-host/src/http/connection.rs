@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -52,12 +52,19 @@ pub struct Connection {
     in_flight: AtomicU32,
     /// Request heads read so far.
     heads: AtomicU64,
-    /// Answers begun and not yet sent.
-    answering: AtomicU32,
-    /// When an answer last moved (begun, or a frame of it taken to send),
-    /// or the client last sent body data: while answers are under way, the
-    /// connection must move within the idle timeout (a client that never
-    /// reads, such as an HTTP/2 peer keeping its window shut, is closed).
+    /// The client speaks HTTP/2 (set by the socket once it has seen the preface).
+    h2: AtomicBool,
+    /// HTTP/2 answers waiting on the client: each has handed hyper a piece
+    /// that hyper has not taken the next one after (it asks again only once
+    /// the client's window has room). An answer waiting on its origin is not
+    /// counted (the origin's read timeout bounds it).
+    stalled: AtomicU32,
+    /// When `stalled` last rose from 0.
+    stalled_since: AtomicU64,
+    /// When hyper last took a piece of an answer to send: while answers wait
+    /// on the client, one must move within the idle timeout, or the client
+    /// is one that stopped reading (an HTTP/2 peer keeping its window shut
+    /// blocks no write).
     progress: AtomicU64,
     /// When `in_flight` last fell to 0 (on [`now_ms`]'s clock): the idle
     /// timeout counts from there.
@@ -100,7 +107,9 @@ impl Connection {
             idle_timeout,
             in_flight: AtomicU32::new(0),
             heads: AtomicU64::new(0),
-            answering: AtomicU32::new(0),
+            h2: AtomicBool::new(false),
+            stalled: AtomicU32::new(0),
+            stalled_since: AtomicU64::new(0),
             progress: AtomicU64::new(now_ms()),
             idle_since: AtomicU64::new(now_ms()),
             reader: AtomicWaker::new(),
@@ -128,23 +137,39 @@ impl Connection {
         self.idle_since.load(Ordering::Acquire)
     }
 
-    /// Answers under way now.
-    pub(crate) fn answering(&self) -> u32 {
-        self.answering.load(Ordering::Acquire)
+    /// Notes that the client speaks HTTP/2.
+    pub(crate) fn set_h2(&self) {
+        self.h2.store(true, Ordering::Release);
     }
 
-    /// When the connection last moved (see the field).
-    pub(crate) fn progress(&self) -> u64 {
-        self.progress.load(Ordering::Acquire)
+    fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Acquire)
     }
 
-    /// Notes that the connection moved now.
-    pub(crate) fn moved(&self) {
-        self.progress.store(now_ms(), Ordering::Release);
+    /// Since when answers have waited on the client with none moving, if
+    /// any waits (see `stalled`).
+    pub(crate) fn waiting_on_client(&self) -> Option<u64> {
+        (self.stalled.load(Ordering::Acquire) > 0)
+            .then(|| self.stalled_since.load(Ordering::Acquire).max(self.progress.load(Ordering::Acquire)))
     }
 
-    /// Wakes `waker` when the last request in flight ends.
-    pub(crate) fn wake_when_idle(&self, waker: &std::task::Waker) {
+    fn stall(&self) {
+        let now = now_ms();
+        self.progress.store(now, Ordering::Release);
+        if self.stalled.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.stalled_since.store(now, Ordering::Release);
+            // The socket's read may be waiting under no deadline, or a later one.
+            self.reader.wake();
+        }
+    }
+
+    fn unstall(&self) {
+        self.stalled.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Wakes `waker` when the connection's deadlines may have changed: its
+    /// last request ended, or an answer began to wait on the client.
+    pub(crate) fn wake_on_change(&self, waker: &std::task::Waker) {
         self.reader.register(waker);
     }
 }
@@ -190,25 +215,34 @@ impl Drop for InRequest {
     }
 }
 
-/// An answer's body, holding its request in flight until it is sent.
+/// The largest piece of an answer handed to hyper at once over HTTP/2:
+/// hyper asks for the next only once the client's window has room for what
+/// it holds, so small pieces keep a slow but steady reader moving.
+const H2_PIECE: usize = 16 * 1024;
+
+/// An answer's body, holding its request in flight until it is sent. Over
+/// HTTP/2 it notes when it waits on the client (`Connection::stalled`).
 #[derive(Debug)]
 pub struct Answer {
     body: Body,
     request: InRequest,
+    /// What is left of a frame cut into pieces.
+    rest: Option<Bytes>,
+    /// Counted in the connection's `stalled`.
+    stalled: bool,
 }
 
 impl Answer {
     pub fn new(body: Body, request: InRequest) -> Answer {
-        let connection = request.connection();
-        connection.answering.fetch_add(1, Ordering::AcqRel);
-        connection.moved();
-        Answer { body, request }
+        Answer { body, request, rest: None, stalled: false }
     }
 }
 
 impl Drop for Answer {
     fn drop(&mut self) {
-        self.request.connection().answering.fetch_sub(1, Ordering::AcqRel);
+        if self.stalled {
+            self.request.connection().unstall();
+        }
     }
 }
 
@@ -220,19 +254,56 @@ impl hyper::body::Body for Answer {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        let Answer { body, request, rest, stalled } = &mut *self;
+        let connection = request.connection();
+        if !connection.is_h2() {
+            return Pin::new(body).poll_frame(cx);
+        }
+        // Asked again: the piece handed before has gone (or has room to).
+        if std::mem::take(stalled) {
+            connection.unstall();
+        }
+        let frame = match rest.take() {
+            Some(mut left) => {
+                if left.len() > H2_PIECE {
+                    *rest = Some(left.split_off(H2_PIECE));
+                }
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(left))))
+            }
+            None => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(mut data) => {
+                        if data.len() > H2_PIECE {
+                            *rest = Some(data.split_off(H2_PIECE));
+                        }
+                        Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+                    }
+                    Err(trailers) => Poll::Ready(Some(Ok(trailers))),
+                },
+                other => other,
+            },
+        };
         if let Poll::Ready(Some(Ok(_))) = &frame {
-            self.request.connection().moved();
+            *stalled = true;
+            connection.stall();
         }
         frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
+        let inner = self.body.size_hint();
+        let Some(rest) = &self.rest else { return inner };
+        let rest = rest.len() as u64;
+        let mut hint = hyper::body::SizeHint::new();
+        hint.set_lower(inner.lower() + rest);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
     }
 }
 

@@ -16,8 +16,8 @@
 //!   told, and closes it gracefully (a GOAWAY on HTTP/2);
 //! - a **write** that waits on a client that does not read, `idle_timeout`
 //!   at most; and over HTTP/2, where a peer that keeps its window shut
-//!   blocks no write, answers under way that do not move (no frame taken to
-//!   send, no request data read) for `idle_timeout`.
+//!   blocks no write, answers waiting on the client (a piece handed to
+//!   hyper, the next not asked for) with none moving for `idle_timeout`.
 //!
 //! A head or first byte past its deadline fails the read (`TimedOut`), and
 //! hyper closes the connection. Timers are armed only when a read or write
@@ -39,7 +39,6 @@ use crate::metrics::Closed;
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An HTTP/2 frame header: length (3 bytes), type, flags, stream (4).
 const H2_FRAME_HEADER: usize = 9;
-const H2_DATA: u8 = 0x0;
 const H2_HEADERS: u8 = 0x1;
 const H2_CONTINUATION: u8 = 0x9;
 const H2_END_HEADERS: u8 = 0x4;
@@ -82,8 +81,6 @@ struct H2Frames {
     ends_head: bool,
     /// When the pending header block's first frame header came.
     head_since: Option<u64>,
-    /// Request body data has come (since the connection last noted it).
-    data: bool,
 }
 
 impl H2Frames {
@@ -107,9 +104,6 @@ impl H2Frames {
                 let [l0, l1, l2, kind, flags, ..] = self.header;
                 self.payload_left = u64::from(l0) << 16 | u64::from(l1) << 8 | u64::from(l2);
                 self.ends_head = false;
-                if kind == H2_DATA && self.payload_left > 0 {
-                    self.data = true;
-                }
                 if kind == H2_HEADERS || kind == H2_CONTINUATION {
                     self.head_since.get_or_insert_with(now_ms);
                     self.ends_head = flags & H2_END_HEADERS != 0;
@@ -182,6 +176,7 @@ impl Watched {
                 let mut frames = H2Frames::default();
                 frames.feed(&bytes[n..]);
                 self.protocol = Protocol::Http2(frames);
+                self.connection.set_h2();
                 return;
             }
             // Not HTTP/2: these bytes began the first head.
@@ -196,12 +191,7 @@ impl Watched {
                     *head = Some((now_ms(), heads));
                 }
             }
-            Protocol::Http2(frames) => {
-                frames.feed(bytes);
-                if std::mem::take(&mut frames.data) {
-                    self.connection.moved();
-                }
-            }
+            Protocol::Http2(frames) => frames.feed(bytes),
             Protocol::Detecting { .. } => {}
         }
     }
@@ -230,11 +220,10 @@ impl Watched {
                 if let Some(since) = frames.head_since {
                     return Some((since.saturating_add(header), Expiry::Close(Closed::Head)));
                 }
-                // Answers under way must move: HTTP/2 sends nothing to a
-                // peer whose window is shut, so no write ever blocks.
-                if self.connection.answering() > 0 {
-                    let until = self.connection.progress().saturating_add(ms(self.deadlines.idle));
-                    return Some((until, Expiry::Close(Closed::Send)));
+                // Answers waiting on the client must move: HTTP/2 sends
+                // nothing to a peer whose window is shut, so no write blocks.
+                if let Some(since) = self.connection.waiting_on_client() {
+                    return Some((since.saturating_add(ms(self.deadlines.idle)), Expiry::Close(Closed::Send)));
                 }
             }
         }
@@ -243,14 +232,12 @@ impl Watched {
 
     /// A read has to wait: under which deadline, and is it past?
     fn wait_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // Woken when the deadlines may change (a last request ends, an
+        // answer begins to wait on the client): registered before they are
+        // read, so that no change falls between.
+        self.connection.wake_on_change(cx.waker());
         loop {
             let Some((at, expiry)) = self.read_deadline() else {
-                // No deadline while a request is in flight; the idle one
-                // starts when it ends, so be woken then.
-                self.connection.wake_when_idle(cx.waker());
-                if self.connection.in_flight() == 0 {
-                    continue;
-                }
                 return Poll::Pending;
             };
             if now_ms() >= at {
