@@ -162,7 +162,7 @@ EOF
   # HAProxy as the router: one thread, the Host looked up in an exact-match map.
   cat > "$work/haproxy.cfg" <<EOF
 global
-  maxconn 20000
+  maxconn 4096
   nbthread 1
   daemon
   pidfile $work/hap.pid
