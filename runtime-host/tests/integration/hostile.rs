@@ -28,7 +28,11 @@ fn ms(n: u64) -> Duration {
 /// Reads `stream` until the server closes it (an end of file or a reset),
 /// for at most `limit`: how long that took from `since`, and what was read;
 /// `None` for the time if it was still open at the limit.
-async fn wait_closed(stream: &mut TcpStream, since: Instant, limit: Duration) -> (Option<Duration>, Vec<u8>) {
+async fn wait_closed<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    since: Instant,
+    limit: Duration,
+) -> (Option<Duration>, Vec<u8>) {
     let mut read = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = tokio::time::Instant::from_std(since + limit);
@@ -140,15 +144,7 @@ fn silent_slow_and_idle_connections_are_closed_at_their_deadlines() {
                     tokio::time::sleep(ms(100)).await;
                 }
             });
-            let mut buf = [0u8; 1024];
-            let closed = loop {
-                match tokio::time::timeout_at(tokio::time::Instant::from_std(start + limit), read.read(&mut buf)).await
-                {
-                    Err(_) => break None,
-                    Ok(Ok(0)) | Ok(Err(_)) => break Some(start.elapsed()),
-                    Ok(Ok(_)) => {}
-                }
-            };
+            let (closed, _) = wait_closed(&mut read, start, limit).await;
             trickle.abort();
             closed
         };
@@ -171,15 +167,7 @@ fn silent_slow_and_idle_connections_are_closed_at_their_deadlines() {
                 }
                 write
             });
-            let mut buf = [0u8; 4096];
-            let closed = loop {
-                match tokio::time::timeout_at(tokio::time::Instant::from_std(start + limit), read.read(&mut buf)).await
-                {
-                    Err(_) => break None,
-                    Ok(Ok(0)) | Ok(Err(_)) => break Some(start.elapsed()),
-                    Ok(Ok(_)) => {}
-                }
-            };
+            let (closed, _) = wait_closed(&mut read, start, limit).await;
             trickle.abort();
             closed
         };
