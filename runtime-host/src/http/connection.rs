@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::body::{Body, BoxError};
@@ -69,9 +68,6 @@ pub struct Connection {
     /// When `in_flight` last fell to 0 (on [`now_ms`]'s clock): the idle
     /// timeout counts from there.
     idle_since: AtomicU64,
-    /// The task reading the connection, woken when its last request ends
-    /// (its idle deadline starts then).
-    reader: AtomicWaker,
     /// Told when the connection has been idle too long: its task then
     /// closes it gracefully (an HTTP/2 GOAWAY first).
     pub(crate) idle: Notify,
@@ -112,7 +108,6 @@ impl Connection {
             stalled_since: AtomicU64::new(0),
             progress: AtomicU64::new(now_ms()),
             idle_since: AtomicU64::new(now_ms()),
-            reader: AtomicWaker::new(),
             idle: Notify::new(),
             stop,
             metrics,
@@ -157,20 +152,14 @@ impl Connection {
         let now = now_ms();
         self.progress.store(now, Ordering::Release);
         if self.stalled.fetch_add(1, Ordering::AcqRel) == 0 {
+            // The socket's read waits under a timer set no later than this
+            // deadline (`deadlines.rs`): it need not be woken.
             self.stalled_since.store(now, Ordering::Release);
-            // The socket's read may be waiting under no deadline, or a later one.
-            self.reader.wake();
         }
     }
 
     fn unstall(&self) {
         self.stalled.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Wakes `waker` when the connection's deadlines may have changed: its
-    /// last request ended, or an answer began to wait on the client.
-    pub(crate) fn wake_on_change(&self, waker: &std::task::Waker) {
-        self.reader.register(waker);
     }
 }
 
@@ -209,8 +198,9 @@ impl Drop for InRequest {
     fn drop(&mut self) {
         let connection = &self.0;
         if connection.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The idle deadline starts: the socket's read waits under a
+            // timer set no later than it (`deadlines.rs`).
             connection.idle_since.store(now_ms(), Ordering::Release);
-            connection.reader.wake();
         }
     }
 }

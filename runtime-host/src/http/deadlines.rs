@@ -21,7 +21,13 @@
 //!
 //! A head or first byte past its deadline fails the read (`TimedOut`), and
 //! hyper closes the connection. Timers are armed only when a read or write
-//! has to wait, and reset only when the deadline moves.
+//! has to wait. A waiting read always has one: while a request is in flight
+//! and no deadline applies, it checks again `idle_timeout` later. So a
+//! deadline that begins elsewhere (the last answer ends; an HTTP/2 answer
+//! begins to wait on the client), which is always `idle_timeout` or more
+//! after its beginning, finds the read's timer set no later than itself,
+//! and nothing has to wake the reader: waking it as each request ends would
+//! poll the whole connection once more per request.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -128,6 +134,8 @@ impl H2Frames {
 enum Expiry {
     Close(Closed),
     Idle,
+    /// No deadline yet: look again (see the module docs).
+    Recheck,
 }
 
 /// A client's socket with the connection's deadlines (module docs).
@@ -197,49 +205,46 @@ impl Watched {
     }
 
     /// The deadline a waiting read is under, and what its passing means;
-    /// `None` while a request is in flight (its origin's timeouts bound it).
-    fn read_deadline(&mut self) -> Option<(u64, Expiry)> {
+    /// while a request is in flight with no deadline on the client (its
+    /// origin's timeouts bound it), a look again `idle_timeout` from now.
+    fn read_deadline(&mut self) -> (u64, Expiry) {
         let Some(first) = self.first_byte_at else {
-            return Some((
-                self.accepted.saturating_add(ms(self.deadlines.first_byte)),
-                Expiry::Close(Closed::FirstByte),
-            ));
+            return (self.accepted.saturating_add(ms(self.deadlines.first_byte)), Expiry::Close(Closed::FirstByte));
         };
         let header = ms(self.deadlines.header);
         let in_flight = self.connection.in_flight();
         match &mut self.protocol {
             // A preface begun and not finished.
-            Protocol::Detecting { .. } => return Some((first.saturating_add(header), Expiry::Close(Closed::Head))),
+            Protocol::Detecting { .. } => return (first.saturating_add(header), Expiry::Close(Closed::Head)),
             Protocol::Http1 { head } => match *head {
                 Some((since, heads)) if heads == self.connection.heads() && in_flight == 0 => {
-                    return Some((since.saturating_add(header), Expiry::Close(Closed::Head)));
+                    return (since.saturating_add(header), Expiry::Close(Closed::Head));
                 }
                 _ => *head = None,
             },
             Protocol::Http2(frames) => {
                 if let Some(since) = frames.head_since {
-                    return Some((since.saturating_add(header), Expiry::Close(Closed::Head)));
+                    return (since.saturating_add(header), Expiry::Close(Closed::Head));
                 }
                 // Answers waiting on the client must move: HTTP/2 sends
                 // nothing to a peer whose window is shut, so no write blocks.
                 if let Some(since) = self.connection.waiting_on_client() {
-                    return Some((since.saturating_add(ms(self.deadlines.idle)), Expiry::Close(Closed::Send)));
+                    return (since.saturating_add(ms(self.deadlines.idle)), Expiry::Close(Closed::Send));
                 }
             }
         }
-        (in_flight == 0).then(|| (self.connection.idle_since().saturating_add(ms(self.deadlines.idle)), Expiry::Idle))
+        let idle = ms(self.deadlines.idle);
+        if in_flight == 0 {
+            (self.connection.idle_since().saturating_add(idle), Expiry::Idle)
+        } else {
+            (now_ms().saturating_add(idle), Expiry::Recheck)
+        }
     }
 
     /// A read has to wait: under which deadline, and is it past?
     fn wait_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        // Woken when the deadlines may change (a last request ends, an
-        // answer begins to wait on the client): registered before they are
-        // read, so that no change falls between.
-        self.connection.wake_on_change(cx.waker());
         loop {
-            let Some((at, expiry)) = self.read_deadline() else {
-                return Poll::Pending;
-            };
+            let (at, expiry) = self.read_deadline();
             if now_ms() >= at {
                 match expiry {
                     Expiry::Close(why) => {
@@ -254,6 +259,7 @@ impl Watched {
                         }
                         return Poll::Pending;
                     }
+                    Expiry::Recheck => {}
                 }
             }
             if arm(&mut self.read_timer, at, cx).is_pending() {
@@ -278,12 +284,16 @@ impl Watched {
     }
 }
 
-/// Sets `timer` for `at` (made on first use, reset only when `at` moves)
-/// and polls it.
+/// Sets `timer` for `at` (made on first use) and polls it. A timer still
+/// set for an earlier time is left as it is: it wakes the reader early, who
+/// finds the deadline not reached and sets it again then. The idle deadline
+/// moves on with every request, and resetting the timer each time would
+/// take it out of tokio's timer wheel and put it back, request after request.
 fn arm(timer: &mut Option<(Pin<Box<tokio::time::Sleep>>, u64)>, at: u64, cx: &mut Context<'_>) -> Poll<()> {
     match timer {
         Some((sleep, armed)) => {
-            if *armed != at {
+            let earlier_and_pending = *armed < at && !sleep.is_elapsed();
+            if *armed != at && !earlier_and_pending {
                 sleep.as_mut().reset(instant_at(at));
                 *armed = at;
             }

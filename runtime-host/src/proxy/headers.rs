@@ -27,6 +27,20 @@ pub(super) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
+/// The hop-by-hop headers every message loses (RFC 9110 §7.6.1), besides
+/// those its `Connection` header names.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): the fixed ones and
 /// those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -37,20 +51,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    remove_where(headers, |name| HOP_BY_HOP.contains(&name.as_str()) || named.contains(name));
+}
+
+/// Removes every header whose name `gone` picks. One pass over the names a
+/// message has (a handful), where removing each candidate by name would
+/// parse and hash dozens of names on every request.
+fn remove_where(headers: &mut HeaderMap, gone: impl Fn(&HeaderName) -> bool) {
+    let picked: Vec<HeaderName> = headers.keys().filter(|name| gone(name)).cloned().collect();
+    for name in picked {
         headers.remove(name);
     }
 }
@@ -88,26 +97,38 @@ const CLAIMS: [&str; 19] = [
     "x-forwarded-by",
 ];
 
+/// How a header name spells one of [`CLAIMS`], if it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Spelling {
+    /// As the claim is written.
+    Plain,
+    /// With `_` for some `-`.
+    Underscored,
+}
+
+/// Whether `name` (lowercase, as every `HeaderName` is) spells a claim.
+fn claim_spelling(name: &str) -> Option<Spelling> {
+    let same = |claim: &str| {
+        claim.len() == name.len() && claim.bytes().zip(name.bytes()).all(|(c, n)| c == n || (c == b'-' && n == b'_'))
+    };
+    CLAIMS.iter().any(|claim| same(claim)).then(|| {
+        if name.contains('_') {
+            Spelling::Underscored
+        } else {
+            Spelling::Plain
+        }
+    })
+}
+
 /// Drops every header of [`CLAIMS`] a client sent, whatever its spelling.
 fn drop_claims(headers: &mut HeaderMap) {
-    for name in CLAIMS {
-        headers.remove(name);
-    }
-    drop_underscored_claims(headers);
+    remove_where(headers, |name| claim_spelling(name.as_str()).is_some());
 }
 
 /// Drops the `_` spellings of [`CLAIMS`], from anyone: no proxy sets them,
 /// and one in front passes a client's on (an ALB does, by default).
 fn drop_underscored_claims(headers: &mut HeaderMap) {
-    let underscored: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().contains('_'))
-        .filter(|name| CLAIMS.contains(&name.as_str().replace('_', "-").as_str()))
-        .cloned()
-        .collect();
-    for name in underscored {
-        headers.remove(name);
-    }
+    remove_where(headers, |name| claim_spelling(name.as_str()) == Some(Spelling::Underscored));
 }
 
 /// What the origin is told about the hop a request took to the host.
@@ -129,17 +150,23 @@ pub(super) struct Hop<'a> {
 /// a trusted proxy they are kept; this hop is appended to the two lists
 /// (`X-Forwarded-For`, `Forwarded`) and fills in the others where missing.
 pub(super) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
+    use std::fmt::Write as _;
     let client = hop.client.to_canonical();
-    let ip = HeaderValue::from_str(&client.to_string()).expect("an IP address is a header value");
-    let node = match client {
-        IpAddr::V4(v4) => format!("for={v4}"),
-        IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+    // One buffer for both values (each header keeps a copy).
+    let mut text = String::with_capacity(128);
+    let _ = write!(text, "{client}");
+    let ip = header_value(&text);
+    text.clear();
+    let _ = match client {
+        IpAddr::V4(v4) => write!(text, "for={v4}"),
+        IpAddr::V6(v6) => write!(text, "for=\"[{v6}]\""),
     };
-    let element = match hop.host.to_str() {
-        Ok(host) => format!("{node};host={};proto=http", forwarded_value(host)),
-        Err(_) => format!("{node};proto=http"),
-    };
-    let element = HeaderValue::from_str(&element).expect("made of header-safe parts");
+    if let Ok(host) = hop.host.to_str() {
+        text.push_str(";host=");
+        push_forwarded_value(&mut text, host);
+    }
+    text.push_str(";proto=http");
+    let element = header_value(&text);
     let port = HeaderValue::from(hop.port);
     let http = HeaderValue::from_static("http");
     if hop.trusted {
@@ -162,22 +189,27 @@ pub(super) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
     }
 }
 
-/// A `Forwarded` parameter's value: a token as it is, else a quoted string.
-fn forwarded_value(value: &str) -> String {
+/// A header value made of `text`, which is header-safe by construction.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).expect("made of header-safe parts")
+}
+
+/// Appends a `Forwarded` parameter's value: a token as it is, else a
+/// quoted string.
+fn push_forwarded_value(text: &mut String, value: &str) {
     let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if !value.is_empty() && value.bytes().all(tchar) {
-        return value.to_owned();
+        text.push_str(value);
+        return;
     }
-    let mut quoted = String::with_capacity(value.len() + 2);
-    quoted.push('"');
+    text.push('"');
     for c in value.chars() {
         if c == '"' || c == '\\' {
-            quoted.push('\\');
+            text.push('\\');
         }
-        quoted.push(c);
+        text.push(c);
     }
-    quoted.push('"');
-    quoted
+    text.push('"');
 }
 
 /// Appends `value` to the list header `name` (one header, the earlier
