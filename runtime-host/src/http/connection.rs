@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -20,19 +20,43 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use crate::body::{Body, BoxError};
 use crate::metrics::Metrics;
 
-/// Milliseconds on the host's own clock (from its first use, at least 1:
-/// 0 stands for "never" where a time is kept in an atomic).
+/// Milliseconds on the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`:
+/// the time of the kernel's last tick, read from the vDSO without the TSC).
+/// A connection reads the clock a few times per request, and the precise
+/// clock costs several times more in a virtual machine; deadlines are
+/// seconds long, and a tick (1 to 10 ms) is nothing beside them. Since the
+/// machine started, so never 0 (which stands for "never" where a time is
+/// kept in an atomic).
 pub(crate) fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1)
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    ms_of(now).max(1)
 }
 
-/// The instant of [`now_ms`]'s clock reading `ms`, for a timer.
+/// The whole milliseconds of a time read from the clock.
+fn ms_of(time: rustix::time::Timespec) -> u64 {
+    let secs = u64::try_from(time.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(time.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1000).saturating_add(nanos / 1_000_000)
+}
+
+/// The coarse clock's tick, in milliseconds rounded up (at least 1).
+fn tick_ms() -> u64 {
+    static TICK: OnceLock<u64> = OnceLock::new();
+    *TICK.get_or_init(|| {
+        let tick = rustix::time::clock_getres(rustix::time::ClockId::MonotonicCoarse);
+        let nanos = u64::try_from(tick.tv_sec).unwrap_or(0).saturating_mul(1_000_000_000)
+            + u64::try_from(tick.tv_nsec).unwrap_or(0);
+        nanos.div_ceil(1_000_000).max(1)
+    })
+}
+
+/// The instant of [`now_ms`]'s clock reading `ms`, for a timer: a tick
+/// late, so that a timer that fires finds the coarse clock, which trails
+/// the precise one by up to a tick, past `ms` already.
 pub(crate) fn instant_at(ms: u64) -> tokio::time::Instant {
     let now = now_ms();
     // A day at most: far enough for any deadline, near enough not to overflow.
-    let from_now = Duration::from_millis(ms.saturating_sub(now).min(86_400_000));
+    let from_now = Duration::from_millis(ms.saturating_sub(now).min(86_400_000) + tick_ms());
     tokio::time::Instant::now() + from_now
 }
 
@@ -375,6 +399,17 @@ impl Drop for ClientSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A deadline's timer never wakes its task to find the coarse clock
+    /// short of the deadline (a wake for nothing, then another).
+    #[tokio::test]
+    async fn a_timer_set_for_a_time_finds_the_clock_past_it() {
+        for ahead in [0, 1, 2, 3, 5, 8, 13, 21, 34] {
+            let at = now_ms() + ahead;
+            tokio::time::sleep_until(instant_at(at)).await;
+            assert!(now_ms() >= at, "{ahead} ms ahead: woken at {}, before {at}", now_ms());
+        }
+    }
 
     #[test]
     fn a_client_holds_its_cap_and_gets_slots_back() {

@@ -207,7 +207,7 @@ impl Watched {
     /// The deadline a waiting read is under, and what its passing means;
     /// while a request is in flight with no deadline on the client (its
     /// origin's timeouts bound it), a look again `idle_timeout` from now.
-    fn read_deadline(&mut self) -> (u64, Expiry) {
+    fn read_deadline(&mut self, now: u64) -> (u64, Expiry) {
         let Some(first) = self.first_byte_at else {
             return (self.accepted.saturating_add(ms(self.deadlines.first_byte)), Expiry::Close(Closed::FirstByte));
         };
@@ -237,15 +237,16 @@ impl Watched {
         if in_flight == 0 {
             (self.connection.idle_since().saturating_add(idle), Expiry::Idle)
         } else {
-            (now_ms().saturating_add(idle), Expiry::Recheck)
+            (now.saturating_add(idle), Expiry::Recheck)
         }
     }
 
     /// A read has to wait: under which deadline, and is it past?
     fn wait_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         loop {
-            let (at, expiry) = self.read_deadline();
-            if now_ms() >= at {
+            let now = now_ms();
+            let (at, expiry) = self.read_deadline(now);
+            if now >= at {
                 match expiry {
                     Expiry::Close(why) => {
                         self.connection.metrics().closed(why);
