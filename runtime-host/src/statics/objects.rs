@@ -4,6 +4,7 @@
 //! byte ranges, HEAD, and the object's own metadata passed through.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use http_body_util::BodyExt as _;
@@ -210,12 +211,21 @@ fn open_beneath(root: &Path, relative: &Path) -> std::io::Result<Option<(std::fs
     let root = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     let read = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    let opened = match rustix::fs::openat2(&root, relative, read, Mode::empty(), resolve) {
-        // Kernels before 5.6, or a sandbox that filters openat2 (some
-        // container seccomp profiles answer EPERM): the same rule, one
-        // component at a time.
-        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => open_walking(&root, relative),
-        opened => opened.map_err(std::io::Error::from),
+    // Kernels before 5.6, or a sandbox that filters openat2 (some container
+    // seccomp profiles answer EPERM): the same rule, one component at a
+    // time; remembered, so that each open does not try openat2 again.
+    static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+    let opened = if NO_OPENAT2.load(Ordering::Relaxed) {
+        open_walking(&root, relative)
+    } else {
+        match rustix::fs::openat2(&root, relative, read, Mode::empty(), resolve) {
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                NO_OPENAT2.store(true, Ordering::Relaxed);
+                tracing::info!("openat2 is not available here: static objects are opened one folder at a time");
+                open_walking(&root, relative)
+            }
+            opened => opened.map_err(std::io::Error::from),
+        }
     };
     let file = match opened {
         Ok(fd) => std::fs::File::from(fd),
