@@ -384,8 +384,10 @@ mod tests {
     #[test]
     fn timeouts_are_more_than_zero_seconds() {
         assert_eq!(positive_seconds("0.25"), Ok(Duration::from_millis(250)));
-        for bad in ["0", "-1", "soon", "86401", "1e17"] {
-            assert!(positive_seconds(bad).unwrap_err().contains("more than 0 to 86400"), "{bad}");
+        assert_eq!(positive_seconds("0.001"), Ok(Duration::from_millis(1)));
+        // Deadlines are kept in whole milliseconds: less would be none at all.
+        for bad in ["0", "0.0001", "-1", "soon", "86401", "1e17"] {
+            assert!(positive_seconds(bad).unwrap_err().contains("from 0.001 to 86400"), "{bad}");
         }
     }
 

@@ -366,6 +366,18 @@ impl AsyncWrite for Watched {
 mod tests {
     use super::*;
 
+    /// The coarse clock may trail a fired timer by more than the tick
+    /// `instant_at` allows for: the timer is then set again, not found
+    /// `Ready` again (a read waiting under it would spin, holding its thread).
+    #[tokio::test]
+    async fn a_timer_that_fired_short_of_its_deadline_is_set_again() {
+        let at = now_ms() + 60_000;
+        let mut timer = Some((Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())), at));
+        std::future::poll_fn(|cx| timer.as_mut().expect("set").0.as_mut().poll(cx)).await;
+        let again = std::future::poll_fn(|cx| Poll::Ready(arm(&mut timer, at, cx))).await;
+        assert!(again.is_pending(), "a fired timer was Ready again for a deadline a minute away");
+    }
+
     fn frame(kind: u8, flags: u8, payload: usize) -> Vec<u8> {
         let mut f = vec![(payload >> 16) as u8, (payload >> 8) as u8, payload as u8, kind, flags, 0, 0, 0, 1];
         f.resize(H2_FRAME_HEADER + payload, 0xaa);
