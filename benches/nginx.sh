@@ -247,7 +247,10 @@ PY
   ab_old=(); ab_new=()
   if [ -n "$old_bin" ]; then
     for run in $(seq 1 "$ab_runs"); do
-      for which in old new; do
+      # Old first in odd runs, new first in even ones: a machine that speeds
+      # up or slows down during the runs favours neither.
+      order=$([ $((run % 2)) = 1 ] && echo "old new" || echo "new old")
+      for which in $order; do
         b=$([ "$which" = old ] && echo "$old_bin" || echo "$bin/edgeroute-host")
         taskset -c 0 "$b" serve --snapshot "$work/a.snap" --listen 127.0.0.1:$ER --admin-listen 127.0.0.1:$ER_ADMIN \
           --static-root "$work" 2>"$work/er-ab.log" & er=$!; pids+=("$er")
@@ -339,8 +342,12 @@ PY
   ab_line=""
   if [ -n "$old_bin" ]; then
     old_med=$(med "${ab_old[@]}"); new_med=$(med "${ab_new[@]}")
-    ab_line="$(printf '\n  this binary against %s, %s alternating runs each, medians (req/s):\n    old %s (runs: %s)\n    new %s (runs: %s)\n    new / old %s' \
-      "$old_bin" "$ab_runs" "$old_med" "${ab_old[*]}" "$new_med" "${ab_new[*]}" "$(ratio "$new_med" "$old_med")")"
+    # Each run's pair ran back to back: the median of their ratios sees less
+    # of the machine's drift than the ratio of the medians.
+    pairs=(); for i in "${!ab_old[@]}"; do pairs+=("$(ratio "${ab_new[$i]}" "${ab_old[$i]}")"); done
+    ab_line="$(printf '\n  this binary against %s, %s alternating runs each, medians (req/s):\n    old %s (runs: %s)\n    new %s (runs: %s)\n    new / old %s (run by run: %s; their median %s)' \
+      "$old_bin" "$ab_runs" "$old_med" "${ab_old[*]}" "$new_med" "${ab_new[*]}" "$(ratio "$new_med" "$old_med")" \
+      "${pairs[*]}" "$(med "${pairs[@]}")")"
   fi
   report+=("$(cat <<EOF
 

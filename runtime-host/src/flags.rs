@@ -340,13 +340,13 @@ fn seconds(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a number of seconds (e.g. 60, 2.5)"))
 }
 
-/// A timeout: more than zero seconds (0 would close everything), a day at
-/// most.
+/// A timeout: a millisecond at least (deadlines are kept in whole
+/// milliseconds, and 0 would close everything), a day at most.
 fn positive_seconds(text: &str) -> Result<Duration, String> {
     seconds(text)
         .ok()
-        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(86_400))
-        .ok_or_else(|| format!("{text:?} is not a number of seconds from more than 0 to 86400 (e.g. 10, 2.5)"))
+        .filter(|d| *d >= Duration::from_millis(1) && *d <= Duration::from_secs(86_400))
+        .ok_or_else(|| format!("{text:?} is not a number of seconds from 0.001 to 86400 (e.g. 10, 2.5)"))
 }
 
 /// An address to listen on, with a hint for the usual slip: a bare port.

@@ -285,16 +285,19 @@ impl Watched {
     }
 }
 
-/// Sets `timer` for `at` (made on first use) and polls it. A timer still
-/// set for an earlier time is left as it is: it wakes the reader early, who
-/// finds the deadline not reached and sets it again then. The idle deadline
-/// moves on with every request, and resetting the timer each time would
-/// take it out of tokio's timer wheel and put it back, request after request.
+/// Sets `timer` for `at` (made on first use) and polls it; called only
+/// while `at` is not reached. A timer still pending for an earlier time is
+/// left as it is: it wakes the reader early, who finds the deadline not
+/// reached and sets it again then (the idle deadline moves on with every
+/// request, and resetting the timer each time would take it out of tokio's
+/// timer wheel and put it back, request after request). A timer that has
+/// fired is always set again, even for the same `at` (the coarse clock may
+/// trail by more than the tick `instant_at` allows for): so it is never
+/// `Ready` twice in a row, and a waiting read cannot spin.
 fn arm(timer: &mut Option<(Pin<Box<tokio::time::Sleep>>, u64)>, at: u64, cx: &mut Context<'_>) -> Poll<()> {
     match timer {
         Some((sleep, armed)) => {
-            let earlier_and_pending = *armed < at && !sleep.is_elapsed();
-            if *armed != at && !earlier_and_pending {
+            if sleep.is_elapsed() || *armed > at {
                 sleep.as_mut().reset(instant_at(at));
                 *armed = at;
             }
