@@ -6,7 +6,7 @@
 #   benches/nginx.sh [ROUTES...]        default: 10000 1000000
 #
 # EDGEROUTE_BENCH_OLD=PATH also runs an earlier edgeroute-host binary against this one, 5
-# alternating runs each (EDGEROUTE_BENCH_AB_RUNS), and reports the medians and new/old;
+# alternating runs each (EDGEROUTE_BENCH_AB_RUNS), and reports the medians, new/old and the median of the run-by-run ratios;
 # EDGEROUTE_BENCH_IDLE=N (default 10000; 0 skips it) opens N idle keep-alive connections to
 # edgeroute-host (and the earlier binary) and reports its resident memory without and with them.
 #
