@@ -474,16 +474,7 @@ fn load_balancers_are_proxied() {
         assert!(r.body.iter().enumerate().all(|(i, &b)| b == (i % 253) as u8));
 
         // A WebSocket upgrade passes through, and the connection echoes.
-        let mut ws = tokio::net::TcpStream::connect(plane.addr).await.unwrap();
-        ws.write_all(b"GET /ws HTTP/1.1\r\nHost: a.lb.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            assert_eq!(ws.read(&mut byte).await.unwrap(), 1, "closed during the handshake: {head:?}");
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-        assert!(head.starts_with("http/1.1 101"), "{head}");
+        let (mut ws, head) = open_websocket(plane.addr).await;
         assert!(head.contains("upgrade: websocket"), "{head}");
         for message in [&b"\x81\x05hello"[..], b"\x81\x03hot", b"reload"] {
             ws.write_all(message).await.unwrap();
@@ -759,4 +750,20 @@ fn limits_metrics_and_a_graceful_shutdown() {
 /// Static sites' objects from the S3 at `config`, with the host's default limits.
 fn s3_objects(config: &aws_config::SdkConfig) -> Objects {
     Objects::S3(S3Objects::new(edgeroute_host::aws::s3_client(config, &Default::default()), false))
+}
+
+/// Opens a WebSocket to `a.lb.example.com/ws` through `addr`: the stream,
+/// and the head of its 101 answer (lowercased).
+pub(super) async fn open_websocket(addr: SocketAddr) -> (tokio::net::TcpStream, String) {
+    let mut ws = tokio::net::TcpStream::connect(addr).await.unwrap();
+    ws.write_all(b"GET /ws HTTP/1.1\r\nHost: a.lb.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(ws.read(&mut byte).await.unwrap(), 1, "closed during the handshake: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    (ws, head)
 }

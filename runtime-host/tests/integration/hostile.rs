@@ -310,15 +310,7 @@ fn three_thousand_silent_sockets_from_one_address_do_not_shut_out_another() {
 /// Opens a WebSocket through `addr` to the recording upstream, and checks
 /// that it echoes.
 async fn open_websocket(addr: SocketAddr) -> TcpStream {
-    let mut ws = TcpStream::connect(addr).await.unwrap();
-    ws.write_all(b"GET /ws HTTP/1.1\r\nHost: a.lb.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        assert_eq!(ws.read(&mut byte).await.unwrap(), 1, "closed during the handshake: {head:?}");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let (mut ws, _) = super::dataplane::open_websocket(addr).await;
     ws.write_all(b"\x81\x02hi").await.unwrap();
     let mut echo = [0u8; 4];
     ws.read_exact(&mut echo).await.unwrap();
