@@ -305,6 +305,68 @@ fn three_thousand_silent_sockets_from_one_address_do_not_shut_out_another() {
     });
 }
 
+/// An origin that answers every request at once, then never reads again
+/// from its connection (nor closes it): an upload to it stalls for good.
+async fn deaf_origin() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let _ = stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nno").await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(stream);
+            });
+        }
+    });
+    format!("{{\"Domain\": \"*.deaf.example.com\", \"Target\": \"http://127.0.0.1:{}\"}}\n", up.port())
+}
+
+/// A client uploads to an origin that answered without reading the body:
+/// the answer is out, and the rest of the upload can go nowhere. The
+/// connection is idle once its answer is sent, and is closed at the idle
+/// timeout (and its grace), not held for as long as the origin holds its own.
+#[test]
+fn an_upload_an_origin_stopped_reading_does_not_hold_its_connection() {
+    let limits =
+        Limits { max_connections_per_client: 0, header_timeout: ms(1000), idle_timeout: ms(1500), ..Limits::default() };
+    runtime().block_on(async {
+        let table = deaf_origin().await;
+        let nowhere = Objects::Dir(DirObjects::new("/nonexistent"));
+        let plane = start(&table, nowhere, ProxyConfig::default(), limits).await;
+        let stream = TcpStream::connect(plane.addr).await.unwrap();
+        let (mut read, mut write) = stream.into_split();
+        // 1 GiB announced; written until the sockets' buffers are full.
+        let upload = tokio::spawn(async move {
+            let head = "POST /upload HTTP/1.1\r\nHost: a.deaf.example.com\r\nContent-Length: 1073741824\r\n\r\n";
+            write.write_all(head.as_bytes()).await.unwrap();
+            let chunk = vec![b'x'; 64 * 1024];
+            while write.write_all(&chunk).await.is_ok() {}
+        });
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !answer.ends_with(b"\r\n\r\nno") {
+            let n = tokio::time::timeout(ms(5000), read.read(&mut buf)).await.expect("no answer").unwrap();
+            assert!(n > 0, "closed before the answer: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 401"), "{}", String::from_utf8_lossy(&answer));
+        let (closed, _) = wait_closed(&mut read, Instant::now(), ms(8000)).await;
+        let closed = closed.expect("still open 8 s after its answer (idle timeout 1.5 s)");
+        // Idle from its answer, checked every idle timeout at worst, then
+        // the grace of a graceful close (the head timeout).
+        assert!(closed <= ms(1500 * 2 + 1000 + 1100), "closed {closed:?} after its answer");
+        upload.abort();
+        let closed = |why| plane.state.metrics.closed_count(why);
+        assert_eq!(closed(edgeroute_host::metrics::Closed::Idle), 1);
+    });
+}
+
 // ---------------------------------------------------------------- 2. upgrades
 
 /// Opens a WebSocket through `addr` to the recording upstream, and checks
