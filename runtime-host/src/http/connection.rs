@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::body::{Body, BoxError};
-use crate::metrics::Metrics;
+use crate::metrics::{Closed, Metrics};
 
 /// Milliseconds on the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`:
 /// the time of the kernel's last tick, read from the vDSO without the TSC).
@@ -95,6 +95,9 @@ pub struct Connection {
     /// Told when the connection has been idle too long: its task then
     /// closes it gracefully (an HTTP/2 GOAWAY first).
     pub(crate) idle: Notify,
+    /// Whether `idle` has been told (once: the socket's read and the
+    /// connection's task may both find the connection idle).
+    idle_told: AtomicBool,
     /// True once the host drains: tunnels end then.
     pub(crate) stop: tokio::sync::watch::Receiver<bool>,
     metrics: &'static Metrics,
@@ -133,6 +136,7 @@ impl Connection {
             progress: AtomicU64::new(now_ms()),
             idle_since: AtomicU64::new(now_ms()),
             idle: Notify::new(),
+            idle_told: AtomicBool::new(false),
             stop,
             metrics,
             _permit: permit,
@@ -154,6 +158,22 @@ impl Connection {
 
     pub(crate) fn idle_since(&self) -> u64 {
         self.idle_since.load(Ordering::Acquire)
+    }
+
+    /// When the connection is idle too long, on [`now_ms`]'s clock; `None`
+    /// while a request is in flight.
+    pub(crate) fn idle_deadline(&self) -> Option<u64> {
+        let idle = u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        (self.in_flight() == 0).then(|| self.idle_since().saturating_add(idle))
+    }
+
+    /// Tells the connection's task that it has been idle too long (counted
+    /// once, told once).
+    pub(crate) fn tell_idle(&self) {
+        if !self.idle_told.swap(true, Ordering::AcqRel) {
+            self.metrics.closed(Closed::Idle);
+            self.idle.notify_one();
+        }
     }
 
     /// Notes that the client speaks HTTP/2.

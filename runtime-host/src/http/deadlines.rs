@@ -150,7 +150,6 @@ pub struct Watched {
     read_timer: Option<(Pin<Box<tokio::time::Sleep>>, u64)>,
     write_timer: Option<(Pin<Box<tokio::time::Sleep>>, u64)>,
     write_stalled_since: Option<u64>,
-    idle_told: bool,
 }
 
 impl Watched {
@@ -165,7 +164,6 @@ impl Watched {
             read_timer: None,
             write_timer: None,
             write_stalled_since: None,
-            idle_told: false,
         }
     }
 
@@ -253,11 +251,7 @@ impl Watched {
                         return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why.as_str())));
                     }
                     Expiry::Idle => {
-                        if !self.idle_told {
-                            self.idle_told = true;
-                            self.connection.metrics().closed(Closed::Idle);
-                            self.connection.idle.notify_one();
-                        }
+                        self.connection.tell_idle();
                         return Poll::Pending;
                     }
                     Expiry::Recheck => {}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::connection::{Admitted, Answer, ClientSlot, ClientSlots, Connection, InRequest};
+use super::connection::{instant_at, now_ms, Admitted, Answer, ClientSlot, ClientSlots, Connection, InRequest};
 use super::deadlines::{Deadlines, Watched};
 use crate::metrics::Closed;
 use crate::plane::DataPlane;
@@ -252,13 +252,32 @@ async fn serve(
         };
         let serving = builder.serve_connection_with_upgrades(io, service).into_owned();
         let grace = limits.header_timeout;
+        let idle_ms = u64::try_from(limits.idle_timeout.as_millis()).unwrap_or(u64::MAX);
         tasks.spawn(async move {
             tokio::pin!(serving);
             let mut stop = connection.stop.clone();
             let (mut finishing, mut closing) = (false, None::<std::pin::Pin<Box<tokio::time::Sleep>>>);
+            // The socket's read finds the connection idle as it waits. One
+            // whose reads are held up is not read: an upload that its origin
+            // stopped reading fills hyper's body channel, and hyper then
+            // reads nothing more, its answer long sent. So the task looks
+            // too, every idle timeout (a timer set again only when it fires).
+            let mut idle_check = Box::pin(tokio::time::sleep(connection.idle_timeout));
             loop {
                 tokio::select! {
                     _ = serving.as_mut() => break,
+                    () = idle_check.as_mut() => {
+                        let now = now_ms();
+                        let next = match connection.idle_deadline() {
+                            Some(at) if now >= at => {
+                                connection.tell_idle();
+                                now.saturating_add(idle_ms)
+                            }
+                            Some(at) => at,
+                            None => now.saturating_add(idle_ms),
+                        };
+                        idle_check.as_mut().reset(instant_at(next));
+                    }
                     // Idle too long: finish gracefully, and not forever.
                     () = connection.idle.notified(), if closing.is_none() => {
                         serving.as_mut().graceful_shutdown();
