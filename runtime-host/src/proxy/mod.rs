@@ -245,6 +245,12 @@ impl Proxy {
     /// Pools `conn` once it can take another request (its answer read to
     /// the end); an upgraded or failed connection is not.
     fn give_back(&self, key: Key, mut conn: Conn) {
+        // A short answer is often read whole by the connection's task before
+        // its head reaches this one: then no task need wait for it.
+        if conn.sender.is_ready() {
+            self.pool.checkin(key, conn);
+            return;
+        }
         let pool = self.pool.clone();
         tokio::spawn(async move {
             if conn.sender.ready().await.is_ok() {
