@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 pub use edgeroute_cli::resolve::ResolveArgs;
 use edgeroute_host::aws::{AwsSettings, S3Limits};
 use edgeroute_host::http::Limits;
+use edgeroute_host::plane::HttpsPolicy;
 use edgeroute_host::proxy::{default_via_name, ProxyConfig, TlsName};
 use edgeroute_host::trust::{Cidr, TrustedProxies};
 use edgeroute_store::StoreLocation;
@@ -110,7 +111,7 @@ pub struct BenchArgs {
 }
 
 /// The public and admin listeners, and the limits of the public one.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Listeners")]
 pub struct ListenerArgs {
     /// The public listener: IP:PORT (127.0.0.1:8080 for this machine only, 0.0.0.0:8080 for every interface).
@@ -159,6 +160,49 @@ pub struct ListenerArgs {
     /// On SIGTERM or Ctrl-C, how long to wait for requests in flight.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub drain_seconds: u64,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// The TLS listener, its certificates, and what plain HTTP does beside it.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// Serve https too, on IP:PORT (TLS 1.3 and 1.2, HTTP/2 and HTTP/1.1 by ALPN); needs --tls-certs.
+    #[arg(long, value_name = "ADDR", value_parser = listen_address, requires = "tls_certs")]
+    pub tls_listen: Option<SocketAddr>,
+    /// A PEM file holding a certificate chain and its private key, or a
+    /// folder of such `.pem` files (repeatable). Each certificate serves the
+    /// names it carries; files are read again when they change.
+    #[arg(long, value_name = "PATH", requires = "tls_listen")]
+    pub tls_certs: Vec<PathBuf>,
+    /// The certificate for a client whose name (SNI) no certificate covers,
+    /// or that sends none; without it, such a handshake is refused.
+    #[arg(long, value_name = "FILE", requires = "tls_listen")]
+    pub tls_default_cert: Option<PathBuf>,
+    /// Answer plain HTTP requests with a 308 to https, on PORT [default: the
+    /// --tls-listen port, else 443]. A trusted proxy's request that says
+    /// `X-Forwarded-Proto: https` is served.
+    #[arg(long, value_name = "PORT", num_args = 0..=1, require_equals = true, default_missing_value = "0")]
+    pub redirect_https: Option<u16>,
+    /// Serve requests whose Host resolves to another table entry than the
+    /// name the client sent in its TLS handshake (else 421 Misdirected Request).
+    #[arg(long)]
+    pub allow_sni_mismatch: bool,
+}
+
+impl TlsArgs {
+    /// What the data plane does about https, the TLS listener being on
+    /// `tls_port` (if any).
+    pub fn https_policy(&self, tls_port: Option<u16>) -> HttpsPolicy {
+        HttpsPolicy {
+            redirect_to_port: self.redirect_https.map(|port| match port {
+                0 => tls_port.unwrap_or(443),
+                port => port,
+            }),
+            sni_must_match: !self.allow_sni_mismatch,
+        }
+    }
 }
 
 impl ListenerArgs {

@@ -33,6 +33,7 @@ pub mod respond;
 pub mod router;
 pub mod state;
 pub mod statics;
+pub mod tls;
 pub mod trust;
 
 pub use crate::answer::Answer;

@@ -66,11 +66,20 @@ pub enum Closed {
     Send,
     /// A WebSocket tunnel that carried nothing for `--idle-timeout`.
     TunnelIdle,
+    /// A TLS handshake not done within `--header-timeout` of the accept.
+    Handshake,
 }
 
 impl Closed {
-    pub const ALL: [Closed; 6] =
-        [Closed::ClientCap, Closed::FirstByte, Closed::Head, Closed::Idle, Closed::Send, Closed::TunnelIdle];
+    pub const ALL: [Closed; 7] = [
+        Closed::ClientCap,
+        Closed::FirstByte,
+        Closed::Head,
+        Closed::Idle,
+        Closed::Send,
+        Closed::TunnelIdle,
+        Closed::Handshake,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -80,8 +89,135 @@ impl Closed {
             Closed::Idle => "idle",
             Closed::Send => "send",
             Closed::TunnelIdle => "tunnel_idle",
+            Closed::Handshake => "handshake",
         }
     }
+}
+
+/// How a TLS handshake ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    Tls13,
+    Tls12,
+    /// No certificate covers the name the client sent (or it sent none, and
+    /// there is no default): refused with an alert.
+    NoCertificate,
+    /// The client's bytes were not a handshake rustls accepts, or it gave up.
+    Failed,
+    /// Not done within `--header-timeout`.
+    TimedOut,
+}
+
+impl Handshake {
+    const ALL: [Handshake; 5] =
+        [Handshake::Tls13, Handshake::Tls12, Handshake::NoCertificate, Handshake::Failed, Handshake::TimedOut];
+
+    /// Its `result` and `version` labels.
+    fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            Handshake::Tls13 => ("ok", "TLSv1.3"),
+            Handshake::Tls12 => ("ok", "TLSv1.2"),
+            Handshake::NoCertificate => ("no_certificate", "none"),
+            Handshake::Failed => ("failed", "none"),
+            Handshake::TimedOut => ("timeout", "none"),
+        }
+    }
+}
+
+/// One certificate served, for its expiry gauge.
+#[derive(Clone, Debug)]
+struct Served {
+    file: String,
+    name: String,
+    not_after: i64,
+}
+
+/// The TLS listener's counters, and the certificates it serves.
+#[derive(Debug, Default)]
+pub struct TlsMetrics {
+    handshakes: [AtomicU64; Handshake::ALL.len()],
+    refused: [AtomicU64; crate::tls::Refusal::REASONS.len()],
+    served: std::sync::Mutex<Vec<Served>>,
+    /// Whether a TLS listener exists (else nothing of it is rendered).
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl TlsMetrics {
+    /// Counts a handshake.
+    pub fn handshake(&self, how: Handshake) {
+        self.on.store(true, Ordering::Relaxed);
+        self.handshakes[how as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Handshakes that ended `how` so far.
+    pub fn handshakes(&self, how: Handshake) -> u64 {
+        self.handshakes[how as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a certificate file refused for `reason` (a [`Refusal::reason`]).
+    ///
+    /// [`Refusal::reason`]: crate::tls::Refusal::reason
+    pub fn refused(&self, reason: &str) {
+        self.on.store(true, Ordering::Relaxed);
+        if let Some(i) = crate::tls::Refusal::REASONS.iter().position(|r| *r == reason) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The certificates served from now on.
+    pub fn serve(&self, certificates: &[std::sync::Arc<crate::tls::Certificate>]) {
+        self.on.store(true, Ordering::Relaxed);
+        let served = certificates
+            .iter()
+            .map(|c| Served {
+                file: c.file.display().to_string(),
+                name: c.names.first().map(ToString::to_string).unwrap_or_default(),
+                not_after: c.not_after,
+            })
+            .collect();
+        *self.served.lock().unwrap_or_else(|p| p.into_inner()) = served;
+    }
+
+    fn render(&self, out: &mut String) {
+        if !self.on.load(Ordering::Relaxed) {
+            return;
+        }
+        out.push_str("# HELP edgeroute_tls_handshakes_total TLS handshakes on --tls-listen, by result (ok, no_certificate, failed, timeout) and the version agreed.\n");
+        out.push_str("# TYPE edgeroute_tls_handshakes_total counter\n");
+        for how in Handshake::ALL {
+            let (result, version) = how.labels();
+            let n = self.handshakes[how as usize].load(Ordering::Relaxed);
+            let _ = writeln!(out, "edgeroute_tls_handshakes_total{{result=\"{result}\",version=\"{version}\"}} {n}");
+        }
+        out.push_str("# HELP edgeroute_tls_certificates_refused_total Certificate files refused (each kept its last good certificate, if it had one), by reason.\n");
+        out.push_str("# TYPE edgeroute_tls_certificates_refused_total counter\n");
+        for (i, reason) in crate::tls::Refusal::REASONS.iter().enumerate() {
+            let n = self.refused[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "edgeroute_tls_certificates_refused_total{{reason=\"{reason}\"}} {n}");
+        }
+        let served = self.served.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        out.push_str(
+            "# HELP edgeroute_tls_certificates Certificates served.\n# TYPE edgeroute_tls_certificates gauge\n",
+        );
+        let _ = writeln!(out, "edgeroute_tls_certificates {}", served.len());
+        out.push_str("# HELP edgeroute_tls_certificate_expiry_days Days until each certificate served expires (negative once it has), by file and first name.\n");
+        out.push_str("# TYPE edgeroute_tls_certificate_expiry_days gauge\n");
+        let now = crate::tls::folder::now();
+        for c in served {
+            let _ = writeln!(
+                out,
+                "edgeroute_tls_certificate_expiry_days{{file=\"{}\",name=\"{}\"}} {:.3}",
+                label(&c.file),
+                label(&c.name),
+                (c.not_after - now) as f64 / 86_400.0
+            );
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Counters of one host process.
@@ -111,6 +247,8 @@ pub struct Metrics {
     pub static_denied: AtomicU64,
     /// Connections the host closed itself, by [`Closed`] reason.
     closed: [AtomicU64; Closed::ALL.len()],
+    /// Handshakes and certificates of the TLS listener.
+    pub tls: TlsMetrics,
 }
 
 impl Default for Metrics {
@@ -129,6 +267,7 @@ impl Default for Metrics {
             origin_errors: AtomicU64::new(0),
             static_denied: AtomicU64::new(0),
             closed: Default::default(),
+            tls: TlsMetrics::default(),
         }
     }
 }
@@ -314,7 +453,7 @@ impl Metrics {
             "gauge",
             load(&self.connections).to_string(),
         );
-        out.push_str("# HELP edgeroute_connections_closed_total Connections the host closed itself: over the per-client cap, no first byte, a request head too slow, idle, a client that stopped reading, an idle tunnel.\n");
+        out.push_str("# HELP edgeroute_connections_closed_total Connections the host closed itself: over the per-client cap, no first byte, a request head too slow, idle, a client that stopped reading, an idle tunnel, a TLS handshake too slow.\n");
         out.push_str("# TYPE edgeroute_connections_closed_total counter\n");
         for why in Closed::ALL {
             out.push_str(&format!(
@@ -344,6 +483,7 @@ impl Metrics {
             "counter",
             load(&self.static_denied).to_string(),
         );
+        self.tls.render(&mut out);
         out
     }
 }

@@ -34,13 +34,27 @@ use crate::respond::{name_snapshot, plain, redirect};
 use crate::state::HostState;
 use crate::statics::Objects;
 
-/// The data plane: the live routes, where static objects come from, and the
-/// proxy to origins.
+/// The data plane: the live routes, where static objects come from, the
+/// proxy to origins, and what it does about https.
 #[derive(Debug)]
 pub struct DataPlane {
     pub state: &'static HostState,
     pub objects: Objects,
     pub proxy: Proxy,
+    pub https: HttpsPolicy,
+}
+
+/// What the data plane does about https (`--redirect-https`, the SNI check).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HttpsPolicy {
+    /// Plain requests for a table entry answer 308 to https on this port
+    /// (left out of the URL when it is 443), unless they come from a
+    /// trusted proxy that says the client spoke https (`X-Forwarded-Proto`).
+    pub redirect_to_port: Option<u16>,
+    /// A request over TLS whose Host resolves to another table entry than
+    /// the name its client sent in the handshake (SNI) answers 421
+    /// Misdirected Request (off with `--allow-sni-mismatch`).
+    pub sni_must_match: bool,
 }
 
 /// A resolution, owned, so that it can outlive the worker's buffer across
@@ -52,6 +66,20 @@ enum Resolved {
     Balancer(Upstream),
     NotFound,
     BadRequest(&'static str),
+}
+
+/// Room for a table entry's Domain (a host name of 253 bytes, and `*.`).
+const ENTRY_BYTES: usize = 256;
+
+/// Whether a request's host (as sent: maybe a port, a trailing dot, any
+/// case) names `sni` (lowercase, as the handshake keeps it).
+fn same_name(host: &[u8], sni: &[u8]) -> bool {
+    let host = match host.iter().rposition(|&b| b == b':') {
+        Some(colon) if host[colon + 1..].iter().all(u8::is_ascii_digit) => &host[..colon],
+        _ => host,
+    };
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    host.eq_ignore_ascii_case(sni)
 }
 
 /// A request that passed [`DataPlane::request_filter`]: its host, as sent,
@@ -92,12 +120,15 @@ impl DataPlane {
         let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().clone());
         let (outcome, response, id) = match self.request_filter(&req) {
             Err(short) => (short.outcome, plain(short.status, &short.text), None),
-            Ok(named) => match self.resolve(&named) {
+            Ok(named) => match self.resolve(&named, connection) {
                 Err(short) => (short.outcome, plain(short.status, &short.text), None),
-                Ok((route, id)) => {
-                    let (outcome, response) = self.dispatch(req, named, route, connection).await;
-                    (outcome, response, Some(id))
-                }
+                Ok((route, id)) => match self.https_filter(&req, &named, &route, connection) {
+                    Some(response) => (Outcome::Redirect, response, Some(id)),
+                    None => {
+                        let (outcome, response) = self.dispatch(req, named, route, connection).await;
+                        (outcome, response, Some(id))
+                    }
+                },
             },
         };
         let response = self.response_filter(outcome, response, id);
@@ -125,14 +156,29 @@ impl DataPlane {
     }
 
     /// Phase 2: resolves through this thread's worker; returns the route
-    /// and the id of the snapshot that answered.
-    fn resolve(&self, named: &Named) -> Phase<(Resolved, SnapshotId)> {
+    /// and the id of the snapshot that answered. Over TLS, a Host that is
+    /// not the handshake's name (SNI) must resolve to the same table entry
+    /// (or, like it, to none): a client may send requests for several
+    /// names on one HTTP/2 connection when one certificate covers them all,
+    /// and a host that served another entry's name on it would cross from
+    /// one tenant's environment to another's. It answers 421 instead, and
+    /// the client opens a connection of the right name (RFC 9110 §15.5.20).
+    fn resolve(&self, named: &Named, connection: &Connection) -> Phase<(Resolved, SnapshotId)> {
         let state = self.state;
+        let sni = match &connection.tls {
+            Some(tls) if self.https.sni_must_match => {
+                tls.sni.as_deref().filter(|sni| !same_name(&named.host, sni.as_bytes()))
+            }
+            _ => None,
+        };
         let answer = state.router.with_worker(|worker| {
             let start = Instant::now();
-            let resolution = worker.resolve(&named.host, &named.target);
+            let resolution = worker.resolve(&named.host, &named.target)?;
             state.metrics.resolve(start.elapsed());
-            let route = match resolution? {
+            // The matched entry, copied out of the worker's buffer for a second resolve.
+            let mut entry = [0u8; ENTRY_BYTES];
+            let entry_len = resolution.domain().and_then(|domain| domain.copy_to(&mut entry));
+            let route = match resolution {
                 Resolution::Static { bucket, key, status, fallback, not_found_page, .. } => Resolved::Static {
                     bucket: bucket.to_owned(),
                     key: key.to_string(),
@@ -149,9 +195,29 @@ impl DataPlane {
                 Resolution::NotFound => Resolved::NotFound,
                 Resolution::BadRequest(reason) => Resolved::BadRequest(reason.as_str()),
             };
+            if let Some(sni) = sni {
+                let other = worker.resolve(sni.as_bytes(), b"/")?;
+                let mut other_entry = [0u8; ENTRY_BYTES];
+                let other_len = other.domain().and_then(|domain| domain.copy_to(&mut other_entry));
+                let ours = entry_len.map(|n| &entry[..n]);
+                if !matches!(&route, Resolved::BadRequest(_)) && ours != other_len.map(|n| &other_entry[..n]) {
+                    return Ok(Err(Short {
+                        outcome: Outcome::BadRequest,
+                        status: StatusCode::MISDIRECTED_REQUEST,
+                        text: "misdirected request: this connection was opened for another name (TLS SNI); \
+                               open a new one for this host"
+                            .into(),
+                    }));
+                }
+            }
             let id = worker.live().map(|l| l.id).ok_or(EngineError::BadAnswer)?;
-            Ok::<_, EngineError>((route, id))
+            Ok::<_, EngineError>(Ok((route, id)))
         });
+        let answer = match answer {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(misdirected)) => return Err(misdirected),
+            Err(e) => Err(e),
+        };
         answer.map_err(|e| match e {
             // Longer than the module's input buffer: the client's doing, not ours.
             EngineError::InputTooLong => {
@@ -172,6 +238,34 @@ impl DataPlane {
                 }
             }
         })
+    }
+
+    /// Phase 2½: a plain request for a table entry, with `--redirect-https`,
+    /// is sent to https (308: the method and body are kept). Not a request
+    /// from a trusted proxy that says its client spoke https: that proxy
+    /// (a TLS-terminating load balancer) would be sent back to itself.
+    fn https_filter<B>(
+        &self,
+        req: &Request<B>,
+        named: &Named,
+        route: &Resolved,
+        connection: &Connection,
+    ) -> Option<Response<Body>> {
+        let port = self.https.redirect_to_port?;
+        if connection.tls.is_some() || matches!(route, Resolved::NotFound | Resolved::BadRequest(_)) {
+            return None;
+        }
+        if connection.trusted {
+            let proto = req.headers().get("x-forwarded-proto").map(|v| v.as_bytes().trim_ascii());
+            if proto.is_some_and(|p| p.eq_ignore_ascii_case(b"https")) {
+                return None;
+            }
+        }
+        let host = host_name(&named.host);
+        let target = String::from_utf8_lossy(&named.target);
+        let location =
+            if port == 443 { format!("https://{host}{target}") } else { format!("https://{host}:{port}{target}") };
+        Some(redirect(308, &location))
     }
 
     /// Phase 3: answers as the route says.

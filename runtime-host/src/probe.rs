@@ -1,4 +1,4 @@
-//! A raw HTTP/1.1 exchange over TCP, byte for byte: what `edgeroute-host
+//! A raw HTTP/1.1 exchange over TCP (or TLS), byte for byte: what `edgeroute-host
 //! demo --smoke` and the tests send, hostile requests included, with no
 //! client library in the way to tidy them up.
 
@@ -32,6 +32,42 @@ pub async fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<RawRe
     stream.write_all(request).await?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
+    parse_response(&raw).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not an HTTP answer: {:?}", String::from_utf8_lossy(&raw[..raw.len().min(200)])),
+        )
+    })
+}
+
+/// [`exchange`] over TLS: the handshake names `sni`, and trusts only the
+/// certificate authority `ca_pem` (ALPN `http/1.1`).
+pub async fn exchange_tls(addr: SocketAddr, sni: &str, ca_pem: &[u8], request: &[u8]) -> std::io::Result<RawResponse> {
+    use rustls::pki_types::pem::PemObject as _;
+    let invalid = |e: &dyn std::fmt::Display| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(ca.map_err(|e| invalid(&e))?).map_err(|e| invalid(&e))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).map_err(|e| invalid(&e))?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let mut stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await?;
+    stream.write_all(request).await?;
+    let mut raw = Vec::new();
+    match stream.read_to_end(&mut raw).await {
+        // A server may close without a close_notify once its answer is sent.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        other => {
+            other?;
+        }
+    }
     parse_response(&raw).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,

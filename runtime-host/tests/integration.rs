@@ -10,4 +10,5 @@ mod integration {
     pub mod layers;
     pub mod s3;
     pub mod serve;
+    pub mod tls;
 }

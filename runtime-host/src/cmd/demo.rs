@@ -1,12 +1,13 @@
 //! The demo (`edgeroute-host demo`, the README's first command): the demo
 //! table's static sites from `snapshots/demo-sites/`, its load balancer
 //! `*.pr-42.previews.example.com` answered by a small built-in upstream on
-//! 127.0.0.1:9042, and the requests to try. `--smoke` makes those requests
+//! 127.0.0.1:9042, and the requests to try; over https too, on
+//! 127.0.0.1:8443, with a CA and a certificate it makes at its start. `--smoke` makes those requests
 //! itself and checks every answer, so the demo cannot rot: CI runs it.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
@@ -22,6 +23,28 @@ use crate::flags::DemoArgs;
 
 /// Where the demo table's `*.pr-42.previews.example.com` points.
 const UPSTREAM: &str = "127.0.0.1:9042";
+
+/// The demo's https listener, unless `--tls-listen` says otherwise.
+const TLS_LISTEN: &str = "127.0.0.1:8443";
+
+/// The names of the demo's certificate: every entry of the demo table.
+const DEMO_NAMES: [&str; 4] =
+    ["*.example.com", "*.previews.example.com", "*.pr-42.previews.example.com", "*.xn--mnchen-3ya.example.com"];
+
+/// Makes a CA and a certificate for [`DEMO_NAMES`] in `folder` (made
+/// again at every start: nothing to expire, nothing to keep): `ca.pem`,
+/// for clients, and `demo.pem`, the certificate and its key. Returns
+/// their paths.
+fn make_certificates(folder: &Path) -> Result<(PathBuf, PathBuf)> {
+    use edgeroute_host::tls::authority::{LocalAuthority, Validity};
+    std::fs::create_dir_all(folder).with_context(|| format!("cannot make {}", folder.display()))?;
+    let ca = LocalAuthority::new("edgeroute demo CA").context("cannot make the demo CA")?;
+    let pem = ca.issue(&DEMO_NAMES, Validity::current()).context("cannot make the demo certificate")?;
+    let (ca_file, cert_file) = (folder.join("ca.pem"), folder.join("demo.pem"));
+    std::fs::write(&ca_file, &ca.certificate_pem).with_context(|| format!("cannot write {}", ca_file.display()))?;
+    std::fs::write(&cert_file, pem).with_context(|| format!("cannot write {}", cert_file.display()))?;
+    Ok((ca_file, cert_file))
+}
 
 /// The built-in upstream: answers every request with what it received, so
 /// that the proxy's work (Host kept, X-Forwarded-* added) is visible.
@@ -171,6 +194,47 @@ impl Check {
     }
 }
 
+/// The https checks, against the router's TLS listener at `addr` and the
+/// demo CA in `ca`: returns what failed.
+async fn smoke_https(addr: SocketAddr, ca: &Path) -> Vec<String> {
+    let ca = match std::fs::read(ca) {
+        Ok(ca) => ca,
+        Err(e) => return vec![format!("cannot read {}: {e}", ca.display())],
+    };
+    let checks = [
+        ("a static site over https", "env-123.example.com", "env-123.example.com", 200, "env-123"),
+        (
+            "the load balancer over https: X-Forwarded-Proto",
+            "web.pr-42.previews.example.com",
+            "web.pr-42.previews.example.com",
+            200,
+            "x-forwarded-proto: https",
+        ),
+        ("a Host of another entry than the SNI: 421", "env-123.example.com", "docs.example.com", 421, "misdirected"),
+    ];
+    let mut failed = Vec::new();
+    for (what, sni, host, status, body) in checks {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let outcome = match edgeroute_host::probe::exchange_tls(addr, sni, &ca, request.as_bytes()).await {
+            Ok(answer) if answer.status == status && String::from_utf8_lossy(&answer.body).contains(body) => Ok(()),
+            Ok(answer) => Err(format!(
+                "{what}: status {} (want {status}), body {:?}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body).chars().take(200).collect::<String>()
+            )),
+            Err(e) => Err(format!("{what}: {e}")),
+        };
+        match outcome {
+            Ok(()) => println!("ok    {what:<56} https {sni} Host: {host}"),
+            Err(e) => {
+                println!("FAIL  {e}");
+                failed.push(e);
+            }
+        }
+    }
+    failed
+}
+
 /// Runs every check against the router at `addr` and the metrics at
 /// `admin`; returns what failed.
 async fn smoke(addr: SocketAddr, admin: SocketAddr) -> Vec<String> {
@@ -219,11 +283,25 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         tokio::spawn(upstream_server(upstream));
         // Static sites come from the directory backend; AWS is never asked.
         let objects = static_objects(&origins, None, &Default::default())?;
-        let workers = start(state, &args.listener, &origins, objects).await?;
+        // https too, with a CA of the demo's own, unless told otherwise.
+        let mut listener = args.listener.clone();
+        let mut ca = None;
+        if listener.tls.tls_listen.is_none() {
+            let folder = args.snapshot.parent().unwrap_or(Path::new(".")).join("tls");
+            let (ca_file, cert_file) = make_certificates(&folder)?;
+            listener.tls.tls_listen = Some(TLS_LISTEN.parse().expect("an address"));
+            listener.tls.tls_certs = vec![cert_file];
+            ca = Some(ca_file);
+        }
+        let workers = start(state, &listener, &origins, objects).await?;
         let addr = workers.local_addr();
-        let admin = args.listener.admin_listen;
+        let https = ca.as_ref().and_then(|ca| Some((*workers.local_addrs().get(1)?, ca.clone())));
+        let admin = listener.admin_listen;
         if args.smoke {
-            let failed = smoke(addr, admin).await;
+            let mut failed = smoke(addr, admin).await;
+            if let Some((https, ca)) = &https {
+                failed.extend(smoke_https(*https, ca).await);
+            }
             workers.shutdown().await;
             if !failed.is_empty() {
                 anyhow::bail!("{} demo check(s) failed:\n  {}", failed.len(), failed.join("\n  "));
@@ -234,6 +312,25 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         println!("edgeroute is routing the demo table on http://{addr} (Ctrl-C stops it). Try:\n");
         for check in checks() {
             println!("  # {}\n  {}\n", check.what, check.curl(addr));
+        }
+        if let Some((https, ca)) = &https {
+            let port = https.port();
+            println!("and on https://{https} with a certificate of its own CA (HTTP/2 where curl has it). Try:\n");
+            for (what, host) in [
+                ("a static site over https", "env-123.example.com"),
+                ("the load balancer: X-Forwarded-Proto is https", "web.pr-42.previews.example.com"),
+            ] {
+                println!(
+                    "  # {what}\n  curl -si --cacert {} --resolve {host}:{port}:{} https://{host}:{port}/\n",
+                    ca.display(),
+                    https.ip()
+                );
+            }
+            println!(
+                "  # a Host of another entry than the name the connection was opened for: 421\n  curl -si --cacert {} --resolve env-123.example.com:{port}:{} -H 'Host: docs.example.com' https://env-123.example.com:{port}/\n",
+                ca.display(),
+                https.ip()
+            );
         }
         println!("  # the metrics\n  curl -s http://{admin}/metrics\n");
         shutdown_signal().await;

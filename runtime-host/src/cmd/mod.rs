@@ -11,13 +11,16 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use edgeroute_host::aws::S3Limits;
-use edgeroute_host::http::Workers;
+use std::sync::Arc;
+
+use edgeroute_host::http::{Listening, Workers};
 use edgeroute_host::plane::DataPlane;
 use edgeroute_host::proxy::Proxy;
 use edgeroute_host::statics::{DirObjects, Objects, S3Objects};
+use edgeroute_host::tls::{CertificateFiles, TlsTerminator};
 use edgeroute_host::{EdgeEngine, HostState, Router};
 
-use crate::flags::{ListenerArgs, OriginArgs};
+use crate::flags::{ListenerArgs, OriginArgs, TlsArgs};
 
 /// The router for the snapshot file at `path`: read, validated by the
 /// module, ready to serve.
@@ -55,6 +58,17 @@ pub fn static_objects(origins: &OriginArgs, aws: Option<&aws_config::SdkConfig>,
         }
         (None, None) => anyhow::bail!("static sites in S3 need an AWS configuration"),
     }
+}
+
+/// The TLS listener's certificates, read a first time (a path that cannot
+/// be read, a refused default or no good certificate at all stop the
+/// start), then followed as their files change.
+fn tls_terminator(tls: &TlsArgs, state: &'static HostState) -> Result<Arc<TlsTerminator>> {
+    let (files, set) = CertificateFiles::open(&tls.tls_certs, tls.tls_default_cert.as_deref(), &state.metrics)?;
+    tracing::info!("TLS: {} certificate(s) from --tls-certs", set.all().len());
+    let terminator = Arc::new(TlsTerminator::new(set));
+    tokio::spawn(edgeroute_host::tls::watch::follow(files, terminator.clone(), &state.metrics));
+    Ok(terminator)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -99,21 +113,39 @@ pub async fn start(
         );
     }
     let proxy = Proxy::new(origins.proxy_config()?)?;
+    // The certificates first: a host that cannot serve them never listens.
+    let tls = match listener.tls.tls_listen {
+        Some(addr) if [listener.listen, listener.admin_listen].contains(&addr) && addr.port() != 0 => {
+            anyhow::bail!("--tls-listen must differ from --listen and --admin-listen")
+        }
+        Some(addr) => Some((addr, tls_terminator(&listener.tls, state)?)),
+        None => None,
+    };
     let public = std::net::TcpListener::bind(listener.listen)
         .with_context(|| format!("cannot listen on {} (--listen)", listener.listen))?;
+    let mut listeners = vec![Listening::plain(public)];
+    let mut tls_port = None;
+    if let Some((addr, tls)) = tls {
+        let socket =
+            std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} (--tls-listen)"))?;
+        tls_port = Some(socket.local_addr()?.port());
+        listeners.push(Listening::tls(socket, tls));
+    }
     let admin = tokio::net::TcpListener::bind(listener.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (--admin-listen)", listener.admin_listen))?;
     let threads = listener.threads();
-    let workers = Workers::start(&DataPlane { state, objects, proxy }, public, threads, listener.limits())
+    let https = listener.tls.https_policy(tls_port);
+    let workers = Workers::start(&DataPlane { state, objects, proxy, https }, listeners, threads, listener.limits())
         .context("cannot start the serving threads")?;
     let serving = state.router.live().map_or_else(
         || "no snapshot yet (answering 503)".to_owned(),
         |live| format!("serving {} ({} routes)", live.id, live.route_count()),
     );
+    let addrs: Vec<String> = workers.local_addrs().iter().map(ToString::to_string).collect();
     tracing::info!(
         "listening on {} ({threads} thread(s)), {serving}; metrics on http://{}/metrics",
-        workers.local_addr(),
+        addrs.join(" and https on "),
         admin.local_addr().unwrap_or(listener.admin_listen)
     );
     tokio::spawn(edgeroute_admin::serve(std::sync::Arc::new(state), admin));

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::body::{Body, BoxError};
 use crate::metrics::{Closed, Metrics};
+use crate::tls::Session;
 
 /// Milliseconds on the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`:
 /// the time of the kernel's last tick, read from the vDSO without the TSC).
@@ -69,6 +70,8 @@ pub struct Connection {
     pub local: SocketAddr,
     /// Whether the peer is a trusted proxy (`--trusted-proxies`).
     pub trusted: bool,
+    /// What its TLS handshake agreed on; `None` for plain HTTP.
+    pub tls: Option<Session>,
     /// How long a tunnel may carry nothing before it is closed.
     pub idle_timeout: Duration,
     /// Requests whose answer is not sent yet (nor dropped).
@@ -111,6 +114,7 @@ pub struct Admitted {
     pub client: SocketAddr,
     pub local: SocketAddr,
     pub trusted: bool,
+    pub tls: Option<Session>,
     pub idle_timeout: Duration,
     pub permit: OwnedSemaphorePermit,
     pub client_slot: ClientSlot,
@@ -122,11 +126,12 @@ impl Connection {
     /// it is dropped.
     pub fn open(admitted: Admitted, metrics: &'static Metrics) -> Connection {
         metrics.connections.fetch_add(1, Ordering::Relaxed);
-        let Admitted { client, local, trusted, idle_timeout, permit, client_slot, stop } = admitted;
+        let Admitted { client, local, trusted, tls, idle_timeout, permit, client_slot, stop } = admitted;
         Connection {
             client,
             local,
             trusted,
+            tls,
             idle_timeout,
             in_flight: AtomicU32::new(0),
             heads: AtomicU64::new(0),

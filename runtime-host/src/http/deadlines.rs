@@ -36,7 +36,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::connection::{instant_at, now_ms, Connection};
 use crate::metrics::Closed;
@@ -138,10 +137,11 @@ enum Expiry {
     Recheck,
 }
 
-/// A client's socket with the connection's deadlines (module docs).
+/// A client's socket (TCP, or TLS over it) with the connection's deadlines
+/// (module docs): they watch the HTTP bytes, after any decryption.
 #[derive(Debug)]
-pub struct Watched {
-    io: TcpStream,
+pub struct Watched<S> {
+    io: S,
     connection: Arc<Connection>,
     deadlines: Deadlines,
     accepted: u64,
@@ -152,8 +152,8 @@ pub struct Watched {
     write_stalled_since: Option<u64>,
 }
 
-impl Watched {
-    pub fn new(io: TcpStream, connection: Arc<Connection>, deadlines: Deadlines) -> Watched {
+impl<S> Watched<S> {
+    pub fn new(io: S, connection: Arc<Connection>, deadlines: Deadlines) -> Watched<S> {
         Watched {
             io,
             connection,
@@ -302,7 +302,7 @@ fn arm(timer: &mut Option<(Pin<Box<tokio::time::Sleep>>, u64)>, at: u64, cx: &mu
     sleep.as_mut().poll(cx)
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
@@ -319,7 +319,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.io).poll_write(cx, buf) {

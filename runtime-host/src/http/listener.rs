@@ -1,7 +1,7 @@
-//! Phase 0, the listener: serving threads that accept connections on one
-//! socket, the limits that protect them (all told and per client; each
-//! connection's deadlines are its socket's: `deadlines.rs`), and a
-//! graceful drain.
+//! Phase 0, the listener: serving threads that accept connections on the
+//! listening sockets (plain HTTP, and TLS: `crate::tls`), the limits that
+//! protect them (all told and per client; each connection's deadlines are
+//! its socket's: `deadlines.rs`), and a graceful drain.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use super::connection::{instant_at, now_ms, Admitted, Answer, ClientSlot, Client
 use super::deadlines::{Deadlines, Watched};
 use crate::metrics::Closed;
 use crate::plane::DataPlane;
+use crate::tls::TlsTerminator;
 
 /// Limits of the public listener: what one client, or many, can hold of it.
 #[derive(Clone, Debug)]
@@ -66,50 +67,73 @@ struct Shared {
     client_slots: Arc<ClientSlots>,
 }
 
+/// One listening socket of the public listener: plain HTTP, or TLS
+/// (`--tls-listen`) with the certificates of its terminator.
+#[derive(Debug)]
+pub struct Listening {
+    pub socket: std::net::TcpListener,
+    pub tls: Option<Arc<TlsTerminator>>,
+}
+
+impl Listening {
+    /// A plain HTTP listener.
+    pub fn plain(socket: std::net::TcpListener) -> Listening {
+        Listening { socket, tls: None }
+    }
+
+    /// A TLS listener.
+    pub fn tls(socket: std::net::TcpListener, tls: Arc<TlsTerminator>) -> Listening {
+        Listening { socket, tls: Some(tls) }
+    }
+}
+
 /// The data plane on several threads, each with a single-threaded tokio
-/// runtime of its own, all accepting from one listening socket (as nginx's
-/// workers do). A request is then served start to end on one thread: its
-/// connection, the routing module's instance and the pooled connection to
-/// its origin are that thread's, with no hand-over between threads. The
-/// connection limit is shared.
+/// runtime of its own, all accepting from the same listening sockets (as
+/// nginx's workers do). A request is then served start to end on one
+/// thread: its connection, the routing module's instance and the pooled
+/// connection to its origin are that thread's, with no hand-over between
+/// threads. The connection limits are shared, by every socket too.
 #[derive(Debug)]
 pub struct Workers {
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     stop: tokio::sync::watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Workers {
-    /// Starts `threads` serving threads on `listener` (already bound).
+    /// Starts `threads` serving threads on `listeners` (already bound).
     pub fn start(
         plane: &DataPlane,
-        listener: std::net::TcpListener,
+        listeners: Vec<Listening>,
         threads: usize,
         limits: Limits,
     ) -> std::io::Result<Workers> {
-        let addr = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
+        let mut addrs = Vec::new();
+        for listening in &listeners {
+            addrs.push(listening.socket.local_addr()?);
+            listening.socket.set_nonblocking(true)?;
+        }
         let shared = Shared {
             permits: Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1))),
             client_slots: ClientSlots::new(limits.max_connections_per_client),
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut workers = Workers { addr, stop, threads: Vec::new() };
+        let mut workers = Workers { addrs, stop, threads: Vec::new() };
         for n in 0..threads.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let listener = listener.try_clone()?;
+            let mut sockets = Vec::new();
+            for listening in &listeners {
+                sockets.push((listening.socket.try_clone()?, listening.tls.clone()));
+            }
             let plane = Arc::new(DataPlane {
                 state: plane.state,
                 objects: plane.objects.clone(),
                 proxy: plane.proxy.with_own_pool(),
+                https: plane.https,
             });
             let (limits, shared, stopped) = (limits.clone(), shared.clone(), stopped.clone());
             let thread = std::thread::Builder::new().name(format!("edgeroute-serve-{n}")).spawn(move || {
                 runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => listener,
-                        Err(e) => return tracing::error!("serving thread {n} cannot listen: {e}"),
-                    };
                     // This thread's instance lets go of a base no longer served,
                     // even while no request comes (two bases in memory at most),
                     // and its pool closes connections to origins idle too long.
@@ -121,7 +145,27 @@ impl Workers {
                             tidying.proxy.sweep_idle();
                         }
                     });
-                    serve(plane, listener, limits, shared, stopped).await;
+                    // Every socket's accept loop on this thread, polled together.
+                    let mut serving: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = Vec::new();
+                    for (socket, tls) in sockets {
+                        let listener = match tokio::net::TcpListener::from_std(socket) {
+                            Ok(listener) => listener,
+                            Err(e) => return tracing::error!("serving thread {n} cannot listen: {e}"),
+                        };
+                        let on = Socket { listener, tls };
+                        let (plane, limits, shared, stopped) =
+                            (plane.clone(), limits.clone(), shared.clone(), stopped.clone());
+                        serving.push(Box::pin(serve(plane, on, limits, shared, stopped)));
+                    }
+                    std::future::poll_fn(|cx| {
+                        serving.retain_mut(|accepting| accepting.as_mut().poll(cx).is_pending());
+                        if serving.is_empty() {
+                            std::task::Poll::Ready(())
+                        } else {
+                            std::task::Poll::Pending
+                        }
+                    })
+                    .await;
                 });
             });
             match thread {
@@ -135,9 +179,14 @@ impl Workers {
         Ok(workers)
     }
 
-    /// The address the workers serve on.
+    /// The address the workers serve on (the first listener's).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
+    }
+
+    /// Every address the workers serve on, in the order of their listeners.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// Stops accepting, lets every thread drain (up to the limits' `drain`)
@@ -162,18 +211,25 @@ impl Drop for Workers {
     }
 }
 
-/// Serves the data plane on `listener` until `shutdown` completes, then
-/// stops accepting, tells every connection to finish (HTTP/1.1 after its
+/// A serving thread's side of one listening socket.
+struct Socket {
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<TlsTerminator>>,
+}
+
+/// Serves the data plane on `on` until `stopped` says so, then stops
+/// accepting, tells every connection to finish (HTTP/1.1 after its
 /// request, HTTP/2 with a GOAWAY; tunnels at once) and waits up to
 /// `limits.drain` for them.
 async fn serve(
     plane: Arc<DataPlane>,
-    listener: tokio::net::TcpListener,
+    on: Socket,
     limits: Limits,
     shared: Shared,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let Shared { permits, client_slots } = shared;
+    let Socket { listener, tls } = on;
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let deadlines =
         Deadlines { first_byte: limits.first_byte_timeout, header: limits.header_timeout, idle: limits.idle_timeout };
@@ -214,6 +270,7 @@ async fn serve(
             },
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
+        let accepted_at = tokio::time::Instant::now();
         let trusted = plane.proxy.trusts(client.ip());
         let client_slot = if trusted {
             ClientSlot::uncapped()
@@ -232,76 +289,107 @@ async fn serve(
             client,
             local,
             trusted,
+            tls: None,
             idle_timeout: limits.idle_timeout,
             permit,
             client_slot,
             stop: stopped.clone(),
         };
-        let connection = Arc::new(Connection::open(admitted, metrics));
-        let io = TokioIo::new(Watched::new(stream, connection.clone(), deadlines));
-        let service = {
-            let (plane, connection) = (plane.clone(), connection.clone());
-            hyper::service::service_fn(move |req| {
-                let plane = plane.clone();
-                let request = InRequest::begin(&connection);
-                async move {
-                    let response = plane.handle(req, request.connection()).await;
-                    Ok::<_, std::convert::Infallible>(response.map(|body| Answer::new(body, request)))
-                }
-            })
-        };
-        let serving = builder.serve_connection_with_upgrades(io, service).into_owned();
-        let grace = limits.header_timeout;
-        let idle_ms = u64::try_from(limits.idle_timeout.as_millis()).unwrap_or(u64::MAX);
-        tasks.spawn(async move {
-            tokio::pin!(serving);
-            let mut stop = connection.stop.clone();
-            let (mut finishing, mut closing) = (false, None::<std::pin::Pin<Box<tokio::time::Sleep>>>);
-            // The socket's read finds the connection idle as it waits. One
-            // whose reads are held up is not read: an upload that its origin
-            // stopped reading fills hyper's body channel, and hyper then
-            // reads nothing more, its answer long sent. So the task looks
-            // too, every idle timeout (a timer set again only when it fires).
-            let mut idle_check = Box::pin(tokio::time::sleep(connection.idle_timeout));
-            loop {
-                tokio::select! {
-                    _ = serving.as_mut() => break,
-                    () = idle_check.as_mut() => {
-                        let now = now_ms();
-                        let next = match connection.idle_deadline() {
-                            Some(at) if now >= at => {
-                                connection.tell_idle();
-                                now.saturating_add(idle_ms)
-                            }
-                            Some(at) => at,
-                            None => now.saturating_add(idle_ms),
-                        };
-                        idle_check.as_mut().reset(instant_at(next));
-                    }
-                    // Idle too long: finish gracefully, and not forever.
-                    () = connection.idle.notified(), if closing.is_none() => {
-                        serving.as_mut().graceful_shutdown();
-                        closing = Some(Box::pin(tokio::time::sleep(grace)));
-                    }
-                    _ = stop.wait_for(|stop| *stop), if !finishing => {
-                        serving.as_mut().graceful_shutdown();
-                        finishing = true;
-                    }
-                    // The grace is over: closed, unless a request came in
-                    // meanwhile (it is let finish; the other deadlines bound it).
-                    () = async { closing.as_mut().expect("guarded").await }, if closing.is_some() => {
-                        if connection.in_flight() == 0 {
-                            break;
-                        }
-                        closing = Some(Box::pin(tokio::time::sleep(grace)));
-                    }
-                }
+        let (plane, builder, limits) = (plane.clone(), builder.clone(), limits.clone());
+        match &tls {
+            None => {
+                let connection = Arc::new(Connection::open(admitted, metrics));
+                let io = Watched::new(stream, connection.clone(), deadlines);
+                tasks.spawn(serve_connection(io, connection, plane, builder, limits));
             }
-        });
+            Some(tls) => {
+                let tls = tls.clone();
+                tasks.spawn(async move {
+                    let metrics = &plane.state.metrics;
+                    // The slot is held through the handshake, which has deadlines of its own.
+                    let Some((stream, session)) = tls.accept(stream, accepted_at, &deadlines, metrics).await else {
+                        return;
+                    };
+                    let connection = Arc::new(Connection::open(Admitted { tls: Some(session), ..admitted }, metrics));
+                    let io = Watched::new(stream, connection.clone(), deadlines);
+                    serve_connection(io, connection, plane, builder, limits).await;
+                });
+            }
+        }
     }
     drop(listener);
     tasks.close();
     if tokio::time::timeout(limits.drain, tasks.wait()).await.is_err() {
         tracing::warn!("shutdown: requests still in flight after {:?}; closing them", limits.drain);
+    }
+}
+
+/// Serves one connection (its socket `io`, plain or TLS) until it ends,
+/// closing it gracefully when it has been idle too long or the host drains.
+async fn serve_connection<S>(
+    io: Watched<S>,
+    connection: Arc<Connection>,
+    plane: Arc<DataPlane>,
+    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    limits: Limits,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let connection = connection.clone();
+        hyper::service::service_fn(move |req| {
+            let plane = plane.clone();
+            let request = InRequest::begin(&connection);
+            async move {
+                let response = plane.handle(req, request.connection()).await;
+                Ok::<_, std::convert::Infallible>(response.map(|body| Answer::new(body, request)))
+            }
+        })
+    };
+    let serving = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
+    tokio::pin!(serving);
+    let grace = limits.header_timeout;
+    let idle_ms = u64::try_from(limits.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut stop = connection.stop.clone();
+    let (mut finishing, mut closing) = (false, None::<std::pin::Pin<Box<tokio::time::Sleep>>>);
+    // The socket's read finds the connection idle as it waits. One whose
+    // reads are held up is not read: an upload that its origin stopped
+    // reading fills hyper's body channel, and hyper then reads nothing
+    // more, its answer long sent. So the task looks too, every idle
+    // timeout (a timer set again only when it fires).
+    let mut idle_check = Box::pin(tokio::time::sleep(connection.idle_timeout));
+    loop {
+        tokio::select! {
+            _ = serving.as_mut() => break,
+            () = idle_check.as_mut() => {
+                let now = now_ms();
+                let next = match connection.idle_deadline() {
+                    Some(at) if now >= at => {
+                        connection.tell_idle();
+                        now.saturating_add(idle_ms)
+                    }
+                    Some(at) => at,
+                    None => now.saturating_add(idle_ms),
+                };
+                idle_check.as_mut().reset(instant_at(next));
+            }
+            // Idle too long: finish gracefully, and not forever.
+            () = connection.idle.notified(), if closing.is_none() => {
+                serving.as_mut().graceful_shutdown();
+                closing = Some(Box::pin(tokio::time::sleep(grace)));
+            }
+            _ = stop.wait_for(|stop| *stop), if !finishing => {
+                serving.as_mut().graceful_shutdown();
+                finishing = true;
+            }
+            // The grace is over: closed, unless a request came in
+            // meanwhile (it is let finish; the other deadlines bound it).
+            () = async { closing.as_mut().expect("guarded").await }, if closing.is_some() => {
+                if connection.in_flight() == 0 {
+                    break;
+                }
+                closing = Some(Box::pin(tokio::time::sleep(grace)));
+            }
+        }
     }
 }

@@ -11,4 +11,5 @@ pub mod listener;
 pub mod request;
 
 pub use self::connection::Connection;
-pub use self::listener::{Limits, Workers};
+pub use self::deadlines::Deadlines;
+pub use self::listener::{Limits, Listening, Workers};

@@ -142,6 +142,8 @@ pub(super) struct Hop<'a> {
     pub port: u16,
     /// The peer is a trusted proxy, speaking for its clients.
     pub trusted: bool,
+    /// The client spoke TLS to this host (`--tls-listen`).
+    pub https: bool,
 }
 
 /// Sets the forwarding headers: `X-Forwarded-For`, `-Proto`, `-Host`,
@@ -165,10 +167,10 @@ pub(super) fn set_forwarding(headers: &mut HeaderMap, hop: &Hop<'_>) {
         text.push_str(";host=");
         push_forwarded_value(&mut text, host);
     }
-    text.push_str(";proto=http");
+    text.push_str(if hop.https { ";proto=https" } else { ";proto=http" });
     let element = header_value(&text);
     let port = HeaderValue::from(hop.port);
-    let http = HeaderValue::from_static("http");
+    let http = HeaderValue::from_static(if hop.https { "https" } else { "http" });
     if hop.trusted {
         drop_underscored_claims(headers);
         append_to_list(headers, X_FORWARDED_FOR, &ip);
@@ -277,7 +279,10 @@ mod tests {
             h.append(*name, HeaderValue::from_static(value));
         }
         let host = HeaderValue::from_static(host);
-        set_forwarding(&mut h, &Hop { client: client.parse().unwrap(), host: &host, port: 8443, trusted });
+        set_forwarding(
+            &mut h,
+            &Hop { client: client.parse().unwrap(), host: &host, port: 8443, trusted, https: false },
+        );
         h
     }
 

@@ -327,6 +327,7 @@ impl Proxy {
             host: &host,
             port: connection.local.port(),
             trusted: connection.trusted,
+            https: connection.tls.is_some(),
         };
         set_forwarding(&mut headers, &hop);
         append_via(&mut headers, via);

@@ -46,9 +46,9 @@ pub(super) struct Plane {
 pub(super) async fn start(table: &str, objects: Objects, proxy: ProxyConfig, limits: Limits) -> Plane {
     let bytes = compile_text(table, Options::default()).unwrap().bytes;
     let state = HostState::leak(Router::new(EdgeEngine::new().unwrap(), &bytes).unwrap(), std::time::Duration::MAX);
-    let plane = DataPlane { state, objects, proxy: Proxy::new(proxy).unwrap() };
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let workers = http::Workers::start(&plane, listener, 2, limits).unwrap();
+    let plane = DataPlane { state, objects, proxy: Proxy::new(proxy).unwrap(), https: Default::default() };
+    let listener = http::Listening::plain(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let workers = http::Workers::start(&plane, vec![listener], 2, limits).unwrap();
     Plane { addr: workers.local_addr(), state, workers: Some(workers) }
 }
 

@@ -11,7 +11,7 @@ use edgeroute_control::aws::RetryPolicy;
 use edgeroute_control::env::{CreateRequest, Environments, HandleChoice, Randomness, Tables};
 use edgeroute_control::watch::{self, WatchOptions};
 use edgeroute_host::follow::Follower;
-use edgeroute_host::http::{Limits, Workers};
+use edgeroute_host::http::{Limits, Listening, Workers};
 use edgeroute_host::plane::DataPlane;
 use edgeroute_host::probe::exchange;
 use edgeroute_host::proxy::{Proxy, ProxyConfig};
@@ -91,9 +91,10 @@ fn a_created_environment_is_served_and_a_deleted_one_is_not() {
             state,
             objects: Objects::Dir(DirObjects::new(&sites)),
             proxy: Proxy::new(ProxyConfig::default()).unwrap(),
+            https: Default::default(),
         };
-        let workers =
-            Workers::start(&plane, std::net::TcpListener::bind("127.0.0.1:0").unwrap(), 1, Limits::default()).unwrap();
+        let listener = Listening::plain(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        let workers = Workers::start(&plane, vec![listener], 1, Limits::default()).unwrap();
         let addr = workers.local_addr();
         assert_eq!(get(addr, &first.hostnames["web"]).await, (200, "portal preview\n".into()));
 

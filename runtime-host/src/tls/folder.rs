@@ -1,0 +1,234 @@
+//! [`CertificateFiles`]: the source of the host's certificates, the files
+//! and folders of `--tls-certs` (a folder's `*.pem` files, not its
+//! subfolders) and `--tls-default-cert`. Each [`scan`](CertificateFiles::scan)
+//! reads again only the files that changed (by their metadata), and keeps
+//! for every file its last good certificate: a file that turns bad is
+//! refused on its own, logged and counted, and its names keep the
+//! certificate they had. A file that is gone is gone with its certificate;
+//! a folder that cannot be listed keeps what it had (a remount, a brief
+//! permission slip), and says so.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::certificate::{Certificate, Refusal};
+use super::choice::CertificateSet;
+use crate::metrics::Metrics;
+
+/// What a file looked like when it was last read: a file replaced or
+/// written again differs in one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Signature {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl Signature {
+    fn of(metadata: &std::fs::Metadata) -> Signature {
+        use std::os::unix::fs::MetadataExt as _;
+        Signature {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            len: metadata.len(),
+            modified: (metadata.mtime(), metadata.mtime_nsec()),
+            changed: (metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
+}
+
+/// One file's state.
+#[derive(Debug)]
+struct Held {
+    signature: Option<Signature>,
+    /// Its last good certificate.
+    good: Option<Arc<Certificate>>,
+    /// Refused last time it was read as not valid yet: read again at every
+    /// scan until it is (or changes).
+    waiting: bool,
+}
+
+/// Why the host cannot serve TLS with its certificate files.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read --tls-certs {0}: {1}")]
+    Path(PathBuf, #[source] std::io::Error),
+    #[error("--tls-certs {0} is a folder with no .pem file in it")]
+    EmptyFolder(PathBuf),
+    #[error("--tls-default-cert {0} is refused: {1}")]
+    Default(PathBuf, #[source] Refusal),
+    #[error("no certificate could be loaded from --tls-certs (each refusal is logged above)")]
+    NoCertificate,
+}
+
+/// What a scan found.
+#[derive(Debug)]
+pub struct Scan {
+    /// The certificates to serve from now on.
+    pub set: CertificateSet,
+    /// Whether any certificate changed since the last scan.
+    pub changed: bool,
+    /// Files refused in this scan, and why.
+    pub refused: Vec<(PathBuf, Refusal)>,
+}
+
+/// The certificate files of `--tls-certs` and `--tls-default-cert`.
+#[derive(Debug)]
+pub struct CertificateFiles {
+    paths: Vec<PathBuf>,
+    default: Option<PathBuf>,
+    sessions: Arc<dyn rustls::server::StoresServerSessions>,
+    held: BTreeMap<PathBuf, Held>,
+}
+
+/// Resumed sessions the host remembers, for all its certificates together.
+const SESSIONS: usize = 4096;
+
+impl CertificateFiles {
+    /// Reads every file a first time. Fails when a path cannot be read, a
+    /// folder has no `.pem` file, the default certificate is refused, or
+    /// no certificate at all is good; a bad file among good ones is only
+    /// refused (logged, counted in `metrics`).
+    pub fn open(
+        paths: &[PathBuf],
+        default: Option<&Path>,
+        metrics: &Metrics,
+    ) -> Result<(CertificateFiles, CertificateSet), TlsError> {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+        let mut files = CertificateFiles {
+            paths: paths.iter().map(|p| absolute(p)).collect(),
+            default: default.map(absolute),
+            sessions: rustls::server::ServerSessionMemoryCache::new(SESSIONS),
+            held: BTreeMap::new(),
+        };
+        for path in &files.paths {
+            if list(path).map_err(|e| TlsError::Path(path.clone(), e))?.is_empty() {
+                return Err(TlsError::EmptyFolder(path.clone()));
+            }
+        }
+        let mut scan = files.scan(now(), metrics);
+        if let Some(default) = &files.default {
+            if let Some(i) = scan.refused.iter().position(|(file, _)| file == default) {
+                let (file, why) = scan.refused.swap_remove(i);
+                return Err(TlsError::Default(file, why));
+            }
+        }
+        if scan.set.all().is_empty() {
+            return Err(TlsError::NoCertificate);
+        }
+        Ok((files, scan.set))
+    }
+
+    /// The folders to watch for changes (a file's own folder for a file).
+    pub fn folders(&self) -> Vec<PathBuf> {
+        let mut folders: Vec<PathBuf> = self
+            .paths
+            .iter()
+            .chain(&self.default)
+            .map(|p| if p.is_dir() { p.clone() } else { p.parent().map_or_else(|| p.clone(), Path::to_path_buf) })
+            .collect();
+        folders.sort();
+        folders.dedup();
+        folders
+    }
+
+    /// Reads what changed since the last scan, at time `now` (seconds since
+    /// the Unix epoch); logs and counts each refusal.
+    pub fn scan(&mut self, now: i64, metrics: &Metrics) -> Scan {
+        let mut seen: Vec<PathBuf> = Vec::new();
+        for path in &self.paths {
+            match list(path) {
+                Ok(files) => seen.extend(files),
+                Err(e) => {
+                    tracing::error!(
+                        "cannot list --tls-certs {} ({e}): its certificates stay as they were",
+                        path.display()
+                    );
+                    seen.extend(self.held.keys().filter(|held| held.starts_with(path)).cloned());
+                }
+            }
+        }
+        seen.extend(self.default.iter().cloned());
+        seen.sort();
+        seen.dedup();
+        let before: Vec<*const Certificate> =
+            self.held.values().filter_map(|h| h.good.as_ref().map(Arc::as_ptr)).collect();
+        self.held.retain(|file, _| seen.binary_search(file).is_ok());
+        let mut refused = Vec::new();
+        for file in seen {
+            let held = self.held.entry(file.clone()).or_insert(Held { signature: None, good: None, waiting: false });
+            let signature = std::fs::metadata(&file).ok().map(|m| Signature::of(&m));
+            if signature.is_some() && signature == held.signature && !held.waiting {
+                continue;
+            }
+            held.signature = signature;
+            match Certificate::read(&file, now, &self.sessions) {
+                Ok(certificate) => {
+                    tracing::info!(
+                        "TLS: {} serves {} (expires in {:.0} days)",
+                        file.display(),
+                        names(&certificate),
+                        certificate.days_left(now)
+                    );
+                    held.good = Some(Arc::new(certificate));
+                    held.waiting = false;
+                }
+                Err(why) => {
+                    held.waiting = matches!(why, Refusal::NotYetValid(_));
+                    metrics.tls.refused(why.reason());
+                    let keeps = match &held.good {
+                        Some(good) => format!("{} keeps the certificate it had", names(good)),
+                        None => "it serves nothing".to_owned(),
+                    };
+                    tracing::error!("TLS: refused {}: {why}; {keeps}", file.display());
+                    refused.push((file, why));
+                }
+            }
+        }
+        let good: Vec<Arc<Certificate>> = self.held.values().filter_map(|h| h.good.clone()).collect();
+        let changed = good.len() != before.len() || good.iter().zip(&before).any(|(g, b)| Arc::as_ptr(g) != *b);
+        let default = self.default.as_ref().and_then(|d| self.held.get(d)).and_then(|h| h.good.clone());
+        let set = CertificateSet::new(good, default);
+        metrics.tls.serve(set.all());
+        Scan { set, changed, refused }
+    }
+}
+
+/// A path's certificate files: the path itself, or a folder's `*.pem`
+/// files (not hidden ones; not its subfolders), sorted.
+fn list(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !std::fs::metadata(path)?.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || !name.ends_with(".pem") {
+            continue;
+        }
+        // Followed links too (a Kubernetes secret's files are links).
+        if std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A certificate's names, for a log line.
+fn names(certificate: &Certificate) -> String {
+    let names: Vec<String> = certificate.names.iter().map(ToString::to_string).collect();
+    names.join(", ")
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
