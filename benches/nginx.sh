@@ -22,9 +22,18 @@
 # larger sizes), and times how long an nginx reload takes to serve a newly added name. Last, a
 # host following a store with and without `edgeroute apply` of one route every 100 ms (10
 # changes/s, a layer each), in 5 alternating runs (EDGEROUTE_BENCH_APPLY_RUNS; 0 skips them), medians.
+#
+# TLS (at the sizes EDGEROUTE_BENCH_TLS lists, default 10000; 0 skips it): the three routers
+# terminate TLS with the same ECDSA P-256 key and certificate (made by openssl; served as the
+# default, wrk sending no usable SNI to an address), without session resumption (nginx:
+# ssl_session_cache off and no tickets; HAProxy: no cache, no-tls-tickets; wrk offers no session
+# to resume, which edgeroute's edgeroute_tls_handshakes_total{result="resumed"} confirms), in
+# EDGEROUTE_BENCH_TLS_RUNS (5) runs whose order rotates: new connections per second (every
+# request with Connection: close, so each is a full handshake) and keep-alive requests per
+# second over https; medians. EDGEROUTE_BENCH_ONLY=tls runs only that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in nginx haproxy wrk taskset python3 curl; do
+for tool in nginx haproxy wrk taskset python3 curl openssl; do
   command -v "$tool" >/dev/null || { echo "benches/nginx.sh needs $tool (apt-get install nginx-light haproxy wrk curl)" >&2; exit 2; }
 done
 old_bin=${EDGEROUTE_BENCH_OLD:-}
@@ -32,6 +41,9 @@ old_bin=${EDGEROUTE_BENCH_OLD:-}
 old_bin=${old_bin:+$(cd "$(dirname "$old_bin")" && pwd)/$(basename "$old_bin")}
 ab_runs=${EDGEROUTE_BENCH_AB_RUNS:-5}
 idle_conns=${EDGEROUTE_BENCH_IDLE:-10000}
+tls_sizes=" ${EDGEROUTE_BENCH_TLS:-10000} "
+tls_runs=${EDGEROUTE_BENCH_TLS_RUNS:-5}
+only=${EDGEROUTE_BENCH_ONLY:-}
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(10000 1000000)
 duration=${EDGEROUTE_BENCH_SECONDS:-10}
@@ -55,7 +67,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-UP=18081 NGX=18080 HAP=18082 ER=18090 ER_ADMIN=18091
+UP=18081 NGX=18080 HAP=18082 ER=18090 ER_ADMIN=18091 NGX_TLS=18443 HAP_TLS=18444 ER_TLS=18445
 
 # The upstream: a second nginx, one worker, on the load core.
 mkdir -p "$work/up"
@@ -102,6 +114,107 @@ print(f"{rps:.0f} {p99:.3f} {bad.group(1) if bad else 0}")
 EOF
 }
 
+
+# wrk over https against PORT with the script SCRIPT; prints "requests_per_s non2xx errors".
+load_tls() {
+  HOSTS_FILE="$work/hosts.txt" taskset -c 1 wrk -t1 -c"$connections" -d"${duration}s" \
+    -s "$work/$2" "https://127.0.0.1:$1/" > "$work/wrk-tls.out" 2>&1
+  python3 - "$work/wrk-tls.out" <<'EOF'
+import re, sys
+text = open(sys.argv[1]).read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+print(f"{rps:.0f} {bad.group(1) if bad else 0} {sum(map(int, errors.groups())) if errors else 0}")
+EOF
+}
+
+# The TLS row (see the top): prints its lines.
+tls_row() {
+  local n=$1
+  sed 's/{ \["Host"\] = hosts\[math.random(#hosts)\] }/{ ["Host"] = hosts[math.random(#hosts)], ["Connection"] = "close" }/' \
+    "$work/hosts.lua" > "$work/hosts-close.lua"
+  grep -q '"Connection"' "$work/hosts-close.lua" || { echo "hosts-close.lua: no Connection: close" >&2; return 1; }
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench.example.com \
+    -addext "subjectAltName=DNS:*.example.com,DNS:bench.example.com" \
+    -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
+  cat "$work/tls.crt" "$work/tls.key" > "$work/tls.pem"
+  mkdir -p "$work/ngx-tls"
+  cat > "$work/ngx-tls/nginx.conf" <<EOF
+worker_processes 1; daemon on; pid $work/ngx-tls.pid; error_log $work/ngx-tls/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  map_hash_max_size 4194304; map_hash_bucket_size 128;
+  map \$host \$known { hostnames; default 0; include $work/map.conf; }
+  upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$NGX_TLS ssl reuseport;
+    ssl_certificate $work/tls.crt; ssl_certificate_key $work/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off;
+    location / { if (\$known = 0) { return 404; }
+      proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; } } }
+EOF
+  taskset -c 0 nginx -p "$work/ngx-tls" -c "$work/ngx-tls/nginx.conf" -e "$work/ngx-tls/error.log" 2>/dev/null
+  cat > "$work/haproxy-tls.cfg" <<EOF
+global
+  maxconn 4096
+  nbthread 1
+  daemon
+  pidfile $work/hap-tls.pid
+  tune.ssl.cachesize 0
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+frontend routes
+  bind 127.0.0.1:$HAP_TLS ssl crt $work/tls.pem no-tls-tickets
+  http-request return status 404 unless { req.hdr(host),lower,map_str($work/hap.map) -m found }
+  default_backend up
+backend up
+  http-reuse always
+  server up 127.0.0.1:$UP
+EOF
+  taskset -c 0 haproxy -f "$work/haproxy-tls.cfg" 2>"$work/hap-tls.log"
+  taskset -c 0 "$bin/edgeroute-host" serve --snapshot "$work/a.snap" --listen 127.0.0.1:$ER --admin-listen 127.0.0.1:$ER_ADMIN \
+    --static-root "$work" --tls-listen 127.0.0.1:$ER_TLS --tls-certs "$work/tls.pem" --tls-default-cert "$work/tls.pem" \
+    2>"$work/er-tls.log" & er=$!; pids+=("$er")
+  wait_port $NGX_TLS; wait_port $HAP_TLS; wait_port $ER_TLS
+  local names=(nginx haproxy edgeroute) ports=($NGX_TLS $HAP_TLS $ER_TLS)
+  declare -A hs=() ka=() errs=()
+  for run in $(seq 1 "$tls_runs"); do
+    # Each run starts with another router: a machine that speeds up or slows down favours none.
+    for k in 0 1 2; do
+      local i=$(( (k + run - 1) % 3 ))
+      read -r rps bad err < <(load_tls "${ports[$i]}" hosts-close.lua)
+      hs[${names[$i]}]+="$rps "; errs[${names[$i]}]+="$bad/$err "
+      read -r rps bad err < <(load_tls "${ports[$i]}" hosts.lua)
+      ka[${names[$i]}]+="$rps "; errs[${names[$i]}]+="$bad/$err "
+    done
+  done
+  local metrics; metrics=$(curl -s "http://127.0.0.1:$ER_ADMIN/metrics")
+  local full resumed
+  full=$(awk '/^edgeroute_tls_handshakes_total\{result="ok"/ {s += $2} END {print s + 0}' <<<"$metrics")
+  resumed=$(awk '/^edgeroute_tls_handshakes_total\{result="resumed"/ {s += $2} END {print s + 0}' <<<"$metrics")
+  kill "$er"; wait "$er" 2>/dev/null || true
+  kill "$(cat "$work/ngx-tls.pid")" "$(cat "$work/hap-tls.pid")" 2>/dev/null || true
+  rm -f "$work/ngx-tls.pid" "$work/hap-tls.pid"; sleep 1
+  medn() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
+  printf '\n%s hostnames over TLS (ECDSA P-256, no resumption; %s runs of %s s, rotating order; medians)\n' "$n" "$tls_runs" "$duration"
+  printf '                       handshakes/s (new connections)   keep-alive requests/s   non-2xx/errors per run\n'
+  for name in nginx haproxy edgeroute; do
+    printf '  %-20s %12s (runs: %s) %12s (runs: %s) %s\n' "$name" "$(medn "${hs[$name]}")" "${hs[$name]% }" \
+      "$(medn "${ka[$name]}")" "${ka[$name]% }" "${errs[$name]}"
+  done
+  local e_hs e_ka
+  e_hs=$(medn "${hs[edgeroute]}"); e_ka=$(medn "${ka[edgeroute]}")
+  printf '  edgeroute / nginx    handshakes %sx, keep-alive %sx\n' \
+    "$(python3 -c "print(f'{$e_hs / $(medn "${hs[nginx]}"):.2f}')")" "$(python3 -c "print(f'{$e_ka / $(medn "${ka[nginx]}"):.2f}')")"
+  printf '  edgeroute / HAProxy  handshakes %sx, keep-alive %sx\n' \
+    "$(python3 -c "print(f'{$e_hs / $(medn "${hs[haproxy]}"):.2f}')")" "$(python3 -c "print(f'{$e_ka / $(medn "${ka[haproxy]}"):.2f}')")"
+  printf '  edgeroute handshakes: %s full, %s resumed\n' "$full" "$resumed"
+}
+
 report=()
 for n in "${sizes[@]}"; do
   echo "== $n hostnames"
@@ -128,6 +241,11 @@ EOF
   { cat "$work/table.jsonl"; echo "{\"Domain\": \"swapped.example.com\", \"Target\": \"http://127.0.0.1:$UP\"}"; } > "$work/table-b.jsonl"
   "$bin/edgeroute" compile --from "$work/table-b.jsonl" --out "$work/b.snap" >/dev/null
   routes=$(wc -l < "$work/hosts.txt")
+  tls_line=""
+  if [[ "$tls_sizes" == *" $n "* ]]; then
+    tls_line=$(tls_row "$n")
+    [ "$only" != tls ] || { report+=("$tls_line"); echo "$tls_line"; continue; }
+  fi
 
   # nginx as the router.
   mkdir -p "$work/ngx"
@@ -360,7 +478,7 @@ $routes hostnames ($duration s per run, $connections connections, router on core
   edgeroute / nginx    throughput $(ratio "$er_rps" "$ngx_rps")x, p99 $(ratio "$er_p99" "$ngx_p99")x, memory $(ratio "$er_rss" "$ngx_rss")x
   edgeroute / HAProxy  throughput $(ratio "$er_rps" "$hap_rps")x, p99 $(ratio "$er_p99" "$hap_p99")x, memory $(ratio "$er_rss" "$hap_rss")x
   a new name served after: nginx reload ${ngx_reload} s; HAProxy add map ${hap_add} s; edgeroute: the next snapshot swap (see benches/e2e/src/bin/propagation.rs)${ab_line}
-  resident memory with idle keep-alive connections:${idle_line}${apply_line}
+  resident memory with idle keep-alive connections:${idle_line}${apply_line}${tls_line}
 EOF
 )")
   echo "${report[-1]}"

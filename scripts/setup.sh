@@ -41,3 +41,20 @@ if ! cmp -s "$root/scripts/requirements-test.txt" "$stamp" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/scripts/requirements-test.txt"
   cp "$root/scripts/requirements-test.txt" "$stamp"
 fi
+
+# curl with HTTP/2 and openssl: the TLS tests' clients (curl --http2,
+# openssl s_client). Installed from Debian's packages where this runs as
+# root with apt; else the setup stops and says how.
+has_clients() { curl -V 2>/dev/null | grep -qw HTTP2 && openssl version >/dev/null 2>&1; }
+if ! has_clients; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing curl and openssl (the TLS tests' clients)" >&2
+    (apt-get install -y -qq curl openssl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq curl openssl; }) >&2
+  fi
+  if ! has_clients; then
+    echo "setup: the TLS tests need curl built with HTTP/2 (curl -V lists HTTP2) and openssl;" >&2
+    echo "       install them: apt-get install curl openssl (Debian, Ubuntu), dnf install curl openssl (Fedora)," >&2
+    echo "       brew install curl openssl (macOS)" >&2
+    exit 1
+  fi
+fi

@@ -99,6 +99,9 @@ impl Closed {
 pub enum Handshake {
     Tls13,
     Tls12,
+    /// A session resumed (no certificate, a cheaper key exchange).
+    Tls13Resumed,
+    Tls12Resumed,
     /// No certificate covers the name the client sent (or it sent none, and
     /// there is no default): refused with an alert.
     NoCertificate,
@@ -109,14 +112,23 @@ pub enum Handshake {
 }
 
 impl Handshake {
-    const ALL: [Handshake; 5] =
-        [Handshake::Tls13, Handshake::Tls12, Handshake::NoCertificate, Handshake::Failed, Handshake::TimedOut];
+    const ALL: [Handshake; 7] = [
+        Handshake::Tls13,
+        Handshake::Tls12,
+        Handshake::Tls13Resumed,
+        Handshake::Tls12Resumed,
+        Handshake::NoCertificate,
+        Handshake::Failed,
+        Handshake::TimedOut,
+    ];
 
     /// Its `result` and `version` labels.
     fn labels(self) -> (&'static str, &'static str) {
         match self {
             Handshake::Tls13 => ("ok", "TLSv1.3"),
             Handshake::Tls12 => ("ok", "TLSv1.2"),
+            Handshake::Tls13Resumed => ("resumed", "TLSv1.3"),
+            Handshake::Tls12Resumed => ("resumed", "TLSv1.2"),
             Handshake::NoCertificate => ("no_certificate", "none"),
             Handshake::Failed => ("failed", "none"),
             Handshake::TimedOut => ("timeout", "none"),
@@ -182,7 +194,7 @@ impl TlsMetrics {
         if !self.on.load(Ordering::Relaxed) {
             return;
         }
-        out.push_str("# HELP edgeroute_tls_handshakes_total TLS handshakes on --tls-listen, by result (ok, no_certificate, failed, timeout) and the version agreed.\n");
+        out.push_str("# HELP edgeroute_tls_handshakes_total TLS handshakes on --tls-listen, by result (ok: a full handshake, resumed, no_certificate, failed, timeout) and the version agreed.\n");
         out.push_str("# TYPE edgeroute_tls_handshakes_total counter\n");
         for how in Handshake::ALL {
             let (result, version) = how.labels();

@@ -86,3 +86,62 @@ impl CertificateSet {
         self.default.as_ref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::tls::authority::{LocalAuthority, Validity};
+
+    fn certificate(ca: &LocalAuthority, file: &str, names: &[&str], until: i32) -> Arc<Certificate> {
+        let validity = Validity { not_before: (2020, 1, 1), not_after: (until, 1, 1) };
+        let pem = ca.issue(names, validity).unwrap();
+        let sessions: Arc<dyn rustls::server::StoresServerSessions> = rustls::server::ServerSessionMemoryCache::new(8);
+        Arc::new(Certificate::from_pem(Path::new(file), pem.as_bytes(), 1_700_000_000, &sessions).unwrap())
+    }
+
+    fn chosen<'s>(set: &'s CertificateSet, sni: Option<&str>) -> Option<&'s str> {
+        set.choose(sni).map(|c| c.file.to_str().unwrap())
+    }
+
+    #[test]
+    fn exact_beats_wildcard_and_a_wildcard_covers_one_label() {
+        let ca = LocalAuthority::new("test").unwrap();
+        let set = CertificateSet::new(
+            vec![
+                certificate(&ca, "wild", &["*.previews.example.com"], 2040),
+                certificate(&ca, "exact", &["pinned.previews.example.com", "www.example.com"], 2040),
+            ],
+            None,
+        );
+        assert_eq!(chosen(&set, Some("a.previews.example.com")), Some("wild"));
+        assert_eq!(chosen(&set, Some("pinned.previews.example.com")), Some("exact"));
+        assert_eq!(chosen(&set, Some("WWW.example.com.")), Some("exact"));
+        for none in [Some("a.b.previews.example.com"), Some("previews.example.com"), Some("example.com"), None] {
+            assert_eq!(chosen(&set, none), None, "{none:?}");
+        }
+        let with_default = CertificateSet::new(set.all().to_vec(), Some(set.all()[0].clone()));
+        assert_eq!(chosen(&with_default, Some("a.b.previews.example.com")), Some("exact"));
+        assert_eq!(chosen(&with_default, None), Some("exact"));
+        assert_eq!(chosen(&with_default, Some("a.previews.example.com")), Some("wild"));
+    }
+
+    /// Two files for one name: the later expiry, then the path, whatever
+    /// the order they were read in.
+    #[test]
+    fn a_name_two_files_claim_goes_to_the_later_expiry_then_the_first_path() {
+        let ca = LocalAuthority::new("test").unwrap();
+        let (old, renewed) = (
+            certificate(&ca, "b-old", &["www.example.com"], 2030),
+            certificate(&ca, "c-new", &["www.example.com"], 2031),
+        );
+        let twin = certificate(&ca, "a-twin", &["www.example.com"], 2031);
+        for order in [vec![old.clone(), renewed.clone()], vec![renewed.clone(), old.clone()]] {
+            assert_eq!(chosen(&CertificateSet::new(order, None), Some("www.example.com")), Some("c-new"));
+        }
+        for order in [vec![twin.clone(), renewed.clone(), old.clone()], vec![old, renewed, twin]] {
+            assert_eq!(chosen(&CertificateSet::new(order, None), Some("www.example.com")), Some("a-twin"));
+        }
+    }
+}

@@ -91,12 +91,16 @@ impl TlsTerminator {
         };
         match tokio::time::timeout_at(done_by, handshake).await {
             Ok(Some(Ok((stream, session)))) => {
-                let version = stream.get_ref().1.protocol_version();
-                metrics.tls.handshake(if version == Some(rustls::ProtocolVersion::TLSv1_2) {
-                    Handshake::Tls12
-                } else {
-                    Handshake::Tls13
-                });
+                let tls = stream.get_ref().1;
+                let resumed = tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                metrics.tls.handshake(
+                    match (tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2), resumed) {
+                        (true, false) => Handshake::Tls12,
+                        (true, true) => Handshake::Tls12Resumed,
+                        (false, false) => Handshake::Tls13,
+                        (false, true) => Handshake::Tls13Resumed,
+                    },
+                );
                 Some((stream, session))
             }
             Ok(Some(Err(refused))) => {

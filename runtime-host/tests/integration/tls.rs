@@ -190,6 +190,9 @@ fn https_is_served_over_http1_and_http2_and_origins_are_told_so() {
     host.subject(Some("www.example.com"), &["-tls1_2"]).unwrap();
     assert_eq!(host.metric("edgeroute_tls_handshakes_total{result=\"ok\",version=\"TLSv1.2\"}"), 1.0);
     assert_eq!(host.metric("edgeroute_tls_certificates"), 2.0);
+    // A client that comes back resumes its session.
+    host.subject(Some("www.example.com"), &["-tls1_2", "-reconnect"]).unwrap();
+    assert!(host.metric("edgeroute_tls_handshakes_total{result=\"resumed\",version=\"TLSv1.2\"}") >= 1.0);
     let www = host.folder.join("www.pem");
     let days = host.metric(&format!(
         "edgeroute_tls_certificate_expiry_days{{file=\"{}\",name=\"docs.example.com\"}}",
