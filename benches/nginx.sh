@@ -26,8 +26,8 @@
 # TLS (at the sizes EDGEROUTE_BENCH_TLS lists, default 10000; 0 skips it): the three routers
 # terminate TLS with the same ECDSA P-256 key and certificate (made by openssl; served as the
 # default, wrk sending no usable SNI to an address), without session resumption (nginx:
-# ssl_session_cache off and no tickets; HAProxy: no cache, no-tls-tickets; wrk offers no session
-# to resume, which edgeroute's edgeroute_tls_handshakes_total{result="resumed"} confirms), in
+# ssl_session_cache off and no tickets; HAProxy: no cache, no-tls-tickets; edgeroute:
+# --tls-sessions 0, and its edgeroute_tls_handshakes_total{result="resumed"} is reported), in
 # EDGEROUTE_BENCH_TLS_RUNS (5) runs whose order rotates: new connections per second (every
 # request with Connection: close, so each is a full handshake) and keep-alive requests per
 # second over https; medians. EDGEROUTE_BENCH_ONLY=tls runs only that.
@@ -63,6 +63,8 @@ cleanup() {
   [ -f "$work/up.pid" ] && kill "$(cat "$work/up.pid")" 2>/dev/null || true
   [ -f "$work/ngx.pid" ] && kill "$(cat "$work/ngx.pid")" 2>/dev/null || true
   [ -f "$work/hap.pid" ] && kill "$(cat "$work/hap.pid")" 2>/dev/null || true
+  [ -f "$work/ngx-tls.pid" ] && kill "$(cat "$work/ngx-tls.pid")" 2>/dev/null || true
+  [ -f "$work/hap-tls.pid" ] && kill "$(cat "$work/hap-tls.pid")" 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -177,7 +179,7 @@ backend up
 EOF
   taskset -c 0 haproxy -f "$work/haproxy-tls.cfg" 2>"$work/hap-tls.log"
   taskset -c 0 "$bin/edgeroute-host" serve --snapshot "$work/a.snap" --listen 127.0.0.1:$ER --admin-listen 127.0.0.1:$ER_ADMIN \
-    --static-root "$work" --tls-listen 127.0.0.1:$ER_TLS --tls-certs "$work/tls.pem" --tls-default-cert "$work/tls.pem" \
+    --static-root "$work" --tls-listen 127.0.0.1:$ER_TLS --tls-certs "$work/tls.pem" --tls-default-cert "$work/tls.pem" --tls-sessions 0 \
     2>"$work/er-tls.log" & er=$!; pids+=("$er")
   wait_port $NGX_TLS; wait_port $HAP_TLS; wait_port $ER_TLS
   local names=(nginx haproxy edgeroute) ports=($NGX_TLS $HAP_TLS $ER_TLS)
@@ -243,7 +245,9 @@ EOF
   routes=$(wc -l < "$work/hosts.txt")
   tls_line=""
   if [[ "$tls_sizes" == *" $n "* ]]; then
-    tls_line=$(tls_row "$n")
+    # Not in a subshell: its processes must stay known to cleanup.
+    tls_row "$n" > "$work/tls-row.txt"
+    tls_line=$(cat "$work/tls-row.txt")
     [ "$only" != tls ] || { report+=("$tls_line"); echo "$tls_line"; continue; }
   fi
 

@@ -180,6 +180,10 @@ pub struct TlsArgs {
     /// or that sends none; without it, such a handshake is refused.
     #[arg(long, value_name = "FILE", requires = "tls_listen")]
     pub tls_default_cert: Option<PathBuf>,
+    /// Sessions remembered for clients that come back (a resumed handshake
+    /// is cheaper), for all certificates together; 0: no resumption at all.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub tls_sessions: usize,
     /// Answer plain HTTP requests with a 308 to https, on PORT [default: the
     /// --tls-listen port, else 443]. A trusted proxy's request that says
     /// `X-Forwarded-Proto: https` is served.

@@ -24,11 +24,21 @@ pub enum Outcome {
     NotFound,
     BadRequest,
     Error,
+    /// A request over TLS for another table entry than its connection's
+    /// name (SNI): 421.
+    Misdirected,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 6] =
-        [Outcome::Static, Outcome::Redirect, Outcome::Balancer, Outcome::NotFound, Outcome::BadRequest, Outcome::Error];
+    const ALL: [Outcome; 7] = [
+        Outcome::Static,
+        Outcome::Redirect,
+        Outcome::Balancer,
+        Outcome::NotFound,
+        Outcome::BadRequest,
+        Outcome::Error,
+        Outcome::Misdirected,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -38,6 +48,7 @@ impl Outcome {
             Outcome::NotFound => "not_found",
             Outcome::BadRequest => "bad_request",
             Outcome::Error => "error",
+            Outcome::Misdirected => "misdirected",
         }
     }
 }
@@ -150,6 +161,8 @@ pub struct TlsMetrics {
     handshakes: [AtomicU64; Handshake::ALL.len()],
     refused: [AtomicU64; crate::tls::Refusal::REASONS.len()],
     served: std::sync::Mutex<Vec<Served>>,
+    /// Files refused the last time they were read, and why.
+    refused_now: std::sync::Mutex<Vec<(String, &'static str)>>,
     /// Whether a TLS listener exists (else nothing of it is rendered).
     on: std::sync::atomic::AtomicBool,
 }
@@ -176,8 +189,15 @@ impl TlsMetrics {
         }
     }
 
-    /// The certificates served from now on.
-    pub fn serve(&self, certificates: &[std::sync::Arc<crate::tls::Certificate>]) {
+    /// The certificates served from now on, and the files refused the last
+    /// time they were read (and why).
+    pub fn serve(
+        &self,
+        certificates: &[std::sync::Arc<crate::tls::Certificate>],
+        refused: &[(&std::path::Path, &'static str)],
+    ) {
+        *self.refused_now.lock().unwrap_or_else(|p| p.into_inner()) =
+            refused.iter().map(|(file, why)| (file.display().to_string(), *why)).collect();
         self.on.store(true, Ordering::Relaxed);
         let served = certificates
             .iter()
@@ -206,6 +226,12 @@ impl TlsMetrics {
         for (i, reason) in crate::tls::Refusal::REASONS.iter().enumerate() {
             let n = self.refused[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "edgeroute_tls_certificates_refused_total{{reason=\"{reason}\"}} {n}");
+        }
+        out.push_str("# HELP edgeroute_tls_certificate_refused Certificate files refused the last time they were read (1), by file and reason; their names keep the certificate they had.\n");
+        out.push_str("# TYPE edgeroute_tls_certificate_refused gauge\n");
+        for (file, reason) in self.refused_now.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ =
+                writeln!(out, "edgeroute_tls_certificate_refused{{file=\"{}\",reason=\"{reason}\"}} 1", label(file));
         }
         let served = self.served.lock().unwrap_or_else(|p| p.into_inner()).clone();
         out.push_str(

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use edgeroute_edge::{Resolution, Scheme, SnapshotId};
+use hyper::header::{HeaderValue, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::body::Body;
@@ -66,6 +67,25 @@ enum Resolved {
     Balancer(Upstream),
     NotFound,
     BadRequest(&'static str),
+}
+
+/// Whether a trusted proxy says its client spoke https: the nearest hop's
+/// `X-Forwarded-Proto` (the last of a list that proxies append to), else
+/// the `proto` of the last `Forwarded` element.
+fn proxy_says_https(headers: &hyper::HeaderMap) -> bool {
+    let last = |name: &str| {
+        headers.get_all(name).iter().next_back().and_then(|v| v.to_str().ok()).and_then(|v| v.rsplit(',').next())
+    };
+    if let Some(proto) = last("x-forwarded-proto") {
+        return proto.trim().eq_ignore_ascii_case("https");
+    }
+    last("forwarded").is_some_and(|element| {
+        element.split(';').any(|pair| {
+            pair.split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("proto") && v.trim().trim_matches('"').eq_ignore_ascii_case("https")
+            })
+        })
+    })
 }
 
 /// Room for a table entry's Domain (a host name of 253 bytes, and `*.`).
@@ -196,13 +216,18 @@ impl DataPlane {
                 Resolution::BadRequest(reason) => Resolved::BadRequest(reason.as_str()),
             };
             if let Some(sni) = sni {
-                let other = worker.resolve(sni.as_bytes(), b"/")?;
+                // The SNI name with the request's own path: the answer of a
+                // site depends on its entry and the path alone, so the same
+                // entry gives the same answer, matched entry included (a
+                // site's missing page names no entry: with "/", an entry
+                // without a "/" page would look like none).
+                let other = worker.resolve(sni.as_bytes(), &named.target)?;
                 let mut other_entry = [0u8; ENTRY_BYTES];
                 let other_len = other.domain().and_then(|domain| domain.copy_to(&mut other_entry));
                 let ours = entry_len.map(|n| &entry[..n]);
                 if !matches!(&route, Resolved::BadRequest(_)) && ours != other_len.map(|n| &other_entry[..n]) {
                     return Ok(Err(Short {
-                        outcome: Outcome::BadRequest,
+                        outcome: Outcome::Misdirected,
                         status: StatusCode::MISDIRECTED_REQUEST,
                         text: "misdirected request: this connection was opened for another name (TLS SNI); \
                                open a new one for this host"
@@ -255,17 +280,23 @@ impl DataPlane {
         if connection.tls.is_some() || matches!(route, Resolved::NotFound | Resolved::BadRequest(_)) {
             return None;
         }
-        if connection.trusted {
-            let proto = req.headers().get("x-forwarded-proto").map(|v| v.as_bytes().trim_ascii());
-            if proto.is_some_and(|p| p.eq_ignore_ascii_case(b"https")) {
-                return None;
-            }
+        if connection.trusted && proxy_says_https(req.headers()) {
+            return None;
         }
-        let host = host_name(&named.host);
-        let target = String::from_utf8_lossy(&named.target);
-        let location =
-            if port == 443 { format!("https://{host}{target}") } else { format!("https://{host}:{port}{target}") };
-        Some(redirect(308, &location))
+        let mut location = format!("https://{}", host_name(&named.host)).into_bytes();
+        if port != 443 {
+            location.extend_from_slice(format!(":{port}").as_bytes());
+        }
+        // The path and query as they came (hyper has checked their bytes).
+        location.extend_from_slice(&named.target);
+        let mut response = redirect(308, "");
+        match HeaderValue::from_bytes(&location) {
+            Ok(value) => {
+                response.headers_mut().insert(LOCATION, value);
+                Some(response)
+            }
+            Err(_) => None,
+        }
     }
 
     /// Phase 3: answers as the route says.

@@ -42,7 +42,16 @@ fn make_certificates(folder: &Path) -> Result<(PathBuf, PathBuf)> {
     let pem = ca.issue(&DEMO_NAMES, Validity::current()).context("cannot make the demo certificate")?;
     let (ca_file, cert_file) = (folder.join("ca.pem"), folder.join("demo.pem"));
     std::fs::write(&ca_file, &ca.certificate_pem).with_context(|| format!("cannot write {}", ca_file.display()))?;
-    std::fs::write(&cert_file, pem).with_context(|| format!("cannot write {}", cert_file.display()))?;
+    // The key is for this process only (0600), as the docs advise for any key.
+    let write_key = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&cert_file)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(pem.as_bytes())
+    };
+    write_key().with_context(|| format!("cannot write {}", cert_file.display()))?;
     Ok((ca_file, cert_file))
 }
 

@@ -64,7 +64,8 @@ pub fn static_objects(origins: &OriginArgs, aws: Option<&aws_config::SdkConfig>,
 /// be read, a refused default or no good certificate at all stop the
 /// start), then followed as their files change.
 fn tls_terminator(tls: &TlsArgs, state: &'static HostState) -> Result<Arc<TlsTerminator>> {
-    let (files, set) = CertificateFiles::open(&tls.tls_certs, tls.tls_default_cert.as_deref(), &state.metrics)?;
+    let (files, set) =
+        CertificateFiles::open(&tls.tls_certs, tls.tls_default_cert.as_deref(), tls.tls_sessions, &state.metrics)?;
     tracing::info!("TLS: {} certificate(s) from --tls-certs", set.all().len());
     let terminator = Arc::new(TlsTerminator::new(set));
     tokio::spawn(edgeroute_host::tls::watch::follow(files, terminator.clone(), &state.metrics));

@@ -306,10 +306,15 @@ async fn serve(
                 let tls = tls.clone();
                 tasks.spawn(async move {
                     let metrics = &plane.state.metrics;
-                    // The slot is held through the handshake, which has deadlines of its own.
-                    let Some((stream, session)) = tls.accept(stream, accepted_at, &deadlines, metrics).await else {
-                        return;
+                    // The slot is held through the handshake, which has
+                    // deadlines of its own; a drain ends it (a connection
+                    // that has sent no request yet is not waited for).
+                    let mut stop = admitted.stop.clone();
+                    let handshake = tokio::select! {
+                        done = tls.accept(stream, accepted_at, &deadlines, metrics) => done,
+                        _ = stop.wait_for(|stop| *stop) => None,
                     };
+                    let Some((stream, session)) = handshake else { return };
                     let connection = Arc::new(Connection::open(Admitted { tls: Some(session), ..admitted }, metrics));
                     let io = Watched::new(stream, connection.clone(), deadlines);
                     serve_connection(io, connection, plane, builder, limits).await;

@@ -25,6 +25,22 @@ pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// Seconds in a day, for expiry in days.
 const DAY: i64 = 86_400;
 
+/// Session resumption, shared by every certificate: a cache of this many
+/// sessions (TLS 1.3 tickets are stateful, TLS 1.2 session ids), or none
+/// (`--tls-sessions 0`: no cache, no tickets; every handshake is full).
+#[derive(Clone, Debug)]
+pub struct Resumption(Option<Arc<dyn rustls::server::StoresServerSessions>>);
+
+impl Resumption {
+    pub fn new(sessions: usize) -> Resumption {
+        Resumption((sessions > 0).then(|| {
+            let cache: Arc<dyn rustls::server::StoresServerSessions> =
+                rustls::server::ServerSessionMemoryCache::new(sessions);
+            cache
+        }))
+    }
+}
+
 /// One name a certificate covers, as RFC 6125 reads it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Name {
@@ -70,6 +86,8 @@ pub enum Refusal {
     NoCertificate,
     #[error("it holds no private key (BEGIN PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY): put the key in the same file, after the chain")]
     NoKey,
+    #[error("its private key is encrypted: decrypt it (openssl pkey -in FILE -out FILE), and keep the file readable by the host only")]
+    EncryptedKey,
     #[error("it holds {0} private keys: one file, one certificate and its key")]
     ManyKeys(usize),
     #[error("its first certificate does not parse: {0}")]
@@ -94,6 +112,7 @@ impl Refusal {
         match self {
             Refusal::Read(_) => "unreadable",
             Refusal::Pem(_) | Refusal::NoCertificate | Refusal::NoKey | Refusal::ManyKeys(_) => "not_a_chain_and_key",
+            Refusal::EncryptedKey => "bad_key",
             Refusal::BadCertificate(_) | Refusal::NoNames(_) => "bad_certificate",
             Refusal::BadKey(_) | Refusal::Config(_) => "bad_key",
             Refusal::KeyMismatch => "key_mismatch",
@@ -109,24 +128,15 @@ impl Refusal {
 
 impl Certificate {
     /// Reads `file`, checks it whole at time `now` (seconds since the Unix
-    /// epoch), and makes the configuration that serves it; `sessions` is
-    /// the host's session cache, shared by every certificate.
-    pub fn read(
-        file: &Path,
-        now: i64,
-        sessions: &Arc<dyn rustls::server::StoresServerSessions>,
-    ) -> Result<Certificate, Refusal> {
+    /// epoch), and makes the configuration that serves it, resuming
+    /// sessions as `resumption` says.
+    pub fn read(file: &Path, now: i64, resumption: &Resumption) -> Result<Certificate, Refusal> {
         let pem = std::fs::read(file).map_err(Refusal::Read)?;
-        Certificate::from_pem(file, &pem, now, sessions)
+        Certificate::from_pem(file, &pem, now, resumption)
     }
 
     /// [`Certificate::read`] of bytes already read.
-    pub fn from_pem(
-        file: &Path,
-        pem: &[u8],
-        now: i64,
-        sessions: &Arc<dyn rustls::server::StoresServerSessions>,
-    ) -> Result<Certificate, Refusal> {
+    pub fn from_pem(file: &Path, pem: &[u8], now: i64, resumption: &Resumption) -> Result<Certificate, Refusal> {
         let chain = CertificateDer::pem_slice_iter(pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Refusal::Pem(e.to_string()))?;
@@ -135,6 +145,8 @@ impl Certificate {
             .map_err(|e| Refusal::Pem(e.to_string()))?;
         let Some(leaf) = chain.first() else { return Err(Refusal::NoCertificate) };
         let key = match keys.len() {
+            // (rustls reads no encrypted key: a host has no one to type its passphrase.)
+            0 if pem.windows(21).any(|w| w == b"ENCRYPTED PRIVATE KEY") => return Err(Refusal::EncryptedKey),
             0 => return Err(Refusal::NoKey),
             1 => keys.pop().expect("one"),
             n => return Err(Refusal::ManyKeys(n)),
@@ -156,7 +168,7 @@ impl Certificate {
             }
             Err(e) => return Err(Refusal::BadKey(e)),
         }
-        let config = server_config(Arc::new(key), provider, sessions.clone())?;
+        let config = server_config(Arc::new(key), provider, resumption)?;
         Ok(Certificate { file: file.to_owned(), names, not_before, not_after, config })
     }
 
@@ -221,12 +233,13 @@ fn utc(seconds: i64) -> String {
 }
 
 /// The rustls configuration of one certificate: TLS 1.3 and 1.2, ALPN
-/// `h2` then `http/1.1`, no client certificates, and the host's session
-/// cache (a client that comes back resumes instead of a full handshake).
+/// `h2` then `http/1.1`, no client certificates, no early data, and the
+/// host's session cache (a client that comes back resumes instead of
+/// making a full handshake) unless resumption is off.
 fn server_config(
     key: Arc<CertifiedKey>,
     provider: rustls::crypto::CryptoProvider,
-    sessions: Arc<dyn rustls::server::StoresServerSessions>,
+    resumption: &Resumption,
 ) -> Result<Arc<ServerConfig>, Refusal> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -234,7 +247,13 @@ fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Chosen(key)));
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    config.session_storage = sessions;
+    match &resumption.0 {
+        Some(cache) => config.session_storage = cache.clone(),
+        None => {
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
+    }
     Ok(Arc::new(config))
 }
 

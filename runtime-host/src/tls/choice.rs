@@ -33,15 +33,25 @@ pub struct CertificateSet {
 }
 
 impl CertificateSet {
-    /// The set of `certificates`, each serving its names unless another
-    /// that expires later names them too; `default` answers names none covers.
-    pub fn new(certificates: Vec<Arc<Certificate>>, default: Option<Arc<Certificate>>) -> CertificateSet {
+    /// The set of `certificates` at time `now` (seconds since the Unix
+    /// epoch), each serving its names unless another that expires later
+    /// names them too; `default` answers names none covers. A certificate
+    /// expired at `now` serves only names that no valid certificate covers,
+    /// exactly or by a wildcard (a browser refuses it either way, but says
+    /// why).
+    pub fn new(certificates: Vec<Arc<Certificate>>, default: Option<Arc<Certificate>>, now: i64) -> CertificateSet {
         let mut set = CertificateSet { default, ..CertificateSet::default() };
         let better = |new: &Certificate, old: &Certificate| {
             new.not_after > old.not_after || (new.not_after == old.not_after && new.file < old.file)
         };
-        for certificate in &certificates {
+        let (valid, expired): (Vec<_>, Vec<_>) = certificates.iter().partition(|c| now <= c.not_after);
+        for (certificate, fills_in) in
+            valid.into_iter().map(|c| (c, false)).chain(expired.into_iter().map(|c| (c, true)))
+        {
             for name in &certificate.names {
+                if fills_in && set.covers(name) {
+                    continue;
+                }
                 let (map, key) = match name {
                     Name::Exact(name) => (&mut set.exact, name),
                     Name::Wildcard(parent) => (&mut set.wildcard, parent),
@@ -57,6 +67,18 @@ impl CertificateSet {
         set.all = certificates;
         set.all.sort_by(|a, b| a.file.cmp(&b.file));
         set
+    }
+
+    /// Whether a certificate of the set covers `name` already (a name by
+    /// itself or by a wildcard; a wildcard by the same wildcard).
+    fn covers(&self, name: &Name) -> bool {
+        match name {
+            Name::Exact(name) => {
+                self.exact.contains_key(name)
+                    || name.split_once('.').is_some_and(|(_, parent)| self.wildcard.contains_key(parent))
+            }
+            Name::Wildcard(parent) => self.wildcard.contains_key(parent),
+        }
     }
 
     /// The certificate for a handshake whose client sent `sni` (module docs).
@@ -94,11 +116,14 @@ mod tests {
     use super::*;
     use crate::tls::authority::{LocalAuthority, Validity};
 
+    /// 2023-11-14.
+    const NOW: i64 = 1_700_000_000;
+
     fn certificate(ca: &LocalAuthority, file: &str, names: &[&str], until: i32) -> Arc<Certificate> {
         let validity = Validity { not_before: (2020, 1, 1), not_after: (until, 1, 1) };
         let pem = ca.issue(names, validity).unwrap();
-        let sessions: Arc<dyn rustls::server::StoresServerSessions> = rustls::server::ServerSessionMemoryCache::new(8);
-        Arc::new(Certificate::from_pem(Path::new(file), pem.as_bytes(), 1_700_000_000, &sessions).unwrap())
+        let resumption = crate::tls::certificate::Resumption::new(8);
+        Arc::new(Certificate::from_pem(Path::new(file), pem.as_bytes(), NOW, &resumption).unwrap())
     }
 
     fn chosen<'s>(set: &'s CertificateSet, sni: Option<&str>) -> Option<&'s str> {
@@ -114,6 +139,7 @@ mod tests {
                 certificate(&ca, "exact", &["pinned.previews.example.com", "www.example.com"], 2040),
             ],
             None,
+            NOW,
         );
         assert_eq!(chosen(&set, Some("a.previews.example.com")), Some("wild"));
         assert_eq!(chosen(&set, Some("pinned.previews.example.com")), Some("exact"));
@@ -121,7 +147,7 @@ mod tests {
         for none in [Some("a.b.previews.example.com"), Some("previews.example.com"), Some("example.com"), None] {
             assert_eq!(chosen(&set, none), None, "{none:?}");
         }
-        let with_default = CertificateSet::new(set.all().to_vec(), Some(set.all()[0].clone()));
+        let with_default = CertificateSet::new(set.all().to_vec(), Some(set.all()[0].clone()), NOW);
         assert_eq!(chosen(&with_default, Some("a.b.previews.example.com")), Some("exact"));
         assert_eq!(chosen(&with_default, None), Some("exact"));
         assert_eq!(chosen(&with_default, Some("a.previews.example.com")), Some("wild"));
@@ -138,10 +164,43 @@ mod tests {
         );
         let twin = certificate(&ca, "a-twin", &["www.example.com"], 2031);
         for order in [vec![old.clone(), renewed.clone()], vec![renewed.clone(), old.clone()]] {
-            assert_eq!(chosen(&CertificateSet::new(order, None), Some("www.example.com")), Some("c-new"));
+            assert_eq!(chosen(&CertificateSet::new(order, None, NOW), Some("www.example.com")), Some("c-new"));
         }
         for order in [vec![twin.clone(), renewed.clone(), old.clone()], vec![old, renewed, twin]] {
-            assert_eq!(chosen(&CertificateSet::new(order, None), Some("www.example.com")), Some("a-twin"));
+            assert_eq!(chosen(&CertificateSet::new(order, None, NOW), Some("www.example.com")), Some("a-twin"));
         }
+    }
+}
+
+#[cfg(test)]
+mod expiry {
+    use std::path::Path;
+
+    use super::*;
+    use crate::tls::authority::{LocalAuthority, Validity};
+
+    /// A certificate that expires while served gives way to a valid one
+    /// covering its names, and keeps serving the names nothing else covers.
+    #[test]
+    fn an_expired_certificate_serves_only_what_nothing_valid_covers() {
+        let ca = LocalAuthority::new("test").unwrap();
+        let read = |file: &str, names: &[&str], until: i32| {
+            let validity = Validity { not_before: (2020, 1, 1), not_after: (until, 1, 1) };
+            let pem = ca.issue(names, validity).unwrap();
+            let resumption = crate::tls::certificate::Resumption::new(0);
+            Arc::new(Certificate::from_pem(Path::new(file), pem.as_bytes(), 1_700_000_000, &resumption).unwrap())
+        };
+        let exact = read("exact", &["a.example.com", "only.example.com"], 2030);
+        let wild = read("wild", &["*.example.com"], 2035);
+        let before = CertificateSet::new(vec![exact.clone(), wild.clone()], None, 1_700_000_000);
+        let chosen = |set: &CertificateSet, sni: &str| set.choose(Some(sni)).map(|c| c.file.display().to_string());
+        assert_eq!(chosen(&before, "a.example.com").as_deref(), Some("exact"));
+        // 2031: the exact certificate has expired; the wildcard covers its names.
+        let after = CertificateSet::new(vec![exact.clone(), wild], None, 1_925_000_000);
+        assert_eq!(chosen(&after, "a.example.com").as_deref(), Some("wild"));
+        assert_eq!(chosen(&after, "only.example.com").as_deref(), Some("wild"));
+        // With nothing else, the expired one still answers (the client says why it refuses).
+        let alone = CertificateSet::new(vec![exact], None, 1_925_000_000);
+        assert_eq!(chosen(&alone, "only.example.com").as_deref(), Some("exact"));
     }
 }

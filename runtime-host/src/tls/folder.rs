@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::certificate::{Certificate, Refusal};
+use super::certificate::{Certificate, Refusal, Resumption};
 use super::choice::CertificateSet;
 use crate::metrics::Metrics;
 
@@ -49,6 +49,10 @@ struct Held {
     /// Refused last time it was read as not valid yet: read again at every
     /// scan until it is (or changes).
     waiting: bool,
+    /// Why it was refused the last time it was read, if it was.
+    refused: Option<&'static str>,
+    /// Its good certificate has expired (told once).
+    expired: bool,
 }
 
 /// Why the host cannot serve TLS with its certificate files.
@@ -80,28 +84,27 @@ pub struct Scan {
 pub struct CertificateFiles {
     paths: Vec<PathBuf>,
     default: Option<PathBuf>,
-    sessions: Arc<dyn rustls::server::StoresServerSessions>,
+    resumption: Resumption,
     held: BTreeMap<PathBuf, Held>,
 }
-
-/// Resumed sessions the host remembers, for all its certificates together.
-const SESSIONS: usize = 4096;
 
 impl CertificateFiles {
     /// Reads every file a first time. Fails when a path cannot be read, a
     /// folder has no `.pem` file, the default certificate is refused, or
     /// no certificate at all is good; a bad file among good ones is only
-    /// refused (logged, counted in `metrics`).
+    /// refused (logged, counted in `metrics`). The host remembers `sessions`
+    /// sessions to resume, for all its certificates (0: none).
     pub fn open(
         paths: &[PathBuf],
         default: Option<&Path>,
+        sessions: usize,
         metrics: &Metrics,
     ) -> Result<(CertificateFiles, CertificateSet), TlsError> {
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
         let mut files = CertificateFiles {
             paths: paths.iter().map(|p| absolute(p)).collect(),
             default: default.map(absolute),
-            sessions: rustls::server::ServerSessionMemoryCache::new(SESSIONS),
+            resumption: Resumption::new(sessions),
             held: BTreeMap::new(),
         };
         for path in &files.paths {
@@ -139,6 +142,8 @@ impl CertificateFiles {
     /// the Unix epoch); logs and counts each refusal.
     pub fn scan(&mut self, now: i64, metrics: &Metrics) -> Scan {
         let mut seen: Vec<PathBuf> = Vec::new();
+        // Files of a path that cannot be listed now: kept as they are, not read.
+        let mut unlisted: Vec<PathBuf> = Vec::new();
         for path in &self.paths {
             match list(path) {
                 Ok(files) => seen.extend(files),
@@ -147,10 +152,12 @@ impl CertificateFiles {
                         "cannot list --tls-certs {} ({e}): its certificates stay as they were",
                         path.display()
                     );
-                    seen.extend(self.held.keys().filter(|held| held.starts_with(path)).cloned());
+                    unlisted.extend(self.held.keys().filter(|held| held.starts_with(path)).cloned());
                 }
             }
         }
+        unlisted.sort();
+        seen.extend(unlisted.iter().cloned());
         seen.extend(self.default.iter().cloned());
         seen.sort();
         seen.dedup();
@@ -159,13 +166,22 @@ impl CertificateFiles {
         self.held.retain(|file, _| seen.binary_search(file).is_ok());
         let mut refused = Vec::new();
         for file in seen {
-            let held = self.held.entry(file.clone()).or_insert(Held { signature: None, good: None, waiting: false });
+            if unlisted.binary_search(&file).is_ok() {
+                continue;
+            }
+            let held = self.held.entry(file.clone()).or_insert(Held {
+                signature: None,
+                good: None,
+                waiting: false,
+                refused: None,
+                expired: false,
+            });
             let signature = std::fs::metadata(&file).ok().map(|m| Signature::of(&m));
             if signature.is_some() && signature == held.signature && !held.waiting {
                 continue;
             }
             held.signature = signature;
-            match Certificate::read(&file, now, &self.sessions) {
+            match Certificate::read(&file, now, &self.resumption) {
                 Ok(certificate) => {
                     tracing::info!(
                         "TLS: {} serves {} (expires in {:.0} days)",
@@ -175,9 +191,12 @@ impl CertificateFiles {
                     );
                     held.good = Some(Arc::new(certificate));
                     held.waiting = false;
+                    held.refused = None;
+                    held.expired = false;
                 }
                 Err(why) => {
                     held.waiting = matches!(why, Refusal::NotYetValid(_));
+                    held.refused = Some(why.reason());
                     metrics.tls.refused(why.reason());
                     let keeps = match &held.good {
                         Some(good) => format!("{} keeps the certificate it had", names(good)),
@@ -189,10 +208,27 @@ impl CertificateFiles {
             }
         }
         let good: Vec<Arc<Certificate>> = self.held.values().filter_map(|h| h.good.clone()).collect();
-        let changed = good.len() != before.len() || good.iter().zip(&before).any(|(g, b)| Arc::as_ptr(g) != *b);
+        let mut changed = good.len() != before.len() || good.iter().zip(&before).any(|(g, b)| Arc::as_ptr(g) != *b);
+        // A certificate that expires while served gives way to a valid one
+        // that covers its names (`choice.rs`): the set changes then too.
+        for (file, held) in &mut self.held {
+            let expired = held.good.as_ref().is_some_and(|good| now > good.not_after);
+            if expired != held.expired {
+                held.expired = expired;
+                changed = true;
+                if expired {
+                    tracing::warn!(
+                        "TLS: {} has expired; it serves only names no valid certificate covers (replace it)",
+                        file.display()
+                    );
+                }
+            }
+        }
         let default = self.default.as_ref().and_then(|d| self.held.get(d)).and_then(|h| h.good.clone());
-        let set = CertificateSet::new(good, default);
-        metrics.tls.serve(set.all());
+        let set = CertificateSet::new(good, default, now);
+        let refused_now: Vec<(&Path, &'static str)> =
+            self.held.iter().filter_map(|(file, h)| Some((file.as_path(), h.refused?))).collect();
+        metrics.tls.serve(set.all(), &refused_now);
         Scan { set, changed, refused }
     }
 }

@@ -21,7 +21,7 @@ pub mod folder;
 pub mod handshake;
 pub mod watch;
 
-pub use certificate::{Certificate, Name, Refusal};
+pub use certificate::{Certificate, Name, Refusal, Resumption};
 pub use choice::CertificateSet;
 pub use folder::{CertificateFiles, TlsError};
 pub use handshake::{Session, TlsTerminator};

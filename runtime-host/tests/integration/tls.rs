@@ -50,12 +50,15 @@ struct Https {
 }
 
 /// The test table: two static sites (`www`, `docs`), a wildcard load
-/// balancer (`*.previews.example.com`) on the echo origin.
+/// balancer (`*.previews.example.com`) on the echo origin, and a wildcard
+/// static site with an Assets list (`*.sites.example.com`: its missing
+/// pages name no entry).
 fn table(origin: u16) -> String {
     format!(
         "{{\"Domain\":\"www.example.com\",\"Target\":\"s3://b-1/site\"}}\n\
          {{\"Domain\":\"docs.example.com\",\"Target\":\"s3://b-2/site\"}}\n\
-         {{\"Domain\":\"*.previews.example.com\",\"Target\":\"http://127.0.0.1:{origin}\"}}\n"
+         {{\"Domain\":\"*.previews.example.com\",\"Target\":\"http://127.0.0.1:{origin}\"}}\n\
+         {{\"Domain\":\"*.sites.example.com\",\"Target\":\"s3://b-3/site\",\"Assets\":[\"index.html\"]}}\n"
     )
 }
 
@@ -107,12 +110,17 @@ impl Https {
     /// this host) with `extra` arguments: the status, the HTTP version and
     /// the body; `Err` with curl's error.
     fn curl(&self, sni: &str, extra: &[&str]) -> Result<(u16, String, String), String> {
+        self.curl_path(sni, "/", extra)
+    }
+
+    /// [`Https::curl`] of `path`.
+    fn curl_path(&self, sni: &str, path: &str, extra: &[&str]) -> Result<(u16, String, String), String> {
         let resolve = format!("{sni}:{}:127.0.0.1", self.tls_port);
         let output = Command::new("curl")
             .args(["-sS", "--max-time", "20", "--cacert", self.ca_file.to_str().unwrap(), "--resolve", &resolve])
             .args(["-w", "\n%{http_code} %{http_version}"])
             .args(extra)
-            .arg(format!("https://{sni}:{}/", self.tls_port))
+            .arg(format!("https://{sni}:{}{path}", self.tls_port))
             .output()
             .expect("curl runs (scripts/setup.sh checks it is there)");
         if !output.status.success() {
@@ -231,9 +239,22 @@ fn the_certificate_is_chosen_by_sni_as_rfc_6125_says() {
 
 #[test]
 fn a_host_of_another_entry_than_the_sni_is_misdirected() {
-    let certs: &[(&str, &[&str])] =
-        &[("www.pem", WWW), ("previews.pem", PREVIEWS), ("stray.pem", &["stray.example.com"])];
+    let certs: &[(&str, &[&str])] = &[
+        ("www.pem", WWW),
+        ("previews.pem", PREVIEWS),
+        ("stray.pem", &["stray.example.com"]),
+        ("sites.pem", &["*.sites.example.com"]),
+    ];
     let host = Https::start("misdirected", certs, &[]);
+    // One entry, coalesced: its pages and its missing pages alike (a missing
+    // page names no entry, whichever name asks).
+    let on =
+        |sni: &str, h: &str, path: &str| host.curl_path(sni, path, &["--http2", "-H", &format!("Host: {h}")]).unwrap();
+    let (status, _, body) = on("a.sites.example.com", "b.sites.example.com", "/");
+    assert_eq!((status, body.trim()), (200, "site b-3"));
+    assert_eq!(on("a.sites.example.com", "b.sites.example.com", "/missing").0, 404);
+    assert_eq!(on("www.example.com", "b.sites.example.com", "/").0, 421);
+    assert_eq!(on("a.sites.example.com", "www.example.com", "/missing").0, 421);
     let with_host = |sni: &str, h: &str| host.curl(sni, &["--http2", "-H", &format!("Host: {h}")]).unwrap();
     // Another entry: 421; the same wildcard entry (HTTP/2 coalescing): served.
     let (status, _, body) = with_host("www.example.com", "docs.example.com");
@@ -277,6 +298,11 @@ fn plain_requests_are_redirected_to_https_unless_a_trusted_proxy_says_https() {
     let served = curl(&["-H", "Host: www.example.com", "-H", "X-Forwarded-Proto: https"]);
     assert!(served.starts_with("404 ") || served.starts_with("200 "), "{served}");
     assert!(curl(&["-H", "Host: www.example.com", "-H", "X-Forwarded-Proto: http"]).starts_with("308 "));
+    // The nearest proxy's word counts: the last of a list, else Forwarded's proto.
+    assert!(!curl(&["-H", "Host: www.example.com", "-H", "X-Forwarded-Proto: http, https"]).starts_with("308 "));
+    assert!(curl(&["-H", "Host: www.example.com", "-H", "X-Forwarded-Proto: https, http"]).starts_with("308 "));
+    let forwarded = "Forwarded: for=192.0.2.1;proto=http, for=192.0.2.2;proto=https";
+    assert!(!curl(&["-H", "Host: www.example.com", "-H", forwarded]).starts_with("308 "));
     // No entry: no redirect, the 404 as over https.
     assert!(curl(&["-H", "Host: nowhere.example.com"]).starts_with("404 "));
     // Over https: never redirected.
@@ -294,6 +320,35 @@ fn plain_requests_are_redirected_to_https_unless_a_trusted_proxy_says_https() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "308 https://www.example.com/x", "443 is left out");
 }
 
+/// An HTTP/2 connection over TLS to `addr` for `sni`, trusting `ca_pem`.
+async fn h2_connection(
+    addr: std::net::SocketAddr,
+    sni: &str,
+    ca_pem: &[u8],
+) -> Result<hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
 #[test]
 fn a_certificate_replaced_under_load_fails_no_request() {
     let host = Https::start("replaced-under-load", &[("www.pem", WWW), ("previews.pem", PREVIEWS)], &[]);
@@ -301,34 +356,34 @@ fn a_certificate_replaced_under_load_fails_no_request() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", host.tls_port).parse().unwrap();
     let (stop, done, failures) =
         (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(Vec::new())));
-    // A keep-alive connection open across every replacement.
+    // One HTTP/2 connection kept open across every replacement, a request
+    // on it every 100 ms: any that fails, or a connection lost, fails it.
+    let kept_answers = Arc::new(AtomicUsize::new(0));
     let kept = {
-        let host_port = host.tls_port;
-        let ca_file = host.ca_file.clone();
-        std::thread::spawn(move || {
-            let resolve = format!("www.example.com:{host_port}:127.0.0.1");
-            let url = format!("https://www.example.com:{host_port}/");
-            let mut args: Vec<String> = [
-                "-sS",
-                "--http2",
-                "--cacert",
-                ca_file.to_str().unwrap(),
-                "--resolve",
-                &resolve,
-                "-w",
-                "%{http_code}\n",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            for _ in 0..40 {
-                args.extend(["--next".into(), "--cacert".into(), ca_file.to_str().unwrap().into()]);
-                args.extend(["--resolve".into(), resolve.clone(), "-w".into(), "%{http_code}\n".into(), url.clone()]);
-            }
-            args.push(url);
-            Command::new("curl").args(&args).args(["--rate", "8/s"]).output().unwrap()
+        let (stop, answers, ca) = (stop.clone(), kept_answers.clone(), ca.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let mut sender = h2_connection(addr, "www.example.com", &ca).await?;
+                while !stop.load(Ordering::Relaxed) {
+                    let request = hyper::Request::get(format!("https://www.example.com:{}/", addr.port()))
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap();
+                    let answer = sender.send_request(request).await.map_err(|e| format!("kept connection: {e}"))?;
+                    if answer.status() != 200 {
+                        return Err(format!("kept connection: status {}", answer.status()));
+                    }
+                    answers.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(())
+            })
         })
     };
+    while kept_answers.load(Ordering::Relaxed) == 0 {
+        assert!(!kept.is_finished(), "the kept connection failed: {:?}", kept.join());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let load: Vec<_> = (0..2)
         .map(|_| {
             let (stop, done, failures, ca) = (stop.clone(), done.clone(), failures.clone(), ca.clone());
@@ -354,7 +409,22 @@ fn a_certificate_replaced_under_load_fails_no_request() {
         let extra = format!("round-{round}.example.com");
         let mut names = WWW.to_vec();
         names.push(&extra);
-        host.replace("www.pem", &host.ca.issue(&names, Validity::current()).unwrap());
+        let pem = host.ca.issue(&names, Validity::current()).unwrap();
+        if round == 2 {
+            // Written in place, in two halves with a pause: the half is
+            // refused, and the last good certificate serves meanwhile.
+            let refusals = host.metric("edgeroute_tls_certificates_refused_total{reason=\"not_a_chain_and_key\"}");
+            let (first, second) = pem.split_at(pem.len() / 2);
+            let mut file = std::fs::File::create(host.folder.join("www.pem")).unwrap();
+            file.write_all(first.as_bytes()).unwrap();
+            file.sync_all().unwrap();
+            host.served.wait_until("the half-written file refused", 20, |h| {
+                h.metric("edgeroute_tls_certificates_refused_total{reason=\"not_a_chain_and_key\"}") > refusals
+            });
+            file.write_all(second.as_bytes()).unwrap();
+        } else {
+            host.replace("www.pem", &pem);
+        }
         let want = format!("DNS:{extra}");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -377,21 +447,18 @@ fn a_certificate_replaced_under_load_fails_no_request() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+    // A request on the kept connection after the last replacement.
+    let answered = kept_answers.load(Ordering::Relaxed);
+    while kept_answers.load(Ordering::Relaxed) <= answered + 1 && !kept.is_finished() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     stop.store(true, Ordering::Relaxed);
     for thread in load {
         thread.join().unwrap();
     }
-    let kept = kept.join().unwrap();
-    let codes = String::from_utf8_lossy(&kept.stdout);
-    assert_eq!(
-        codes.lines().filter(|c| *c == "200").count(),
-        41,
-        "the kept connection: {codes} {}",
-        String::from_utf8_lossy(&kept.stderr)
-    );
+    kept.join().unwrap().unwrap();
     let failures = failures.lock().unwrap();
     let done = done.load(Ordering::Relaxed);
-    assert!(failures.is_empty(), "{}", host.served.log());
     assert!(
         failures.is_empty(),
         "{} of {} requests failed: {:?}",
@@ -431,6 +498,11 @@ fn bad_certificate_files_are_refused_one_by_one_and_names_keep_their_last_good()
         let line = log.lines().rev().find(|l| l.contains("refused")).unwrap_or_default().to_owned();
         assert!(line.contains("www.pem") && line.contains(says), "{what}: {line}");
         assert!(line.contains("keeps the certificate it had"), "{what}: {line}");
+        let now_refused = format!(
+            "edgeroute_tls_certificate_refused{{file=\"{}\",reason=\"{reason}\"}}",
+            host.folder.join("www.pem").display()
+        );
+        assert_eq!(host.metric(&now_refused), 1.0, "{what}");
         assert_eq!(host.subject(Some("www.example.com"), &[]).unwrap(), good, "{what}: the last good one serves");
         assert_eq!(host.curl("www.example.com", &[]).unwrap().0, 200, "{what}");
     }
@@ -441,6 +513,15 @@ fn bad_certificate_files_are_refused_one_by_one_and_names_keep_their_last_good()
     host.replace("stray.pem", &host.ca.issue(&["stray.example.com"], Validity::current()).unwrap());
     host.served.wait_until("stray.pem served", 20, |h| h.metric("edgeroute_tls_certificates") == 3.0);
     assert_eq!(host.subject(Some("stray.example.com"), &[]).unwrap(), "CN = stray.example.com");
+    // A folder that cannot be listed (renamed away) keeps what it had.
+    let away = host.folder.with_file_name("certs-away");
+    std::fs::rename(&host.folder, &away).unwrap();
+    // (SIGHUP reads the certificates again at once, whatever the watch saw.)
+    Command::new("kill").args(["-HUP", &host.served.child.id().to_string()]).status().unwrap();
+    host.served.wait_until("the folder found missing", 20, |h| h.log().contains("cannot list --tls-certs"));
+    assert_eq!(host.subject(Some("stray.example.com"), &[]).unwrap(), "CN = stray.example.com");
+    assert_eq!(host.metric("edgeroute_tls_certificates"), 3.0);
+    std::fs::rename(&away, &host.folder).unwrap();
     // A file removed takes its names with it.
     std::fs::remove_file(host.folder.join("stray.pem")).unwrap();
     host.served.wait_until("stray.pem gone", 20, |h| h.metric("edgeroute_tls_certificates") == 2.0);
