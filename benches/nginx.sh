@@ -30,7 +30,9 @@
 # --tls-sessions 0, and its edgeroute_tls_handshakes_total{result="resumed"} is reported), in
 # EDGEROUTE_BENCH_TLS_RUNS (5) runs whose order rotates: new connections per second (every
 # request with Connection: close, so each is a full handshake) and keep-alive requests per
-# second over https; medians. EDGEROUTE_BENCH_ONLY=tls runs only that.
+# second over https, with the router's CPU time per connection or request (from /proc, so a
+# load that wrk's core limits still compares the routers) and how busy its core was; medians.
+# EDGEROUTE_BENCH_ONLY=tls runs only that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in nginx haproxy wrk taskset python3 curl openssl; do
@@ -117,17 +119,29 @@ EOF
 }
 
 
-# wrk over https against PORT with the script SCRIPT; prints "requests_per_s non2xx errors".
+# CPU time (clock ticks) the processes PIDS have used.
+cpu_ticks() { local total=0; for p in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$total"; }
+
+# wrk over https against PORT with the script SCRIPT, the router being the
+# processes PIDS...; prints "requests_per_s non2xx errors cpu_us_per_request
+# router_core_busy_percent".
 load_tls() {
+  local port=$1 script=$2; shift 2
+  local t0; t0=$(cpu_ticks "$@")
   HOSTS_FILE="$work/hosts.txt" taskset -c 1 wrk -t1 -c"$connections" -d"${duration}s" \
-    -s "$work/$2" "https://127.0.0.1:$1/" > "$work/wrk-tls.out" 2>&1
-  python3 - "$work/wrk-tls.out" <<'EOF'
+    -s "$work/$script" "https://127.0.0.1:$port/" > "$work/wrk-tls.out" 2>&1
+  local t1; t1=$(cpu_ticks "$@")
+  python3 - "$work/wrk-tls.out" "$((t1 - t0))" "$(getconf CLK_TCK)" "$duration" <<'EOF'
 import re, sys
 text = open(sys.argv[1]).read()
+ticks, hz, seconds = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+total = int(re.search(r"(\d+) requests in", text).group(1))
 bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
 errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-print(f"{rps:.0f} {bad.group(1) if bad else 0} {sum(map(int, errors.groups())) if errors else 0}")
+cpu = ticks / hz
+print(f"{rps:.0f} {bad.group(1) if bad else 0} {sum(map(int, errors.groups())) if errors else 0} "
+      f"{cpu * 1e6 / max(total, 1):.1f} {100 * cpu / seconds:.0f}")
 EOF
 }
 
@@ -183,15 +197,20 @@ EOF
     2>"$work/er-tls.log" & er=$!; pids+=("$er")
   wait_port $NGX_TLS; wait_port $HAP_TLS; wait_port $ER_TLS
   local names=(nginx haproxy edgeroute) ports=($NGX_TLS $HAP_TLS $ER_TLS)
-  declare -A hs=() ka=() errs=()
+  local ngx_tls_pids; ngx_tls_pids="$(cat "$work/ngx-tls.pid") $(pgrep -P "$(cat "$work/ngx-tls.pid")" | tr '\n' ' ')"
+  local router_pids=("$ngx_tls_pids" "$(cat "$work/hap-tls.pid")" "$er")
+  declare -A hs=() ka=() errs=() hs_cpu=() ka_cpu=() hs_busy=() ka_busy=()
   for run in $(seq 1 "$tls_runs"); do
     # Each run starts with another router: a machine that speeds up or slows down favours none.
     for k in 0 1 2; do
-      local i=$(( (k + run - 1) % 3 ))
-      read -r rps bad err < <(load_tls "${ports[$i]}" hosts-close.lua)
-      hs[${names[$i]}]+="$rps "; errs[${names[$i]}]+="$bad/$err "
-      read -r rps bad err < <(load_tls "${ports[$i]}" hosts.lua)
-      ka[${names[$i]}]+="$rps "; errs[${names[$i]}]+="$bad/$err "
+      local i=$(( (k + run - 1) % 3 )) name
+      name=${names[$i]}
+      # shellcheck disable=SC2086
+      read -r rps bad err cpu busy < <(load_tls "${ports[$i]}" hosts-close.lua ${router_pids[$i]})
+      hs[$name]+="$rps "; errs[$name]+="$bad/$err "; hs_cpu[$name]+="$cpu "; hs_busy[$name]+="$busy "
+      # shellcheck disable=SC2086
+      read -r rps bad err cpu busy < <(load_tls "${ports[$i]}" hosts.lua ${router_pids[$i]})
+      ka[$name]+="$rps "; errs[$name]+="$bad/$err "; ka_cpu[$name]+="$cpu "; ka_busy[$name]+="$busy "
     done
   done
   local metrics; metrics=$(curl -s "http://127.0.0.1:$ER_ADMIN/metrics")
@@ -203,17 +222,25 @@ EOF
   rm -f "$work/ngx-tls.pid" "$work/hap-tls.pid"; sleep 1
   medn() { printf '%s\n' $1 | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
   printf '\n%s hostnames over TLS (ECDSA P-256, no resumption; %s runs of %s s, rotating order; medians)\n' "$n" "$tls_runs" "$duration"
-  printf '                       handshakes/s (new connections)   keep-alive requests/s   non-2xx/errors per run\n'
+  printf '  new connections (a full handshake and one request each) and keep-alive requests: per second,\n'
+  printf '  the router'"'"'s CPU per connection or request, and how busy its core was (100%%: the router is the limit)\n'
+  printf '                       conn/s   us/conn  busy%%     req/s   us/req  busy%%\n'
   for name in nginx haproxy edgeroute; do
-    printf '  %-20s %12s (runs: %s) %12s (runs: %s) %s\n' "$name" "$(medn "${hs[$name]}")" "${hs[$name]% }" \
-      "$(medn "${ka[$name]}")" "${ka[$name]% }" "${errs[$name]}"
+    printf '  %-20s %7s %9s %6s %9s %8s %6s\n' "$name" "$(medn "${hs[$name]}")" "$(medn "${hs_cpu[$name]}")" \
+      "$(medn "${hs_busy[$name]}")" "$(medn "${ka[$name]}")" "$(medn "${ka_cpu[$name]}")" "$(medn "${ka_busy[$name]}")"
+  done
+  for name in nginx haproxy edgeroute; do
+    printf '  %-9s runs: conn/s %s; req/s %s; non-2xx/errors %s\n' "$name" "${hs[$name]% }" "${ka[$name]% }" "${errs[$name]% }"
   done
   local e_hs e_ka
   e_hs=$(medn "${hs[edgeroute]}"); e_ka=$(medn "${ka[edgeroute]}")
-  printf '  edgeroute / nginx    handshakes %sx, keep-alive %sx\n' \
-    "$(python3 -c "print(f'{$e_hs / $(medn "${hs[nginx]}"):.2f}')")" "$(python3 -c "print(f'{$e_ka / $(medn "${ka[nginx]}"):.2f}')")"
-  printf '  edgeroute / HAProxy  handshakes %sx, keep-alive %sx\n' \
-    "$(python3 -c "print(f'{$e_hs / $(medn "${hs[haproxy]}"):.2f}')")" "$(python3 -c "print(f'{$e_ka / $(medn "${ka[haproxy]}"):.2f}')")"
+  local e_hc e_kc
+  e_hc=$(medn "${hs_cpu[edgeroute]}"); e_kc=$(medn "${ka_cpu[edgeroute]}")
+  for other in nginx haproxy; do
+    printf '  edgeroute / %-8s conn/s %sx, CPU per connection %sx; keep-alive req/s %sx, CPU per request %sx\n' "$other" \
+      "$(python3 -c "print(f'{$e_hs / $(medn "${hs[$other]}"):.2f}')")" "$(python3 -c "print(f'{$e_hc / $(medn "${hs_cpu[$other]}"):.2f}')")" \
+      "$(python3 -c "print(f'{$e_ka / $(medn "${ka[$other]}"):.2f}')")" "$(python3 -c "print(f'{$e_kc / $(medn "${ka_cpu[$other]}"):.2f}')")"
+  done
   printf '  edgeroute handshakes: %s full, %s resumed\n' "$full" "$resumed"
 }
 
