@@ -468,4 +468,28 @@ mod tests {
         assert_eq!(wins, 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    /// A writer stalled while it holds the store's lock (a process stopped
+    /// by SIGSTOP, or stuck on a hung file system) delays another writer,
+    /// who then fails saying why, writing nothing: it never waits forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_lock_holder_never_blocks_another_writer_for_good() {
+        let dir = scratch("stalled-lock");
+        let store = open(&dir);
+        // The stalled writer: another open file description holding the lock.
+        let stalled = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(layout::LOCK));
+        let stalled = stalled.unwrap();
+        stalled.lock().unwrap();
+        let attempt =
+            tokio::time::timeout(std::time::Duration::from_secs(30), store.replace_pointer(&pointer("aa", None), None))
+                .await;
+        // Let go first: a writer still blocked on the lock would hold up the runtime's end.
+        drop(stalled);
+        let err = attempt.expect("still waiting for the lock after 30 s").unwrap_err();
+        assert!(err.to_string().contains("locked by another writer"), "{err}");
+        assert_eq!(store.read_pointer().await.unwrap(), None, "nothing was written");
+        // Once the lock is free, writing works again.
+        assert!(store.replace_pointer(&pointer("aa", None), None).await.unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
