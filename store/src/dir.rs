@@ -17,9 +17,38 @@
 
 use std::path::{Path, PathBuf};
 
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
 use crate::error::io;
+use crate::fs::Staged;
 use crate::layout::ObjectKind;
 use crate::{layout, write_file_atomically, StoreError, Version};
+
+/// The longest wait for the store's lock. Its holder keeps it for a read
+/// and a rename (microseconds); one that holds it this long has stalled
+/// (a process stopped, a hung file system), and waiting on would stall this
+/// writer too, for as long as that lasts.
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes the exclusive lock on `lock`, waiting [`LOCK_WAIT`] at most.
+fn take_lock(lock: &std::fs::File, path: &Path) -> Result<(), StoreError> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked { path: path.to_owned(), waited: LOCK_WAIT })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(path)(e)),
+        }
+    }
+}
 
 /// A directory store, borrowed from [`Store::Dir`](crate::Store::Dir).
 #[derive(Clone, Copy, Debug)]
@@ -55,6 +84,11 @@ impl<'a> DirStore<'a> {
         expected: Option<Version>,
     ) -> Result<Option<Version>, StoreError> {
         self.blocking(move |root| {
+            let path = root.join(name);
+            // Written and fsynced before the lock is taken: the lock is held
+            // only to compare and rename, so that a writer that stalls
+            // (stopped, or on a slow disk) is unlikely to stall with it.
+            let mut staged = Staged::write(&path, |f| f.write_all(&bytes)).map_err(io(&path))?;
             let lock_path = root.join(layout::LOCK);
             let lock = std::fs::OpenOptions::new()
                 .create(true)
@@ -62,15 +96,18 @@ impl<'a> DirStore<'a> {
                 .write(true)
                 .open(&lock_path)
                 .map_err(io(&lock_path))?;
-            lock.lock().map_err(io(&lock_path))?;
+            take_lock(&lock, &lock_path)?;
             // From here until `lock` drops (closing the file releases the
             // lock), no other writer reads or writes a document.
             let current = read_document(&root, name)?.map(|(_, version)| version);
             if current != expected {
                 return Ok(None);
             }
-            let path = root.join(name);
-            write_file_atomically(&path, &bytes).map_err(io(&path))?;
+            staged.put_in_place().map_err(io(&path))?;
+            drop(lock);
+            // Durable before the caller hears of it; another writer that
+            // reads the new version meanwhile builds on a rename already made.
+            staged.sync_dir().map_err(io(&path))?;
             Ok(Some(Version::of_bytes(&bytes)))
         })
         .await

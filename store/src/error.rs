@@ -15,6 +15,14 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A directory store's lock was held by another writer for longer than
+    /// a writer ever holds it: that writer has stalled. Nothing was written.
+    #[error(
+        "{path} is locked by another writer for {waited:?} already: an edgeroute process that stalled \
+         holding it (stopped, or on a hung file system); nothing was written, try again (the lock is \
+         released when that process goes on or exits)"
+    )]
+    Locked { path: PathBuf, waited: std::time::Duration },
     /// An S3 request failed. `why` is one line for a person (see
     /// [`describe_sdk_error`](crate::describe_sdk_error)). The SDK's error is
     /// not kept as a source: `why` already says what it would, and the texts

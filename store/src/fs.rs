@@ -30,23 +30,65 @@ pub fn write_file_atomically_with(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let dir = parent_dir(path);
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".{}.{:x}{TEMP_SUFFIX}", std::process::id(), fastrand::u64(..)));
-    let tmp = dir.join(name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+    Staged::write(path, write)?.commit()
+}
+
+/// A file's new contents, written and fsynced beside it under a temporary
+/// name, not in place yet: [`commit`](Staged::commit) renames it over the
+/// file, and dropping it removes it. The two halves of
+/// [`write_file_atomically`], for a writer that must decide in between,
+/// under a lock, whether to put it in place (and must not hold the lock
+/// through the slow part, the fsync of the data).
+#[derive(Debug)]
+pub(crate) struct Staged {
+    tmp: std::path::PathBuf,
+    path: std::path::PathBuf,
+    done: bool,
+}
+
+impl Staged {
+    /// Writes the new contents of `path` (by `write`) to a temporary file
+    /// beside it, and fsyncs it.
+    pub(crate) fn write(
+        path: &Path,
+        write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    ) -> std::io::Result<Staged> {
+        let mut name = path.file_name().unwrap_or_default().to_owned();
+        name.push(format!(".{}.{:x}{TEMP_SUFFIX}", std::process::id(), fastrand::u64(..)));
+        let staged = Staged { tmp: parent_dir(path).join(name), path: path.to_owned(), done: false };
+        let mut f = std::fs::File::create(&staged.tmp)?;
         write(&mut f)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        // Nothing to remove once the rename happened: then only the
-        // directory's fsync failed.
-        let _ = std::fs::remove_file(&tmp);
+        Ok(staged)
     }
-    result
+
+    /// Renames the new contents over the file (atomic on POSIX), and fsyncs
+    /// the directory, so that the rename itself reaches the disk.
+    pub(crate) fn commit(mut self) -> std::io::Result<()> {
+        self.put_in_place()?;
+        self.sync_dir()
+    }
+
+    /// The rename alone; [`sync_dir`](Staged::sync_dir) makes it durable.
+    pub(crate) fn put_in_place(&mut self) -> std::io::Result<()> {
+        std::fs::rename(&self.tmp, &self.path)?;
+        // Nothing to remove once the rename happened.
+        self.done = true;
+        Ok(())
+    }
+
+    /// Fsyncs the directory of the file.
+    pub(crate) fn sync_dir(&self) -> std::io::Result<()> {
+        std::fs::File::open(parent_dir(&self.path))?.sync_all()
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// The directory `path` is in: its parent, or `.` for a bare file name
