@@ -182,7 +182,7 @@ pub struct TlsArgs {
     pub tls_default_cert: Option<PathBuf>,
     /// Sessions remembered for clients that come back (a resumed handshake
     /// is cheaper), for all certificates together; 0: no resumption at all.
-    #[arg(long, value_name = "N", default_value_t = 4096)]
+    #[arg(long, value_name = "N", default_value_t = 4096, requires = "tls_listen")]
     pub tls_sessions: usize,
     /// Answer plain HTTP requests with a 308 to https, on PORT [default: the
     /// --tls-listen port, else 443]. A trusted proxy's request that says

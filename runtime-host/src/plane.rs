@@ -221,11 +221,16 @@ impl DataPlane {
                 // entry gives the same answer, matched entry included (a
                 // site's missing page names no entry: with "/", an entry
                 // without a "/" page would look like none).
-                let other = worker.resolve(sni.as_bytes(), &named.target)?;
+                // (Too long with the SNI name in front: no check, not a 414.)
+                let other = match worker.resolve(sni.as_bytes(), &named.target) {
+                    Err(EngineError::InputTooLong) => None,
+                    other => Some(other?),
+                };
                 let mut other_entry = [0u8; ENTRY_BYTES];
-                let other_len = other.domain().and_then(|domain| domain.copy_to(&mut other_entry));
+                let other_len = other.as_ref().map(|o| o.domain().and_then(|domain| domain.copy_to(&mut other_entry)));
                 let ours = entry_len.map(|n| &entry[..n]);
-                if !matches!(&route, Resolved::BadRequest(_)) && ours != other_len.map(|n| &other_entry[..n]) {
+                let differ = other_len.is_some_and(|len| ours != len.map(|n| &other_entry[..n]));
+                if !matches!(&route, Resolved::BadRequest(_)) && differ {
                     return Ok(Err(Short {
                         outcome: Outcome::Misdirected,
                         status: StatusCode::MISDIRECTED_REQUEST,
@@ -283,19 +288,27 @@ impl DataPlane {
         if connection.trusted && proxy_says_https(req.headers()) {
             return None;
         }
-        let mut location = format!("https://{}", host_name(&named.host)).into_bytes();
+        let mut location = format!("https://{}", host_name(&named.host));
         if port != 443 {
-            location.extend_from_slice(format!(":{port}").as_bytes());
+            location.push_str(&format!(":{port}"));
         }
-        // The path and query as they came (hyper has checked their bytes).
-        location.extend_from_slice(&named.target);
+        // The path and query as they came, any byte that is not visible
+        // ASCII percent-encoded (HTTP/1.1 lets obs-text through).
+        for &b in &named.target {
+            if b.is_ascii_graphic() {
+                location.push(char::from(b));
+            } else {
+                location.push_str(&format!("%{b:02X}"));
+            }
+        }
         let mut response = redirect(308, "");
-        match HeaderValue::from_bytes(&location) {
+        match HeaderValue::from_str(&location) {
             Ok(value) => {
                 response.headers_mut().insert(LOCATION, value);
                 Some(response)
             }
-            Err(_) => None,
+            // Never served over plain HTTP instead: refused.
+            Err(_) => Some(plain(StatusCode::BAD_REQUEST, "bad request: the request target")),
         }
     }
 

@@ -137,6 +137,13 @@ impl Certificate {
 
     /// [`Certificate::read`] of bytes already read.
     pub fn from_pem(file: &Path, pem: &[u8], now: i64, resumption: &Resumption) -> Result<Certificate, Refusal> {
+        // (rustls reads no encrypted key: a host has no one to type its
+        // passphrase. PKCS#8's marker, and the old PEM header of PKCS#1.)
+        if pem.windows(21).any(|w| w == b"ENCRYPTED PRIVATE KEY")
+            || pem.windows(20).any(|w| w == b"Proc-Type: 4,ENCRYPT")
+        {
+            return Err(Refusal::EncryptedKey);
+        }
         let chain = CertificateDer::pem_slice_iter(pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Refusal::Pem(e.to_string()))?;
@@ -145,8 +152,6 @@ impl Certificate {
             .map_err(|e| Refusal::Pem(e.to_string()))?;
         let Some(leaf) = chain.first() else { return Err(Refusal::NoCertificate) };
         let key = match keys.len() {
-            // (rustls reads no encrypted key: a host has no one to type its passphrase.)
-            0 if pem.windows(21).any(|w| w == b"ENCRYPTED PRIVATE KEY") => return Err(Refusal::EncryptedKey),
             0 => return Err(Refusal::NoKey),
             1 => keys.pop().expect("one"),
             n => return Err(Refusal::ManyKeys(n)),

@@ -49,7 +49,7 @@ impl CertificateSet {
             valid.into_iter().map(|c| (c, false)).chain(expired.into_iter().map(|c| (c, true)))
         {
             for name in &certificate.names {
-                if fills_in && set.covers(name) {
+                if fills_in && set.covers(name, now) {
                     continue;
                 }
                 let (map, key) = match name {
@@ -69,15 +69,17 @@ impl CertificateSet {
         set
     }
 
-    /// Whether a certificate of the set covers `name` already (a name by
-    /// itself or by a wildcard; a wildcard by the same wildcard).
-    fn covers(&self, name: &Name) -> bool {
+    /// Whether a certificate of the set that is valid at `now` covers
+    /// `name` already (a name by itself or by a wildcard; a wildcard by the
+    /// same wildcard).
+    fn covers(&self, name: &Name, now: i64) -> bool {
+        let valid = |c: Option<&Arc<Certificate>>| c.is_some_and(|c| now <= c.not_after);
         match name {
             Name::Exact(name) => {
-                self.exact.contains_key(name)
-                    || name.split_once('.').is_some_and(|(_, parent)| self.wildcard.contains_key(parent))
+                valid(self.exact.get(name))
+                    || name.split_once('.').is_some_and(|(_, parent)| valid(self.wildcard.get(parent)))
             }
-            Name::Wildcard(parent) => self.wildcard.contains_key(parent),
+            Name::Wildcard(parent) => valid(self.wildcard.get(parent)),
         }
     }
 

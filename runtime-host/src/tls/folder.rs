@@ -85,6 +85,12 @@ pub struct CertificateFiles {
     paths: Vec<PathBuf>,
     default: Option<PathBuf>,
     resumption: Resumption,
+    /// The folders watched: each `--tls-certs` folder, the folder of each
+    /// file (as they were at start: a folder that goes missing is still one).
+    folders: Vec<PathBuf>,
+    /// The next scan says the set changed, whatever it finds (after a scan
+    /// that failed half way).
+    force_change: bool,
     held: BTreeMap<PathBuf, Held>,
 }
 
@@ -105,8 +111,16 @@ impl CertificateFiles {
             paths: paths.iter().map(|p| absolute(p)).collect(),
             default: default.map(absolute),
             resumption: Resumption::new(sessions),
+            folders: Vec::new(),
+            force_change: false,
             held: BTreeMap::new(),
         };
+        let mut folders: Vec<PathBuf> = (files.paths.iter().chain(&files.default))
+            .map(|p| if p.is_dir() { p.clone() } else { p.parent().map_or_else(|| p.clone(), Path::to_path_buf) })
+            .collect();
+        folders.sort();
+        folders.dedup();
+        files.folders = folders;
         for path in &files.paths {
             if list(path).map_err(|e| TlsError::Path(path.clone(), e))?.is_empty() {
                 return Err(TlsError::EmptyFolder(path.clone()));
@@ -126,16 +140,17 @@ impl CertificateFiles {
     }
 
     /// The folders to watch for changes (a file's own folder for a file).
-    pub fn folders(&self) -> Vec<PathBuf> {
-        let mut folders: Vec<PathBuf> = self
-            .paths
-            .iter()
-            .chain(&self.default)
-            .map(|p| if p.is_dir() { p.clone() } else { p.parent().map_or_else(|| p.clone(), Path::to_path_buf) })
-            .collect();
-        folders.sort();
-        folders.dedup();
-        folders
+    pub fn folders(&self) -> &[PathBuf] {
+        &self.folders
+    }
+
+    /// Forgets what every file looked like: the next scan reads them all
+    /// again and swaps its set in (after a scan that panicked half way).
+    pub fn reread_all(&mut self) {
+        for held in self.held.values_mut() {
+            held.signature = None;
+        }
+        self.force_change = true;
     }
 
     /// Reads what changed since the last scan, at time `now` (seconds since
@@ -156,7 +171,14 @@ impl CertificateFiles {
                 }
             }
         }
+        // A default file that is not there for now is kept too (being replaced).
+        if let Some(default) = &self.default {
+            if std::fs::metadata(default).is_err() && self.held.contains_key(default) {
+                unlisted.push(default.clone());
+            }
+        }
         unlisted.sort();
+        unlisted.dedup();
         seen.extend(unlisted.iter().cloned());
         seen.extend(self.default.iter().cloned());
         seen.sort();
@@ -180,8 +202,10 @@ impl CertificateFiles {
             if signature.is_some() && signature == held.signature && !held.waiting {
                 continue;
             }
+            let read = Certificate::read(&file, now, &self.resumption);
+            let same_file = signature.is_some() && signature == held.signature;
             held.signature = signature;
-            match Certificate::read(&file, now, &self.resumption) {
+            match read {
                 Ok(certificate) => {
                     tracing::info!(
                         "TLS: {} serves {} (expires in {:.0} days)",
@@ -194,6 +218,9 @@ impl CertificateFiles {
                     held.refused = None;
                     held.expired = false;
                 }
+                // The same file refused again for the same reason (one that
+                // waits to become valid): said and counted once.
+                Err(why) if same_file && held.refused == Some(why.reason()) => {}
                 Err(why) => {
                     held.waiting = matches!(why, Refusal::NotYetValid(_));
                     held.refused = Some(why.reason());
@@ -208,7 +235,9 @@ impl CertificateFiles {
             }
         }
         let good: Vec<Arc<Certificate>> = self.held.values().filter_map(|h| h.good.clone()).collect();
-        let mut changed = good.len() != before.len() || good.iter().zip(&before).any(|(g, b)| Arc::as_ptr(g) != *b);
+        let mut changed = std::mem::take(&mut self.force_change)
+            || good.len() != before.len()
+            || good.iter().zip(&before).any(|(g, b)| Arc::as_ptr(g) != *b);
         // A certificate that expires while served gives way to a valid one
         // that covers its names (`choice.rs`): the set changes then too.
         for (file, held) in &mut self.held {
@@ -267,4 +296,33 @@ pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::authority::{LocalAuthority, Validity};
+
+    /// A scan notices a certificate that has expired since it was read:
+    /// the set changes, and a valid wildcard takes its names over.
+    #[test]
+    fn a_scan_notices_a_certificate_that_expired_while_served() {
+        let folder = std::env::temp_dir().join(format!("edgeroute-tls-expiry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).unwrap();
+        let ca = LocalAuthority::new("test").unwrap();
+        let until = |year| Validity { not_before: (2020, 1, 1), not_after: (year, 1, 1) };
+        std::fs::write(folder.join("a.pem"), ca.issue(&["a.example.com"], until(2031)).unwrap()).unwrap();
+        std::fs::write(folder.join("wild.pem"), ca.issue(&["*.example.com"], until(2041)).unwrap()).unwrap();
+        let metrics = Metrics::default();
+        let (mut files, set) = CertificateFiles::open(std::slice::from_ref(&folder), None, 0, &metrics).unwrap();
+        let chosen = |set: &CertificateSet| set.choose(Some("a.example.com")).unwrap().file.clone();
+        assert_eq!(chosen(&set), folder.join("a.pem"));
+        let in_2032 = 1_956_528_000;
+        let scan = files.scan(in_2032, &metrics);
+        assert!(scan.changed, "the expiry changed what is served");
+        assert_eq!(chosen(&scan.set), folder.join("wild.pem"));
+        assert!(!files.scan(in_2032, &metrics).changed, "said once");
+        let _ = std::fs::remove_dir_all(&folder);
+    }
 }

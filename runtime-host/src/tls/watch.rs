@@ -99,16 +99,19 @@ pub async fn follow_with(
             Ok(_) => {}
             Err(_) => {
                 metrics.tls.refused("bad_certificate");
+                files.reread_all();
                 tracing::error!(
-                    "TLS: reading the certificates panicked; the ones served stay, and they are read again later"
+                    "TLS: reading the certificates panicked; the ones served stay, and every file is read again at the next scan"
                 );
             }
         }
         // A folder replaced (renamed over, a link retargeted) is another
         // folder than the one watched: watched again.
         if watch.as_ref().is_some_and(Watch::stale) {
-            tracing::info!("TLS: a certificate folder was replaced; watching it again");
+            tracing::info!("TLS: a certificate folder was replaced, or is back; watching it again");
             watch = Some(Watch::new(&files, tx.clone()));
+            // What changed between the scan and the new watch is read now.
+            let _ = tx.send(());
         }
     }
 }
@@ -132,7 +135,7 @@ impl Watch {
     /// Watches every folder of `files`; any event, or an error of the watch
     /// itself (its queue overflowed: events were lost), asks for a scan.
     fn new(files: &CertificateFiles, tx: tokio::sync::mpsc::UnboundedSender<()>) -> Watch {
-        let folders = files.folders();
+        let folders = files.folders().to_vec();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if event.is_err() || event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
                 let _ = tx.send(());

@@ -265,6 +265,7 @@ fn a_host_of_another_entry_than_the_sni_is_misdirected() {
     assert_eq!(with_host("stray.example.com", "www.example.com").0, 421);
     assert_eq!(with_host("stray.example.com", "nowhere.example.com").0, 404);
     assert_eq!(with_host("www.example.com", "nowhere.example.com").0, 421);
+    assert!(host.metric("edgeroute_requests_total{kind=\"misdirected\",status=\"421\"}") >= 5.0);
     drop(host);
 
     let host = Https::start("misdirected-allowed", certs, &["--allow-sni-mismatch"]);
@@ -481,13 +482,27 @@ fn bad_certificate_files_are_refused_one_by_one_and_names_keep_their_last_good()
     let other_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
     let past = Validity { not_before: (2001, 1, 1), not_after: (2002, 1, 1) };
     let future = Validity { not_before: (2090, 1, 1), not_after: (2091, 1, 1) };
-    let bad: [(&str, String, &str, &str); 6] = [
+    let encrypted = Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-v2", "aes256", "-passout", "pass:secret"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut openssl| {
+            openssl.stdin.take().unwrap().write_all(key.serialize_pem().as_bytes())?;
+            openssl.wait_with_output()
+        })
+        .unwrap();
+    let encrypted = String::from_utf8(encrypted.stdout).unwrap();
+    assert!(encrypted.contains("ENCRYPTED PRIVATE KEY"), "{encrypted}");
+    let bad: [(&str, String, &str, &str); 8] = [
         ("garbage", "this is not PEM at all\n".into(), "not_a_chain_and_key", "no certificate"),
         ("no key", cert.clone(), "not_a_chain_and_key", "no private key"),
         ("the wrong key", format!("{cert}{other_key}"), "key_mismatch", "not the key of its first certificate"),
         ("expired", host.ca.issue(WWW, past).unwrap(), "expired", "expired on"),
         ("not valid yet", host.ca.issue(WWW, future).unwrap(), "not_yet_valid", "not valid until"),
         ("two keys", format!("{cert}{}{other_key}", key.serialize_pem()), "not_a_chain_and_key", "2 private keys"),
+        ("an encrypted key", format!("{cert}{encrypted}"), "bad_key", "its private key is encrypted"),
+        ("no DNS name", host.ca.issue(&["192.0.2.1"], Validity::current()).unwrap(), "bad_certificate", "no DNS name"),
     ];
     for (what, pem, reason, says) in bad {
         let metric = format!("edgeroute_tls_certificates_refused_total{{reason=\"{reason}\"}}");
@@ -506,6 +521,10 @@ fn bad_certificate_files_are_refused_one_by_one_and_names_keep_their_last_good()
         assert_eq!(host.subject(Some("www.example.com"), &[]).unwrap(), good, "{what}: the last good one serves");
         assert_eq!(host.curl("www.example.com", &[]).unwrap().0, 200, "{what}");
     }
+    // Fixed: no longer counted as refused now.
+    host.replace("www.pem", &host.ca.issue(WWW, Validity::current()).unwrap());
+    host.served
+        .wait_until("www.pem fixed", 20, |h| !h.admin_get("/metrics").1.contains("edgeroute_tls_certificate_refused{"));
     // A bad new file leaves the others alone; a good one then serves its names.
     host.replace("stray.pem", "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n");
     host.served.wait_until("stray.pem refused", 20, |s| s.log().contains("refused") && s.log().contains("stray.pem"));
@@ -515,16 +534,23 @@ fn bad_certificate_files_are_refused_one_by_one_and_names_keep_their_last_good()
     assert_eq!(host.subject(Some("stray.example.com"), &[]).unwrap(), "CN = stray.example.com");
     // A folder that cannot be listed (renamed away) keeps what it had.
     let away = host.folder.with_file_name("certs-away");
+    let unreadable = host.metric("edgeroute_tls_certificates_refused_total{reason=\"unreadable\"}");
+    let refusals = host.served.log().matches("refused").count();
     std::fs::rename(&host.folder, &away).unwrap();
     // (SIGHUP reads the certificates again at once, whatever the watch saw.)
     Command::new("kill").args(["-HUP", &host.served.child.id().to_string()]).status().unwrap();
     host.served.wait_until("the folder found missing", 20, |h| h.log().contains("cannot list --tls-certs"));
     assert_eq!(host.subject(Some("stray.example.com"), &[]).unwrap(), "CN = stray.example.com");
     assert_eq!(host.metric("edgeroute_tls_certificates"), 3.0);
+    // Kept quietly: its files are not read (and refused) while it is away.
+    assert_eq!(host.metric("edgeroute_tls_certificates_refused_total{reason=\"unreadable\"}"), unreadable);
+    assert_eq!(host.served.log().matches("refused").count(), refusals, "{}", host.served.log());
     std::fs::rename(&away, &host.folder).unwrap();
+    // Back, and watched again: a change in it is seen at once, not at the next poll.
+    std::thread::sleep(Duration::from_millis(500));
     // A file removed takes its names with it.
     std::fs::remove_file(host.folder.join("stray.pem")).unwrap();
-    host.served.wait_until("stray.pem gone", 20, |h| h.metric("edgeroute_tls_certificates") == 2.0);
+    host.served.wait_until("stray.pem gone", 5, |h| h.metric("edgeroute_tls_certificates") == 2.0);
     assert!(host.subject(Some("stray.example.com"), &[]).unwrap_err().contains("unrecognized name"));
 }
 
@@ -566,8 +592,12 @@ fn handshakes_have_deadlines_and_bad_hellos_cost_nothing() {
     let host = Https::start(
         "handshake-deadlines",
         &[("www.pem", WWW)],
-        &["--first-byte-timeout", "1", "--header-timeout", "2"],
+        &["--first-byte-timeout", "1", "--header-timeout", "2", "--tls-sessions", "0"],
     );
+    // No resumption: a client that comes back makes a full handshake.
+    host.subject(Some("www.example.com"), &["-tls1_2", "-reconnect"]).unwrap();
+    assert_eq!(host.metric("edgeroute_tls_handshakes_total{result=\"ok\",version=\"TLSv1.2\"}"), 6.0);
+    assert_eq!(host.metric("edgeroute_tls_handshakes_total{result=\"resumed\",version=\"TLSv1.2\"}"), 0.0);
     let port = host.tls_port;
     // Silent: closed after the first-byte timeout.
     let started = Instant::now();
