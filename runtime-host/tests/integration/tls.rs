@@ -629,3 +629,26 @@ fn handshakes_have_deadlines_and_bad_hellos_cost_nothing() {
     });
     assert_eq!(host.curl("www.example.com", &[]).unwrap().0, 200);
 }
+
+/// A drain does not wait for handshakes under way: their clients have sent
+/// no request yet.
+#[test]
+fn a_drain_does_not_wait_for_handshakes_under_way() {
+    let mut host = Https::start("drain-handshakes", &[("www.pem", WWW)], &["--header-timeout", "60"]);
+    let mut half = TcpStream::connect(("127.0.0.1", host.tls_port)).unwrap();
+    half.write_all(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01, 0x00, 0x00, 0xfc, 0x03, 0x03]).unwrap();
+    // The handshake is under way once the host has read those bytes.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    Command::new("kill").args(["-TERM", &host.served.child.id().to_string()]).status().unwrap();
+    let status = loop {
+        if let Some(status) = host.served.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "still draining: {}", host.served.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}: {}", host.served.log());
+    assert!(started.elapsed() < Duration::from_secs(5), "the drain took {:?}", started.elapsed());
+    drop(half);
+}
