@@ -119,6 +119,32 @@ EOF
 }
 
 
+# HAProxy as the router, one thread, the Host looked up in an exact-match
+# map: its configuration, with the global lines GLOBAL and the bind line BIND.
+haproxy_cfg() {
+  local global=$1 bind=$2
+  cat <<EOF
+global
+  maxconn 4096
+  nbthread 1
+  daemon
+$global
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+frontend routes
+  $bind
+  http-request return status 404 unless { req.hdr(host),lower,map_str($work/hap.map) -m found }
+  default_backend up
+backend up
+  http-reuse always
+  server up 127.0.0.1:$UP
+EOF
+}
+
 # CPU time (clock ticks) the processes PIDS have used.
 cpu_ticks() { local total=0; for p in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$total"; }
 
@@ -170,27 +196,8 @@ http { access_log off; keepalive_requests 1000000;
       proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host; } } }
 EOF
   taskset -c 0 nginx -p "$work/ngx-tls" -c "$work/ngx-tls/nginx.conf" -e "$work/ngx-tls/error.log" 2>/dev/null
-  cat > "$work/haproxy-tls.cfg" <<EOF
-global
-  maxconn 4096
-  nbthread 1
-  daemon
-  pidfile $work/hap-tls.pid
-  tune.ssl.cachesize 0
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  timeout http-keep-alive 60s
-frontend routes
-  bind 127.0.0.1:$HAP_TLS ssl crt $work/tls.pem no-tls-tickets
-  http-request return status 404 unless { req.hdr(host),lower,map_str($work/hap.map) -m found }
-  default_backend up
-backend up
-  http-reuse always
-  server up 127.0.0.1:$UP
-EOF
+  haproxy_cfg "$(printf '  pidfile %s\n  tune.ssl.cachesize 0' "$work/hap-tls.pid")" \
+    "bind 127.0.0.1:$HAP_TLS ssl crt $work/tls.pem no-tls-tickets" > "$work/haproxy-tls.cfg"
   taskset -c 0 haproxy -f "$work/haproxy-tls.cfg" 2>"$work/hap-tls.log"
   taskset -c 0 "$bin/edgeroute-host" serve --snapshot "$work/a.snap" --listen 127.0.0.1:$ER --admin-listen 127.0.0.1:$ER_ADMIN \
     --static-root "$work" --tls-listen 127.0.0.1:$ER_TLS --tls-certs "$work/tls.pem" --tls-default-cert "$work/tls.pem" --tls-sessions 0 \
@@ -309,27 +316,8 @@ EOF
   kill "$(cat "$work/ngx.pid")"; rm -f "$work/ngx.pid"; sleep 1
 
   # HAProxy as the router: one thread, the Host looked up in an exact-match map.
-  cat > "$work/haproxy.cfg" <<EOF
-global
-  maxconn 4096
-  nbthread 1
-  daemon
-  pidfile $work/hap.pid
-  stats socket $work/hap.sock mode 600 level admin
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  timeout http-keep-alive 60s
-frontend routes
-  bind 127.0.0.1:$HAP
-  http-request return status 404 unless { req.hdr(host),lower,map_str($work/hap.map) -m found }
-  default_backend up
-backend up
-  http-reuse always
-  server up 127.0.0.1:$UP
-EOF
+  haproxy_cfg "$(printf '  pidfile %s\n  stats socket %s mode 600 level admin' "$work/hap.pid" "$work/hap.sock")" \
+    "bind 127.0.0.1:$HAP" > "$work/haproxy.cfg"
   t0=$(date +%s.%N)
   taskset -c 0 haproxy -f "$work/haproxy.cfg" 2>"$work/hap.log"
   wait_port $HAP
