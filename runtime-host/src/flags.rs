@@ -171,9 +171,10 @@ pub struct TlsArgs {
     /// Serve https too, on IP:PORT (TLS 1.3 and 1.2, HTTP/2 and HTTP/1.1 by ALPN); needs --tls-certs.
     #[arg(long, value_name = "ADDR", value_parser = listen_address, requires = "tls_certs")]
     pub tls_listen: Option<SocketAddr>,
-    /// A PEM file holding a certificate chain and its private key, or a
-    /// folder of such `.pem` files (repeatable). Each certificate serves the
-    /// names it carries; files are read again when they change.
+    /// A PEM file holding a certificate chain and its private key (or with
+    /// the key in NAME.key beside it), or a folder of such `.pem` and `.crt`
+    /// files (repeatable). Each certificate serves the names it carries;
+    /// files are read again when they change.
     #[arg(long, value_name = "PATH", requires = "tls_listen")]
     pub tls_certs: Vec<PathBuf>,
     /// The certificate for a client whose name (SNI) no certificate covers,

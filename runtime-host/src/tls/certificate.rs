@@ -19,6 +19,16 @@ use rustls::server::ResolvesServerCert;
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
+/// The file that holds the key of a certificate file that holds none:
+/// `NAME.key` beside `NAME.crt` or `NAME.pem` (a Kubernetes
+/// `kubernetes.io/tls` secret's `tls.crt` and `tls.key`), else
+/// `NAME.pem.key` (HAProxy's rule).
+pub fn key_file(file: &Path) -> Option<PathBuf> {
+    let mut appended = file.as_os_str().to_owned();
+    appended.push(".key");
+    [file.with_extension("key"), PathBuf::from(appended)].into_iter().find(|key| key != file && key.is_file())
+}
+
 /// The ALPN protocols offered, in the host's order of preference.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -84,7 +94,7 @@ pub enum Refusal {
     Pem(String),
     #[error("it holds no certificate (BEGIN CERTIFICATE)")]
     NoCertificate,
-    #[error("it holds no private key (BEGIN PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY): put the key in the same file, after the chain")]
+    #[error("it holds no private key (BEGIN PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY), and there is no NAME.key beside it: put the key in the same file, after the chain, or in NAME.key")]
     NoKey,
     #[error("its private key is encrypted: decrypt it (openssl pkey -in FILE -out FILE), and keep the file readable by the host only")]
     EncryptedKey,
@@ -130,8 +140,15 @@ impl Certificate {
     /// Reads `file`, checks it whole at time `now` (seconds since the Unix
     /// epoch), and makes the configuration that serves it, resuming
     /// sessions as `resumption` says.
+    /// A file that holds no key takes it from its [`key_file`].
     pub fn read(file: &Path, now: i64, resumption: &Resumption) -> Result<Certificate, Refusal> {
-        let pem = std::fs::read(file).map_err(Refusal::Read)?;
+        let mut pem = std::fs::read(file).map_err(Refusal::Read)?;
+        if !pem.windows(11).any(|w| w == b"PRIVATE KEY") {
+            if let Some(key) = key_file(file) {
+                pem.push(b'\n');
+                pem.extend(std::fs::read(&key).map_err(Refusal::Read)?);
+            }
+        }
         Certificate::from_pem(file, &pem, now, resumption)
     }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::certificate::{Certificate, Refusal, Resumption};
+use super::certificate::{key_file, Certificate, Refusal, Resumption};
 use super::choice::CertificateSet;
 use crate::metrics::Metrics;
 
@@ -43,7 +43,8 @@ impl Signature {
 /// One file's state.
 #[derive(Debug)]
 struct Held {
-    signature: Option<Signature>,
+    /// The file's, and its key file's if it has one.
+    signature: Option<(Signature, Option<Signature>)>,
     /// Its last good certificate.
     good: Option<Arc<Certificate>>,
     /// Refused last time it was read as not valid yet: read again at every
@@ -60,7 +61,7 @@ struct Held {
 pub enum TlsError {
     #[error("cannot read --tls-certs {0}: {1}")]
     Path(PathBuf, #[source] std::io::Error),
-    #[error("--tls-certs {0} is a folder with no .pem file in it")]
+    #[error("--tls-certs {0} is a folder with no .pem or .crt file in it")]
     EmptyFolder(PathBuf),
     #[error("--tls-default-cert {0} is refused: {1}")]
     Default(PathBuf, #[source] Refusal),
@@ -198,7 +199,8 @@ impl CertificateFiles {
                 refused: None,
                 expired: false,
             });
-            let signature = std::fs::metadata(&file).ok().map(|m| Signature::of(&m));
+            let key = key_file(&file).and_then(|key| std::fs::metadata(key).ok()).map(|m| Signature::of(&m));
+            let signature = std::fs::metadata(&file).ok().map(|m| (Signature::of(&m), key));
             if signature.is_some() && signature == held.signature && !held.waiting {
                 continue;
             }
@@ -221,6 +223,17 @@ impl CertificateFiles {
                 // The same file refused again for the same reason (one that
                 // waits to become valid): said and counted once.
                 Err(why) if same_file && held.refused == Some(why.reason()) => {}
+                // A `.crt` with no key in it or beside it is not one to serve
+                // (a Kubernetes secret's `ca.crt`): passed over, said once.
+                Err(Refusal::NoKey) if file.extension().is_some_and(|e| e == "crt") && held.good.is_none() => {
+                    if !same_file {
+                        tracing::info!(
+                            "TLS: {} holds no private key and has no .key beside it: not served (a CA's certificate?)",
+                            file.display()
+                        );
+                    }
+                    held.refused = None;
+                }
                 Err(why) => {
                     held.waiting = matches!(why, Refusal::NotYetValid(_));
                     held.refused = Some(why.reason());
@@ -262,8 +275,8 @@ impl CertificateFiles {
     }
 }
 
-/// A path's certificate files: the path itself, or a folder's `*.pem`
-/// files (not hidden ones; not its subfolders), sorted.
+/// A path's certificate files: the path itself, or a folder's `*.pem` and
+/// `*.crt` files (not hidden ones; not its subfolders), sorted.
 fn list(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     if !std::fs::metadata(path)?.is_dir() {
         return Ok(vec![path.to_owned()]);
@@ -273,7 +286,7 @@ fn list(path: &Path) -> std::io::Result<Vec<PathBuf>> {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') || !name.ends_with(".pem") {
+        if name.starts_with('.') || !(name.ends_with(".pem") || name.ends_with(".crt")) {
             continue;
         }
         // Followed links too (a Kubernetes secret's files are links).

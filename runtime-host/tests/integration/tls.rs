@@ -570,7 +570,7 @@ fn a_host_that_cannot_serve_its_certificates_does_not_start() {
     assert!(log.contains("--tls-default-cert") && log.contains("no certificate"), "{log}");
     let empty = scratch("tls-start-empty");
     let log = refused(&["--tls-certs", empty.to_str().unwrap()]);
-    assert!(log.contains("no .pem file"), "{log}");
+    assert!(log.contains("no .pem or .crt file"), "{log}");
     let output = Command::new(env!("CARGO_BIN_EXE_edgeroute-host"))
         .args(["serve", "--snapshot", "x.snap", "--tls-listen", "127.0.0.1:0"])
         .output()
@@ -651,4 +651,55 @@ fn a_drain_does_not_wait_for_handshakes_under_way() {
     assert!(status.success(), "{status}: {}", host.served.log());
     assert!(started.elapsed() < Duration::from_secs(5), "the drain took {:?}", started.elapsed());
     drop(half);
+}
+
+/// A Kubernetes `kubernetes.io/tls` secret mounted as a folder: `tls.crt`
+/// and `tls.key` (paired), `ca.crt` (no key: passed over, not refused),
+/// all links into a `..data` folder that is swapped whole on an update.
+#[test]
+fn a_kubernetes_tls_secret_is_served_and_followed_through_its_swaps() {
+    fn version(folder: &std::path::Path, ca: &LocalAuthority, tag: &str, names: &[&str]) {
+        let dir = folder.join(format!("..{tag}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let (cert, key) = ca.issue_with(names, Validity::current(), &key).unwrap();
+        std::fs::write(dir.join("tls.crt"), cert).unwrap();
+        std::fs::write(dir.join("tls.key"), key).unwrap();
+        std::fs::write(dir.join("ca.crt"), &ca.certificate_pem).unwrap();
+        // Swapped as the kubelet does: a new link renamed over `..data`.
+        let tmp = folder.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..{tag}"), &tmp).unwrap();
+        std::fs::rename(&tmp, folder.join("..data")).unwrap();
+        for file in ["tls.crt", "tls.key", "ca.crt"] {
+            let link = folder.join(file);
+            if std::fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(format!("..data/{file}"), &link).unwrap();
+            }
+        }
+    }
+    let host = Https::try_start_with("kubernetes-secret", &[], |folder, ca| version(folder, ca, "v1", WWW)).unwrap();
+    assert_eq!(host.subject(Some("www.example.com"), &[]).unwrap(), "CN = www.example.com");
+    assert_eq!(host.metric("edgeroute_tls_certificates"), 1.0);
+    let log = host.served.log();
+    assert!(log.contains("ca.crt holds no private key") && !log.contains("refused"), "{log}");
+    for reason in edgeroute_host::tls::Refusal::REASONS {
+        let metric = format!("edgeroute_tls_certificates_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(host.metric(&metric), 0.0, "{reason}");
+    }
+    // An update: the new certificate serves from the next handshake on.
+    let mut names = WWW.to_vec();
+    names.push("rotated.example.com");
+    version(&host.folder, &host.ca, "v2", &names);
+    host.served.wait_until("the rotated certificate served", 20, |_| {
+        let san = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl s_client -connect 127.0.0.1:{} -servername www.example.com </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName",
+                host.tls_port
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&san.stdout).contains("rotated.example.com")
+    });
+    assert!(!host.served.log().contains("refused"), "{}", host.served.log());
 }
