@@ -193,11 +193,14 @@ impl DataPlane {
         };
         let answer = state.router.with_worker(|worker| {
             let start = Instant::now();
-            let resolution = worker.resolve(&named.host, &named.target)?;
+            let resolution = worker.resolve(&named.host, &named.target);
             state.metrics.resolve(start.elapsed());
-            // The matched entry, copied out of the worker's buffer for a second resolve.
+            let resolution = resolution?;
+            // The matched entry, copied out of the worker's buffer for a
+            // second resolve (only when there is one to make).
             let mut entry = [0u8; ENTRY_BYTES];
-            let entry_len = resolution.domain().and_then(|domain| domain.copy_to(&mut entry));
+            let entry_len =
+                if sni.is_some() { resolution.domain().and_then(|domain| domain.copy_to(&mut entry)) } else { None };
             let route = match resolution {
                 Resolution::Static { bucket, key, status, fallback, not_found_page, .. } => Resolved::Static {
                     bucket: bucket.to_owned(),
