@@ -155,6 +155,20 @@ impl Https {
         }
     }
 
+    /// The subject alternative names of the certificate served for `sni`,
+    /// as `openssl x509 -ext subjectAltName` prints them (empty if none).
+    fn served_names(&self, sni: &str) -> String {
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl s_client -connect 127.0.0.1:{} -servername {sni} </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName",
+                self.tls_port
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Writes `pem` over `file` of the folder (renamed over it, whole).
     fn replace(&self, file: &str, pem: &str) {
         let tmp = self.folder.join(format!(".{file}.tmp"));
@@ -429,15 +443,7 @@ fn a_certificate_replaced_under_load_fails_no_request() {
         let want = format!("DNS:{extra}");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let text = Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    "openssl s_client -connect 127.0.0.1:{} -servername www.example.com </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName",
-                    host.tls_port
-                ))
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&text.stdout).contains(&want) {
+            if host.served_names("www.example.com").contains(&want) {
                 break;
             }
             assert!(
@@ -460,12 +466,22 @@ fn a_certificate_replaced_under_load_fails_no_request() {
     kept.join().unwrap().unwrap();
     let failures = failures.lock().unwrap();
     let done = done.load(Ordering::Relaxed);
+    // (On a failure, what the host counted says which of its limits closed what.)
+    let counted = |text: String| -> String {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("edgeroute_connections_closed_total") || l.starts_with("edgeroute_tls_handshakes_total")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert!(
         failures.is_empty(),
-        "{} of {} requests failed: {:?}",
+        "{} of {} requests failed: {:?}\n{}",
         failures.len(),
         done + failures.len(),
-        &failures[..failures.len().min(5)]
+        &failures[..failures.len().min(5)],
+        counted(host.served.admin_get("/metrics").1)
     );
     assert!(done > 20, "only {done} requests made");
     let handshakes = host.metric("edgeroute_tls_handshakes_total{result=\"ok\",version=\"TLSv1.3\"}") - before;
@@ -691,15 +707,7 @@ fn a_kubernetes_tls_secret_is_served_and_followed_through_its_swaps() {
     names.push("rotated.example.com");
     version(&host.folder, &host.ca, "v2", &names);
     host.served.wait_until("the rotated certificate served", 20, |_| {
-        let san = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "openssl s_client -connect 127.0.0.1:{} -servername www.example.com </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName",
-                host.tls_port
-            ))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&san.stdout).contains("rotated.example.com")
+        host.served_names("www.example.com").contains("rotated.example.com")
     });
     assert!(!host.served.log().contains("refused"), "{}", host.served.log());
 }
